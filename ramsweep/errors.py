@@ -1,0 +1,29 @@
+"""One exception type per user-facing failure family.
+
+Library code raises these with a one-line message that names the thing at fault and the
+fix; only `ramsweep.cli` turns them into a printed line and an exit code.
+"""
+
+
+class RamsweepError(Exception):
+    """Base of every error a user can cause or fix."""
+
+    exit_code = 1
+
+
+class ConfigError(RamsweepError):
+    """An experiment set or spec is invalid (bad tier string, unknown key, ...)."""
+
+    exit_code = 2
+
+
+class DataError(RamsweepError):
+    """A corpus, split or tokenizer cannot be loaded or is unusable."""
+
+    exit_code = 2
+
+
+class StoreError(RamsweepError):
+    """A results file cannot be read or written safely."""
+
+    exit_code = 3
