@@ -1,0 +1,184 @@
+"""CPU kernels (numba): train and evaluate one tier of RAM neurons.
+
+Cells are 2-bit codes, EMPTY = 0b00, FALSE = 0b01, TRUE = 0b11, so "TRUE beats FALSE beats
+EMPTY" is a bitwise OR and the trained memory does not depend on the order of writes.
+Training is neuron-parallel (each neuron's memory is private: no locks, no atomics);
+evaluation is example-parallel (each example's accumulators belong to one thread).
+
+Shapes used throughout:
+  tokens    (n_tokens,) int32          the split's token ids
+  examples  (n_examples,) int64        positions t >= context; context = tokens[t-context:t]
+  slot      (n_neurons, bits) uint8    which context token each connection reads (0 = oldest)
+  shift     (n_neurons, bits) uint8    which bit of that token (right shift)
+  dense     (n_neurons, words) uint32  16 cells per word, cell a at bits 2(a%16)..+1 of word a//16
+  sparse    offsets (n_neurons+1,) int64; keys (n_cells,) sorted per neuron; vals (n_cells,) uint8
+"""
+
+import numpy as np
+from numba import njit, prange
+
+FALSE = np.uint32(1)
+TRUE = np.uint32(3)
+SCRATCH_MAX_BITS = 24  # up to here a sparse neuron dedupes through a 2^bits scratch table
+
+
+@njit(cache=True, inline="always")
+def address(tokens, base, slot, shift, n):
+    """Address of neuron n for the context starting at tokens[base]; connection 0 is the MSB."""
+    a = np.int64(0)
+    for j in range(slot.shape[1]):
+        a = (a << 1) | ((np.int64(tokens[base + slot[n, j]]) >> shift[n, j]) & 1)
+    return a
+
+
+@njit(cache=True, inline="always")
+def dense_write(dense, n, a, code):
+    w = a >> 4
+    dense[n, w] = dense[n, w] | (code << np.uint32((a & 15) << 1))
+
+
+@njit(cache=True, inline="always")
+def dense_read(dense, n, a):
+    return (dense[n, a >> 4] >> np.uint32((a & 15) << 1)) & np.uint32(3)
+
+
+@njit(cache=True, inline="always")
+def sparse_read(offsets, keys, vals, n, a):
+    lo, hi = offsets[n], offsets[n + 1]
+    end = hi
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if keys[mid] < a:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < end and keys[lo] == a:
+        return np.uint32(vals[lo])
+    return np.uint32(0)
+
+
+@njit(cache=True, parallel=True)
+def train_dense(tokens, context, examples, slot, shift, neurons, first, n_negatives,
+                by_target_offsets, by_target_examples, dense):
+    n_neurons = dense.shape[0]
+    # Negative clusters see every example (FALSE; a target example's TRUE then wins by OR).
+    n_negative_neurons = min(max(n_negatives - first, 0) * neurons, n_neurons)
+    for n in prange(n_negative_neurons):
+        for e in range(examples.shape[0]):
+            dense_write(dense, n, address(tokens, examples[e] - context, slot, shift, n), FALSE)
+    for n in prange(n_neurons):
+        c = first + n // neurons
+        for i in range(by_target_offsets[c], by_target_offsets[c + 1]):
+            t = by_target_examples[i]
+            dense_write(dense, n, address(tokens, t - context, slot, shift, n), TRUE)
+
+
+@njit(cache=True)
+def _collect_scratch(addrs, codes, bits, keys_out, vals_out, start):
+    """Dedupe (address, code) writes through a 2^bits table; emit sorted keys with OR'd codes."""
+    scratch = np.zeros(np.int64(1) << bits, dtype=np.uint8)
+    touched = np.empty(addrs.shape[0], dtype=np.int64)
+    u = 0
+    for i in range(addrs.shape[0]):
+        a = addrs[i]
+        if scratch[a] == 0:
+            touched[u] = a
+            u += 1
+        scratch[a] |= codes[i]
+    if u * 16 < scratch.shape[0]:
+        order = np.sort(touched[:u])
+        for i in range(u):
+            keys_out[start + i] = order[i]
+            vals_out[start + i] = scratch[order[i]]
+    else:  # dense enough that a scan beats sorting the touched addresses
+        w = start
+        for a in range(scratch.shape[0]):
+            if scratch[a] != 0:
+                keys_out[w] = a
+                vals_out[w] = scratch[a]
+                w += 1
+    return u
+
+
+@njit(cache=True)
+def _collect_sorted(addrs, codes, keys_out, vals_out, start):
+    """Same result as _collect_scratch for any width: sort, then OR codes of equal addresses."""
+    order = np.argsort(addrs, kind="mergesort")
+    w = start - 1
+    for i in range(order.shape[0]):
+        a = addrs[order[i]]
+        if w < start or keys_out[w] != a:
+            w += 1
+            keys_out[w] = a
+            vals_out[w] = 0
+        vals_out[w] |= codes[order[i]]
+    return w + 1 - start
+
+
+@njit(cache=True, parallel=True)
+def train_sparse_batch(tokens, context, examples, slot, shift, neurons, first, n_negatives,
+                       by_target_offsets, by_target_examples, bits, lo, starts,
+                       keys_out, vals_out, counts):
+    """Cells of neurons lo .. lo+len(counts)-1; neuron lo+b may use keys_out[starts[b]:starts[b+1]]."""
+    for b in prange(counts.shape[0]):
+        n = lo + b
+        c = first + n // neurons
+        t0, t1 = by_target_offsets[c], by_target_offsets[c + 1]
+        n_all = examples.shape[0] if c < n_negatives else 0
+        addrs = np.empty(n_all + t1 - t0, dtype=np.int64)
+        codes = np.empty(n_all + t1 - t0, dtype=np.uint8)
+        for e in range(n_all):
+            addrs[e] = address(tokens, examples[e] - context, slot, shift, n)
+            codes[e] = 1
+        for i in range(t0, t1):
+            addrs[n_all + i - t0] = address(tokens, by_target_examples[i] - context, slot, shift, n)
+            codes[n_all + i - t0] = 3
+        if bits <= SCRATCH_MAX_BITS:
+            counts[b] = _collect_scratch(addrs, codes, bits, keys_out, vals_out, starts[b])
+        else:
+            counts[b] = _collect_sorted(addrs, codes, keys_out, vals_out, starts[b])
+
+
+@njit(cache=True, parallel=True)
+def evaluate_tier(tokens, context, examples, target_pos, slot, shift, neurons, first, block,
+                  is_sparse, dense, offsets, keys, vals, score_table, exp_table,
+                  sumexp, best_score, best_pos, target_score, empty_all, empty_target):
+    """Fold one tier's clusters into each example's running softmax sum and argmax.
+
+    score_table[t, e] / exp_table[t, e]: score and exp(score) of a cluster whose neurons
+    read t TRUE and e EMPTY cells. Clusters are visited in cluster order with a strict '>',
+    so ties go to the earlier cluster. Blocks of `block` clusters keep their memory in cache
+    while a chunk of examples passes over it.
+    """
+    n_examples = examples.shape[0]
+    n_clusters = slot.shape[0] // neurons
+    chunk = 64
+    for ci in prange((n_examples + chunk - 1) // chunk):
+        e0, e1 = ci * chunk, min((ci + 1) * chunk, n_examples)
+        for c0 in range(0, n_clusters, block):
+            c1 = min(c0 + block, n_clusters)
+            for e in range(e0, e1):
+                base = examples[e] - context
+                total, empties = 0.0, 0
+                bs, bp = best_score[e], best_pos[e]
+                for c in range(c0, c1):
+                    n_true, n_empty = 0, 0
+                    for n in range(c * neurons, (c + 1) * neurons):
+                        a = address(tokens, base, slot, shift, n)
+                        if is_sparse:
+                            v = sparse_read(offsets, keys, vals, n, a)
+                        else:
+                            v = dense_read(dense, n, a)
+                        n_true += v == 3
+                        n_empty += v == 0
+                    total += exp_table[n_true, n_empty]
+                    s = score_table[n_true, n_empty]
+                    if s > bs:
+                        bs, bp = s, first + c
+                    if first + c == target_pos[e]:
+                        target_score[e] = s
+                        empty_target[e] = n_empty
+                    empties += n_empty
+                sumexp[e] += total
+                best_score[e], best_pos[e] = bs, bp
+                empty_all[e] += empties

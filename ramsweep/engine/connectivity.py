@@ -1,0 +1,44 @@
+"""Seeded connectivity: which input bits each neuron observes (DESIGN.md §3 "Connectivity").
+
+Every neuron has its own splitmix64 stream seeded by (experiment seed, tier, neuron), so a
+neuron's wiring never depends on how many other neurons exist or on the order they are
+built in, and any backend (or the pure-Python reference) can rebuild it exactly.
+Draws are a partial Fisher–Yates shuffle of the input positions: uniform without
+replacement (the modulo reduction's bias is below 2^-40 for any real input width).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(cache=True, inline="always")
+def mix64(x):
+    z = x + GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * MIX1
+    z = (z ^ (z >> np.uint64(27))) * MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, inline="always")
+def neuron_state(seed, tier, neuron):
+    return mix64(mix64(mix64(np.uint64(seed)) + np.uint64(tier)) + np.uint64(neuron))
+
+
+@njit(cache=True, parallel=True)
+def draw_connectivity(seed, tier, n_neurons, bits, n_input):
+    """(n_neurons, bits) int32: input-bit positions; column 0 is the address's MSB."""
+    conn = np.empty((n_neurons, bits), dtype=np.int32)
+    for neuron in prange(n_neurons):
+        pool = np.arange(n_input, dtype=np.int32)
+        state = neuron_state(seed, tier, neuron)
+        for j in range(bits):
+            r = mix64(state)  # splitmix64: output i mixes state + (i+1)·GOLDEN
+            state = state + GOLDEN
+            k = j + np.int64(r % np.uint64(n_input - j))
+            pool[j], pool[k] = pool[k], pool[j]
+            conn[neuron, j] = pool[j]
+    return conn

@@ -1,0 +1,92 @@
+"""Where every cluster and neuron lives: cluster order, tiers, negatives, memory backends.
+
+Pure numpy and plain data (DESIGN.md §3 "Clusters and tiers", "Memory backends"); the
+kernels receive the arrays this builds, never the objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ramsweep.config import Experiment, bits_per_token
+from ramsweep.errors import ConfigError
+
+DENSE, SPARSE = "dense", "sparse"
+
+
+@dataclass(frozen=True)
+class Tier:
+    index: int
+    first: int  # position of its first cluster in cluster order
+    clusters: int
+    neurons: int  # per cluster
+    bits: int
+    backend: str  # DENSE | SPARSE
+
+    @property
+    def n_neurons(self) -> int:
+        return self.clusters * self.neurons
+
+
+@dataclass(frozen=True)
+class Layout:
+    vocab_size: int
+    context: int
+    bits_per_token: int
+    order: np.ndarray  # (V,) int32: token id at each cluster position
+    position: np.ndarray  # (V,) int32: cluster position of each token id
+    tier_of_position: np.ndarray  # (V,) int8: tier of each cluster position
+    n_negatives: int  # negatives are cluster positions [0, n_negatives)
+    tiers: tuple[Tier, ...]
+
+    @property
+    def n_input(self) -> int:
+        return self.context * self.bits_per_token
+
+
+def cluster_order(train_tokens: np.ndarray, vocab_size: int) -> tuple[np.ndarray, int]:
+    """Token ids by descending training frequency, ties (and unseen tokens) by ascending id.
+
+    Returns the order and the number of tokens seen in training.
+    """
+    counts = np.bincount(train_tokens, minlength=vocab_size)
+    # lexsort sorts by the last key first: -count, then id.
+    order = np.lexsort((np.arange(vocab_size), -counts)).astype(np.int32)
+    return order, int(np.count_nonzero(counts))
+
+
+def choose_backend(exp: Experiment, bits: int) -> str:
+    if bits <= exp.dense_max_bits:
+        return DENSE
+    if bits <= exp.sparse_max_bits:
+        return SPARSE
+    raise ConfigError(
+        f"experiment '{exp.name}': tiers: {bits}-bit tiers need the LSH backend, which is not "
+        f"implemented yet; set sparse_max_bits: {bits} to serve them with SPARSE memory"
+    )
+
+
+def build_layout(exp: Experiment, train_tokens: np.ndarray, vocab_size: int) -> Layout:
+    exp.check_against_data(vocab_size)
+    order, n_seen = cluster_order(train_tokens, vocab_size)
+    position = np.empty(vocab_size, dtype=np.int32)
+    position[order] = np.arange(vocab_size, dtype=np.int32)
+    tiers, first = [], 0
+    tier_of_position = np.empty(vocab_size, dtype=np.int8)
+    for i, (spec, count) in enumerate(zip(exp.tiers.tiers, exp.tiers.cluster_counts(vocab_size))):
+        tiers.append(Tier(i, first, count, spec.neurons, spec.bits, choose_backend(exp, spec.bits)))
+        tier_of_position[first : first + count] = i
+        first += count
+    return Layout(
+        vocab_size=vocab_size,
+        context=exp.context,
+        bits_per_token=bits_per_token(vocab_size),
+        order=order,
+        position=position,
+        tier_of_position=tier_of_position,
+        # "the `negatives` most frequent tokens of the training split": seen tokens only.
+        n_negatives=min(exp.negatives, n_seen),
+        tiers=tuple(tiers),
+    )

@@ -1,0 +1,142 @@
+"""The oracle: DESIGN.md §3 transcribed line by line in plain Python and numpy.
+
+Slow on purpose and shares no code with the numba engine beyond config parsing, so the
+tests can hold every backend to it. Cells live in a dict {(tier, neuron, address): code}.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ramsweep.config import Experiment
+
+EMPTY, FALSE, TRUE = 0, 1, 3  # codes ordered so that max() is "TRUE beats FALSE beats EMPTY"
+MASK64 = (1 << 64) - 1
+
+
+def _mix64(x: int) -> int:
+    z = (x + 0x9E3779B97F4A7C15) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def connectivity(seed: int, tier: int, neuron: int, bits: int, n_input: int) -> list[int]:
+    """`bits` distinct input positions, uniform without replacement, from a splitmix64
+    generator seeded by (seed, tier, neuron); the first is the address's MSB."""
+    state = _mix64((_mix64((_mix64(seed) + tier) & MASK64) + neuron) & MASK64)
+    pool = list(range(n_input))
+    for j in range(bits):
+        r = _mix64(state)
+        state = (state + 0x9E3779B97F4A7C15) & MASK64
+        k = j + r % (n_input - j)
+        pool[j], pool[k] = pool[k], pool[j]
+    return pool[:bits]
+
+
+class ReferenceModel:
+    def __init__(self, exp: Experiment, train_tokens, vocab_size: int, order=None):
+        self.exp, self.V = exp, vocab_size
+        train_tokens = [int(t) for t in train_tokens]
+        # Clusters: tokens by descending training frequency, ties by ascending id.
+        freq = [0] * vocab_size
+        for tok in train_tokens:
+            freq[tok] += 1
+        self.clusters = sorted(range(vocab_size), key=lambda tok: (-freq[tok], tok))
+        self.position = {tok: i for i, tok in enumerate(self.clusters)}
+        # Tiers take consecutive clusters; rest takes the remainder.
+        self.tier_of = []
+        self.tiers = []  # (first position, count, neurons, bits)
+        first = 0
+        for i, (spec, count) in enumerate(zip(exp.tiers.tiers, exp.tiers.cluster_counts(vocab_size))):
+            self.tiers.append((first, count, spec.neurons, spec.bits))
+            self.tier_of += [i] * count
+            first += count
+        # Negatives: the most frequent tokens of the training split.
+        seen = [tok for tok in self.clusters if freq[tok] > 0]
+        self.negatives = [self.position[tok] for tok in seen[: exp.negatives]]
+        # Input: each context token in ceil(log2 V) bits, oldest token first, MSB first.
+        self.bpt = max(1, math.ceil(math.log2(vocab_size))) if vocab_size > 1 else 1
+        n_input = exp.context * self.bpt
+        self.conn = [
+            np.array([connectivity(exp.seed, t, n, bits, n_input) for n in range(count * neurons)], dtype=np.int64)
+            .reshape(count * neurons, bits)
+            for t, (_, count, neurons, bits) in enumerate(self.tiers)
+        ]
+        self.cells: dict[tuple[int, int, int], int] = {}
+        positions = range(exp.context, len(train_tokens)) if order is None else order
+        for t in positions:
+            self._train_example(train_tokens[t - exp.context : t], train_tokens[t])
+
+    def input_bits(self, context_tokens) -> np.ndarray:
+        return np.array([(tok >> (self.bpt - 1 - b)) & 1 for tok in context_tokens for b in range(self.bpt)])
+
+    def addresses(self, x: np.ndarray, tier: int, cluster_pos: int) -> list[tuple[int, int]]:
+        """(neuron index in tier, address) for every neuron of one cluster."""
+        first, _, neurons, bits = self.tiers[tier]
+        out = []
+        for n in range((cluster_pos - first) * neurons, (cluster_pos - first + 1) * neurons):
+            out.append((n, sum(int(x[c]) << (bits - 1 - j) for j, c in enumerate(self.conn[tier][n]))))
+        return out
+
+    def _write(self, x, cluster_pos, value):
+        tier = self.tier_of[cluster_pos]
+        for n, a in self.addresses(x, tier, cluster_pos):
+            key = (tier, n, a)
+            self.cells[key] = max(self.cells.get(key, EMPTY), value)
+
+    def _train_example(self, context_tokens, target):
+        x = self.input_bits(context_tokens)
+        target_pos = self.position[target]
+        self._write(x, target_pos, TRUE)
+        for c in self.negatives:
+            if c != target_pos:
+                self._write(x, c, FALSE)
+
+    def scores(self, x) -> np.ndarray:
+        """Mean over a cluster's neurons of TRUE→1, FALSE→0, EMPTY→empty_value, per cluster,
+        with the number of EMPTY cells each cluster read. The mean is taken as
+        (n_true + empty_value·n_empty) / neurons so that equal means compare equal bit for bit."""
+        scores, empties = np.zeros(self.V), np.zeros(self.V, dtype=np.int64)
+        for c in range(self.V):
+            tier = self.tier_of[c]
+            values = [self.cells.get((tier, n, a), EMPTY) for n, a in self.addresses(x, tier, c)]
+            n_true, n_empty = values.count(TRUE), values.count(EMPTY)
+            scores[c] = (n_true + self.exp.empty_value * n_empty) / len(values)
+            empties[c] = n_empty
+        return scores, empties
+
+    def evaluate(self, tokens) -> dict:
+        tokens = [int(t) for t in tokens]
+        ctx = self.exp.context
+        rows = []  # (target tier, -ln p(target), correct, empties per tier, target's empties)
+        for t in range(ctx, len(tokens)):
+            scores, empties = self.scores(self.input_bits(tokens[t - ctx : t]))
+            p = np.exp(scores) / np.exp(scores).sum()
+            target_pos = self.position[tokens[t]]
+            tiers = np.array(self.tier_of)
+            per_tier_empty = [int(empties[tiers == i].sum()) for i in range(len(self.tiers))]
+            rows.append((self.tier_of[target_pos], -math.log(p[target_pos]), int(np.argmax(scores)) == target_pos,
+                         per_tier_empty, int(empties[target_pos])))
+        return self._metrics(rows)
+
+    def _metrics(self, rows) -> dict:
+        def summary(sel):
+            if not sel:
+                return {"examples": 0, "ce": None, "ppl": None, "accuracy": None}
+            ce = sum(r[1] for r in sel) / len(sel)
+            return {"examples": len(sel), "ce": ce, "ppl": math.exp(ce), "accuracy": sum(r[2] for r in sel) / len(sel)}
+
+        out = {**summary(rows), "ppl_floor": (math.e + self.V - 1) / math.e, "tiers": []}
+        for i, (first, count, neurons, bits) in enumerate(self.tiers):
+            sel = [r for r in rows if r[0] == i]
+            lookups = len(rows) * count * neurons
+            out["tiers"].append({
+                **summary(sel),
+                "share": 100.0 * len(sel) / len(rows) if rows else None,
+                "empty_rate": sum(r[3][i] for r in rows) / lookups if lookups else None,
+                "target_empty_rate": sum(r[4] for r in sel) / (len(sel) * neurons) if sel else None,
+            })
+        return out

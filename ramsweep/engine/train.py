@@ -1,0 +1,135 @@
+"""Train a tiered RAM LM: build the layout, wire the neurons, write the cells (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ramsweep.config import Experiment
+from ramsweep.engine.backends import cpu
+from ramsweep.engine.connectivity import draw_connectivity
+from ramsweep.engine.layout import DENSE, Layout, Tier, build_layout
+from ramsweep.errors import DataError
+
+SPARSE_BATCH_ENTRIES = 1 << 26  # bounds the scratch of one sparse training batch (~0.6 GB)
+
+
+@dataclass
+class TierMemory:
+    tier: Tier
+    slot: np.ndarray  # (n_neurons, bits) uint8: context token each connection reads
+    shift: np.ndarray  # (n_neurons, bits) uint8: bit of that token
+    dense: np.ndarray  # (n_neurons, words) uint32 packed cells; (0, 1) when sparse
+    offsets: np.ndarray  # (n_neurons + 1,) int64; (1,) when dense
+    keys: np.ndarray  # sorted addresses per neuron: uint32 up to 32 bits, else int64
+    vals: np.ndarray  # (n_cells,) uint8 cell codes
+
+    @property
+    def cells_stored(self) -> int:
+        if self.tier.backend == DENSE:
+            w = self.dense
+            return int(np.bitwise_count((w | (w >> 1)) & np.uint32(0x55555555)).sum())
+        return int(self.keys.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.slot, self.shift, self.dense, self.offsets, self.keys, self.vals))
+
+
+@dataclass
+class Model:
+    exp: Experiment
+    layout: Layout
+    memories: list[TierMemory]
+
+
+def examples_of(tokens: np.ndarray, context: int) -> np.ndarray:
+    """Positions t >= context of a split, each one example (DESIGN.md §3 "Examples")."""
+    return np.arange(context, tokens.shape[0], dtype=np.int64)
+
+
+def group_by_target(tokens, examples, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+    """Examples grouped by their target's cluster position: CSR (offsets, examples)."""
+    target_pos = layout.position[tokens[examples]]
+    idx = np.argsort(target_pos, kind="stable")
+    counts = np.bincount(target_pos, minlength=layout.vocab_size)
+    offsets = np.zeros(layout.vocab_size + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets, examples[idx]
+
+
+def wire(exp: Experiment, layout: Layout, tier: Tier) -> tuple[np.ndarray, np.ndarray]:
+    conn = draw_connectivity(exp.seed, tier.index, tier.n_neurons, tier.bits, layout.n_input)
+    bpt = layout.bits_per_token
+    return (conn // bpt).astype(np.uint8), (bpt - 1 - conn % bpt).astype(np.uint8)
+
+
+def train(exp: Experiment, tokens: np.ndarray, vocab_size: int, examples: np.ndarray | None = None) -> Model:
+    """Train on `tokens` (the training split). `examples` may reorder the positions written;
+    the memory does not depend on that order."""
+    tokens = np.ascontiguousarray(tokens, dtype=np.int32)
+    if examples is None:
+        examples = examples_of(tokens, exp.context)
+    if examples.shape[0] == 0:
+        raise DataError(f"experiment '{exp.name}': the training split has no example of context {exp.context}")
+    layout = build_layout(exp, tokens, vocab_size)
+    by_target = group_by_target(tokens, examples, layout)
+    memories = [train_tier(exp, layout, tier, tokens, examples, by_target) for tier in layout.tiers]
+    return Model(exp, layout, memories)
+
+
+def train_tier(exp, layout, tier, tokens, examples, by_target) -> TierMemory:
+    slot, shift = wire(exp, layout, tier)
+    offsets_t, examples_t = by_target
+    common = (tokens, exp.context, examples, slot, shift, tier.neurons, tier.first, layout.n_negatives,
+              offsets_t, examples_t)
+    if tier.backend == DENSE:
+        dense = np.zeros((tier.n_neurons, max(1, (1 << tier.bits) // 16)), dtype=np.uint32)
+        cpu.train_dense(*common, dense)
+        empty = np.zeros(0, dtype=np.uint32)
+        return TierMemory(tier, slot, shift, dense, np.zeros(1, np.int64), empty, np.zeros(0, np.uint8))
+    offsets, keys, vals = train_sparse(tier, layout, examples.shape[0], offsets_t, common)
+    return TierMemory(tier, slot, shift, np.zeros((0, 1), np.uint32), offsets, keys, vals)
+
+
+def train_sparse(tier, layout, n_examples, offsets_t, common):
+    """Sparse neurons in batches whose worst-case cell count fits SPARSE_BATCH_ENTRIES."""
+    clusters = tier.first + np.arange(tier.n_neurons) // tier.neurons
+    bound = (offsets_t[clusters + 1] - offsets_t[clusters]) + np.where(clusters < layout.n_negatives, n_examples, 0)
+    key_dtype = np.uint32 if tier.bits <= 32 else np.int64
+    counts = np.zeros(tier.n_neurons, dtype=np.int64)
+    keys_parts, vals_parts = [], []
+    lo = 0
+    while lo < tier.n_neurons:
+        hi = lo + max(1, int(np.searchsorted(np.cumsum(bound[lo:]), SPARSE_BATCH_ENTRIES, side="right")))
+        starts = np.zeros(hi - lo + 1, dtype=np.int64)
+        np.cumsum(bound[lo:hi], out=starts[1:])
+        keys_out = np.empty(starts[-1], dtype=key_dtype)
+        vals_out = np.empty(starts[-1], dtype=np.uint8)
+        cpu.train_sparse_batch(*common, tier.bits, lo, starts, keys_out, vals_out, counts[lo:hi])
+        for b in range(hi - lo):  # compact each neuron's used prefix
+            keys_parts.append(keys_out[starts[b] : starts[b] + counts[lo + b]])
+            vals_parts.append(vals_out[starts[b] : starts[b] + counts[lo + b]])
+        lo = hi
+    offsets = np.zeros(tier.n_neurons + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets, np.concatenate(keys_parts).astype(key_dtype), np.concatenate(vals_parts)
+
+
+def cells(model: Model) -> dict[tuple[int, int, int], int]:
+    """Every non-EMPTY cell as {(tier, neuron, address): code}; for tests on small models."""
+    out = {}
+    for mem in model.memories:
+        t = mem.tier.index
+        if mem.tier.backend == DENSE:
+            codes = (mem.dense[:, :, None] >> (2 * np.arange(16, dtype=np.uint32))) & 3
+            codes = codes.reshape(mem.tier.n_neurons, -1)[:, : 1 << mem.tier.bits]
+            for n, a in zip(*np.nonzero(codes)):
+                out[(t, int(n), int(a))] = int(codes[n, a])
+        else:
+            keys = mem.keys.view(np.uint64) if mem.keys.dtype == np.int64 else mem.keys
+            for n in range(mem.tier.n_neurons):
+                for i in range(mem.offsets[n], mem.offsets[n + 1]):
+                    out[(t, n, int(keys[i]))] = int(mem.vals[i])
+    return out

@@ -1,0 +1,129 @@
+"""Read a results file and show it: ranked rich table, per-tier breakdown, md / csv / json.
+
+`report()` is the library function behind `ramsweep report`: it returns the text of the
+chosen format (the table format rendered as plain text), so it can be tested and piped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import orjson
+from rich.console import Console, Group
+from rich.table import Table
+
+from ramsweep.errors import ConfigError, StoreError
+from ramsweep.sweep.store import OK, ResultsStore
+
+FORMATS = ("table", "md", "csv", "json")
+RANK_BY = ("test", "validation")
+COLUMNS = ("rank", "name", "tiers", "context", "val_ppl", "test_ppl", "test_acc", "ppl_floor", "train_s", "eval_s")
+
+
+def ranked(results: str | Path, rank_by: str = "test") -> list[dict]:
+    """Completed records, latest per key, best (lowest PPL on `rank_by`) first."""
+    if rank_by not in RANK_BY:
+        raise ConfigError(f"--rank-by: '{rank_by}' is not one of {', '.join(RANK_BY)}")
+    path = Path(results)
+    if not path.exists():
+        raise StoreError(f"{path}: no such results file; run `ramsweep run --set quick` first or name another file")
+    latest = {r["key"]: r for r in ResultsStore(path).records() if r.get("status") == OK}
+    return sorted(latest.values(), key=lambda r: _nan_last(r["metrics"][rank_by]["ppl"]))
+
+
+def rows(records: list[dict]) -> list[dict]:
+    out = []
+    for i, r in enumerate(records, 1):
+        v, t, timing = r["metrics"]["validation"], r["metrics"]["test"], r["timing"]
+        out.append({
+            "rank": i, "name": r["name"], "tiers": r["spec"]["tiers"], "context": r["spec"]["context"],
+            "val_ppl": v["ppl"], "test_ppl": t["ppl"], "test_acc": t["accuracy"], "ppl_floor": t["ppl_floor"],
+            "train_s": timing["train_s"], "eval_s": timing["validation_s"] + timing["test_s"],
+        })
+    return out
+
+
+def report(results: str | Path, format: str = "table", top: int = 3, rank_by: str = "test") -> str:
+    if format not in FORMATS:
+        raise ConfigError(f"--format: '{format}' is not one of {', '.join(FORMATS)}")
+    records = ranked(results, rank_by)
+    if format == "json":
+        return orjson.dumps(rows(records), option=orjson.OPT_INDENT_2).decode() + "\n"
+    if format == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows(records))
+        return buf.getvalue()
+    if format == "md":
+        return markdown(records, top, rank_by)
+    console = Console(file=io.StringIO(), width=140, color_system=None)
+    console.print(renderable(records, top, rank_by))
+    return console.file.getvalue()
+
+
+def renderable(records: list[dict], top: int = 3, rank_by: str = "test") -> Group:
+    """The rich tables: the ranking, then a per-tier breakdown (test split) of the `top` first."""
+    ranking = Table(title=f"Experiments ranked by {rank_by} PPL", title_justify="left")
+    for col, justify in zip(("#", "name", "tiers", "ctx", "val PPL", "test PPL", "test acc", "PPL floor",
+                             "train s", "eval s"), "rllrrrrrrr"):
+        ranking.add_column(col, justify={"l": "left", "r": "right"}[justify])
+    for row in rows(records):
+        ranking.add_row(str(row["rank"]), row["name"], row["tiers"], str(row["context"]), _ppl(row["val_ppl"]),
+                        _ppl(row["test_ppl"]), _pct(row["test_acc"]), _ppl(row["ppl_floor"]),
+                        f"{row['train_s']:.1f}", f"{row['eval_s']:.1f}")
+    parts = [ranking]
+    for r in records[:top]:
+        parts.append(tier_table(r))
+    if not records:
+        parts = ["no completed experiments in this results file"]
+    return Group(*parts)
+
+
+def tier_table(record: dict) -> Table:
+    t = record["metrics"]["test"]
+    table = Table(title=f"{record['name']} — test PPL {_ppl(t['ppl'])}, per tier", title_justify="left")
+    for col in ("tier", "clusters", "neurons", "bits", "memory", "data %", "PPL", "acc", "empty %", "target empty %"):
+        table.add_column(col, justify="right")
+    for tier in t["tiers"]:
+        table.add_row(str(tier["tier"]), f"{tier['clusters']:,}", str(tier["neurons"]), str(tier["bits"]),
+                      tier["backend"], _num(tier["share"], ".1f"), _ppl(tier["ppl"]), _pct(tier["accuracy"]),
+                      _pct(tier["empty_rate"]), _pct(tier["target_empty_rate"]))
+    return table
+
+
+def markdown(records: list[dict], top: int, rank_by: str) -> str:
+    lines = [f"## Experiments ranked by {rank_by} PPL", "",
+             "| # | name | tiers | ctx | val PPL | test PPL | test acc | PPL floor |",
+             "|---|------|-------|-----|---------|----------|----------|-----------|"]
+    for row in rows(records):
+        lines.append(f"| {row['rank']} | {row['name']} | `{row['tiers']}` | {row['context']} | {_ppl(row['val_ppl'])} "
+                     f"| {_ppl(row['test_ppl'])} | {_pct(row['test_acc'])} | {_ppl(row['ppl_floor'])} |")
+    for r in records[:top]:
+        lines += ["", f"### {r['name']} (test split, per tier)", "",
+                  "| tier | clusters | neurons | bits | memory | data % | PPL | acc | empty % | target empty % |",
+                  "|------|----------|---------|------|--------|--------|-----|-----|---------|----------------|"]
+        for t in r["metrics"]["test"]["tiers"]:
+            lines.append(f"| {t['tier']} | {t['clusters']:,} | {t['neurons']} | {t['bits']} | {t['backend']} | "
+                         f"{_num(t['share'], '.1f')} | {_ppl(t['ppl'])} | {_pct(t['accuracy'])} | "
+                         f"{_pct(t['empty_rate'])} | {_pct(t['target_empty_rate'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _nan_last(x) -> float:
+    return math.inf if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def _ppl(x) -> str:
+    return "—" if x is None else f"{x:,.0f}"
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.2f}%"
+
+
+def _num(x, spec: str) -> str:
+    return "—" if x is None else format(x, spec)
