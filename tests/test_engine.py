@@ -1,0 +1,153 @@
+"""The numba engine against the numpy oracle (DESIGN.md §3 is normative)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from ramsweep.config import Experiment
+from ramsweep.engine.connectivity import draw_connectivity
+from ramsweep.engine.evaluate import evaluate, ppl_floor
+from ramsweep.engine.layout import build_layout
+from ramsweep.engine.reference import ReferenceModel, connectivity
+from ramsweep.engine.train import cells, train
+
+V = 48  # 6 bits per token
+
+
+def zipf_tokens(rng, n, vocab=V, seen=None):
+    """Zipf-like ids; with `seen`, only the first `seen` ids occur (the rest are never trained)."""
+    k = seen or vocab
+    p = 1.0 / np.arange(1, k + 1)
+    return rng.choice(k, n, p=p / p.sum()).astype(np.int32)
+
+
+def assert_metrics_equal(got: dict, want: dict):
+    for key in ("examples", "accuracy"):
+        assert got[key] == want[key], key
+    assert math.isclose(got["ce"], want["ce"], rel_tol=1e-9)
+    assert math.isclose(got["ppl"], want["ppl"], rel_tol=1e-9)
+    assert len(got["tiers"]) == len(want["tiers"])
+    for g, w in zip(got["tiers"], want["tiers"]):
+        for key, value in w.items():
+            if value is None or isinstance(value, int):
+                assert g[key] == value, key
+            else:
+                assert math.isclose(g[key], value, rel_tol=1e-9, abs_tol=1e-12), key
+
+
+def random_experiment(rng, context: int, empty_value: float, **overrides) -> Experiment:
+    width = context * 6
+    n_tiers = int(rng.integers(1, 4))
+    counts = sorted(rng.choice(np.arange(1, 20), n_tiers - 1, replace=False)) if n_tiers > 1 else []
+    parts = [f"{c},{rng.integers(1, 5)},{rng.integers(1, min(width, 16) + 1)}" for c in counts]
+    parts.append(f"rest,{rng.integers(1, 4)},{rng.integers(1, min(width, 12) + 1)}")
+    return Experiment(name="random", tiers=";".join(parts), context=context, empty_value=empty_value,
+                      negatives=int(rng.integers(0, 30)), seed=int(rng.integers(0, 1000)), **overrides)
+
+
+@pytest.mark.parametrize("context", range(1, 9))
+@pytest.mark.parametrize("empty_value", [0.0, 0.5])
+def test_engine_matches_oracle(context, empty_value):
+    rng = np.random.default_rng(100 * context + int(10 * empty_value))
+    exp = random_experiment(rng, context, empty_value, dense_max_bits=int(rng.integers(4, 11)))
+    train_tokens = zipf_tokens(rng, 300, seen=40)  # ids 40..47 never trained: unseen clusters
+    valid = zipf_tokens(rng, 60)
+    model = train(exp, train_tokens, V)
+    oracle = ReferenceModel(exp, train_tokens, V)
+    assert cells(model) == oracle.cells
+    assert_metrics_equal(evaluate(model, valid), oracle.evaluate(valid))
+
+
+@pytest.mark.parametrize("tiers,context", [
+    ("6,3,11;rest,2,14", 4),  # sparse neurons, scratch dedupe (scan and sorted-touched paths)
+    ("4,2,26;rest,2,9", 5),  # > 24 bits: dedupe by sorting
+    ("3,2,40;rest,1,64", 11),  # 64-bit addresses: signed keys must still order consistently
+])
+def test_sparse_tiers_match_oracle(tiers, context):
+    rng = np.random.default_rng(7)
+    exp = Experiment(name="sparse", tiers=tiers, context=context, negatives=10, seed=5,
+                     dense_max_bits=1, sparse_max_bits=64)
+    train_tokens, valid = zipf_tokens(rng, 400), zipf_tokens(rng, 50)
+    model = train(exp, train_tokens, V)
+    assert {m.tier.backend for m in model.memories} == {"sparse"}
+    oracle = ReferenceModel(exp, train_tokens, V)
+    assert cells(model) == oracle.cells
+    assert_metrics_equal(evaluate(model, valid), oracle.evaluate(valid))
+
+
+@pytest.mark.parametrize("empty_value", [0.0, 0.5])
+def test_dense_and_sparse_give_identical_metrics(empty_value):
+    rng = np.random.default_rng(11)
+    train_tokens, valid = zipf_tokens(rng, 3000), zipf_tokens(rng, 400)
+    spec = dict(name="x", tiers="5,4,10;15,3,8;rest,2,6", context=3, negatives=25, empty_value=empty_value)
+    dense = train(Experiment(**spec, dense_max_bits=10), train_tokens, V)
+    sparse = train(Experiment(**spec, dense_max_bits=1), train_tokens, V)
+    assert [m.tier.backend for m in dense.memories] == ["dense"] * 3
+    assert [m.tier.backend for m in sparse.memories] == ["sparse"] * 3
+    assert cells(dense) == cells(sparse)
+    got, want = evaluate(sparse, valid), evaluate(dense, valid)
+    for tier in got["tiers"]:
+        tier["backend"] = "dense"  # the one field allowed to differ
+    assert got == want
+
+
+@pytest.mark.parametrize("dense_max_bits", [10, 1])
+def test_training_order_does_not_change_memory(dense_max_bits):
+    rng = np.random.default_rng(3)
+    tokens = zipf_tokens(rng, 2000)
+    exp = Experiment(name="x", tiers="8,3,9;rest,2,7", context=4, negatives=20, dense_max_bits=dense_max_bits)
+    in_order = cells(train(exp, tokens, V))
+    shuffled = rng.permutation(np.arange(exp.context, tokens.shape[0], dtype=np.int64))
+    assert cells(train(exp, tokens, V, examples=shuffled)) == in_order
+    assert len(in_order) > 0
+
+
+def test_oracle_memory_is_order_independent_too():
+    rng = np.random.default_rng(4)
+    tokens = zipf_tokens(rng, 200)
+    exp = Experiment(name="x", tiers="5,2,5;rest,1,4", context=2, negatives=8)
+    order = rng.permutation(np.arange(2, 200)).tolist()
+    assert ReferenceModel(exp, tokens, V, order=order).cells == ReferenceModel(exp, tokens, V).cells
+
+
+def test_connectivity_matches_reference_generator_and_is_distinct():
+    conn = draw_connectivity(42, 1, 50, 20, 56)
+    for n in range(50):
+        assert conn[n].tolist() == connectivity(42, 1, n, 20, 56)
+        assert len(set(conn[n].tolist())) == 20
+    assert not np.array_equal(conn, draw_connectivity(43, 1, 50, 20, 56))  # the seed matters
+
+
+def test_connectivity_covers_input_positions_uniformly():
+    conn = draw_connectivity(0, 0, 20000, 1, 8)
+    counts = np.bincount(conn.ravel(), minlength=8)
+    assert counts.min() > 2300 and counts.max() < 2700  # 2500 expected per position
+
+
+def test_cluster_order_is_frequency_then_id_with_unseen_last():
+    tokens = np.array([3, 3, 1, 1, 5, 0], dtype=np.int32)  # 1 and 3 tie; 2 and 4 unseen
+    exp = Experiment(name="x", tiers="2,1,1;rest,1,1", context=1, negatives=100)
+    layout = build_layout(exp, tokens, 6)
+    assert layout.order.tolist() == [1, 3, 0, 5, 2, 4]
+    assert layout.n_negatives == 4  # only tokens seen in training are negatives
+    assert [(t.first, t.clusters) for t in layout.tiers] == [(0, 2), (2, 4)]
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers():
+    rng = np.random.default_rng(5)
+    tokens, valid = zipf_tokens(rng, 1500), zipf_tokens(rng, 300)
+    exp = Experiment(name="x", tiers="5,3,8;rest,2,6", context=3, negatives=20, seed=1)
+    first = evaluate(train(exp, tokens, V), valid)
+    assert evaluate(train(exp, tokens, V), valid) == first
+    other = evaluate(train(exp.model_copy(update={"seed": 2}), tokens, V), valid)
+    assert other["ce"] != first["ce"]
+
+
+def test_ppl_floor_and_probabilities():
+    assert math.isclose(ppl_floor(50257), 18489.4, rel_tol=1e-4)
+    rng = np.random.default_rng(6)
+    tokens = zipf_tokens(rng, 800)
+    metrics = evaluate(train(Experiment(name="x", tiers="rest,3,6", context=2, negatives=10), tokens, V), tokens)
+    assert metrics["ppl_floor"] <= metrics["ppl"] <= V * math.e  # no p(target) beyond the floor's cap
+    assert sum(t["share"] for t in metrics["tiers"]) == pytest.approx(100.0)
