@@ -1,0 +1,511 @@
+"""Tests for ramsweep.config: tier strings, experiments, YAML sets and their error messages."""
+
+import textwrap
+from pathlib import Path
+
+import orjson
+import pytest
+
+import ramsweep
+from ramsweep.config import (
+    Experiment,
+    ExperimentSet,
+    TierConfig,
+    TierSpec,
+    available_sets,
+    bits_per_token,
+    load_set,
+    sets_dirs,
+)
+from ramsweep.errors import ConfigError
+
+REPO_SETS = Path(ramsweep.__file__).parent.parent / "sets"
+PACKAGED = ["asymmetric", "baseline", "extended", "quick", "standard"]
+# Designed for GPT-2's vocabulary: their explicit counts (20,500) exceed 13,000 tokens.
+NEEDS_LARGE_VOCAB = {"five_tier_gradient", "five_tier_best_week5"}
+
+
+def config_error(call, *fragments: str) -> str:
+    """Run call, expect a one-line ConfigError containing every fragment; return the message."""
+    with pytest.raises(ConfigError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    return message
+
+
+def write_set(folder: Path, name: str, body: str) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(textwrap.dedent(body), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------- bits_per_token
+
+
+@pytest.mark.parametrize(
+    "vocab, bits",
+    [(1, 1), (2, 1), (3, 2), (4, 2), (5, 3), (256, 8), (257, 9), (13_000, 14), (50_257, 16),
+     (65_536, 16), (65_537, 17), (2**53 + 1, 54)],
+)
+def test_bits_per_token_is_exact_ceil_log2(vocab: int, bits: int) -> None:
+    assert bits_per_token(vocab) == bits
+
+
+def test_bits_per_token_rejects_empty_vocabulary() -> None:
+    with pytest.raises(ValueError):
+        bits_per_token(0)
+
+
+# ---------------------------------------------------------------- tier strings
+
+
+@pytest.mark.parametrize(
+    "text, canonical",
+    [
+        ("100,15,20;400,10,12;rest,5,8", "100,15,20;400,10,12;rest,5,8"),
+        (" 100 , 15 , 20 ; 400,10,12 ;\tREST, 5 ,8 ", "100,15,20;400,10,12;rest,5,8"),
+        ("Rest,3,11", "rest,3,11"),
+        ("500,15,16", "500,15,16"),
+        ("50,37,22;50,31,20;400,11,12;20000,7,10;rest,3,11",
+         "50,37,22;50,31,20;400,11,12;20000,7,10;rest,3,11"),
+        ("+7,1,64;rest,1,1", "7,1,64;rest,1,1"),
+    ],
+)
+def test_parse_gives_canonical_string_and_round_trips(text: str, canonical: str) -> None:
+    config = TierConfig.parse(text)
+    assert str(config) == canonical
+    assert TierConfig.parse(str(config)) == config
+
+
+def test_parse_builds_the_tier_specs() -> None:
+    config = TierConfig.parse("100,15,20;rest,5,8")
+    assert config.tiers == (
+        TierSpec(count=100, neurons=15, bits=20),
+        TierSpec(count=None, neurons=5, bits=8),
+    )
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("100,15,20;", "tier 2 is empty"),
+        ("100,15;rest,5,8", 'tier 1 "100,15" has 2 field(s), needs 3'),
+        ("100,15,20,1;rest,5,8", "has 4 field(s)"),
+        ("100,15,x;rest,5,8", "bits 'x' is not a whole number"),
+        ("100,15,8.5;rest,5,8", "bits '8.5' is not a whole number"),
+        ("1e2,15,8;rest,5,8", "count '1e2' is not a whole number"),
+        ("100,,8;rest,5,8", "neurons '' is not a whole number"),
+        ("rest,5,8;100,15,20", "'rest' must be the last tier; move it to the end"),
+        ("100,1,1;rest,5,8;rest,5,8", "'rest' appears 2 times"),
+        ("100,0,8;rest,5,8", "neurons must be at least 1 (got 0)"),
+        ("100,-3,8;rest,5,8", "neurons must be at least 1 (got -3)"),
+        ("0,5,8;rest,5,8", "count must be at least 1 (got 0)"),
+        ("100,5,0;rest,5,8", "bits must be from 1 to 64 (got 0)"),
+        ("100,5,65;rest,5,8", "bits must be from 1 to 64 (got 65)"),
+    ],
+)
+def test_bad_tier_strings_name_experiment_field_and_problem(text: str, fragment: str) -> None:
+    config_error(lambda: TierConfig.parse(text), fragment)
+    config_error(lambda: Experiment(name="exp1", tiers=text), "experiment 'exp1'", "tiers:", fragment)
+
+
+def test_tiers_must_be_a_string_in_experiments() -> None:
+    config_error(
+        lambda: Experiment(name="exp1", tiers=[100, 15, 20]),
+        "experiment 'exp1'", "tiers: must be a quoted string", "e.g.",
+    )
+
+
+def test_direct_tier_models_validate_too() -> None:
+    config_error(lambda: TierSpec(count=1, neurons=0, bits=8), "neurons", "got 0")
+    config_error(lambda: TierSpec(count=1, neurons=1, bits=65), "bits", "got 65")
+    rest_first = (TierSpec(count=None, neurons=1, bits=1), TierSpec(count=5, neurons=1, bits=1))
+    config_error(lambda: TierConfig(tiers=rest_first), "'rest' must be the last tier")
+    config_error(lambda: TierConfig(tiers=()), "tiers")
+
+
+def test_cluster_counts_give_rest_the_remainder() -> None:
+    config = TierConfig.parse("100,15,20;400,10,12;rest,5,8")
+    assert config.cluster_counts(50_257) == [100, 400, 49_757]
+    assert config.total_neurons(50_257) == 100 * 15 + 400 * 10 + 49_757 * 5
+    assert TierConfig.parse("10,2,3;5,1,1").cluster_counts(15) == [10, 5]
+
+
+@pytest.mark.parametrize(
+    "text, vocab, fragment",
+    [
+        ("100,15,20;400,10,12;rest,5,8", 499, "sum to 500 but the vocabulary has only 499"),
+        ("100,15,20;400,10,12;rest,5,8", 500, "'rest' would get 0 clusters"),
+        ("100,15,20;400,10,12", 501, "cover 500 of 501 clusters and there is no 'rest' tier"),
+        ("10,2,3;5,1,1", 14, "sum to 15 but the vocabulary has only 14"),
+    ],
+)
+def test_cluster_counts_reject_configs_that_do_not_fit(text: str, vocab: int, fragment: str) -> None:
+    config_error(lambda: TierConfig.parse(text).cluster_counts(vocab), fragment)
+
+
+# ---------------------------------------------------------------- experiments
+
+
+def test_experiment_defaults_and_string_serialisation() -> None:
+    exp = Experiment(name="a", tiers=" 100,15,20 ; rest,5,8")
+    assert (exp.context, exp.negatives, exp.empty_value, exp.seed) == (4, 1000, 0.0, 0)
+    assert (exp.dense_max_bits, exp.sparse_max_bits, exp.based_on, exp.description) == (10, 30, None, "")
+    dumped = exp.model_dump(mode="json")
+    assert dumped["tiers"] == "100,15,20;rest,5,8"
+    assert Experiment.model_validate(dumped) == exp
+    assert Experiment.model_validate_json(exp.model_dump_json()) == exp
+
+
+def test_experiment_is_frozen() -> None:
+    exp = Experiment(name="a", tiers="rest,5,8")
+    with pytest.raises(Exception):
+        exp.context = 8  # type: ignore[misc]
+
+
+def test_spec_is_what_is_computed_and_ignores_labels() -> None:
+    one = Experiment(name="a", tiers="100,15,20;rest,5,8", description="x", based_on="b")
+    two = Experiment(name="renamed", tiers="100, 15, 20; REST, 5, 8")
+    assert one.spec() == two.spec()
+    assert set(one.spec()) == {
+        "tiers", "context", "negatives", "empty_value", "seed", "dense_max_bits", "sparse_max_bits"
+    }
+    assert one.spec()["tiers"] == "100,15,20;rest,5,8"
+    assert orjson.loads(orjson.dumps(one.spec())) == one.spec()
+    assert Experiment(name="a", tiers="100,15,20;rest,5,8", context=5).spec() != one.spec()
+    assert Experiment(name="a", tiers="100,15,20;rest,5,8", empty_value=0.5).spec() != one.spec()
+
+
+@pytest.mark.parametrize(
+    "field, value, fragment",
+    [
+        ("context", 0, "greater than or equal to 1"),
+        ("context", 17, "less than or equal to 16"),
+        ("context", "4", "valid integer"),
+        ("context", True, "valid integer"),
+        ("negatives", -1, "greater than or equal to 0"),
+        ("empty_value", 1.5, "less than or equal to 1"),
+        ("empty_value", -0.1, "greater than or equal to 0"),
+        ("seed", -1, "greater than or equal to 0"),
+        ("dense_max_bits", 65, "less than or equal to 64"),
+        ("name", "bad name", "must match pattern"),
+        ("name", "", "must match pattern"),
+        ("description", 5, "valid string"),
+    ],
+)
+def test_bad_field_values_give_one_line_with_field_and_fix(field: str, value, fragment: str) -> None:
+    fields = {"name": "exp1", "tiers": "rest,5,8", field: value}
+    message = config_error(lambda: Experiment(**fields), f"{field}:", fragment, "; ")
+    assert message.startswith("experiment ")
+    assert "use " in message  # every field has a fix hint
+
+
+def test_unknown_key_is_named_with_the_allowed_keys() -> None:
+    config_error(
+        lambda: Experiment(name="exp1", tiers="rest,5,8", contxt=6),
+        "experiment 'exp1'", "unknown key 'contxt'", "allowed keys: name, tiers, context",
+    )
+
+
+def test_missing_name_and_tiers_are_named() -> None:
+    config_error(lambda: Experiment(tiers="rest,5,8"), "experiment (no name)", "name: missing")
+    config_error(lambda: Experiment(name="exp1"), "experiment 'exp1'", "tiers: missing")
+
+
+def test_dense_threshold_must_not_exceed_sparse_threshold() -> None:
+    config_error(
+        lambda: Experiment(name="exp1", tiers="rest,5,8", dense_max_bits=12, sparse_max_bits=11),
+        "experiment 'exp1'", "dense_max_bits:", "sparse_max_bits",
+    )
+
+
+def test_memory_kind_follows_the_thresholds() -> None:
+    exp = Experiment(name="a", tiers="rest,5,8")
+    assert [exp.memory_kind(b) for b in (1, 10, 11, 30, 31, 64)] == [
+        "dense", "dense", "sparse", "sparse", "lsh", "lsh"
+    ]
+    narrow = Experiment(name="a", tiers="rest,5,8", dense_max_bits=0, sparse_max_bits=64)
+    assert {narrow.memory_kind(b) for b in (1, 40, 64)} == {"sparse"}
+
+
+def test_check_against_data_accepts_fitting_configs() -> None:
+    exp = Experiment(name="a", tiers="100,15,64;rest,5,8", context=4)
+    assert exp.input_bits(50_257) == 64
+    exp.check_against_data(50_257)  # 64 bits == the input width is allowed
+    Experiment(name="a", tiers="10,2,3;5,1,1").check_against_data(15)  # exact cover, no rest
+
+
+@pytest.mark.parametrize(
+    "tiers, context, vocab, fragments",
+    [
+        ("100,15,20;rest,5,8", 1, 50_257,
+         ("tier 1 \"100,15,20\" has 20 bits", "only 16 bits wide", "raise context")),
+        ("100,15,8;rest,5,57", 4, 13_000, ("tier 2", "only 56 bits wide")),
+        ("100,15,20;400,10,12;rest,5,8", 4, 300, ("sum to 500", "only 300 tokens")),
+        ("100,15,20;400,10,12", 4, 13_000, ("no 'rest' tier",)),
+        ("100,15,20;400,10,12;rest,5,8", 4, 500, ("'rest' would get 0 clusters",)),
+    ],
+)
+def test_check_against_data_errors(tiers: str, context: int, vocab: int, fragments) -> None:
+    exp = Experiment(name="exp1", tiers=tiers, context=context)
+    config_error(lambda: exp.check_against_data(vocab), "experiment 'exp1'", "tiers:", *fragments)
+
+
+# ---------------------------------------------------------------- set files
+
+
+def test_load_set_by_path_with_defaults_and_description(tmp_path: Path) -> None:
+    path = write_set(tmp_path, "mine", """
+        description: My set
+        defaults: {context: 6, seed: 3}
+        experiments:
+          - name: a
+            tiers: "100,15,20;rest,5,8"
+          - name: b
+            tiers: "rest,5,8"
+            context: 2
+    """)
+    loaded = load_set(str(path))
+    assert isinstance(loaded, ExperimentSet)
+    assert (loaded.name, loaded.description, loaded.names()) == ("mine", "My set", ["a", "b"])
+    assert [(e.context, e.seed) for e in loaded.experiments] == [(6, 3), (2, 3)]
+    assert loaded.source.endswith("mine.yaml")
+
+
+def test_based_on_starts_from_the_other_experiment(tmp_path: Path) -> None:
+    path = write_set(tmp_path, "mine", """
+        experiments:
+          - name: child
+            based_on: base
+            context: 6
+          - name: base
+            tiers: "100,11,8;rest,5,8"
+            seed: 7
+            empty_value: 0.5
+            description: the base
+          - name: grandchild
+            based_on: child
+            tiers: "rest,3,8"
+    """)
+    base, child, grandchild = (load_set(str(path)).select([n]).experiments[0]
+                               for n in ("base", "child", "grandchild"))
+    assert (str(child.tiers), child.context, child.seed, child.empty_value) == (
+        "100,11,8;rest,5,8", 6, 7, 0.5)
+    assert child.based_on == "base" and child.description == ""  # notes are not inherited
+    assert (str(grandchild.tiers), grandchild.context, grandchild.seed) == ("rest,3,8", 6, 7)
+    assert base.context == 4 and base.based_on is None
+
+
+def test_based_on_can_use_an_included_experiment(tmp_path: Path) -> None:
+    write_set(tmp_path, "parent", """
+        experiments:
+          - {name: p, tiers: "100,9,9;rest,5,8", context: 7}
+    """)
+    path = write_set(tmp_path, "child", """
+        include: [parent]
+        experiments:
+          - {name: c, based_on: p, seed: 1}
+    """)
+    loaded = load_set(str(path))
+    assert loaded.names() == ["p", "c"]
+    child = loaded.experiments[1]
+    assert (str(child.tiers), child.context, child.seed) == ("100,9,9;rest,5,8", 7, 1)
+
+
+def test_includes_come_first_and_a_diamond_counts_once(tmp_path: Path) -> None:
+    write_set(tmp_path, "root", "experiments: [{name: r, tiers: 'rest,1,1'}]")
+    write_set(tmp_path, "left", "include: [root]\nexperiments: [{name: l, tiers: 'rest,1,2'}]")
+    write_set(tmp_path, "right", "include: root\nexperiments: [{name: r2, tiers: 'rest,1,3'}]")
+    path = write_set(tmp_path, "top", "include: [left, right]\nexperiments: [{name: t, tiers: 'rest,1,4'}]")
+    assert load_set(str(path)).names() == ["r", "l", "r2", "t"]
+
+
+def test_include_only_set(tmp_path: Path) -> None:
+    write_set(tmp_path, "base", "experiments: [{name: a, tiers: 'rest,1,1'}]")
+    path = write_set(tmp_path, "alias", "description: same as base\ninclude: [base]")
+    assert load_set(str(path)).names() == ["a"]
+
+
+SET_ERRORS = [
+    # (file body, fragments the one-line message must contain)
+    ("experiments:\n  - name: a\n    tiers: 'rest,5,8;100,1,1'\n",
+     ["experiment 'a'", "tiers: 'rest' must be the last tier", "e.g."]),
+    ("experiments:\n  - name: a\n    tiers: '100,15;rest,5,8'\n",
+     ["experiment 'a'", "tiers:", "has 2 field(s), needs 3"]),
+    ("experiments:\n  - name: a\n    tiers: '100,0,8;rest,5,8'\n",
+     ["experiment 'a'", "tiers:", "neurons must be at least 1"]),
+    ("experiments:\n  - name: a\n    tiers: '100,9,99;rest,5,8'\n",
+     ["experiment 'a'", "tiers:", "bits must be from 1 to 64"]),
+    ("experiments:\n  - name: a\n    tiers: 'rest,5,8'\n    contxt: 5\n",
+     ["experiment 'a'", "unknown key 'contxt'", "allowed keys:"]),
+    ("experiments:\n  - name: a\n    tiers: 'rest,5,8'\n    context: 40\n",
+     ["experiment 'a'", "context:", "16"]),
+    ("experiments:\n  - {name: a, tiers: 'rest,5,8'}\n  - {name: a, tiers: 'rest,5,9'}\n",
+     ["experiment 'a'", "name: duplicate", "unique name"]),
+    ("experiments:\n  - {name: a, tiers: 'rest,5,8'}\n  - {tiers: 'rest,5,9'}\n",
+     ["experiment #2 (no name)", "name: missing"]),
+    ("experiments:\n  - {name: a, based_on: nope}\n",
+     ["experiment 'a'", "based_on: no experiment 'nope'", "use one of: a"]),
+    ("experiments:\n  - {name: a, based_on: b}\n  - {name: b, based_on: a}\n",
+     ["experiment 'a'", "based_on: cycle a -> b -> a"]),
+    ("experiments:\n  - {name: a, based_on: a}\n",
+     ["experiment 'a'", "based_on: cycle a -> a"]),
+    ("experimnts: []\n", ["unknown key 'experimnts'", "allowed keys: description, include"]),
+    ("defaults: {contxt: 4}\nexperiments: [{name: a, tiers: 'rest,5,8'}]\n",
+     ["defaults: unknown key 'contxt'", "allowed keys:"]),
+    ("experiments: {name: a}\n", ["experiments: must be a list"]),
+    ("experiments:\n  - just_a_string\n", ["experiment #1", "must be a mapping"]),
+    ("description: nothing here\n", ["experiments:", "no experiments"]),
+    ("- a\n- b\n", ["top level must be a mapping"]),
+    ("include: [no_such_set_here]\n", ["include: unknown set 'no_such_set_here'", "available sets:"]),
+    ("experiments:\n  - name: a\n    tiers: 'rest,5,8'\n  context: 4\n", ["YAML syntax error at line"]),
+    ("experiments:\n  - name: a\n    tiers: 'rest,5,8'\n    name: b\n",
+     ["line 4", "key 'name' appears twice"]),
+]
+
+
+@pytest.mark.parametrize("body, fragments", SET_ERRORS)
+def test_set_file_errors_are_one_line_and_name_the_file(tmp_path: Path, body: str, fragments) -> None:
+    path = write_set(tmp_path, "bad", body)
+    message = config_error(lambda: load_set(str(path)), *fragments)
+    assert message.startswith(str(path)) or message.startswith("bad.yaml")
+
+
+def test_yaml_syntax_error_gives_the_line(tmp_path: Path) -> None:
+    path = write_set(tmp_path, "bad", "description: x\nexperiments:\n  - name: [a\n")
+    message = config_error(lambda: load_set(str(path)), "bad.yaml", "YAML syntax error at line ")
+    assert "line 4" in message or "line 3" in message
+
+
+def test_duplicate_name_across_an_include(tmp_path: Path) -> None:
+    write_set(tmp_path, "base", "experiments: [{name: a, tiers: 'rest,1,1'}]")
+    path = write_set(tmp_path, "top", "include: [base]\nexperiments: [{name: a, tiers: 'rest,1,2'}]")
+    config_error(lambda: load_set(str(path)), "top.yaml", "experiment 'a'", "included set")
+
+
+def test_include_cycle_is_an_error(tmp_path: Path) -> None:
+    write_set(tmp_path, "one", "include: [two]\nexperiments: [{name: a, tiers: 'rest,1,1'}]")
+    write_set(tmp_path, "two", "include: [one]\nexperiments: [{name: b, tiers: 'rest,1,1'}]")
+    config_error(lambda: load_set(str(tmp_path / "one.yaml")), "include cycle one -> two -> one")
+    write_set(tmp_path, "self", "include: [self]\nexperiments: [{name: a, tiers: 'rest,1,1'}]")
+    config_error(lambda: load_set(str(tmp_path / "self.yaml")), "include cycle self -> self")
+
+
+def test_error_in_an_included_file_names_that_file(tmp_path: Path) -> None:
+    write_set(tmp_path, "inner", "experiments: [{name: a, tiers: 'rest,0,1'}]")
+    path = write_set(tmp_path, "outer", "include: [inner]\nexperiments: [{name: b, tiers: 'rest,1,1'}]")
+    message = config_error(lambda: load_set(str(path)), "inner.yaml", "experiment 'a'", "neurons")
+    assert "outer.yaml" not in message
+
+
+def test_missing_set_file_and_unknown_set_name(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config_error(lambda: load_set(str(tmp_path / "nope.yaml")), "nope.yaml", "not found")
+    message = config_error(lambda: load_set("nope"), "unknown set 'nope'", "available sets:")
+    for name in PACKAGED:
+        assert name in message
+
+
+def test_select_keeps_order_and_rejects_unknown_names() -> None:
+    quick = load_set("quick")
+    assert quick.select(["context_6_sparse", "tier0_16bit"]).names() == ["tier0_16bit", "context_6_sparse"]
+    config_error(lambda: quick.select(["nope"]), "no experiment 'nope'", "tier0_16bit")
+
+
+# ---------------------------------------------------------------- lookup order
+
+
+def test_sets_dirs_puts_the_current_folder_first(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert [d.resolve() for d in sets_dirs()] == [REPO_SETS.resolve()]  # no ./sets here
+    (tmp_path / "sets").mkdir()
+    assert [d.resolve() for d in sets_dirs()] == [(tmp_path / "sets").resolve(), REPO_SETS.resolve()]
+
+
+def test_sets_dirs_prefers_sets_inside_an_installed_package(tmp_path: Path, monkeypatch) -> None:
+    package = tmp_path / "site" / "ramsweep"
+    (package / "sets").mkdir(parents=True)  # the wheel's force-included copy of sets/
+    monkeypatch.setattr(ramsweep, "__file__", str(package / "__init__.py"))
+    monkeypatch.chdir(tmp_path)
+    assert [d.resolve() for d in sets_dirs()] == [(package / "sets").resolve()]
+
+
+def test_a_set_in_the_current_folder_shadows_the_packaged_one(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sets").mkdir()
+    write_set(tmp_path / "sets", "quick", "experiments: [{name: mine, tiers: 'rest,1,1'}]")
+    write_set(tmp_path / "sets", "mine", "include: [standard]\nexperiments: [{name: x, tiers: 'rest,1,1'}]")
+    assert load_set("quick").names() == ["mine"]
+    # includes resolve beside the including file first: the packaged standard keeps the
+    # packaged quick, so a local quick.yaml cannot silently change what `standard` means
+    assert load_set("mine").names() == load_set("standard").names() + ["x"]
+    assert load_set("standard").names()[0] == "tier0_16bit"
+    assert ("quick", 1, "") in available_sets()
+
+
+# ---------------------------------------------------------------- packaged sets
+
+
+def test_available_sets_lists_the_packaged_sets(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./sets: only the packaged ones
+    found = available_sets()
+    assert [name for name, _, _ in found] == PACKAGED
+    counts = {name: count for name, count, _ in found}
+    assert counts == {"quick": 4, "standard": 6, "extended": 10, "baseline": 9, "asymmetric": 6}
+    assert all(description for _, _, description in found)
+
+
+def test_standard_and_extended_build_on_quick() -> None:
+    quick, standard, extended = (load_set(n).names() for n in ("quick", "standard", "extended"))
+    assert quick == ["tier0_16bit", "balanced_14bit", "neurons_20_tier0", "context_6_sparse"]
+    assert standard == quick + ["tier0_18bit", "neurons_25_gradient"]
+    assert extended == standard + ["tier0_20bit", "all_sparse_16bit", "context_8_high_cap", "extreme_tier0"]
+
+
+# The seeds' tables, as (tiers, context): the sets must say exactly this.
+SEED_CONFIGS = {
+    "tier0_16bit": ("100,15,16;400,10,10;rest,5,8", 4),
+    "balanced_14bit": ("100,12,14;400,8,12;rest,5,10", 4),
+    "neurons_20_tier0": ("100,20,12;400,12,10;rest,7,8", 4),
+    "context_6_sparse": ("100,12,14;400,8,10;rest,5,8", 6),
+    "tier0_18bit": ("100,15,18;400,10,12;rest,5,8", 4),
+    "neurons_25_gradient": ("100,25,14;400,15,10;rest,7,8", 4),
+    "tier0_20bit": ("100,15,20;400,10,12;rest,5,8", 4),
+    "all_sparse_16bit": ("100,15,16;400,12,16;rest,8,16", 4),
+    "context_8_high_cap": ("100,15,12;400,10,10;rest,7,8", 8),
+    "extreme_tier0": ("100,30,16;400,12,12;rest,5,8", 5),
+    "asymmetric_extreme_t0": ("100,25,24;400,8,10;rest,5,8", 8),
+    "asymmetric_expanded_t0": ("200,25,20;300,8,10;rest,4,8", 8),
+    "two_tier_simple": ("500,15,16;rest,4,6", 8),
+    "five_tier_gradient": ("50,37,22;50,31,20;400,11,12;20000,7,10;rest,3,11", 8),
+    "uniform_20bit_ctx8": ("100,15,20;400,10,20;rest,5,20", 8),
+    "five_tier_best_week5": ("50,15,20;50,13,18;400,9,10;20000,7,9;rest,5,8", 4),
+    "baseline_8bit": ("100,11,8;400,7,8;rest,5,8", 4),
+    "context_5": ("100,11,8;400,7,8;rest,5,8", 5),
+    "context_6": ("100,11,8;400,7,8;rest,5,8", 6),
+    "neurons_3_uniform": ("100,3,8;400,3,8;rest,3,8", 4),
+    "neurons_11_uniform": ("100,11,8;400,11,8;rest,11,8", 4),
+    "bits_12_uniform": ("100,11,12;400,7,12;rest,5,12", 4),
+}
+
+
+def test_packaged_sets_match_the_seed_tables() -> None:
+    found = {e.name: e for name in PACKAGED for e in load_set(name).experiments}
+    for name, (tiers, context) in SEED_CONFIGS.items():
+        assert (str(found[name].tiers), found[name].context) == (tiers, context), name
+    assert all(e.empty_value == 0.0 and e.description for e in found.values())
+
+
+@pytest.mark.parametrize("set_name", PACKAGED)
+def test_packaged_sets_fit_gpt2_and_word_vocabularies(set_name: str) -> None:
+    for exp in load_set(set_name).experiments:
+        exp.check_against_data(50_257)
+        if exp.name in NEEDS_LARGE_VOCAB:
+            config_error(lambda: exp.check_against_data(13_000), exp.name, "sum to 20,500")
+        else:
+            exp.check_against_data(13_000)
