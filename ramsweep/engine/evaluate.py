@@ -8,9 +8,13 @@ import numpy as np
 
 from ramsweep.engine.backends import cpu
 from ramsweep.engine.layout import DENSE
-from ramsweep.engine.train import Model, examples_of
+from ramsweep.engine.train import Model, examples_of, pack
 
-CACHE_BLOCK_BYTES = 256 * 1024  # memory of one block of clusters, kept hot across 64 examples
+import numba
+
+CACHE_BLOCK_BYTES = 256 * 1024  # memory of one block of clusters, kept hot while examples pass
+DENSE_CHUNK = 64  # examples per work item; sparse tiers give each thread one long slice instead,
+# since their per-neuron tables are large and each should be fetched once per thread
 
 
 def score_tables(neurons: int, empty_value: float) -> tuple[np.ndarray, np.ndarray]:
@@ -32,6 +36,7 @@ def evaluate(model: Model, tokens: np.ndarray) -> dict:
     examples = examples_of(tokens, exp.context)
     n = examples.shape[0]
     target_pos = layout.position[tokens[examples]].astype(np.int32)
+    x = pack(tokens, examples, layout)
     sumexp, target_score = np.zeros(n), np.zeros(n)
     best_score, best_pos = np.full(n, -1.0), np.zeros(n, dtype=np.int32)
     per_tier_empty = []
@@ -40,8 +45,9 @@ def evaluate(model: Model, tokens: np.ndarray) -> dict:
         empty_all, empty_target = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
         score, expo = score_tables(tier.neurons, exp.empty_value)
         per_cluster = max(1, mem.nbytes // max(1, tier.clusters))
+        chunk = DENSE_CHUNK if tier.backend == DENSE else max(DENSE_CHUNK, -(-n // numba.get_num_threads()))
         cpu.evaluate_tier(
-            tokens, exp.context, examples, target_pos, mem.slot, mem.shift, tier.neurons, tier.first,
+            x, target_pos, mem.conn, tier.neurons, tier.first, chunk,
             max(1, CACHE_BLOCK_BYTES // per_cluster), tier.backend != DENSE,
             mem.dense, mem.offsets, mem.keys, mem.vals, score, expo,
             sumexp, best_score, best_pos, target_score, empty_all, empty_target,

@@ -18,11 +18,10 @@ SPARSE_BATCH_ENTRIES = 1 << 26  # bounds the scratch of one sparse training batc
 @dataclass
 class TierMemory:
     tier: Tier
-    slot: np.ndarray  # (n_neurons, bits) uint8: context token each connection reads
-    shift: np.ndarray  # (n_neurons, bits) uint8: bit of that token
+    conn: np.ndarray  # (n_neurons, bits) uint16: packed input bit of each connection (see cpu.py)
     dense: np.ndarray  # (n_neurons, words) uint32 packed cells; (0, 1) when sparse
     offsets: np.ndarray  # (n_neurons + 1,) int64; (1,) when dense
-    keys: np.ndarray  # sorted addresses per neuron: uint32 up to 32 bits, else int64
+    keys: np.ndarray  # sorted addresses per neuron: uint32 up to 32 bits, else uint64
     vals: np.ndarray  # (n_cells,) uint8 cell codes
 
     @property
@@ -34,7 +33,7 @@ class TierMemory:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.slot, self.shift, self.dense, self.offsets, self.keys, self.vals))
+        return sum(a.nbytes for a in (self.conn, self.dense, self.offsets, self.keys, self.vals))
 
 
 @dataclass
@@ -49,20 +48,27 @@ def examples_of(tokens: np.ndarray, context: int) -> np.ndarray:
     return np.arange(context, tokens.shape[0], dtype=np.int64)
 
 
+def pack(tokens: np.ndarray, examples: np.ndarray, layout: Layout) -> np.ndarray:
+    """(n_examples, words) uint64: each example's context tokens, packed (see cpu.py)."""
+    words = (layout.n_input + 63) // 64
+    return cpu.pack_inputs(tokens, examples, layout.context, layout.bits_per_token, words)
+
+
 def group_by_target(tokens, examples, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
-    """Examples grouped by their target's cluster position: CSR (offsets, examples)."""
+    """Example indices grouped by their target's cluster position: CSR (offsets, indices)."""
     target_pos = layout.position[tokens[examples]]
-    idx = np.argsort(target_pos, kind="stable")
     counts = np.bincount(target_pos, minlength=layout.vocab_size)
     offsets = np.zeros(layout.vocab_size + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    return offsets, examples[idx]
+    return offsets, np.argsort(target_pos, kind="stable").astype(np.int64)
 
 
-def wire(exp: Experiment, layout: Layout, tier: Tier) -> tuple[np.ndarray, np.ndarray]:
+def wire(exp: Experiment, layout: Layout, tier: Tier) -> np.ndarray:
+    """Connections as packed-input bit indices. Input bit p is bit bpt-1-(p % bpt) of context
+    token p // bpt (MSB first, DESIGN §3); packing stores a token's bit i at k*bpt + i."""
     conn = draw_connectivity(exp.seed, tier.index, tier.n_neurons, tier.bits, layout.n_input)
     bpt = layout.bits_per_token
-    return (conn // bpt).astype(np.uint8), (bpt - 1 - conn % bpt).astype(np.uint8)
+    return ((conn // bpt) * bpt + bpt - 1 - conn % bpt).astype(np.uint16)
 
 
 def train(exp: Experiment, tokens: np.ndarray, vocab_size: int, examples: np.ndarray | None = None) -> Model:
@@ -74,30 +80,29 @@ def train(exp: Experiment, tokens: np.ndarray, vocab_size: int, examples: np.nda
     if examples.shape[0] == 0:
         raise DataError(f"experiment '{exp.name}': the training split has no example of context {exp.context}")
     layout = build_layout(exp, tokens, vocab_size)
+    x = pack(tokens, examples, layout)
     by_target = group_by_target(tokens, examples, layout)
-    memories = [train_tier(exp, layout, tier, tokens, examples, by_target) for tier in layout.tiers]
+    memories = [train_tier(exp, layout, tier, x, by_target) for tier in layout.tiers]
     return Model(exp, layout, memories)
 
 
-def train_tier(exp, layout, tier, tokens, examples, by_target) -> TierMemory:
-    slot, shift = wire(exp, layout, tier)
+def train_tier(exp, layout, tier, x, by_target) -> TierMemory:
+    conn = wire(exp, layout, tier)
     offsets_t, examples_t = by_target
-    common = (tokens, exp.context, examples, slot, shift, tier.neurons, tier.first, layout.n_negatives,
-              offsets_t, examples_t)
+    common = (x, conn, tier.neurons, tier.first, layout.n_negatives, offsets_t, examples_t)
     if tier.backend == DENSE:
         dense = np.zeros((tier.n_neurons, max(1, (1 << tier.bits) // 16)), dtype=np.uint32)
         cpu.train_dense(*common, dense)
-        empty = np.zeros(0, dtype=np.uint32)
-        return TierMemory(tier, slot, shift, dense, np.zeros(1, np.int64), empty, np.zeros(0, np.uint8))
-    offsets, keys, vals = train_sparse(tier, layout, examples.shape[0], offsets_t, common)
-    return TierMemory(tier, slot, shift, np.zeros((0, 1), np.uint32), offsets, keys, vals)
+        return TierMemory(tier, conn, dense, np.zeros(1, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.uint8))
+    offsets, keys, vals = train_sparse(tier, layout, x.shape[0], offsets_t, common)
+    return TierMemory(tier, conn, np.zeros((0, 1), np.uint32), offsets, keys, vals)
 
 
 def train_sparse(tier, layout, n_examples, offsets_t, common):
     """Sparse neurons in batches whose worst-case cell count fits SPARSE_BATCH_ENTRIES."""
     clusters = tier.first + np.arange(tier.n_neurons) // tier.neurons
     bound = (offsets_t[clusters + 1] - offsets_t[clusters]) + np.where(clusters < layout.n_negatives, n_examples, 0)
-    key_dtype = np.uint32 if tier.bits <= 32 else np.int64
+    key_dtype = np.uint32 if tier.bits <= 32 else np.uint64
     counts = np.zeros(tier.n_neurons, dtype=np.int64)
     keys_parts, vals_parts = [], []
     lo = 0
@@ -128,8 +133,7 @@ def cells(model: Model) -> dict[tuple[int, int, int], int]:
             for n, a in zip(*np.nonzero(codes)):
                 out[(t, int(n), int(a))] = int(codes[n, a])
         else:
-            keys = mem.keys.view(np.uint64) if mem.keys.dtype == np.int64 else mem.keys
             for n in range(mem.tier.n_neurons):
                 for i in range(mem.offsets[n], mem.offsets[n + 1]):
-                    out[(t, n, int(keys[i]))] = int(mem.vals[i])
+                    out[(t, n, int(mem.keys[i]))] = int(mem.vals[i])
     return out

@@ -8,8 +8,9 @@ evaluation is example-parallel (each example's accumulators belong to one thread
 Shapes used throughout:
   tokens    (n_tokens,) int32          the split's token ids
   examples  (n_examples,) int64        positions t >= context; context = tokens[t-context:t]
-  slot      (n_neurons, bits) uint8    which context token each connection reads (0 = oldest)
-  shift     (n_neurons, bits) uint8    which bit of that token (right shift)
+  x         (n_examples, words) uint64 each example's context, packed: bit i of context token k
+                                       at packed bit k*bits_per_token + i
+  conn      (n_neurons, bits) uint16   packed bit each connection reads; column 0 is the MSB
   dense     (n_neurons, words) uint32  16 cells per word, cell a at bits 2(a%16)..+1 of word a//16
   sparse    offsets (n_neurons+1,) int64; keys (n_cells,) sorted per neuron; vals (n_cells,) uint8
 """
@@ -22,24 +23,42 @@ TRUE = np.uint32(3)
 SCRATCH_MAX_BITS = 24  # up to here a sparse neuron dedupes through a 2^bits scratch table
 
 
+ONE = np.uint64(1)
+
+
+@njit(cache=True, parallel=True)
+def pack_inputs(tokens, examples, context, bits_per_token, words):
+    x = np.zeros((examples.shape[0], words), dtype=np.uint64)
+    for e in prange(examples.shape[0]):
+        for k in range(context):
+            tok = np.uint64(tokens[examples[e] - context + k])
+            q = k * bits_per_token
+            w, b = q >> 6, q & 63
+            x[e, w] |= tok << np.uint64(b)
+            if b + bits_per_token > 64:  # the token straddles two words
+                x[e, w + 1] |= tok >> np.uint64(64 - b)
+    return x
+
+
 @njit(cache=True, inline="always")
-def address(tokens, base, slot, shift, n):
-    """Address of neuron n for the context starting at tokens[base]; connection 0 is the MSB."""
-    a = np.int64(0)
-    for j in range(slot.shape[1]):
-        a = (a << 1) | ((np.int64(tokens[base + slot[n, j]]) >> shift[n, j]) & 1)
+def address(x, e, conn, n):
+    """Address of neuron n for example e: connection 0 is the MSB."""
+    a = np.uint64(0)
+    for j in range(conn.shape[1]):
+        q = conn[n, j]
+        a = (a << ONE) | ((x[e, q >> 6] >> np.uint64(q & 63)) & ONE)
     return a
 
 
 @njit(cache=True, inline="always")
 def dense_write(dense, n, a, code):
-    w = a >> 4
-    dense[n, w] = dense[n, w] | (code << np.uint32((a & 15) << 1))
+    w = a >> np.uint64(4)
+    dense[n, w] = dense[n, w] | (code << np.uint32((a & np.uint64(15)) << ONE))
 
 
 @njit(cache=True, inline="always")
 def dense_read(dense, n, a):
-    return (dense[n, a >> 4] >> np.uint32((a & 15) << 1)) & np.uint32(3)
+    return (dense[n, a >> np.uint64(4)] >> np.uint32((a & np.uint64(15)) << ONE)) & np.uint32(3)
 
 
 @njit(cache=True, inline="always")
@@ -58,26 +77,25 @@ def sparse_read(offsets, keys, vals, n, a):
 
 
 @njit(cache=True, parallel=True)
-def train_dense(tokens, context, examples, slot, shift, neurons, first, n_negatives,
-                by_target_offsets, by_target_examples, dense):
+def train_dense(x, conn, neurons, first, n_negatives, by_target_offsets, by_target_examples, dense):
+    """by_target_examples: example indices (rows of x) grouped by target cluster position."""
     n_neurons = dense.shape[0]
     # Negative clusters see every example (FALSE; a target example's TRUE then wins by OR).
     n_negative_neurons = min(max(n_negatives - first, 0) * neurons, n_neurons)
     for n in prange(n_negative_neurons):
-        for e in range(examples.shape[0]):
-            dense_write(dense, n, address(tokens, examples[e] - context, slot, shift, n), FALSE)
+        for e in range(x.shape[0]):
+            dense_write(dense, n, address(x, e, conn, n), FALSE)
     for n in prange(n_neurons):
         c = first + n // neurons
         for i in range(by_target_offsets[c], by_target_offsets[c + 1]):
-            t = by_target_examples[i]
-            dense_write(dense, n, address(tokens, t - context, slot, shift, n), TRUE)
+            dense_write(dense, n, address(x, by_target_examples[i], conn, n), TRUE)
 
 
 @njit(cache=True)
 def _collect_scratch(addrs, codes, bits, keys_out, vals_out, start):
     """Dedupe (address, code) writes through a 2^bits table; emit sorted keys with OR'd codes."""
     scratch = np.zeros(np.int64(1) << bits, dtype=np.uint8)
-    touched = np.empty(addrs.shape[0], dtype=np.int64)
+    touched = np.empty(addrs.shape[0], dtype=np.uint64)
     u = 0
     for i in range(addrs.shape[0]):
         a = addrs[i]
@@ -116,22 +134,21 @@ def _collect_sorted(addrs, codes, keys_out, vals_out, start):
 
 
 @njit(cache=True, parallel=True)
-def train_sparse_batch(tokens, context, examples, slot, shift, neurons, first, n_negatives,
-                       by_target_offsets, by_target_examples, bits, lo, starts,
-                       keys_out, vals_out, counts):
+def train_sparse_batch(x, conn, neurons, first, n_negatives, by_target_offsets, by_target_examples,
+                       bits, lo, starts, keys_out, vals_out, counts):
     """Cells of neurons lo .. lo+len(counts)-1; neuron lo+b may use keys_out[starts[b]:starts[b+1]]."""
     for b in prange(counts.shape[0]):
         n = lo + b
         c = first + n // neurons
         t0, t1 = by_target_offsets[c], by_target_offsets[c + 1]
-        n_all = examples.shape[0] if c < n_negatives else 0
-        addrs = np.empty(n_all + t1 - t0, dtype=np.int64)
+        n_all = x.shape[0] if c < n_negatives else 0
+        addrs = np.empty(n_all + t1 - t0, dtype=np.uint64)
         codes = np.empty(n_all + t1 - t0, dtype=np.uint8)
         for e in range(n_all):
-            addrs[e] = address(tokens, examples[e] - context, slot, shift, n)
+            addrs[e] = address(x, e, conn, n)
             codes[e] = 1
         for i in range(t0, t1):
-            addrs[n_all + i - t0] = address(tokens, by_target_examples[i] - context, slot, shift, n)
+            addrs[n_all + i - t0] = address(x, by_target_examples[i], conn, n)
             codes[n_all + i - t0] = 3
         if bits <= SCRATCH_MAX_BITS:
             counts[b] = _collect_scratch(addrs, codes, bits, keys_out, vals_out, starts[b])
@@ -140,7 +157,7 @@ def train_sparse_batch(tokens, context, examples, slot, shift, neurons, first, n
 
 
 @njit(cache=True, parallel=True)
-def evaluate_tier(tokens, context, examples, target_pos, slot, shift, neurons, first, block,
+def evaluate_tier(x, target_pos, conn, neurons, first, chunk, block,
                   is_sparse, dense, offsets, keys, vals, score_table, exp_table,
                   sumexp, best_score, best_pos, target_score, empty_all, empty_target):
     """Fold one tier's clusters into each example's running softmax sum and argmax.
@@ -148,23 +165,21 @@ def evaluate_tier(tokens, context, examples, target_pos, slot, shift, neurons, f
     score_table[t, e] / exp_table[t, e]: score and exp(score) of a cluster whose neurons
     read t TRUE and e EMPTY cells. Clusters are visited in cluster order with a strict '>',
     so ties go to the earlier cluster. Blocks of `block` clusters keep their memory in cache
-    while a chunk of examples passes over it.
+    while a chunk of `chunk` examples passes over it.
     """
-    n_examples = examples.shape[0]
-    n_clusters = slot.shape[0] // neurons
-    chunk = 64
+    n_examples = x.shape[0]
+    n_clusters = conn.shape[0] // neurons
     for ci in prange((n_examples + chunk - 1) // chunk):
         e0, e1 = ci * chunk, min((ci + 1) * chunk, n_examples)
         for c0 in range(0, n_clusters, block):
             c1 = min(c0 + block, n_clusters)
             for e in range(e0, e1):
-                base = examples[e] - context
                 total, empties = 0.0, 0
                 bs, bp = best_score[e], best_pos[e]
                 for c in range(c0, c1):
                     n_true, n_empty = 0, 0
                     for n in range(c * neurons, (c + 1) * neurons):
-                        a = address(tokens, base, slot, shift, n)
+                        a = address(x, e, conn, n)
                         if is_sparse:
                             v = sparse_read(offsets, keys, vals, n, a)
                         else:
