@@ -57,26 +57,27 @@ def cluster_order(train_tokens: np.ndarray, vocab_size: int) -> tuple[np.ndarray
     return order, int(np.count_nonzero(counts))
 
 
-def choose_backend(exp: Experiment, bits: int) -> str:
-    if bits <= exp.dense_max_bits:
-        return DENSE
-    if bits <= exp.sparse_max_bits:
-        return SPARSE
-    raise ConfigError(
-        f"experiment '{exp.name}': tiers: {bits}-bit tiers need the LSH backend, which is not "
-        f"implemented yet; set sparse_max_bits: {bits} to serve them with SPARSE memory"
-    )
+def check_supported(exp: Experiment, vocab_size: int) -> None:
+    """Everything that can be known wrong before training: data fit and available backends."""
+    exp.check_against_data(vocab_size)
+    for index, spec in enumerate(exp.tiers.tiers, start=1):
+        if exp.memory_kind(spec.bits) not in (DENSE, SPARSE):
+            raise ConfigError(
+                f"experiment '{exp.name}': tiers: tier {index} \"{spec}\" needs the LSH backend "
+                f"(bits > sparse_max_bits {exp.sparse_max_bits}), which is not implemented yet; "
+                f"set sparse_max_bits: {spec.bits} to serve it with SPARSE memory"
+            )
 
 
 def build_layout(exp: Experiment, train_tokens: np.ndarray, vocab_size: int) -> Layout:
-    exp.check_against_data(vocab_size)
+    check_supported(exp, vocab_size)
     order, n_seen = cluster_order(train_tokens, vocab_size)
     position = np.empty(vocab_size, dtype=np.int32)
     position[order] = np.arange(vocab_size, dtype=np.int32)
     tiers, first = [], 0
     tier_of_position = np.empty(vocab_size, dtype=np.int8)
     for i, (spec, count) in enumerate(zip(exp.tiers.tiers, exp.tiers.cluster_counts(vocab_size))):
-        tiers.append(Tier(i, first, count, spec.neurons, spec.bits, choose_backend(exp, spec.bits)))
+        tiers.append(Tier(i, first, count, spec.neurons, spec.bits, exp.memory_kind(spec.bits)))
         tier_of_position[first : first + count] = i
         first += count
     return Layout(

@@ -24,6 +24,7 @@ from ramsweep import ENGINE_SEMANTICS_VERSION, __version__
 from ramsweep.config import Experiment, ExperimentSet, load_set
 from ramsweep.data import Corpus, load_corpus
 from ramsweep.engine.evaluate import evaluate
+from ramsweep.engine.layout import check_supported
 from ramsweep.engine.train import train
 from ramsweep.errors import ConfigError
 from ramsweep.sweep.plan import plan
@@ -54,7 +55,7 @@ def run_set(
     chosen = select(exp_set, experiments)
     corpus = load_corpus("kjv", full_data=full_data)
     for exp in chosen:  # fail before any work, not hours into the night
-        exp.check_against_data(corpus.vocab_size)
+        check_supported(exp, corpus.vocab_size)
     store = ResultsStore(results)
     planned = plan(chosen, corpus.fingerprint, store.completed_keys())
     summary = RunSummary(exp_set.name, store.path)

@@ -1,0 +1,169 @@
+"""Results store, keys and the runner: skip what is done, never lose or corrupt a result."""
+
+import orjson
+import pytest
+
+from ramsweep.config import Experiment
+from ramsweep.errors import ConfigError, StoreError
+from ramsweep.sweep import runner
+from ramsweep.sweep.plan import experiment_key, plan
+from ramsweep.sweep.runner import run_set
+from ramsweep.sweep.store import ResultsStore
+
+# Tiny experiments: a few seconds each on the embedded corpus in fast mode.
+SET = """
+description: tiny test set
+experiments:
+  - name: {a}
+    tiers: "{tiers}"
+    context: 2
+    negatives: 20
+  - name: two
+    tiers: "50,2,12;rest,1,5"
+    context: 3
+    negatives: 30
+"""
+
+
+def write_set(tmp_path, a="one", tiers="20,2,6;rest,1,4", filename="tiny.yaml"):
+    path = tmp_path / filename
+    path.write_text(SET.format(a=a, tiers=tiers))
+    return str(path)
+
+
+def read(path):
+    return orjson.loads(path.read_bytes())
+
+
+# --- store -----------------------------------------------------------------------------------
+
+def test_store_appends_records_atomically(tmp_path):
+    store = ResultsStore(tmp_path / "sub" / "results.json")
+    assert store.records() == []
+    store.append({"key": "a", "status": "ok"})
+    store.append({"key": "b", "status": "failed"})
+    doc = read(store.path)
+    assert doc == {"schema": 1, "results": [{"key": "a", "status": "ok"}, {"key": "b", "status": "failed"}]}
+    assert store.completed_keys() == {"a"}
+    assert sorted(p.name for p in store.path.parent.iterdir()) == ["results.json", "results.json.lock"]
+
+
+@pytest.mark.parametrize("content", [b'{"schema": 1, "results": [', b"[1, 2]", b'{"schema": 99, "results": []}'])
+def test_store_refuses_a_file_it_cannot_read_and_leaves_it_as_it_was(tmp_path, content):
+    path = tmp_path / "results.json"
+    path.write_bytes(content)
+    store = ResultsStore(path)
+    with pytest.raises(StoreError, match="results.json") as err:
+        store.append({"key": "a", "status": "ok"})
+    assert "\n" not in str(err.value)
+    assert path.read_bytes() == content
+
+
+def test_a_failing_write_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    store = ResultsStore(tmp_path / "results.json")
+    store.append({"key": "a", "status": "ok"})
+    before = store.path.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", disk_full)
+    with pytest.raises(StoreError, match="No space left"):
+        store.append({"key": "b", "status": "ok"})
+    assert store.path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+def test_key_ignores_the_name_but_not_the_spec_or_the_data():
+    a = Experiment(name="a", tiers="100,15,20;rest,5,8")
+    assert experiment_key(a, "fp") == experiment_key(a.model_copy(update={"name": "b", "description": "x"}), "fp")
+    assert experiment_key(a, "fp") != experiment_key(Experiment(name="a", tiers="100,15,18;rest,5,8"), "fp")
+    assert experiment_key(a, "fp") != experiment_key(a.model_copy(update={"empty_value": 0.5}), "fp")
+    assert experiment_key(a, "fp") != experiment_key(a, "other data")
+    assert [p.done for p in plan([a], "fp", {experiment_key(a, "fp")})] == [True]
+
+
+# --- runner ----------------------------------------------------------------------------------
+
+def test_run_records_results_and_a_second_run_runs_nothing(tmp_path):
+    results = tmp_path / "results.json"
+    lines = []
+    first = run_set(write_set(tmp_path), results=results, log=lines.append)
+    assert first.ran == ["one", "two"] and first.failed == []
+    records = read(results)["results"]
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    r = records[0]
+    assert r["spec"]["tiers"] == "20,2,6;rest,1,4" and r["set"] == "tiny"
+    assert r["data"]["corpus"] == "kjv" and r["data"]["vocab_size"] > 10_000
+    val, test = r["metrics"]["validation"], r["metrics"]["test"]
+    assert val["examples"] == r["data"]["split_tokens"]["validation"] - 2
+    assert test["ppl_floor"] < test["ppl"] < r["data"]["vocab_size"] * 2.72
+    assert [t["clusters"] for t in test["tiers"]] == [20, r["data"]["vocab_size"] - 20]
+    assert r["timing"]["train_s"] > 0 and r["resources"]["cells_stored"][0] > 0
+
+    lines.clear()
+    again = run_set(write_set(tmp_path), results=results, log=lines.append)
+    assert again.ran == [] and again.skipped == ["one", "two"]
+    assert any("nothing to run" in line for line in lines)
+    assert read(results)["results"] == records
+
+
+def test_renaming_does_not_rerun_but_changing_tiers_does(tmp_path):
+    results = tmp_path / "results.json"
+    run_set(write_set(tmp_path), results=results, experiments=["one"])
+    renamed = run_set(write_set(tmp_path, a="renamed"), results=results, experiments=["renamed"])
+    assert renamed.ran == [] and renamed.skipped == ["renamed"]
+    changed = run_set(write_set(tmp_path, tiers="20,2,7;rest,1,4"), results=results, experiments=["one"])
+    assert changed.ran == ["one"]
+    assert len(read(results)["results"]) == 2
+
+
+def test_full_data_is_other_data_so_it_runs_again(tmp_path, monkeypatch):
+    keys = []
+    monkeypatch.setattr(runner, "run_experiment", lambda exp, corpus, set_name, key: keys.append(key) or
+                        {"key": key, "status": "ok", "name": exp.name, "metrics": {}, "timing": {}})
+    monkeypatch.setattr(runner, "describe_record", lambda r: "")
+    results = tmp_path / "results.json"
+    run_set(write_set(tmp_path), results=results, experiments=["one"])
+    run_set(write_set(tmp_path), results=results, experiments=["one"], full_data=True)
+    assert len(set(keys)) == 2
+
+
+def test_a_failing_experiment_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    real_train = runner.train
+
+    def flaky(exp, *args, **kwargs):
+        if exp.name == "one":
+            raise RuntimeError("boom")
+        return real_train(exp, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "train", flaky)
+    results = tmp_path / "results.json"
+    summary = run_set(write_set(tmp_path), results=results)
+    assert summary.failed == ["one"] and summary.ran == ["two"]
+    failed = read(results)["results"][0]
+    assert failed["status"] == "failed" and failed["error"] == "RuntimeError: boom"
+    assert "Traceback" in failed["traceback"]
+    monkeypatch.setattr(runner, "train", real_train)
+    assert run_set(write_set(tmp_path), results=results).ran == ["one"]  # failed runs are retried
+
+
+def test_config_errors_stop_the_run_before_any_work(tmp_path):
+    results = tmp_path / "results.json"
+    path = tmp_path / "wide.yaml"
+    path.write_text('experiments:\n  - {name: ok, tiers: "rest,1,4", context: 2}\n'
+                    '  - {name: wide, tiers: "rest,1,30", context: 2}\n')
+    with pytest.raises(ConfigError, match="experiment 'wide': tiers: .*30 bits.*28 bits wide"):
+        run_set(str(path), results=results)
+    assert not results.exists()
+    with pytest.raises(ConfigError, match="--experiments: nope not in set"):
+        run_set(write_set(tmp_path), results=results, experiments=["nope"])
+
+
+def test_lsh_tiers_are_refused_up_front_until_implemented(tmp_path):
+    path = tmp_path / "lsh.yaml"
+    path.write_text('experiments:\n  - {name: huge, tiers: "rest,1,31", context: 4}\n')
+    with pytest.raises(ConfigError, match="LSH backend.*sparse_max_bits: 31"):
+        run_set(str(path), results=tmp_path / "r.json")
