@@ -151,3 +151,40 @@ def test_ppl_floor_and_probabilities():
     metrics = evaluate(train(Experiment(name="x", tiers="rest,3,6", context=2, negatives=10), tokens, V), tokens)
     assert metrics["ppl_floor"] <= metrics["ppl"] <= V * math.e  # no p(target) beyond the floor's cap
     assert sum(t["share"] for t in metrics["tiers"]) == pytest.approx(100.0)
+
+
+FALLBACK_SCRIPT = """
+import json, sys
+import numpy as np
+from ramsweep.config import Experiment
+from ramsweep.engine.backends import cpu
+from ramsweep.engine.evaluate import evaluate
+from ramsweep.engine.train import cells, train
+rng = np.random.default_rng(9)
+p = 1.0 / np.arange(1, 49)
+tokens = rng.choice(48, 1500, p=p / p.sum()).astype(np.int32)
+exp = Experiment(name="x", tiers="4,3,30;10,2,13;rest,2,7", context=6, negatives=12, sparse_max_bits=30)
+model = train(exp, tokens, 48)
+json.dump({"pext": cpu.USE_PEXT, "cells": sorted([list(k) + [v] for k, v in cells(model).items()]),
+           "metrics": evaluate(model, tokens[:300])}, sys.stdout)
+"""
+
+
+def test_pext_and_bit_loop_addresses_agree():
+    """CPUs without a fast pext walk the sorted connections instead: same cells, same metrics."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    runs = []
+    for cpu_name in (None, "generic"):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}
+        if cpu_name:
+            env["NUMBA_CPU_NAME"] = cpu_name
+        out = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT], env=env, capture_output=True, text=True,
+                             check=True).stdout
+        runs.append(json.loads(out))
+    assert runs[1]["pext"] is False  # the generic target never emits BMI2
+    assert runs[0]["cells"] == runs[1]["cells"] and len(runs[0]["cells"]) > 0
+    assert runs[0]["metrics"] == runs[1]["metrics"]

@@ -47,7 +47,7 @@ def evaluate(model: Model, tokens: np.ndarray) -> dict:
         per_cluster = max(1, mem.nbytes // max(1, tier.clusters))
         chunk = DENSE_CHUNK if tier.backend == DENSE else max(DENSE_CHUNK, -(-n // numba.get_num_threads()))
         cpu.evaluate_tier(
-            x, target_pos, mem.conn, tier.neurons, tier.first, chunk,
+            x, target_pos, mem.masks, mem.order, tier.neurons, tier.first, chunk,
             max(1, CACHE_BLOCK_BYTES // per_cluster), tier.backend != DENSE,
             mem.dense, mem.offsets, mem.keys, mem.vals, score, expo,
             sumexp, best_score, best_pos, target_score, empty_all, empty_target,

@@ -18,7 +18,8 @@ SPARSE_BATCH_ENTRIES = 1 << 26  # bounds the scratch of one sparse training batc
 @dataclass
 class TierMemory:
     tier: Tier
-    conn: np.ndarray  # (n_neurons, bits) uint16: packed input bit of each connection (see cpu.py)
+    masks: np.ndarray  # (n_neurons, words) uint64: packed input bits each neuron reads (see cpu.py)
+    order: np.ndarray  # (n_neurons, bits) uint16: the same bits in address order
     dense: np.ndarray  # (n_neurons, words) uint32 packed cells; (0, 1) when sparse
     offsets: np.ndarray  # (n_neurons + 1,) int64; (1,) when dense
     keys: np.ndarray  # sorted addresses per neuron: uint32 up to 32 bits, else uint64
@@ -33,7 +34,7 @@ class TierMemory:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.conn, self.dense, self.offsets, self.keys, self.vals))
+        return sum(a.nbytes for a in (self.masks, self.order, self.dense, self.offsets, self.keys, self.vals))
 
 
 @dataclass
@@ -63,12 +64,23 @@ def group_by_target(tokens, examples, layout: Layout) -> tuple[np.ndarray, np.nd
     return offsets, np.argsort(target_pos, kind="stable").astype(np.int64)
 
 
-def wire(exp: Experiment, layout: Layout, tier: Tier) -> np.ndarray:
-    """Connections as packed-input bit indices. Input bit p is bit bpt-1-(p % bpt) of context
-    token p // bpt (MSB first, DESIGN §3); packing stores a token's bit i at k*bpt + i."""
+def wire(exp: Experiment, layout: Layout, tier: Tier) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(masks, order, perm): the tier's connections as packed-input bits (see cpu.py).
+
+    Input bit p is bit bpt-1-(p % bpt) of context token p // bpt (MSB first, DESIGN §3);
+    packing stores a token's bit i at k*bpt + i. Address order is by word, high bit first;
+    perm[n, i] is the connection (column of the drawn connectivity) at address bit i.
+    """
     conn = draw_connectivity(exp.seed, tier.index, tier.n_neurons, tier.bits, layout.n_input)
     bpt = layout.bits_per_token
-    return ((conn // bpt) * bpt + bpt - 1 - conn % bpt).astype(np.uint16)
+    q = (conn // bpt) * bpt + bpt - 1 - conn % bpt
+    perm = np.argsort((q >> 6) * 64 + 63 - (q & 63), axis=1)
+    order = np.take_along_axis(q, perm, axis=1).astype(np.uint16)
+    words = (layout.n_input + 63) // 64
+    bit = np.left_shift(np.uint64(1), (q & 63).astype(np.uint64))
+    masks = np.stack([np.bitwise_or.reduce(np.where(q >> 6 == w, bit, np.uint64(0)), axis=1)
+                      for w in range(words)], axis=1)
+    return masks, order, perm
 
 
 def train(exp: Experiment, tokens: np.ndarray, vocab_size: int, examples: np.ndarray | None = None) -> Model:
@@ -87,15 +99,15 @@ def train(exp: Experiment, tokens: np.ndarray, vocab_size: int, examples: np.nda
 
 
 def train_tier(exp, layout, tier, x, by_target) -> TierMemory:
-    conn = wire(exp, layout, tier)
+    masks, order, _ = wire(exp, layout, tier)
     offsets_t, examples_t = by_target
-    common = (x, conn, tier.neurons, tier.first, layout.n_negatives, offsets_t, examples_t)
+    common = (x, masks, order, tier.neurons, tier.first, layout.n_negatives, offsets_t, examples_t)
     if tier.backend == DENSE:
         dense = np.zeros((tier.n_neurons, max(1, (1 << tier.bits) // 16)), dtype=np.uint32)
         cpu.train_dense(*common, dense)
-        return TierMemory(tier, conn, dense, np.zeros(1, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.uint8))
+        return TierMemory(tier, masks, order, dense, np.zeros(1, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.uint8))
     offsets, keys, vals = train_sparse(tier, layout, x.shape[0], offsets_t, common)
-    return TierMemory(tier, conn, np.zeros((0, 1), np.uint32), offsets, keys, vals)
+    return TierMemory(tier, masks, order, np.zeros((0, 1), np.uint32), offsets, keys, vals)
 
 
 def train_sparse(tier, layout, n_examples, offsets_t, common):
@@ -123,17 +135,26 @@ def train_sparse(tier, layout, n_examples, offsets_t, common):
 
 
 def cells(model: Model) -> dict[tuple[int, int, int], int]:
-    """Every non-EMPTY cell as {(tier, neuron, address): code}; for tests on small models."""
+    """Every non-EMPTY cell as {(tier, neuron, address): code}, addresses in the connection
+    order of DESIGN §3 (the oracle's), undoing the engine's sorted order; for tests."""
     out = {}
     for mem in model.memories:
-        t = mem.tier.index
-        if mem.tier.backend == DENSE:
-            codes = (mem.dense[:, :, None] >> (2 * np.arange(16, dtype=np.uint32))) & 3
-            codes = codes.reshape(mem.tier.n_neurons, -1)[:, : 1 << mem.tier.bits]
-            for n, a in zip(*np.nonzero(codes)):
-                out[(t, int(n), int(a))] = int(codes[n, a])
-        else:
-            for n in range(mem.tier.n_neurons):
-                for i in range(mem.offsets[n], mem.offsets[n + 1]):
-                    out[(t, n, int(mem.keys[i]))] = int(mem.vals[i])
+        tier = mem.tier
+        _, _, perm = wire(model.exp, model.layout, tier)
+        for n, a, code in stored_cells(mem):
+            bits = [(a >> (tier.bits - 1 - i)) & 1 for i in range(tier.bits)]
+            out[(tier.index, n, sum(b << (tier.bits - 1 - int(perm[n, i])) for i, b in enumerate(bits)))] = code
     return out
+
+
+def stored_cells(mem: TierMemory):
+    """(neuron, engine address, code) of every non-EMPTY cell of one tier."""
+    if mem.tier.backend == DENSE:
+        codes = (mem.dense[:, :, None] >> (2 * np.arange(16, dtype=np.uint32))) & 3
+        codes = codes.reshape(mem.tier.n_neurons, -1)[:, : 1 << mem.tier.bits]
+        for n, a in zip(*np.nonzero(codes)):
+            yield int(n), int(a), int(codes[n, a])
+    else:
+        for n in range(mem.tier.n_neurons):
+            for i in range(mem.offsets[n], mem.offsets[n + 1]):
+                yield n, int(mem.keys[i]), int(mem.vals[i])

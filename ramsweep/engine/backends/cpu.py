@@ -10,13 +10,24 @@ Shapes used throughout:
   examples  (n_examples,) int64        positions t >= context; context = tokens[t-context:t]
   x         (n_examples, words) uint64 each example's context, packed: bit i of context token k
                                        at packed bit k*bits_per_token + i
-  conn      (n_neurons, bits) uint16   packed bit each connection reads; column 0 is the MSB
+  masks     (n_neurons, words) uint64  per neuron, the packed bits it reads in each word
+  order     (n_neurons, bits) uint16   the same bits as indices, in address order: by word, and
+                                       high bit first within a word (column 0 is the MSB)
+Addresses are labels (DESIGN.md §3): a neuron's address lists its input bits in this sorted
+order rather than in connection order, so one BMI2 `pext` per word builds it. CPUs without a
+fast pext walk `order` instead and get the same address.
   dense     (n_neurons, words) uint32  16 cells per word, cell a at bits 2(a%16)..+1 of word a//16
   sparse    offsets (n_neurons+1,) int64; keys (n_cells,) sorted per neuron; vals (n_cells,) uint8
 """
 
+import platform
+
+import numba
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 FALSE = np.uint32(1)
 TRUE = np.uint32(3)
@@ -40,14 +51,63 @@ def pack_inputs(tokens, examples, context, bits_per_token, words):
     return x
 
 
-@njit(cache=True, inline="always")
-def address(x, e, conn, n):
-    """Address of neuron n for example e: connection 0 is the MSB."""
-    a = np.uint64(0)
-    for j in range(conn.shape[1]):
-        q = conn[n, j]
-        a = (a << ONE) | ((x[e, q >> 6] >> np.uint64(q & 63)) & ONE)
-    return a
+def fast_pext() -> bool:
+    """pext is one fast instruction on x86 with BMI2, except AMD before Zen 3 (microcoded)."""
+    if numba.config.CPU_NAME or platform.machine().lower() not in ("x86_64", "amd64"):
+        return False  # a generic or foreign target: don't emit BMI2
+    import llvmlite.binding as ll
+
+    slow = ("znver1", "znver2", "bdver", "btver")
+    return bool(ll.get_host_cpu_features().get("bmi2")) and not ll.get_host_cpu_name().startswith(slow)
+
+
+USE_PEXT = fast_pext()
+
+
+def _llvm_call(name, builder, args, n_args):
+    i64 = ir.IntType(64)
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, [i64] * n_args), name)
+    return builder.call(fn, args)
+
+
+@intrinsic
+def pext(typingctx, x, mask):
+    def codegen(context, builder, signature, args):
+        return _llvm_call("llvm.x86.bmi.pext.64", builder, args, 2)
+
+    return types.uint64(types.uint64, types.uint64), codegen
+
+
+@intrinsic
+def popcount(typingctx, x):
+    def codegen(context, builder, signature, args):
+        return _llvm_call("llvm.ctpop.i64", builder, args, 1)
+
+    return types.uint64(types.uint64), codegen
+
+
+if USE_PEXT:
+
+    @njit(cache=True, inline="always")
+    def address(x, e, masks, order, n):
+        """Address of neuron n for example e."""
+        a = np.uint64(0)
+        for w in range(masks.shape[1]):
+            m = masks[n, w]
+            if m != 0:  # two shifts: one by 64 (a 64-bit neuron in one word) would be undefined
+                a = ((a << (popcount(m) - ONE)) << ONE) | pext(x[e, w], m)
+        return a
+
+else:
+
+    @njit(cache=True, inline="always")
+    def address(x, e, masks, order, n):
+        """Address of neuron n for example e (the same value pext would build)."""
+        a = np.uint64(0)
+        for j in range(order.shape[1]):
+            q = order[n, j]
+            a = (a << ONE) | ((x[e, q >> 6] >> np.uint64(q & 63)) & ONE)
+        return a
 
 
 @njit(cache=True, inline="always")
@@ -77,18 +137,18 @@ def sparse_read(offsets, keys, vals, n, a):
 
 
 @njit(cache=True, parallel=True)
-def train_dense(x, conn, neurons, first, n_negatives, by_target_offsets, by_target_examples, dense):
+def train_dense(x, masks, order, neurons, first, n_negatives, by_target_offsets, by_target_examples, dense):
     """by_target_examples: example indices (rows of x) grouped by target cluster position."""
     n_neurons = dense.shape[0]
     # Negative clusters see every example (FALSE; a target example's TRUE then wins by OR).
     n_negative_neurons = min(max(n_negatives - first, 0) * neurons, n_neurons)
     for n in prange(n_negative_neurons):
         for e in range(x.shape[0]):
-            dense_write(dense, n, address(x, e, conn, n), FALSE)
+            dense_write(dense, n, address(x, e, masks, order, n), FALSE)
     for n in prange(n_neurons):
         c = first + n // neurons
         for i in range(by_target_offsets[c], by_target_offsets[c + 1]):
-            dense_write(dense, n, address(x, by_target_examples[i], conn, n), TRUE)
+            dense_write(dense, n, address(x, by_target_examples[i], masks, order, n), TRUE)
 
 
 @njit(cache=True)
@@ -134,7 +194,7 @@ def _collect_sorted(addrs, codes, keys_out, vals_out, start):
 
 
 @njit(cache=True, parallel=True)
-def train_sparse_batch(x, conn, neurons, first, n_negatives, by_target_offsets, by_target_examples,
+def train_sparse_batch(x, masks, order, neurons, first, n_negatives, by_target_offsets, by_target_examples,
                        bits, lo, starts, keys_out, vals_out, counts):
     """Cells of neurons lo .. lo+len(counts)-1; neuron lo+b may use keys_out[starts[b]:starts[b+1]]."""
     for b in prange(counts.shape[0]):
@@ -145,10 +205,10 @@ def train_sparse_batch(x, conn, neurons, first, n_negatives, by_target_offsets, 
         addrs = np.empty(n_all + t1 - t0, dtype=np.uint64)
         codes = np.empty(n_all + t1 - t0, dtype=np.uint8)
         for e in range(n_all):
-            addrs[e] = address(x, e, conn, n)
+            addrs[e] = address(x, e, masks, order, n)
             codes[e] = 1
         for i in range(t0, t1):
-            addrs[n_all + i - t0] = address(x, by_target_examples[i], conn, n)
+            addrs[n_all + i - t0] = address(x, by_target_examples[i], masks, order, n)
             codes[n_all + i - t0] = 3
         if bits <= SCRATCH_MAX_BITS:
             counts[b] = _collect_scratch(addrs, codes, bits, keys_out, vals_out, starts[b])
@@ -157,7 +217,7 @@ def train_sparse_batch(x, conn, neurons, first, n_negatives, by_target_offsets, 
 
 
 @njit(cache=True, parallel=True)
-def evaluate_tier(x, target_pos, conn, neurons, first, chunk, block,
+def evaluate_tier(x, target_pos, masks, order, neurons, first, chunk, block,
                   is_sparse, dense, offsets, keys, vals, score_table, exp_table,
                   sumexp, best_score, best_pos, target_score, empty_all, empty_target):
     """Fold one tier's clusters into each example's running softmax sum and argmax.
@@ -168,7 +228,7 @@ def evaluate_tier(x, target_pos, conn, neurons, first, chunk, block,
     while a chunk of `chunk` examples passes over it.
     """
     n_examples = x.shape[0]
-    n_clusters = conn.shape[0] // neurons
+    n_clusters = masks.shape[0] // neurons
     for ci in prange((n_examples + chunk - 1) // chunk):
         e0, e1 = ci * chunk, min((ci + 1) * chunk, n_examples)
         for c0 in range(0, n_clusters, block):
@@ -179,7 +239,7 @@ def evaluate_tier(x, target_pos, conn, neurons, first, chunk, block,
                 for c in range(c0, c1):
                     n_true, n_empty = 0, 0
                     for n in range(c * neurons, (c + 1) * neurons):
-                        a = address(x, e, conn, n)
+                        a = address(x, e, masks, order, n)
                         if is_sparse:
                             v = sparse_read(offsets, keys, vals, n, a)
                         else:

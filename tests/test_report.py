@@ -1,0 +1,62 @@
+"""`ramsweep.report` called directly: ranking rules and every output format."""
+
+import csv
+import io
+
+import orjson
+import pytest
+
+import ramsweep
+from ramsweep.errors import ConfigError, StoreError
+from ramsweep.sweep.store import ResultsStore
+
+
+def record(name, key, test_ppl, val_ppl, status="ok"):
+    tiers = [{"tier": 0, "clusters": 100, "neurons": 15, "bits": 20, "backend": "sparse", "examples": 10,
+              "ce": 10.0, "ppl": test_ppl, "accuracy": 0.25, "share": 46.5, "empty_rate": 0.5,
+              "target_empty_rate": 0.25}]
+    split = lambda ppl: {"examples": 20, "ce": 10.0, "ppl": ppl, "accuracy": 0.125, "ppl_floor": 5000.0,
+                         "tiers": tiers}
+    return {"name": name, "key": key, "status": status, "spec": {"tiers": "100,15,20;rest,5,8", "context": 4},
+            "metrics": {"validation": split(val_ppl), "test": split(test_ppl)},
+            "timing": {"train_s": 1.0, "validation_s": 0.5, "test_s": 0.5, "total_s": 2.0}}
+
+
+@pytest.fixture
+def results(tmp_path):
+    store = ResultsStore(tmp_path / "results.json")
+    store.append(record("old_b", "kb", 9000.0, 8000.0))
+    store.append(record("a", "ka", 7000.0, 9500.0))
+    store.append(record("broken", "kc", 1.0, 1.0, status="failed"))
+    store.append(record("b", "kb", 8000.0, 7500.0))  # a re-run of key kb: the latest counts
+    return store.path
+
+
+def test_ranked_by_test_ppl_latest_record_per_key_failures_left_out(results):
+    rows = orjson.loads(ramsweep.report(results, "json"))
+    assert [(r["rank"], r["name"]) for r in rows] == [(1, "a"), (2, "b")]
+
+
+def test_rank_by_validation(results):
+    rows = orjson.loads(ramsweep.report(results, "json", rank_by="validation"))
+    assert [r["name"] for r in rows] == ["b", "a"]
+
+
+def test_table_markdown_and_csv_show_the_same_ranking(results):
+    table = ramsweep.report(results, "table", top=1)
+    assert table.index(" a ") < table.index(" b ") and "a — test PPL 7,000, per tier" in table
+    assert "b — test PPL" not in table  # only the top 1 gets a breakdown
+    md = ramsweep.report(results, "md")
+    assert "| 1 | a | `100,15,20;rest,5,8` | 4 | 9,500 | 7,000 | 12.50% | 5,000 |" in md
+    assert "| 0 | 100 | 15 | 20 | sparse | 46.5 | 7,000 | 25.00% | 50.00% | 25.00% |" in md
+    rows = list(csv.DictReader(io.StringIO(ramsweep.report(results, "csv"))))
+    assert [r["name"] for r in rows] == ["a", "b"] and float(rows[0]["test_ppl"]) == 7000.0
+
+
+def test_bad_options_and_missing_files_are_user_errors(results, tmp_path):
+    with pytest.raises(ConfigError, match="--format"):
+        ramsweep.report(results, "xml")
+    with pytest.raises(ConfigError, match="--rank-by"):
+        ramsweep.report(results, "json", rank_by="train")
+    with pytest.raises(StoreError, match="no such results file"):
+        ramsweep.report(tmp_path / "missing.json")
