@@ -1,7 +1,8 @@
 """ramsweep: overnight sweeps of tiered RAM-neuron language-model experiments.
 
-Kept tiny on purpose: import the library functions from their modules
-(`ramsweep.sweep.runner.run_set`, `ramsweep.report.tables.report`), or from here lazily.
+Kept tiny on purpose. The library functions behind the commands:
+`ramsweep.run_set(...)` (also `ramsweep.sweep.runner.run_set`) and
+`ramsweep.report.report(...)` (the `report` package is the report layer).
 """
 
 __version__ = "0.1.0"
@@ -15,9 +16,3 @@ def run_set(*args, **kwargs):
     from ramsweep.sweep.runner import run_set as _run_set
 
     return _run_set(*args, **kwargs)
-
-
-def report(*args, **kwargs):
-    from ramsweep.report.tables import report as _report
-
-    return _report(*args, **kwargs)

@@ -1,4 +1,4 @@
-"""`ramsweep.report` called directly: ranking rules and every output format."""
+"""`ramsweep.report.report` called directly: ranking rules and every output format."""
 
 import csv
 import io
@@ -6,7 +6,7 @@ import io
 import orjson
 import pytest
 
-import ramsweep
+from ramsweep.report import report
 from ramsweep.errors import ConfigError, StoreError
 from ramsweep.sweep.store import ResultsStore
 
@@ -33,30 +33,30 @@ def results(tmp_path):
 
 
 def test_ranked_by_test_ppl_latest_record_per_key_failures_left_out(results):
-    rows = orjson.loads(ramsweep.report(results, "json"))
+    rows = orjson.loads(report(results, "json"))
     assert [(r["rank"], r["name"]) for r in rows] == [(1, "a"), (2, "b")]
 
 
 def test_rank_by_validation(results):
-    rows = orjson.loads(ramsweep.report(results, "json", rank_by="validation"))
+    rows = orjson.loads(report(results, "json", rank_by="validation"))
     assert [r["name"] for r in rows] == ["b", "a"]
 
 
 def test_table_markdown_and_csv_show_the_same_ranking(results):
-    table = ramsweep.report(results, "table", top=1)
+    table = report(results, "table", top=1)
     assert table.index(" a ") < table.index(" b ") and "a — test PPL 7,000, per tier" in table
     assert "b — test PPL" not in table  # only the top 1 gets a breakdown
-    md = ramsweep.report(results, "md")
+    md = report(results, "md")
     assert "| 1 | a | `100,15,20;rest,5,8` | 4 | 9,500 | 7,000 | 12.50% | 5,000 |" in md
     assert "| 0 | 100 | 15 | 20 | sparse | 46.5 | 7,000 | 25.00% | 50.00% | 25.00% |" in md
-    rows = list(csv.DictReader(io.StringIO(ramsweep.report(results, "csv"))))
+    rows = list(csv.DictReader(io.StringIO(report(results, "csv"))))
     assert [r["name"] for r in rows] == ["a", "b"] and float(rows[0]["test_ppl"]) == 7000.0
 
 
 def test_bad_options_and_missing_files_are_user_errors(results, tmp_path):
     with pytest.raises(ConfigError, match="--format"):
-        ramsweep.report(results, "xml")
+        report(results, "xml")
     with pytest.raises(ConfigError, match="--rank-by"):
-        ramsweep.report(results, "json", rank_by="train")
+        report(results, "json", rank_by="train")
     with pytest.raises(StoreError, match="no such results file"):
-        ramsweep.report(tmp_path / "missing.json")
+        report(tmp_path / "missing.json")

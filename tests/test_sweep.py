@@ -3,6 +3,8 @@
 import orjson
 import pytest
 
+import ramsweep
+
 from ramsweep.config import Experiment
 from ramsweep.errors import ConfigError, StoreError
 from ramsweep.sweep import runner
@@ -90,7 +92,7 @@ def test_key_ignores_the_name_but_not_the_spec_or_the_data():
 def test_run_records_results_and_a_second_run_runs_nothing(tmp_path):
     results = tmp_path / "results.json"
     lines = []
-    first = run_set(write_set(tmp_path), results=results, log=lines.append)
+    first = ramsweep.run_set(write_set(tmp_path), results=results, log=lines.append)
     assert first.ran == ["one", "two"] and first.failed == []
     records = read(results)["results"]
     assert [r["status"] for r in records] == ["ok", "ok"]
