@@ -24,6 +24,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console()
+if not out.is_terminal:  # piped or in a cron log: full-width tables, never truncated
+    out = Console(width=200)
 err = Console(stderr=True)
 
 

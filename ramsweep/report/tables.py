@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import orjson
+from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 
@@ -67,31 +68,33 @@ def report(results: str | Path, format: str = "table", top: int = 3, rank_by: st
 
 def renderable(records: list[dict], top: int = 3, rank_by: str = "test") -> Group:
     """The rich tables: the ranking, then a per-tier breakdown (test split) of the `top` first."""
-    ranking = Table(title=f"Experiments ranked by {rank_by} PPL", title_justify="left")
-    for col, justify in zip(("#", "name", "tiers", "ctx", "val PPL", "test PPL", "test acc", "PPL floor",
-                             "train s", "eval s"), "rllrrrrrrr"):
-        ranking.add_column(col, justify={"l": "left", "r": "right"}[justify])
-    for row in rows(records):
-        ranking.add_row(str(row["rank"]), row["name"], row["tiers"], str(row["context"]), _ppl(row["val_ppl"]),
-                        _ppl(row["test_ppl"]), _pct(row["test_acc"]), _ppl(row["ppl_floor"]),
-                        f"{row['train_s']:.1f}", f"{row['eval_s']:.1f}")
-    parts = [ranking]
-    for r in records[:top]:
-        parts.append(tier_table(r))
     if not records:
-        parts = ["no completed experiments in this results file"]
-    return Group(*parts)
+        return Group("no completed experiments in this results file")
+    floors = sorted({f"{r['metrics']['test']['ppl_floor']:,.0f}" for r in records})
+    ranking = Table(title=f"Experiments ranked by {rank_by} PPL (PPL floor {', '.join(floors)})",
+                    title_justify="left", box=box.SIMPLE_HEAD)
+    ranking.add_column("#", justify="right", no_wrap=True)
+    ranking.add_column("name", min_width=10, overflow="fold")
+    ranking.add_column("tiers", min_width=10)  # wraps after each ';'
+    for col in ("ctx", "val PPL", "test PPL", "test acc", "time s"):
+        ranking.add_column(col, justify="right", no_wrap=True)
+    for row in rows(records):
+        ranking.add_row(str(row["rank"]), row["name"], row["tiers"].replace(";", "; "), str(row["context"]),
+                        _ppl(row["val_ppl"]), _ppl(row["test_ppl"]), _pct(row["test_acc"]),
+                        f"{row['train_s'] + row['eval_s']:.0f}")
+    return Group(ranking, *(tier_table(r) for r in records[:top]))
 
 
 def tier_table(record: dict) -> Table:
     t = record["metrics"]["test"]
-    table = Table(title=f"{record['name']} — test PPL {_ppl(t['ppl'])}, per tier", title_justify="left")
-    for col in ("tier", "clusters", "neurons", "bits", "memory", "data %", "PPL", "acc", "empty %", "target empty %"):
-        table.add_column(col, justify="right")
+    table = Table(title=f"{record['name']} — test PPL {_ppl(t['ppl'])}, per tier", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ("tier", "clusters", "neur", "bits", "memory", "data%", "PPL", "acc", "empty", "tgt empty"):
+        table.add_column(col, justify="right", no_wrap=True)
     for tier in t["tiers"]:
         table.add_row(str(tier["tier"]), f"{tier['clusters']:,}", str(tier["neurons"]), str(tier["bits"]),
-                      tier["backend"], _num(tier["share"], ".1f"), _ppl(tier["ppl"]), _pct(tier["accuracy"]),
-                      _pct(tier["empty_rate"]), _pct(tier["target_empty_rate"]))
+                      tier["backend"], _num(tier["share"], ".1f"), _ppl(tier["ppl"]), _pct(tier["accuracy"], 1),
+                      _pct(tier["empty_rate"], 1), _pct(tier["target_empty_rate"], 1))
     return table
 
 
@@ -121,8 +124,8 @@ def _ppl(x) -> str:
     return "—" if x is None else f"{x:,.0f}"
 
 
-def _pct(x) -> str:
-    return "—" if x is None else f"{100 * x:.2f}%"
+def _pct(x, digits: int = 2) -> str:
+    return "—" if x is None else f"{100 * x:.{digits}f}%"
 
 
 def _num(x, spec: str) -> str:
