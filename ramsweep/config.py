@@ -43,7 +43,7 @@ _FIXES = {
     "context": "use a whole number of tokens from 1 to 16 (default 4)",
     "negatives": "use a whole number, 0 or more (default 1000)",
     "empty_value": "use a number from 0.0 (abstain, the default) to 1.0",
-    "seed": "use a whole number, 0 or more",
+    "seed": "use a whole number from 0 to 2**64 - 1",
     "dense_max_bits": "use a whole number from 0 to 64 (default 10)",
     "sparse_max_bits": "use a whole number from 0 to 64 (default 30)",
     "based_on": "give the name of another experiment of the same set",
@@ -224,7 +224,7 @@ class Experiment(_Frozen):
     context: Annotated[StrictInt, Field(ge=1, le=16)] = 4
     negatives: Annotated[StrictInt, Field(ge=0)] = 1000
     empty_value: Annotated[StrictFloat, Field(ge=0.0, le=1.0)] = 0.0
-    seed: Annotated[StrictInt, Field(ge=0)] = 0
+    seed: Annotated[StrictInt, Field(ge=0, le=2**64 - 1)] = 0
     dense_max_bits: Annotated[StrictInt, Field(ge=0, le=MAX_BITS)] = 10
     sparse_max_bits: Annotated[StrictInt, Field(ge=0, le=MAX_BITS)] = 30
     based_on: StrictStr | None = None

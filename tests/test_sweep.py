@@ -76,6 +76,12 @@ def test_a_failing_write_leaves_the_previous_file_intact(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
+def test_an_unusable_results_folder_is_a_one_line_store_error(tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(StoreError, match="afile/results.json: cannot lock"):
+        ResultsStore(tmp_path / "afile" / "results.json").append({"key": "a", "status": "ok"})
+
+
 # --- keys ------------------------------------------------------------------------------------
 
 def test_key_ignores_the_name_but_not_the_spec_or_the_data():
@@ -160,7 +166,7 @@ def test_config_errors_stop_the_run_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="experiment 'wide': tiers: .*30 bits.*28 bits wide"):
         run_set(str(path), results=results)
     assert not results.exists()
-    with pytest.raises(ConfigError, match="--experiments: nope not in set"):
+    with pytest.raises(ConfigError, match="no experiment 'nope'"):
         run_set(write_set(tmp_path), results=results, experiments=["nope"])
 
 

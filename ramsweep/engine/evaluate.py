@@ -38,7 +38,7 @@ def evaluate(model: Model, tokens: np.ndarray) -> dict:
     target_pos = layout.position[tokens[examples]].astype(np.int32)
     x = pack(tokens, examples, layout)
     sumexp, target_score = np.zeros(n), np.zeros(n)
-    best_score, best_pos = np.full(n, -1.0), np.zeros(n, dtype=np.int32)
+    best_score, best_pos = np.full(n, -np.inf), np.zeros(n, dtype=np.int32)
     per_tier_empty = []
     for mem in model.memories:
         tier = mem.tier

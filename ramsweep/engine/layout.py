@@ -37,7 +37,7 @@ class Layout:
     bits_per_token: int
     order: np.ndarray  # (V,) int32: token id at each cluster position
     position: np.ndarray  # (V,) int32: cluster position of each token id
-    tier_of_position: np.ndarray  # (V,) int8: tier of each cluster position
+    tier_of_position: np.ndarray  # (V,) int16: tier of each cluster position
     n_negatives: int  # negatives are cluster positions [0, n_negatives)
     tiers: tuple[Tier, ...]
 
@@ -75,7 +75,7 @@ def build_layout(exp: Experiment, train_tokens: np.ndarray, vocab_size: int) -> 
     position = np.empty(vocab_size, dtype=np.int32)
     position[order] = np.arange(vocab_size, dtype=np.int32)
     tiers, first = [], 0
-    tier_of_position = np.empty(vocab_size, dtype=np.int8)
+    tier_of_position = np.empty(vocab_size, dtype=np.int16)
     for i, (spec, count) in enumerate(zip(exp.tiers.tiers, exp.tiers.cluster_counts(vocab_size))):
         tiers.append(Tier(i, first, count, spec.neurons, spec.bits, exp.memory_kind(spec.bits)))
         tier_of_position[first : first + count] = i

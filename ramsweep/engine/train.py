@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,7 @@ class Model:
     exp: Experiment
     layout: Layout
     memories: list[TierMemory]
+    encode_s: float = 0.0  # layout + packing the training contexts, part of the train time
 
 
 def examples_of(tokens: np.ndarray, context: int) -> np.ndarray:
@@ -91,11 +93,13 @@ def train(exp: Experiment, tokens: np.ndarray, vocab_size: int, examples: np.nda
         examples = examples_of(tokens, exp.context)
     if examples.shape[0] == 0:
         raise DataError(f"experiment '{exp.name}': the training split has no example of context {exp.context}")
+    t0 = time.perf_counter()
     layout = build_layout(exp, tokens, vocab_size)
     x = pack(tokens, examples, layout)
     by_target = group_by_target(tokens, examples, layout)
+    encode_s = time.perf_counter() - t0
     memories = [train_tier(exp, layout, tier, x, by_target) for tier in layout.tiers]
-    return Model(exp, layout, memories)
+    return Model(exp, layout, memories, encode_s)
 
 
 def train_tier(exp, layout, tier, x, by_target) -> TierMemory:
@@ -131,7 +135,7 @@ def train_sparse(tier, layout, n_examples, offsets_t, common):
         lo = hi
     offsets = np.zeros(tier.n_neurons + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    return offsets, np.concatenate(keys_parts).astype(key_dtype), np.concatenate(vals_parts)
+    return offsets, np.concatenate(keys_parts), np.concatenate(vals_parts)
 
 
 def cells(model: Model) -> dict[tuple[int, int, int], int]:

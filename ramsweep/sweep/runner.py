@@ -21,12 +21,11 @@ from typing import Callable
 import numba
 
 from ramsweep import ENGINE_SEMANTICS_VERSION, __version__
-from ramsweep.config import Experiment, ExperimentSet, load_set
+from ramsweep.config import Experiment, load_set
 from ramsweep.data import Corpus, load_corpus
 from ramsweep.engine.evaluate import evaluate
 from ramsweep.engine.layout import check_supported
 from ramsweep.engine.train import train
-from ramsweep.errors import ConfigError
 from ramsweep.sweep.plan import plan
 from ramsweep.sweep.store import FAILED, OK, ResultsStore
 
@@ -52,7 +51,7 @@ def run_set(
 ) -> RunSummary:
     """Run every experiment of the set not already completed in `results`."""
     exp_set = load_set(set_name)
-    chosen = select(exp_set, experiments)
+    chosen = list((exp_set.select(experiments) if experiments else exp_set).experiments)
     corpus = load_corpus("kjv", full_data=full_data)
     for exp in chosen:  # fail before any work, not hours into the night
         check_supported(exp, corpus.vocab_size)
@@ -79,18 +78,6 @@ def run_set(
     return summary
 
 
-def select(exp_set: ExperimentSet, names: list[str] | None) -> list[Experiment]:
-    if not names:
-        return list(exp_set.experiments)
-    by_name = {e.name: e for e in exp_set.experiments}
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        raise ConfigError(
-            f"--experiments: {', '.join(unknown)} not in set {exp_set.name}; choose from {', '.join(by_name)}"
-        )
-    return [by_name[n] for n in names]
-
-
 def run_experiment(exp: Experiment, corpus: Corpus, *, set_name: str, key: str) -> dict:
     """Train and evaluate one experiment; always returns a record (status ok or failed)."""
     record = {
@@ -110,6 +97,14 @@ def run_experiment(exp: Experiment, corpus: Corpus, *, set_name: str, key: str) 
         t2 = time.perf_counter()
         test = evaluate(model, corpus.test)  # final figures only: nothing is chosen on test
         t3 = time.perf_counter()
+        resources = {
+            "device": "cpu",
+            "threads": numba.get_num_threads(),
+            "peak_rss_mb": peak_rss_mb(),
+            "memory_mb": sum(m.nbytes for m in model.memories) / 2**20,
+            "cells_stored": [m.cells_stored for m in model.memories],
+            "backends": [m.tier.backend for m in model.memories],
+        }
     except Exception as e:  # recorded, and the sweep goes on
         record.update(status=FAILED, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
                       finished=now())
@@ -117,15 +112,9 @@ def run_experiment(exp: Experiment, corpus: Corpus, *, set_name: str, key: str) 
     record.update(
         status=OK,
         metrics={"validation": validation, "test": test},
-        timing={"train_s": t1 - t0, "validation_s": t2 - t1, "test_s": t3 - t2, "total_s": t3 - t0},
-        resources={
-            "device": "cpu",
-            "threads": numba.get_num_threads(),
-            "peak_rss_mb": peak_rss_mb(),
-            "memory_mb": sum(m.nbytes for m in model.memories) / 2**20,
-            "cells_stored": [m.cells_stored for m in model.memories],
-            "backends": [m.tier.backend for m in model.memories],
-        },
+        timing={"encode_s": model.encode_s, "train_s": t1 - t0, "validation_s": t2 - t1, "test_s": t3 - t2,
+                "total_s": t3 - t0},
+        resources=resources,
         finished=now(),
     )
     return record

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -35,20 +36,33 @@ class ResultsStore:
         self.lock = FileLock(str(self.path) + ".lock")
 
     def records(self) -> list[dict]:
-        """All records, oldest first; [] when the file does not exist yet."""
-        with self.lock:
-            return self._read()
+        """All records, oldest first; [] when the file does not exist yet. No lock needed:
+        writers replace the file atomically, so a reader sees the old or the new one."""
+        return self._read()
 
     def completed_keys(self) -> set[str]:
         return {r["key"] for r in self.records() if r.get("status") == OK}
 
     def append(self, record: dict) -> None:
         """Add one record durably (see the contract above)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.lock:
+        with self.locked():
             results = self._read()
             results.append(record)
             self._write({"schema": SCHEMA, "results": results})
+
+    @contextmanager
+    def locked(self):
+        """The exclusive lock of every read-modify-write; OS errors become a StoreError."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()
+        except OSError as e:
+            raise StoreError(f"{self.path}: cannot lock the results file ({e.strerror}); "
+                             f"check that its folder exists and is writable") from None
+        try:
+            yield
+        finally:
+            self.lock.release()
 
     def _read(self) -> list[dict]:
         try:
@@ -73,20 +87,27 @@ class ResultsStore:
 
     def _write(self, doc: dict) -> None:
         folder = self.path.parent
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)
+        tmp = None
         try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)
             with os.fdopen(fd, "wb") as f:
                 f.write(dumps(doc))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
-        except BaseException as e:
-            Path(tmp).unlink(missing_ok=True)
-            if isinstance(e, OSError):
-                raise StoreError(f"{self.path}: could not write results ({e.strerror}); the previous file is intact") from None
-            raise
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
+            tmp = None
+            fsync_dir(folder)
+        except OSError as e:
+            raise StoreError(f"{self.path}: could not write results ({e.strerror}); the previous file is intact") from None
         finally:
-            os.close(dir_fd)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX: the folder entry lives in the folder)."""
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
