@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import functools
 import sys
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ramsweep.errors import RamsweepError
+from ramsweep.sweep.interrupts import Interrupted
 
 app = typer.Typer(
     help="Overnight sweeps of tiered RAM-neuron language-model experiments.",
@@ -39,6 +43,8 @@ def user_errors(command):
         except RamsweepError as e:
             err.print(f"ramsweep: error: {e}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
+        except Interrupted as e:  # the runner has recorded what was in flight
+            raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             err.print("ramsweep: interrupted", highlight=False)
             raise typer.Exit(130) from None
@@ -47,11 +53,49 @@ def user_errors(command):
 
 
 def log_line(message: str) -> None:
-    """Progress: rich log lines on a terminal, plain timestamped lines otherwise (cron mail)."""
-    if err.is_terminal:
-        err.log(message, markup=False, highlight=False)
-    else:
-        print(f"{datetime.now().isoformat(timespec='seconds')} {message}", file=sys.stderr, flush=True)
+    """Plain timestamped lines on stderr: what cron mails and log files get."""
+    print(f"{datetime.now().isoformat(timespec='seconds')} {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def progress_reporting():
+    """(log, progress) callbacks: a rich bar with log lines above it when stderr is a
+    terminal, plain timestamped lines otherwise."""
+    if not err.is_terminal:
+        yield log_line, lambda done, total: None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("experiments", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield (lambda message: bar.console.log(message, markup=False, highlight=False)), progress
+
+
+def names(option: list[str] | None) -> list[str]:
+    """Repeatable options that also take comma-separated values: --force a,b --force c."""
+    return [n.strip() for value in option or [] if value for n in value.split(",") if n.strip()]
+
+
+RESULTS = typer.Option(help="Results JSON file (created if missing).")
+FULL_DATA = typer.Option("--full-data", help="Use whole splits, not the fast-mode prefixes.")
+JOBS = typer.Option("--jobs", "-j", min=1, help="Experiments run at once, in worker processes (the numba threads "
+                    "are shared out between them).")
+RETRY = typer.Option(help="Run experiments whose last attempt failed again (interrupted ones always are).")
+FORCE = typer.Option(help="Run this experiment again even if done (repeat, or comma-separate names).")
+
+
+def run_and_summarize(set_, **options) -> None:
+    from ramsweep.sweep.runner import run_set
+
+    with progress_reporting() as (log, progress):
+        summary = run_set(set_, log=log, progress=progress, **options)
+        log(f"end: {len(summary.ran)} ran, {len(summary.skipped)} skipped (done, or run by another runner), "
+            f"{len(summary.failed)} failed; results in {summary.results}")
+    if summary.failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -59,20 +103,20 @@ def log_line(message: str) -> None:
 def run(
     set_: Annotated[str, typer.Option("--set", help="Set name (see `ramsweep sets`) or path to a YAML file.")],
     experiments: Annotated[Optional[str], typer.Option(help="Comma-separated experiment names to run.")] = None,
-    results: Annotated[Path, typer.Option(help="Results JSON file (created if missing).")] = Path(
-        "experiments/results.json"
-    ),
-    full_data: Annotated[bool, typer.Option("--full-data", help="Use whole splits, not the fast-mode prefixes.")] = False,
+    results: Annotated[Path, RESULTS] = Path("experiments/results.json"),
+    full_data: Annotated[bool, FULL_DATA] = False,
+    jobs: Annotated[int, JOBS] = 1,
+    retry_failed: Annotated[bool, RETRY] = True,
+    force: Annotated[Optional[list[str]], FORCE] = None,
 ):
-    """Run an experiment set, skipping experiments already completed in the results file."""
-    from ramsweep.sweep.runner import run_set
+    """Run an experiment set, skipping experiments already completed in the results file.
 
-    names = [n.strip() for n in experiments.split(",") if n.strip()] if experiments else None
-    summary = run_set(set_, experiments=names, results=results, full_data=full_data, log=log_line)
-    log_line(f"end: {len(summary.ran)} ran, {len(summary.skipped)} skipped (already done), "
-             f"{len(summary.failed)} failed; results in {summary.results}")
-    if summary.failed:
-        raise typer.Exit(1)
+    Several runners may share one results file (overlapping cron jobs): each claims an
+    experiment before running it, so none runs twice. Exit code: 0 all done, 1 something
+    failed, 2 bad config, 3 results file unusable, 130/143 interrupted (SIGINT/SIGTERM).
+    """
+    run_and_summarize(set_, experiments=names([experiments]) or None, results=results, full_data=full_data,
+                      jobs=jobs, retry_failed=retry_failed, force=names(force))
 
 
 @app.command()
@@ -92,6 +136,31 @@ def report(
         out.print(tables.renderable(tables.ranked(results, rank_by), top, rank_by))
     else:
         sys.stdout.write(tables.report(results, format, top, rank_by))
+
+
+@app.command()
+@user_errors
+def status(
+    results: Annotated[Path, typer.Argument(help="Results JSON file written by `ramsweep run`.")] = Path(
+        "experiments/results.json"
+    ),
+    set_: Annotated[Optional[str], typer.Option("--set", help="Also list the set's experiments not started yet.")] = None,
+    full_data: Annotated[bool, typer.Option("--full-data", help="The set runs with --full-data.")] = False,
+):
+    """Per experiment: done, failed, interrupted, running (by which runner) or pending, and
+    an estimate of the time left. Reads only; safe while runners work."""
+    from ramsweep.sweep.status import status as sweep_status
+    from ramsweep.sweep.status import summary_line
+
+    s = sweep_status(results, set_, full_data=full_data)
+    table = Table("experiment", "state", "detail", box=box.SIMPLE_HEAD)
+    for r in s.rows:
+        table.add_row(r.name, r.state, r.detail, style=STATE_STYLE.get(r.state, ""))
+    out.print(table)
+    out.print(summary_line(s), highlight=False)
+
+
+STATE_STYLE = {"failed": "red", "interrupted": "yellow", "running": "cyan", "pending": "dim"}
 
 
 @app.command()

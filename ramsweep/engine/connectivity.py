@@ -28,7 +28,7 @@ def neuron_state(seed, tier, neuron):
     return mix64(mix64(mix64(np.uint64(seed)) + np.uint64(tier)) + np.uint64(neuron))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def draw_connectivity(seed, tier, n_neurons, bits, n_input):
     """(n_neurons, bits) int32: input-bit positions; column 0 is the address's MSB."""
     conn = np.empty((n_neurons, bits), dtype=np.int32)

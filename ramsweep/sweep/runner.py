@@ -1,7 +1,9 @@
-"""Run an experiment set: load, plan, then per experiment train → evaluate → record.
+"""Run an experiment set: load, plan, then per experiment claim → train → evaluate → record.
 
 `run_set` is the library function behind `ramsweep run`; it returns a RunSummary and
-reports progress through a plain `log(str)` callback, so it knows nothing of the terminal.
+reports progress through plain `log(str)` and `progress(done, total)` callbacks, so it knows
+nothing of the terminal. With jobs > 1 the experiments run in worker processes (pool.py) and
+this process alone claims and writes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import resource
 import sys
 import time
 import traceback
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -21,15 +24,20 @@ from typing import Callable
 import numba
 
 from ramsweep import ENGINE_SEMANTICS_VERSION, __version__
-from ramsweep.config import Experiment, load_set
+from ramsweep.config import Experiment, ExperimentSet, load_set
 from ramsweep.data import Corpus, load_corpus
 from ramsweep.engine.evaluate import evaluate
 from ramsweep.engine.layout import check_supported
 from ramsweep.engine.train import train
-from ramsweep.sweep.plan import plan
-from ramsweep.sweep.store import FAILED, OK, ResultsStore
+from ramsweep.errors import ConfigError
+from ramsweep.sweep.claims import Claims, owner_label
+from ramsweep.sweep.interrupts import Interrupted, deferred, raising_on_signals
+from ramsweep.sweep.plan import Planned, plan
+from ramsweep.sweep.pool import WorkerPool
+from ramsweep.sweep.store import FAILED, INTERRUPTED, OK, ResultsStore
 
 DEFAULT_RESULTS = Path("experiments") / "results.json"
+POLL_S = 2.0  # how often a runner with nothing to claim looks again at others' claims
 
 
 @dataclass
@@ -37,58 +45,157 @@ class RunSummary:
     set_name: str
     results: Path
     ran: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # done already, or done by another runner
     failed: list[str] = field(default_factory=list)
+    interrupted: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Flight:
+    """An experiment this runner has claimed and is running."""
+
+    planned: Planned
+    started: str = field(default_factory=lambda: now())
+    t0: float = field(default_factory=time.monotonic)
+    future: Future | None = None
 
 
 def run_set(
-    set_name: str,
+    set_: str | ExperimentSet,
     *,
     experiments: list[str] | None = None,
     results: str | os.PathLike = DEFAULT_RESULTS,
     full_data: bool = False,
+    jobs: int = 1,
+    retry_failed: bool = True,
+    force: list[str] = (),
     log: Callable[[str], None] = lambda line: None,
+    progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> RunSummary:
-    """Run every experiment of the set not already completed in `results`."""
-    exp_set = load_set(set_name)
-    chosen = list((exp_set.select(experiments) if experiments else exp_set).experiments)
+    """Run every experiment of the set that is not completed in `results`, claiming each so
+    that runners sharing the file split the work. SIGTERM / SIGINT record the experiments in
+    flight as interrupted and raise Interrupted (exit code 143 / 130)."""
+    exp_set = set_ if isinstance(set_, ExperimentSet) else load_set(set_)
+    if experiments:
+        exp_set = exp_set.select(experiments)
+    exp_set.select(force)  # unknown --force names are an error before any work
+    if jobs < 1:
+        raise ConfigError(f"--jobs: {jobs} is not a number of processes; use 1 or more")
     corpus = load_corpus("kjv", full_data=full_data)
-    for exp in chosen:  # fail before any work, not hours into the night
+    for exp in exp_set.experiments:  # fail before any work, not hours into the night
         check_supported(exp, corpus.vocab_size)
     store = ResultsStore(results)
-    planned = plan(chosen, corpus.fingerprint, store.completed_keys())
+    planned = {}  # key -> Planned; the same spec twice in one set runs once
+    for p in plan(exp_set.experiments, corpus.fingerprint, set()):
+        planned.setdefault(p.key, p)
+    forced = {p.key for p in planned.values() if p.experiment.name in force}
+    started = now()
+    attempted: set[str] = set()
+
+    def wanted(key: str, records: list[dict]) -> bool:
+        """Not tried by this runner yet, not done (a forced key: not done since this run
+        started), and not failed last time when failures are not retried."""
+        if key in attempted:
+            return False
+        if any(r.get("status") == OK and (key not in forced or r["started"] >= started) for r in records):
+            return False
+        return retry_failed or not records or records[-1].get("status") != FAILED
+
+    by_key = {}
+    for r in store.records():
+        by_key.setdefault(r.get("key"), []).append(r)
+    todo = [k for k in planned if wanted(k, by_key.get(k, []))]
     summary = RunSummary(exp_set.name, store.path)
-    todo = [p for p in planned if not p.done]
-    log(f"set {exp_set.name}: {len(planned)} experiments, {len(planned) - len(todo)} already done, "
-        f"{len(todo)} to run; data {corpus.describe()['corpus']} ({'full' if full_data else 'fast'} mode), "
-        f"results {store.path}")
-    done_now: set[str] = set()
-    for p in planned:
-        if p.done or p.key in done_now:  # same spec twice in one set: run it once
-            summary.skipped.append(p.experiment.name)
-            continue
-        log(f"start {p.experiment.name} [{p.experiment.tiers}] context {p.experiment.context}")
-        record = run_experiment(p.experiment, corpus, set_name=exp_set.name, key=p.key)
-        store.append(record)
-        (summary.ran if record["status"] == OK else summary.failed).append(p.experiment.name)
-        done_now.add(p.key)
+    log(f"set {exp_set.name}: {len(planned)} experiments, {len(planned) - len(todo)} done or skipped, "
+        f"{len(todo)} to run{f' with {jobs} jobs' if jobs > 1 else ''}; data {corpus.describe()['corpus']} "
+        f"({'full' if full_data else 'fast'} mode), results {store.path}")
+
+    claims = Claims(store)
+    keys = [(k, p.experiment.name) for k, p in planned.items()]
+    pool = WorkerPool(jobs, full_data) if jobs > 1 else None
+    in_flight: dict[str, Flight] = {}
+    waiting_on: set[str] = set()
+
+    def complete(flight: Flight, record: dict) -> None:
+        with deferred():  # a signal now is raised once the record is safe and off in_flight
+            claims.finish(record)
+            del in_flight[record["key"]]
+        {OK: summary.ran, FAILED: summary.failed}[record["status"]].append(record["name"])
         log(describe_record(record))
+        progress(len(summary.ran) + len(summary.failed), len(todo))
+
+    with raising_on_signals(), claims:
+        try:
+            while True:
+                held: list[dict] = []
+                while len(in_flight) < jobs:
+                    with deferred():
+                        got = claims.claim_next(keys, wanted, exp_set.name)
+                    for c in got.taken_over:
+                        log(f"taking over {c['name']} from runner {owner_label(c)}: it is gone")
+                    if got.key is None:
+                        held = got.held_by_others
+                        break
+                    attempted.add(got.key)
+                    flight = in_flight[got.key] = Flight(planned[got.key])
+                    exp = flight.planned.experiment
+                    log(f"start {exp.name} [{exp.tiers}] context {exp.context}")
+                    if pool:
+                        flight.future = pool.submit(exp, exp_set.name, got.key)
+                    else:
+                        complete(flight, run_experiment(exp, corpus, set_name=exp_set.name, key=got.key))
+                if pool and in_flight:
+                    for flight, record in pool.wait_any(list(in_flight.values()), POLL_S):
+                        complete(flight, record or died_record(flight, corpus, exp_set.name))
+                    continue
+                if not in_flight and not held:
+                    break
+                if {c["key"] for c in held} != waiting_on:
+                    waiting_on = {c["key"] for c in held}
+                    log(f"waiting: {len(held)} experiments of this set are running in other runners "
+                        f"({', '.join(sorted({owner_label(c) for c in held}))}); their claims are taken "
+                        f"over if those runners die")
+                time.sleep(POLL_S)
+        except Interrupted as e:
+            with deferred():
+                for flight in list(in_flight.values()):
+                    claims.finish(interrupted_record(flight, corpus, exp_set.name, str(e)))
+                    summary.interrupted.append(flight.planned.experiment.name)
+            log(f"{e}: recorded {', '.join(summary.interrupted) or 'nothing'} as interrupted; "
+                f"the next run retries {'them' if len(summary.interrupted) > 1 else 'it'}")
+            raise
+        finally:
+            if pool:
+                pool.stop()
+    done_here = set(summary.ran) | set(summary.failed)
+    summary.skipped = [p.experiment.name for p in planned.values() if p.experiment.name not in done_here]
     if not todo:
         log(f"nothing to run: all {len(planned)} experiments of set {exp_set.name} are done in {store.path}")
     return summary
 
 
+def base_record(exp: Experiment, corpus: Corpus, set_name: str, key: str, started: str) -> dict:
+    return {"name": exp.name, "set": set_name, "key": key, "spec": exp.model_dump(mode="json"),
+            "data": corpus.describe(), "environment": environment(), "started": started}
+
+
+def died_record(flight: Flight, corpus: Corpus, set_name: str) -> dict:
+    record = base_record(flight.planned.experiment, corpus, set_name, flight.planned.key, flight.started)
+    record.update(status=FAILED, error="its worker process died (out of memory, or killed?)",
+                  timing={"elapsed_s": time.monotonic() - flight.t0}, finished=now())
+    return record
+
+
+def interrupted_record(flight: Flight, corpus: Corpus, set_name: str, signal_name: str) -> dict:
+    record = base_record(flight.planned.experiment, corpus, set_name, flight.planned.key, flight.started)
+    record.update(status=INTERRUPTED, error=f"interrupted by {signal_name}",
+                  timing={"elapsed_s": time.monotonic() - flight.t0}, finished=now())
+    return record
+
+
 def run_experiment(exp: Experiment, corpus: Corpus, *, set_name: str, key: str) -> dict:
     """Train and evaluate one experiment; always returns a record (status ok or failed)."""
-    record = {
-        "name": exp.name,
-        "set": set_name,
-        "key": key,
-        "spec": exp.model_dump(mode="json"),
-        "data": corpus.describe(),
-        "environment": environment(),
-        "started": now(),
-    }
+    record = base_record(exp, corpus, set_name, key, now())
     try:
         t0 = time.perf_counter()
         model = train(exp, corpus.train, corpus.vocab_size)

@@ -4,6 +4,7 @@ Cells are 2-bit codes, EMPTY = 0b00, FALSE = 0b01, TRUE = 0b11, so "TRUE beats F
 EMPTY" is a bitwise OR and the trained memory does not depend on the order of writes.
 Training is neuron-parallel (each neuron's memory is private: no locks, no atomics);
 evaluation is example-parallel (each example's accumulators belong to one thread).
+Kernels release the GIL (nogil) so the runner's claim heartbeat keeps beating during them.
 
 Shapes used throughout:
   tokens    (n_tokens,) int32          the split's token ids
@@ -37,7 +38,7 @@ SCRATCH_MAX_BITS = 24  # up to here a sparse neuron dedupes through a 2^bits scr
 ONE = np.uint64(1)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def pack_inputs(tokens, examples, context, bits_per_token, words):
     x = np.zeros((examples.shape[0], words), dtype=np.uint64)
     for e in prange(examples.shape[0]):
@@ -136,7 +137,7 @@ def sparse_read(offsets, keys, vals, n, a):
     return np.uint32(0)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def train_dense(x, masks, order, neurons, first, n_negatives, by_target_offsets, by_target_examples, dense):
     """by_target_examples: example indices (rows of x) grouped by target cluster position."""
     n_neurons = dense.shape[0]
@@ -151,7 +152,7 @@ def train_dense(x, masks, order, neurons, first, n_negatives, by_target_offsets,
             dense_write(dense, n, address(x, by_target_examples[i], masks, order, n), TRUE)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _collect_scratch(addrs, codes, bits, keys_out, vals_out, start):
     """Dedupe (address, code) writes through a 2^bits table; emit sorted keys with OR'd codes."""
     scratch = np.zeros(np.int64(1) << bits, dtype=np.uint8)
@@ -178,7 +179,7 @@ def _collect_scratch(addrs, codes, bits, keys_out, vals_out, start):
     return u
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _collect_sorted(addrs, codes, keys_out, vals_out, start):
     """Same result as _collect_scratch for any width: sort, then OR codes of equal addresses."""
     order = np.argsort(addrs, kind="mergesort")
@@ -193,7 +194,7 @@ def _collect_sorted(addrs, codes, keys_out, vals_out, start):
     return w + 1 - start
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def train_sparse_batch(x, masks, order, neurons, first, n_negatives, by_target_offsets, by_target_examples,
                        bits, lo, starts, keys_out, vals_out, counts):
     """Cells of neurons lo .. lo+len(counts)-1; neuron lo+b may use keys_out[starts[b]:starts[b+1]]."""
@@ -216,7 +217,7 @@ def train_sparse_batch(x, masks, order, neurons, first, n_negatives, by_target_o
             counts[b] = _collect_sorted(addrs, codes, keys_out, vals_out, starts[b])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def evaluate_tier(x, target_pos, masks, order, neurons, first, chunk, block,
                   is_sparse, dense, offsets, keys, vals, score_table, exp_table,
                   sumexp, best_score, best_pos, target_score, empty_all, empty_target):

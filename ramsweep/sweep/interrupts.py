@@ -1,0 +1,66 @@
+"""SIGTERM and SIGINT as an exception the runner can act on: record the experiment in flight
+as interrupted, drop its claims, exit 143 / 130.
+
+Python runs a signal handler in the main thread between bytecodes, so a signal that arrives
+during a numba kernel is acted on when the kernel returns (kernels work in bounded batches).
+Writes to the store are `deferred()`: a signal that arrives mid-write is raised after it, so a
+record is never half-taken-back and the lock is always released in order.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Interrupted(BaseException):
+    """Not an Exception: `except Exception` around an experiment must not swallow it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 143 for SIGTERM, 130 for SIGINT
+
+
+_state = threading.local()  # deferring / pending, meaningful in the main thread only
+
+
+def _handler(signum, frame):
+    if getattr(_state, "deferring", 0):
+        _state.pending = signum
+    else:
+        raise Interrupted(signum)
+
+
+@contextmanager
+def raising_on_signals():
+    """While inside, SIGTERM and SIGINT raise Interrupted (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _handler) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextmanager
+def deferred():
+    """Hold back Interrupted until the block has finished (re-entrant)."""
+    _state.deferring = getattr(_state, "deferring", 0) + 1
+    try:
+        yield
+    finally:
+        _state.deferring -= 1
+        pending = getattr(_state, "pending", None)
+        if not _state.deferring and pending is not None:
+            _state.pending = None
+            raise Interrupted(pending)
