@@ -1,4 +1,4 @@
-"""Experiment definitions: tier configs, experiments and the YAML experiment sets.
+"""Experiment definitions: tier configs, experiments, tier-bits grids and the YAML experiment sets.
 
 Everything here is plain, frozen, validated data. Every invalid value raises a
 `ConfigError` with one line naming the file, the experiment, the field and the fix;
@@ -9,8 +9,10 @@ pydantic's own multi-line reports never leave this module.
 """
 
 import re
+from collections import deque
 from dataclasses import dataclass
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from math import comb
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -327,6 +329,192 @@ class ExperimentSet(_Frozen):
         return self.model_copy(update={"experiments": kept})
 
 
+# ---------------------------------------------------------------- tier-bits grids
+
+MAX_GRID_EXPERIMENTS = 100_000  # one set's worth; bigger grids need a limit or a sample
+GRID_KEYS = ("tiers", "bits", "context", "negatives", "shapes")
+_GRID_REQUIRED = ("tiers", "bits", "shapes")
+_SHAPE_EXAMPLE = "3: {counts: [100, 400, rest], neurons: [15, 10, 5]}"
+
+
+def bisection_order(levels: int) -> list[int]:
+    """0, the top, then midpoints breadth-first ([0, 8, 4, 2, 6, 1, 3, 5, 7] for 9 levels):
+    every prefix is spread over the whole range."""
+    order, spans = [0] + ([levels - 1] if levels > 1 else []), deque([(0, levels - 1)])
+    while spans:
+        lo, hi = spans.popleft()
+        if hi - lo >= 2:
+            mid = (lo + hi) // 2
+            order.append(mid)
+            spans += [(lo, mid), (mid, hi)]
+    return order
+
+
+def grid_point(index: int, levels: int, tiers: int) -> tuple[int, ...]:
+    """Each tier's level (0 .. levels-1) at position `index` of the grid order.
+
+    With d_k the base-`levels` digits of index (least significant first) and b the
+    bisection order, tier t gets sum_k b(d_k) * C(t, k) mod levels. The Pascal matrix is
+    unit lower-triangular, so this is a bijection of range(levels**tiers); its first column
+    is all ones, so every aligned block of `levels` points holds every level of every tier
+    once (the first block is the uniform configs), and when the differences of tier numbers
+    are units mod levels (3 tiers and odd levels) the first levels**2 points hold every pair
+    of levels of every two tiers. A night that stops early has still covered the space evenly.
+    """
+    b = bisection_order(levels)
+    digits = [b[(index // levels**k) % levels] for k in range(tiers)]
+    return tuple(sum(d * comb(t, k) for k, d in enumerate(digits)) % levels for t in range(tiers))
+
+
+def _whole(value: Any, lo: int, hi: int | None = None) -> bool:
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    return whole and value >= lo and (hi is None or value <= hi)
+
+
+class GridShape(_Frozen):
+    """The clusters and neurons of each tier of a grid: counts (None = rest) and neurons."""
+
+    counts: tuple[Annotated[StrictInt, Field(ge=1)] | None, ...]
+    neurons: tuple[Annotated[StrictInt, Field(ge=1)], ...]
+
+    @classmethod
+    def parse(cls, counts: Any, neurons: Any, tiers: int, label: str = "") -> "GridShape":
+        """From YAML or arguments: one count (a whole number, or rest for the last) and one
+        neurons number per tier; errors start with `label` (e.g. 'shapes.3.')."""
+        example = f"(e.g. {_SHAPE_EXAMPLE.split(': ', 1)[1]})"
+        for field, values in (("counts", counts), ("neurons", neurons)):
+            if not isinstance(values, (list, tuple)) or len(values) != tiers:
+                got = f"{len(values)} values" if isinstance(values, (list, tuple)) else _short(values)
+                raise ConfigError(
+                    f"{label}{field}: {got} for {tiers} tier(s); give one per tier {example}"
+                )
+        parsed = []
+        for i, count in enumerate(counts, start=1):
+            text = str(count).strip().lower() if isinstance(count, str) else None
+            if text == "rest" or count is None:
+                if i != tiers:
+                    raise ConfigError(
+                        f"{label}counts: only the last count may be rest (got {list(counts)}); {example}"
+                    )
+                parsed.append(None)
+            elif _whole(count, 1) or (text is not None and text.isdigit() and int(text) >= 1):
+                parsed.append(int(count))
+            else:
+                raise ConfigError(
+                    f"{label}counts: count {i} {count!r} is not a count; {_FIXES['count']}"
+                )
+        for i, n in enumerate(neurons, start=1):
+            if not _whole(n, 1):
+                raise ConfigError(
+                    f"{label}neurons: neurons {i} {n!r} is not a number of neurons; {_FIXES['neurons']}"
+                )
+        return cls(counts=tuple(parsed), neurons=tuple(neurons))
+
+
+class GridSpec(_Frozen):
+    """A `grid:` section: every tier's bits over one inclusive range, in the grid order."""
+
+    tiers: Annotated[StrictInt, Field(ge=1)]
+    bits: tuple[StrictInt, StrictInt]
+    context: Annotated[StrictInt, Field(ge=1, le=16)] = 4
+    negatives: Annotated[StrictInt, Field(ge=0)] = 1000
+    shapes: dict[int, GridShape]  # by number of tiers
+
+    @model_validator(mode="before")
+    @classmethod
+    def _checked(cls, data: Any) -> Any:
+        # Checked by hand so every message names the grid field and its fix (not Experiment's).
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"must be a mapping with keys {', '.join(GRID_KEYS)} (got {_short(data)})"
+            )
+        for key in data:
+            if key not in GRID_KEYS:
+                raise ConfigError(f"unknown key '{key}'; allowed keys: {', '.join(GRID_KEYS)}")
+        for key in _GRID_REQUIRED:
+            if key not in data:
+                raise ConfigError(
+                    f"{key}: missing; add it (e.g. tiers: 3, bits: [8, 16], shapes: {{{_SHAPE_EXAMPLE}}})"
+                )
+        tiers, bits = data["tiers"], data["bits"]
+        if not _whole(tiers, 1):
+            raise ConfigError(
+                f"tiers: {tiers!r} is not a number of tiers; use a whole number, 1 or more (e.g. 3)"
+            )
+        pair = isinstance(bits, (list, tuple)) and len(bits) == 2
+        if not (pair and all(_whole(v, 1, MAX_BITS) for v in bits) and bits[0] <= bits[1]):
+            raise ConfigError(
+                f"bits: {_short(bits)} is not a range; give [LOW, HIGH] with "
+                f"1 <= LOW <= HIGH <= {MAX_BITS} (e.g. [8, 16], both ends included)"
+            )
+        for key, lo, hi in (("context", 1, 16), ("negatives", 0, None)):
+            if key in data and not _whole(data[key], lo, hi):
+                raise ConfigError(f"{key}: {data[key]!r} is out of range; {_FIXES[key]}")
+        return {**data, "bits": tuple(bits), "shapes": cls._shapes(data["shapes"], tiers)}
+
+    @staticmethod
+    def _shapes(shapes: Any, tiers: int) -> dict[int, GridShape]:
+        if not isinstance(shapes, Mapping) or not shapes:
+            raise ConfigError(
+                f"shapes: must map numbers of tiers to counts and neurons (e.g. {_SHAPE_EXAMPLE})"
+            )
+        parsed = {}
+        for n, shape in shapes.items():
+            if not _whole(n, 1):
+                raise ConfigError(
+                    f"shapes: key {n!r} is not a number of tiers; use 1, 2, 3 ... (e.g. {_SHAPE_EXAMPLE})"
+                )
+            if isinstance(shape, GridShape):  # already parsed (grid_set's arguments)
+                shape = {"counts": shape.counts, "neurons": shape.neurons}
+            if not isinstance(shape, Mapping) or sorted(shape) != ["counts", "neurons"]:
+                raise ConfigError(
+                    f"shapes.{n}: must be {{counts: [...], neurons: [...]}} (got {_short(shape)}); "
+                    f"e.g. {_SHAPE_EXAMPLE}"
+                )
+            parsed[n] = GridShape.parse(shape["counts"], shape["neurons"], n, f"shapes.{n}.")
+        if tiers not in parsed:
+            raise ConfigError(
+                f"tiers: {tiers} has no entry under shapes; add one like {_SHAPE_EXAMPLE} "
+                f"or use one of {', '.join(map(str, sorted(parsed)))}"
+            )
+        return parsed
+
+    @property
+    def levels(self) -> int:
+        return self.bits[1] - self.bits[0] + 1
+
+    @property
+    def size(self) -> int:
+        return self.levels**self.tiers
+
+    def bits_at(self, index: int) -> tuple[int, ...]:
+        """Each tier's bits at position `index` of the grid order."""
+        return tuple(self.bits[0] + level for level in grid_point(index, self.levels, self.tiers))
+
+    def experiment(self, index: int) -> Experiment:
+        """The experiment at `index` of the grid order, e.g. grid_b08_12_16."""
+        bits = self.bits_at(index)
+        shape = self.shapes[self.tiers]
+        tiers = ";".join(
+            f"{'rest' if c is None else c},{n},{b}" for c, n, b in zip(shape.counts, shape.neurons, bits)
+        )
+        return Experiment(
+            name="grid_b" + "_".join(f"{b:02d}" for b in bits), tiers=tiers, context=self.context,
+            negatives=self.negatives, description=f"tier-bits grid, point {index + 1:,} of {self.size:,}",
+        )
+
+    def experiments(self, indices: Sequence[int] | None = None) -> tuple[Experiment, ...]:
+        """The experiments at `indices` (default: the whole grid), in the order given."""
+        indices = range(self.size) if indices is None else indices
+        if len(indices) > MAX_GRID_EXPERIMENTS:
+            raise ConfigError(
+                f"{len(indices):,} experiments of a grid of {self.size:,} ({self.levels} bit values ^ "
+                f"{self.tiers} tiers) is more than {MAX_GRID_EXPERIMENTS:,} in one set; narrow bits, "
+                "use fewer tiers, or take a limit or a sample"
+            )
+        return tuple(self.experiment(i) for i in indices)
+
+
 # ---------------------------------------------------------------- set files
 
 _DEFAULT_KEYS = tuple(k for k in Experiment.model_fields if k not in ("name", "based_on"))
@@ -424,11 +612,11 @@ _SET_KEY_KINDS = {
     "defaults": (dict, "a mapping of experiment fields, e.g. {context: 4}"),
     "experiments": (list, "a list of experiments, each starting with '- name:'"),
 }
-_SET_KEYS = tuple(_SET_KEY_KINDS)
+_SET_KEYS = (*_SET_KEY_KINDS, "grid")  # grid: a GridSpec instead of listed experiments
 
 
 def _read_set_file(path: Path) -> dict[str, Any]:
-    """The file's top-level mapping, checked, with every key present."""
+    """The file's top-level mapping, checked, with every key present (grid: None if absent)."""
     src = _display(path)
     raw = _parse_yaml(path)
     raw = {} if raw is None else raw
@@ -445,6 +633,14 @@ def _read_set_file(path: Path) -> dict[str, Any]:
         if not isinstance(value, kind) or (key == "include" and not all(isinstance(v, str) for v in value)):
             raise ConfigError(f"{src}: {key}: must be {what} (got {_short(value)})")
         values[key] = value
+    values["grid"] = raw.get("grid")  # GridSpec checks what is inside
+    if "grid" in raw and raw["grid"] is None:
+        raise ConfigError(f"{src}: grid: is empty; give its tiers, bits and shapes (see sets/grid.yaml)")
+    if "grid" in raw and (values["experiments"] or values["include"] or values["defaults"]):
+        raise ConfigError(
+            f"{src}: grid: a grid set generates its experiments, so it cannot also have "
+            "experiments, include or defaults; put those in another set file"
+        )
     return values
 
 
@@ -539,6 +735,8 @@ def _collect(
     path: Path, raw: dict[str, Any], stack: tuple[Path, ...], seen: set[Path]
 ) -> list[Experiment]:
     """Included sets' experiments (each file once, in include order), then the file's own."""
+    if raw["grid"] is not None:  # generated, not listed (a grid file has no includes)
+        return list(_grid_spec(path, raw).experiments())
     experiments: list[Experiment] = []
     for include in raw["include"]:
         try:
@@ -556,6 +754,32 @@ def _collect(
         seen.add(key)
         experiments += _collect(child, _read_set_file(child), (*stack, key), seen)
     return experiments + _own_experiments(path, raw, experiments)
+
+
+def _grid_spec(path: Path, raw: dict[str, Any]) -> GridSpec:
+    try:
+        return GridSpec.model_validate(raw["grid"])
+    except ConfigError as err:
+        raise ConfigError(f"{_display(path)}: grid: {err}") from None
+
+
+@dataclass(frozen=True)
+class GridFile:
+    """A set file with a `grid:` section: its grid and what its ExperimentSet is labelled with."""
+
+    name: str
+    description: str
+    source: str
+    spec: GridSpec
+
+
+def load_grid(name_or_path: str = "grid") -> GridFile:
+    """The `grid:` section of a set file, found like any set (./sets/grid.yaml first)."""
+    path = _find_set(name_or_path)
+    raw = _read_set_file(path)
+    if raw["grid"] is None:
+        raise ConfigError(f"{_display(path)}: has no `grid:` section; use a grid set such as sets/grid.yaml")
+    return GridFile(path.stem, raw["description"], _display(path), _grid_spec(path, raw))
 
 
 def load_set(name_or_path: str) -> ExperimentSet:

@@ -91,3 +91,30 @@ def build_layout(exp: Experiment, train_tokens: np.ndarray, vocab_size: int) -> 
         n_negatives=min(exp.negatives, n_seen),
         tiers=tuple(tiers),
     )
+
+
+def estimate_memory_bytes(exp: Experiment, train_tokens: np.ndarray, vocab_size: int) -> int:
+    """An upper bound of the trained model's arrays (train.TierMemory.nbytes summed), from the
+    config and the training split's frequencies alone: for `--dry-run`, before any training.
+
+    DENSE tiers are exact: (neurons, max(1, 2**bits // 16)) uint32 words. A SPARSE neuron
+    stores at most min(2**bits, writes) cells of key (4 bytes up to 32 bits, else 8) + 1
+    value byte, its writes being the examples whose target is its cluster plus, for a
+    negative cluster, every example (train.train_sparse's `bound`). Training's scratch
+    (packed inputs, one sparse batch) is not counted.
+    """
+    layout = build_layout(exp, train_tokens, vocab_size)
+    targets = np.asarray(train_tokens)[exp.context :]
+    writes = np.bincount(targets, minlength=vocab_size)[layout.order].astype(np.int64)  # by cluster position
+    writes[: layout.n_negatives] += targets.shape[0]
+    words = (layout.n_input + 63) // 64
+    total = 0
+    for tier in layout.tiers:
+        total += tier.n_neurons * (words * 8 + tier.bits * 2)  # masks uint64, order uint16
+        if tier.backend == DENSE:
+            total += tier.n_neurons * max(1, (1 << tier.bits) // 16) * 4 + 8  # + (1,) offsets
+            continue
+        cells = np.minimum(writes[tier.first : tier.first + tier.clusters], 1 << min(tier.bits, 62))
+        cell_bytes = (4 if tier.bits <= 32 else 8) + 1
+        total += int(cells.sum()) * tier.neurons * cell_bytes + (tier.n_neurons + 1) * 8  # + offsets
+    return total

@@ -141,7 +141,8 @@ def run_set(
                     exp = flight.planned.experiment
                     log(f"start {exp.name} [{exp.tiers}] context {exp.context}")
                     if pool:
-                        flight.future = pool.submit(exp, exp_set.name, got.key)
+                        with deferred():  # a signal mid-spawn would leave a half-started worker
+                            flight.future = pool.submit(exp, exp_set.name, got.key)
                     else:
                         complete(flight, run_experiment(exp, corpus, set_name=exp_set.name, key=got.key))
                 if pool and in_flight:

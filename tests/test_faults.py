@@ -1,0 +1,137 @@
+"""Real `ramsweep run` processes killed, interrupted and overlapping: the morning finds every
+finished result intact, once, and the next run continues where the last stopped."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orjson
+import pytest
+
+import ramsweep
+
+ENV = {**os.environ, "NUMBA_NUM_THREADS": "1"}  # two runners on two cores: no oversubscription
+
+
+def tiny_set(tmp_path, n: int):
+    """n tiny experiments, ~1-2 s each on the embedded corpus in fast mode."""
+    path = tmp_path / f"tiny{n}.yaml"
+    path.write_text("experiments:\n" + "".join(
+        f'  - {{name: e{b}, tiers: "rest,1,{b}", context: 1, negatives: 5}}\n' for b in range(4, 4 + n)))
+    return path
+
+
+@pytest.fixture
+def six(tmp_path):
+    return tiny_set(tmp_path, 6)
+
+
+def start(set_path, results, *extra):
+    return subprocess.Popen([sys.executable, "-m", "ramsweep", "run", "--set", str(set_path), "--results",
+                             str(results), *extra], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def records(results):
+    return orjson.loads(results.read_bytes())["results"] if results.exists() else []
+
+
+def ok_keys(results):
+    keys = [r["key"] for r in records(results) if r["status"] == "ok"]
+    assert len(keys) == len(set(keys)), "a finished experiment was recorded twice"
+    return set(keys)
+
+
+def metrics_by_name(results):
+    return {r["name"]: r["metrics"] for r in records(results) if r["status"] == "ok"}
+
+
+def wait_for(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def wait_for_line(proc, text: str) -> str:
+    """Read the runner's stderr up to the first line containing `text`; returns what was read."""
+    seen = ""
+    while text not in seen:
+        line = proc.stderr.readline()
+        assert line, f"the runner ended before printing {text!r}: {seen}"
+        seen += line
+    return seen
+
+
+def test_sigkill_at_20_random_instants_loses_and_duplicates_nothing(tmp_path, six):
+    reference = tmp_path / "reference.json"
+    ramsweep.run_set(str(six), results=reference)
+    results = tmp_path / "results.json"
+    rng = np.random.default_rng(20)
+    done: set[str] = set()
+    for _ in range(20):
+        proc = start(six, results)
+        time.sleep(rng.uniform(0.3, 4.5))  # startup is ~1.5 s, an experiment ~1.5 s
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        now_done = ok_keys(results)  # parses, no duplicates
+        assert done <= now_done, "a finished result was lost"
+        done = now_done
+    final = start(six, results)
+    out, err = final.communicate()
+    assert final.returncode == 0, err
+    assert len(ok_keys(results)) == 6
+    assert metrics_by_name(results) == metrics_by_name(reference)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_two_runners_together_split_the_set_and_run_each_experiment_once(tmp_path, six):
+    results = tmp_path / "results.json"
+    a, b = start(six, results), start(six, results)
+    (_, err_a), (_, err_b) = a.communicate(), b.communicate()
+    assert (a.returncode, b.returncode) == (0, 0), err_a + err_b
+    assert [r["status"] for r in records(results)] == ["ok"] * 6 and len(ok_keys(results)) == 6
+    assert err_a.count(" done e") >= 1 and err_b.count(" done e") >= 1, "one runner did all the work"
+    assert err_a.count(" done e") + err_b.count(" done e") == 6
+
+
+def test_a_killed_runners_claim_is_taken_over(tmp_path, six):
+    results = tmp_path / "results.json"
+    claims = tmp_path / "results.json.claims"
+    a = start(six, results)
+    wait_for(lambda: claims.exists() and orjson.loads(claims.read_bytes())["claims"])
+    taken = next(iter(orjson.loads(claims.read_bytes())["claims"].values()))
+    b = start(six, results)
+    wait_for(lambda: len(orjson.loads(claims.read_bytes())["claims"]) == 2)
+    a.send_signal(signal.SIGKILL)
+    a.communicate()
+    _, err = b.communicate()
+    assert b.returncode == 0, err
+    assert f"taking over {taken['name']} from runner" in err
+    assert len(ok_keys(results)) == 6 and all(r["status"] == "ok" for r in records(results))
+
+
+@pytest.mark.parametrize(("signum", "code", "jobs"), [(signal.SIGTERM, 143, "1"), (signal.SIGINT, 130, "1"),
+                                                       (signal.SIGTERM, 143, "2")])
+def test_a_signal_records_the_experiments_in_flight_as_interrupted(tmp_path, signum, code, jobs):
+    three = tiny_set(tmp_path, 3)
+    results = tmp_path / "results.json"
+    claims = tmp_path / "results.json.claims"
+    proc = start(three, results, "--jobs", jobs)
+    head = wait_for_line(proc, " start e")
+    proc.send_signal(signum)
+    _, err = proc.communicate()
+    err = head + err
+    assert proc.returncode == code, err
+    interrupted = [r for r in records(results) if r["status"] == "interrupted"]
+    assert interrupted and all(r["timing"]["elapsed_s"] >= 0 for r in interrupted)
+    assert f"interrupted by {signal.Signals(signum).name}" in interrupted[0]["error"]
+    assert orjson.loads(claims.read_bytes())["claims"] == {}, "claims left behind"
+    assert "Traceback" not in err
+    again = start(three, results)  # retries what was interrupted, runs the rest
+    _, err = again.communicate()
+    assert again.returncode == 0, err
+    assert len(ok_keys(results)) == 3
