@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ramsweep.errors import ConfigError as RamsweepConfigError
 from ramsweep.errors import RamsweepError
 from ramsweep.sweep.interrupts import Interrupted
 
@@ -117,6 +118,50 @@ def run(
     """
     run_and_summarize(set_, experiments=names([experiments]) or None, results=results, full_data=full_data,
                       jobs=jobs, retry_failed=retry_failed, force=names(force))
+
+
+@app.command()
+@user_errors
+def grid(
+    tiers: Annotated[Optional[int], typer.Option(help="Number of tiers (default and shapes: sets/grid.yaml).")] = None,
+    bits: Annotated[Optional[str], typer.Option(help="Inclusive bit range of every tier, e.g. 8-16.")] = None,
+    counts: Annotated[Optional[str], typer.Option(help="Clusters per tier, e.g. 100,400,rest.")] = None,
+    neurons: Annotated[Optional[str], typer.Option(help="Neurons per cluster per tier, e.g. 15,10,5.")] = None,
+    context: Annotated[Optional[int], typer.Option(help="Context tokens (default 4).")] = None,
+    negatives: Annotated[Optional[int], typer.Option(help="Negative clusters per example (default 1000).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N configs of the grid order.")] = None,
+    sample: Annotated[Optional[int], typer.Option(help="K configs drawn at random (see --seed).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the configs and their memory; run nothing.")] = False,
+    results: Annotated[Path, RESULTS] = Path("experiments/results.json"),
+    full_data: Annotated[bool, FULL_DATA] = False,
+    jobs: Annotated[int, JOBS] = 1,
+    retry_failed: Annotated[bool, RETRY] = True,
+):
+    """Sweep the bits of every tier over a range (week 9: 3 tiers x bits 8-16 = 729 configs).
+
+    Configs come in an order that covers the space evenly early, so a night that ends before
+    the grid does has still seen every bit value of every tier. Grid experiments are ordinary
+    experiments: resumable, skipped when done, shared between runners.
+    """
+    from ramsweep.sweep.grid import grid_set, parse_range
+
+    exp_set = grid_set(tiers, bits=parse_range(bits, "--bits") if bits else None,
+                       counts=names([counts]) or None, neurons=numbers(neurons, "--neurons"),
+                       context=context, negatives=negatives, limit=limit, sample=sample, seed=seed)
+    if dry_run:
+        from ramsweep.sweep.grid import dry_run as describe
+
+        sys.stdout.write(describe(exp_set, full_data=full_data))
+        return
+    run_and_summarize(exp_set, results=results, full_data=full_data, jobs=jobs, retry_failed=retry_failed)
+
+
+def numbers(option: str | None, flag: str) -> list[int] | None:
+    try:
+        return [int(n) for n in names([option])] or None
+    except ValueError:
+        raise RamsweepConfigError(f"{flag}: '{option}' is not a comma-separated list of whole numbers, e.g. 15,10,5")
 
 
 @app.command()

@@ -1,6 +1,11 @@
 """The `ramsweep` command through typer's CliRunner: same behaviour as the library, one-line errors."""
 
+import errno
+import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -120,3 +125,100 @@ def test_every_command_has_help_and_is_in_the_readme():
         result = invoke(name, "--help")
         assert result.exit_code == 0 and len(result.stdout) > 100
         assert f"ramsweep {name}" in readme, name
+
+
+def test_a_corrupt_results_file_stops_the_run_and_is_left_unchanged(tmp_path, tiny):
+    corrupt = tmp_path / "results.json"
+    corrupt.write_bytes(b'{"schema": 1, "results": [{"key": "x"')
+    result = invoke("run", "--set", tiny, "--results", corrupt)
+    assert result.exit_code == 3
+    assert result.stderr.count("\n") == 1 and "results.json: not valid JSON" in result.stderr
+    assert "move it aside" in result.stderr
+    assert corrupt.read_bytes() == b'{"schema": 1, "results": [{"key": "x"'
+
+
+def test_a_disk_full_mid_write_keeps_the_previous_file_and_exits_with_one_line(tmp_path, tiny, monkeypatch):
+    results = tmp_path / "results.json"
+    assert invoke("run", "--set", tiny, "--results", results, "--experiments", "alpha").exit_code == 0
+    before = results.read_bytes()
+    real_fsync = os.fsync
+
+    def fsync(fd):  # the results file's temporary copy is half written when the disk fills
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".results.json.") and \
+                ".claims." not in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    result = invoke("run", "--set", tiny, "--results", results)
+    assert result.exit_code == 3
+    assert result.stderr.splitlines()[-1] == (
+        f"ramsweep: error: {results}: could not write (No space left on device); the previous file is intact")
+    assert results.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(os, "fsync", real_fsync)  # space freed: the next run records beta
+    assert invoke("run", "--set", tiny, "--results", results).exit_code == 0
+    assert [r["name"] for r in orjson.loads(results.read_bytes())["results"]] == ["alpha", "beta"]
+
+
+def test_status_shows_done_failed_and_pending_with_a_time_estimate(tmp_path, tiny):
+    results = tmp_path / "results.json"
+    invoke("run", "--set", tiny, "--results", results, "--experiments", "alpha")
+    result = invoke("status", results, "--set", tiny)
+    assert result.exit_code == 0
+    assert re.search(r"alpha\s+done\s+val PPL", result.stdout) and re.search(r"beta\s+pending", result.stdout)
+    assert "1 done, 0 failed, 0 interrupted, 0 running, 1 pending; about" in result.stdout
+    assert "no runner running now" in result.stdout
+    assert "beta" not in invoke("status", results).stdout  # without --set: what the file holds
+
+
+def test_grid_dry_run_counts_and_runs_nothing(tmp_path):
+    results = tmp_path / "results.json"
+    result = invoke("grid", "--tiers", "3", "--dry-run", "--results", results)
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) == 730 and lines[-1].startswith("729 experiments in set grid")
+    assert re.match(r"\s+1\s+grid_b08_08_08\s+100,15,8;400,10,8;rest,5,8\s+[\d.]+ MiB", lines[0])
+    assert not results.exists()
+    few = invoke("grid", "--tiers", "2", "--bits", "8-10", "--sample", "4", "--seed", "3", "--dry-run")
+    assert few.stdout.splitlines()[-1].startswith("4 experiments in set grid2")
+    bad = invoke("grid", "--bits", "8-x")
+    assert bad.exit_code == 2 and bad.stderr.startswith("ramsweep: error: --bits:")
+
+
+def test_grid_runs_its_configs_as_ordinary_experiments(tmp_path):
+    results = tmp_path / "results.json"
+    args = ("grid", "--tiers", "1", "--bits", "4-5", "--context", "1", "--negatives", "5", "--results", results)
+    assert invoke(*args).exit_code == 0
+    assert [r["name"] for r in orjson.loads(results.read_bytes())["results"]] == ["grid_b04", "grid_b05"]
+    again = invoke(*args)
+    assert again.exit_code == 0 and "0 ran, 2 skipped" in again.stderr
+
+
+def cron_line() -> str:
+    """The crontab line of README's cron recipe, without its schedule."""
+    lines = README.read_text().splitlines()
+    line = lines[lines.index("<!-- cron-recipe -->") + 1].split(None, 5)
+    return line[5]
+
+
+def test_the_readme_cron_recipe_works_and_two_overlapping_jobs_share_the_set(tmp_path):
+    home = tmp_path / "home"
+    install = home / "ramsweep"
+    (install / ".venv" / "bin").mkdir(parents=True)
+    (install / "experiments").mkdir()
+    (install / ".venv" / "bin" / "ramsweep").symlink_to(Path(sys.executable).parent / "ramsweep")
+    (install / "tiny.yaml").write_text("experiments:\n" + "".join(
+        f'  - {{name: e{b}, tiers: "rest,1,{b}", context: 1, negatives: 5}}\n' for b in range(4, 8)))
+    command = cron_line().replace("--set extended", "--set tiny.yaml")
+    cron_env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "SHELL": "/bin/sh", "LOGNAME": "root"}
+    first = subprocess.Popen(["/bin/sh", "-c", command], env=cron_env)
+    time.sleep(1.0)  # last night's job is still running when tonight's starts
+    second = subprocess.Popen(["/bin/sh", "-c", command], env=cron_env)
+    assert (first.wait(), second.wait()) == (0, 0)
+    log = (install / "experiments" / "sweep.log").read_text()
+    assert "\x1b[" not in log  # no colours or progress bars in a log file
+    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d ", line) for line in log.splitlines()), log
+    assert log.count(" done e") == 4 and log.count(" end: ") == 2
+    records = orjson.loads((install / "experiments" / "results.json").read_bytes())["results"]
+    assert sorted(r["name"] for r in records) == ["e4", "e5", "e6", "e7"]

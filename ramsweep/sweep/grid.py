@@ -81,3 +81,32 @@ def _chosen(size: int, limit: int | None, sample: int | None, seed: int) -> Sequ
         drawn = np.random.default_rng(seed).choice(size, size=sample, replace=False)
         indices = sorted(int(i) for i in drawn)
     return indices if limit is None else indices[:limit]
+
+
+def parse_range(text: str, flag: str) -> tuple[int, int]:
+    """'8-16' (or a single '12') as an inclusive (low, high)."""
+    low, _, high = text.partition("-")
+    try:
+        return int(low), int(high or low)
+    except ValueError:
+        raise ConfigError(f"{flag}: '{text}' is not a range of bits; write it like 8-16") from None
+
+
+def dry_run(exp_set: ExperimentSet, *, full_data: bool = False) -> str:
+    """What `ramsweep grid` would run: each config with its memory estimated from the config
+    and the training split's frequencies (an upper bound), then the count."""
+    from ramsweep.data import load_corpus
+    from ramsweep.engine.layout import estimate_memory_bytes
+
+    corpus = load_corpus("kjv", full_data=full_data)
+    sizes = [estimate_memory_bytes(e, corpus.train, corpus.vocab_size) for e in exp_set.experiments]
+    lines = [f"{i:>6}  {e.name:<22} {str(e.tiers):<34} {mib(b):>12}"
+             for i, (e, b) in enumerate(zip(exp_set.experiments, sizes), 1)]
+    lines.append(f"{len(sizes):,} experiments in set {exp_set.name}; memory per experiment at most "
+                 f"{mib(min(sizes))} to {mib(max(sizes))} (median {mib(float(np.median(sizes)))}), "
+                 f"estimated on {corpus.describe()['corpus']} ({'full' if full_data else 'fast'} mode); nothing was run")
+    return "\n".join(lines) + "\n"
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:,.1f} MiB"
