@@ -10,9 +10,9 @@ import pytest
 from ramsweep.config import Experiment, GridSpec, bisection_order, grid_point, load_set
 from ramsweep.engine.layout import estimate_memory_bytes
 from ramsweep.engine.train import train
-from ramsweep.errors import ConfigError
 from ramsweep.sweep.grid import grid_set
 from ramsweep.sweep.plan import experiment_key
+from test_config import config_error  # one-line ConfigError check, shared
 
 BITS = range(8, 17)
 DEFAULT_SHAPES = {  # what sets/grid.yaml states, per number of tiers
@@ -24,16 +24,6 @@ DEFAULT_NEURONS = {1: (5,), 2: (15, 5), 3: (15, 10, 5), 4: (15, 10, 7, 5), 5: (1
 
 def tier_bits(exp: Experiment) -> tuple[int, ...]:
     return tuple(t.bits for t in exp.tiers.tiers)
-
-
-def config_error(call, *fragments: str) -> str:
-    with pytest.raises(ConfigError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message, message
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in {message!r}"
-    return message
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,10 @@
 """Results store, keys and the runner: skip what is done, never lose or corrupt a result."""
 
+import os
+import subprocess
+import sys
+import time
+
 import orjson
 import pytest
 
@@ -10,6 +15,7 @@ from ramsweep.errors import ConfigError, StoreError
 from ramsweep.sweep import runner
 from ramsweep.sweep.plan import experiment_key, plan
 from ramsweep.sweep.runner import run_set
+from ramsweep.sweep.claims import STALE_S, Claims
 from ramsweep.sweep.store import ResultsStore
 
 # Tiny experiments: a few seconds each on the embedded corpus in fast mode.
@@ -175,3 +181,47 @@ def test_lsh_tiers_are_refused_up_front_until_implemented(tmp_path):
     path.write_text('experiments:\n  - {name: huge, tiers: "rest,1,31", context: 4}\n')
     with pytest.raises(ConfigError, match="LSH backend.*sparse_max_bits: 31"):
         run_set(str(path), results=tmp_path / "r.json")
+
+
+# --- claims ----------------------------------------------------------------------------------
+
+def foreign_claim(key, host, pid, age_s):
+    return {"key": key, "name": key, "set": "s", "owner": "other", "host": host, "pid": pid,
+            "heartbeat": time.time() - age_s, "since": "2026-01-01T00:00:00+00:00"}
+
+
+def test_claims_are_taken_over_only_from_runners_that_are_gone(tmp_path):
+    import socket
+
+    store = ResultsStore(tmp_path / "results.json")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with store.locked():
+        store.write_claims_locked({
+            "live_here": foreign_claim("live_here", socket.gethostname(), os.getppid(), 1),
+            "dead_here": foreign_claim("dead_here", socket.gethostname(), dead.pid, 1),
+            "live_there": foreign_claim("live_there", "other-host", 1, STALE_S - 30),
+            "silent_there": foreign_claim("silent_there", "other-host", 1, STALE_S + 30),
+        })
+    claims = Claims(store)
+    keys = [(k, k) for k in ("live_here", "dead_here", "live_there", "silent_there", "free")]
+    taken = []
+    for _ in range(4):
+        out = claims.claim_next(keys, lambda key, records: True, "s")
+        taken.append((out.key, [c["key"] for c in out.taken_over]))
+    assert taken == [("dead_here", ["dead_here"]), ("silent_there", ["silent_there"]), ("free", []), (None, [])]
+    assert sorted(c["key"] for c in out.held_by_others) == ["live_here", "live_there"]
+    held = store.claims()
+    assert {k for k, c in held.items() if c["owner"] == claims.owner.id} == {"dead_here", "silent_there", "free"}
+    claims.finish({"key": "free", "status": "ok"})
+    claims.release_all()
+    assert sorted(store.claims()) == ["live_here", "live_there"]
+    assert store.records() == [{"key": "free", "status": "ok"}]
+
+
+def test_a_done_experiment_is_not_claimed(tmp_path):
+    store = ResultsStore(tmp_path / "results.json")
+    store.append({"key": "a", "status": "ok"})
+    claims = Claims(store)
+    wanted = lambda key, records: not any(r["status"] == "ok" for r in records)  # noqa: E731
+    assert claims.claim_next([("a", "a"), ("b", "b")], wanted, "s").key == "b"
