@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import numba
 import orjson
 import pytest
 
@@ -161,7 +162,30 @@ def test_a_failing_experiment_is_recorded_and_the_sweep_goes_on(tmp_path, monkey
     assert failed["status"] == "failed" and failed["error"] == "RuntimeError: boom"
     assert "Traceback" in failed["traceback"]
     monkeypatch.setattr(runner, "train", real_train)
+    kept = run_set(write_set(tmp_path), results=results, retry_failed=False)
+    assert kept.ran == [] and kept.skipped == ["one", "two"]
     assert run_set(write_set(tmp_path), results=results).ran == ["one"]  # failed runs are retried
+
+
+def test_force_runs_a_done_experiment_once_more_and_the_report_shows_the_newest(tmp_path):
+    results = tmp_path / "results.json"
+    run_set(write_set(tmp_path), results=results)
+    forced = run_set(write_set(tmp_path), results=results, force=["two"])
+    assert forced.ran == ["two"] and forced.skipped == ["one"]
+    assert [r["name"] for r in read(results)["results"]] == ["one", "two", "two"]
+    assert run_set(write_set(tmp_path), results=results).ran == []
+    with pytest.raises(ConfigError, match="no experiment 'nope'"):
+        run_set(write_set(tmp_path), results=results, force=["nope"])
+
+
+def test_a_process_pool_gives_the_same_numbers_as_one_process(tmp_path):
+    serial, pooled = tmp_path / "serial.json", tmp_path / "pooled.json"
+    run_set(write_set(tmp_path), results=serial)
+    summary = run_set(write_set(tmp_path), results=pooled, jobs=2)
+    assert sorted(summary.ran) == ["one", "two"]
+    metrics = lambda path: {r["name"]: r["metrics"] for r in read(path)["results"]}  # noqa: E731
+    assert metrics(pooled) == metrics(serial)
+    assert {r["resources"]["threads"] for r in read(pooled)["results"]} == {max(1, numba.config.NUMBA_NUM_THREADS // 2)}
 
 
 def test_config_errors_stop_the_run_before_any_work(tmp_path):
