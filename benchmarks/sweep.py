@@ -69,7 +69,7 @@ def main() -> None:
             rows.append((name, len(extra), per, wall))
     one = rows[0][3]
     print(f"set {args.set} (fast mode), {os.cpu_count()} CPUs, numba threads available: {threads}")
-    print(f"| way | processes running experiments | numba threads each | wall s | vs one runner |")
+    print("| way | processes running experiments | numba threads each | wall s | vs one runner |")
     print("|---|---|---|---|---|")
     for name, procs, per, wall in rows:
         who = f"{name.split()[1]} workers" if name.startswith("--jobs") else procs

@@ -1,7 +1,6 @@
 """The tier-bits grid: its order, its defaults, limit/sample, errors, and the memory estimate."""
 
 import itertools
-import math
 import textwrap
 
 import numpy as np

@@ -92,7 +92,7 @@ class Claims:
             by_key: dict[str, list[dict]] = {}
             for r in self.store.records():
                 by_key.setdefault(r.get("key"), []).append(r)
-            claims = self.store.claims_locked()
+            claims = self.store.claims()
             now = time.time()
             for key, name in keys:
                 if key in self.held or not wanted(key, by_key.get(key, [])):
@@ -124,7 +124,7 @@ class Claims:
                 self._drop_locked(set(self.held))
 
     def _drop_locked(self, keys: set[str]) -> None:
-        claims = self.store.claims_locked()
+        claims = self.store.claims()
         mine = {k for k in keys if claims.get(k, {}).get("owner") == self.owner.id}
         if mine:
             self.store.write_claims_locked({k: c for k, c in claims.items() if k not in mine})
@@ -135,7 +135,7 @@ class Claims:
         if not self.held:
             return
         with self.store.locked():
-            claims = self.store.claims_locked()
+            claims = self.store.claims()
             now = time.time()
             for key in self.held:
                 if claims.get(key, {}).get("owner") == self.owner.id:

@@ -48,7 +48,7 @@ def status(results: str | Path, set_=None, *, full_data: bool = False) -> SweepS
     for r in records:  # an ok record wins over later attempts (--force re-runs are still done)
         if latest.get(r["key"], {}).get("status") != OK or r.get("status") == OK:
             latest[r["key"]] = r
-    claims = store.claims() if store.path.parent.exists() else {}
+    claims = store.claims()
     now = time.time()
     live = {k: c for k, c in claims.items() if is_live(c, now)}
 

@@ -76,8 +76,8 @@ class ResultsStore:
         results.append(record)
         write_atomic(self.path, dumps({"schema": SCHEMA, "results": results}))
 
-    def claims_locked(self) -> dict[str, dict]:
-        """Claims by experiment key; {} when there are none."""
+    def claims(self) -> dict[str, dict]:
+        """Claims by experiment key; {} when there are none. Like records(), a plain read."""
         try:
             doc = orjson.loads(self.claims_path.read_bytes())
             if not isinstance(doc, dict) or not isinstance(doc.get("claims"), dict):
@@ -93,10 +93,6 @@ class ResultsStore:
         if not claims and not self.claims_path.exists():
             return
         write_atomic(self.claims_path, dumps({"schema": SCHEMA, "claims": claims}))
-
-    def claims(self) -> dict[str, dict]:
-        with self.locked():
-            return self.claims_locked()
 
     def _read(self) -> list[dict]:
         try:
