@@ -7,7 +7,7 @@ import pytest
 
 from ramsweep.config import Experiment
 from ramsweep.engine.connectivity import draw_connectivity
-from ramsweep.engine.evaluate import evaluate, ppl_floor
+from ramsweep.engine.evaluate import ce_at, evaluate, fit_temperature, metrics, ppl_floor, score
 from ramsweep.engine.layout import build_layout
 from ramsweep.engine.reference import ReferenceModel, connectivity
 from ramsweep.engine.train import cells, train
@@ -169,6 +169,36 @@ def test_metrics_of_a_case_worked_by_hand(empty_value):
     assert metrics["accuracy"] == pytest.approx(4 / 5)  # 0->2 loses the tie to cluster 1
     assert metrics["ppl_floor"] == pytest.approx((math.e + 3) / math.e)
     assert metrics["ppl_floor"] <= metrics["ppl"]
+    # bits per byte: the 5 predicted tokens (positions 1..5) stand for 2+3+2+3+4 bytes of text
+    byte_lengths = np.array([1, 2, 3, 2, 3, 4])
+    with_bytes = evaluate(train(exp, tokens, 4), tokens, byte_lengths=byte_lengths)
+    assert math.isclose(with_bytes["bpb"], 5 * ce / math.log(2) / 14, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("empty_value", [0.0, 0.5, 0.3])
+def test_ce_at_any_temperature_matches_the_oracles_softmax(empty_value):
+    rng = np.random.default_rng(int(10 * empty_value) + 3)
+    exp = random_experiment(rng, 3, empty_value, dense_max_bits=8)
+    train_tokens, valid = zipf_tokens(rng, 400, seen=40), zipf_tokens(rng, 80)
+    scores = score(train(exp, train_tokens, V), valid)
+    oracle = ReferenceModel(exp, train_tokens, V)
+    assert np.allclose(ce_at(scores, 1.0), scores.ce, rtol=1e-12)
+    for temperature in (0.25, 0.7, 3.0):
+        assert math.isclose(float(ce_at(scores, temperature).mean()), oracle.ce_at(valid, temperature), rel_tol=1e-9)
+
+
+def test_the_fitted_temperature_minimises_validation_ce():
+    rng = np.random.default_rng(8)
+    exp = Experiment(name="x", tiers="6,4,10;rest,3,8", context=3, negatives=15, empty_value=0.5)
+    train_tokens, valid = zipf_tokens(rng, 3000, seen=44), zipf_tokens(rng, 600)
+    scores = score(train(exp, train_tokens, V), valid)
+    best = fit_temperature(scores)
+    ce = lambda t: float(ce_at(scores, t).mean())  # noqa: E731
+    assert best != 1.0
+    assert ce(best) <= min(ce(best * 1.02), ce(best / 1.02), ce(1.0))
+    calibrated = metrics(scores, temperature=best)["calibrated"]
+    assert calibrated["temperature"] == best and calibrated["ce"] == pytest.approx(ce(best))
+    assert calibrated["ce"] <= metrics(scores)["ce"]
 
 
 def test_blocked_chunked_and_batched_paths_match_oracle(monkeypatch):

@@ -1,20 +1,26 @@
-"""Evaluate a trained model on a split: overall and per-tier metrics (DESIGN.md §3)."""
+"""Evaluate a trained model on a split: overall and per-tier metrics (DESIGN.md §3), bits per
+byte, and CE/PPL at a softmax temperature fitted on validation only.
+
+`score()` runs the kernels once and keeps, per example, how many clusters reached each distinct
+score value; every metric, at any temperature, is computed from that without new lookups.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from ramsweep.engine.backends import cpu
-from ramsweep.engine.layout import DENSE
+from ramsweep.engine.layout import DENSE, Layout
 from ramsweep.engine.train import Model, examples_of, pack
-
-import numba
 
 CACHE_BLOCK_BYTES = 256 * 1024  # memory of one block of clusters, kept hot while examples pass
 DENSE_CHUNK = 64  # examples per work item; sparse tiers give each thread one long slice instead,
 # since their per-neuron tables are large and each should be fetched once per thread
+BETA_RANGE = (1e-3, 1e3)  # inverse temperatures searched: T from 0.001 to 1000
 
 
 def score_tables(neurons: int, empty_value: float) -> tuple[np.ndarray, np.ndarray]:
@@ -24,43 +30,123 @@ def score_tables(neurons: int, empty_value: float) -> tuple[np.ndarray, np.ndarr
     return score, np.exp(score)
 
 
+def score_levels(model: Model) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The distinct cluster scores any tier can produce, and per tier the level of each (t, e)."""
+    tables = [score_tables(m.tier.neurons, model.exp.empty_value)[0] for m in model.memories]
+    valid = [tab[np.add.outer(np.arange(len(tab)), np.arange(len(tab))) < len(tab)] for tab in tables]
+    levels = np.unique(np.concatenate(valid))
+    return levels, [np.searchsorted(levels, tab).clip(0, len(levels) - 1).astype(np.int32) for tab in tables]
+
+
 def ppl_floor(vocab_size: int) -> float:
     """Lowest reachable PPL: scores lie in [0, 1], so p(target) <= e / (e + V - 1)."""
     return (math.e + vocab_size - 1) / math.e
 
 
-def evaluate(model: Model, tokens: np.ndarray) -> dict:
-    """Metrics of `model` on one split. Never builds an examples × clusters matrix."""
+@dataclass
+class Scores:
+    """What scoring one split leaves behind, per example."""
+
+    layout: Layout
+    tiers: list  # the model's Tier of each memory, in order
+    positions: np.ndarray  # (n,) the split positions evaluated (t >= context)
+    ce: np.ndarray  # (n,) -ln p(target) at temperature 1
+    correct: np.ndarray  # (n,) bool: the highest score is the target (ties: earlier cluster)
+    target_tier: np.ndarray  # (n,)
+    target_score: np.ndarray  # (n,)
+    levels: np.ndarray  # (L,) the distinct score values
+    hist: np.ndarray  # (n, L) int32: clusters of each example at each level
+    empties: list  # per tier (empty_all, empty_target) counts per example
+
+
+def score(model: Model, tokens: np.ndarray) -> Scores:
+    """Run the kernels over one split. Never builds an examples × clusters matrix."""
     exp, layout = model.exp, model.layout
     tokens = np.ascontiguousarray(tokens, dtype=np.int32)
     examples = examples_of(tokens, exp.context)
     n = examples.shape[0]
     target_pos = layout.position[tokens[examples]].astype(np.int32)
     x = pack(tokens, examples, layout)
+    levels, level_tables = score_levels(model)
     sumexp, target_score = np.zeros(n), np.zeros(n)
     best_score, best_pos = np.full(n, -np.inf), np.zeros(n, dtype=np.int32)
-    per_tier_empty = []
-    for mem in model.memories:
+    hist = np.zeros((n, len(levels)), dtype=np.int32)
+    empties = []
+    for mem, level_table in zip(model.memories, level_tables):
         tier = mem.tier
         empty_all, empty_target = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-        score, expo = score_tables(tier.neurons, exp.empty_value)
+        score_table, exp_table = score_tables(tier.neurons, exp.empty_value)
         per_cluster = max(1, mem.nbytes // max(1, tier.clusters))
         chunk = DENSE_CHUNK if tier.backend == DENSE else max(DENSE_CHUNK, -(-n // numba.get_num_threads()))
         cpu.evaluate_tier(
             x, target_pos, mem.masks, mem.order, tier.neurons, tier.first, chunk,
             max(1, CACHE_BLOCK_BYTES // per_cluster), tier.backend != DENSE,
-            mem.dense, mem.offsets, mem.keys, mem.vals, score, expo,
-            sumexp, best_score, best_pos, target_score, empty_all, empty_target,
+            mem.dense, mem.offsets, mem.keys, mem.vals, score_table, exp_table, level_table,
+            sumexp, best_score, best_pos, target_score, empty_all, empty_target, hist,
         )
-        per_tier_empty.append((empty_all, empty_target))
-    ce = np.log(sumexp) - target_score
-    correct = best_pos == target_pos
-    target_tier = layout.tier_of_position[target_pos]
-    tiers = [
-        tier_metrics(mem.tier, target_tier == mem.tier.index, ce, correct, empty_all, empty_target, n)
-        for mem, (empty_all, empty_target) in zip(model.memories, per_tier_empty)
-    ]
-    return {**summary(ce, correct), "ppl_floor": ppl_floor(layout.vocab_size), "tiers": tiers}
+        empties.append((empty_all, empty_target))
+    return Scores(layout, [m.tier for m in model.memories], examples, np.log(sumexp) - target_score,
+                  best_pos == target_pos, layout.tier_of_position[target_pos], target_score, levels, hist, empties)
+
+
+def ce_at(s: Scores, temperature: float) -> np.ndarray:
+    """-ln p(target) per example with p = softmax(scores / temperature)."""
+    z = s.levels / temperature
+    top = np.where(s.hist > 0, z, -np.inf).max(axis=1)  # shift: no overflow at small temperatures
+    return top + np.log((s.hist * np.exp(z[None, :] - top[:, None])).sum(axis=1)) - s.target_score / temperature
+
+
+def fit_temperature(s: Scores) -> float:
+    """The temperature that minimises mean CE on these scores (pass validation scores only).
+
+    CE is convex in beta = 1/T (log-sum-exp minus a linear term), with derivative
+    mean(E_beta[score] - target score): bisect on its sign over BETA_RANGE, in log space."""
+    if s.ce.shape[0] == 0:
+        return 1.0
+
+    def slope(beta: float) -> float:
+        w = s.hist * np.exp(beta * (s.levels[None, :] - top[:, None]))  # per-row shift: no underflow
+        return float(((w @ s.levels) / w.sum(axis=1) - s.target_score).mean())
+
+    top = np.where(s.hist > 0, s.levels, -np.inf).max(axis=1)
+
+    lo, hi = np.log(BETA_RANGE[0]), np.log(BETA_RANGE[1])
+    if slope(math.exp(lo)) >= 0:
+        return 1 / BETA_RANGE[0]
+    if slope(math.exp(hi)) <= 0:
+        return 1 / BETA_RANGE[1]
+    for _ in range(60):  # 2^-60 of the log range: far below any CE difference that shows
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if slope(math.exp(mid)) < 0 else (lo, mid)
+    return 1 / math.exp((lo + hi) / 2)
+
+
+def metrics(s: Scores, *, temperature: float | None = None, byte_lengths: np.ndarray | None = None) -> dict:
+    """Overall and per-tier metrics; `bpb` when the split's byte lengths are given; a
+    `calibrated` block at `temperature` when one is given."""
+    n = s.ce.shape[0]
+    bytes_ = float(byte_lengths[s.positions].sum()) if byte_lengths is not None and n else None
+    out = {**summary(s.ce, s.correct), "bpb": bits_per_byte(s.ce, bytes_),
+           "ppl_floor": ppl_floor(s.layout.vocab_size)}
+    if temperature is not None:
+        ce_t = ce_at(s, temperature)
+        mean = float(ce_t.mean()) if n else None
+        out["calibrated"] = {"temperature": temperature, "ce": mean, "ppl": math.exp(mean) if n else None,
+                             "bpb": bits_per_byte(ce_t, bytes_)}
+    out["tiers"] = [tier_metrics(tier, s.target_tier == tier.index, s.ce, s.correct, empty_all, empty_target, n)
+                    for tier, (empty_all, empty_target) in zip(s.tiers, s.empties)]
+    return out
+
+
+def evaluate(model: Model, tokens: np.ndarray, *, temperature: float | None = None,
+             byte_lengths: np.ndarray | None = None) -> dict:
+    """Metrics of `model` on one split (see metrics())."""
+    return metrics(score(model, tokens), temperature=temperature, byte_lengths=byte_lengths)
+
+
+def bits_per_byte(ce: np.ndarray, n_bytes: float | None) -> float | None:
+    """Total information in bits over the bytes of text the evaluated tokens stand for."""
+    return float(ce.sum()) / math.log(2) / n_bytes if n_bytes else None
 
 
 def summary(ce: np.ndarray, correct: np.ndarray) -> dict:

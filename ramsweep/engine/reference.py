@@ -122,6 +122,16 @@ class ReferenceModel:
                          per_tier_empty, int(empties[target_pos])))
         return self._metrics(rows)
 
+    def ce_at(self, tokens, temperature: float) -> float:
+        """Mean -ln p(target) with p = softmax(scores / temperature)."""
+        tokens = [int(t) for t in tokens]
+        ctx, total = self.exp.context, 0.0
+        for t in range(ctx, len(tokens)):
+            z = self.scores(self.input_bits(tokens[t - ctx : t]))[0] / temperature
+            z = z - z.max()
+            total -= z[self.position[tokens[t]]] - math.log(np.exp(z).sum())
+        return total / (len(tokens) - ctx)
+
     def _metrics(self, rows) -> dict:
         def summary(sel):
             if not sel:

@@ -219,12 +219,13 @@ def train_sparse_batch(x, masks, order, neurons, first, n_negatives, by_target_o
 
 @njit(cache=True, parallel=True, nogil=True)
 def evaluate_tier(x, target_pos, masks, order, neurons, first, chunk, block,
-                  is_sparse, dense, offsets, keys, vals, score_table, exp_table,
-                  sumexp, best_score, best_pos, target_score, empty_all, empty_target):
+                  is_sparse, dense, offsets, keys, vals, score_table, exp_table, level_table,
+                  sumexp, best_score, best_pos, target_score, empty_all, empty_target, hist):
     """Fold one tier's clusters into each example's running softmax sum and argmax.
 
     score_table[t, e] / exp_table[t, e]: score and exp(score) of a cluster whose neurons
-    read t TRUE and e EMPTY cells. Clusters are visited in cluster order with a strict '>',
+    read t TRUE and e EMPTY cells; level_table[t, e] its column in `hist`, which counts each
+    example's clusters per distinct score (what a softmax at another temperature needs). Clusters are visited in cluster order with a strict '>',
     so ties go to the earlier cluster. Blocks of `block` clusters keep their memory in cache
     while a chunk of `chunk` examples passes over it.
     """
@@ -248,6 +249,7 @@ def evaluate_tier(x, target_pos, masks, order, neurons, first, chunk, block,
                         n_true += v == 3
                         n_empty += v == 0
                     total += exp_table[n_true, n_empty]
+                    hist[e, level_table[n_true, n_empty]] += 1
                     s = score_table[n_true, n_empty]
                     if s > bs:
                         bs, bp = s, first + c
