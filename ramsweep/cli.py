@@ -85,7 +85,35 @@ FULL_DATA = typer.Option("--full-data", help="Use whole splits, not the fast-mod
 JOBS = typer.Option("--jobs", "-j", min=1, help="Experiments run at once, in worker processes (the numba threads "
                     "are shared out between them).")
 RETRY = typer.Option(help="Run experiments whose last attempt failed again (interrupted ones always are).")
+DATA = typer.Option("--data", help="Corpus: kjv (embedded; the default unless the set file has data:), wikitext2 (a local copy, see "
+                    "--data-path) or text (any UTF-8 file or folder).")
+DATA_PATH = typer.Option("--data-path", help="Folder of WikiText-2 (its wiki.*.tokens/.raw files or the Hugging "
+                         "Face parquet download), or the file/folder of a text corpus.")
+TOKENIZER = typer.Option("--tokenizer", help="word or gpt2 (default: word for kjv and text, gpt2 for wikitext2).")
+TOKENIZER_FILES = typer.Option("--tokenizer-files", help="Folder with GPT-2's encoder.json and vocab.bpe "
+                               "(default: those of the gpt2 extra).")
 FORCE = typer.Option(help="Run this experiment again even if done (repeat, or comma-separate names).")
+
+
+def data_spec(set_data, data: str | None, data_path: Path | None, tokenizer: str | None,
+              tokenizer_files: Path | None, full_data: bool):
+    """The set file's `data:` (if any) with the options given here on top."""
+    from ramsweep.data.spec import with_options
+    from ramsweep.errors import DataError
+
+    try:
+        return with_options(set_data, corpus=data, path=str(data_path) if data_path else None, tokenizer=tokenizer,
+                            tokenizer_files=str(tokenizer_files) if tokenizer_files else None, full_data=full_data)
+    except ValueError as e:  # pydantic's ValidationError: name the option, one line
+        raise DataError(one_line_validation(e)) from None
+
+
+def one_line_validation(e) -> str:
+    options = {"corpus": "--data", "path": "--data-path", "tokenizer": "--tokenizer",
+               "tokenizer_files": "--tokenizer-files"}
+    first = e.errors()[0] if hasattr(e, "errors") else {"loc": (), "msg": str(e)}
+    where = options.get(first["loc"][0], "--data") if first["loc"] else "--data"
+    return f"{where}: {first['msg']}"
 
 
 def run_and_summarize(set_, **options) -> None:
@@ -106,6 +134,10 @@ def run(
     experiments: Annotated[Optional[str], typer.Option(help="Comma-separated experiment names to run.")] = None,
     results: Annotated[Path, RESULTS] = Path("experiments/results.json"),
     full_data: Annotated[bool, FULL_DATA] = False,
+    data: Annotated[Optional[str], DATA] = None,
+    data_path: Annotated[Optional[Path], DATA_PATH] = None,
+    tokenizer: Annotated[Optional[str], TOKENIZER] = None,
+    tokenizer_files: Annotated[Optional[Path], TOKENIZER_FILES] = None,
     jobs: Annotated[int, JOBS] = 1,
     retry_failed: Annotated[bool, RETRY] = True,
     force: Annotated[Optional[list[str]], FORCE] = None,
@@ -116,7 +148,11 @@ def run(
     experiment before running it, so none runs twice. Exit code: 0 all done, 1 something
     failed, 2 bad config, 3 results file unusable, 130/143 interrupted (SIGINT/SIGTERM).
     """
-    run_and_summarize(set_, experiments=names([experiments]) or None, results=results, full_data=full_data,
+    from ramsweep.config import load_set
+
+    exp_set = load_set(set_)
+    run_and_summarize(exp_set, experiments=names([experiments]) or None, results=results,
+                      data=data_spec(exp_set.data, data, data_path, tokenizer, tokenizer_files, full_data),
                       jobs=jobs, retry_failed=retry_failed, force=names(force))
 
 
@@ -135,6 +171,10 @@ def grid(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the configs and their memory; run nothing.")] = False,
     results: Annotated[Path, RESULTS] = Path("experiments/results.json"),
     full_data: Annotated[bool, FULL_DATA] = False,
+    data: Annotated[Optional[str], DATA] = None,
+    data_path: Annotated[Optional[Path], DATA_PATH] = None,
+    tokenizer: Annotated[Optional[str], TOKENIZER] = None,
+    tokenizer_files: Annotated[Optional[Path], TOKENIZER_FILES] = None,
     jobs: Annotated[int, JOBS] = 1,
     retry_failed: Annotated[bool, RETRY] = True,
 ):
@@ -149,12 +189,13 @@ def grid(
     exp_set = grid_set(tiers, bits=parse_range(bits, "--bits") if bits else None,
                        counts=names([counts]) or None, neurons=numbers(neurons, "--neurons"),
                        context=context, negatives=negatives, limit=limit, sample=sample, seed=seed)
+    spec = data_spec(exp_set.data, data, data_path, tokenizer, tokenizer_files, full_data)
     if dry_run:
         from ramsweep.sweep.grid import dry_run as describe
 
-        sys.stdout.write(describe(exp_set, full_data=full_data))
+        sys.stdout.write(describe(exp_set, spec))
         return
-    run_and_summarize(exp_set, results=results, full_data=full_data, jobs=jobs, retry_failed=retry_failed)
+    run_and_summarize(exp_set, results=results, data=spec, jobs=jobs, retry_failed=retry_failed)
 
 
 def numbers(option: str | None, flag: str) -> list[int] | None:
@@ -191,13 +232,21 @@ def status(
     ),
     set_: Annotated[Optional[str], typer.Option("--set", help="Also list the set's experiments not started yet.")] = None,
     full_data: Annotated[bool, typer.Option("--full-data", help="The set runs with --full-data.")] = False,
+    data: Annotated[Optional[str], DATA] = None,
+    data_path: Annotated[Optional[Path], DATA_PATH] = None,
+    tokenizer: Annotated[Optional[str], TOKENIZER] = None,
+    tokenizer_files: Annotated[Optional[Path], TOKENIZER_FILES] = None,
 ):
     """Per experiment: done, failed, interrupted, running (by which runner) or pending, and
     an estimate of the time left. Reads only; safe while runners work."""
     from ramsweep.sweep.status import status as sweep_status
     from ramsweep.sweep.status import summary_line
 
-    s = sweep_status(results, set_, full_data=full_data)
+    from ramsweep.config import load_set
+
+    exp_set = load_set(set_) if set_ else None
+    spec = data_spec(exp_set.data if exp_set else None, data, data_path, tokenizer, tokenizer_files, full_data)
+    s = sweep_status(results, exp_set, data=spec)
     table = Table("experiment", "state", "detail", box=box.SIMPLE_HEAD)
     for r in s.rows:
         table.add_row(r.name, r.state, r.detail, style=STATE_STYLE.get(r.state, ""))

@@ -31,7 +31,8 @@ from pydantic import (
 )
 
 import ramsweep
-from ramsweep.errors import ConfigError
+from ramsweep.data.spec import DataSpec
+from ramsweep.errors import ConfigError, DataError
 
 MAX_BITS = 64  # addresses are built in one unsigned 64-bit word
 TIER_EXAMPLE = '"100,15,20;400,10,12;rest,5,8"'
@@ -301,6 +302,7 @@ class ExperimentSet(_Frozen):
     description: StrictStr = ""
     experiments: tuple[Experiment, ...]
     source: StrictStr
+    data: DataSpec | None = None  # the file's `data:`; None: the command line's (kjv by default)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Self:
@@ -611,6 +613,7 @@ _SET_KEY_KINDS = {
     "include": (list, "a list of set names, e.g. [quick]"),
     "defaults": (dict, "a mapping of experiment fields, e.g. {context: 4}"),
     "experiments": (list, "a list of experiments, each starting with '- name:'"),
+    "data": (dict, "a mapping like {corpus: wikitext2, path: ~/data/wikitext-2}"),
 }
 _SET_KEYS = (*_SET_KEY_KINDS, "grid")  # grid: a GridSpec instead of listed experiments
 
@@ -771,6 +774,7 @@ class GridFile:
     description: str
     source: str
     spec: GridSpec
+    data: DataSpec | None = None
 
 
 def load_grid(name_or_path: str = "grid") -> GridFile:
@@ -779,7 +783,7 @@ def load_grid(name_or_path: str = "grid") -> GridFile:
     raw = _read_set_file(path)
     if raw["grid"] is None:
         raise ConfigError(f"{_display(path)}: has no `grid:` section; use a grid set such as sets/grid.yaml")
-    return GridFile(path.stem, raw["description"], _display(path), _grid_spec(path, raw))
+    return GridFile(path.stem, raw["description"], _display(path), _grid_spec(path, raw), _data_spec(path, raw))
 
 
 def load_set(name_or_path: str) -> ExperimentSet:
@@ -795,8 +799,39 @@ def load_set(name_or_path: str) -> ExperimentSet:
         )
     return ExperimentSet(
         name=path.stem, description=raw["description"], experiments=tuple(experiments),
-        source=_display(path),
+        source=_display(path), data=_data_spec(path, raw),
     )
+
+
+# DataSpec's messages name the command-line options; in a set file the keys are these.
+_DATA_KEYS = {"--data-path": "path", "--tokenizer-files": "tokenizer_files",
+              "--tokenizer": "tokenizer", "--full-data": "full_data", "--data": "corpus"}
+
+
+def _data_spec(path: Path, raw: dict[str, Any]) -> DataSpec | None:
+    """The file's `data:` section (only the named file's: included sets' are not used),
+    a relative `path` or `tokenizer_files` taken from the set file's folder, as cron
+    may start the run anywhere."""
+    if not raw["data"]:
+        return None
+    src, fields = _display(path), dict(raw["data"])
+    unknown = [k for k in fields if k not in DataSpec.model_fields]
+    if unknown:
+        raise ConfigError(
+            f"{src}: data: unknown key '{unknown[0]}'; allowed keys: {', '.join(DataSpec.model_fields)}"
+        )
+    for key in ("path", "tokenizer_files"):
+        if isinstance(fields.get(key), str) and fields[key].strip():
+            fields[key] = str(path.parent / Path(fields[key]).expanduser())
+    try:
+        return DataSpec.model_validate(fields)
+    except DataError as err:
+        message = re.sub("|".join(_DATA_KEYS), lambda m: _DATA_KEYS[m[0]], str(err))
+        raise ConfigError(f"{src}: data: {message}") from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "data"
+        raise ConfigError(f"{src}: data: {where}: {first['msg']} (got {_short(first['input'])})") from None
 
 
 def available_sets() -> list[tuple[str, int, str]]:

@@ -31,6 +31,10 @@ def tiny(tmp_path):
     return path
 
 
+def experiment_records(results):
+    return [r for r in orjson.loads(results.read_bytes())["results"] if r.get("kind") != "baseline"]
+
+
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
@@ -39,33 +43,36 @@ def test_run_then_rerun_then_report(tmp_path, tiny):
     results = tmp_path / "out" / "results.json"
     first = invoke("run", "--set", tiny, "--results", results)
     assert first.exit_code == 0, first.output
-    records = orjson.loads(results.read_bytes())["results"]
+    records = experiment_records(results)
     assert [(r["name"], r["status"]) for r in records] == [("alpha", "ok"), ("beta", "ok")]
     assert "2 ran, 0 skipped" in first.stderr
 
     second = invoke("run", "--set", tiny, "--results", results)
     assert second.exit_code == 0
     assert "nothing to run" in second.stderr and "0 ran, 2 skipped" in second.stderr
-    assert orjson.loads(results.read_bytes())["results"] == records
+    assert experiment_records(results) == records
 
     table = invoke("report", results)
     assert table.exit_code == 0
     assert "ranked by test PPL" in table.stdout and "alpha" in table.stdout and "per tier" in table.stdout
     best = min(records, key=lambda r: r["metrics"]["test"]["ppl"])
     md = invoke("report", results, "--format", "md").stdout
-    assert md.splitlines()[4].startswith(f"| 1 | {best['name']} |")
+    assert f"| 1 | {best['name']} |" in md and "| | *kn_bigram (baseline, kjv/word fast)* |" in md
     csv_lines = invoke("report", results, "--format", "csv").stdout.splitlines()
-    assert csv_lines[0].startswith("rank,name,tiers") and len(csv_lines) == 3
+    assert csv_lines[0].startswith("rank,kind,name,tiers") and len(csv_lines) == 1 + 2 + 3  # 3 baselines
     rows = orjson.loads(invoke("report", results, "--format", "json").stdout)
-    assert rows[0]["test_ppl"] == best["metrics"]["test"]["ppl"]
+    ranked = [r for r in rows if r["rank"] is not None]
+    assert ranked[0]["test_ppl"] == best["metrics"]["test"]["ppl"]
+    assert {r["name"] for r in rows if r["kind"] == "baseline"} == {"uniform", "unigram", "kn_bigram"}
     by_val = orjson.loads(invoke("report", results, "-f", "json", "--rank-by", "validation").stdout)
-    assert by_val[0]["val_ppl"] == min(r["metrics"]["validation"]["ppl"] for r in records)
+    assert next(r for r in by_val if r["rank"] == 1)["val_ppl"] == min(
+        r["metrics"]["validation"]["ppl"] for r in records)
 
 
 def test_run_a_chosen_experiment_only(tmp_path, tiny):
     results = tmp_path / "results.json"
     assert invoke("run", "--set", tiny, "--results", results, "--experiments", "beta").exit_code == 0
-    assert [r["name"] for r in orjson.loads(results.read_bytes())["results"]] == ["beta"]
+    assert [r["name"] for r in experiment_records(results)] == ["beta"]
 
 
 BAD = {
@@ -158,7 +165,7 @@ def test_a_disk_full_mid_write_keeps_the_previous_file_and_exits_with_one_line(t
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     monkeypatch.setattr(os, "fsync", real_fsync)  # space freed: the next run records beta
     assert invoke("run", "--set", tiny, "--results", results).exit_code == 0
-    assert [r["name"] for r in orjson.loads(results.read_bytes())["results"]] == ["alpha", "beta"]
+    assert [r["name"] for r in experiment_records(results)] == ["alpha", "beta"]
 
 
 def test_status_shows_done_failed_and_pending_with_a_time_estimate(tmp_path, tiny):
@@ -190,7 +197,7 @@ def test_grid_runs_its_configs_as_ordinary_experiments(tmp_path):
     results = tmp_path / "results.json"
     args = ("grid", "--tiers", "1", "--bits", "4-5", "--context", "1", "--negatives", "5", "--results", results)
     assert invoke(*args).exit_code == 0
-    assert [r["name"] for r in orjson.loads(results.read_bytes())["results"]] == ["grid_b04", "grid_b05"]
+    assert [r["name"] for r in experiment_records(results)] == ["grid_b04", "grid_b05"]
     again = invoke(*args)
     assert again.exit_code == 0 and "0 ran, 2 skipped" in again.stderr
 
@@ -220,5 +227,5 @@ def test_the_readme_cron_recipe_works_and_two_overlapping_jobs_share_the_set(tmp
     assert "\x1b[" not in log  # no colours or progress bars in a log file
     assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d ", line) for line in log.splitlines()), log
     assert log.count(" done e") == 4 and log.count(" end: ") == 2
-    records = orjson.loads((install / "experiments" / "results.json").read_bytes())["results"]
+    records = experiment_records(install / "experiments" / "results.json")
     assert sorted(r["name"] for r in records) == ["e4", "e5", "e6", "e7"]

@@ -21,11 +21,13 @@ from ramsweep.sweep.store import OK, ResultsStore
 
 FORMATS = ("table", "md", "csv", "json")
 RANK_BY = ("test", "validation")
-COLUMNS = ("rank", "name", "tiers", "context", "val_ppl", "test_ppl", "test_acc", "ppl_floor", "train_s", "eval_s")
+COLUMNS = ("rank", "kind", "name", "tiers", "context", "val_ppl", "test_ppl", "test_ppl_calibrated", "temperature",
+           "test_bpb", "test_acc", "ppl_floor", "data", "train_s", "eval_s")
 
 
 def ranked(results: str | Path, rank_by: str = "test") -> list[dict]:
-    """Completed records, latest per key, best (lowest PPL on `rank_by`) first."""
+    """Completed records (experiments and count-model baselines), latest per key, best
+    (lowest PPL on `rank_by`) first."""
     if rank_by not in RANK_BY:
         raise ConfigError(f"--rank-by: '{rank_by}' is not one of {', '.join(RANK_BY)}")
     path = Path(results)
@@ -35,15 +37,28 @@ def ranked(results: str | Path, rank_by: str = "test") -> list[dict]:
     return sorted(latest.values(), key=lambda r: _nan_last(r["metrics"][rank_by]["ppl"]))
 
 
+def is_baseline(record: dict) -> bool:
+    return record.get("kind") == "baseline"
+
+
 def rows(records: list[dict]) -> list[dict]:
-    out = []
-    for i, r in enumerate(records, 1):
-        v, t, timing = r["metrics"]["validation"], r["metrics"]["test"], r["timing"]
-        out.append({
-            "rank": i, "name": r["name"], "tiers": r["spec"]["tiers"], "context": r["spec"]["context"],
-            "val_ppl": v["ppl"], "test_ppl": t["ppl"], "test_acc": t["accuracy"], "ppl_floor": t["ppl_floor"],
-            "train_s": timing["train_s"], "eval_s": timing["validation_s"] + timing["test_s"],
-        })
+    """One flat row per record; experiments are ranked, baselines stand between them unranked."""
+    out, rank = [], 0
+    for r in records:
+        v, t = r["metrics"]["validation"], r["metrics"]["test"]
+        data = r.get("data", {})
+        row = {"rank": None, "kind": r.get("kind", "experiment"), "name": r["name"], "tiers": None, "context": None,
+               "val_ppl": v["ppl"], "test_ppl": t["ppl"], "test_ppl_calibrated": None, "temperature": None,
+               "test_bpb": t.get("bpb"), "test_acc": t.get("accuracy"), "ppl_floor": t.get("ppl_floor"),
+               "data": f"{data.get('corpus')}/{data.get('tokenizer')}{'' if data.get('full_data') else ' fast'}",
+               "train_s": None, "eval_s": None}
+        if not is_baseline(r):
+            rank += 1
+            timing, calibrated = r["timing"], t.get("calibrated") or {}
+            row.update(rank=rank, tiers=r["spec"]["tiers"], context=r["spec"]["context"],
+                       test_ppl_calibrated=calibrated.get("ppl"), temperature=calibrated.get("temperature"),
+                       train_s=timing["train_s"], eval_s=timing["validation_s"] + timing["test_s"])
+        out.append(row)
     return out
 
 
@@ -67,22 +82,29 @@ def report(results: str | Path, format: str = "table", top: int = 3, rank_by: st
 
 
 def renderable(records: list[dict], top: int = 3, rank_by: str = "test") -> Group:
-    """The rich tables: the ranking, then a per-tier breakdown (test split) of the `top` first."""
+    """The rich tables: the ranking (with the baselines in their place), then a per-tier
+    breakdown (test split) of the `top` first experiments."""
     if not records:
         return Group("no completed experiments in this results file")
-    floors = sorted({f"{r['metrics']['test']['ppl_floor']:,.0f}" for r in records})
-    ranking = Table(title=f"Experiments ranked by {rank_by} PPL (PPL floor {', '.join(floors)})",
+    floors = sorted({f"{r['metrics']['test']['ppl_floor']:,.0f}" for r in records if not is_baseline(r)})
+    ranking = Table(title=f"Experiments ranked by {rank_by} PPL (PPL floor {', '.join(floors) or '—'}; "
+                          f"cal. = test PPL at the temperature fitted on validation)",
                     title_justify="left", box=box.SIMPLE_HEAD)
     ranking.add_column("#", justify="right", no_wrap=True)
     ranking.add_column("name", min_width=10, overflow="fold")
     ranking.add_column("tiers", min_width=10)  # wraps after each ';'
-    for col in ("ctx", "val PPL", "test PPL", "test acc", "time s"):
+    for col in ("ctx", "val PPL", "test PPL", "cal.", "bpb", "acc", "s"):
         ranking.add_column(col, justify="right", no_wrap=True)
     for row in rows(records):
+        if row["kind"] == "baseline":
+            ranking.add_row("", f"{row['name']} (baseline)", row["data"], "", _ppl(row["val_ppl"]),
+                            _ppl(row["test_ppl"]), "", _num(row["test_bpb"], ".3f"), "", "", style="dim")
+            continue
         ranking.add_row(str(row["rank"]), row["name"], row["tiers"].replace(";", "; "), str(row["context"]),
-                        _ppl(row["val_ppl"]), _ppl(row["test_ppl"]), _pct(row["test_acc"]),
-                        f"{row['train_s'] + row['eval_s']:.0f}")
-    return Group(ranking, *(tier_table(r) for r in records[:top]))
+                        _ppl(row["val_ppl"]), _ppl(row["test_ppl"]), _ppl(row["test_ppl_calibrated"]),
+                        _num(row["test_bpb"], ".3f"), _pct(row["test_acc"], 1), f"{row['train_s'] + row['eval_s']:.0f}")
+    experiments = [r for r in records if not is_baseline(r)]
+    return Group(ranking, *(tier_table(r) for r in experiments[:top]))
 
 
 def tier_table(record: dict) -> Table:
@@ -100,12 +122,18 @@ def tier_table(record: dict) -> Table:
 
 def markdown(records: list[dict], top: int, rank_by: str) -> str:
     lines = [f"## Experiments ranked by {rank_by} PPL", "",
-             "| # | name | tiers | ctx | val PPL | test PPL | test acc | PPL floor |",
-             "|---|------|-------|-----|---------|----------|----------|-----------|"]
+             "| # | name | tiers | ctx | val PPL | test PPL | calibrated test PPL (T) | test bpb | test acc | PPL floor |",
+             "|---|------|-------|-----|---------|----------|-------------------------|----------|----------|-----------|"]
     for row in rows(records):
+        if row["kind"] == "baseline":
+            lines.append(f"| | *{row['name']} (baseline, {row['data']})* | | | {_ppl(row['val_ppl'])} | "
+                         f"{_ppl(row['test_ppl'])} | | {_num(row['test_bpb'], '.3f')} | | |")
+            continue
+        calibrated = f"{_ppl(row['test_ppl_calibrated'])} ({_num(row['temperature'], '.3g')})"
         lines.append(f"| {row['rank']} | {row['name']} | `{row['tiers']}` | {row['context']} | {_ppl(row['val_ppl'])} "
-                     f"| {_ppl(row['test_ppl'])} | {_pct(row['test_acc'])} | {_ppl(row['ppl_floor'])} |")
-    for r in records[:top]:
+                     f"| {_ppl(row['test_ppl'])} | {calibrated} | {_num(row['test_bpb'], '.3f')} "
+                     f"| {_pct(row['test_acc'])} | {_ppl(row['ppl_floor'])} |")
+    for r in [r for r in records if not is_baseline(r)][:top]:
         lines += ["", f"### {r['name']} (test split, per tier)", "",
                   "| tier | clusters | neurons | bits | memory | data % | PPL | acc | empty % | target empty % |",
                   "|------|----------|---------|------|--------|--------|-----|-----|---------|----------------|"]

@@ -37,7 +37,8 @@ def grid_set(
         f"({spec.size:,} experiments)"
     )
     return ExperimentSet(
-        name=name, description=description, experiments=spec.experiments(indices), source=file.source
+        name=name, description=description, experiments=spec.experiments(indices), source=file.source,
+        data=file.data,
     )
 
 
@@ -92,19 +93,20 @@ def parse_range(text: str, flag: str) -> tuple[int, int]:
         raise ConfigError(f"{flag}: '{text}' is not a range of bits; write it like 8-16") from None
 
 
-def dry_run(exp_set: ExperimentSet, *, full_data: bool = False) -> str:
+def dry_run(exp_set: ExperimentSet, data=None) -> str:
     """What `ramsweep grid` would run: each config with its memory estimated from the config
     and the training split's frequencies (an upper bound), then the count."""
     from ramsweep.data import load_corpus
     from ramsweep.engine.layout import estimate_memory_bytes
 
-    corpus = load_corpus("kjv", full_data=full_data)
+    corpus = load_corpus(data or "kjv")
     sizes = [estimate_memory_bytes(e, corpus.train, corpus.vocab_size) for e in exp_set.experiments]
     lines = [f"{i:>6}  {e.name:<22} {str(e.tiers):<34} {mib(b):>12}"
              for i, (e, b) in enumerate(zip(exp_set.experiments, sizes), 1)]
     lines.append(f"{len(sizes):,} experiments in set {exp_set.name}; memory per experiment at most "
                  f"{mib(min(sizes))} to {mib(max(sizes))} (median {mib(float(np.median(sizes)))}), "
-                 f"estimated on {corpus.describe()['corpus']} ({'full' if full_data else 'fast'} mode); nothing was run")
+                 f"estimated on {corpus.name}/{corpus.tokenizer} ({'full' if corpus.full_data else 'fast'} mode); "
+                 f"nothing was run")
     return "\n".join(lines) + "\n"
 
 

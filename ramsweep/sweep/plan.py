@@ -21,6 +21,13 @@ def experiment_key(exp: Experiment, data_fingerprint: str) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def baseline_key(name: str, data_fingerprint: str) -> str:
+    """A count-model baseline is computed once per data (and engine semantics version)."""
+    blob = orjson.dumps({"baseline": name, "data": data_fingerprint, "engine": ENGINE_SEMANTICS_VERSION},
+                        option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Planned:
     experiment: Experiment

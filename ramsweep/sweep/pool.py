@@ -17,13 +17,16 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numba
 
+from pathlib import Path
+
 from ramsweep.config import Experiment
+from ramsweep.data import DataSpec, load_corpus
 
 
 class WorkerPool:
-    def __init__(self, jobs: int, full_data: bool):
+    def __init__(self, jobs: int, data: DataSpec, cache_dir: Path | None):
         self.jobs = jobs
-        self.full_data = full_data
+        self.data, self.cache_dir = data, cache_dir
         self.threads = max(1, numba.config.NUMBA_NUM_THREADS // jobs)
         self.executor = self._start()
 
@@ -32,7 +35,7 @@ class WorkerPool:
                                    initializer=_init_worker, initargs=(self.threads,))
 
     def submit(self, exp: Experiment, set_name: str, key: str):
-        return self.executor.submit(_run, exp, set_name, key, self.full_data)
+        return self.executor.submit(_run, exp, set_name, key, self.data, self.cache_dir)
 
     def wait_any(self, flights: list, timeout: float):
         """(flight, record) of the flights whose experiment ended within `timeout` seconds;
@@ -65,13 +68,11 @@ def _init_worker(threads: int) -> None:
 
 
 @functools.cache
-def _corpus(full_data: bool):
-    from ramsweep.data import load_corpus
-
-    return load_corpus("kjv", full_data=full_data)
+def _corpus(data: DataSpec, cache_dir: Path | None):
+    return load_corpus(data, cache_dir=cache_dir)  # the parent filled the token cache already
 
 
-def _run(exp: Experiment, set_name: str, key: str, full_data: bool) -> dict:
+def _run(exp: Experiment, set_name: str, key: str, data: DataSpec, cache_dir: Path | None) -> dict:
     from ramsweep.sweep.runner import run_experiment  # the runner imports this module
 
-    return run_experiment(exp, _corpus(full_data), set_name=set_name, key=key)
+    return run_experiment(exp, _corpus(data, cache_dir), set_name=set_name, key=key)

@@ -25,14 +25,15 @@ import numba
 
 from ramsweep import ENGINE_SEMANTICS_VERSION, __version__
 from ramsweep.config import Experiment, ExperimentSet, load_set
-from ramsweep.data import Corpus, load_corpus
-from ramsweep.engine.evaluate import evaluate
+from ramsweep.data import Corpus, DataSpec, load_corpus
+from ramsweep.engine.evaluate import evaluate, fit_temperature, metrics, score
 from ramsweep.engine.layout import check_supported
 from ramsweep.engine.train import train
 from ramsweep.errors import ConfigError
 from ramsweep.sweep.claims import Claims, owner_label
 from ramsweep.sweep.interrupts import Interrupted, deferred, raising_on_signals
-from ramsweep.sweep.plan import Planned, plan
+from ramsweep.engine.baselines import BASELINES, baselines
+from ramsweep.sweep.plan import Planned, baseline_key, plan
 from ramsweep.sweep.pool import WorkerPool
 from ramsweep.sweep.store import FAILED, INTERRUPTED, OK, ResultsStore
 
@@ -65,6 +66,7 @@ def run_set(
     *,
     experiments: list[str] | None = None,
     results: str | os.PathLike = DEFAULT_RESULTS,
+    data: DataSpec | None = None,
     full_data: bool = False,
     jobs: int = 1,
     retry_failed: bool = True,
@@ -81,10 +83,14 @@ def run_set(
     exp_set.select(force)  # unknown --force names are an error before any work
     if jobs < 1:
         raise ConfigError(f"--jobs: {jobs} is not a number of processes; use 1 or more")
-    corpus = load_corpus("kjv", full_data=full_data)
+    data = data or exp_set.data or DataSpec()  # given, else the set file's, else kjv
+    if full_data:
+        data = data.model_copy(update={"full_data": True})
+    corpus = load_corpus(data, cache_dir=cache_dir(results))
     for exp in exp_set.experiments:  # fail before any work, not hours into the night
         check_supported(exp, corpus.vocab_size)
     store = ResultsStore(results)
+    record_baselines(store, corpus, log)
     planned = {}  # key -> Planned; the same spec twice in one set runs once
     for p in plan(exp_set.experiments, corpus.fingerprint, set()):
         planned.setdefault(p.key, p)
@@ -107,12 +113,12 @@ def run_set(
     todo = [k for k in planned if wanted(k, by_key.get(k, []))]
     summary = RunSummary(exp_set.name, store.path)
     log(f"set {exp_set.name}: {len(planned)} experiments, {len(planned) - len(todo)} done or skipped, "
-        f"{len(todo)} to run{f' with {jobs} jobs' if jobs > 1 else ''}; data {corpus.describe()['corpus']} "
-        f"({'full' if full_data else 'fast'} mode), results {store.path}")
+        f"{len(todo)} to run{f' with {jobs} jobs' if jobs > 1 else ''}; data {corpus.name}/{corpus.tokenizer} "
+        f"({'full' if data.full_data else 'fast'} mode), results {store.path}")
 
     claims = Claims(store)
     keys = [(k, p.experiment.name) for k, p in planned.items()]
-    pool = WorkerPool(jobs, full_data) if jobs > 1 else None
+    pool = WorkerPool(jobs, data, cache_dir(results)) if jobs > 1 else None
     in_flight: dict[str, Flight] = {}
     waiting_on: set[str] = set()
 
@@ -175,6 +181,33 @@ def run_set(
     return summary
 
 
+def cache_dir(results: str | os.PathLike) -> Path:
+    """Tokenized corpora are cached beside the results, so a night tokenizes once."""
+    return Path(results).parent / ".ramsweep-cache"
+
+
+def record_baselines(store: ResultsStore, corpus: Corpus, log: Callable[[str], None]) -> None:
+    """Uniform, unigram and Kneser-Ney bigram on exactly the experiments' splits and tokens,
+    once per data fingerprint per results file: the report shows them beside the experiments."""
+    keys = {name: baseline_key(name, corpus.fingerprint) for name in BASELINES}
+    with deferred(), store.locked():  # checked and added under the lock: two runners never both add them
+        done = {r["key"] for r in store.records() if r.get("status") == OK}
+        if all(k in done for k in keys.values()):
+            return
+        started, t0 = now(), time.perf_counter()
+        splits = ("validation", "test")
+        found = baselines(corpus.train, {s: corpus.split(s) for s in splits}, corpus.vocab_size,
+                          {s: corpus.byte_lengths(s) for s in splits})
+        elapsed = time.perf_counter() - t0
+        for name, metrics_ in found.items():
+            if keys[name] not in done:
+                store.append_locked({"kind": "baseline", "name": name, "key": keys[name], "status": OK,
+                                     "data": corpus.describe(), "metrics": metrics_, "timing": {"total_s": elapsed},
+                                     "environment": environment(), "started": started, "finished": now()})
+    log("baselines on the same splits: " + ", ".join(
+        f"{name} test PPL {m['test']['ppl']:,.0f}" for name, m in found.items()))
+
+
 def base_record(exp: Experiment, corpus: Corpus, set_name: str, key: str, started: str) -> dict:
     return {"name": exp.name, "set": set_name, "key": key, "spec": exp.model_dump(mode="json"),
             "data": corpus.describe(), "environment": environment(), "started": started}
@@ -201,9 +234,12 @@ def run_experiment(exp: Experiment, corpus: Corpus, *, set_name: str, key: str) 
         t0 = time.perf_counter()
         model = train(exp, corpus.train, corpus.vocab_size)
         t1 = time.perf_counter()
-        validation = evaluate(model, corpus.validation)
+        val_scores = score(model, corpus.validation)
+        temperature = fit_temperature(val_scores)  # fitted on validation only, then applied to test
+        validation = metrics(val_scores, temperature=temperature, byte_lengths=corpus.byte_lengths("validation"))
         t2 = time.perf_counter()
-        test = evaluate(model, corpus.test)  # final figures only: nothing is chosen on test
+        # final figures only: nothing is chosen on test
+        test = evaluate(model, corpus.test, temperature=temperature, byte_lengths=corpus.byte_lengths("test"))
         t3 = time.perf_counter()
         resources = {
             "device": "cpu",
@@ -232,7 +268,9 @@ def describe_record(r: dict) -> str:
     if r["status"] != OK:
         return f"FAILED {r['name']}: {r['error']}"
     v, t = r["metrics"]["validation"], r["metrics"]["test"]
-    return (f"done {r['name']}: val PPL {v['ppl']:,.0f}, test PPL {t['ppl']:,.0f}, test acc "
+    bpb = f", bpb {t['bpb']:.3f}" if t.get("bpb") is not None else ""
+    return (f"done {r['name']}: val PPL {v['ppl']:,.0f}, test PPL {t['ppl']:,.0f} (calibrated "
+            f"{t['calibrated']['ppl']:,.0f} at T={t['calibrated']['temperature']:.3g}){bpb}, test acc "
             f"{100 * t['accuracy']:.2f}% in {r['timing']['total_s']:.1f}s")
 
 

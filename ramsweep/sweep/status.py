@@ -36,7 +36,7 @@ class SweepStatus:
     left: int = field(default=0)
 
 
-def status(results: str | Path, set_=None, *, full_data: bool = False) -> SweepStatus:
+def status(results: str | Path, set_=None, *, data=None) -> SweepStatus:
     """Per experiment: done / failed / interrupted / running (by whom) / pending. Pending
     experiments are known only with a set (`set_`: name, path or ExperimentSet)."""
     store = ResultsStore(results)
@@ -45,7 +45,8 @@ def status(results: str | Path, set_=None, *, full_data: bool = False) -> SweepS
                          f"or add --set to see what is pending")
     records = store.records()
     latest = {}
-    for r in records:  # an ok record wins over later attempts (--force re-runs are still done)
+    for r in (r for r in records if r.get("kind", "experiment") == "experiment"):
+        # an ok record wins over later attempts (--force re-runs are still done)
         if latest.get(r["key"], {}).get("status") != OK or r.get("status") == OK:
             latest[r["key"]] = r
     claims = store.claims()
@@ -53,7 +54,7 @@ def status(results: str | Path, set_=None, *, full_data: bool = False) -> SweepS
     live = {k: c for k, c in claims.items() if is_live(c, now)}
 
     if set_ is not None:
-        names = planned_names(set_, full_data)
+        names = planned_names(set_, data, store.path)
     else:
         names = {k: r["name"] for k, r in latest.items()} | {k: c["name"] for k, c in live.items()}
     rows = [row(key, name, latest.get(key), live.get(key), now) for key, name in names.items()]
@@ -72,13 +73,15 @@ def status(results: str | Path, set_=None, *, full_data: bool = False) -> SweepS
     return SweepStatus(store.path, rows, counts, runners, median_s, eta_s, left)
 
 
-def planned_names(set_, full_data: bool) -> dict[str, str]:
+def planned_names(set_, data, results: Path) -> dict[str, str]:
     from ramsweep.config import ExperimentSet, load_set
     from ramsweep.data import load_corpus
     from ramsweep.sweep.plan import plan
+    from ramsweep.sweep.runner import cache_dir
 
     exp_set = set_ if isinstance(set_, ExperimentSet) else load_set(set_)
-    fingerprint = load_corpus("kjv", full_data=full_data).fingerprint
+    # the token cache is derived data, not results: filling it keeps status fast next time
+    fingerprint = load_corpus(data or exp_set.data or "kjv", cache_dir=cache_dir(results)).fingerprint
     names: dict[str, str] = {}
     for p in plan(exp_set.experiments, fingerprint, set()):
         names.setdefault(p.key, p.experiment.name)
