@@ -98,7 +98,7 @@ def quick_set(full_data: bool, lookups: dict[str, float]) -> list[str]:
         run_set("quick", results=results, full_data=full_data)  # prints nothing; log is silent
         import orjson
 
-        records = orjson.loads(results.read_bytes())["results"]
+        records = [r for r in orjson.loads(results.read_bytes())["results"] if r.get("kind") != "baseline"]
     mode = "full-data" if full_data else "fast"
     lines = [f"Quick set, {mode} mode ({records[0]['data']['split_tokens']} tokens; "
              f"{numba.get_num_threads()} numba threads)", "",

@@ -3,6 +3,7 @@
 import errno
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -229,3 +230,65 @@ def test_the_readme_cron_recipe_works_and_two_overlapping_jobs_share_the_set(tmp
     assert log.count(" done e") == 4 and log.count(" end: ") == 2
     records = experiment_records(install / "experiments" / "results.json")
     assert sorted(r["name"] for r in records) == ["e4", "e5", "e6", "e7"]
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "wikitext"
+
+
+def test_a_hugging_face_wikitext_download_runs_with_one_option(tmp_path, tiny):
+    # As a new user has it: the dataset repo's folder, configs as subfolders of parquet files.
+    download = tmp_path / "wikitext"
+    shutil.copytree(FIXTURES / "hf", download)
+    results = tmp_path / "results.json"
+    first = invoke("run", "--set", tiny, "--results", results, "--data", "wikitext2", "--data-path", download)
+    assert first.exit_code == 0, first.output
+    records = experiment_records(results)
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    data = records[0]["data"]
+    assert (data["corpus"], data["tokenizer"], data["vocab_size"]) == ("wikitext2", "gpt2", 50_257)
+    assert data["variant"] == "raw: hugging face parquet wikitext-2-raw-v1"
+    assert all(r["metrics"]["test"]["bpb"] > 0 for r in records)
+    assert "wikitext2/gpt2" in invoke("report", results).stdout
+    # the tokens were cached beside the results: a second night reads them, runs nothing new
+    assert list((tmp_path / ".ramsweep-cache").glob("wikitext2-gpt2-*.npz"))
+    again = invoke("run", "--set", tiny, "--results", results, "--data", "wikitext2", "--data-path", download)
+    assert again.exit_code == 0 and "0 ran, 2 skipped" in again.stderr
+
+
+def test_a_set_file_names_its_data_and_options_override_it(tmp_path):
+    shutil.copytree(FIXTURES / "classic" / "wikitext-2-raw", tmp_path / "data" / "wiki")
+    (tmp_path / "sets").mkdir()
+    set_path = tmp_path / "sets" / "wiki.yaml"
+    set_path.write_text(TINY.replace("experiments:", "data: {corpus: wikitext2, path: ../data/wiki}\nexperiments:")
+                        .replace("  - {name: beta", "  # - {name: beta"))
+    results = tmp_path / "results.json"
+    # the path is the set file's, whatever folder the run starts in
+    assert invoke("run", "--set", set_path, "--results", results).exit_code == 0
+    assert experiment_records(results)[0]["data"]["corpus"] == "wikitext2"
+    word = invoke("run", "--set", set_path, "--results", results, "--tokenizer", "word")
+    assert word.exit_code == 0, word.output
+    kjv = invoke("run", "--set", set_path, "--results", results, "--data", "kjv")
+    assert kjv.exit_code == 0, kjv.output
+    assert [(r["data"]["corpus"], r["data"]["tokenizer"]) for r in experiment_records(results)] == [
+        ("wikitext2", "gpt2"), ("wikitext2", "word"), ("kjv", "word")]
+
+
+@pytest.mark.parametrize("data, args, pattern", [
+    ("{corpus: wikitext2}", [], r"data: --data wikitext2 needs --data-path|data: corpus wikitext2 needs path"),
+    ("{corpus: wikitext2, path: nowhere}", [], r"--data-path .*nowhere does not exist"),
+    ("{corpus: wiki}", [], r"data: unknown corpus 'wiki'; choose one of: kjv, text, wikitext2"),
+    ("{corpus: kjv, tokeniser: gpt2}", [], r"data: unknown key 'tokeniser'; allowed keys: corpus, path"),
+    (None, ["--data", "wikitext2", "--data-path", "nowhere"], r"--data-path .*nowhere does not exist"),
+    (None, ["--tokenizer", "bpe"], r"unknown --tokenizer 'bpe'; choose one of: gpt2, word"),
+    (None, ["--data", "kjv", "--data-path", "x"], r"--data-path is only for --data wikitext2 or text"),
+])
+def test_bad_data_is_one_line_exit_2_and_writes_nothing(tmp_path, data, args, pattern):
+    set_path = tmp_path / "bad.yaml"
+    set_path.write_text(TINY if data is None else TINY.replace("experiments:", f"data: {data}\nexperiments:"))
+    results = tmp_path / "results.json"
+    result = invoke("run", "--set", set_path, "--results", results, *args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert re.search(pattern, lines[0]), lines[0]
+    assert not results.exists()

@@ -1,17 +1,20 @@
 """Results store, keys and the runner: skip what is done, never lose or corrupt a result."""
 
+import dataclasses
 import os
 import subprocess
 import sys
 import time
 
 import numba
+import numpy as np
 import orjson
 import pytest
 
 import ramsweep
 
 from ramsweep.config import Experiment
+from ramsweep.data import load_corpus
 from ramsweep.errors import ConfigError, StoreError
 from ramsweep.sweep import runner
 from ramsweep.sweep.plan import experiment_key, plan
@@ -251,3 +254,48 @@ def test_a_done_experiment_is_not_claimed(tmp_path):
     claims = Claims(store)
     wanted = lambda key, records: not any(r["status"] == "ok" for r in records)  # noqa: E731
     assert claims.claim_next([("a", "a"), ("b", "b")], wanted, "s").key == "b"
+
+
+# --- honest numbers: calibration on validation only, baselines once per data ------------------
+
+def test_the_temperature_is_fitted_without_looking_at_test():
+    exp = Experiment(name="t", tiers="20,2,6;rest,1,4", context=2, negatives=20)
+    corpus = load_corpus("kjv")
+    poisoned_test = np.random.default_rng(0).integers(0, corpus.vocab_size, corpus.test.size, dtype=np.int32)
+    poisoned = dataclasses.replace(corpus, test=poisoned_test)
+    clean_r = runner.run_experiment(exp, corpus, set_name="s", key="k")
+    poisoned_r = runner.run_experiment(exp, poisoned, set_name="s", key="k")
+    clean, dirty = clean_r["metrics"], poisoned_r["metrics"]
+    assert dirty["test"]["ppl"] != clean["test"]["ppl"]  # the poison reached the test figures...
+    # ...but not the temperature, which is fitted on validation and only applied to test
+    assert dirty["test"]["calibrated"]["temperature"] == clean["test"]["calibrated"]["temperature"]
+    assert dirty["validation"] == clean["validation"]
+    # calibration helps on the split it was fitted on
+    assert clean["validation"]["calibrated"]["ce"] <= clean["validation"]["ce"]
+
+
+def test_baselines_are_recorded_once_per_data(tmp_path, monkeypatch):
+    results = tmp_path / "results.json"
+    set_path = write_set(tmp_path)
+    run_set(set_path, results=results, experiments=["one"])
+    run_set(set_path, results=results, experiments=["two"])
+
+    def baselines():
+        return [r for r in orjson.loads(results.read_bytes())["results"] if r.get("kind") == "baseline"]
+
+    first = baselines()
+    assert sorted(r["name"] for r in first) == ["kn_bigram", "uniform", "unigram"]
+    experiment = read(results)["results"][0]
+    assert {r["data"]["fingerprint"] for r in first} == {experiment["data"]["fingerprint"]}
+    by_name = {r["name"]: r["metrics"]["test"] for r in first}
+    vocab = experiment["data"]["vocab_size"]
+    assert by_name["uniform"]["ppl"] == pytest.approx(vocab)
+    # the count models beat uniform guessing on the same tokens, bigram beats unigram
+    assert by_name["kn_bigram"]["ppl"] < by_name["unigram"]["ppl"] < vocab
+
+    monkeypatch.setattr(runner, "run_experiment", lambda exp, corpus, set_name, key: {
+        "key": key, "status": "ok", "name": exp.name, "metrics": {}, "timing": {}})
+    monkeypatch.setattr(runner, "describe_record", lambda r: "")
+    run_set(set_path, results=results, experiments=["one"], full_data=True)  # other data: its own
+    assert len(baselines()) == 6
+    assert len({r["data"]["fingerprint"] for r in baselines()}) == 2

@@ -23,16 +23,15 @@ DENSE_CHUNK = 64  # examples per work item; sparse tiers give each thread one lo
 BETA_RANGE = (1e-3, 1e3)  # inverse temperatures searched: T from 0.001 to 1000
 
 
-def score_tables(neurons: int, empty_value: float) -> tuple[np.ndarray, np.ndarray]:
+def score_table(neurons: int, empty_value: float) -> np.ndarray:
     """score[t, e] = mean over neurons of TRUE→1, FALSE→0, EMPTY→empty_value, for t TRUE, e EMPTY."""
     t, e = np.meshgrid(np.arange(neurons + 1), np.arange(neurons + 1), indexing="ij")
-    score = (t + empty_value * e) / neurons
-    return score, np.exp(score)
+    return (t + empty_value * e) / neurons
 
 
 def score_levels(model: Model) -> tuple[np.ndarray, list[np.ndarray]]:
     """The distinct cluster scores any tier can produce, and per tier the level of each (t, e)."""
-    tables = [score_tables(m.tier.neurons, model.exp.empty_value)[0] for m in model.memories]
+    tables = [score_table(m.tier.neurons, model.exp.empty_value) for m in model.memories]
     valid = [tab[np.add.outer(np.arange(len(tab)), np.arange(len(tab))) < len(tab)] for tab in tables]
     levels = np.unique(np.concatenate(valid))
     return levels, [np.searchsorted(levels, tab).clip(0, len(levels) - 1).astype(np.int32) for tab in tables]
@@ -68,23 +67,23 @@ def score(model: Model, tokens: np.ndarray) -> Scores:
     target_pos = layout.position[tokens[examples]].astype(np.int32)
     x = pack(tokens, examples, layout)
     levels, level_tables = score_levels(model)
-    sumexp, target_score = np.zeros(n), np.zeros(n)
+    target_score = np.zeros(n)
     best_score, best_pos = np.full(n, -np.inf), np.zeros(n, dtype=np.int32)
     hist = np.zeros((n, len(levels)), dtype=np.int32)
     empties = []
     for mem, level_table in zip(model.memories, level_tables):
         tier = mem.tier
         empty_all, empty_target = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-        score_table, exp_table = score_tables(tier.neurons, exp.empty_value)
         per_cluster = max(1, mem.nbytes // max(1, tier.clusters))
         chunk = DENSE_CHUNK if tier.backend == DENSE else max(DENSE_CHUNK, -(-n // numba.get_num_threads()))
         cpu.evaluate_tier(
             x, target_pos, mem.masks, mem.order, tier.neurons, tier.first, chunk,
             max(1, CACHE_BLOCK_BYTES // per_cluster), tier.backend != DENSE,
-            mem.dense, mem.offsets, mem.keys, mem.vals, score_table, exp_table, level_table,
-            sumexp, best_score, best_pos, target_score, empty_all, empty_target, hist,
+            mem.dense, mem.offsets, mem.keys, mem.vals, score_table(tier.neurons, exp.empty_value), level_table,
+            best_score, best_pos, target_score, empty_all, empty_target, hist,
         )
         empties.append((empty_all, empty_target))
+    sumexp = hist @ np.exp(levels)  # from the exact counts: the same on every backend
     return Scores(layout, [m.tier for m in model.memories], examples, np.log(sumexp) - target_score,
                   best_pos == target_pos, layout.tier_of_position[target_pos], target_score, levels, hist, empties)
 

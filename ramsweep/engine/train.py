@@ -129,9 +129,12 @@ def train_sparse(tier, layout, n_examples, offsets_t, common):
         keys_out = np.empty(starts[-1], dtype=key_dtype)
         vals_out = np.empty(starts[-1], dtype=np.uint8)
         cpu.train_sparse_batch(*common, tier.bits, lo, starts, keys_out, vals_out, counts[lo:hi])
-        for b in range(hi - lo):  # compact each neuron's used prefix
-            keys_parts.append(keys_out[starts[b] : starts[b] + counts[lo + b]])
-            vals_parts.append(vals_out[starts[b] : starts[b] + counts[lo + b]])
+        # Compact each neuron's used prefix into new arrays: views would keep the whole
+        # worst-case batch alive until the end (gigabytes over a tier of negatives).
+        used = [slice(starts[b], starts[b] + counts[lo + b]) for b in range(hi - lo)]
+        keys_parts.append(np.concatenate([keys_out[u] for u in used]))
+        vals_parts.append(np.concatenate([vals_out[u] for u in used]))
+        del keys_out, vals_out
         lo = hi
     offsets = np.zeros(tier.n_neurons + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])

@@ -219,15 +219,16 @@ def train_sparse_batch(x, masks, order, neurons, first, n_negatives, by_target_o
 
 @njit(cache=True, parallel=True, nogil=True)
 def evaluate_tier(x, target_pos, masks, order, neurons, first, chunk, block,
-                  is_sparse, dense, offsets, keys, vals, score_table, exp_table, level_table,
-                  sumexp, best_score, best_pos, target_score, empty_all, empty_target, hist):
-    """Fold one tier's clusters into each example's running softmax sum and argmax.
+                  is_sparse, dense, offsets, keys, vals, score_table, level_table,
+                  best_score, best_pos, target_score, empty_all, empty_target, hist):
+    """Fold one tier's clusters into each example's score histogram and argmax.
 
-    score_table[t, e] / exp_table[t, e]: score and exp(score) of a cluster whose neurons
-    read t TRUE and e EMPTY cells; level_table[t, e] its column in `hist`, which counts each
-    example's clusters per distinct score (what a softmax at another temperature needs). Clusters are visited in cluster order with a strict '>',
-    so ties go to the earlier cluster. Blocks of `block` clusters keep their memory in cache
-    while a chunk of `chunk` examples passes over it.
+    score_table[t, e]: score of a cluster whose neurons read t TRUE and e EMPTY cells;
+    level_table[t, e] its column in `hist`, which counts each example's clusters per distinct
+    score: the softmax's sum at any temperature comes from it, exactly the same on every
+    backend. Clusters are visited in cluster order with a strict '>', so ties go to the
+    earlier cluster. Blocks of `block` clusters keep their memory in cache while a chunk of
+    `chunk` examples passes over it.
     """
     n_examples = x.shape[0]
     n_clusters = masks.shape[0] // neurons
@@ -236,7 +237,7 @@ def evaluate_tier(x, target_pos, masks, order, neurons, first, chunk, block,
         for c0 in range(0, n_clusters, block):
             c1 = min(c0 + block, n_clusters)
             for e in range(e0, e1):
-                total, empties = 0.0, 0
+                empties = 0
                 bs, bp = best_score[e], best_pos[e]
                 for c in range(c0, c1):
                     n_true, n_empty = 0, 0
@@ -248,7 +249,6 @@ def evaluate_tier(x, target_pos, masks, order, neurons, first, chunk, block,
                             v = dense_read(dense, n, a)
                         n_true += v == 3
                         n_empty += v == 0
-                    total += exp_table[n_true, n_empty]
                     hist[e, level_table[n_true, n_empty]] += 1
                     s = score_table[n_true, n_empty]
                     if s > bs:
@@ -257,6 +257,5 @@ def evaluate_tier(x, target_pos, masks, order, neurons, first, chunk, block,
                         target_score[e] = s
                         empty_target[e] = n_empty
                     empties += n_empty
-                sumexp[e] += total
                 best_score[e], best_pos[e] = bs, bp
                 empty_all[e] += empties
