@@ -92,6 +92,9 @@ DATA_PATH = typer.Option("--data-path", help="Folder of WikiText-2 (its wiki.*.t
 TOKENIZER = typer.Option("--tokenizer", help="word or gpt2 (default: word for kjv and text, gpt2 for wikitext2).")
 TOKENIZER_FILES = typer.Option("--tokenizer-files", help="Folder with GPT-2's encoder.json and vocab.bpe "
                                "(default: those of the gpt2 extra).")
+DEVICE = typer.Option("--device", help="auto, cpu, cuda, metal, wgpu or hybrid (CPU and GPU at once): where every "
+                      "experiment runs, over the set file's device: (default auto: the fastest here). Results are "
+                      "the same on every device.")
 FORCE = typer.Option(help="Run this experiment again even if done (repeat, or comma-separate names).")
 
 
@@ -141,6 +144,7 @@ def run(
     jobs: Annotated[int, JOBS] = 1,
     retry_failed: Annotated[bool, RETRY] = True,
     force: Annotated[Optional[list[str]], FORCE] = None,
+    device: Annotated[Optional[str], DEVICE] = None,
 ):
     """Run an experiment set, skipping experiments already completed in the results file.
 
@@ -153,7 +157,7 @@ def run(
     exp_set = load_set(set_)
     run_and_summarize(exp_set, experiments=names([experiments]) or None, results=results,
                       data=data_spec(exp_set.data, data, data_path, tokenizer, tokenizer_files, full_data),
-                      jobs=jobs, retry_failed=retry_failed, force=names(force))
+                      jobs=jobs, retry_failed=retry_failed, force=names(force), device=device)
 
 
 @app.command()
@@ -177,6 +181,7 @@ def grid(
     tokenizer_files: Annotated[Optional[Path], TOKENIZER_FILES] = None,
     jobs: Annotated[int, JOBS] = 1,
     retry_failed: Annotated[bool, RETRY] = True,
+    device: Annotated[Optional[str], DEVICE] = None,
 ):
     """Sweep the bits of every tier over a range (week 9: 3 tiers x bits 8-16 = 729 configs).
 
@@ -195,7 +200,7 @@ def grid(
 
         sys.stdout.write(describe(exp_set, spec))
         return
-    run_and_summarize(exp_set, results=results, data=spec, jobs=jobs, retry_failed=retry_failed)
+    run_and_summarize(exp_set, results=results, data=spec, jobs=jobs, retry_failed=retry_failed, device=device)
 
 
 def numbers(option: str | None, flag: str) -> list[int] | None:

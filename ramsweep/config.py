@@ -32,6 +32,7 @@ from pydantic import (
 
 import ramsweep
 from ramsweep.data.spec import DataSpec
+from ramsweep.engine.devices import Device
 from ramsweep.errors import ConfigError, DataError
 
 MAX_BITS = 64  # addresses are built in one unsigned 64-bit word
@@ -49,6 +50,8 @@ _FIXES = {
     "seed": "use a whole number from 0 to 2**64 - 1",
     "dense_max_bits": "use a whole number from 0 to 64 (default 10)",
     "sparse_max_bits": "use a whole number from 0 to 64 (default 30)",
+    "device": "use auto, cpu, cuda, metal, wgpu or hybrid (default auto)",
+    "memory": "use auto (DENSE or SPARSE by estimated fill, the default) or bits (by dense_max_bits alone)",
     "based_on": "give the name of another experiment of the same set",
     "description": "use a quoted string",
     "count": "use a whole number, 1 or more (or rest for the last tier)",
@@ -216,7 +219,9 @@ class TierConfig(_Frozen):
 
 # ---------------------------------------------------------------- experiments
 
-_SPEC_EXCLUDED = {"name", "based_on", "description"}  # labels, not what is computed
+# Labels, and choices that change where and how fast but not what is computed (every device
+# and memory backend gives the same cells and metrics): not part of the experiment's key.
+_SPEC_EXCLUDED = {"name", "based_on", "description", "device", "memory"}
 
 
 class Experiment(_Frozen):
@@ -230,6 +235,8 @@ class Experiment(_Frozen):
     seed: Annotated[StrictInt, Field(ge=0, le=2**64 - 1)] = 0
     dense_max_bits: Annotated[StrictInt, Field(ge=0, le=MAX_BITS)] = 10
     sparse_max_bits: Annotated[StrictInt, Field(ge=0, le=MAX_BITS)] = 30
+    memory: Literal["auto", "bits"] = "auto"
+    device: Device = "auto"
     based_on: StrictStr | None = None
     description: StrictStr = ""
 
@@ -273,7 +280,8 @@ class Experiment(_Frozen):
         return self.context * bits_per_token(vocab_size)
 
     def memory_kind(self, bits: int) -> Literal["dense", "sparse", "lsh"]:
-        """Memory backend for a tier of `bits` inputs under this experiment's thresholds."""
+        """Memory backend for a tier of `bits` inputs under this experiment's thresholds (by
+        bits alone; with memory: auto, layout.py may still make a SPARSE tier DENSE by fill)."""
         if bits <= self.dense_max_bits:
             return "dense"
         return "sparse" if bits <= self.sparse_max_bits else "lsh"

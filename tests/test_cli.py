@@ -292,3 +292,42 @@ def test_bad_data_is_one_line_exit_2_and_writes_nothing(tmp_path, data, args, pa
     assert len(lines) == 1 and "Traceback" not in result.output, result.output
     assert re.search(pattern, lines[0]), lines[0]
     assert not results.exists()
+
+
+NO_CUDA = pytest.mark.skipif(__import__("ramsweep.engine.devices", fromlist=["x"]).cuda_available(),
+                             reason="this machine has a CUDA GPU")
+
+
+@pytest.mark.parametrize("set_text, args, pattern", [
+    (TINY, ["--device", "gpu"], r"^ramsweep: error: device: 'gpu' is not a device; use one of auto, cpu, cuda"),
+    pytest.param(TINY, ["--device", "cuda"], r"device: cuda needs an NVIDIA GPU .*use --device auto or cpu",
+                 marks=NO_CUDA),
+    (TINY.replace("negatives: 20}", "negatives: 20, device: tpu}", 1),
+     [], r"experiment 'alpha': device: .*use auto, cpu, cuda, metal, wgpu or hybrid"),
+    # 13,814 clusters x 3,000 neurons, each negative neuron filling ~100 k of its 2^30 cells
+    ('experiments:\n  - {name: huge, tiers: "rest,3000,30", context: 4, negatives: 1000}\n', [],
+     r"^ramsweep: error: experiment 'huge': needs about [\d,.]+ GiB of memory, more than this machine's"),
+])
+def test_a_device_that_is_not_here_or_a_model_that_cannot_fit_is_refused_before_any_work(
+        tmp_path, set_text, args, pattern):
+    set_path = tmp_path / "set.yaml"
+    set_path.write_text(set_text)
+    results = tmp_path / "results.json"
+    result = invoke("run", "--set", set_path, "--results", results, *args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert re.search(pattern, lines[0]), lines[0]
+    assert not results.exists()
+
+
+def test_report_shows_the_device_that_ran(tmp_path, tiny):
+    results = tmp_path / "results.json"
+    assert invoke("run", "--set", tiny, "--results", results, "--device", "cpu").exit_code == 0
+    assert {r["resources"]["device"] for r in experiment_records(results)} == {"cpu"}
+    table = invoke("report", results).stdout
+    header = next(line for line in table.splitlines() if " name " in line)
+    assert header.split()[-1] == "device", table
+    ranked = [line for line in table.splitlines() if re.match(r"\s*\d+\s+(alpha|beta)\s", line)]
+    assert len(ranked) == 2 and all(line.split()[-1] == "cpu" for line in ranked), table
+    assert "| cpu |" in invoke("report", results, "--format", "md").stdout

@@ -50,7 +50,7 @@ def random_experiment(rng, context: int, empty_value: float, **overrides) -> Exp
 @pytest.mark.parametrize("empty_value", [0.0, 0.5])
 def test_engine_matches_oracle(context, empty_value):
     rng = np.random.default_rng(100 * context + int(10 * empty_value))
-    exp = random_experiment(rng, context, empty_value, dense_max_bits=int(rng.integers(4, 11)))
+    exp = random_experiment(rng, context, empty_value, dense_max_bits=int(rng.integers(4, 11)), memory="bits")
     train_tokens = zipf_tokens(rng, 300, seen=40)  # ids 40..47 never trained: unseen clusters
     valid = zipf_tokens(rng, 60)
     model = train(exp, train_tokens, V)
@@ -67,7 +67,7 @@ def test_engine_matches_oracle(context, empty_value):
 def test_sparse_tiers_match_oracle(tiers, context):
     rng = np.random.default_rng(7)
     exp = Experiment(name="sparse", tiers=tiers, context=context, negatives=10, seed=5,
-                     dense_max_bits=1, sparse_max_bits=64)
+                     dense_max_bits=1, memory="bits", sparse_max_bits=64)
     train_tokens, valid = zipf_tokens(rng, 400), zipf_tokens(rng, 50)
     model = train(exp, train_tokens, V)
     assert {m.tier.backend for m in model.memories} == {"sparse"}
@@ -81,8 +81,8 @@ def test_dense_and_sparse_give_identical_metrics(empty_value):
     rng = np.random.default_rng(11)
     train_tokens, valid = zipf_tokens(rng, 3000), zipf_tokens(rng, 400)
     spec = dict(name="x", tiers="5,4,10;15,3,8;rest,2,6", context=3, negatives=25, empty_value=empty_value)
-    dense = train(Experiment(**spec, dense_max_bits=10), train_tokens, V)
-    sparse = train(Experiment(**spec, dense_max_bits=1), train_tokens, V)
+    dense = train(Experiment(**spec, dense_max_bits=10, memory="bits"), train_tokens, V)
+    sparse = train(Experiment(**spec, dense_max_bits=1, memory="bits"), train_tokens, V)
     assert [m.tier.backend for m in dense.memories] == ["dense"] * 3
     assert [m.tier.backend for m in sparse.memories] == ["sparse"] * 3
     assert cells(dense) == cells(sparse)
@@ -92,11 +92,36 @@ def test_dense_and_sparse_give_identical_metrics(empty_value):
     assert got == want
 
 
+def test_memory_auto_chooses_each_tier_by_fill_and_changes_no_number(monkeypatch):
+    """A tier of negatives fills most of its 12-bit space: DENSE, though 12 bits is above
+    dense_max_bits. A 20-bit tier of rare targets fills almost nothing: SPARSE, unless the
+    whole tier is small enough to be DENSE anyway. The cells and metrics never change."""
+    from ramsweep.engine import layout as layout_module
+
+    rng = np.random.default_rng(2)
+    train_tokens, valid = zipf_tokens(rng, 3000), zipf_tokens(rng, 300)
+    spec = dict(name="x", tiers="4,3,12;rest,2,20", context=4, negatives=4)
+    by_bits = train(Experiment(**spec, memory="bits"), train_tokens, V)
+    small_always_dense = train(Experiment(**spec), train_tokens, V)
+    monkeypatch.setattr(layout_module, "DENSE_ALWAYS_BYTES", 0)
+    by_fill = train(Experiment(**spec), train_tokens, V)
+    assert [m.tier.backend for m in by_bits.memories] == ["sparse", "sparse"]
+    assert [m.tier.backend for m in by_fill.memories] == ["dense", "sparse"]
+    assert [m.tier.backend for m in small_always_dense.memories] == ["dense", "dense"]
+    want = evaluate(by_bits, valid)
+    for model in (by_fill, small_always_dense):
+        assert cells(model) == cells(by_bits)
+        got = evaluate(model, valid)
+        for g, w in zip(got["tiers"], want["tiers"]):
+            g["backend"] = w["backend"]  # the one field allowed to differ
+        assert got == want
+
+
 @pytest.mark.parametrize("dense_max_bits", [10, 1])
 def test_training_order_does_not_change_memory(dense_max_bits):
     rng = np.random.default_rng(3)
     tokens = zipf_tokens(rng, 2000)
-    exp = Experiment(name="x", tiers="8,3,9;rest,2,7", context=4, negatives=20, dense_max_bits=dense_max_bits)
+    exp = Experiment(name="x", tiers="8,3,9;rest,2,7", context=4, negatives=20, dense_max_bits=dense_max_bits, memory="bits")
     in_order = cells(train(exp, tokens, V))
     shuffled = rng.permutation(np.arange(exp.context, tokens.shape[0], dtype=np.int64))
     assert cells(train(exp, tokens, V, examples=shuffled)) == in_order
@@ -178,7 +203,7 @@ def test_metrics_of_a_case_worked_by_hand(empty_value):
 @pytest.mark.parametrize("empty_value", [0.0, 0.5, 0.3])
 def test_ce_at_any_temperature_matches_the_oracles_softmax(empty_value):
     rng = np.random.default_rng(int(10 * empty_value) + 3)
-    exp = random_experiment(rng, 3, empty_value, dense_max_bits=8)
+    exp = random_experiment(rng, 3, empty_value, dense_max_bits=8, memory="bits")
     train_tokens, valid = zipf_tokens(rng, 400, seen=40), zipf_tokens(rng, 80)
     scores = score(train(exp, train_tokens, V), valid)
     oracle = ReferenceModel(exp, train_tokens, V)
@@ -210,7 +235,7 @@ def test_blocked_chunked_and_batched_paths_match_oracle(monkeypatch):
     monkeypatch.setattr(evaluate_module, "DENSE_CHUNK", 3)
     monkeypatch.setattr(train_module, "SPARSE_BATCH_ENTRIES", 200)
     rng = np.random.default_rng(11)
-    exp = Experiment(name="x", tiers="3,4,14;9,3,9;rest,2,12", context=4, negatives=7, dense_max_bits=9,
+    exp = Experiment(name="x", tiers="3,4,14;9,3,9;rest,2,12", context=4, negatives=7, dense_max_bits=9, memory="bits",
                      empty_value=0.5, seed=5)
     train_tokens, valid = zipf_tokens(rng, 700, seen=44), zipf_tokens(rng, 400)
     model = train(exp, train_tokens, V)
@@ -231,7 +256,7 @@ def test_sparse_training_memory_stays_near_one_batch(monkeypatch):
     monkeypatch.setattr(train_module, "SPARSE_BATCH_ENTRIES", batch)
     rng = np.random.default_rng(3)
     tokens = zipf_tokens(rng, 20_000)
-    exp = Experiment(name="x", tiers="40,4,10;rest,1,3", context=3, negatives=40, dense_max_bits=8)
+    exp = Experiment(name="x", tiers="40,4,10;rest,1,3", context=3, negatives=40, dense_max_bits=8, memory="bits")
     train(exp, tokens, V)  # numba compiled and warm before measuring
     tracemalloc.start()
     model = train(exp, tokens, V)
@@ -252,7 +277,7 @@ from ramsweep.engine.train import cells, train
 rng = np.random.default_rng(9)
 p = 1.0 / np.arange(1, 49)
 tokens = rng.choice(48, 1500, p=p / p.sum()).astype(np.int32)
-exp = Experiment(name="x", tiers="4,3,30;10,2,13;rest,2,7", context=6, negatives=12, sparse_max_bits=30)
+exp = Experiment(name="x", tiers="4,3,30;10,2,13;rest,2,7", context=6, negatives=12, sparse_max_bits=30, memory="bits")
 model = train(exp, tokens, 48)
 json.dump({"pext": cpu.USE_PEXT, "cells": sorted([list(k) + [v] for k, v in cells(model).items()]),
            "metrics": evaluate(model, tokens[:300])}, sys.stdout)

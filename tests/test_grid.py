@@ -230,7 +230,7 @@ def test_memory_estimate_is_an_upper_bound(tiers, fields):
     rng = np.random.default_rng(5)
     p = 1.0 / np.arange(1, 41)
     tokens = rng.choice(40, 3000, p=p / p.sum()).astype(np.int32)  # ids 40..47 never seen
-    exp = Experiment(name="m", tiers=tiers, negatives=10, **fields)
+    exp = Experiment(name="m", tiers=tiers, negatives=10, memory="bits", **fields)
     actual = sum(m.nbytes for m in train(exp, tokens, 48).memories)
     estimate = estimate_memory_bytes(exp, tokens, 48)
     assert actual <= estimate <= 4 * actual

@@ -8,6 +8,8 @@ score value; every metric, at any temperature, is computed from that without new
 from __future__ import annotations
 
 import math
+import threading
+import time
 from dataclasses import dataclass
 
 import numba
@@ -20,6 +22,9 @@ from ramsweep.engine.train import Model, examples_of, pack
 CACHE_BLOCK_BYTES = 256 * 1024  # memory of one block of clusters, kept hot while examples pass
 DENSE_CHUNK = 64  # examples per work item; sparse tiers give each thread one long slice instead,
 # since their per-neuron tables are large and each should be fetched once per thread
+HYBRID_PROBE = 1024  # examples each side runs alone, at most, to measure its throughput on a new tier
+HYBRID_PROBE_LOOKUPS = 1 << 26  # ... and no more lookups than this
+HYBRID_MIN_SHARE = 0.03  # below this share of the work the CPU side costs more than it saves
 BETA_RANGE = (1e-3, 1e3)  # inverse temperatures searched: T from 0.001 to 1000
 
 
@@ -58,8 +63,61 @@ class Scores:
     empties: list  # per tier (empty_all, empty_target) counts per example
 
 
-def score(model: Model, tokens: np.ndarray) -> Scores:
-    """Run the kernels over one split. Never builds an examples × clusters matrix."""
+def gpu_backend(device: str):
+    """The kernels module of a GPU device; imported only when used (optional extras)."""
+    if device == "cuda":
+        from ramsweep.engine.backends import cuda
+
+        return cuda
+    if device in ("wgpu", "metal"):
+        from ramsweep.engine.backends import wgpu
+
+        return wgpu
+    raise ValueError(f"unknown device {device!r}")
+
+
+def hybrid(run, n: int, throughput: dict, neurons: int) -> None:
+    """run(device, lo, hi) over examples [0, n), split between the GPU and the CPU threads in
+    proportion to their throughput (examples/s on this tier), both at once. The first time a
+    tier is seen, small slices on each measure it; every run refines it for the next split.
+    The CPU keeps one thread free to feed the GPU, and sits out when its share would be too
+    small to pay for the coordination."""
+    cpu_threads = max(1, numba.get_num_threads() - 1)
+    probe = max(1, min(HYBRID_PROBE, HYBRID_PROBE_LOOKUPS // max(1, neurons)))  # ~0.1 s on the CPU
+
+    def timed(on, lo, hi):
+        threads = numba.get_num_threads()
+        numba.set_num_threads(cpu_threads if on == "cpu" else threads)  # numba's setting is per thread
+        t = time.perf_counter()
+        try:
+            run(on, lo, hi)
+        finally:
+            numba.set_num_threads(threads)
+        if hi - lo >= probe:  # fewer examples time nothing but overheads
+            throughput[on] = (hi - lo) / max(time.perf_counter() - t, 1e-9)
+
+    lo = 0
+    if len(throughput) < 2:
+        if n < 8 * probe:
+            return run("cuda", 0, n)
+        for on in ("cuda", "cpu", "cuda", "cpu"):  # the second of each counts: the first may compile
+            timed(on, lo, lo + probe)
+            lo += probe
+    share = throughput["cpu"] / (throughput["cuda"] + throughput["cpu"])
+    if share < HYBRID_MIN_SHARE:
+        return timed("cuda", lo, n)
+    split = n - round((n - lo) * share)
+    cpu_side = threading.Thread(target=timed, args=("cpu", split, n))  # its kernels release the GIL
+    cpu_side.start()
+    try:
+        timed("cuda", lo, split)
+    finally:
+        cpu_side.join()
+
+
+def score(model: Model, tokens: np.ndarray, device: str = "cpu") -> Scores:
+    """Run the kernels over one split on `device` ("cpu", "cuda", "wgpu", "metal" or "hybrid":
+    each gives the same results). Never builds an examples × clusters matrix."""
     exp, layout = model.exp, model.layout
     tokens = np.ascontiguousarray(tokens, dtype=np.int32)
     examples = examples_of(tokens, exp.context)
@@ -74,14 +132,27 @@ def score(model: Model, tokens: np.ndarray) -> Scores:
     for mem, level_table in zip(model.memories, level_tables):
         tier = mem.tier
         empty_all, empty_target = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-        per_cluster = max(1, mem.nbytes // max(1, tier.clusters))
-        chunk = DENSE_CHUNK if tier.backend == DENSE else max(DENSE_CHUNK, -(-n // numba.get_num_threads()))
-        cpu.evaluate_tier(
-            x, target_pos, mem.masks, mem.order, tier.neurons, tier.first, chunk,
-            max(1, CACHE_BLOCK_BYTES // per_cluster), tier.backend != DENSE,
-            mem.dense, mem.offsets, mem.keys, mem.vals, score_table(tier.neurons, exp.empty_value), level_table,
-            best_score, best_pos, target_score, empty_all, empty_target, hist,
-        )
+        per_example = (best_score, best_pos, target_score, empty_all, empty_target, hist)
+        tables = (mem.dense, mem.offsets, mem.keys, mem.vals, score_table(tier.neurons, exp.empty_value), level_table)
+
+        def run(on: str, lo: int, hi: int) -> None:
+            """The tier's clusters folded into examples [lo, hi) on one device."""
+            out = [a[lo:hi] for a in per_example]  # views: the kernels write in place
+            if on != "cpu" and gpu_backend(on).why_not(x.shape[1], level_table, tier.bits):
+                on = "cpu"  # a tier beyond the GPU kernel's limits: the CPU engine, same results
+            if on == "cpu":
+                per_cluster = max(1, mem.nbytes // max(1, tier.clusters))
+                chunk = DENSE_CHUNK if tier.backend == DENSE else max(DENSE_CHUNK, -(-(hi - lo) // numba.get_num_threads()))
+                cpu.evaluate_tier(x[lo:hi], target_pos[lo:hi], mem.masks, mem.order, tier.neurons, tier.first, chunk,
+                                  max(1, CACHE_BLOCK_BYTES // per_cluster), tier.backend != DENSE, *tables, *out)
+            else:
+                gpu_backend(on).evaluate_tier(x[lo:hi], target_pos[lo:hi], mem.masks, mem.order, tier.neurons,
+                                              tier.first, tier.backend != DENSE, *tables, *out)
+
+        if device == "hybrid":
+            hybrid(run, n, model.throughput.setdefault(tier.index, {}), tier.n_neurons)
+        else:
+            run(device, 0, n)
         empties.append((empty_all, empty_target))
     sumexp = hist @ np.exp(levels)  # from the exact counts: the same on every backend
     return Scores(layout, [m.tier for m in model.memories], examples, np.log(sumexp) - target_score,
@@ -138,9 +209,9 @@ def metrics(s: Scores, *, temperature: float | None = None, byte_lengths: np.nda
 
 
 def evaluate(model: Model, tokens: np.ndarray, *, temperature: float | None = None,
-             byte_lengths: np.ndarray | None = None) -> dict:
+             byte_lengths: np.ndarray | None = None, device: str = "cpu") -> dict:
     """Metrics of `model` on one split (see metrics())."""
-    return metrics(score(model, tokens), temperature=temperature, byte_lengths=byte_lengths)
+    return metrics(score(model, tokens, device), temperature=temperature, byte_lengths=byte_lengths)
 
 
 def bits_per_byte(ce: np.ndarray, n_bytes: float | None) -> float | None:

@@ -14,6 +14,7 @@ from ramsweep.config import Experiment, bits_per_token
 from ramsweep.errors import ConfigError
 
 DENSE, SPARSE = "dense", "sparse"
+DENSE_ALWAYS_BYTES = 256 * 2**20  # memory: auto makes a SPARSE tier DENSE when all of it fits here
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,16 @@ def build_layout(exp: Experiment, train_tokens: np.ndarray, vocab_size: int) -> 
     order, n_seen = cluster_order(train_tokens, vocab_size)
     position = np.empty(vocab_size, dtype=np.int32)
     position[order] = np.arange(vocab_size, dtype=np.int32)
+    n_negatives = min(exp.negatives, n_seen)  # "the most frequent tokens of the training split": seen ones
+    writes = writes_per_cluster(exp, train_tokens, order, n_negatives)
     tiers, first = [], 0
     tier_of_position = np.empty(vocab_size, dtype=np.int16)
     for i, (spec, count) in enumerate(zip(exp.tiers.tiers, exp.tiers.cluster_counts(vocab_size))):
-        tiers.append(Tier(i, first, count, spec.neurons, spec.bits, exp.memory_kind(spec.bits)))
+        backend = exp.memory_kind(spec.bits)
+        if backend == SPARSE and exp.memory == "auto" and dense_pays(spec.bits, count * spec.neurons,
+                                                                      writes[first : first + count]):
+            backend = DENSE
+        tiers.append(Tier(i, first, count, spec.neurons, spec.bits, backend))
         tier_of_position[first : first + count] = i
         first += count
     return Layout(
@@ -87,10 +94,37 @@ def build_layout(exp: Experiment, train_tokens: np.ndarray, vocab_size: int) -> 
         order=order,
         position=position,
         tier_of_position=tier_of_position,
-        # "the `negatives` most frequent tokens of the training split": seen tokens only.
-        n_negatives=min(exp.negatives, n_seen),
+        n_negatives=n_negatives,
         tiers=tuple(tiers),
     )
+
+
+def writes_per_cluster(exp: Experiment, train_tokens: np.ndarray, order: np.ndarray, n_negatives: int) -> np.ndarray:
+    """Training writes each neuron of a cluster receives, by cluster position: the examples
+    whose target it is, plus every example for a negative cluster."""
+    targets = np.asarray(train_tokens)[exp.context :]
+    writes = np.bincount(targets, minlength=order.shape[0])[order].astype(np.int64)
+    writes[:n_negatives] += targets.shape[0]
+    return writes
+
+
+def expected_cells(bits: int, writes: np.ndarray) -> np.ndarray:
+    """Distinct cells a neuron is expected to fill with `writes` writes spread evenly over its
+    2^bits addresses (real contexts repeat, so this errs high)."""
+    space = float(2 ** min(bits, 64))
+    return space * -np.expm1(-writes / space)
+
+
+def dense_pays(bits: int, n_neurons: int, writes: np.ndarray) -> bool:
+    """memory: auto. DENSE reads a cell in one load where SPARSE binary-searches, so a tier
+    is DENSE when that costs little memory: the whole tier within DENSE_ALWAYS_BYTES, or no
+    more than SPARSE (key + value per cell) at the expected fill, whatever the bits."""
+    if bits > 34:  # 2^bits / 4 bytes per neuron: beyond 4 GiB a neuron is never worth it
+        return False
+    dense = max(1, (1 << bits) // 16) * 4
+    if dense * n_neurons <= DENSE_ALWAYS_BYTES:
+        return True
+    return dense <= expected_cells(bits, writes).mean() * (1 + (4 if bits <= 32 else 8))
 
 
 def estimate_memory_bytes(exp: Experiment, train_tokens: np.ndarray, vocab_size: int) -> int:
@@ -99,22 +133,28 @@ def estimate_memory_bytes(exp: Experiment, train_tokens: np.ndarray, vocab_size:
 
     DENSE tiers are exact: (neurons, max(1, 2**bits // 16)) uint32 words. A SPARSE neuron
     stores at most min(2**bits, writes) cells of key (4 bytes up to 32 bits, else 8) + 1
-    value byte, its writes being the examples whose target is its cluster plus, for a
-    negative cluster, every example (train.train_sparse's `bound`). Training's scratch
-    (packed inputs, one sparse batch) is not counted.
+    value byte (writes_per_cluster). Training's scratch (packed inputs, one sparse batch) is
+    not counted.
     """
     layout = build_layout(exp, train_tokens, vocab_size)
-    targets = np.asarray(train_tokens)[exp.context :]
-    writes = np.bincount(targets, minlength=vocab_size)[layout.order].astype(np.int64)  # by cluster position
-    writes[: layout.n_negatives] += targets.shape[0]
+    writes = writes_per_cluster(exp, train_tokens, layout.order, layout.n_negatives)
+    return sum(tier_bytes(layout, tier, np.minimum(writes[tier.first : tier.first + tier.clusters],
+                                                   2 ** min(tier.bits, 62)))
+               for tier in layout.tiers)
+
+
+def expected_tier_bytes(layout: Layout, tier: Tier, train_tokens: np.ndarray, exp: Experiment) -> int:
+    """One tier's arrays at the expected fill (expected_cells): the planning estimate."""
+    writes = writes_per_cluster(exp, train_tokens, layout.order, layout.n_negatives)
+    return tier_bytes(layout, tier, expected_cells(tier.bits, writes[tier.first : tier.first + tier.clusters]))
+
+
+def tier_bytes(layout: Layout, tier: Tier, cells: np.ndarray) -> int:
+    """One tier's arrays (train.TierMemory.nbytes) when each neuron of cluster i stores
+    cells[i] cells (SPARSE; a DENSE tier's size is fixed)."""
     words = (layout.n_input + 63) // 64
-    total = 0
-    for tier in layout.tiers:
-        total += tier.n_neurons * (words * 8 + tier.bits * 2)  # masks uint64, order uint16
-        if tier.backend == DENSE:
-            total += tier.n_neurons * max(1, (1 << tier.bits) // 16) * 4 + 8  # + (1,) offsets
-            continue
-        cells = np.minimum(writes[tier.first : tier.first + tier.clusters], 1 << min(tier.bits, 62))
-        cell_bytes = (4 if tier.bits <= 32 else 8) + 1
-        total += int(cells.sum()) * tier.neurons * cell_bytes + (tier.n_neurons + 1) * 8  # + offsets
-    return total
+    total = tier.n_neurons * (words * 8 + tier.bits * 2)  # masks uint64, order uint16
+    if tier.backend == DENSE:
+        return total + tier.n_neurons * max(1, (1 << tier.bits) // 16) * 4 + 8  # + (1,) offsets
+    cell_bytes = (4 if tier.bits <= 32 else 8) + 1
+    return total + int(np.ceil(cells).astype(np.int64).sum()) * tier.neurons * cell_bytes + (tier.n_neurons + 1) * 8

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -44,6 +45,7 @@ class Model:
     layout: Layout
     memories: list[TierMemory]
     encode_s: float = 0.0  # layout + packing the training contexts, part of the train time
+    throughput: dict = field(default_factory=dict)  # hybrid evaluation: tier -> device -> examples/s
 
 
 def examples_of(tokens: np.ndarray, context: int) -> np.ndarray:
@@ -85,9 +87,11 @@ def wire(exp: Experiment, layout: Layout, tier: Tier) -> tuple[np.ndarray, np.nd
     return masks, order, perm
 
 
-def train(exp: Experiment, tokens: np.ndarray, vocab_size: int, examples: np.ndarray | None = None) -> Model:
+def train(exp: Experiment, tokens: np.ndarray, vocab_size: int, examples: np.ndarray | None = None,
+          device: str = "cpu") -> Model:
     """Train on `tokens` (the training split). `examples` may reorder the positions written;
-    the memory does not depend on that order."""
+    the memory does not depend on that order. `device` "cuda" writes the cells on the GPU
+    (the same cells; sparse tiers wider than cuda.SCRATCH_MAX_BITS stay on the CPU)."""
     tokens = np.ascontiguousarray(tokens, dtype=np.int32)
     if examples is None:
         examples = examples_of(tokens, exp.context)
@@ -96,15 +100,24 @@ def train(exp: Experiment, tokens: np.ndarray, vocab_size: int, examples: np.nda
     t0 = time.perf_counter()
     layout = build_layout(exp, tokens, vocab_size)
     x = pack(tokens, examples, layout)
-    by_target = group_by_target(tokens, examples, layout)
+    # the CPU kernels go through examples by target (the GPU's take them as they come)
+    by_target = functools.cache(lambda: group_by_target(tokens, examples, layout))
+    if device == "cpu":
+        by_target()
     encode_s = time.perf_counter() - t0
-    memories = [train_tier(exp, layout, tier, x, by_target) for tier in layout.tiers]
+    target_pos = layout.position[tokens[examples]]
+    memories = [train_tier(exp, layout, tier, x, by_target, target_pos, device) for tier in layout.tiers]
     return Model(exp, layout, memories, encode_s)
 
 
-def train_tier(exp, layout, tier, x, by_target) -> TierMemory:
+def train_tier(exp, layout, tier, x, by_target, target_pos, device="cpu") -> TierMemory:
     masks, order, _ = wire(exp, layout, tier)
-    offsets_t, examples_t = by_target
+    if device == "cuda":
+        from ramsweep.engine.backends import cuda  # numba-cuda only where a GPU is used
+
+        if x.shape[1] <= cuda.MAX_WORDS and (tier.backend == DENSE or tier.bits <= cuda.SCRATCH_MAX_BITS):
+            return cuda_train_tier(layout, tier, x, target_pos, masks, order)
+    offsets_t, examples_t = by_target()
     common = (x, masks, order, tier.neurons, tier.first, layout.n_negatives, offsets_t, examples_t)
     if tier.backend == DENSE:
         dense = np.zeros((tier.n_neurons, max(1, (1 << tier.bits) // 16)), dtype=np.uint32)
@@ -112,6 +125,20 @@ def train_tier(exp, layout, tier, x, by_target) -> TierMemory:
         return TierMemory(tier, masks, order, dense, np.zeros(1, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.uint8))
     offsets, keys, vals = train_sparse(tier, layout, x.shape[0], offsets_t, common)
     return TierMemory(tier, masks, order, np.zeros((0, 1), np.uint32), offsets, keys, vals)
+
+
+def cuda_train_tier(layout, tier, x, target_pos, masks, order) -> TierMemory:
+    target_cluster = (target_pos - tier.first).astype(np.int32)
+    target_cluster[(target_cluster < 0) | (target_cluster >= tier.clusters)] = -1
+    n_negative_neurons = min(max(layout.n_negatives - tier.first, 0) * tier.neurons, tier.n_neurons)
+    from ramsweep.engine.backends import cuda
+
+    found = cuda.train_tier(x, target_cluster, order, tier.neurons, n_negative_neurons, tier.bits,
+                            tier.backend != DENSE)
+    if tier.backend == DENSE:
+        return TierMemory(tier, masks, order, found[0], np.zeros(1, np.int64), np.zeros(0, np.uint32),
+                          np.zeros(0, np.uint8))
+    return TierMemory(tier, masks, order, np.zeros((0, 1), np.uint32), *found)
 
 
 def train_sparse(tier, layout, n_examples, offsets_t, common):

@@ -22,7 +22,7 @@ from ramsweep.sweep.store import OK, ResultsStore
 FORMATS = ("table", "md", "csv", "json")
 RANK_BY = ("test", "validation")
 COLUMNS = ("rank", "kind", "name", "tiers", "context", "val_ppl", "test_ppl", "test_ppl_calibrated", "temperature",
-           "test_bpb", "test_acc", "ppl_floor", "data", "train_s", "eval_s")
+           "test_bpb", "test_acc", "ppl_floor", "data", "device", "train_s", "eval_s")
 
 
 def ranked(results: str | Path, rank_by: str = "test") -> list[dict]:
@@ -51,12 +51,13 @@ def rows(records: list[dict]) -> list[dict]:
                "val_ppl": v["ppl"], "test_ppl": t["ppl"], "test_ppl_calibrated": None, "temperature": None,
                "test_bpb": t.get("bpb"), "test_acc": t.get("accuracy"), "ppl_floor": t.get("ppl_floor"),
                "data": f"{data.get('corpus')}/{data.get('tokenizer')}{'' if data.get('full_data') else ' fast'}",
-               "train_s": None, "eval_s": None}
+               "device": None, "train_s": None, "eval_s": None}
         if not is_baseline(r):
             rank += 1
             timing, calibrated = r["timing"], t.get("calibrated") or {}
             row.update(rank=rank, tiers=r["spec"]["tiers"], context=r["spec"]["context"],
                        test_ppl_calibrated=calibrated.get("ppl"), temperature=calibrated.get("temperature"),
+                       device=r.get("resources", {}).get("device", "cpu"),
                        train_s=timing["train_s"], eval_s=timing["validation_s"] + timing["test_s"])
         out.append(row)
     return out
@@ -95,14 +96,16 @@ def renderable(records: list[dict], top: int = 3, rank_by: str = "test") -> Grou
     ranking.add_column("tiers", min_width=10)  # wraps after each ';'
     for col in ("ctx", "val PPL", "test PPL", "cal.", "bpb", "acc", "s"):
         ranking.add_column(col, justify="right", no_wrap=True)
+    ranking.add_column("device", no_wrap=True)
     for row in rows(records):
         if row["kind"] == "baseline":
             ranking.add_row("", f"{row['name']} (baseline)", row["data"], "", _ppl(row["val_ppl"]),
-                            _ppl(row["test_ppl"]), "", _num(row["test_bpb"], ".3f"), "", "", style="dim")
+                            _ppl(row["test_ppl"]), "", _num(row["test_bpb"], ".3f"), "", "", "", style="dim")
             continue
         ranking.add_row(str(row["rank"]), row["name"], row["tiers"].replace(";", "; "), str(row["context"]),
                         _ppl(row["val_ppl"]), _ppl(row["test_ppl"]), _ppl(row["test_ppl_calibrated"]),
-                        _num(row["test_bpb"], ".3f"), _pct(row["test_acc"], 1), f"{row['train_s'] + row['eval_s']:.0f}")
+                        _num(row["test_bpb"], ".3f"), _pct(row["test_acc"], 1), f"{row['train_s'] + row['eval_s']:.0f}",
+                        row["device"].split(":")[0])
     experiments = [r for r in records if not is_baseline(r)]
     return Group(ranking, *(tier_table(r) for r in experiments[:top]))
 
@@ -122,17 +125,17 @@ def tier_table(record: dict) -> Table:
 
 def markdown(records: list[dict], top: int, rank_by: str) -> str:
     lines = [f"## Experiments ranked by {rank_by} PPL", "",
-             "| # | name | tiers | ctx | val PPL | test PPL | calibrated test PPL (T) | test bpb | test acc | PPL floor |",
-             "|---|------|-------|-----|---------|----------|-------------------------|----------|----------|-----------|"]
+             "| # | name | tiers | ctx | val PPL | test PPL | calibrated test PPL (T) | test bpb | test acc | PPL floor | device |",
+             "|---|------|-------|-----|---------|----------|-------------------------|----------|----------|-----------|--------|"]
     for row in rows(records):
         if row["kind"] == "baseline":
             lines.append(f"| | *{row['name']} (baseline, {row['data']})* | | | {_ppl(row['val_ppl'])} | "
-                         f"{_ppl(row['test_ppl'])} | | {_num(row['test_bpb'], '.3f')} | | |")
+                         f"{_ppl(row['test_ppl'])} | | {_num(row['test_bpb'], '.3f')} | | | |")
             continue
         calibrated = f"{_ppl(row['test_ppl_calibrated'])} ({_num(row['temperature'], '.3g')})"
         lines.append(f"| {row['rank']} | {row['name']} | `{row['tiers']}` | {row['context']} | {_ppl(row['val_ppl'])} "
                      f"| {_ppl(row['test_ppl'])} | {calibrated} | {_num(row['test_bpb'], '.3f')} "
-                     f"| {_pct(row['test_acc'])} | {_ppl(row['ppl_floor'])} |")
+                     f"| {_pct(row['test_acc'])} | {_ppl(row['ppl_floor'])} | {row['device']} |")
     for r in [r for r in records if not is_baseline(r)][:top]:
         lines += ["", f"### {r['name']} (test split, per tier)", "",
                   "| tier | clusters | neurons | bits | memory | data % | PPL | acc | empty % | target empty % |",

@@ -27,6 +27,7 @@ from ramsweep import ENGINE_SEMANTICS_VERSION, __version__
 from ramsweep.config import Experiment, ExperimentSet, load_set
 from ramsweep.data import Corpus, DataSpec, load_corpus
 from ramsweep.engine.evaluate import evaluate, fit_temperature, metrics, score
+from ramsweep.engine.devices import check_fits, describe, resolve, trains_on
 from ramsweep.engine.layout import check_supported
 from ramsweep.engine.train import train
 from ramsweep.errors import ConfigError
@@ -71,6 +72,7 @@ def run_set(
     jobs: int = 1,
     retry_failed: bool = True,
     force: list[str] = (),
+    device: str | None = None,
     log: Callable[[str], None] = lambda line: None,
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> RunSummary:
@@ -81,6 +83,9 @@ def run_set(
     if experiments:
         exp_set = exp_set.select(experiments)
     exp_set.select(force)  # unknown --force names are an error before any work
+    if device is not None:  # --device: every experiment runs there (its key does not change)
+        exp_set = exp_set.model_copy(update={"experiments": [e.model_copy(update={"device": device})
+                                                             for e in exp_set.experiments]})
     if jobs < 1:
         raise ConfigError(f"--jobs: {jobs} is not a number of processes; use 1 or more")
     data = data or exp_set.data or DataSpec()  # given, else the set file's, else kjv
@@ -89,6 +94,7 @@ def run_set(
     corpus = load_corpus(data, cache_dir=cache_dir(results))
     for exp in exp_set.experiments:  # fail before any work, not hours into the night
         check_supported(exp, corpus.vocab_size)
+        check_fits(exp, corpus.train, corpus.vocab_size, resolve(exp.device))
     store = ResultsStore(results)
     record_baselines(store, corpus, log)
     planned = {}  # key -> Planned; the same spec twice in one set runs once
@@ -231,18 +237,20 @@ def run_experiment(exp: Experiment, corpus: Corpus, *, set_name: str, key: str) 
     """Train and evaluate one experiment; always returns a record (status ok or failed)."""
     record = base_record(exp, corpus, set_name, key, now())
     try:
+        device = resolve(exp.device)
         t0 = time.perf_counter()
-        model = train(exp, corpus.train, corpus.vocab_size)
+        model = train(exp, corpus.train, corpus.vocab_size, device=trains_on(device))
         t1 = time.perf_counter()
-        val_scores = score(model, corpus.validation)
+        val_scores = score(model, corpus.validation, device)
         temperature = fit_temperature(val_scores)  # fitted on validation only, then applied to test
         validation = metrics(val_scores, temperature=temperature, byte_lengths=corpus.byte_lengths("validation"))
         t2 = time.perf_counter()
         # final figures only: nothing is chosen on test
-        test = evaluate(model, corpus.test, temperature=temperature, byte_lengths=corpus.byte_lengths("test"))
+        test = evaluate(model, corpus.test, temperature=temperature, byte_lengths=corpus.byte_lengths("test"),
+                        device=device)
         t3 = time.perf_counter()
         resources = {
-            "device": "cpu",
+            "device": describe(device),
             "threads": numba.get_num_threads(),
             "peak_rss_mb": peak_rss_mb(),
             "memory_mb": sum(m.nbytes for m in model.memories) / 2**20,

@@ -1,0 +1,196 @@
+"""GPU engine benchmark: CUDA against the CPU engine on the same machine, in the same run.
+
+    python benchmarks/gpu.py                      # everything (about 5 minutes on an H100)
+    python benchmarks/gpu.py --only zipf          # one corpus; --configs tier0_20bit
+
+For each corpus (KJV with GPT-2 tokens; a synthetic Zipf corpus the size of WikiText-2:
+2.4 M / 250 k / 290 k tokens over 50,257 ids, drawn i.i.d., so its PPL means nothing) and
+config (`tier0_20bit`, `five_tier_gradient`):
+- one experiment end to end on the GPU, as `ramsweep run --device cuda` runs it (train,
+  validation scores and temperature fit, test), after a warm-up that compiles the kernels;
+- the CPU engine and the GPU on the same slice (the first 1/8 of the training split, 20 k
+  validation examples): their trained cells and scores must be identical, and their
+  throughputs give the ratio;
+- lookups per second as a share of a random-gather microbenchmark on the same GPU.
+Then the extended set end to end on the Zipf corpus, and hybrid (GPU + CPU threads) beside
+CUDA alone. Prints markdown for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+from numba import cuda
+
+from ramsweep.config import Experiment, load_set
+from ramsweep.data import load_corpus
+from ramsweep.data.spec import DataSpec
+from ramsweep.engine.devices import describe
+from ramsweep.engine.evaluate import score
+from ramsweep.engine.layout import build_layout
+from ramsweep.engine.train import train
+from ramsweep.sweep.runner import run_experiment
+
+sys.path.insert(0, str(Path(__file__).parent))
+from engine import lookup_reference  # noqa: E402
+
+CONFIGS = {
+    "tier0_20bit": dict(tiers="100,15,20;400,10,12;rest,5,8", context=4),
+    "five_tier_gradient": dict(tiers="50,37,22;50,31,20;400,11,12;20000,7,10;rest,3,11", context=8),
+}
+WIKITEXT2_SIZE = {"train": 2_400_000, "validation": 250_000, "test": 290_000}
+SLICE_EVAL = 20_000
+
+
+@cuda.jit
+def _gather(table, n_per_thread, out):
+    i = cuda.grid(1)
+    x = np.uint64(i * 2654435761 + 1)
+    s = np.uint32(0)
+    mask = np.uint64(table.shape[0] - 1)
+    for _ in range(n_per_thread):
+        x ^= x << np.uint64(13)
+        x ^= x >> np.uint64(7)
+        x ^= x << np.uint64(17)
+        s += table[x & mask]
+    out[i] = s
+
+
+def gather_reference() -> dict[str, float]:
+    """Random byte gathers per second, one thread per lookup stream, from a table that fits
+    the L2 cache and from one that does not."""
+    out = {}
+    for label, size in (("16 MiB", 1 << 24), ("256 MiB", 1 << 28)):
+        table = cuda.to_device(np.random.default_rng(1).integers(0, 255, size, dtype=np.uint8))
+        threads, per = 1 << 20, 256
+        result = cuda.device_array(threads, dtype=np.uint32)
+        _gather[threads // 256, 256](table, 4, result)
+        cuda.synchronize()
+        t = time.perf_counter()
+        _gather[threads // 256, 256](table, per, result)
+        cuda.synchronize()
+        out[label] = threads * per / (time.perf_counter() - t)
+    return out
+
+
+def zipf_corpus(base):
+    """The KJV corpus object with WikiText-2-sized i.i.d. Zipf splits over its 50,257 ids."""
+    rng = np.random.default_rng(0)
+    p = 1.0 / np.arange(1, base.vocab_size + 1)
+    split = {s: rng.choice(base.vocab_size, n, p=p / p.sum()).astype(np.int32) for s, n in WIKITEXT2_SIZE.items()}
+    return dataclasses.replace(base, train=split["train"], validation=split["validation"], test=split["test"],
+                               token_bytes={s: np.full(n, 4, np.int32) for s, n in WIKITEXT2_SIZE.items()},
+                               name="zipf", fingerprint="zipf-" + base.fingerprint)
+
+
+def work(exp, train_tokens, vocab_size: int, n_eval: int) -> tuple[int, int]:
+    """(training writes, evaluation lookups) of `exp` trained on train_tokens."""
+    layout = build_layout(exp, train_tokens, vocab_size)
+    target_tier = layout.tier_of_position[layout.position[train_tokens[exp.context:]]]
+    writes, lookups = 0, 0
+    for tier in layout.tiers:
+        negative_neurons = min(max(layout.n_negatives - tier.first, 0) * tier.neurons, tier.n_neurons)
+        writes += (len(target_tier) * negative_neurons + int((target_tier == tier.index).sum()) * tier.neurons)
+        lookups += n_eval * tier.n_neurons
+    return writes, lookups
+
+
+def same_scores(a, b) -> bool:
+    return all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("hist", "correct", "target_score", "ce")) and all(
+        np.array_equal(x, y) for p, q in zip(a.empties, b.empties) for x, y in zip(p, q))
+
+
+def same_cells(a, b) -> bool:
+    return all(np.array_equal(getattr(x, k), getattr(y, k))
+               for x, y in zip(a.memories, b.memories) for k in ("dense", "offsets", "keys", "vals"))
+
+
+def timed(fn, *args, **kwargs):
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t
+
+
+def bench(corpus, name: str, gathers: dict) -> tuple[list[str], bool]:
+    exp = Experiment(name=name, **CONFIGS[name])
+    tiny = corpus.train[:5000]
+    score(train(exp, tiny, corpus.vocab_size, device="cuda"), tiny[:500], "cuda")  # compile the kernels
+    score(train(exp, tiny, corpus.vocab_size), tiny[:500])
+    record = run_experiment(exp, corpus, set_name="bench", key=name)
+    assert record["status"] == "ok", record.get("traceback")
+    t, test = record["timing"], record["metrics"]["test"]
+    n_eval = record["metrics"]["validation"]["examples"] + test["examples"]
+
+    part = corpus.train[: len(corpus.train) // 8]
+    held = corpus.validation[: SLICE_EVAL + exp.context]
+    on_cpu, cpu_train = timed(train, exp, part, corpus.vocab_size)
+    on_gpu, gpu_train = timed(train, exp, part, corpus.vocab_size, device="cuda")
+    cpu_scores, cpu_eval = timed(score, on_cpu, held)
+    gpu_scores, gpu_eval = timed(score, on_cpu, held, "cuda")
+    identical = same_cells(on_cpu, on_gpu) and same_scores(cpu_scores, gpu_scores)
+    writes, lookups = work(exp, part, corpus.vocab_size, SLICE_EVAL)
+    full_writes, full_lookups = work(exp, corpus.train, corpus.vocab_size, n_eval)
+    eval_s = t["validation_s"] + t["test_s"]
+    backends = "/".join(b[0].upper() for b in record["resources"]["backends"])
+    return [
+        f"| {corpus.name} | {name} ({backends}) | {t['train_s']:.1f} | {eval_s:.1f} | **{t['total_s']:.1f}** "
+        f"| {full_writes / t['train_s'] / 1e9:.1f} | {full_lookups / eval_s / 1e9:.1f} "
+        f"| {full_lookups / eval_s / gathers['256 MiB']:.2f} / {full_lookups / eval_s / gathers['16 MiB']:.2f} "
+        f"| {cpu_train / gpu_train:.0f}× ({writes / cpu_train / 1e9:.2f} vs {writes / gpu_train / 1e9:.1f} G/s) "
+        f"| {cpu_eval / gpu_eval:.0f}× "
+        f"({lookups / cpu_eval / 1e9:.2f} vs {lookups / gpu_eval / 1e9:.1f} G/s) "
+        f"| {'yes' if identical else '**NO**'} | {test['ppl']:,.0f} |"
+    ], identical
+
+
+def extended(corpus, device: str) -> tuple[float, list[str]]:
+    t0 = time.perf_counter()
+    lines = []
+    for exp in load_set("extended").experiments:
+        record = run_experiment(exp.model_copy(update={"device": device}), corpus, set_name="extended", key=exp.name)
+        assert record["status"] == "ok", record.get("traceback")
+        lines.append(f"{exp.name} {record['timing']['total_s']:.1f} s")
+    return time.perf_counter() - t0, lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=("kjv", "zipf"))
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--no-extended", action="store_true")
+    options = parser.parse_args()
+    kjv = load_corpus(DataSpec(corpus="kjv", tokenizer="gpt2", full_data=True))
+    corpora = {"kjv": kjv, "zipf": zipf_corpus(kjv)}
+    gathers = gather_reference()
+    cpu_lookups = lookup_reference()["256 MiB"]
+    print(f"Device: {describe('cuda')}; CPU engine: {numba.get_num_threads()} numba threads "
+          f"({cpu_lookups / 1e6:,.0f} M random lookups/s from 256 MiB on the CPU)")
+    print("Random-gather microbenchmark on the GPU: " + ", ".join(
+        f"{rate / 1e9:.0f} G/s from {label}" for label, rate in gathers.items()) + "\n")
+    print("| corpus | config (tier memory) | train s | eval s | end to end s | G writes/s | G lookups/s "
+          "| share of gathers (256 MiB / 16 MiB) | train vs CPU | eval vs CPU | CPU ≡ GPU | test PPL |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    all_identical = True
+    for label, corpus in corpora.items():
+        if options.only and label != options.only:
+            continue
+        for name in options.configs.split(","):
+            line, identical = bench(corpus, name, gathers)
+            all_identical &= identical
+            print(*line, sep="\n", flush=True)
+    if not options.no_extended:
+        for device in ("cuda", "hybrid"):
+            total, lines = extended(corpora["zipf"], device)
+            print(f"\nExtended set ({len(lines)} experiments) on the Zipf corpus, device {device}: "
+                  f"**{total:.0f} s** ({'; '.join(lines)})", flush=True)
+    sys.exit(0 if all_identical else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+// Evaluate one range of a tier's clusters for one chunk of examples: cpu.evaluate_tier's loop,
+// one invocation per example (layouts and the host side in wgpu.py). Nothing here compares
+// floats: scores are integer levels, the host maps them to values. Ranges of one tier run in
+// cluster order and carry each example's state in `stats`, so the strict '>' keeps ties with
+// the earlier cluster across ranges too.
+
+struct Params {
+    n_examples: u32,   // rows of `inputs` in this chunk
+    row: u32,          // u32 words per row: the packed context (2 per uint64 word), then the target
+    bits: u32,         // address bits per neuron (<= 32)
+    neurons: u32,      // neurons per cluster
+    c0: u32,           // this range's clusters [c0, c1), counted within the tier
+    c1: u32,
+    first: u32,        // cluster position of the tier's cluster 0
+    n_levels: u32,     // columns of `hist`
+    is_sparse: u32,
+    dense_words: u32,  // u32 words per dense neuron row
+    pad0: u32,
+    pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> inputs: array<u32>;       // (n_examples, row)
+@group(0) @binding(2) var<storage, read> order: array<u32>;        // (range neurons, bits) input bits, MSB first
+@group(0) @binding(3) var<storage, read> level_table: array<u32>;  // (neurons+1, neurons+1): level of (n_true, n_empty)
+@group(0) @binding(4) var<storage, read> cells: array<u32>;        // dense (range neurons, dense_words); sparse keys
+@group(0) @binding(5) var<storage, read> offsets: array<u32>;      // sparse: (range neurons + 1,) into keys
+@group(0) @binding(6) var<storage, read> vals: array<u32>;         // sparse: cell codes, 4 bytes a word
+@group(0) @binding(7) var<storage, read_write> hist: array<u32>;   // (n_examples, n_levels) clusters per level
+@group(0) @binding(8) var<storage, read_write> stats: array<u32>;  // (n_examples, 5), see main
+
+fn address(base: u32, n: u32) -> u32 {
+    var a = 0u;
+    for (var j = 0u; j < p.bits; j++) {
+        let q = order[n * p.bits + j];
+        a = (a << 1u) | ((inputs[base + (q >> 5u)] >> (q & 31u)) & 1u);
+    }
+    return a;
+}
+
+fn sparse_read(n: u32, a: u32) -> u32 {
+    var lo = offsets[n];
+    var hi = offsets[n + 1u];
+    let end = hi;
+    while (lo < hi) {
+        let mid = (lo + hi) >> 1u;
+        if (cells[mid] < a) {
+            lo = mid + 1u;
+        } else {
+            hi = mid;
+        }
+    }
+    if (lo < end && cells[lo] == a) {
+        return (vals[lo >> 2u] >> ((lo & 3u) * 8u)) & 255u;
+    }
+    return 0u;
+}
+
+fn dense_read(n: u32, a: u32) -> u32 {
+    return (cells[n * p.dense_words + (a >> 4u)] >> ((a & 15u) << 1u)) & 3u;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let e = gid.x;
+    if (e >= p.n_examples) {
+        return;
+    }
+    let base = e * p.row;
+    let tpos = inputs[base + p.row - 1u];
+    let s = e * 5u;
+    // stats: 1 + best level so far (0: none yet), its cluster, 1 + the target's level
+    // (0: not met), the target's EMPTY reads, EMPTY reads over all clusters
+    var best = stats[s];
+    var best_c = stats[s + 1u];
+    var empties = 0u;
+    let h = e * p.n_levels;
+    for (var c = p.c0; c < p.c1; c++) {
+        var n_true = 0u;
+        var n_empty = 0u;
+        let n0 = (c - p.c0) * p.neurons;
+        for (var n = n0; n < n0 + p.neurons; n++) {
+            let a = address(base, n);
+            var v: u32;
+            if (p.is_sparse != 0u) {
+                v = sparse_read(n, a);
+            } else {
+                v = dense_read(n, a);
+            }
+            n_true += select(0u, 1u, v == 3u);
+            n_empty += select(0u, 1u, v == 0u);
+        }
+        let level = level_table[n_true * (p.neurons + 1u) + n_empty];
+        hist[h + level] += 1u;
+        if (level + 1u > best) {
+            best = level + 1u;
+            best_c = c;
+        }
+        if (p.first + c == tpos) {
+            stats[s + 2u] = level + 1u;
+            stats[s + 3u] = n_empty;
+        }
+        empties += n_empty;
+    }
+    stats[s] = best;
+    stats[s + 1u] = best_c;
+    stats[s + 4u] += empties;
+}

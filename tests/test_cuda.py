@@ -1,0 +1,162 @@
+"""CUDA ≡ CPU: the same cells and the same scores, counts and metrics.
+
+On a machine with an NVIDIA GPU these run on it. Elsewhere (CI) the one test
+`test_cuda_kernels_in_the_simulator` runs this file again in a subprocess under numba-cuda's
+simulator (NUMBA_ENABLE_CUDASIM=1 must be set before numba starts), on tiny sizes, with the
+kernels' block sizes shrunk so that the simulator's thread-per-thread execution stays quick.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import orjson
+import pytest
+
+from ramsweep.config import Experiment
+from ramsweep.data.spec import DataSpec
+from ramsweep.report import report
+from ramsweep.sweep.runner import run_set
+from ramsweep.engine import evaluate as evaluate_module
+from ramsweep.engine.evaluate import evaluate, score
+from ramsweep.engine.reference import ReferenceModel
+from ramsweep.engine.train import cells, train
+from ramsweep.errors import ConfigError
+
+cuda_backend = pytest.importorskip("ramsweep.engine.backends.cuda", reason="numba-cuda is not installed")
+SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+on_cuda = pytest.mark.skipif(not cuda_backend.available(), reason="no CUDA device (see the simulator test)")
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    """The simulator runs each GPU thread as a Python thread: keep blocks small. The kernels
+    must give the same results for any block size, so this also tests that."""
+    if SIMULATED:
+        for name, value in (("THREADS", 16), ("SCAN_THREADS", 16), ("TARGET_BLOCKS", 4), ("CHUNK", 40),
+                            ("TRAIN_THREADS", 32), ("SCRATCH_BYTES", 4096)):
+            monkeypatch.setattr(cuda_backend, name, value)
+
+
+def zipf(rng, n, vocab):
+    p = 1.0 / np.arange(1, vocab + 1)
+    return rng.choice(vocab, n, p=p / p.sum()).astype(np.int32)
+
+
+CASES = {
+    # dense and sparse tiers, negatives spanning tiers, ties, empty_value 0.5
+    "mixed": dict(tiers="3,4,9;5,3,7;rest,2,5", context=3, negatives=6, dense_max_bits=6, memory="bits", empty_value=0.5),
+    # 7 bits per token x 10 = 70 input bits: neurons read across two 64-bit words
+    "two_words": dict(tiers="4,3,12;rest,2,6", context=10, negatives=3, dense_max_bits=8, memory="bits"),
+    # 2^9 cells = 32 words per neuron: two tiles of the simulator's 16-thread compaction scan
+    "all_sparse": dict(tiers="rest,3,9", context=3, negatives=10, dense_max_bits=4, memory="bits"),
+    # 37 + 31 + 3 neurons with EMPTY at 0.5: more score levels over the model than one tier has
+    "many_levels": dict(tiers="2,37,6;3,31,5;rest,3,4", context=2, negatives=4, empty_value=0.5),
+}
+VOCAB = {"mixed": 40, "two_words": 100, "all_sparse": 30, "many_levels": 20}
+
+
+@on_cuda
+@pytest.mark.parametrize("case", CASES)
+def test_cuda_training_writes_the_cpus_cells_and_scores_match(case):
+    rng = np.random.default_rng(len(case))
+    vocab = VOCAB[case]
+    n_train, n_eval = (300, 120) if SIMULATED else (20_000, 5_000)
+    if SIMULATED and case in ("many_levels", "all_sparse", "two_words"):  # the slowest in the simulator
+        n_train, n_eval = 150, 50
+    exp = Experiment(name=case, seed=7, **CASES[case])
+    tokens, held_out = zipf(rng, n_train, vocab), zipf(rng, n_eval, vocab)
+    on_cpu, on_gpu = train(exp, tokens, vocab), train(exp, tokens, vocab, device="cuda")
+    for a, b in zip(on_cpu.memories, on_gpu.memories):
+        for name in ("dense", "offsets", "keys", "vals"):
+            assert np.array_equal(getattr(a, name), getattr(b, name)), (a.tier, name)
+            assert getattr(a, name).dtype == getattr(b, name).dtype
+
+    cpu_s, gpu_s = score(on_cpu, held_out), score(on_cpu, held_out, device="cuda")
+    for name in ("hist", "correct", "target_tier", "target_score", "ce"):
+        assert np.array_equal(getattr(cpu_s, name), getattr(gpu_s, name)), name
+    for (a_all, a_t), (b_all, b_t) in zip(cpu_s.empties, gpu_s.empties):
+        assert np.array_equal(a_all, b_all) and np.array_equal(a_t, b_t)
+
+
+@on_cuda
+def test_cuda_metrics_equal_the_oracles():
+    rng = np.random.default_rng(5)
+    exp = Experiment(name="x", tiers="3,4,9;rest,2,6", context=3, negatives=5, dense_max_bits=7, memory="bits", seed=2)
+    tokens, held_out = zipf(rng, 250, 40), zipf(rng, 90, 40)
+    model = train(exp, tokens, 40, device="cuda")
+    oracle = ReferenceModel(exp, tokens, 40)
+    assert cells(model) == oracle.cells
+    got, want = evaluate(model, held_out, device="cuda"), oracle.evaluate(held_out)
+    assert got["examples"] == want["examples"] and got["accuracy"] == want["accuracy"]
+    assert got["ce"] == pytest.approx(want["ce"], rel=1e-9)
+
+
+@on_cuda
+def test_hybrid_and_gpu_fallback_give_the_cpus_scores(monkeypatch):
+    """Hybrid splits examples between the CPU threads and the GPU (the split moves with the
+    measured throughput); a tier beyond the kernel's limits runs on the CPU instead."""
+    monkeypatch.setattr(evaluate_module, "HYBRID_PROBE", 8)
+    monkeypatch.setattr(evaluate_module, "HYBRID_MIN_SHARE", 0.0)  # always split, however fast the GPU
+    rng = np.random.default_rng(4)
+    exp = Experiment(name="h", **CASES["mixed"])
+    model = train(exp, zipf(rng, 300, 40), 40)
+    held_out = zipf(rng, 150 if SIMULATED else 5_000, 40)
+    want = score(model, held_out)
+    first, again = score(model, held_out, "hybrid"), score(model, held_out, "hybrid")
+    assert set(model.throughput[0]) == {"cpu", "cuda"}  # measured, then reused
+    monkeypatch.setattr(cuda_backend, "MAX_LEVELS", 3)  # every tier here has more levels
+    fallback = score(model, held_out, "cuda")
+    for got in (first, again, fallback):
+        for name in ("hist", "correct", "target_score", "ce"):
+            assert np.array_equal(getattr(got, name), getattr(want, name)), name
+
+
+WORDS = "the lord said unto moses and aaron of israel land house king people day god son".split()
+
+
+def tiny_set(tmp_path):
+    """A one-experiment set file and a tiny text corpus (ten 1 kB chunks) to run it on."""
+    rng = np.random.default_rng(0)
+    text = tmp_path / "tiny.txt"
+    text.write_text("\n".join(" ".join(rng.choice(WORDS, 220)) for _ in range(10)) + "\n")
+    (tmp_path / "set.yaml").write_text(
+        'experiments:\n  - name: e\n    tiers: "4,3,7;rest,2,5"\n    context: 2\n    negatives: 4\n')
+    return str(tmp_path / "set.yaml"), DataSpec(corpus="text", path=str(text))
+
+
+@on_cuda
+def test_a_model_too_big_for_the_gpu_is_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(cuda_backend, "free_memory", lambda: 2**30)
+    set_file, data = tiny_set(tmp_path)
+    with pytest.raises(ConfigError, match=r"^experiment 'e': needs about [\d.]+ GiB of GPU memory, more than the "
+                                          r"1.0 GiB free on cuda: .*use --device cpu$"):
+        run_set(set_file, results=tmp_path / "results.json", data=data, device="cuda")
+    assert not (tmp_path / "results.json").exists()
+
+
+@on_cuda
+def test_a_gpu_run_and_a_cpu_run_of_a_set_agree(tmp_path):
+    """The same set on both devices: the same keys and numbers; the record and the report
+    say which device ran."""
+    set_file, data = tiny_set(tmp_path)
+    found = {}
+    for device in ("cpu", "cuda"):
+        results = tmp_path / device / "results.json"
+        run_set(set_file, results=results, data=data, device=device)
+        found[device] = [r for r in orjson.loads(results.read_bytes())["results"] if r.get("kind") != "baseline"]
+        assert device in report(results, format="md")
+    (cpu_run,), (gpu_run,) = found["cpu"], found["cuda"]
+    assert cpu_run["key"] == gpu_run["key"] and cpu_run["metrics"] == gpu_run["metrics"]
+    assert cpu_run["resources"]["device"] == "cpu" and gpu_run["resources"]["device"].startswith("cuda: ")
+
+
+@pytest.mark.skipif(SIMULATED or cuda_backend.available(), reason="runs the file itself")
+def test_cuda_kernels_in_the_simulator():
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                           "-k", "not test_cuda_kernels_in_the_simulator"],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "skipped" not in done.stdout.splitlines()[-1], done.stdout[-500:]
