@@ -285,17 +285,21 @@ def test_a_set_file_names_its_data_and_options_override_it(tmp_path):
 def test_bad_data_is_one_line_exit_2_and_writes_nothing(tmp_path, data, args, pattern):
     set_path = tmp_path / "bad.yaml"
     set_path.write_text(TINY if data is None else TINY.replace("experiments:", f"data: {data}\nexperiments:"))
-    results = tmp_path / "results.json"
+    assert_refused_before_any_work(set_path, tmp_path / "results.json", args, pattern)
+
+
+NO_CUDA = pytest.mark.skipif(__import__("ramsweep.engine.devices", fromlist=["x"]).cuda_available(),
+                             reason="this machine has a CUDA GPU")
+
+
+def assert_refused_before_any_work(set_path, results, args, pattern):
+    """`ramsweep run` exits 2 with one line matching `pattern`, no traceback, no results file."""
     result = invoke("run", "--set", set_path, "--results", results, *args)
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.output, result.output
     assert re.search(pattern, lines[0]), lines[0]
     assert not results.exists()
-
-
-NO_CUDA = pytest.mark.skipif(__import__("ramsweep.engine.devices", fromlist=["x"]).cuda_available(),
-                             reason="this machine has a CUDA GPU")
 
 
 @pytest.mark.parametrize("set_text, args, pattern", [
@@ -312,13 +316,7 @@ def test_a_device_that_is_not_here_or_a_model_that_cannot_fit_is_refused_before_
         tmp_path, set_text, args, pattern):
     set_path = tmp_path / "set.yaml"
     set_path.write_text(set_text)
-    results = tmp_path / "results.json"
-    result = invoke("run", "--set", set_path, "--results", results, *args)
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    assert re.search(pattern, lines[0]), lines[0]
-    assert not results.exists()
+    assert_refused_before_any_work(set_path, tmp_path / "results.json", args, pattern)
 
 
 def test_report_shows_the_device_that_ran(tmp_path, tiny):

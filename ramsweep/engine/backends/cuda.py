@@ -22,6 +22,8 @@ import numba
 import numpy as np
 from numba import cuda, int32, uint16, uint32, uint64
 
+from ramsweep.engine.backends.levels import level_scores, tier_levels
+
 THREADS = 128  # examples per evaluation block
 MAX_LEVELS = 128  # one tier's score levels: a shared histogram of up to MAX_LEVELS x THREADS uint16 = 32 KiB
 MAX_WORDS = 8  # packed input words per example (512 input bits)
@@ -169,25 +171,6 @@ def _evaluate(x, target_pos, order, neurons, first, per_block, is_sparse, dense,
             cuda.atomic.add(hist, (e, lv), int32(k))
     cuda.atomic.max(best_key, e, best)
     cuda.atomic.add(empty_all, e, empties)
-
-
-def level_scores(score_table: np.ndarray, level_table: np.ndarray, n_levels: int) -> np.ndarray:
-    """The score of each level (the host side of the GPU's integer levels)."""
-    neurons = score_table.shape[0] - 1
-    valid = np.add.outer(np.arange(neurons + 1), np.arange(neurons + 1)) <= neurons
-    scores = np.zeros(n_levels)
-    scores[level_table[valid]] = score_table[valid]
-    return scores
-
-
-def tier_levels(level_table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(used, local): the model's levels this tier can reach, ascending, and its (t, e) table
-    renumbered into them. The kernel counts local levels (one tier has few: neurons + 1 when
-    EMPTY scores 0), so a model whose tiers reach many levels together still fits."""
-    neurons = level_table.shape[0] - 1
-    valid = np.add.outer(np.arange(neurons + 1), np.arange(neurons + 1)) <= neurons
-    used = np.unique(level_table[valid])
-    return used, np.searchsorted(used, level_table).clip(0, len(used) - 1).astype(np.int32)
 
 
 def why_not(words: int, level_table: np.ndarray, bits: int) -> str | None:

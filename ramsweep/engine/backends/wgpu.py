@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ramsweep.engine.backends.levels import level_scores, tier_levels
+
 WORKGROUP = 64  # the shader's @workgroup_size
 CHUNK = 1 << 16  # examples per dispatch at most
 NEURONS_PER_DISPATCH = 1 << 12  # with CHUNK: at most 2^28 lookups (a fraction of a second) per dispatch
@@ -104,24 +106,6 @@ def unsupported(bits: int, levels: int, row: int, cap: int) -> str | None:
     if 4 * max(levels, row, STATS) > cap:
         return f"one example's {levels} score levels or {row} input words exceed the {cap}-byte buffer cap"
     return None
-
-
-def level_scores(score_table: np.ndarray, level_table: np.ndarray, n_levels: int) -> np.ndarray:
-    """The score of each level (the host side of the GPU's integer levels); as cuda.level_scores."""
-    neurons = score_table.shape[0] - 1
-    valid = np.add.outer(np.arange(neurons + 1), np.arange(neurons + 1)) <= neurons
-    scores = np.zeros(n_levels)
-    scores[level_table[valid]] = score_table[valid]
-    return scores
-
-
-def tier_levels(level_table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(used, local): the model's levels this tier can reach, ascending, and its (t, e) table
-    renumbered into them (as cuda.tier_levels): the kernel counts the tier's few levels only."""
-    neurons = level_table.shape[0] - 1
-    valid = np.add.outer(np.arange(neurons + 1), np.arange(neurons + 1)) <= neurons
-    used = np.unique(level_table[valid])
-    return used, np.searchsorted(used, level_table).clip(0, len(used) - 1).astype(np.uint32)
 
 
 def why_not(words: int, level_table: np.ndarray, bits: int) -> str | None:
