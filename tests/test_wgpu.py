@@ -30,10 +30,11 @@ def zipf(rng, n, vocab):
 
 CASES = {  # as in test_cuda.py
     # dense and sparse tiers, negatives spanning tiers, ties, empty_value 0.5
-    "mixed": dict(tiers="3,4,9;5,3,7;rest,2,5", context=3, negatives=6, dense_max_bits=6, empty_value=0.5),
+    "mixed": dict(tiers="3,4,9;5,3,7;rest,2,5", context=3, negatives=6, dense_max_bits=6, empty_value=0.5,
+                  memory="bits"),
     # 7 bits per token x 10 = 70 input bits: neurons read across two 64-bit words
-    "two_words": dict(tiers="4,3,12;rest,2,6", context=10, negatives=3, dense_max_bits=8),
-    "all_sparse": dict(tiers="rest,3,11", context=3, negatives=10, dense_max_bits=4),
+    "two_words": dict(tiers="4,3,12;rest,2,6", context=10, negatives=3, dense_max_bits=8, memory="bits"),
+    "all_sparse": dict(tiers="rest,3,11", context=3, negatives=10, dense_max_bits=4, memory="bits"),
 }
 VOCAB = {"mixed": 40, "two_words": 100, "all_sparse": 30}
 
@@ -63,7 +64,9 @@ def test_adapter_info():
 
 @pytest.mark.parametrize("case", CASES)
 def test_wgpu_scores_match_the_cpu(case):
-    assert_same_scores(*trained(case))
+    model, held_out = trained(case)
+    assert "sparse" in {m.tier.backend for m in model.memories}  # the binary search runs too
+    assert_same_scores(model, held_out)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -101,7 +104,8 @@ def test_neuron_cap_per_dispatch_gives_the_same_results(monkeypatch):
 
 def test_wgpu_metrics_equal_the_oracles():
     rng = np.random.default_rng(5)
-    exp = Experiment(name="x", tiers="3,4,9;rest,2,6", context=3, negatives=5, dense_max_bits=7, seed=2)
+    exp = Experiment(name="x", tiers="3,4,9;rest,2,6", context=3, negatives=5, dense_max_bits=7, seed=2,
+                     memory="bits")
     tokens, held_out = zipf(rng, 250, 40), zipf(rng, 90, 40)
     model, oracle = train(exp, tokens, 40), ReferenceModel(exp, tokens, 40)
     got, want = evaluate(model, held_out, device="wgpu"), oracle.evaluate(held_out)
