@@ -226,6 +226,22 @@ def test_the_fitted_temperature_minimises_validation_ce():
     assert calibrated["ce"] <= metrics(scores)["ce"]
 
 
+def test_temperature_fit_survives_rows_whose_best_level_is_far_below_the_top():
+    """Levels 0, 0.2 and 1: a row with clusters at 0 and 0.2 only, whose target is its best,
+    meets exp(1000 x 0.8) = inf at the largest beta searched. Every target is its row's
+    unique best, so CE falls all the way: the fit must end at the smallest temperature
+    searched, with finite CE there (a regression: 0 x inf = nan steered the bisection)."""
+    from ramsweep.engine.evaluate import BETA_RANGE, Scores
+
+    levels = np.array([0.0, 0.2, 1.0])
+    hist = np.array([[5, 0, 1], [5, 1, 0]], dtype=np.int32)
+    target = np.array([1.0, 0.2])
+    s = Scores(None, [], np.arange(2), np.zeros(2), np.ones(2, bool), np.zeros(2), target, levels, hist, [])
+    with np.errstate(invalid="raise", over="raise"):
+        assert fit_temperature(s) == 1 / BETA_RANGE[1]
+        assert np.all(np.isfinite(ce_at(s, 1 / BETA_RANGE[1])))
+
+
 def test_blocked_chunked_and_batched_paths_match_oracle(monkeypatch):
     """Tiny cache blocks, work chunks and sparse batches force every loop boundary."""
     from ramsweep.engine import evaluate as evaluate_module

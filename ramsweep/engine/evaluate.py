@@ -163,7 +163,9 @@ def ce_at(s: Scores, temperature: float) -> np.ndarray:
     """-ln p(target) per example with p = softmax(scores / temperature)."""
     z = s.levels / temperature
     top = np.where(s.hist > 0, z, -np.inf).max(axis=1)  # shift: no overflow at small temperatures
-    return top + np.log((s.hist * np.exp(z[None, :] - top[:, None])).sum(axis=1)) - s.target_score / temperature
+    # levels above a row's top have no clusters there: clip them, or 0 * exp(overflow) = nan
+    shifted = np.exp(np.minimum(z[None, :] - top[:, None], 0.0))
+    return top + np.log((s.hist * shifted).sum(axis=1)) - s.target_score / temperature
 
 
 def fit_temperature(s: Scores) -> float:
@@ -175,7 +177,8 @@ def fit_temperature(s: Scores) -> float:
         return 1.0
 
     def slope(beta: float) -> float:
-        w = s.hist * np.exp(beta * (s.levels[None, :] - top[:, None]))  # per-row shift: no underflow
+        # per-row shift (no underflow), clipped at 0 (no 0 * inf above a row's top)
+        w = s.hist * np.exp(beta * np.minimum(s.levels[None, :] - top[:, None], 0.0))
         return float(((w @ s.levels) / w.sum(axis=1) - s.target_score).mean())
 
     top = np.where(s.hist > 0, s.levels, -np.inf).max(axis=1)
