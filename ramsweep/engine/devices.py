@@ -96,7 +96,7 @@ def check_fits(exp, train_tokens, vocab_size: int, device: str) -> None:
     from ramsweep.engine.layout import build_layout, expected_tier_bytes  # layout imports config imports this
 
     layout = build_layout(exp, train_tokens, vocab_size)
-    tiers = [expected_tier_bytes(layout, tier, train_tokens, exp) for tier in layout.tiers]
+    tiers = [expected_tier_bytes(layout, tier) for tier in layout.tiers]
     x = max(0, len(train_tokens) - exp.context) * ((layout.n_input + 63) // 64) * 8
     largest = tiers.index(max(tiers))
     where = f"tier {largest + 1} \"{exp.tiers.tiers[largest]}\" alone takes {tiers[largest] / GIB:.1f} GiB"

@@ -138,15 +138,16 @@ def score(model: Model, tokens: np.ndarray, device: str = "cpu") -> Scores:
         def run(on: str, lo: int, hi: int) -> None:
             """The tier's clusters folded into examples [lo, hi) on one device."""
             out = [a[lo:hi] for a in per_example]  # views: the kernels write in place
-            if on != "cpu" and gpu_backend(on).why_not(x.shape[1], level_table, tier.bits):
-                on = "cpu"  # a tier beyond the GPU kernel's limits: the CPU engine, same results
-            if on == "cpu":
+            backend = None if on == "cpu" else gpu_backend(on)
+            if backend and backend.why_not(x.shape[1], level_table, tier.bits):
+                backend = None  # a tier beyond the GPU kernel's limits: the CPU engine, same results
+            if backend is None:
                 per_cluster = max(1, mem.nbytes // max(1, tier.clusters))
                 chunk = DENSE_CHUNK if tier.backend == DENSE else max(DENSE_CHUNK, -(-(hi - lo) // numba.get_num_threads()))
                 cpu.evaluate_tier(x[lo:hi], target_pos[lo:hi], mem.masks, mem.order, tier.neurons, tier.first, chunk,
                                   max(1, CACHE_BLOCK_BYTES // per_cluster), tier.backend != DENSE, *tables, *out)
             else:
-                gpu_backend(on).evaluate_tier(x[lo:hi], target_pos[lo:hi], mem.masks, mem.order, tier.neurons,
+                backend.evaluate_tier(x[lo:hi], target_pos[lo:hi], mem.masks, mem.order, tier.neurons,
                                               tier.first, tier.backend != DENSE, *tables, *out)
 
         if device == "hybrid":

@@ -41,6 +41,7 @@ class Layout:
     tier_of_position: np.ndarray  # (V,) int16: tier of each cluster position
     n_negatives: int  # negatives are cluster positions [0, n_negatives)
     tiers: tuple[Tier, ...]
+    writes: np.ndarray  # (V,) int64: training writes each neuron of a cluster position receives
 
     @property
     def n_input(self) -> int:
@@ -96,6 +97,7 @@ def build_layout(exp: Experiment, train_tokens: np.ndarray, vocab_size: int) -> 
         tier_of_position=tier_of_position,
         n_negatives=n_negatives,
         tiers=tuple(tiers),
+        writes=writes,
     )
 
 
@@ -137,16 +139,17 @@ def estimate_memory_bytes(exp: Experiment, train_tokens: np.ndarray, vocab_size:
     not counted.
     """
     layout = build_layout(exp, train_tokens, vocab_size)
-    writes = writes_per_cluster(exp, train_tokens, layout.order, layout.n_negatives)
-    return sum(tier_bytes(layout, tier, np.minimum(writes[tier.first : tier.first + tier.clusters],
-                                                   2 ** min(tier.bits, 62)))
+    return sum(tier_bytes(layout, tier, np.minimum(tier_writes(layout, tier), 2 ** min(tier.bits, 62)))
                for tier in layout.tiers)
 
 
-def expected_tier_bytes(layout: Layout, tier: Tier, train_tokens: np.ndarray, exp: Experiment) -> int:
+def expected_tier_bytes(layout: Layout, tier: Tier) -> int:
     """One tier's arrays at the expected fill (expected_cells): the planning estimate."""
-    writes = writes_per_cluster(exp, train_tokens, layout.order, layout.n_negatives)
-    return tier_bytes(layout, tier, expected_cells(tier.bits, writes[tier.first : tier.first + tier.clusters]))
+    return tier_bytes(layout, tier, expected_cells(tier.bits, tier_writes(layout, tier)))
+
+
+def tier_writes(layout: Layout, tier: Tier) -> np.ndarray:
+    return layout.writes[tier.first : tier.first + tier.clusters]
 
 
 def tier_bytes(layout: Layout, tier: Tier, cells: np.ndarray) -> int:

@@ -59,11 +59,10 @@ def pack(tokens: np.ndarray, examples: np.ndarray, layout: Layout) -> np.ndarray
     return cpu.pack_inputs(tokens, examples, layout.context, layout.bits_per_token, words)
 
 
-def group_by_target(tokens, examples, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+def group_by_target(target_pos: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Example indices grouped by their target's cluster position: CSR (offsets, indices)."""
-    target_pos = layout.position[tokens[examples]]
-    counts = np.bincount(target_pos, minlength=layout.vocab_size)
-    offsets = np.zeros(layout.vocab_size + 1, dtype=np.int64)
+    counts = np.bincount(target_pos, minlength=vocab_size)
+    offsets = np.zeros(vocab_size + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     return offsets, np.argsort(target_pos, kind="stable").astype(np.int64)
 
@@ -91,7 +90,7 @@ def train(exp: Experiment, tokens: np.ndarray, vocab_size: int, examples: np.nda
           device: str = "cpu") -> Model:
     """Train on `tokens` (the training split). `examples` may reorder the positions written;
     the memory does not depend on that order. `device` "cuda" writes the cells on the GPU
-    (the same cells; sparse tiers wider than cuda.SCRATCH_MAX_BITS stay on the CPU)."""
+    (the same cells; a tier beyond its kernels, see cuda.trains, stays on the CPU)."""
     tokens = np.ascontiguousarray(tokens, dtype=np.int32)
     if examples is None:
         examples = examples_of(tokens, exp.context)
@@ -100,12 +99,12 @@ def train(exp: Experiment, tokens: np.ndarray, vocab_size: int, examples: np.nda
     t0 = time.perf_counter()
     layout = build_layout(exp, tokens, vocab_size)
     x = pack(tokens, examples, layout)
+    target_pos = layout.position[tokens[examples]]
     # the CPU kernels go through examples by target (the GPU's take them as they come)
-    by_target = functools.cache(lambda: group_by_target(tokens, examples, layout))
+    by_target = functools.cache(lambda: group_by_target(target_pos, layout.vocab_size))
     if device == "cpu":
         by_target()
     encode_s = time.perf_counter() - t0
-    target_pos = layout.position[tokens[examples]]
     memories = [train_tier(exp, layout, tier, x, by_target, target_pos, device) for tier in layout.tiers]
     return Model(exp, layout, memories, encode_s)
 
@@ -115,7 +114,7 @@ def train_tier(exp, layout, tier, x, by_target, target_pos, device="cpu") -> Tie
     if device == "cuda":
         from ramsweep.engine.backends import cuda  # numba-cuda only where a GPU is used
 
-        if x.shape[1] <= cuda.MAX_WORDS and (tier.backend == DENSE or tier.bits <= cuda.SCRATCH_MAX_BITS):
+        if cuda.trains(x.shape[1], tier.backend != DENSE, tier.bits):
             return cuda_train_tier(layout, tier, x, target_pos, masks, order)
     offsets_t, examples_t = by_target()
     common = (x, masks, order, tier.neurons, tier.first, layout.n_negatives, offsets_t, examples_t)

@@ -22,6 +22,7 @@ import numba
 import numpy as np
 from numba import cuda, int32, uint16, uint32, uint64
 
+from ramsweep.engine.backends import cpu
 from ramsweep.engine.backends.levels import level_scores, tier_levels
 
 THREADS = 128  # examples per evaluation block
@@ -63,6 +64,11 @@ def free_memory() -> int:
     return int(cuda.current_context().get_memory_info()[0])
 
 
+def trains(words: int, sparse: bool, bits: int) -> bool:
+    """These kernels can write a tier's cells (else the CPU engine does, with the same cells)."""
+    return words <= MAX_WORDS and (not sparse or bits <= SCRATCH_MAX_BITS)
+
+
 def unsupported(words: int, levels: int) -> str | None:
     """Why a tier cannot run on these kernels (None: it can)."""
     if words > MAX_WORDS:
@@ -95,19 +101,8 @@ def _address2(x0, x1, order, n):
     return a
 
 
-@cuda.jit(device=True, inline=True)
-def _sparse_read(offsets, keys, vals, n, a):
-    lo, hi = offsets[n], offsets[n + 1]
-    end = hi
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if keys[mid] < a:
-            lo = mid + 1
-        else:
-            hi = mid
-    if lo < end and keys[lo] == a:
-        return uint32(vals[lo])
-    return uint32(0)
+# the CPU engine's binary search (plain Python), compiled again as a device function
+_sparse_read = cuda.jit(device=True, inline=True)(cpu.sparse_read.py_func)
 
 
 @cuda.jit(device=True, inline=True)
