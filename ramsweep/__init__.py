@@ -1,18 +1,23 @@
 """ramsweep: overnight sweeps of tiered RAM-neuron language-model experiments.
 
-Kept tiny on purpose. The library functions behind the commands:
-`ramsweep.run_set(...)` (also `ramsweep.sweep.runner.run_set`) and
-`ramsweep.report.report(...)` (the `report` package is the report layer).
+Kept tiny on purpose: importing `ramsweep` loads nothing else. The library functions behind
+the commands are imported on first use: `ramsweep.run_set(...)` (ramsweep.sweep.runner) and
+`ramsweep.status(...)` (ramsweep.sweep.status); `ramsweep.report` is the report package, whose
+`report(...)` renders a results file.
 """
 
-__version__ = "0.1.0"
+from importlib import import_module, metadata
 
-# Bump whenever a change alters what the engine computes for a given spec and data:
-# it is part of every experiment key, so results from older semantics are re-run.
-ENGINE_SEMANTICS_VERSION = 1
+try:
+    __version__ = metadata.version("ramsweep")
+except metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+_PUBLIC = {"run_set": "ramsweep.sweep.runner", "status": "ramsweep.sweep.status"}
+__all__ = ["__version__", *_PUBLIC]
 
 
-def run_set(*args, **kwargs):
-    from ramsweep.sweep.runner import run_set as _run_set
-
-    return _run_set(*args, **kwargs)
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'ramsweep' has no attribute {name!r}")

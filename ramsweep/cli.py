@@ -6,9 +6,9 @@ This is the one place where library errors become a printed line and an exit cod
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,8 +16,11 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.logging import RichHandler
 from rich.table import Table
 
+import ramsweep
+from ramsweep.data.spec import with_options
 from ramsweep.errors import ConfigError as RamsweepConfigError
 from ramsweep.errors import RamsweepError
 from ramsweep.sweep.interrupts import Interrupted
@@ -27,6 +30,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: flags read as flags, and it fits any terminal
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 out = Console()
 if not out.is_terminal:  # piped or in a cron log: full-width tables, never truncated
@@ -53,26 +58,33 @@ def user_errors(command):
     return wrapper
 
 
-def log_line(message: str) -> None:
-    """Plain timestamped lines on stderr: what cron mails and log files get."""
-    print(f"{datetime.now().isoformat(timespec='seconds')} {message}", file=sys.stderr, flush=True)
-
-
 @contextmanager
-def progress_reporting():
-    """(log, progress) callbacks: a rich bar with log lines above it when stderr is a
-    terminal, plain timestamped lines otherwise."""
-    if not err.is_terminal:
-        yield log_line, lambda done, total: None
-        return
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as bar:
-        task = bar.add_task("experiments", total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield (lambda message: bar.console.log(message, markup=False, highlight=False)), progress
+def logging_to_stderr():
+    """The library logs to logger "ramsweep": on a terminal through rich (with a progress bar
+    below the lines, see progress()), otherwise as plain timestamped lines, which is what cron
+    mails and log files get. Yields the progress(done, total) callback."""
+    logger = logging.getLogger("ramsweep")
+    bar = None
+    if err.is_terminal:
+        handler: logging.Handler = RichHandler(console=err, show_path=False, markup=False, highlighter=None)
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       console=err, transient=True)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S"))
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        if bar is None:
+            yield lambda done, total: None
+        else:
+            with bar:
+                task = bar.add_task("experiments", total=None)
+                yield lambda done, total: bar.update(task, completed=done, total=total)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
 
 
 def names(option: list[str] | None) -> list[str]:
@@ -80,61 +92,74 @@ def names(option: list[str] | None) -> list[str]:
     return [n.strip() for value in option or [] if value for n in value.split(",") if n.strip()]
 
 
-RESULTS = typer.Option(help="Results JSON file (created if missing).")
+RESULTS = typer.Option(metavar="PATH", help="Results file, created if missing: a .jsonl name makes a journal "
+                       "(constant-time appends, for big grids), any other a JSON document.")
 FULL_DATA = typer.Option("--full-data", help="Use whole splits, not the fast-mode prefixes.")
-JOBS = typer.Option("--jobs", "-j", min=1, help="Experiments run at once, in worker processes (the numba threads "
-                    "are shared out between them).")
+JOBS = typer.Option("--jobs", "-j", min=1, metavar="N", help="Experiments run at once, in worker processes (the numba "
+                    "threads are shared out between them).")
 RETRY = typer.Option(help="Run experiments whose last attempt failed again (interrupted ones always are).")
-DATA = typer.Option("--data", help="Corpus: kjv (embedded; the default unless the set file has data:), wikitext2 (a local copy, see "
-                    "--data-path) or text (any UTF-8 file or folder).")
-DATA_PATH = typer.Option("--data-path", help="Folder of WikiText-2 (its wiki.*.tokens/.raw files or the Hugging "
-                         "Face parquet download), or the file/folder of a text corpus.")
-TOKENIZER = typer.Option("--tokenizer", help="word or gpt2 (default: word for kjv and text, gpt2 for wikitext2).")
-TOKENIZER_FILES = typer.Option("--tokenizer-files", help="Folder with GPT-2's encoder.json and vocab.bpe "
-                               "(default: those of the gpt2 extra).")
-DEVICE = typer.Option("--device", help="auto, cpu, cuda, metal, wgpu or hybrid (CPU and GPU at once): where every "
-                      "experiment runs, over the set file's device: (default auto: the fastest here). Results are "
-                      "the same on every device.")
-FORCE = typer.Option(help="Run this experiment again even if done (repeat, or comma-separate names).")
+DATA = typer.Option("--data", metavar="CORPUS", help="kjv (embedded; the default unless the set file has data:), "
+                    "wikitext2 (a local copy, see --data-path) or text (any UTF-8 file or folder).")
+DATA_PATH = typer.Option("--data-path", metavar="PATH", help="Folder of WikiText-2 (its wiki.*.tokens/.raw files or "
+                         "the Hugging Face parquet download), or the file/folder of a text corpus.")
+TOKENIZER = typer.Option("--tokenizer", metavar="NAME", help="word or gpt2 (default: word for kjv and text, gpt2 "
+                         "for wikitext2).")
+TOKENIZER_FILES = typer.Option("--tokenizer-files", metavar="DIR", help="Folder with GPT-2's encoder.json and "
+                               "vocab.bpe (default: those of the gpt2 extra).")
+DEVICE = typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda, metal, wgpu or hybrid (CPU and GPU at "
+                      "once): where every experiment runs, over the set file's device: (default auto: the fastest "
+                      "here). Results are the same on every device.")
+FORCE = typer.Option(metavar="NAME", help="Run this experiment again even if done (repeat, or comma-separate names).")
+DRY_RUN = typer.Option("--dry-run", "-n", help="Say what would run, what is done and what other runners hold, with "
+                       "each experiment's memory; run and write nothing.")
+RESULTS_ARGUMENT = typer.Argument(metavar="RESULTS", help="Results file written by `ramsweep run` (.json or .jsonl).")
 
 
 def data_spec(set_data, data: str | None, data_path: Path | None, tokenizer: str | None,
               tokenizer_files: Path | None, full_data: bool):
     """The set file's `data:` (if any) with the options given here on top."""
-    from ramsweep.data.spec import with_options
-    from ramsweep.errors import DataError
-
-    try:
-        return with_options(set_data, corpus=data, path=str(data_path) if data_path else None, tokenizer=tokenizer,
-                            tokenizer_files=str(tokenizer_files) if tokenizer_files else None, full_data=full_data)
-    except ValueError as e:  # pydantic's ValidationError: name the option, one line
-        raise DataError(one_line_validation(e)) from None
+    return with_options(set_data, corpus=data, path=str(data_path) if data_path else None, tokenizer=tokenizer,
+                        tokenizer_files=str(tokenizer_files) if tokenizer_files else None, full_data=full_data)
 
 
-def one_line_validation(e) -> str:
-    options = {"corpus": "--data", "path": "--data-path", "tokenizer": "--tokenizer",
-               "tokenizer_files": "--tokenizer-files"}
-    first = e.errors()[0] if hasattr(e, "errors") else {"loc": (), "msg": str(e)}
-    where = options.get(first["loc"][0], "--data") if first["loc"] else "--data"
-    return f"{where}: {first['msg']}"
+def run_or_preview(exp_set, dry_run: bool, **options) -> None:
+    """`run` and `grid`: print the dry run, or run the set with logging and a summary line."""
+    from ramsweep.sweep import runner
 
-
-def run_and_summarize(set_, **options) -> None:
-    from ramsweep.sweep.runner import run_set
-
-    with progress_reporting() as (log, progress):
-        summary = run_set(set_, log=log, progress=progress, **options)
-        log(f"end: {len(summary.ran)} ran, {len(summary.skipped)} skipped (done, or run by another runner), "
+    if dry_run:
+        options.pop("jobs")
+        sys.stdout.write(runner.dry_run(exp_set, **options))
+        return
+    with logging_to_stderr() as progress:
+        summary = runner.run_set(exp_set, progress=progress, **options)
+        logging.getLogger("ramsweep").info(
+            f"end: {len(summary.ran)} ran, {len(summary.skipped)} skipped (done, or run by another runner), "
             f"{len(summary.failed)} failed; results in {summary.results}")
     if summary.failed:
         raise typer.Exit(1)
 
 
+def version_option(value: bool) -> None:
+    if value:
+        print(f"ramsweep {ramsweep.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=version_option, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+):
+    """Overnight sweeps of tiered RAM-neuron language-model experiments."""
+
+
 @app.command()
 @user_errors
 def run(
-    set_: Annotated[str, typer.Option("--set", help="Set name (see `ramsweep sets`) or path to a YAML file.")],
-    experiments: Annotated[Optional[str], typer.Option(help="Comma-separated experiment names to run.")] = None,
+    set_: Annotated[str, typer.Option("--set", metavar="SET", help="Set name (see `ramsweep sets`) or path to a "
+                                      "YAML file.")],
+    experiments: Annotated[Optional[str], typer.Option(metavar="NAMES", help="Comma-separated experiment names "
+                                                       "to run.")] = None,
     results: Annotated[Path, RESULTS] = Path("experiments/results.json"),
     full_data: Annotated[bool, FULL_DATA] = False,
     data: Annotated[Optional[str], DATA] = None,
@@ -145,6 +170,7 @@ def run(
     retry_failed: Annotated[bool, RETRY] = True,
     force: Annotated[Optional[list[str]], FORCE] = None,
     device: Annotated[Optional[str], DEVICE] = None,
+    dry_run: Annotated[bool, DRY_RUN] = False,
 ):
     """Run an experiment set, skipping experiments already completed in the results file.
 
@@ -152,27 +178,34 @@ def run(
     experiment before running it, so none runs twice. Exit code: 0 all done, 1 something
     failed, 2 bad config, 3 results file unusable, 130/143 interrupted (SIGINT/SIGTERM).
     """
-    from ramsweep.config import load_set
+    from ramsweep.sets import load_set
 
     exp_set = load_set(set_)
-    run_and_summarize(exp_set, experiments=names([experiments]) or None, results=results,
-                      data=data_spec(exp_set.data, data, data_path, tokenizer, tokenizer_files, full_data),
-                      jobs=jobs, retry_failed=retry_failed, force=names(force), device=device)
+    run_or_preview(exp_set, dry_run, experiments=names([experiments]) or None, results=results,
+                   data=data_spec(exp_set.data, data, data_path, tokenizer, tokenizer_files, full_data),
+                   jobs=jobs, retry_failed=retry_failed, force=names(force), device=device)
 
 
 @app.command()
 @user_errors
 def grid(
-    tiers: Annotated[Optional[int], typer.Option(help="Number of tiers (default and shapes: sets/grid.yaml).")] = None,
-    bits: Annotated[Optional[str], typer.Option(help="Inclusive bit range of every tier, e.g. 8-16.")] = None,
-    counts: Annotated[Optional[str], typer.Option(help="Clusters per tier, e.g. 100,400,rest.")] = None,
-    neurons: Annotated[Optional[str], typer.Option(help="Neurons per cluster per tier, e.g. 15,10,5.")] = None,
-    context: Annotated[Optional[int], typer.Option(help="Context tokens (default 4).")] = None,
-    negatives: Annotated[Optional[int], typer.Option(help="Negative clusters per example (default 1000).")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N configs of the grid order.")] = None,
-    sample: Annotated[Optional[int], typer.Option(help="K configs drawn at random (see --seed).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the configs and their memory; run nothing.")] = False,
+    tiers: Annotated[Optional[int], typer.Option(metavar="N", help="Number of tiers (default and shapes: "
+                                                 "sets/grid.yaml).")] = None,
+    bits: Annotated[Optional[str], typer.Option(metavar="LOW-HIGH", help="Inclusive bit range of every tier, "
+                                                "e.g. 8-16.")] = None,
+    counts: Annotated[Optional[str], typer.Option(metavar="COUNTS", help="Clusters per tier, e.g. "
+                                                  "100,400,rest.")] = None,
+    neurons: Annotated[Optional[str], typer.Option(metavar="NEURONS", help="Neurons per cluster per tier, e.g. "
+                                                   "15,10,5.")] = None,
+    context: Annotated[Optional[int], typer.Option(metavar="N", help="Context tokens (default 4).")] = None,
+    negatives: Annotated[Optional[int], typer.Option(metavar="N", help="Negative clusters per example (default "
+                                                     "1000).")] = None,
+    limit: Annotated[Optional[int], typer.Option(metavar="N", help="Only the first N configs of the grid "
+                                                 "order.")] = None,
+    sample: Annotated[Optional[int], typer.Option(metavar="K", help="K configs drawn at random (see "
+                                                  "--seed).")] = None,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of --sample.")] = 0,
+    dry_run: Annotated[bool, DRY_RUN] = False,
     results: Annotated[Path, RESULTS] = Path("experiments/results.json"),
     full_data: Annotated[bool, FULL_DATA] = False,
     data: Annotated[Optional[str], DATA] = None,
@@ -189,18 +222,14 @@ def grid(
     the grid does has still seen every bit value of every tier. Grid experiments are ordinary
     experiments: resumable, skipped when done, shared between runners.
     """
-    from ramsweep.sweep.grid import grid_set, parse_range
+    from ramsweep.grid import grid_set, parse_range
+    from ramsweep.sets import load_grid
 
-    exp_set = grid_set(tiers, bits=parse_range(bits, "--bits") if bits else None,
+    exp_set = grid_set(load_grid(), tiers, bits=parse_range(bits, "--bits") if bits else None,
                        counts=names([counts]) or None, neurons=numbers(neurons, "--neurons"),
                        context=context, negatives=negatives, limit=limit, sample=sample, seed=seed)
-    spec = data_spec(exp_set.data, data, data_path, tokenizer, tokenizer_files, full_data)
-    if dry_run:
-        from ramsweep.sweep.grid import dry_run as describe
-
-        sys.stdout.write(describe(exp_set, spec))
-        return
-    run_and_summarize(exp_set, results=results, data=spec, jobs=jobs, retry_failed=retry_failed, device=device)
+    run_or_preview(exp_set, dry_run, results=results, jobs=jobs, retry_failed=retry_failed, device=device,
+                   data=data_spec(exp_set.data, data, data_path, tokenizer, tokenizer_files, full_data))
 
 
 def numbers(option: str | None, flag: str) -> list[int] | None:
@@ -213,12 +242,11 @@ def numbers(option: str | None, flag: str) -> list[int] | None:
 @app.command()
 @user_errors
 def report(
-    results: Annotated[Path, typer.Argument(help="Results JSON file written by `ramsweep run`.")] = Path(
-        "experiments/results.json"
-    ),
-    format: Annotated[str, typer.Option("--format", "-f", help="table, md, csv or json.")] = "table",
-    top: Annotated[int, typer.Option(help="Experiments shown with a per-tier breakdown.")] = 3,
-    rank_by: Annotated[str, typer.Option(help="Split whose PPL orders the ranking: test or validation.")] = "test",
+    results: Annotated[Path, RESULTS_ARGUMENT] = Path("experiments/results.json"),
+    format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="table, md, csv or json.")] = "table",
+    top: Annotated[int, typer.Option(metavar="N", help="Experiments shown with a per-tier breakdown.")] = 3,
+    rank_by: Annotated[str, typer.Option(metavar="SPLIT", help="Split whose PPL orders the ranking: test or "
+                                         "validation.")] = "test",
 ):
     """Show completed experiments ranked by PPL, with a per-tier breakdown of the best."""
     from ramsweep.report import tables
@@ -232,10 +260,11 @@ def report(
 @app.command()
 @user_errors
 def status(
-    results: Annotated[Path, typer.Argument(help="Results JSON file written by `ramsweep run`.")] = Path(
-        "experiments/results.json"
-    ),
-    set_: Annotated[Optional[str], typer.Option("--set", help="Also list the set's experiments not started yet.")] = None,
+    results: Annotated[Path, RESULTS_ARGUMENT] = Path("experiments/results.json"),
+    set_: Annotated[Optional[str], typer.Option("--set", metavar="SET", help="Also count the set's experiments not "
+                                                "started yet.")] = None,
+    list_all: Annotated[bool, typer.Option("--list", help="List every experiment; by default a sweep of more than "
+                                           "40 lists only those running, failed or interrupted.")] = False,
     full_data: Annotated[bool, typer.Option("--full-data", help="The set runs with --full-data.")] = False,
     data: Annotated[Optional[str], DATA] = None,
     data_path: Annotated[Optional[Path], DATA_PATH] = None,
@@ -244,18 +273,21 @@ def status(
 ):
     """Per experiment: done, failed, interrupted, running (by which runner) or pending, and
     an estimate of the time left. Reads only; safe while runners work."""
+    from ramsweep.sets import load_set
+    from ramsweep.sweep.status import shown_rows, summary_line
     from ramsweep.sweep.status import status as sweep_status
-    from ramsweep.sweep.status import summary_line
-
-    from ramsweep.config import load_set
 
     exp_set = load_set(set_) if set_ else None
     spec = data_spec(exp_set.data if exp_set else None, data, data_path, tokenizer, tokenizer_files, full_data)
     s = sweep_status(results, exp_set, data=spec)
-    table = Table("experiment", "state", "detail", box=box.SIMPLE_HEAD)
-    for r in s.rows:
-        table.add_row(r.name, r.state, r.detail, style=STATE_STYLE.get(r.state, ""))
-    out.print(table)
+    rows, left_out = shown_rows(s, list_all)
+    if rows:
+        table = Table("experiment", "state", "detail", box=box.SIMPLE_HEAD)
+        for r in rows:
+            table.add_row(r.name, r.state, r.detail, style=STATE_STYLE.get(r.state, ""))
+        out.print(table)
+    if left_out:
+        out.print(f"({left_out:,} more not listed: add --list to see every experiment)", highlight=False)
     out.print(summary_line(s), highlight=False)
 
 
@@ -266,12 +298,31 @@ STATE_STYLE = {"failed": "red", "interrupted": "yellow", "running": "cyan", "pen
 @user_errors
 def sets():
     """List the experiment sets and how many experiments each holds."""
-    from ramsweep.config import available_sets
+    from ramsweep.sets import available_sets
 
     table = Table("set", "experiments", "description")
     for name, count, description in available_sets():
         table.add_row(name, str(count), description)
     out.print(table)
+
+
+@app.command()
+@user_errors
+def convert(
+    source: Annotated[Path, typer.Argument(metavar="SOURCE", help="The results file to read.")],
+    target: Annotated[Path, typer.Argument(metavar="TARGET", help="The new file: .jsonl for a journal, .json for a "
+                                           "JSON document.")],
+):
+    """Copy a results file into a new one of the other kind (journal or JSON document).
+
+    Every record is copied unchanged, in order; the source is locked meanwhile, so no
+    runner appends to it, and is left as it was. Point --results at the new file afterwards.
+    """
+    from ramsweep.sweep.store import convert as convert_store, kind_of
+
+    count = convert_store(source, target)
+    out.print(f"copied {count:,} records from {source} ({kind_of(source)}) to {target} ({kind_of(target)})",
+              highlight=False)
 
 
 def main() -> None:

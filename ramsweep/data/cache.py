@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import io
 from pathlib import Path
 
 import numpy as np
 
+from ramsweep._io import write_atomic
 from ramsweep.data.sources import SPLITS
 from ramsweep.data.tokenizers import Encoded
 
@@ -68,23 +69,13 @@ def store_cached(path: Path, key: str, encoded: Encoded) -> None:
         **{f"{s}_bytes": np.ascontiguousarray(encoded.nbytes[s], dtype=np.int32) for s in SPLITS},
     }
     arrays["checksum"] = np.frombuffer(_checksum(arrays).encode(), dtype=np.uint8)
-    tmp = None
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            dir=path.parent, prefix=path.name + ".", suffix=".tmp", delete=False
-        ) as f:
-            tmp = f.name
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
+        write_atomic(path, buffer.getvalue())
     except OSError:
         pass
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def _json_bytes(value) -> np.ndarray:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ramsweep.errors import DataError
+from ramsweep.messages import one_line
 
 CORPUS_KINDS = ("kjv", "wikitext2", "text")
 TOKENIZER_NAMES = ("word", "gpt2")
@@ -87,4 +88,12 @@ def with_options(base: DataSpec | None, **given: Any) -> DataSpec:
     given = {k: v for k, v in given.items() if v is not None and v is not False}
     if "corpus" in given and given["corpus"] != fields.get("corpus", "kjv"):
         fields = {"full_data": fields.get("full_data", False)}
-    return DataSpec(**{**fields, **given})
+    try:
+        return DataSpec(**{**fields, **given})
+    except ValidationError as err:
+        raise DataError(one_line(err, names=OPTION_NAMES)) from None
+
+
+# The command-line option that sets each field (messages name what the user typed).
+OPTION_NAMES = {"corpus": "--data", "path": "--data-path", "tokenizer": "--tokenizer",
+                "tokenizer_files": "--tokenizer-files", "full_data": "--full-data"}

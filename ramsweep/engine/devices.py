@@ -14,14 +14,10 @@ imported only when asked for or probed.
 
 from __future__ import annotations
 
-import os
 from functools import cache
-from typing import Literal
 
+from ramsweep.config import DEVICES
 from ramsweep.errors import ConfigError
-
-Device = Literal["auto", "cpu", "cuda", "metal", "wgpu", "hybrid"]
-DEVICES: tuple[str, ...] = Device.__args__
 
 
 @cache
@@ -83,40 +79,3 @@ def describe(device: str) -> str:
 def trains_on(device: str) -> str:
     """Where the cells are written: the CUDA kernels for cuda and hybrid, else the CPU."""
     return "cuda" if device in ("cuda", "hybrid") else "cpu"
-
-
-GIB = 2**30
-GPU_WORKSPACE = 2 * GIB  # CUDA's scratch beside one tier: a sparse training batch, evaluation chunks
-
-
-def check_fits(exp, train_tokens, vocab_size: int, device: str) -> None:
-    """Refuse, before any work, an experiment whose trained model cannot fit: in this
-    machine's memory (the whole model), and on a CUDA GPU (its largest tier, since tiers are
-    trained and evaluated one at a time, plus the packed training contexts and scratch)."""
-    from ramsweep.engine.layout import build_layout, expected_tier_bytes  # layout imports config imports this
-
-    layout = build_layout(exp, train_tokens, vocab_size)
-    tiers = [expected_tier_bytes(layout, tier) for tier in layout.tiers]
-    x = max(0, len(train_tokens) - exp.context) * ((layout.n_input + 63) // 64) * 8
-    largest = tiers.index(max(tiers))
-    where = f"tier {largest + 1} \"{exp.tiers.tiers[largest]}\" alone takes {tiers[largest] / GIB:.1f} GiB"
-    host = physical_memory()
-    if host and sum(tiers) + x > host:
-        raise ConfigError(f"experiment '{exp.name}': needs about {(sum(tiers) + x) / GIB:.1f} GiB of memory, more "
-                          f"than this machine's {host / GIB:.1f} GiB ({where}); lower that tier's bits or neurons")
-    if trains_on(device) == "cuda":
-        from ramsweep.engine.backends import cuda
-
-        free = cuda.free_memory()
-        need = tiers[largest] + 2 * x + GPU_WORKSPACE
-        if need > free:
-            raise ConfigError(f"experiment '{exp.name}': needs about {need / GIB:.1f} GiB of GPU memory, more than "
-                              f"the {free / GIB:.1f} GiB free on {describe(device)} ({where}); lower that tier's "
-                              "bits or neurons, or use --device cpu")
-
-
-def physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not on every platform
-        return None

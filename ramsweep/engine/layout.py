@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ramsweep.config import Experiment, bits_per_token
+from ramsweep.config import MAX_CONTEXT, Experiment, bits_per_token
 from ramsweep.errors import ConfigError
 
 DENSE, SPARSE = "dense", "sparse"
@@ -71,13 +71,46 @@ def check_supported(exp: Experiment, vocab_size: int) -> None:
             )
 
 
+@dataclass(frozen=True)
+class Frequencies:
+    """What layouts need of a training split, computed once: a grid of thousands of configs
+    on one corpus plans and checks each config in O(vocabulary), not O(training tokens)."""
+
+    vocab_size: int
+    tokens: int  # length of the training split
+    order: np.ndarray  # (V,) int32: cluster order (cluster_order)
+    n_seen: int
+    counts: np.ndarray  # (V,) int64: occurrences of each token id in the whole split
+    head: np.ndarray  # the first MAX_CONTEXT tokens: they are never a target
+
+    @classmethod
+    def of(cls, train_tokens: np.ndarray, vocab_size: int) -> "Frequencies":
+        order, n_seen = cluster_order(train_tokens, vocab_size)
+        counts = np.bincount(train_tokens, minlength=vocab_size).astype(np.int64)
+        return cls(vocab_size, int(train_tokens.shape[0]), order, n_seen, counts,
+                   np.array(train_tokens[:MAX_CONTEXT], dtype=np.int64))
+
+    def writes(self, context: int, n_negatives: int) -> np.ndarray:
+        """Training writes each neuron of a cluster receives, by cluster position: the examples
+        whose target it is (positions t >= context), plus every example for a negative cluster."""
+        targets = self.counts - np.bincount(self.head[:context], minlength=self.vocab_size)
+        writes = targets[self.order]
+        writes[:n_negatives] += max(0, self.tokens - context)
+        return writes
+
+
 def build_layout(exp: Experiment, train_tokens: np.ndarray, vocab_size: int) -> Layout:
+    return layout_of(exp, Frequencies.of(train_tokens, vocab_size))
+
+
+def layout_of(exp: Experiment, freq: Frequencies) -> Layout:
+    vocab_size = freq.vocab_size
     check_supported(exp, vocab_size)
-    order, n_seen = cluster_order(train_tokens, vocab_size)
+    order = freq.order
     position = np.empty(vocab_size, dtype=np.int32)
     position[order] = np.arange(vocab_size, dtype=np.int32)
-    n_negatives = min(exp.negatives, n_seen)  # "the most frequent tokens of the training split": seen ones
-    writes = writes_per_cluster(exp, train_tokens, order, n_negatives)
+    n_negatives = min(exp.negatives, freq.n_seen)  # "the most frequent tokens of the training split": seen ones
+    writes = freq.writes(exp.context, n_negatives)
     tiers, first = [], 0
     tier_of_position = np.empty(vocab_size, dtype=np.int16)
     for i, (spec, count) in enumerate(zip(exp.tiers.tiers, exp.tiers.cluster_counts(vocab_size))):
@@ -101,15 +134,6 @@ def build_layout(exp: Experiment, train_tokens: np.ndarray, vocab_size: int) -> 
     )
 
 
-def writes_per_cluster(exp: Experiment, train_tokens: np.ndarray, order: np.ndarray, n_negatives: int) -> np.ndarray:
-    """Training writes each neuron of a cluster receives, by cluster position: the examples
-    whose target it is, plus every example for a negative cluster."""
-    targets = np.asarray(train_tokens)[exp.context :]
-    writes = np.bincount(targets, minlength=order.shape[0])[order].astype(np.int64)
-    writes[:n_negatives] += targets.shape[0]
-    return writes
-
-
 def expected_cells(bits: int, writes: np.ndarray) -> np.ndarray:
     """Distinct cells a neuron is expected to fill with `writes` writes spread evenly over its
     2^bits addresses (real contexts repeat, so this errs high)."""
@@ -129,16 +153,16 @@ def dense_pays(bits: int, n_neurons: int, writes: np.ndarray) -> bool:
     return dense <= expected_cells(bits, writes).mean() * (1 + (4 if bits <= 32 else 8))
 
 
-def estimate_memory_bytes(exp: Experiment, train_tokens: np.ndarray, vocab_size: int) -> int:
+def estimate_memory_bytes(exp: Experiment, freq: Frequencies) -> int:
     """An upper bound of the trained model's arrays (train.TierMemory.nbytes summed), from the
     config and the training split's frequencies alone: for `--dry-run`, before any training.
 
     DENSE tiers are exact: (neurons, max(1, 2**bits // 16)) uint32 words. A SPARSE neuron
     stores at most min(2**bits, writes) cells of key (4 bytes up to 32 bits, else 8) + 1
-    value byte (writes_per_cluster). Training's scratch (packed inputs, one sparse batch) is
+    value byte (Frequencies.writes). Training's scratch (packed inputs, one sparse batch) is
     not counted.
     """
-    layout = build_layout(exp, train_tokens, vocab_size)
+    layout = layout_of(exp, freq)
     return sum(tier_bytes(layout, tier, np.minimum(tier_writes(layout, tier), 2 ** min(tier.bits, 62)))
                for tier in layout.tiers)
 

@@ -17,7 +17,10 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from ramsweep.errors import ConfigError, StoreError
-from ramsweep.sweep.store import OK, ResultsStore
+from ramsweep.sweep.records import BaselineRecord, Calibrated, ExperimentRecord
+from ramsweep.sweep.store import open_store
+
+Record = ExperimentRecord | BaselineRecord
 
 FORMATS = ("table", "md", "csv", "json")
 RANK_BY = ("test", "validation")
@@ -25,7 +28,7 @@ COLUMNS = ("rank", "kind", "name", "tiers", "context", "val_ppl", "test_ppl", "t
            "test_bpb", "test_acc", "ppl_floor", "data", "device", "train_s", "eval_s")
 
 
-def ranked(results: str | Path, rank_by: str = "test") -> list[dict]:
+def ranked(results: str | Path, rank_by: str = "test") -> list[Record]:
     """Completed records (experiments and count-model baselines), latest per key, best
     (lowest PPL on `rank_by`) first."""
     if rank_by not in RANK_BY:
@@ -33,32 +36,30 @@ def ranked(results: str | Path, rank_by: str = "test") -> list[dict]:
     path = Path(results)
     if not path.exists():
         raise StoreError(f"{path}: no such results file; run `ramsweep run --set quick` first or name another file")
-    latest = {r["key"]: r for r in ResultsStore(path).records() if r.get("status") == OK}
-    return sorted(latest.values(), key=lambda r: _nan_last(r["metrics"][rank_by]["ppl"]))
+    done = [r for r in open_store(path).latest().values() if r.ok]
+    return sorted(done, key=lambda r: _nan_last(getattr(r.metrics, rank_by).ppl))
 
 
-def is_baseline(record: dict) -> bool:
-    return record.get("kind") == "baseline"
+def is_baseline(record: Record) -> bool:
+    return record.kind == "baseline"
 
 
-def rows(records: list[dict]) -> list[dict]:
+def rows(records: list[Record]) -> list[dict]:
     """One flat row per record; experiments are ranked, baselines stand between them unranked."""
     out, rank = [], 0
     for r in records:
-        v, t = r["metrics"]["validation"], r["metrics"]["test"]
-        data = r.get("data", {})
-        row = {"rank": None, "kind": r.get("kind", "experiment"), "name": r["name"], "tiers": None, "context": None,
-               "val_ppl": v["ppl"], "test_ppl": t["ppl"], "test_ppl_calibrated": None, "temperature": None,
-               "test_bpb": t.get("bpb"), "test_acc": t.get("accuracy"), "ppl_floor": t.get("ppl_floor"),
-               "data": f"{data.get('corpus')}/{data.get('tokenizer')}{'' if data.get('full_data') else ' fast'}",
+        v, t = r.metrics.validation, r.metrics.test
+        row = {"rank": None, "kind": r.kind, "name": r.name, "tiers": None, "context": None,
+               "val_ppl": v.ppl, "test_ppl": t.ppl, "test_ppl_calibrated": None, "temperature": None,
+               "test_bpb": t.bpb, "test_acc": t.accuracy, "ppl_floor": t.ppl_floor, "data": r.data.group,
                "device": None, "train_s": None, "eval_s": None}
         if not is_baseline(r):
             rank += 1
-            timing, calibrated = r["timing"], t.get("calibrated") or {}
-            row.update(rank=rank, tiers=r["spec"]["tiers"], context=r["spec"]["context"],
-                       test_ppl_calibrated=calibrated.get("ppl"), temperature=calibrated.get("temperature"),
-                       device=r.get("resources", {}).get("device", "cpu"),
-                       train_s=timing["train_s"], eval_s=timing["validation_s"] + timing["test_s"])
+            calibrated = t.calibrated or Calibrated()
+            row.update(rank=rank, tiers=r.spec.tiers, context=r.spec.context,
+                       test_ppl_calibrated=calibrated.ppl, temperature=calibrated.temperature,
+                       device=r.resources.device if r.resources else "cpu",
+                       train_s=r.timing.train_s, eval_s=r.timing.eval_s)
         out.append(row)
     return out
 
@@ -82,12 +83,12 @@ def report(results: str | Path, format: str = "table", top: int = 3, rank_by: st
     return console.file.getvalue()
 
 
-def renderable(records: list[dict], top: int = 3, rank_by: str = "test") -> Group:
+def renderable(records: list[Record], top: int = 3, rank_by: str = "test") -> Group:
     """The rich tables: the ranking (with the baselines in their place), then a per-tier
     breakdown (test split) of the `top` first experiments."""
     if not records:
         return Group("no completed experiments in this results file")
-    floors = sorted({f"{r['metrics']['test']['ppl_floor']:,.0f}" for r in records if not is_baseline(r)})
+    floors = sorted({_ppl(r.metrics.test.ppl_floor) for r in records if not is_baseline(r)})
     ranking = Table(title=f"Experiments ranked by {rank_by} PPL (PPL floor {', '.join(floors) or '—'}; "
                           f"cal. = test PPL at the temperature fitted on validation)",
                     title_justify="left", box=box.SIMPLE_HEAD)
@@ -104,26 +105,26 @@ def renderable(records: list[dict], top: int = 3, rank_by: str = "test") -> Grou
             continue
         ranking.add_row(str(row["rank"]), row["name"], row["tiers"].replace(";", "; "), str(row["context"]),
                         _ppl(row["val_ppl"]), _ppl(row["test_ppl"]), _ppl(row["test_ppl_calibrated"]),
-                        _num(row["test_bpb"], ".3f"), _pct(row["test_acc"], 1), f"{row['train_s'] + row['eval_s']:.0f}",
+                        _num(row["test_bpb"], ".3f"), _pct(row["test_acc"], 1), _num((row["train_s"] or 0) + (row["eval_s"] or 0), ".0f"),
                         row["device"].split(":")[0])
     experiments = [r for r in records if not is_baseline(r)]
     return Group(ranking, *(tier_table(r) for r in experiments[:top]))
 
 
-def tier_table(record: dict) -> Table:
-    t = record["metrics"]["test"]
-    table = Table(title=f"{record['name']} — test PPL {_ppl(t['ppl'])}, per tier", title_justify="left",
+def tier_table(record: ExperimentRecord) -> Table:
+    t = record.metrics.test
+    table = Table(title=f"{record.name} — test PPL {_ppl(t.ppl)}, per tier", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for col in ("tier", "clusters", "neur", "bits", "memory", "data%", "PPL", "acc", "empty", "tgt empty"):
         table.add_column(col, justify="right", no_wrap=True)
-    for tier in t["tiers"]:
-        table.add_row(str(tier["tier"]), f"{tier['clusters']:,}", str(tier["neurons"]), str(tier["bits"]),
-                      tier["backend"], _num(tier["share"], ".1f"), _ppl(tier["ppl"]), _pct(tier["accuracy"], 1),
-                      _pct(tier["empty_rate"], 1), _pct(tier["target_empty_rate"], 1))
+    for tier in t.tiers:
+        table.add_row(str(tier.tier), f"{tier.clusters:,}", str(tier.neurons), str(tier.bits),
+                      tier.backend, _num(tier.share, ".1f"), _ppl(tier.ppl), _pct(tier.accuracy, 1),
+                      _pct(tier.empty_rate, 1), _pct(tier.target_empty_rate, 1))
     return table
 
 
-def markdown(records: list[dict], top: int, rank_by: str) -> str:
+def markdown(records: list[Record], top: int, rank_by: str) -> str:
     lines = [f"## Experiments ranked by {rank_by} PPL", "",
              "| # | name | tiers | ctx | val PPL | test PPL | calibrated test PPL (T) | test bpb | test acc | PPL floor | device |",
              "|---|------|-------|-----|---------|----------|-------------------------|----------|----------|-----------|--------|"]
@@ -137,13 +138,13 @@ def markdown(records: list[dict], top: int, rank_by: str) -> str:
                      f"| {_ppl(row['test_ppl'])} | {calibrated} | {_num(row['test_bpb'], '.3f')} "
                      f"| {_pct(row['test_acc'])} | {_ppl(row['ppl_floor'])} | {row['device']} |")
     for r in [r for r in records if not is_baseline(r)][:top]:
-        lines += ["", f"### {r['name']} (test split, per tier)", "",
+        lines += ["", f"### {r.name} (test split, per tier)", "",
                   "| tier | clusters | neurons | bits | memory | data % | PPL | acc | empty % | target empty % |",
                   "|------|----------|---------|------|--------|--------|-----|-----|---------|----------------|"]
-        for t in r["metrics"]["test"]["tiers"]:
-            lines.append(f"| {t['tier']} | {t['clusters']:,} | {t['neurons']} | {t['bits']} | {t['backend']} | "
-                         f"{_num(t['share'], '.1f')} | {_ppl(t['ppl'])} | {_pct(t['accuracy'])} | "
-                         f"{_pct(t['empty_rate'])} | {_pct(t['target_empty_rate'])} |")
+        for t in r.metrics.test.tiers:
+            lines.append(f"| {t.tier} | {t.clusters:,} | {t.neurons} | {t.bits} | {t.backend} | "
+                         f"{_num(t.share, '.1f')} | {_ppl(t.ppl)} | {_pct(t.accuracy)} | "
+                         f"{_pct(t.empty_rate)} | {_pct(t.target_empty_rate)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -19,7 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ramsweep.sweep.store import ResultsStore
+from ramsweep.sweep.records import ExperimentRecord
+from ramsweep.sweep.store import Record, Store
 
 HEARTBEAT_S = 10.0
 STALE_S = 120.0  # twelve missed heartbeats: a loaded machine may stall, but not for minutes
@@ -76,26 +77,24 @@ class Outcome:
 class Claims:
     """One runner's claims on one store."""
 
-    def __init__(self, store: ResultsStore, owner: Owner | None = None):
+    def __init__(self, store: Store, owner: Owner | None = None):
         self.store = store
         self.owner = owner or Owner.current()
         self.held: set[str] = set()
         self._beat: threading.Thread | None = None
         self._stop = threading.Event()
 
-    def claim_next(self, keys: Iterable[tuple[str, str]], wanted: Callable[[str, list[dict]], bool],
+    def claim_next(self, keys: Iterable[tuple[str, str]], wanted: Callable[[str, Record | None], bool],
                    set_name: str) -> Outcome:
-        """Claim the first (key, name) for which `wanted(key, records of that key)` holds and
-        that no live runner holds. Reading the results and claiming happen under one lock."""
+        """Claim the first (key, name) for which `wanted(key, the record standing for it or None)`
+        holds and that no live runner holds. Reading the results and claiming happen under one lock."""
         out = Outcome()
         with self.store.locked():
-            by_key: dict[str, list[dict]] = {}
-            for r in self.store.records():
-                by_key.setdefault(r.get("key"), []).append(r)
+            latest = self.store.latest()
             claims = self.store.claims()
             now = time.time()
             for key, name in keys:
-                if key in self.held or not wanted(key, by_key.get(key, [])):
+                if key in self.held or not wanted(key, latest.get(key)):
                     continue
                 claim = claims.get(key)
                 if claim and is_live(claim, now):
@@ -112,11 +111,11 @@ class Claims:
                 break
         return out
 
-    def finish(self, record: dict) -> None:
+    def finish(self, record: ExperimentRecord) -> None:
         """Record a result and drop its claim, in one locked step."""
         with self.store.locked():
             self.store.append_locked(record)
-            self._drop_locked({record["key"]})
+            self._drop_locked({record.key})
 
     def release_all(self) -> None:
         if self.held:

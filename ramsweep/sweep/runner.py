@@ -1,43 +1,40 @@
-"""Run an experiment set: load, plan, then per experiment claim → train → evaluate → record.
+"""Run an experiment set: load, check, plan, then claim → execute → record until none is left.
 
-`run_set` is the library function behind `ramsweep run`; it returns a RunSummary and
-reports progress through plain `log(str)` and `progress(done, total)` callbacks, so it knows
-nothing of the terminal. With jobs > 1 the experiments run in worker processes (pool.py) and
-this process alone claims and writes.
+`run_set` is the library function behind `ramsweep run`. It logs through the standard
+`logging` module (logger "ramsweep"; the CLI decides how lines look) and reports progress
+through an optional `progress(done, total)` callback, so it knows nothing of the terminal.
+Executors (executors.py) run the experiments; this process alone claims and writes.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import platform
-import resource
-import sys
 import time
-import traceback
-from concurrent.futures import Future
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
-import numba
+import numpy as np
 
-from ramsweep import ENGINE_SEMANTICS_VERSION, __version__
-from ramsweep.config import Experiment, ExperimentSet, load_set
+from ramsweep.config import ExperimentSet
 from ramsweep.data import Corpus, DataSpec, load_corpus
-from ramsweep.engine.evaluate import evaluate, fit_temperature, metrics, score
-from ramsweep.engine.devices import check_fits, describe, resolve, trains_on
-from ramsweep.engine.layout import check_supported
-from ramsweep.engine.train import train
-from ramsweep.errors import ConfigError
-from ramsweep.sweep.claims import Claims, owner_label
-from ramsweep.sweep.interrupts import Interrupted, deferred, raising_on_signals
 from ramsweep.engine.baselines import BASELINES, baselines
-from ramsweep.sweep.plan import Planned, baseline_key, plan
-from ramsweep.sweep.pool import WorkerPool
-from ramsweep.sweep.store import FAILED, INTERRUPTED, OK, ResultsStore
+from ramsweep.engine.devices import resolve
+from ramsweep.engine.layout import Frequencies, check_supported, estimate_memory_bytes
+from ramsweep.errors import ConfigError
+from ramsweep.sets import load_set
+from ramsweep.sweep.claims import Claims, is_live, owner_label
+from ramsweep.sweep.executors import Executor, InProcess, ProcessPool
+from ramsweep.sweep.experiment import Task, describe_record, environment, interrupted_record, now, stopped_record
+from ramsweep.sweep.interrupts import Interrupted, deferred, raising_on_signals
+from ramsweep.sweep.plan import Options, Planned, baseline_key, needs_running, plan
+from ramsweep.sweep.records import FAILED, OK, BaselineRecord, ExperimentRecord
+from ramsweep.sweep.resources import check_fits
+from ramsweep.sweep.store import Store, cache_dir, open_store
 
+log = logging.getLogger("ramsweep")
 DEFAULT_RESULTS = Path("experiments") / "results.json"
 POLL_S = 2.0  # how often a runner with nothing to claim looks again at others' claims
 
@@ -54,12 +51,23 @@ class RunSummary:
 
 @dataclass
 class Flight:
-    """An experiment this runner has claimed and is running."""
+    """An experiment this runner has claimed and handed to its executor."""
 
-    planned: Planned
-    started: str = field(default_factory=lambda: now())
+    task: Task
+    started: str = field(default_factory=now)
     t0: float = field(default_factory=time.monotonic)
-    future: Future | None = None
+
+
+@dataclass
+class Sweep:
+    """What one run works from: the set, its data, its plan, the store and the user's options."""
+
+    exp_set: ExperimentSet
+    data: DataSpec
+    corpus: Corpus
+    planned: dict[str, Planned]
+    store: Store
+    options: Options
 
 
 def run_set(
@@ -73,12 +81,37 @@ def run_set(
     retry_failed: bool = True,
     force: list[str] = (),
     device: str | None = None,
-    log: Callable[[str], None] = lambda line: None,
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> RunSummary:
-    """Run every experiment of the set that is not completed in `results`, claiming each so
-    that runners sharing the file split the work. SIGTERM / SIGINT record the experiments in
-    flight as interrupted and raise Interrupted (exit code 143 / 130)."""
+    """Run every experiment of the set that still needs running in `results`, claiming each
+    so that runners sharing the file split the work. SIGTERM / SIGINT record the experiments
+    in flight as interrupted and raise Interrupted (exit code 143 / 130)."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs: {jobs} is not a number of processes; use 1 or more")
+    sweep = prepare(set_, experiments=experiments, results=results, data=data, full_data=full_data,
+                    retry_failed=retry_failed, force=force, device=device)
+    check_before_any_work(sweep)
+    record_baselines(sweep.store, sweep.corpus)
+    todo = [p for p in sweep.planned.values() if needs_running(p.key, sweep.store.latest().get(p.key), sweep.options)]
+    log.info(f"set {sweep.exp_set.name}: {len(sweep.planned)} experiments, {len(sweep.planned) - len(todo)} done "
+             f"or skipped, {len(todo)} to run{f' with {jobs} jobs' if jobs > 1 else ''}; data "
+             f"{sweep.corpus.name}/{sweep.corpus.tokenizer} ({'full' if sweep.data.full_data else 'fast'} mode), "
+             f"results {sweep.store.path}")
+    executor = ProcessPool(jobs, sweep.data, cache_dir(results)) if jobs > 1 else InProcess(sweep.corpus)
+    summary = RunSummary(sweep.exp_set.name, sweep.store.path)
+    execute(sweep, executor, summary, lambda: progress(len(summary.ran) + len(summary.failed), len(todo)))
+    done_here = set(summary.ran) | set(summary.failed)
+    summary.skipped = [p.experiment.name for p in sweep.planned.values() if p.experiment.name not in done_here]
+    if not todo:
+        log.info(f"nothing to run: all {len(sweep.planned)} experiments of set {sweep.exp_set.name} are done in "
+                 f"{sweep.store.path}")
+    return summary
+
+
+def prepare(set_: str | ExperimentSet, *, experiments=None, results=DEFAULT_RESULTS, data=None,
+            full_data=False, retry_failed=True, force=(), device=None) -> Sweep:
+    """Load the set and its data and plan it: everything a run or a dry run needs, no writes
+    but the token cache (derived data, not results)."""
     exp_set = set_ if isinstance(set_, ExperimentSet) else load_set(set_)
     if experiments:
         exp_set = exp_set.select(experiments)
@@ -86,217 +119,159 @@ def run_set(
     if device is not None:  # --device: every experiment runs there (its key does not change)
         exp_set = exp_set.model_copy(update={"experiments": [e.model_copy(update={"device": device})
                                                              for e in exp_set.experiments]})
-    if jobs < 1:
-        raise ConfigError(f"--jobs: {jobs} is not a number of processes; use 1 or more")
     data = data or exp_set.data or DataSpec()  # given, else the set file's, else kjv
     if full_data:
         data = data.model_copy(update={"full_data": True})
     corpus = load_corpus(data, cache_dir=cache_dir(results))
-    for exp in exp_set.experiments:  # fail before any work, not hours into the night
-        check_supported(exp, corpus.vocab_size)
-        check_fits(exp, corpus.train, corpus.vocab_size, resolve(exp.device))
-    store = ResultsStore(results)
-    record_baselines(store, corpus, log)
-    planned = {}  # key -> Planned; the same spec twice in one set runs once
-    for p in plan(exp_set.experiments, corpus.fingerprint, set()):
-        planned.setdefault(p.key, p)
-    forced = {p.key for p in planned.values() if p.experiment.name in force}
-    started = now()
+    planned = plan(exp_set.experiments, corpus.fingerprint)
+    forced = frozenset(p.key for p in planned.values() if p.experiment.name in set(force))
+    options = Options(retry_failed=retry_failed, forced=forced, since=now())
+    return Sweep(exp_set, data, corpus, planned, open_store(results), options)
+
+
+def dry_run(set_: str | ExperimentSet, **options) -> str:
+    """What `run` would do, as text: each experiment with its memory (an upper bound estimated
+    from the config and the training split's frequencies) and what would happen to it (run,
+    done, claimed by another runner, failed and kept), then the counts. Runs and writes nothing."""
+    sweep = prepare(set_, **options)
+    check_before_any_work(sweep)
+    freq = Frequencies.of(sweep.corpus.train, sweep.corpus.vocab_size)
+    latest, now_s = sweep.store.latest(), time.time()
+    claims = {k: c for k, c in sweep.store.claims().items() if is_live(c, now_s)}
+    counts: Counter[str] = Counter()
+    lines, sizes = [], []
+    for i, p in enumerate(sweep.planned.values(), 1):
+        record = latest.get(p.key)
+        if not needs_running(p.key, record, sweep.options):
+            state = "done" if record.ok else f"{record.status}, kept (--retry-failed to run it again)"
+        elif p.key in claims:
+            state = f"claimed by {owner_label(claims[p.key])}"
+        else:
+            state = "would run" + (f" again ({record.status} last time)" if record and not record.ok else "")
+        counts[state.split(" (")[0].split(",")[0].split(" by ")[0]] += 1
+        sizes.append(estimate_memory_bytes(p.experiment, freq))
+        lines.append(f"{i:>6}  {p.experiment.name:<22} {str(p.experiment.tiers):<34} {mib(sizes[-1]):>12}  {state}")
+    told = ", ".join(f"{n:,} {state}" for state, n in counts.most_common())
+    lines.append(f"{len(sizes):,} experiments in set {sweep.exp_set.name} ({told}); memory per experiment at "
+                 f"most {mib(min(sizes))} to {mib(max(sizes))} (median {mib(float(np.median(sizes)))}), estimated "
+                 f"on {sweep.corpus.name}/{sweep.corpus.tokenizer} ({'full' if sweep.data.full_data else 'fast'} "
+                 f"mode); results {sweep.store.path}; nothing was run")
+    return "\n".join(lines) + "\n"
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def check_before_any_work(sweep: Sweep) -> None:
+    """Fail now, not hours into the night: every experiment fits the data, has its memory
+    backends and fits this machine (and its GPU)."""
+    freq = Frequencies.of(sweep.corpus.train, sweep.corpus.vocab_size)
+    devices: dict[str, str] = {}
+    for p in sweep.planned.values():
+        exp = p.experiment
+        check_supported(exp, sweep.corpus.vocab_size)
+        device = devices.setdefault(exp.device, resolve(exp.device))
+        check_fits(exp, freq, device)
+
+
+def execute(sweep: Sweep, executor: Executor, summary: RunSummary, progressed: Callable[[], None]) -> None:
+    """Claim, submit and record until nothing this runner can do is left; wait for other
+    runners' claims (taking them over if those runners die)."""
+    claims = Claims(sweep.store)
     attempted: set[str] = set()
-
-    def wanted(key: str, records: list[dict]) -> bool:
-        """Not tried by this runner yet, not done (a forced key: not done since this run
-        started), and not failed last time when failures are not retried."""
-        if key in attempted:
-            return False
-        if any(r.get("status") == OK and (key not in forced or r["started"] >= started) for r in records):
-            return False
-        return retry_failed or not records or records[-1].get("status") != FAILED
-
-    by_key = {}
-    for r in store.records():
-        by_key.setdefault(r.get("key"), []).append(r)
-    todo = [k for k in planned if wanted(k, by_key.get(k, []))]
-    summary = RunSummary(exp_set.name, store.path)
-    log(f"set {exp_set.name}: {len(planned)} experiments, {len(planned) - len(todo)} done or skipped, "
-        f"{len(todo)} to run{f' with {jobs} jobs' if jobs > 1 else ''}; data {corpus.name}/{corpus.tokenizer} "
-        f"({'full' if data.full_data else 'fast'} mode), results {store.path}")
-
-    claims = Claims(store)
-    keys = [(k, p.experiment.name) for k, p in planned.items()]
-    pool = WorkerPool(jobs, data, cache_dir(results)) if jobs > 1 else None
+    keys = [(k, p.experiment.name) for k, p in sweep.planned.items()]
     in_flight: dict[str, Flight] = {}
     waiting_on: set[str] = set()
 
-    def complete(flight: Flight, record: dict) -> None:
+    def wanted(key: str, latest) -> bool:
+        return key not in attempted and needs_running(key, latest, sweep.options)
+
+    def complete(task: Task, record: ExperimentRecord | None) -> None:
+        flight = in_flight[task.key]
+        record = record or stopped_record(task, sweep.corpus, flight.started, time.monotonic() - flight.t0,
+                                          FAILED, "its worker process died (out of memory, or killed?)")
         with deferred():  # a signal now is raised once the record is safe and off in_flight
             claims.finish(record)
-            del in_flight[record["key"]]
-        {OK: summary.ran, FAILED: summary.failed}[record["status"]].append(record["name"])
-        log(describe_record(record))
-        progress(len(summary.ran) + len(summary.failed), len(todo))
+            del in_flight[task.key]
+        (summary.ran if record.ok else summary.failed).append(record.name)
+        log.info(describe_record(record))
+        progressed()
 
     with raising_on_signals(), claims:
         try:
             while True:
-                held: list[dict] = []
-                while len(in_flight) < jobs:
-                    with deferred():
-                        got = claims.claim_next(keys, wanted, exp_set.name)
-                    for c in got.taken_over:
-                        log(f"taking over {c['name']} from runner {owner_label(c)}: it is gone")
-                    if got.key is None:
-                        held = got.held_by_others
-                        break
-                    attempted.add(got.key)
-                    flight = in_flight[got.key] = Flight(planned[got.key])
-                    exp = flight.planned.experiment
-                    log(f"start {exp.name} [{exp.tiers}] context {exp.context}")
-                    if pool:
-                        with deferred():  # a signal mid-spawn would leave a half-started worker
-                            flight.future = pool.submit(exp, exp_set.name, got.key)
-                    else:
-                        complete(flight, run_experiment(exp, corpus, set_name=exp_set.name, key=got.key))
-                if pool and in_flight:
-                    for flight, record in pool.wait_any(list(in_flight.values()), POLL_S):
-                        complete(flight, record or died_record(flight, corpus, exp_set.name))
+                held = fill(sweep, executor, claims, keys, wanted, attempted, in_flight)
+                if in_flight:
+                    for task, record in executor.wait(POLL_S):
+                        complete(task, record)
                     continue
-                if not in_flight and not held:
+                if not held:
                     break
                 if {c["key"] for c in held} != waiting_on:
                     waiting_on = {c["key"] for c in held}
-                    log(f"waiting: {len(held)} experiments of this set are running in other runners "
-                        f"({', '.join(sorted({owner_label(c) for c in held}))}); their claims are taken "
-                        f"over if those runners die")
+                    log.info(f"waiting: {len(held)} experiments of this set are running in other runners "
+                             f"({', '.join(sorted({owner_label(c) for c in held}))}); their claims are taken "
+                             f"over if those runners die")
                 time.sleep(POLL_S)
         except Interrupted as e:
-            with deferred():
-                for flight in list(in_flight.values()):
-                    claims.finish(interrupted_record(flight, corpus, exp_set.name, str(e)))
-                    summary.interrupted.append(flight.planned.experiment.name)
-            log(f"{e}: recorded {', '.join(summary.interrupted) or 'nothing'} as interrupted; "
-                f"the next run retries {'them' if len(summary.interrupted) > 1 else 'it'}")
+            record_interrupted(sweep, claims, in_flight, summary, str(e))
             raise
         finally:
-            if pool:
-                pool.stop()
-    done_here = set(summary.ran) | set(summary.failed)
-    summary.skipped = [p.experiment.name for p in planned.values() if p.experiment.name not in done_here]
-    if not todo:
-        log(f"nothing to run: all {len(planned)} experiments of set {exp_set.name} are done in {store.path}")
-    return summary
+            executor.close()
 
 
-def cache_dir(results: str | os.PathLike) -> Path:
-    """Tokenized corpora are cached beside the results, so a night tokenizes once."""
-    return Path(results).parent / ".ramsweep-cache"
+def fill(sweep: Sweep, executor: Executor, claims: Claims, keys, wanted, attempted: set[str],
+         in_flight: dict[str, Flight]) -> list[dict]:
+    """Claim and submit until the executor is full; returns the live claims of other runners
+    on experiments still wanted (empty when this runner found work or nothing is left)."""
+    while len(in_flight) < executor.capacity:
+        with deferred():
+            got = claims.claim_next(keys, wanted, sweep.exp_set.name)
+        for c in got.taken_over:
+            log.info(f"taking over {c['name']} from runner {owner_label(c)}: it is gone")
+        if got.key is None:
+            return got.held_by_others
+        attempted.add(got.key)
+        exp = sweep.planned[got.key].experiment
+        task = Task(exp, got.key, sweep.exp_set.name)
+        log.info(f"start {exp.name} [{exp.tiers}] context {exp.context}")
+        with deferred():  # a signal mid-submit would leave a half-started worker
+            in_flight[got.key] = Flight(task)
+            executor.submit(task)
+    return []
 
 
-def record_baselines(store: ResultsStore, corpus: Corpus, log: Callable[[str], None]) -> None:
+def record_interrupted(sweep: Sweep, claims: Claims, in_flight: dict[str, Flight], summary: RunSummary,
+                       signal_name: str) -> None:
+    with deferred():
+        for flight in list(in_flight.values()):
+            claims.finish(interrupted_record(flight.task, sweep.corpus, flight.started,
+                                             time.monotonic() - flight.t0, signal_name))
+            summary.interrupted.append(flight.task.experiment.name)
+    log.info(f"{signal_name}: recorded {', '.join(summary.interrupted) or 'nothing'} as interrupted; "
+             f"the next run retries {'them' if len(summary.interrupted) > 1 else 'it'}")
+
+
+def record_baselines(store: Store, corpus: Corpus) -> None:
     """Uniform, unigram and Kneser-Ney bigram on exactly the experiments' splits and tokens,
     once per data fingerprint per results file: the report shows them beside the experiments."""
     keys = {name: baseline_key(name, corpus.fingerprint) for name in BASELINES}
     with deferred(), store.locked():  # checked and added under the lock: two runners never both add them
-        done = {r["key"] for r in store.records() if r.get("status") == OK}
-        if all(k in done for k in keys.values()):
+        latest = store.latest()
+        missing = [name for name, key in keys.items() if needs_running(key, latest.get(key))]
+        if not missing:
             return
         started, t0 = now(), time.perf_counter()
         splits = ("validation", "test")
         found = baselines(corpus.train, {s: corpus.split(s) for s in splits}, corpus.vocab_size,
                           {s: corpus.byte_lengths(s) for s in splits})
         elapsed = time.perf_counter() - t0
-        for name, metrics_ in found.items():
-            if keys[name] not in done:
-                store.append_locked({"kind": "baseline", "name": name, "key": keys[name], "status": OK,
-                                     "data": corpus.describe(), "metrics": metrics_, "timing": {"total_s": elapsed},
-                                     "environment": environment(), "started": started, "finished": now()})
-    log("baselines on the same splits: " + ", ".join(
+        store.extend_locked([
+            BaselineRecord(kind="baseline", name=name, key=keys[name], status=OK, data=corpus.describe(),
+                           metrics=found[name], timing={"total_s": elapsed}, environment=environment(),
+                           started=started, finished=now())
+            for name in missing])
+    log.info("baselines on the same splits: " + ", ".join(
         f"{name} test PPL {m['test']['ppl']:,.0f}" for name, m in found.items()))
 
-
-def base_record(exp: Experiment, corpus: Corpus, set_name: str, key: str, started: str) -> dict:
-    return {"name": exp.name, "set": set_name, "key": key, "spec": exp.model_dump(mode="json"),
-            "data": corpus.describe(), "environment": environment(), "started": started}
-
-
-def died_record(flight: Flight, corpus: Corpus, set_name: str) -> dict:
-    record = base_record(flight.planned.experiment, corpus, set_name, flight.planned.key, flight.started)
-    record.update(status=FAILED, error="its worker process died (out of memory, or killed?)",
-                  timing={"elapsed_s": time.monotonic() - flight.t0}, finished=now())
-    return record
-
-
-def interrupted_record(flight: Flight, corpus: Corpus, set_name: str, signal_name: str) -> dict:
-    record = base_record(flight.planned.experiment, corpus, set_name, flight.planned.key, flight.started)
-    record.update(status=INTERRUPTED, error=f"interrupted by {signal_name}",
-                  timing={"elapsed_s": time.monotonic() - flight.t0}, finished=now())
-    return record
-
-
-def run_experiment(exp: Experiment, corpus: Corpus, *, set_name: str, key: str) -> dict:
-    """Train and evaluate one experiment; always returns a record (status ok or failed)."""
-    record = base_record(exp, corpus, set_name, key, now())
-    try:
-        device = resolve(exp.device)
-        t0 = time.perf_counter()
-        model = train(exp, corpus.train, corpus.vocab_size, device=trains_on(device))
-        t1 = time.perf_counter()
-        val_scores = score(model, corpus.validation, device)
-        temperature = fit_temperature(val_scores)  # fitted on validation only, then applied to test
-        validation = metrics(val_scores, temperature=temperature, byte_lengths=corpus.byte_lengths("validation"))
-        t2 = time.perf_counter()
-        # final figures only: nothing is chosen on test
-        test = evaluate(model, corpus.test, temperature=temperature, byte_lengths=corpus.byte_lengths("test"),
-                        device=device)
-        t3 = time.perf_counter()
-        resources = {
-            "device": describe(device),
-            "threads": numba.get_num_threads(),
-            "peak_rss_mb": peak_rss_mb(),
-            "memory_mb": sum(m.nbytes for m in model.memories) / 2**20,
-            "cells_stored": [m.cells_stored for m in model.memories],
-            "backends": [m.tier.backend for m in model.memories],
-        }
-    except Exception as e:  # recorded, and the sweep goes on
-        record.update(status=FAILED, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
-                      finished=now())
-        return record
-    record.update(
-        status=OK,
-        metrics={"validation": validation, "test": test},
-        timing={"encode_s": model.encode_s, "train_s": t1 - t0, "validation_s": t2 - t1, "test_s": t3 - t2,
-                "total_s": t3 - t0},
-        resources=resources,
-        finished=now(),
-    )
-    return record
-
-
-def describe_record(r: dict) -> str:
-    if r["status"] != OK:
-        return f"FAILED {r['name']}: {r['error']}"
-    v, t = r["metrics"]["validation"], r["metrics"]["test"]
-    bpb = f", bpb {t['bpb']:.3f}" if t.get("bpb") is not None else ""
-    return (f"done {r['name']}: val PPL {v['ppl']:,.0f}, test PPL {t['ppl']:,.0f} (calibrated "
-            f"{t['calibrated']['ppl']:,.0f} at T={t['calibrated']['temperature']:.3g}){bpb}, test acc "
-            f"{100 * t['accuracy']:.2f}% in {r['timing']['total_s']:.1f}s")
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def peak_rss_mb() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return kb / (2**20 if sys.platform == "darwin" else 2**10)
-
-
-def environment() -> dict:
-    versions = {}
-    for pkg in ("numpy", "numba", "pydantic"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    return {"ramsweep": __version__, "engine_semantics": ENGINE_SEMANTICS_VERSION,
-            "python": platform.python_version(), "platform": platform.platform(), **versions}

@@ -1,17 +1,22 @@
 """`ramsweep status`: where a sweep stands, read from its results and claims files only
-(never written), so it is safe to run while runners work."""
+(never written), so it is safe to run while runners work. It imports no writer."""
 
 from __future__ import annotations
 
 import statistics
 import time
-from datetime import datetime
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
+from ramsweep.config import ExperimentSet
+from ramsweep.data import load_corpus
 from ramsweep.errors import StoreError
+from ramsweep.sets import load_set
 from ramsweep.sweep.claims import is_live, owner_label
-from ramsweep.sweep.store import FAILED, INTERRUPTED, OK, ResultsStore
+from ramsweep.sweep.plan import needs_running, plan
+from ramsweep.sweep.records import FAILED, INTERRUPTED, ExperimentRecord
+from ramsweep.sweep.store import cache_dir, open_store
 
 DONE, RUNNING, PENDING = "done", "running", "pending"
 STATES = (DONE, FAILED, INTERRUPTED, RUNNING, PENDING)
@@ -36,33 +41,29 @@ class SweepStatus:
     left: int = field(default=0)
 
 
-def status(results: str | Path, set_=None, *, data=None) -> SweepStatus:
+def status(results: str | Path, set_: str | ExperimentSet | None = None, *, data=None) -> SweepStatus:
     """Per experiment: done / failed / interrupted / running (by whom) / pending. Pending
     experiments are known only with a set (`set_`: name, path or ExperimentSet)."""
-    store = ResultsStore(results)
+    store = open_store(results)
     if not store.path.exists() and set_ is None:
         raise StoreError(f"{store.path}: no such results file; name the one `ramsweep run` writes, "
                          f"or add --set to see what is pending")
-    records = store.records()
-    latest = {}
-    for r in (r for r in records if r.get("kind", "experiment") == "experiment"):
-        # an ok record wins over later attempts (--force re-runs are still done)
-        if latest.get(r["key"], {}).get("status") != OK or r.get("status") == OK:
-            latest[r["key"]] = r
-    claims = store.claims()
+    latest = {k: r for k, r in store.latest().items() if isinstance(r, ExperimentRecord)}
     now = time.time()
-    live = {k: c for k, c in claims.items() if is_live(c, now)}
+    live = {k: c for k, c in store.claims().items() if is_live(c, now)}
 
     if set_ is not None:
         names = planned_names(set_, data, store.path)
     else:
-        names = {k: r["name"] for k, r in latest.items()} | {k: c["name"] for k, c in live.items()}
+        names = {k: r.name for k, r in latest.items()} | {k: c["name"] for k, c in live.items()}
     rows = [row(key, name, latest.get(key), live.get(key), now) for key, name in names.items()]
 
-    counts = {s: sum(r.state == s for r in rows) for s in STATES}
-    timings = [r["timing"]["total_s"] for r in latest.values() if r.get("status") == OK]
+    counts = {s: 0 for s in STATES}
+    for r in rows:
+        counts[r.state] += 1
+    timings = [r.timing.total_s for r in latest.values() if r.ok and r.timing.total_s is not None]
     median_s = statistics.median(timings) if timings else None
-    left = counts[PENDING] + counts[FAILED] + counts[INTERRUPTED] + counts[RUNNING]
+    left = sum(needs_running(key, latest.get(key)) for key in names)
     eta_s = None
     if median_s is not None and left:
         elapsed = [now - datetime.fromisoformat(c["since"]).timestamp() for c in live.values()]
@@ -73,34 +74,42 @@ def status(results: str | Path, set_=None, *, data=None) -> SweepStatus:
     return SweepStatus(store.path, rows, counts, runners, median_s, eta_s, left)
 
 
-def planned_names(set_, data, results: Path) -> dict[str, str]:
-    from ramsweep.config import ExperimentSet, load_set
-    from ramsweep.data import load_corpus
-    from ramsweep.sweep.plan import plan
-    from ramsweep.sweep.runner import cache_dir
-
+def planned_names(set_: str | ExperimentSet, data, results: Path) -> dict[str, str]:
     exp_set = set_ if isinstance(set_, ExperimentSet) else load_set(set_)
     # the token cache is derived data, not results: filling it keeps status fast next time
     fingerprint = load_corpus(data or exp_set.data or "kjv", cache_dir=cache_dir(results)).fingerprint
-    names: dict[str, str] = {}
-    for p in plan(exp_set.experiments, fingerprint, set()):
-        names.setdefault(p.key, p.experiment.name)
-    return names
+    return {key: p.experiment.name for key, p in plan(exp_set.experiments, fingerprint).items()}
 
 
-def row(key: str, name: str, record: dict | None, claim: dict | None, now: float) -> Row:
-    if claim is not None and (record is None or record.get("status") != OK):
+def row(key: str, name: str, record: ExperimentRecord | None, claim: dict | None, now: float) -> Row:
+    if claim is not None and (record is None or not record.ok):
         return Row(name, key, RUNNING, f"by {owner_label(claim)} since {claim['since']}, "
                                        f"heartbeat {now - claim['heartbeat']:.0f}s ago")
     if record is None:
         return Row(name, key, PENDING)
-    if record["status"] == OK:
-        v, t = record["metrics"]["validation"], record["metrics"]["test"]
-        return Row(name, key, DONE, f"val PPL {v['ppl']:,.0f}, test PPL {t['ppl']:,.0f}, "
-                                    f"{record['timing']['total_s']:.0f}s")
-    if record["status"] == INTERRUPTED:
-        return Row(name, key, INTERRUPTED, f"after {record['timing']['elapsed_s']:.0f}s, {record['finished']}")
-    return Row(name, key, FAILED, record.get("error", ""))
+    if record.ok:
+        v, t = record.metrics.validation, record.metrics.test
+        return Row(name, key, DONE, f"val PPL {_ppl(v.ppl)}, test PPL {_ppl(t.ppl)}, {record.timing.total_s:.0f}s")
+    if record.status == INTERRUPTED:
+        return Row(name, key, INTERRUPTED, f"after {record.timing.elapsed_s or 0:.0f}s, {record.finished}")
+    return Row(name, key, FAILED, record.error or "")
+
+
+SHOWN_WHEN_SUMMARISED = (RUNNING, FAILED, INTERRUPTED)
+
+
+def shown_rows(s: SweepStatus, list_all: bool, limit: int = 40) -> tuple[list[Row], int]:
+    """The rows a person wants to see: all of a small sweep; of a big one (more than `limit`
+    rows) only what needs attention, running, failed and interrupted, up to `limit`, unless
+    `list_all`. Returns them and how many rows were left out."""
+    if list_all or len(s.rows) <= limit:
+        return s.rows, 0
+    attention = [r for r in s.rows if r.state in SHOWN_WHEN_SUMMARISED]
+    return attention[:limit], len(s.rows) - min(len(attention), limit)
+
+
+def _ppl(x: float | None) -> str:
+    return "—" if x is None else f"{x:,.0f}"
 
 
 def duration(seconds: float) -> str:
@@ -112,7 +121,7 @@ def duration(seconds: float) -> str:
 
 
 def summary_line(s: SweepStatus) -> str:
-    parts = ", ".join(f"{n} {state}" for state, n in s.counts.items())
+    parts = ", ".join(f"{n:,} {state}" for state, n in s.counts.items())
     if s.left == 0:
         return f"{parts}: nothing left to run"
     if s.eta_s is None:

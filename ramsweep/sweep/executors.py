@@ -1,0 +1,135 @@
+"""Executors run experiments and hand their records back; the runner alone claims and writes.
+
+The seam (DESIGN.md §1): an executor has `capacity` slots; `submit(task)` starts a task in a
+free slot; `wait(timeout)` returns the tasks that ended within `timeout` seconds with their
+records (None: the process running it died, so the runner records a failure for that task
+alone); `close()` stops everything still running. A Dask executor implements the same four.
+
+- `InProcess`: one slot; the experiment runs inside `wait`, in this process.
+- `ProcessPool`: `jobs` worker processes, each with its own pipe, so a worker that dies (out
+  of memory, killed) fails only the experiment it was running, and a fresh worker takes its
+  place. Workers are spawned, not forked (numba's thread pool does not survive a fork), get an
+  equal share of the numba threads, ignore SIGINT (a Ctrl-C reaches the whole process group;
+  the parent decides), load the corpus once, and exit when the parent's end of the pipe closes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait as wait_ready
+from pathlib import Path
+from typing import Protocol
+
+import numba
+
+from ramsweep.data import Corpus, DataSpec, load_corpus
+from ramsweep.sweep.experiment import Task, run_experiment
+from ramsweep.sweep.records import ExperimentRecord
+
+Ended = list[tuple[Task, ExperimentRecord | None]]
+
+
+class Executor(Protocol):
+    capacity: int
+
+    def submit(self, task: Task) -> None: ...
+
+    def wait(self, timeout: float) -> Ended: ...
+
+    def close(self) -> None: ...
+
+
+class InProcess:
+    """Runs each experiment in this process, when the runner waits for it."""
+
+    capacity = 1
+
+    def __init__(self, corpus: Corpus):
+        self.corpus = corpus
+        self.queued: list[Task] = []
+
+    def submit(self, task: Task) -> None:
+        self.queued.append(task)
+
+    def wait(self, timeout: float) -> Ended:
+        ended = []
+        while self.queued:
+            task = self.queued.pop(0)
+            ended.append((task, run_experiment(task, self.corpus)))
+        return ended
+
+    def close(self) -> None:
+        self.queued.clear()
+
+
+@dataclass
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    task: Task | None = field(default=None)
+
+
+class ProcessPool:
+    def __init__(self, jobs: int, data: DataSpec, cache_dir: Path | None):
+        self.capacity = jobs
+        self.data, self.cache_dir = data, cache_dir
+        self.threads = max(1, numba.config.NUMBA_NUM_THREADS // jobs)
+        self.context = multiprocessing.get_context("spawn")
+        self.workers: list[_Worker] = []
+
+    def submit(self, task: Task) -> None:
+        worker = next((w for w in self.workers if w.task is None), None) or self._start()
+        worker.conn.send(task)
+        worker.task = task
+
+    def wait(self, timeout: float) -> Ended:
+        busy = {w.conn: w for w in self.workers if w.task is not None}
+        busy |= {w.process.sentinel: w for w in busy.values()}
+        ended: Ended = []
+        for ready in wait_ready(list(busy), timeout):
+            worker = busy[ready]
+            if worker.task is None:  # its pipe and its sentinel were both ready
+                continue
+            task, worker.task = worker.task, None
+            try:
+                ended.append((task, worker.conn.recv()))
+            except (EOFError, OSError):  # it died before sending a record
+                ended.append((task, None))
+                self._discard(worker)
+        return ended
+
+    def close(self) -> None:
+        """Kill the workers now: an interrupted sweep must not leave experiments running."""
+        for worker in list(self.workers):
+            self._discard(worker)
+
+    def _start(self) -> _Worker:
+        parent, child = self.context.Pipe()
+        process = self.context.Process(target=_serve, args=(child, self.threads, self.data, self.cache_dir),
+                                       daemon=True, name="ramsweep-worker")
+        process.start()
+        child.close()  # the worker's end lives in the worker only: its death closes the pipe
+        worker = _Worker(process, parent)
+        self.workers.append(worker)
+        return worker
+
+    def _discard(self, worker: _Worker) -> None:
+        worker.process.kill()
+        worker.process.join()
+        worker.conn.close()
+        self.workers.remove(worker)
+
+
+def _serve(conn: Connection, threads: int, data: DataSpec, cache_dir: Path | None) -> None:
+    """A worker's life: run each task sent, send back its record, until the parent goes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    numba.set_num_threads(threads)
+    corpus = load_corpus(data, cache_dir=cache_dir)  # the parent filled the token cache already
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        conn.send(run_experiment(task, corpus))

@@ -1,0 +1,131 @@
+"""One experiment, start to finish: train → calibrate on validation → evaluate → record.
+
+`run_experiment` is what every executor runs (in this process, in a worker process, on a
+Dask worker); it never raises for a failing experiment: it returns a failed record, and the
+sweep goes on.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+import resource
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+
+import numba
+
+from ramsweep.config import Experiment
+from ramsweep.data import Corpus
+from ramsweep.engine.devices import describe, resolve, trains_on
+from ramsweep.engine.evaluate import evaluate, fit_temperature, metrics, score
+from ramsweep.engine.train import train
+from ramsweep.semantics import ENGINE_SEMANTICS_VERSION
+from ramsweep.sweep.records import FAILED, INTERRUPTED, OK, ExperimentRecord
+
+
+@dataclass(frozen=True)
+class Task:
+    """An experiment handed to an executor: what to run and how its record is labelled."""
+
+    experiment: Experiment
+    key: str
+    set_name: str
+
+
+def run_experiment(task: Task, corpus: Corpus) -> ExperimentRecord:
+    """Train and evaluate one experiment; always returns a record (status ok or failed)."""
+    exp, started, t0 = task.experiment, now(), time.perf_counter()
+    try:
+        device = resolve(exp.device)
+        model = train(exp, corpus.train, corpus.vocab_size, device=trains_on(device))
+        t1 = time.perf_counter()
+        val_scores = score(model, corpus.validation, device)
+        temperature = fit_temperature(val_scores)  # fitted on validation only, then applied to test
+        validation = metrics(val_scores, temperature=temperature, byte_lengths=corpus.byte_lengths("validation"))
+        t2 = time.perf_counter()
+        # final figures only: nothing is chosen on test
+        test = evaluate(model, corpus.test, temperature=temperature, byte_lengths=corpus.byte_lengths("test"),
+                        device=device)
+        t3 = time.perf_counter()
+        resources = {
+            "device": describe(device),
+            "threads": numba.get_num_threads(),
+            "peak_rss_mb": peak_rss_mb(),
+            "memory_mb": sum(m.nbytes for m in model.memories) / 2**20,
+            "cells_stored": [m.cells_stored for m in model.memories],
+            "backends": [m.tier.backend for m in model.memories],
+        }
+    except Exception as e:  # recorded, and the sweep goes on
+        return stopped_record(task, corpus, started, time.perf_counter() - t0, FAILED,
+                              f"{type(e).__name__}: {e}", traceback.format_exc())
+    return ExperimentRecord(
+        **_base(task, corpus, started), status=OK,
+        metrics={"validation": validation, "test": test},
+        timing={"encode_s": model.encode_s, "train_s": t1 - t0, "validation_s": t2 - t1, "test_s": t3 - t2,
+                "total_s": t3 - t0},
+        resources=resources,
+    )
+
+
+def stopped_record(task: Task, corpus: Corpus, started: str, elapsed_s: float, status: str, error: str,
+                   trace: str | None = None) -> ExperimentRecord:
+    """The record of an experiment that did not finish: failed (with its error) or interrupted."""
+    return ExperimentRecord(**_base(task, corpus, started), status=status, error=error, traceback=trace,
+                            timing={"elapsed_s": elapsed_s})
+
+
+def interrupted_record(task: Task, corpus: Corpus, started: str, elapsed_s: float, signal_name: str):
+    return stopped_record(task, corpus, started, elapsed_s, INTERRUPTED, f"interrupted by {signal_name}")
+
+
+def _base(task: Task, corpus: Corpus, started: str) -> dict:
+    return {"kind": "experiment", "name": task.experiment.name, "set": task.set_name, "key": task.key,
+            "spec": task.experiment.model_dump(mode="json"), "data": corpus.describe(),
+            "environment": environment(), "started": started, "finished": now()}
+
+
+def describe_record(r: ExperimentRecord) -> str:
+    """One log line for a finished experiment."""
+    if not r.ok:
+        return f"FAILED {r.name}: {r.error}"
+    v, t = r.metrics.validation, r.metrics.test
+    bpb = f", bpb {t.bpb:.3f}" if t.bpb is not None else ""
+    calibrated = (f" (calibrated {t.calibrated.ppl:,.0f} at T={t.calibrated.temperature:.3g})"
+                  if t.calibrated and t.calibrated.ppl is not None else "")
+    return (f"done {r.name}: val PPL {_ppl(v.ppl)}, test PPL {_ppl(t.ppl)}{calibrated}{bpb}, test acc "
+            f"{100 * (t.accuracy or 0):.2f}% in {r.timing.total_s:.1f}s")
+
+
+def _ppl(x: float | None) -> str:
+    return "—" if x is None else f"{x:,.0f}"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def peak_rss_mb() -> float:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return kb / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+@functools.cache
+def _environment() -> dict:
+    versions = {}
+    for pkg in ("ramsweep", "numpy", "numba", "pydantic"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"engine_semantics": ENGINE_SEMANTICS_VERSION, "python": platform.python_version(),
+            "platform": platform.platform(), **versions}
+
+
+def environment() -> dict:
+    """Package versions and platform, as stored with every record (looked up once a process)."""
+    return dict(_environment())

@@ -1,0 +1,201 @@
+"""Typed result records: one per experiment run or count-model baseline (DESIGN.md §4).
+
+The only module that knows a record's fields: the runner builds records here, the stores
+validate them here, and status, report and serve read their attributes, never raw keys.
+Records are frozen (a finished record never changes) and keep any field they do not know
+(`extra="allow"`), so a file written by a newer ramsweep passes through an older one intact.
+Experiment records written before `kind` existed read as experiments.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag, TypeAdapter, ValidationError
+
+from ramsweep.messages import field_path, one_line
+
+OK, FAILED, INTERRUPTED = "ok", "failed", "interrupted"
+Status = Literal["ok", "failed", "interrupted"]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
+class Calibrated(_Part):
+    temperature: float | None = None
+    ce: float | None = None
+    ppl: float | None = None
+    bpb: float | None = None
+
+
+class TierMetrics(_Part):
+    tier: int
+    clusters: int
+    neurons: int
+    bits: int
+    backend: str
+    examples: int = 0
+    ce: float | None = None
+    ppl: float | None = None
+    accuracy: float | None = None
+    share: float | None = None  # % of the split's examples whose target is in this tier
+    empty_rate: float | None = None
+    target_empty_rate: float | None = None
+
+
+class SplitMetrics(_Part):
+    examples: int = 0
+    ce: float | None = None
+    ppl: float | None = None
+    accuracy: float | None = None
+    bpb: float | None = None
+    ppl_floor: float | None = None
+    calibrated: Calibrated | None = None
+    tiers: tuple[TierMetrics, ...] = ()
+
+
+class Metrics(_Part):
+    validation: SplitMetrics
+    test: SplitMetrics
+
+
+class DataInfo(_Part):
+    """What the numbers were computed on (data/corpus.py's describe())."""
+
+    corpus: str
+    tokenizer: str
+    vocab_size: int
+    full_data: bool = False
+    fingerprint: str
+    path: str | None = None
+    variant: str | None = None
+    tokenizer_files: dict[str, str] = {}
+    split_tokens: dict[str, int] = {}
+    split_bytes: dict[str, int] = {}
+    source_sha256: str | None = None
+
+    @property
+    def group(self) -> str:
+        """e.g. 'kjv/word fast': records of one group are comparable."""
+        return f"{self.corpus}/{self.tokenizer}{'' if self.full_data else ' fast'}"
+
+
+class Spec(_Part):
+    """The resolved experiment as it ran (config.Experiment dumped; tiers as text)."""
+
+    name: str
+    tiers: str
+    context: int
+    negatives: int = 1000
+    empty_value: float = 0.0
+    seed: int = 0
+
+
+class Timing(_Part):
+    encode_s: float | None = None
+    train_s: float | None = None
+    validation_s: float | None = None
+    test_s: float | None = None
+    total_s: float | None = None
+    elapsed_s: float | None = None  # failed and interrupted runs: until they stopped
+
+    @property
+    def eval_s(self) -> float | None:
+        return None if self.validation_s is None else self.validation_s + (self.test_s or 0.0)
+
+
+class Resources(_Part):
+    device: str = "cpu"
+    threads: int | None = None
+    peak_rss_mb: float | None = None
+    memory_mb: float | None = None
+    cells_stored: tuple[int, ...] = ()
+    backends: tuple[str, ...] = ()
+
+
+class _Record(_Part):
+    name: str
+    key: str
+    status: Status
+    data: DataInfo
+    environment: dict[str, Any] = {}
+    started: str
+    finished: str | None = None
+    timing: Timing = Timing()
+    error: str | None = None
+    traceback: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    def dump(self) -> dict[str, Any]:
+        """The JSON object stored in a results file (fields left None are not written)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class ExperimentRecord(_Record):
+    kind: Literal["experiment"] = "experiment"
+    set: str
+    spec: Spec
+    metrics: Metrics | None = None  # ok records only
+    resources: Resources | None = None
+
+
+class BaselineRecord(_Record):
+    kind: Literal["baseline"] = "baseline"
+    metrics: Metrics
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return value.get("kind", "experiment")
+    return getattr(value, "kind", "experiment")
+
+
+Record = Annotated[
+    Annotated[ExperimentRecord, Tag("experiment")] | Annotated[BaselineRecord, Tag("baseline")],
+    Discriminator(_kind),
+]
+_RECORD = TypeAdapter(Record)
+
+
+class RecordError(ValueError):
+    """A stored object is not a valid record: `where` names its field."""
+
+    def __init__(self, message: str, where: str):
+        super().__init__(message)
+        self.where = where
+
+
+def parse_record(value: dict[str, Any] | bytes) -> ExperimentRecord | BaselineRecord:
+    """A record from its stored JSON object (or one JSON Lines line); RecordError when invalid."""
+    try:
+        if isinstance(value, (bytes, str)):
+            return _RECORD.validate_json(value)
+        return _RECORD.validate_python(value)
+    except ValidationError as err:
+        raise RecordError(one_line(err), field_path(err)) from None
+
+
+def dumps_line(record: ExperimentRecord | BaselineRecord) -> bytes:
+    """One record as one line of JSON (keys sorted), newline included."""
+    return orjson.dumps(record.dump(), option=orjson.OPT_SORT_KEYS) + b"\n"
+
+
+def latest(records) -> dict[str, ExperimentRecord | BaselineRecord]:
+    """The record that stands for each key: its newest `ok` record, else its newest record.
+    (A --force re-run that failed leaves the key done; a retried failure that succeeded is done.)"""
+    found: dict[str, ExperimentRecord | BaselineRecord] = {}
+    for r in records:
+        add(found, r)
+    return found
+
+
+def add(found: dict[str, ExperimentRecord | BaselineRecord], r: ExperimentRecord | BaselineRecord) -> None:
+    """Fold one more (newer) record into a `latest` mapping."""
+    if r.ok or not (r.key in found and found[r.key].ok):
+        found[r.key] = r
