@@ -17,6 +17,7 @@ from ramsweep.errors import ConfigError, DataError
 from ramsweep.grid import GridFile, GridSpec
 from ramsweep.messages import one_line, short
 
+PACKAGE_DIR = Path(__file__).resolve().parent
 _DEFAULT_KEYS = tuple(k for k in Experiment.model_fields if k not in ("name", "based_on"))
 
 
@@ -40,7 +41,7 @@ def packaged_sets_dir() -> Path | None:
     sets/ there), else the source tree's top-level sets/ under an editable install, but only
     where that tree is ramsweep's own (its pyproject.toml names it): a `sets/` folder that
     merely sits beside the package, such as a user's own, is never taken for them."""
-    package = Path(__file__).resolve().parent
+    package = PACKAGE_DIR
     if (package / "sets").is_dir():
         return package / "sets"
     source = package.parent

@@ -7,33 +7,16 @@ import orjson
 import pytest
 
 import ramsweep
-from ramsweep.config import (
-    Experiment,
-    ExperimentSet,
-    TierConfig,
-    TierSpec,
-    available_sets,
-    bits_per_token,
-    load_set,
-    sets_dirs,
-)
+from ramsweep import sets as sets_module
+from ramsweep.config import Experiment, ExperimentSet, TierConfig, TierSpec, bits_per_token
+from ramsweep.sets import available_sets, load_set, sets_dirs
 from ramsweep.errors import ConfigError
+from conftest import config_error
 
 REPO_SETS = Path(ramsweep.__file__).parent.parent / "sets"
 PACKAGED = ["asymmetric", "baseline", "extended", "grid", "quick", "standard"]
 # Designed for GPT-2's vocabulary: their explicit counts (20,500) exceed 13,000 tokens.
 NEEDS_LARGE_VOCAB = {"five_tier_gradient", "five_tier_best_week5"}
-
-
-def config_error(call, *fragments: str) -> str:
-    """Run call, expect a one-line ConfigError containing every fragment; return the message."""
-    with pytest.raises(ConfigError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message, message
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in {message!r}"
-    return message
 
 
 def write_set(folder: Path, name: str, body: str) -> Path:
@@ -430,9 +413,21 @@ def test_sets_dirs_puts_the_current_folder_first(tmp_path: Path, monkeypatch) ->
 def test_sets_dirs_prefers_sets_inside_an_installed_package(tmp_path: Path, monkeypatch) -> None:
     package = tmp_path / "site" / "ramsweep"
     (package / "sets").mkdir(parents=True)  # the wheel's force-included copy of sets/
-    monkeypatch.setattr(ramsweep, "__file__", str(package / "__init__.py"))
+    monkeypatch.setattr(sets_module, "PACKAGE_DIR", package)
     monkeypatch.chdir(tmp_path)
     assert [d.resolve() for d in sets_dirs()] == [(package / "sets").resolve()]
+
+
+def test_a_sets_folder_beside_an_installed_package_is_not_taken_for_the_packaged_sets(tmp_path, monkeypatch):
+    package = tmp_path / "site-packages" / "ramsweep"  # installed without its sets/ (or an old wheel)
+    package.mkdir(parents=True)
+    (tmp_path / "site-packages" / "sets").mkdir()  # somebody else's folder next to it
+    (tmp_path / "site-packages" / "sets" / "quick.yaml").write_text("experiments: [{name: theirs, tiers: 'rest,1,1'}]\n")
+    monkeypatch.setattr(sets_module, "PACKAGE_DIR", package)
+    monkeypatch.chdir(tmp_path)
+    assert sets_dirs() == []
+    (tmp_path / "site-packages" / "pyproject.toml").write_text('[project]\nname = "ramsweep"\n')  # our source tree
+    assert [d.resolve() for d in sets_dirs()] == [(tmp_path / "site-packages" / "sets").resolve()]
 
 
 def test_a_set_in_the_current_folder_shadows_the_packaged_one(tmp_path: Path, monkeypatch) -> None:

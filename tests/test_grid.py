@@ -6,12 +6,14 @@ import textwrap
 import numpy as np
 import pytest
 
-from ramsweep.config import Experiment, GridSpec, bisection_order, grid_point, load_set
-from ramsweep.engine.layout import estimate_memory_bytes
+from ramsweep.config import Experiment
+from ramsweep.engine.layout import Frequencies, estimate_memory_bytes
 from ramsweep.engine.train import train
-from ramsweep.sweep.grid import grid_set
+from ramsweep.grid import GridSpec, bisection_order, grid_point
+from ramsweep.grid import grid_set as grid_of_file
+from ramsweep.sets import load_grid, load_set
 from ramsweep.sweep.plan import experiment_key
-from test_config import config_error  # one-line ConfigError check, shared
+from conftest import config_error
 
 BITS = range(8, 17)
 DEFAULT_SHAPES = {  # what sets/grid.yaml states, per number of tiers
@@ -19,6 +21,11 @@ DEFAULT_SHAPES = {  # what sets/grid.yaml states, per number of tiers
     4: ("100", "400", "2000", "rest"), 5: ("100", "400", "2000", "6000", "rest"),
 }
 DEFAULT_NEURONS = {1: (5,), 2: (15, 5), 3: (15, 10, 5), 4: (15, 10, 7, 5), 5: (15, 10, 7, 5, 3)}
+
+
+def grid_set(*args, **kwargs):
+    """The grid of sets/grid.yaml (found like any set) with these arguments, as `ramsweep grid` builds it."""
+    return grid_of_file(load_grid(), *args, **kwargs)
 
 
 def tier_bits(exp: Experiment) -> tuple[int, ...]:
@@ -232,7 +239,7 @@ def test_memory_estimate_is_an_upper_bound(tiers, fields):
     tokens = rng.choice(40, 3000, p=p / p.sum()).astype(np.int32)  # ids 40..47 never seen
     exp = Experiment(name="m", tiers=tiers, negatives=10, memory="bits", **fields)
     actual = sum(m.nbytes for m in train(exp, tokens, 48).memories)
-    estimate = estimate_memory_bytes(exp, tokens, 48)
+    estimate = estimate_memory_bytes(exp, Frequencies.of(tokens, 48))
     assert actual <= estimate <= 4 * actual
     if all(exp.memory_kind(t.bits) == "dense" for t in exp.tiers.tiers):
         assert estimate == actual

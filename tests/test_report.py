@@ -8,38 +8,20 @@ import pytest
 
 from ramsweep.report import report
 from ramsweep.errors import ConfigError, StoreError
-from ramsweep.sweep.store import ResultsStore
-
-
-def record(name, key, test_ppl, val_ppl, status="ok"):
-    tiers = [{"tier": 0, "clusters": 100, "neurons": 15, "bits": 20, "backend": "sparse", "examples": 10,
-              "ce": 10.0, "ppl": test_ppl, "accuracy": 0.25, "share": 46.5, "empty_rate": 0.5,
-              "target_empty_rate": 0.25}]
-    split = lambda ppl: {"examples": 20, "ce": 10.0, "ppl": ppl, "accuracy": 0.125, "ppl_floor": 5000.0,
-                         "bpb": 3.5, "calibrated": {"temperature": 0.05, "ce": 6.0, "ppl": ppl / 20, "bpb": 2.1},
-                         "tiers": tiers}
-    return {"name": name, "key": key, "status": status, "spec": {"tiers": "100,15,20;rest,5,8", "context": 4},
-            "metrics": {"validation": split(val_ppl), "test": split(test_ppl)},
-            "timing": {"train_s": 1.0, "validation_s": 0.5, "test_s": 0.5, "total_s": 2.0}}
+from ramsweep.sweep.records import parse_record
+from ramsweep.sweep.store import open_store
+from conftest import baseline_record, experiment_record
 
 
 @pytest.fixture
-def results(tmp_path):
-    store = ResultsStore(tmp_path / "results.json")
-    store.append(record("old_b", "kb", 9000.0, 8000.0))
-    store.append(record("a", "ka", 7000.0, 9500.0))
-    store.append(record("broken", "kc", 1.0, 1.0, status="failed"))
-    store.append(record("b", "kb", 8000.0, 7500.0))  # a re-run of key kb: the latest counts
-    store.append(baseline("kn_bigram", 90.0, 2.2))
-    store.append(baseline("uniform", 13814.0, 4.0))
+def results(results_path):
+    store = open_store(results_path)
+    for r in (experiment_record("old_b", "kb", 9000.0, 8000.0), experiment_record("a", "ka", 7000.0, 9500.0),
+              experiment_record("broken", "kc", 1.0, 1.0, status="failed"),
+              experiment_record("b", "kb", 8000.0, 7500.0),  # a re-run of key kb: the latest counts
+              baseline_record("kn_bigram", 90.0, 2.2), baseline_record("uniform", 13814.0, 4.0)):
+        store.append(parse_record(r))
     return store.path
-
-
-def baseline(name, ppl, bpb):
-    split = {"examples": 19, "ce": 1.0, "ppl": ppl, "bpb": bpb}
-    return {"kind": "baseline", "name": name, "key": f"base-{name}", "status": "ok",
-            "data": {"corpus": "kjv", "tokenizer": "word", "full_data": False},
-            "metrics": {"validation": split, "test": split}}
 
 
 def test_ranked_by_test_ppl_latest_record_per_key_failures_left_out(results):

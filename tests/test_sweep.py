@@ -15,12 +15,15 @@ import ramsweep
 
 from ramsweep.config import Experiment
 from ramsweep.data import load_corpus
-from ramsweep.errors import ConfigError, StoreError
-from ramsweep.sweep import runner
-from ramsweep.sweep.plan import experiment_key, plan
+from ramsweep.errors import ConfigError
+from ramsweep.sweep import executors, experiment
+from ramsweep.sweep.experiment import Task, run_experiment
+from ramsweep.sweep.plan import Options, experiment_key, needs_running, plan
+from ramsweep.sweep.records import parse_record
 from ramsweep.sweep.runner import run_set
 from ramsweep.sweep.claims import STALE_S, Claims
-from ramsweep.sweep.store import ResultsStore
+from ramsweep.sweep.store import open_store
+from conftest import experiment_record, record
 
 # Tiny experiments: a few seconds each on the embedded corpus in fast mode.
 SET = """
@@ -49,51 +52,6 @@ def read(path):
     return {**found, "results": [r for r in found["results"] if r.get("kind") != "baseline"]}
 
 
-# --- store -----------------------------------------------------------------------------------
-
-def test_store_appends_records_atomically(tmp_path):
-    store = ResultsStore(tmp_path / "sub" / "results.json")
-    assert store.records() == []
-    store.append({"key": "a", "status": "ok"})
-    store.append({"key": "b", "status": "failed"})
-    doc = read(store.path)
-    assert doc == {"schema": 1, "results": [{"key": "a", "status": "ok"}, {"key": "b", "status": "failed"}]}
-    assert store.completed_keys() == {"a"}
-    assert sorted(p.name for p in store.path.parent.iterdir()) == ["results.json", "results.json.lock"]
-
-
-@pytest.mark.parametrize("content", [b'{"schema": 1, "results": [', b"[1, 2]", b'{"schema": 99, "results": []}'])
-def test_store_refuses_a_file_it_cannot_read_and_leaves_it_as_it_was(tmp_path, content):
-    path = tmp_path / "results.json"
-    path.write_bytes(content)
-    store = ResultsStore(path)
-    with pytest.raises(StoreError, match="results.json") as err:
-        store.append({"key": "a", "status": "ok"})
-    assert "\n" not in str(err.value)
-    assert path.read_bytes() == content
-
-
-def test_a_failing_write_leaves_the_previous_file_intact(tmp_path, monkeypatch):
-    store = ResultsStore(tmp_path / "results.json")
-    store.append({"key": "a", "status": "ok"})
-    before = store.path.read_bytes()
-
-    def disk_full(fd):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr("os.fsync", disk_full)
-    with pytest.raises(StoreError, match="No space left"):
-        store.append({"key": "b", "status": "ok"})
-    assert store.path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
-
-
-def test_an_unusable_results_folder_is_a_one_line_store_error(tmp_path):
-    (tmp_path / "afile").write_text("not a folder")
-    with pytest.raises(StoreError, match="afile/results.json: cannot lock"):
-        ResultsStore(tmp_path / "afile" / "results.json").append({"key": "a", "status": "ok"})
-
-
 # --- keys ------------------------------------------------------------------------------------
 
 def test_key_ignores_the_name_but_not_the_spec_or_the_data():
@@ -102,15 +60,34 @@ def test_key_ignores_the_name_but_not_the_spec_or_the_data():
     assert experiment_key(a, "fp") != experiment_key(Experiment(name="a", tiers="100,15,18;rest,5,8"), "fp")
     assert experiment_key(a, "fp") != experiment_key(a.model_copy(update={"empty_value": 0.5}), "fp")
     assert experiment_key(a, "fp") != experiment_key(a, "other data")
-    assert [p.done for p in plan([a], "fp", {experiment_key(a, "fp")})] == [True]
+    assert list(plan([a, a.model_copy(update={"name": "same_spec"})], "fp")) == [experiment_key(a, "fp")]
+
+
+def test_the_one_rule_for_what_still_needs_running():
+    ok, failed, interrupted = (record(key="k", status=s) for s in ("ok", "failed", "interrupted"))
+    assert needs_running("k", None) and not needs_running("k", ok)
+    assert needs_running("k", failed) and not needs_running("k", failed, Options(retry_failed=False))
+    assert needs_running("k", interrupted, Options(retry_failed=False))
+    forced = Options(forced=frozenset({"k"}), since="2026-11-26T01:00:00+00:00")  # ok's started is 00:00
+    assert needs_running("k", ok, forced) and not needs_running("other", ok, forced)
+    assert not needs_running("k", ok, Options(forced=frozenset({"k"}), since="2026-11-26T00:00:00+00:00"))
+
+
+def fake_run(keys=None):
+    """A stand-in for run_experiment: a valid ok record at once (and the keys it was asked for)."""
+    def run(task, corpus):
+        if keys is not None:
+            keys.append(task.key)
+        return parse_record(experiment_record(name=task.experiment.name, key=task.key))
+    return run
 
 
 # --- runner ----------------------------------------------------------------------------------
 
-def test_run_records_results_and_a_second_run_runs_nothing(tmp_path):
+def test_run_records_results_and_a_second_run_runs_nothing(tmp_path, caplog):
+    caplog.set_level("INFO", logger="ramsweep")
     results = tmp_path / "results.json"
-    lines = []
-    first = ramsweep.run_set(write_set(tmp_path), results=results, log=lines.append)
+    first = ramsweep.run_set(write_set(tmp_path), results=results)
     assert first.ran == ["one", "two"] and first.failed == []
     records = read(results)["results"]
     assert [r["status"] for r in records] == ["ok", "ok"]
@@ -123,10 +100,10 @@ def test_run_records_results_and_a_second_run_runs_nothing(tmp_path):
     assert [t["clusters"] for t in test["tiers"]] == [20, r["data"]["vocab_size"] - 20]
     assert r["timing"]["train_s"] > 0 and r["resources"]["cells_stored"][0] > 0
 
-    lines.clear()
-    again = run_set(write_set(tmp_path), results=results, log=lines.append)
+    caplog.clear()
+    again = run_set(write_set(tmp_path), results=results)
     assert again.ran == [] and again.skipped == ["one", "two"]
-    assert any("nothing to run" in line for line in lines)
+    assert "nothing to run" in caplog.text
     assert read(results)["results"] == records
 
 
@@ -142,9 +119,7 @@ def test_renaming_does_not_rerun_but_changing_tiers_does(tmp_path):
 
 def test_full_data_is_other_data_so_it_runs_again(tmp_path, monkeypatch):
     keys = []
-    monkeypatch.setattr(runner, "run_experiment", lambda exp, corpus, set_name, key: keys.append(key) or
-                        {"key": key, "status": "ok", "name": exp.name, "metrics": {}, "timing": {}})
-    monkeypatch.setattr(runner, "describe_record", lambda r: "")
+    monkeypatch.setattr(executors, "run_experiment", fake_run(keys))
     results = tmp_path / "results.json"
     run_set(write_set(tmp_path), results=results, experiments=["one"])
     run_set(write_set(tmp_path), results=results, experiments=["one"], full_data=True)
@@ -152,21 +127,21 @@ def test_full_data_is_other_data_so_it_runs_again(tmp_path, monkeypatch):
 
 
 def test_a_failing_experiment_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    real_train = runner.train
+    real_train = experiment.train
 
     def flaky(exp, *args, **kwargs):
         if exp.name == "one":
             raise RuntimeError("boom")
         return real_train(exp, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "train", flaky)
+    monkeypatch.setattr(experiment, "train", flaky)
     results = tmp_path / "results.json"
     summary = run_set(write_set(tmp_path), results=results)
     assert summary.failed == ["one"] and summary.ran == ["two"]
     failed = read(results)["results"][0]
     assert failed["status"] == "failed" and failed["error"] == "RuntimeError: boom"
     assert "Traceback" in failed["traceback"]
-    monkeypatch.setattr(runner, "train", real_train)
+    monkeypatch.setattr(experiment, "train", real_train)
     kept = run_set(write_set(tmp_path), results=results, retry_failed=False)
     assert kept.ran == [] and kept.skipped == ["one", "two"]
     assert run_set(write_set(tmp_path), results=results).ran == ["one"]  # failed runs are retried
@@ -222,7 +197,7 @@ def foreign_claim(key, host, pid, age_s):
 def test_claims_are_taken_over_only_from_runners_that_are_gone(tmp_path):
     import socket
 
-    store = ResultsStore(tmp_path / "results.json")
+    store = open_store(tmp_path / "results.json")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     with store.locked():
@@ -242,17 +217,17 @@ def test_claims_are_taken_over_only_from_runners_that_are_gone(tmp_path):
     assert sorted(c["key"] for c in out.held_by_others) == ["live_here", "live_there"]
     held = store.claims()
     assert {k for k, c in held.items() if c["owner"] == claims.owner.id} == {"dead_here", "silent_there", "free"}
-    claims.finish({"key": "free", "status": "ok"})
+    claims.finish(record(key="free"))
     claims.release_all()
     assert sorted(store.claims()) == ["live_here", "live_there"]
-    assert store.records() == [{"key": "free", "status": "ok"}]
+    assert store.records() == [record(key="free")]
 
 
 def test_a_done_experiment_is_not_claimed(tmp_path):
-    store = ResultsStore(tmp_path / "results.json")
-    store.append({"key": "a", "status": "ok"})
+    store = open_store(tmp_path / "results.json")
+    store.append(record(key="a"))
     claims = Claims(store)
-    wanted = lambda key, records: not any(r["status"] == "ok" for r in records)  # noqa: E731
+    wanted = lambda key, latest: needs_running(key, latest)  # noqa: E731
     assert claims.claim_next([("a", "a"), ("b", "b")], wanted, "s").key == "b"
 
 
@@ -263,15 +238,14 @@ def test_the_temperature_is_fitted_without_looking_at_test():
     corpus = load_corpus("kjv")
     poisoned_test = np.random.default_rng(0).integers(0, corpus.vocab_size, corpus.test.size, dtype=np.int32)
     poisoned = dataclasses.replace(corpus, test=poisoned_test)
-    clean_r = runner.run_experiment(exp, corpus, set_name="s", key="k")
-    poisoned_r = runner.run_experiment(exp, poisoned, set_name="s", key="k")
-    clean, dirty = clean_r["metrics"], poisoned_r["metrics"]
-    assert dirty["test"]["ppl"] != clean["test"]["ppl"]  # the poison reached the test figures...
+    clean = run_experiment(Task(exp, "k", "s"), corpus).metrics
+    dirty = run_experiment(Task(exp, "k", "s"), poisoned).metrics
+    assert dirty.test.ppl != clean.test.ppl  # the poison reached the test figures...
     # ...but not the temperature, which is fitted on validation and only applied to test
-    assert dirty["test"]["calibrated"]["temperature"] == clean["test"]["calibrated"]["temperature"]
-    assert dirty["validation"] == clean["validation"]
+    assert dirty.test.calibrated.temperature == clean.test.calibrated.temperature
+    assert dirty.validation == clean.validation
     # calibration helps on the split it was fitted on
-    assert clean["validation"]["calibrated"]["ce"] <= clean["validation"]["ce"]
+    assert clean.validation.calibrated.ce <= clean.validation.ce
 
 
 def test_baselines_are_recorded_once_per_data(tmp_path, monkeypatch):
@@ -293,9 +267,7 @@ def test_baselines_are_recorded_once_per_data(tmp_path, monkeypatch):
     # the count models beat uniform guessing on the same tokens, bigram beats unigram
     assert by_name["kn_bigram"]["ppl"] < by_name["unigram"]["ppl"] < vocab
 
-    monkeypatch.setattr(runner, "run_experiment", lambda exp, corpus, set_name, key: {
-        "key": key, "status": "ok", "name": exp.name, "metrics": {}, "timing": {}})
-    monkeypatch.setattr(runner, "describe_record", lambda r: "")
+    monkeypatch.setattr(executors, "run_experiment", fake_run())
     run_set(set_path, results=results, experiments=["one"], full_data=True)  # other data: its own
     assert len(baselines()) == 6
     assert len({r["data"]["fingerprint"] for r in baselines()}) == 2

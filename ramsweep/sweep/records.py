@@ -133,8 +133,9 @@ class _Record(_Part):
         return self.status == OK
 
     def dump(self) -> dict[str, Any]:
-        """The JSON object stored in a results file (fields left None are not written)."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """The JSON object stored in a results file: the fields that were given, exactly (a
+        record read from a file dumps to what was read; defaults are not written out)."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 class ExperimentRecord(_Record):
