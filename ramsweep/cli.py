@@ -15,8 +15,8 @@ from typing import Annotated, Optional
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import ramsweep
@@ -236,7 +236,7 @@ def numbers(option: str | None, flag: str) -> list[int] | None:
     try:
         return [int(n) for n in names([option])] or None
     except ValueError:
-        raise RamsweepConfigError(f"{flag}: '{option}' is not a comma-separated list of whole numbers, e.g. 15,10,5")
+        raise RamsweepConfigError(f"{flag}: '{option}' is not a comma-separated list of whole numbers, e.g. 15,10,5") from None
 
 
 @app.command()
@@ -318,7 +318,8 @@ def convert(
     Every record is copied unchanged, in order; the source is locked meanwhile, so no
     runner appends to it, and is left as it was. Point --results at the new file afterwards.
     """
-    from ramsweep.sweep.store import convert as convert_store, kind_of
+    from ramsweep.sweep.store import convert as convert_store
+    from ramsweep.sweep.store import kind_of
 
     count = convert_store(source, target)
     out.print(f"copied {count:,} records from {source} ({kind_of(source)}) to {target} ({kind_of(target)})",

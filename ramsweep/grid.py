@@ -9,13 +9,14 @@ experiments keyed by their spec and skipped when done like any other).
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from math import comb
 from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field, StrictInt, model_validator
 
-from ramsweep.config import FIXES, MAX_BITS, Experiment, ExperimentSet, TierConfig, TierSpec, FrozenModel
+from ramsweep.config import FIXES, MAX_BITS, Experiment, ExperimentSet, FrozenModel, TierConfig, TierSpec
 from ramsweep.data.spec import DataSpec
 from ramsweep.errors import ConfigError
 from ramsweep.messages import short
@@ -26,9 +27,10 @@ _GRID_REQUIRED = ("tiers", "bits", "shapes")
 _SHAPE_EXAMPLE = "3: {counts: [100, 400, rest], neurons: [15, 10, 5]}"
 
 
+@cache
 def bisection_order(levels: int) -> list[int]:
     """0, the top, then midpoints breadth-first ([0, 8, 4, 2, 6, 1, 3, 5, 7] for 9 levels):
-    every prefix is spread over the whole range."""
+    every prefix is spread over the whole range. (Cached: do not change the list returned.)"""
     order, spans = [0] + ([levels - 1] if levels > 1 else []), deque([(0, levels - 1)])
     while spans:
         lo, hi = spans.popleft()
@@ -193,7 +195,11 @@ class GridSpec(FrozenModel):
         )
 
     def experiments(self, indices: Sequence[int] | None = None) -> tuple[Experiment, ...]:
-        """The experiments at `indices` (default: the whole grid), in the order given."""
+        """The experiments at `indices` (default: the whole grid), in the order given.
+
+        Linear in their number: each tier value (count, neurons, bits) is validated once, as is
+        one whole experiment; every point then only combines validated parts (a grid of 59,049
+        is built in seconds, where validating each from text took minutes)."""
         indices = range(self.size) if indices is None else indices
         if len(indices) > MAX_GRID_EXPERIMENTS:
             raise ConfigError(
@@ -201,7 +207,20 @@ class GridSpec(FrozenModel):
                 f"{self.tiers} tiers) is more than {MAX_GRID_EXPERIMENTS:,} in one set; narrow bits, "
                 "use fewer tiers, or take a limit or a sample"
             )
-        return tuple(self.experiment(i) for i in indices)
+        if not indices:
+            return ()
+        shape = self.shapes[self.tiers]
+        specs = [{b: TierSpec(count=c, neurons=n, bits=b) for b in range(self.bits[0], self.bits[1] + 1)}
+                 for c, n in zip(shape.counts, shape.neurons)]
+        template = self.experiment(indices[0])
+        out = []
+        for index in indices:
+            bits = self.bits_at(index)
+            tiers = TierConfig.model_construct(tiers=tuple(specs[t][b] for t, b in enumerate(bits)))
+            out.append(template.model_copy(update={
+                "name": "grid_b" + "_".join(f"{b:02d}" for b in bits), "tiers": tiers,
+                "description": f"tier-bits grid, point {index + 1:,} of {self.size:,}"}))
+        return tuple(out)
 
 
 @dataclass(frozen=True)

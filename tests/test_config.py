@@ -5,13 +5,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import config_error
+from pydantic import ValidationError
 
 import ramsweep
 from ramsweep import sets as sets_module
 from ramsweep.config import Experiment, ExperimentSet, TierConfig, TierSpec, bits_per_token
 from ramsweep.sets import available_sets, load_set, sets_dirs
-from ramsweep.errors import ConfigError
-from conftest import config_error
 
 REPO_SETS = Path(ramsweep.__file__).parent.parent / "sets"
 PACKAGED = ["asymmetric", "baseline", "extended", "grid", "quick", "standard"]
@@ -147,7 +147,7 @@ def test_experiment_defaults_and_string_serialisation() -> None:
 
 def test_experiment_is_frozen() -> None:
     exp = Experiment(name="a", tiers="rest,5,8")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         exp.context = 8  # type: ignore[misc]
 
 

@@ -16,13 +16,13 @@ import pytest
 
 from ramsweep.config import Experiment
 from ramsweep.data.spec import DataSpec
-from ramsweep.report import report
-from ramsweep.sweep.runner import run_set
 from ramsweep.engine import evaluate as evaluate_module
 from ramsweep.engine.evaluate import evaluate, score
 from ramsweep.engine.reference import ReferenceModel
 from ramsweep.engine.train import cells, train
 from ramsweep.errors import ConfigError
+from ramsweep.report import report
+from ramsweep.sweep.runner import run_set
 
 cuda_backend = pytest.importorskip("ramsweep.engine.backends.cuda", reason="numba-cuda is not installed")
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"

@@ -10,12 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pydantic import ValidationError
 
 import ramsweep
-from ramsweep.data import Corpus, DataSpec, load_corpus
-from ramsweep.data import corpus as corpus_module
-from ramsweep.data import tokenizers
+from ramsweep.data import Corpus, DataSpec, load_corpus, tokenizers
 from ramsweep.data import cache as cache_module
+from ramsweep.data import corpus as corpus_module
 from ramsweep.data.cache import load_cached
 from ramsweep.data.corpus import FAST_TOKENS, SPLITS, clear_loaded, fingerprint
 from ramsweep.data.sources import TEXT_CHUNK_CHARS, read_chapters, text_chunks
@@ -239,7 +239,7 @@ def test_data_spec_defaults_and_load_corpus_forms(fast, full):
     assert load_corpus(DataSpec(full_data=True)).fingerprint == full.fingerprint
     # An explicit full_data beats the spec's.
     assert load_corpus(DataSpec(full_data=True), full_data=False).fingerprint == fast.fingerprint
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         DataSpec().corpus = "text"  # frozen
 
 
@@ -586,7 +586,7 @@ def test_an_edited_corpus_gets_a_new_cache_entry(wiki, tmp_path):
     spec = wiki_spec(wiki / "classic", tokenizer="word")
     before = load_corpus(spec, cache_dir=cache)
     f = wiki / "classic" / "wikitext-2-raw" / "wiki.valid.raw"
-    f.write_bytes(f.read_bytes() + " Extra words here . \n".encode())
+    f.write_bytes(f.read_bytes() + b" Extra words here . \n")
     after = load_corpus(spec, cache_dir=cache)
     assert len(list(cache.iterdir())) == 2
     assert after.validation.size == before.validation.size + 4

@@ -6,10 +6,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
+from conftest import STORE_FILES
 
 import ramsweep
 
@@ -36,8 +38,13 @@ def start(set_path, results, *extra):
 
 
 def records(results):
-    """The experiments' records (the baselines' are checked in test_sweep)."""
-    found = orjson.loads(results.read_bytes())["results"] if results.exists() else []
+    """The experiments' records as a user's jq would read them (the baselines' are checked in test_sweep)."""
+    if not results.exists():
+        return []
+    if results.suffix == ".jsonl":
+        found = [orjson.loads(line) for line in results.read_bytes().splitlines() if line.strip()]
+    else:
+        found = orjson.loads(results.read_bytes())["results"]
     return [r for r in found if r.get("kind") != "baseline"]
 
 
@@ -68,10 +75,11 @@ def wait_for_line(proc, text: str) -> str:
     return seen
 
 
-def test_sigkill_at_20_random_instants_loses_and_duplicates_nothing(tmp_path, six):
+@pytest.mark.parametrize("name", STORE_FILES)
+def test_sigkill_at_20_random_instants_loses_and_duplicates_nothing(tmp_path, six, name):
     reference = tmp_path / "reference.json"
     ramsweep.run_set(str(six), results=reference)
-    results = tmp_path / "results.json"
+    results = tmp_path / name
     rng = np.random.default_rng(20)
     done: set[str] = set()
     for _ in range(20):
@@ -88,10 +96,11 @@ def test_sigkill_at_20_random_instants_loses_and_duplicates_nothing(tmp_path, si
     assert len(ok_keys(results)) == 6
     assert metrics_by_name(results) == metrics_by_name(reference)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert all(line.endswith(b"}") for line in results.read_bytes().splitlines())  # no torn or glued line
 
 
-def test_two_runners_together_split_the_set_and_run_each_experiment_once(tmp_path, six):
-    results = tmp_path / "results.json"
+def test_two_runners_together_split_the_set_and_run_each_experiment_once(results_path, six):
+    results = results_path
     a, b = start(six, results), start(six, results)
     (_, err_a), (_, err_b) = a.communicate(), b.communicate()
     assert (a.returncode, b.returncode) == (0, 0), err_a + err_b
@@ -100,9 +109,9 @@ def test_two_runners_together_split_the_set_and_run_each_experiment_once(tmp_pat
     assert err_a.count(" done e") + err_b.count(" done e") == 6
 
 
-def test_a_killed_runners_claim_is_taken_over(tmp_path, six):
-    results = tmp_path / "results.json"
-    claims = tmp_path / "results.json.claims"
+def test_a_killed_runners_claim_is_taken_over(results_path, six):
+    results = results_path
+    claims = results_path.parent / (results_path.name + ".claims")
     held = lambda: orjson.loads(claims.read_bytes())["claims"] if claims.exists() else {}  # noqa: E731
     a = start(six, results)
     wait_for(lambda: held())
@@ -141,3 +150,30 @@ def test_a_signal_records_the_experiments_in_flight_as_interrupted(tmp_path, sig
     _, err = again.communicate()
     assert again.returncode == 0, err
     assert len(ok_keys(results)) == 3
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The --jobs workers of a runner: its children started by multiprocessing's spawn (not its
+    resource tracker)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the workers through Linux's /proc")
+def test_killing_one_worker_fails_only_its_own_experiment(tmp_path):
+    three = tiny_set(tmp_path, 3)
+    results = tmp_path / "results.jsonl"
+    proc = start(three, results, "--jobs", "2")
+    seen = wait_for_line(proc, " start e")
+    seen += wait_for_line(proc, " start e")  # both workers have a task; each loads for ~2 s before it runs
+    wait_for(lambda: len(worker_pids(proc.pid)) == 2)
+    victim = worker_pids(proc.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    _, err = proc.communicate()
+    err = seen + err
+    assert proc.returncode == 1, err  # something failed
+    failed = [r for r in records(results) if r["status"] == "failed"]
+    assert len(failed) == 1 and "worker process died" in failed[0]["error"], err
+    assert sorted(r["name"] for r in records(results) if r["status"] == "ok") == sorted(
+        {"e4", "e5", "e6"} - {failed[0]["name"]}), "a healthy sibling was failed with the dead worker"
+    assert "Traceback" not in err

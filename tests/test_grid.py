@@ -5,6 +5,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import config_error
 
 from ramsweep.config import Experiment
 from ramsweep.engine.layout import Frequencies, estimate_memory_bytes
@@ -13,7 +14,6 @@ from ramsweep.grid import GridSpec, bisection_order, grid_point
 from ramsweep.grid import grid_set as grid_of_file
 from ramsweep.sets import load_grid, load_set
 from ramsweep.sweep.plan import experiment_key
-from conftest import config_error
 
 BITS = range(8, 17)
 DEFAULT_SHAPES = {  # what sets/grid.yaml states, per number of tiers

@@ -5,12 +5,12 @@ import io
 
 import orjson
 import pytest
+from conftest import baseline_record, experiment_record
 
-from ramsweep.report import report
 from ramsweep.errors import ConfigError, StoreError
+from ramsweep.report import report
 from ramsweep.sweep.records import parse_record
 from ramsweep.sweep.store import open_store
-from conftest import baseline_record, experiment_record
 
 
 @pytest.fixture

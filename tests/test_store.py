@@ -7,11 +7,11 @@ import os
 
 import orjson
 import pytest
+from conftest import baseline_record, experiment_record, record
 
 from ramsweep.errors import StoreError
 from ramsweep.sweep.records import ExperimentRecord, parse_record
 from ramsweep.sweep.store import Journal, JsonDocument, convert, open_store
-from conftest import baseline_record, experiment_record, record
 
 
 def stored_objects(path):

@@ -10,20 +10,19 @@ import numba
 import numpy as np
 import orjson
 import pytest
+from conftest import experiment_record, record
 
 import ramsweep
-
 from ramsweep.config import Experiment
 from ramsweep.data import load_corpus
 from ramsweep.errors import ConfigError
 from ramsweep.sweep import executors, experiment
+from ramsweep.sweep.claims import STALE_S, Claims
 from ramsweep.sweep.experiment import Task, run_experiment
 from ramsweep.sweep.plan import Options, experiment_key, needs_running, plan
 from ramsweep.sweep.records import parse_record
 from ramsweep.sweep.runner import run_set
-from ramsweep.sweep.claims import STALE_S, Claims
 from ramsweep.sweep.store import open_store
-from conftest import experiment_record, record
 
 # Tiny experiments: a few seconds each on the embedded corpus in fast mode.
 SET = """

@@ -11,9 +11,8 @@ writing the same entry, only ever see whole files.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import io
+import json
 from pathlib import Path
 
 import numpy as np

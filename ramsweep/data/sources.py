@@ -21,7 +21,7 @@ import importlib.util
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -91,14 +91,14 @@ def kjv_source() -> Source:
     return Source("kjv", f"{name}: chapters", None, digest, dict.fromkeys(SPLITS, name), read)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _embedded(name: str) -> bytes:
     if name not in CORPORA:
         raise DataError(f"unknown corpus {name!r}; choose one of: {', '.join(sorted(CORPORA))}")
     return resources.files("ramsweep.data").joinpath(CORPORA[name]).read_bytes()
 
 
-@lru_cache(maxsize=None)
+@cache
 def read_chapters(name: str = "kjv") -> tuple[Chapter, ...]:
     """The chapters of embedded corpus `name`, in book order."""
     chapters: dict[str, list[str]] = {}
@@ -200,8 +200,8 @@ def _read_parquet(path: Path, raw: bytes) -> str:
     """
     if importlib.util.find_spec("pyarrow") is None:
         raise DataError(
-            f"reading {path} needs pyarrow: pip install pyarrow (ramsweep depends on it; "
-            "reinstalling ramsweep brings it)"
+            f"reading {path} needs pyarrow: pip install 'ramsweep[parquet]' (or use WikiText-2's "
+            "wiki.*.tokens / .raw files, which need nothing more)"
         )
     import pyarrow as pa
     import pyarrow.parquet as pq

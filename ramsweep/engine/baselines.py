@@ -9,8 +9,8 @@ back with `searchsorted`, so no V × V matrix is ever built.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -84,7 +84,7 @@ class Frequencies:
     head: np.ndarray  # the first MAX_CONTEXT tokens: they are never a target
 
     @classmethod
-    def of(cls, train_tokens: np.ndarray, vocab_size: int) -> "Frequencies":
+    def of(cls, train_tokens: np.ndarray, vocab_size: int) -> Frequencies:
         order, n_seen = cluster_order(train_tokens, vocab_size)
         counts = np.bincount(train_tokens, minlength=vocab_size).astype(np.int64)
         return cls(vocab_size, int(train_tokens.shape[0]), order, n_seen, counts,

@@ -140,7 +140,7 @@ class ReferenceModel:
             return {"examples": len(sel), "ce": ce, "ppl": math.exp(ce), "accuracy": sum(r[2] for r in sel) / len(sel)}
 
         out = {**summary(rows), "ppl_floor": (math.e + self.V - 1) / math.e, "tiers": []}
-        for i, (first, count, neurons, bits) in enumerate(self.tiers):
+        for i, (_, count, neurons, _) in enumerate(self.tiers):
             sel = [r for r in rows if r[0] == i]
             lookups = len(rows) * count * neurons
             out["tiers"].append({

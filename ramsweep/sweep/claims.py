@@ -14,10 +14,10 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterable
 
 from ramsweep.sweep.records import ExperimentRecord
 from ramsweep.sweep.store import Record, Store
@@ -33,7 +33,7 @@ class Owner:
     pid: int
 
     @classmethod
-    def current(cls) -> "Owner":
+    def current(cls) -> Owner:
         return cls(uuid.uuid4().hex[:12], socket.gethostname(), os.getpid())
 
     @property
@@ -104,7 +104,7 @@ class Claims:
                     out.taken_over.append(claim)
                 claims[key] = {"key": key, "name": name, "set": set_name, "owner": self.owner.id,
                                "host": self.owner.host, "pid": self.owner.pid, "heartbeat": now,
-                               "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                               "since": datetime.now(UTC).isoformat(timespec="seconds")}
                 self.store.write_claims_locked(claims)
                 self.held.add(key)
                 out.key = key
@@ -141,7 +141,7 @@ class Claims:
                     claims[key]["heartbeat"] = now
             self.store.write_claims_locked(claims)
 
-    def __enter__(self) -> "Claims":
+    def __enter__(self) -> Claims:
         self._stop.clear()
         self._beat = threading.Thread(target=self._beat_loop, name="ramsweep-heartbeat", daemon=True)
         self._beat.start()

@@ -18,7 +18,8 @@ from __future__ import annotations
 import multiprocessing
 import signal
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait as wait_ready
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_ready
 from pathlib import Path
 from typing import Protocol
 

@@ -33,7 +33,7 @@ from filelock import FileLock
 
 from ramsweep._io import write_atomic
 from ramsweep.errors import StoreError
-from ramsweep.sweep.records import ExperimentRecord, BaselineRecord, RecordError, latest, parse_record
+from ramsweep.sweep.records import BaselineRecord, ExperimentRecord, RecordError, latest, parse_record
 
 SCHEMA = 1
 Record = ExperimentRecord | BaselineRecord
