@@ -24,10 +24,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ramsweep.config import Experiment, load_set
+from ramsweep.config import Experiment
 from ramsweep.engine.evaluate import evaluate
 from ramsweep.engine.reference import ReferenceModel
 from ramsweep.engine.train import train
+from ramsweep.sets import load_set
 from ramsweep.sweep.runner import run_set
 
 
@@ -95,7 +96,7 @@ def lookup_reference() -> dict[str, float]:
 def quick_set(full_data: bool, lookups: dict[str, float]) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(tmp) / "results.json"
-        run_set("quick", results=results, full_data=full_data)  # prints nothing; log is silent
+        run_set("quick", results=results, full_data=full_data)  # logs to the 'ramsweep' logger: silent here
         import orjson
 
         records = [r for r in orjson.loads(results.read_bytes())["results"] if r.get("kind") != "baseline"]

@@ -28,14 +28,15 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ramsweep.config import Experiment, load_set
+from ramsweep.config import Experiment
 from ramsweep.data import load_corpus
 from ramsweep.data.spec import DataSpec
 from ramsweep.engine.devices import describe
 from ramsweep.engine.evaluate import score
 from ramsweep.engine.layout import build_layout
 from ramsweep.engine.train import train
-from ramsweep.sweep.runner import run_experiment
+from ramsweep.sets import load_set
+from ramsweep.sweep.experiment import Task, run_experiment
 
 sys.path.insert(0, str(Path(__file__).parent))
 from engine import lookup_reference  # noqa: E402
@@ -122,10 +123,10 @@ def bench(corpus, name: str, gathers: dict) -> tuple[list[str], bool]:
     tiny = corpus.train[:5000]
     score(train(exp, tiny, corpus.vocab_size, device="cuda"), tiny[:500], "cuda")  # compile the kernels
     score(train(exp, tiny, corpus.vocab_size), tiny[:500])
-    record = run_experiment(exp, corpus, set_name="bench", key=name)
-    assert record["status"] == "ok", record.get("traceback")
-    t, test = record["timing"], record["metrics"]["test"]
-    n_eval = record["metrics"]["validation"]["examples"] + test["examples"]
+    record = run_experiment(Task(exp, name, "bench"), corpus)
+    assert record.ok, record.traceback
+    t, test = record.timing, record.metrics.test
+    n_eval = record.metrics.validation.examples + test.examples
 
     part = corpus.train[: len(corpus.train) // 8]
     held = corpus.validation[: SLICE_EVAL + exp.context]
@@ -136,16 +137,16 @@ def bench(corpus, name: str, gathers: dict) -> tuple[list[str], bool]:
     identical = same_cells(on_cpu, on_gpu) and same_scores(cpu_scores, gpu_scores)
     writes, lookups = work(exp, part, corpus.vocab_size, SLICE_EVAL)
     full_writes, full_lookups = work(exp, corpus.train, corpus.vocab_size, n_eval)
-    eval_s = t["validation_s"] + t["test_s"]
-    backends = "/".join(b[0].upper() for b in record["resources"]["backends"])
+    eval_s = t.eval_s
+    backends = "/".join(b[0].upper() for b in record.resources.backends)
     return [
-        f"| {corpus.name} | {name} ({backends}) | {t['train_s']:.1f} | {eval_s:.1f} | **{t['total_s']:.1f}** "
-        f"| {full_writes / t['train_s'] / 1e9:.1f} | {full_lookups / eval_s / 1e9:.1f} "
+        f"| {corpus.name} | {name} ({backends}) | {t.train_s:.1f} | {eval_s:.1f} | **{t.total_s:.1f}** "
+        f"| {full_writes / t.train_s / 1e9:.1f} | {full_lookups / eval_s / 1e9:.1f} "
         f"| {full_lookups / eval_s / gathers['256 MiB']:.2f} / {full_lookups / eval_s / gathers['16 MiB']:.2f} "
         f"| {cpu_train / gpu_train:.0f}× ({writes / cpu_train / 1e9:.2f} vs {writes / gpu_train / 1e9:.1f} G/s) "
         f"| {cpu_eval / gpu_eval:.0f}× "
         f"({lookups / cpu_eval / 1e9:.2f} vs {lookups / gpu_eval / 1e9:.1f} G/s) "
-        f"| {'yes' if identical else '**NO**'} | {test['ppl']:,.0f} |"
+        f"| {'yes' if identical else '**NO**'} | {test.ppl:,.0f} |"
     ], identical
 
 
@@ -153,9 +154,9 @@ def extended(corpus, device: str) -> tuple[float, list[str]]:
     t0 = time.perf_counter()
     lines = []
     for exp in load_set("extended").experiments:
-        record = run_experiment(exp.model_copy(update={"device": device}), corpus, set_name="extended", key=exp.name)
-        assert record["status"] == "ok", record.get("traceback")
-        lines.append(f"{exp.name} {record['timing']['total_s']:.1f} s")
+        record = run_experiment(Task(exp.model_copy(update={"device": device}), exp.name, "extended"), corpus)
+        assert record.ok, record.traceback
+        lines.append(f"{exp.name} {record.timing.total_s:.1f} s")
     return time.perf_counter() - t0, lines
 
 

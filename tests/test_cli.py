@@ -4,6 +4,7 @@ import errno
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from ramsweep.cli import app
+from ramsweep.data import load_corpus
+from ramsweep.sets import load_set
+from ramsweep.sweep.plan import experiment_key
+from ramsweep.sweep.store import open_store
 
 runner = CliRunner()
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -178,6 +183,57 @@ def test_status_shows_done_failed_and_pending_with_a_time_estimate(tmp_path, tin
     assert "1 done, 0 failed, 0 interrupted, 0 running, 1 pending; about" in result.stdout
     assert "no runner running now" in result.stdout
     assert "beta" not in invoke("status", results).stdout  # without --set: what the file holds
+
+
+def test_run_dry_run_says_what_would_run_and_writes_nothing(tmp_path, tiny):
+    fresh = tmp_path / "fresh" / "results.jsonl"
+    first = invoke("run", "--set", tiny, "--results", fresh, "--dry-run")
+    assert first.exit_code == 0, first.output
+    assert re.search(r"1\s+alpha\s+30,2,6;rest,1,4\s+[\d.]+ MiB\s+would run$", first.stdout, re.M)
+    assert "2 experiments in set tiny (2 would run)" in first.stdout and "nothing was run" in first.stdout
+    assert not fresh.exists() and not fresh.with_name(fresh.name + ".claims").exists()
+
+    results = tmp_path / "results.json"
+    invoke("run", "--set", tiny, "--results", results, "--experiments", "alpha")
+    before = results.read_bytes()
+    plan = invoke("run", "--set", tiny, "--results", results, "-n")
+    assert re.search(r"alpha .* done$", plan.stdout, re.M) and re.search(r"beta .* would run$", plan.stdout, re.M)
+
+    # another runner (alive: this very process, under another owner) holds beta
+    beta_key = experiment_key(load_set(str(tiny)).select(["beta"]).experiments[0], load_corpus("kjv").fingerprint)
+    store = open_store(results)
+    with store.locked():
+        store.write_claims_locked({beta_key: {"key": beta_key, "name": "beta", "set": "tiny", "owner": "other",
+                                              "host": socket.gethostname(), "pid": os.getpid(),
+                                              "heartbeat": time.time(), "since": "2026-11-26T00:00:00+00:00"}})
+    claims = store.claims_path.read_bytes()
+    plan = invoke("run", "--set", tiny, "--results", results, "--dry-run")
+    assert re.search(rf"beta .* claimed by {socket.gethostname()}:{os.getpid()}$", plan.stdout, re.M), plan.stdout
+    assert "(1 done, 1 claimed)" in plan.stdout
+    assert results.read_bytes() == before and store.claims_path.read_bytes() == claims
+
+
+def test_status_summarises_a_big_sweep_and_lists_it_on_request(tmp_path):
+    results = tmp_path / "grid.jsonl"
+    summary = invoke("status", results, "--set", "grid")
+    assert summary.exit_code == 0, summary.output
+    assert "(729 more not listed: add --list" in summary.stdout
+    assert "0 done, 0 failed, 0 interrupted, 0 running, 729 pending" in summary.stdout
+    assert "grid_b" not in summary.stdout
+    listed = invoke("status", results, "--set", "grid", "--list")
+    assert listed.stdout.count("pending") == 730 and "grid_b08_08_08" in listed.stdout
+    assert not results.exists()
+
+
+def test_version_short_help_and_flags_shown_as_flags():
+    import ramsweep
+
+    version = invoke("--version")
+    assert version.exit_code == 0 and version.stdout.strip() == f"ramsweep {ramsweep.__version__}"
+    assert invoke("-h").stdout == invoke("--help").stdout
+    help_text = invoke("run", "-h").stdout
+    assert re.search(r"^\s+--full-data\s+Use whole", help_text, re.M), help_text
+    assert "<bool>" not in help_text and "--no-retry-failed" in help_text
 
 
 def test_grid_dry_run_counts_and_runs_nothing(tmp_path):

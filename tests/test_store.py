@@ -49,6 +49,8 @@ def test_latest_is_the_newest_ok_record_else_the_newest(results_path):
         store.append(r)
     latest = store.latest()
     assert latest["k1"] == rows[1] and latest["k2"] == rows[4]
+    heads = open_store(results_path).heads()  # what planning and claims read: the same records
+    assert {k: (h.status, h.test_ppl) for k, h in heads.items()} == {"k1": ("ok", 5.0), "k2": ("interrupted", None)}
 
 
 def test_an_earlier_record_is_never_changed_even_with_fields_this_version_does_not_know(results_path):
@@ -172,7 +174,8 @@ def test_a_torn_last_line_is_skipped_then_set_aside_and_nothing_before_it_is_los
     with open(path, "ab") as f:
         f.write(torn)
     assert [r.key for r in open_store(path).records()] == ["k1", "k2"]
-    assert "torn" in caplog.text
+    assert sorted(open_store(path).heads()) == ["k1", "k2"]  # what runners and status read
+    assert "torn append" in caplog.text
     store.append(record(key="k4"))
     assert path.read_bytes().startswith(intact)  # every earlier byte is still there
     assert [r.key for r in open_store(path).records()] == ["k1", "k2", "k4"]

@@ -17,7 +17,7 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from ramsweep.errors import ConfigError, StoreError
-from ramsweep.sweep.records import BaselineRecord, Calibrated, ExperimentRecord
+from ramsweep.sweep.records import BaselineRecord, Calibrated, ExperimentRecord, gc_paused
 from ramsweep.sweep.store import open_store
 
 Record = ExperimentRecord | BaselineRecord
@@ -47,21 +47,26 @@ def is_baseline(record: Record) -> bool:
 def rows(records: list[Record]) -> list[dict]:
     """One flat row per record; experiments are ranked, baselines stand between them unranked."""
     out, rank = [], 0
-    for r in records:
-        v, t = r.metrics.validation, r.metrics.test
-        row = {"rank": None, "kind": r.kind, "name": r.name, "tiers": None, "context": None,
-               "val_ppl": v.ppl, "test_ppl": t.ppl, "test_ppl_calibrated": None, "temperature": None,
-               "test_bpb": t.bpb, "test_acc": t.accuracy, "ppl_floor": t.ppl_floor, "data": r.data.group,
-               "device": None, "train_s": None, "eval_s": None}
-        if not is_baseline(r):
-            rank += 1
-            calibrated = t.calibrated or Calibrated()
-            row.update(rank=rank, tiers=r.spec.tiers, context=r.spec.context,
-                       test_ppl_calibrated=calibrated.ppl, temperature=calibrated.temperature,
-                       device=r.resources.device if r.resources else "cpu",
-                       train_s=r.timing.train_s, eval_s=r.timing.eval_s)
-        out.append(row)
+    with gc_paused():  # many small dicts beside many records: see records.gc_paused
+        for r in records:
+            out.append(_row(r, rank := rank + (not is_baseline(r))))
     return out
+
+
+def _row(r: Record, rank: int) -> dict:
+    """A record's row: `rank` is its place among the experiments (baselines have none)."""
+    v, t = r.metrics.validation, r.metrics.test
+    row = {"rank": None, "kind": r.kind, "name": r.name, "tiers": None, "context": None,
+           "val_ppl": v.ppl, "test_ppl": t.ppl, "test_ppl_calibrated": None, "temperature": None,
+           "test_bpb": t.bpb, "test_acc": t.accuracy, "ppl_floor": t.ppl_floor, "data": r.data.group,
+           "device": None, "train_s": None, "eval_s": None}
+    if not is_baseline(r):
+        calibrated = t.calibrated or Calibrated()
+        row.update(rank=rank, tiers=r.spec.tiers, context=r.spec.context,
+                   test_ppl_calibrated=calibrated.ppl, temperature=calibrated.temperature,
+                   device=r.resources.device if r.resources else "cpu",
+                   train_s=r.timing.train_s, eval_s=r.timing.eval_s)
+    return row
 
 
 def report(results: str | Path, format: str = "table", top: int = 3, rank_by: str = "test") -> str:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ramsweep.sweep.records import ExperimentRecord
-from ramsweep.sweep.store import Record, Store
+from ramsweep.sweep.records import ExperimentRecord, Head
+from ramsweep.sweep.store import Store
 
 HEARTBEAT_S = 10.0
 STALE_S = 120.0  # twelve missed heartbeats: a loaded machine may stall, but not for minutes
@@ -84,13 +84,13 @@ class Claims:
         self._beat: threading.Thread | None = None
         self._stop = threading.Event()
 
-    def claim_next(self, keys: Iterable[tuple[str, str]], wanted: Callable[[str, Record | None], bool],
+    def claim_next(self, keys: Iterable[tuple[str, str]], wanted: Callable[[str, Head | None], bool],
                    set_name: str) -> Outcome:
-        """Claim the first (key, name) for which `wanted(key, the record standing for it or None)`
+        """Claim the first (key, name) for which `wanted(key, the Head of its latest record, or None)`
         holds and that no live runner holds. Reading the results and claiming happen under one lock."""
         out = Outcome()
         with self.store.locked():
-            latest = self.store.latest()
+            latest = self.store.heads()
             claims = self.store.claims()
             now = time.time()
             for key, name in keys:

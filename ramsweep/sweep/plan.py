@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ramsweep._io import digest
 from ramsweep.config import Experiment
 from ramsweep.semantics import ENGINE_SEMANTICS_VERSION
-from ramsweep.sweep.records import FAILED, INTERRUPTED, BaselineRecord, ExperimentRecord
+from ramsweep.sweep.records import FAILED, INTERRUPTED, Head
 
 
 def experiment_key(exp: Experiment, data_fingerprint: str) -> str:
@@ -51,8 +51,9 @@ class Options:
     since: str = ""
 
 
-def needs_running(key: str, latest: ExperimentRecord | BaselineRecord | None, options: Options = Options()) -> bool:
-    """THE rule. `latest` is the record that stands for the key (records.latest), or None."""
+def needs_running(key: str, latest: Head | None, options: Options = Options()) -> bool:
+    """THE rule. `latest` stands for the key's latest record (records.latest's rule: a Head or the
+    record itself), None when it has none."""
     if latest is None:
         return True
     if latest.ok:
@@ -60,7 +61,7 @@ def needs_running(key: str, latest: ExperimentRecord | BaselineRecord | None, op
     return latest.status == INTERRUPTED or (latest.status == FAILED and options.retry_failed)
 
 
-def pending(planned: Mapping[str, Planned], latest: Mapping[str, ExperimentRecord | BaselineRecord],
+def pending(planned: Mapping[str, Planned], latest: Mapping[str, Head],
             options: Options = Options()) -> list[Planned]:
     """The planned experiments that still need running, in plan order."""
     return [p for key, p in planned.items() if needs_running(key, latest.get(key), options)]

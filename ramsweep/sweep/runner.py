@@ -92,7 +92,8 @@ def run_set(
                     retry_failed=retry_failed, force=force, device=device)
     check_before_any_work(sweep)
     record_baselines(sweep.store, sweep.corpus)
-    todo = [p for p in sweep.planned.values() if needs_running(p.key, sweep.store.latest().get(p.key), sweep.options)]
+    heads = sweep.store.heads()
+    todo = [p for p in sweep.planned.values() if needs_running(p.key, heads.get(p.key), sweep.options)]
     log.info(f"set {sweep.exp_set.name}: {len(sweep.planned)} experiments, {len(sweep.planned) - len(todo)} done "
              f"or skipped, {len(todo)} to run{f' with {jobs} jobs' if jobs > 1 else ''}; data "
              f"{sweep.corpus.name}/{sweep.corpus.tokenizer} ({'full' if sweep.data.full_data else 'fast'} mode), "
@@ -136,27 +137,31 @@ def dry_run(set_: str | ExperimentSet, **options) -> str:
     sweep = prepare(set_, **options)
     check_before_any_work(sweep)
     freq = Frequencies.of(sweep.corpus.train, sweep.corpus.vocab_size)
-    latest, now_s = sweep.store.latest(), time.time()
+    latest, now_s = sweep.store.heads(), time.time()
     claims = {k: c for k, c in sweep.store.claims().items() if is_live(c, now_s)}
     counts: Counter[str] = Counter()
     lines, sizes = [], []
     for i, p in enumerate(sweep.planned.values(), 1):
-        record = latest.get(p.key)
-        if not needs_running(p.key, record, sweep.options):
-            state = "done" if record.ok else f"{record.status}, kept (--retry-failed to run it again)"
-        elif p.key in claims:
-            state = f"claimed by {owner_label(claims[p.key])}"
-        else:
-            state = "would run" + (f" again ({record.status} last time)" if record and not record.ok else "")
-        counts[state.split(" (")[0].split(",")[0].split(" by ")[0]] += 1
+        outcome, detail = dry_outcome(sweep, p.key, latest.get(p.key), claims.get(p.key))
+        counts[outcome] += 1
         sizes.append(estimate_memory_bytes(p.experiment, freq))
-        lines.append(f"{i:>6}  {p.experiment.name:<22} {str(p.experiment.tiers):<34} {mib(sizes[-1]):>12}  {state}")
+        lines.append(f"{i:>6}  {p.experiment.name:<22} {str(p.experiment.tiers):<34} {mib(sizes[-1]):>12}  "
+                     f"{outcome}{detail}")
     told = ", ".join(f"{n:,} {state}" for state, n in counts.most_common())
     lines.append(f"{len(sizes):,} experiments in set {sweep.exp_set.name} ({told}); memory per experiment at "
                  f"most {mib(min(sizes))} to {mib(max(sizes))} (median {mib(float(np.median(sizes)))}), estimated "
                  f"on {sweep.corpus.name}/{sweep.corpus.tokenizer} ({'full' if sweep.data.full_data else 'fast'} "
                  f"mode); results {sweep.store.path}; nothing was run")
     return "\n".join(lines) + "\n"
+
+
+def dry_outcome(sweep: Sweep, key: str, record, claim: dict | None) -> tuple[str, str]:
+    """What a run would do with one experiment: (outcome, detail)."""
+    if not needs_running(key, record, sweep.options):
+        return ("done", "") if record.ok else (f"{record.status}, kept", " (--retry-failed runs it again)")
+    if claim is not None:
+        return "claimed", f" by {owner_label(claim)}"
+    return "would run", f" again ({record.status} last time)" if record else ""
 
 
 def mib(n: float) -> str:
@@ -258,7 +263,7 @@ def record_baselines(store: Store, corpus: Corpus) -> None:
     once per data fingerprint per results file: the report shows them beside the experiments."""
     keys = {name: baseline_key(name, corpus.fingerprint) for name in BASELINES}
     with deferred(), store.locked():  # checked and added under the lock: two runners never both add them
-        latest = store.latest()
+        latest = store.heads()
         missing = [name for name, key in keys.items() if needs_running(key, latest.get(key))]
         if not missing:
             return

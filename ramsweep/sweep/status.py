@@ -15,7 +15,7 @@ from ramsweep.errors import StoreError
 from ramsweep.sets import load_set
 from ramsweep.sweep.claims import is_live, owner_label
 from ramsweep.sweep.plan import needs_running, plan
-from ramsweep.sweep.records import FAILED, INTERRUPTED, ExperimentRecord
+from ramsweep.sweep.records import FAILED, INTERRUPTED, Head
 from ramsweep.sweep.store import cache_dir, open_store
 
 DONE, RUNNING, PENDING = "done", "running", "pending"
@@ -48,7 +48,7 @@ def status(results: str | Path, set_: str | ExperimentSet | None = None, *, data
     if not store.path.exists() and set_ is None:
         raise StoreError(f"{store.path}: no such results file; name the one `ramsweep run` writes, "
                          f"or add --set to see what is pending")
-    latest = {k: r for k, r in store.latest().items() if isinstance(r, ExperimentRecord)}
+    latest = {k: h for k, h in store.heads().items() if h.kind == "experiment"}
     now = time.time()
     live = {k: c for k, c in store.claims().items() if is_live(c, now)}
 
@@ -61,7 +61,7 @@ def status(results: str | Path, set_: str | ExperimentSet | None = None, *, data
     counts = {s: 0 for s in STATES}
     for r in rows:
         counts[r.state] += 1
-    timings = [r.timing.total_s for r in latest.values() if r.ok and r.timing.total_s is not None]
+    timings = [h.seconds for h in latest.values() if h.ok and h.seconds is not None]
     median_s = statistics.median(timings) if timings else None
     left = sum(needs_running(key, latest.get(key)) for key in names)
     eta_s = None
@@ -81,18 +81,18 @@ def planned_names(set_: str | ExperimentSet, data, results: Path) -> dict[str, s
     return {key: p.experiment.name for key, p in plan(exp_set.experiments, fingerprint).items()}
 
 
-def row(key: str, name: str, record: ExperimentRecord | None, claim: dict | None, now: float) -> Row:
-    if claim is not None and (record is None or not record.ok):
+def row(key: str, name: str, head: Head | None, claim: dict | None, now: float) -> Row:
+    if claim is not None and (head is None or not head.ok):
         return Row(name, key, RUNNING, f"by {owner_label(claim)} since {claim['since']}, "
                                        f"heartbeat {now - claim['heartbeat']:.0f}s ago")
-    if record is None:
+    if head is None:
         return Row(name, key, PENDING)
-    if record.ok:
-        v, t = record.metrics.validation, record.metrics.test
-        return Row(name, key, DONE, f"val PPL {_ppl(v.ppl)}, test PPL {_ppl(t.ppl)}, {record.timing.total_s:.0f}s")
-    if record.status == INTERRUPTED:
-        return Row(name, key, INTERRUPTED, f"after {record.timing.elapsed_s or 0:.0f}s, {record.finished}")
-    return Row(name, key, FAILED, record.error or "")
+    if head.ok:
+        return Row(name, key, DONE, f"val PPL {_ppl(head.val_ppl)}, test PPL {_ppl(head.test_ppl)}, "
+                                    f"{head.seconds or 0:.0f}s")
+    if head.status == INTERRUPTED:
+        return Row(name, key, INTERRUPTED, f"after {head.seconds or 0:.0f}s, {head.finished}")
+    return Row(name, key, FAILED, head.error or "")
 
 
 SHOWN_WHEN_SUMMARISED = (RUNNING, FAILED, INTERRUPTED)

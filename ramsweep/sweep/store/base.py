@@ -4,7 +4,8 @@ Contract, kept by every kind and checked by one test suite run on each (tests/te
 
 - **Append-only.** A record, once appended, is never changed, reordered or dropped.
   `records()` returns every record, oldest first; `latest()` the record that stands for
-  each key (records.latest: its newest ok record, else its newest).
+  each key (records.latest: its newest ok record, else its newest), and `heads()` a few
+  hundred bytes of each of those, which is all that planning and claims read.
 - **Safe across processes.** Any number of processes, on one host or sharing a local file
   system, may append to one store at once: appends are serialised by an exclusive lock
   (`<file>.lock`) and none is lost or duplicated. Readers take no lock and always see a
@@ -33,7 +34,7 @@ from filelock import FileLock
 
 from ramsweep._io import write_atomic
 from ramsweep.errors import StoreError
-from ramsweep.sweep.records import BaselineRecord, ExperimentRecord, RecordError, latest, parse_record
+from ramsweep.sweep.records import BaselineRecord, ExperimentRecord, Head, RecordError, latest, parse_record
 
 SCHEMA = 1
 Record = ExperimentRecord | BaselineRecord
@@ -58,11 +59,22 @@ class Store(ABC):
     # -- records ---------------------------------------------------------------------------
 
     @abstractmethod
+    def heads(self) -> dict[str, Head]:
+        """The Head of the record that stands for each key (records.latest's rule), every record
+        of the file validated on the way. Cheap to call again: only what was appended since is
+        read. No lock needed."""
+
+    @abstractmethod
     def records(self) -> list[Record]:
-        """Every record, oldest first; [] when the file does not exist yet. No lock needed."""
+        """Every record, oldest first; [] when the file does not exist yet. Read from the file
+        on each call (a big file's records are not kept in memory). No lock needed."""
+
+    @abstractmethod
+    def load(self, heads: list[Head]) -> list[Record]:
+        """The whole records behind these heads (as returned by `heads()`)."""
 
     def latest(self) -> dict[str, Record]:
-        """The record that stands for each key (records.latest)."""
+        """The record that stands for each key, whole (one pass over the file)."""
         return latest(self.records())
 
     def append(self, record: Record) -> None:

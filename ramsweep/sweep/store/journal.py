@@ -20,7 +20,7 @@ import os
 
 from ramsweep._io import FILE_MODE, fsync_dir
 from ramsweep.errors import StoreError
-from ramsweep.sweep.records import RecordError, add, dumps_line, parse_record
+from ramsweep.sweep.records import Head, RecordError, add, dumps_line, gc_paused, parse_record
 from ramsweep.sweep.store.base import Record, Store, parse_stored
 
 log = logging.getLogger(__name__)
@@ -36,18 +36,32 @@ class Journal(Store):
 
     def _reset(self, inode: int | None) -> None:
         self._inode, self._offset, self._lines = inode, 0, 0
-        self._records: list[Record] = []
-        self._latest: dict[str, Record] = {}
+        self._heads: dict[str, Head] = {}
         self._torn_seen: int | None = None
         self._unterminated = False  # the last record read had no newline (yet)
 
-    def records(self) -> list[Record]:
+    def heads(self) -> dict[str, Head]:
         self._catch_up()
-        return list(self._records)
+        return dict(self._heads)
 
-    def latest(self) -> dict[str, Record]:
-        self._catch_up()
-        return dict(self._latest)
+    def records(self) -> list[Record]:
+        lines, _, tail = _split(self._read_from(0) or b"", 0, 0)
+        with gc_paused():
+            found = [parse_stored(self, line, f"line {number}") for number, _, line in lines]
+        last = _complete(tail) if tail.strip() else None  # a whole last record that lost its newline
+        return found + ([last] if last else [])
+
+    def load(self, heads: list[Head]) -> list[Record]:
+        if not heads:
+            return []
+        try:
+            with open(self.path, "rb") as f:
+                fd = f.fileno()
+                with gc_paused():
+                    return [parse_stored(self, os.pread(fd, length, offset), f"the line at byte {offset}")
+                            for offset, length in (h.where for h in heads)]
+        except OSError as e:
+            raise StoreError(f"{self.path}: cannot read the results file ({e.strerror})") from None
 
     def extend_locked(self, records: list[Record]) -> None:
         self._catch_up()  # also refuses a damaged file before anything is written
@@ -73,8 +87,19 @@ class Journal(Store):
 
     # -- reading ---------------------------------------------------------------------------
 
+    def _read_from(self, offset: int) -> bytes | None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(offset)
+                return f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StoreError(f"{self.path}: cannot read the results file ({e.strerror})") from None
+
     def _catch_up(self) -> None:
-        """Parse the lines appended since the last call (all of them if the file was replaced)."""
+        """Validate and index the lines appended since the last call (all of them if the file
+        was replaced)."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -86,37 +111,29 @@ class Journal(Store):
             self._reset(st.st_ino)
         if st.st_size == self._offset:
             return
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self._offset)
-                new = f.read()
-        except OSError as e:
-            raise StoreError(f"{self.path}: cannot read the results file ({e.strerror})") from None
+        new = self._read_from(self._offset) or b""
+        start = self._offset
         if self._unterminated and new.startswith(b"\n"):  # the newline a writer added since
-            new, self._offset = new[1:], self._offset + 1
+            new, start = new[1:], start + 1
         self._unterminated = False
-        end = new.rfind(b"\n") + 1
-        for line in new[:end].split(b"\n")[:-1]:
-            self._lines += 1
-            if line.strip():
-                self._keep(parse_stored(self, line, f"line {self._lines}"))
-        self._offset += end
-        tail = new[end:]
+        lines, count, tail = _split(new, start, self._lines)
+        with gc_paused():
+            heads = [Head.of(parse_stored(self, line, f"line {number}"), (offset, len(line)))
+                     for number, offset, line in lines]
+        for head in heads:  # only once every new line validated: a refusal changes nothing
+            add(self._heads, head)
+        self._lines, self._offset = count, start + len(new) - len(tail)
         if tail.strip():
             complete = _complete(tail)
             if complete is not None:  # whole record, newline lost: it counts
                 self._lines += 1
-                self._keep(complete)
+                add(self._heads, Head.of(complete, (self._offset, len(tail))))
                 self._offset += len(tail)
                 self._unterminated = True
             elif self._torn_seen != self._offset:
                 self._torn_seen = self._offset
                 log.warning("%s: its last line (%d bytes) is a torn append, not a record; it is skipped, and "
                             "the next append moves it to %s.torn", self.path, len(tail), self.path.name)
-
-    def _keep(self, record: Record) -> None:
-        self._records.append(record)
-        add(self._latest, record)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -138,6 +155,19 @@ class Journal(Store):
         log.warning("%s: moved a torn last line (%d bytes) to %s.torn; every record before it is intact",
                     self.path, len(tail), self.path.name)
         return start
+
+
+def _split(data: bytes, start: int, before: int) -> tuple[list[tuple[int, int, bytes]], int, bytes]:
+    """`data`, which begins at byte `start` of the file after `before` lines, as its complete,
+    non-blank lines (line number, byte offset, line), the number of its last complete line,
+    and its tail: the bytes after its last newline."""
+    *complete, tail = data.split(b"\n")
+    lines, offset = [], start
+    for number, line in enumerate(complete, before + 1):
+        if line.strip():
+            lines.append((number, offset, line))
+        offset += len(line) + 1
+    return lines, before + len(complete), tail
 
 
 def _complete(tail: bytes) -> Record | None:

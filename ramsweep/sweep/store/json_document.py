@@ -13,6 +13,7 @@ import os
 import orjson
 
 from ramsweep.errors import StoreError
+from ramsweep.sweep.records import Head, add, gc_paused
 from ramsweep.sweep.store.base import SCHEMA, Record, Store, dumps, parse_stored
 
 
@@ -21,21 +22,27 @@ class JsonDocument(Store):
 
     def __init__(self, path):
         super().__init__(path)
-        self._seen: tuple | None = None  # (inode, size, mtime) of the file last parsed
-        self._raw: list[dict] = []
-        self._records: list[Record] = []
+        self._seen: tuple | None = None  # (inode, size, mtime) of the file last validated
+        self._heads: dict[str, Head] = {}
+
+    def heads(self) -> dict[str, Head]:
+        self._refresh()
+        return dict(self._heads)
 
     def records(self) -> list[Record]:
-        self._refresh()
-        return list(self._records)
+        return self._parse(self._results())
+
+    def load(self, heads: list[Head]) -> list[Record]:
+        results = self._results()
+        return [parse_stored(self, results[h.where[0]], f"record {h.where[0] + 1}") for h in heads]
 
     def extend_locked(self, records: list[Record]) -> None:
-        self._refresh()
-        doc = {"schema": SCHEMA, "results": [*self._raw, *(r.dump() for r in records)]}
+        self._refresh()  # refuses a file that does not validate before anything is written
+        doc = {"schema": SCHEMA, "results": [*self._results(), *(r.dump() for r in records)]}
         self.write_locked(self.path, dumps(doc))
 
     def _refresh(self) -> None:
-        """Parse the file again only if it changed since the last parse."""
+        """Validate the file again, and index it, only if it changed since the last time."""
         try:
             st = os.stat(self.path)
             seen = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -43,12 +50,20 @@ class JsonDocument(Store):
             seen = None
         if seen is not None and seen == self._seen:
             return
-        raw = self.read_bytes()
-        results = [] if raw is None else self._results(raw)
-        self._records = [parse_stored(self, r, f"record {i + 1}") for i, r in enumerate(results)]
-        self._raw, self._seen = results, seen
+        heads: dict[str, Head] = {}
+        for i, record in enumerate(self._parse(self._results())):
+            add(heads, Head.of(record, (i, 0)))
+        self._heads, self._seen = heads, seen
 
-    def _results(self, raw: bytes) -> list[dict]:
+    def _parse(self, results: list[dict]) -> list[Record]:
+        with gc_paused():
+            return [parse_stored(self, r, f"record {i + 1}") for i, r in enumerate(results)]
+
+    def _results(self) -> list[dict]:
+        """The stored objects, as read; [] when there is no file yet."""
+        raw = self.read_bytes()
+        if raw is None:
+            return []
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
