@@ -8,7 +8,7 @@ import pytest
 from conftest import config_error
 
 from ramsweep.config import Experiment
-from ramsweep.engine.layout import Frequencies, estimate_memory_bytes
+from ramsweep.engine.layout import Frequencies, estimate_memory_bytes, layout_of
 from ramsweep.engine.train import train
 from ramsweep.grid import GridSpec, bisection_order, grid_point
 from ramsweep.grid import grid_set as grid_of_file
@@ -239,7 +239,7 @@ def test_memory_estimate_is_an_upper_bound(tiers, fields):
     tokens = rng.choice(40, 3000, p=p / p.sum()).astype(np.int32)  # ids 40..47 never seen
     exp = Experiment(name="m", tiers=tiers, negatives=10, memory="bits", **fields)
     actual = sum(m.nbytes for m in train(exp, tokens, 48).memories)
-    estimate = estimate_memory_bytes(exp, Frequencies.of(tokens, 48))
+    estimate = estimate_memory_bytes(layout_of(exp, Frequencies.of(tokens, 48)))
     assert actual <= estimate <= 4 * actual
     if all(exp.memory_kind(t.bits) == "dense" for t in exp.tiers.tiers):
         assert estimate == actual

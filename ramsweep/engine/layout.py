@@ -6,7 +6,7 @@ kernels receive the arrays this builds, never the objects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -79,24 +79,31 @@ class Frequencies:
     vocab_size: int
     tokens: int  # length of the training split
     order: np.ndarray  # (V,) int32: cluster order (cluster_order)
+    position: np.ndarray  # (V,) int32: cluster position of each token id
     n_seen: int
     counts: np.ndarray  # (V,) int64: occurrences of each token id in the whole split
     head: np.ndarray  # the first MAX_CONTEXT tokens: they are never a target
+    _writes: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, train_tokens: np.ndarray, vocab_size: int) -> Frequencies:
         order, n_seen = cluster_order(train_tokens, vocab_size)
+        position = np.empty(vocab_size, dtype=np.int32)
+        position[order] = np.arange(vocab_size, dtype=np.int32)
         counts = np.bincount(train_tokens, minlength=vocab_size).astype(np.int64)
-        return cls(vocab_size, int(train_tokens.shape[0]), order, n_seen, counts,
+        return cls(vocab_size, int(train_tokens.shape[0]), order, position, n_seen, counts,
                    np.array(train_tokens[:MAX_CONTEXT], dtype=np.int64))
 
     def writes(self, context: int, n_negatives: int) -> np.ndarray:
         """Training writes each neuron of a cluster receives, by cluster position: the examples
-        whose target it is (positions t >= context), plus every example for a negative cluster."""
-        targets = self.counts - np.bincount(self.head[:context], minlength=self.vocab_size)
-        writes = targets[self.order]
-        writes[:n_negatives] += max(0, self.tokens - context)
-        return writes
+        whose target it is (positions t >= context), plus every example for a negative cluster.
+        (Kept per (context, negatives): do not write into the array returned.)"""
+        if (context, n_negatives) not in self._writes:
+            targets = self.counts - np.bincount(self.head[:context], minlength=self.vocab_size)
+            writes = targets[self.order]
+            writes[:n_negatives] += max(0, self.tokens - context)
+            self._writes[(context, n_negatives)] = writes
+        return self._writes[(context, n_negatives)]
 
 
 def build_layout(exp: Experiment, train_tokens: np.ndarray, vocab_size: int) -> Layout:
@@ -106,9 +113,7 @@ def build_layout(exp: Experiment, train_tokens: np.ndarray, vocab_size: int) -> 
 def layout_of(exp: Experiment, freq: Frequencies) -> Layout:
     vocab_size = freq.vocab_size
     check_supported(exp, vocab_size)
-    order = freq.order
-    position = np.empty(vocab_size, dtype=np.int32)
-    position[order] = np.arange(vocab_size, dtype=np.int32)
+    order, position = freq.order, freq.position
     n_negatives = min(exp.negatives, freq.n_seen)  # "the most frequent tokens of the training split": seen ones
     writes = freq.writes(exp.context, n_negatives)
     tiers, first = [], 0
@@ -153,7 +158,7 @@ def dense_pays(bits: int, n_neurons: int, writes: np.ndarray) -> bool:
     return dense <= expected_cells(bits, writes).mean() * (1 + (4 if bits <= 32 else 8))
 
 
-def estimate_memory_bytes(exp: Experiment, freq: Frequencies) -> int:
+def estimate_memory_bytes(layout: Layout) -> int:
     """An upper bound of the trained model's arrays (train.TierMemory.nbytes summed), from the
     config and the training split's frequencies alone: for `--dry-run`, before any training.
 
@@ -162,7 +167,6 @@ def estimate_memory_bytes(exp: Experiment, freq: Frequencies) -> int:
     value byte (Frequencies.writes). Training's scratch (packed inputs, one sparse batch) is
     not counted.
     """
-    layout = layout_of(exp, freq)
     return sum(tier_bytes(layout, tier, np.minimum(tier_writes(layout, tier), 2 ** min(tier.bits, 62)))
                for tier in layout.tiers)
 

@@ -10,20 +10,20 @@ import os
 
 from ramsweep.config import Experiment
 from ramsweep.engine.devices import describe, trains_on
-from ramsweep.engine.layout import Frequencies, expected_tier_bytes, layout_of
+from ramsweep.engine.layout import Layout, expected_tier_bytes
 from ramsweep.errors import ConfigError
 
 GIB = 2**30
 GPU_WORKSPACE = 2 * GIB  # CUDA's scratch beside one tier: a sparse training batch, evaluation chunks
 
 
-def check_fits(exp: Experiment, freq: Frequencies, device: str) -> None:
+def check_fits(exp: Experiment, layout: Layout, train_tokens: int, device: str) -> None:
     """Refuse, before any work, an experiment whose trained model cannot fit: in this
     machine's memory (the whole model), and on a CUDA GPU (its largest tier, since tiers are
-    trained and evaluated one at a time, plus the packed training contexts and scratch)."""
-    layout = layout_of(exp, freq)
+    trained and evaluated one at a time, plus the packed training contexts and scratch).
+    `layout` is the experiment's (layout.layout_of), `train_tokens` the training split's length."""
     tiers = [expected_tier_bytes(layout, tier) for tier in layout.tiers]
-    x = max(0, freq.tokens - exp.context) * ((layout.n_input + 63) // 64) * 8
+    x = max(0, train_tokens - exp.context) * ((layout.n_input + 63) // 64) * 8
     largest = tiers.index(max(tiers))
     where = f"tier {largest + 1} \"{exp.tiers.tiers[largest]}\" alone takes {tiers[largest] / GIB:.1f} GiB"
     host = physical_memory()

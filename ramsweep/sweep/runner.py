@@ -22,7 +22,7 @@ from ramsweep.config import ExperimentSet
 from ramsweep.data import Corpus, DataSpec, load_corpus
 from ramsweep.engine.baselines import BASELINES, baselines
 from ramsweep.engine.devices import resolve
-from ramsweep.engine.layout import Frequencies, check_supported, estimate_memory_bytes
+from ramsweep.engine.layout import Frequencies, Layout, estimate_memory_bytes, layout_of
 from ramsweep.errors import ConfigError
 from ramsweep.sets import load_set
 from ramsweep.sweep.claims import Claims, is_live, owner_label
@@ -36,6 +36,7 @@ from ramsweep.sweep.store import Store, cache_dir, open_store
 
 log = logging.getLogger("ramsweep")
 DEFAULT_RESULTS = Path("experiments") / "results.json"
+BIG_DOCUMENT = 2_000  # results past which a JSON document's rewrites cost more than the journal's appends matter
 POLL_S = 2.0  # how often a runner with nothing to claim looks again at others' claims
 
 
@@ -94,6 +95,12 @@ def run_set(
     record_baselines(sweep.store, sweep.corpus)
     heads = sweep.store.heads()
     todo = [p for p in sweep.planned.values() if needs_running(p.key, heads.get(p.key), sweep.options)]
+    if sweep.store.kind == "document" and len(heads) + len(todo) > BIG_DOCUMENT:
+        journal = sweep.store.path.with_suffix(".jsonl")
+        how = (f"ramsweep convert {sweep.store.path} {journal}, then run with --results {journal}"
+               if sweep.store.path.exists() else f"run with --results {journal}")
+        log.info(f"{sweep.store.path} will hold over {BIG_DOCUMENT:,} results and every result rewrites a JSON "
+                 f"document whole; a journal appends in constant time: {how}")
     log.info(f"set {sweep.exp_set.name}: {len(sweep.planned)} experiments, {len(sweep.planned) - len(todo)} done "
              f"or skipped, {len(todo)} to run{f' with {jobs} jobs' if jobs > 1 else ''}; data "
              f"{sweep.corpus.name}/{sweep.corpus.tokenizer} ({'full' if sweep.data.full_data else 'fast'} mode), "
@@ -135,8 +142,7 @@ def dry_run(set_: str | ExperimentSet, **options) -> str:
     from the config and the training split's frequencies) and what would happen to it (run,
     done, claimed by another runner, failed and kept), then the counts. Runs and writes nothing."""
     sweep = prepare(set_, **options)
-    check_before_any_work(sweep)
-    freq = Frequencies.of(sweep.corpus.train, sweep.corpus.vocab_size)
+    layouts = check_before_any_work(sweep)
     latest, now_s = sweep.store.heads(), time.time()
     claims = {k: c for k, c in sweep.store.claims().items() if is_live(c, now_s)}
     counts: Counter[str] = Counter()
@@ -144,7 +150,7 @@ def dry_run(set_: str | ExperimentSet, **options) -> str:
     for i, p in enumerate(sweep.planned.values(), 1):
         outcome, detail = dry_outcome(sweep, p.key, latest.get(p.key), claims.get(p.key))
         counts[outcome] += 1
-        sizes.append(estimate_memory_bytes(p.experiment, freq))
+        sizes.append(estimate_memory_bytes(layouts[p.key]))
         lines.append(f"{i:>6}  {p.experiment.name:<22} {str(p.experiment.tiers):<34} {mib(sizes[-1]):>12}  "
                      f"{outcome}{detail}")
     told = ", ".join(f"{n:,} {state}" for state, n in counts.most_common())
@@ -168,16 +174,18 @@ def mib(n: float) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
 
-def check_before_any_work(sweep: Sweep) -> None:
+def check_before_any_work(sweep: Sweep) -> dict[str, Layout]:
     """Fail now, not hours into the night: every experiment fits the data, has its memory
-    backends and fits this machine (and its GPU)."""
+    backends and fits this machine (and its GPU). Returns each experiment's layout by key."""
     freq = Frequencies.of(sweep.corpus.train, sweep.corpus.vocab_size)
     devices: dict[str, str] = {}
-    for p in sweep.planned.values():
+    layouts = {}
+    for key, p in sweep.planned.items():
         exp = p.experiment
-        check_supported(exp, sweep.corpus.vocab_size)
+        layouts[key] = layout_of(exp, freq)  # checks the config against the data first
         device = devices.setdefault(exp.device, resolve(exp.device))
-        check_fits(exp, freq, device)
+        check_fits(exp, layouts[key], freq.tokens, device)
+    return layouts
 
 
 def execute(sweep: Sweep, executor: Executor, summary: RunSummary, progressed: Callable[[], None]) -> None:
