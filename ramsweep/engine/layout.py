@@ -42,6 +42,7 @@ class Layout:
     n_negatives: int  # negatives are cluster positions [0, n_negatives)
     tiers: tuple[Tier, ...]
     writes: np.ndarray  # (V,) int64: training writes each neuron of a cluster position receives
+    frequencies: Frequencies  # what it was built from (planning estimates read its caches)
 
     @property
     def n_input(self) -> int:
@@ -84,6 +85,7 @@ class Frequencies:
     counts: np.ndarray  # (V,) int64: occurrences of each token id in the whole split
     head: np.ndarray  # the first MAX_CONTEXT tokens: they are never a target
     _writes: dict = field(default_factory=dict, compare=False, repr=False)
+    _cells: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, train_tokens: np.ndarray, vocab_size: int) -> Frequencies:
@@ -105,6 +107,17 @@ class Frequencies:
             self._writes[(context, n_negatives)] = writes
         return self._writes[(context, n_negatives)]
 
+    def cells(self, context: int, n_negatives: int, first: int, count: int, bits: int, bound: bool) -> tuple[float, int]:
+        """(mean, total) cells of the neurons of clusters [first, first + count): at the expected
+        fill (expected_cells), or at most (bound: min(2**bits, writes)). Kept per tier, as a grid
+        asks the same tier again in thousands of configs."""
+        key = (context, n_negatives, first, count, bits, bound)
+        if key not in self._cells:
+            writes = self.writes(context, n_negatives)[first : first + count]
+            cells = np.minimum(writes, 2 ** min(bits, 62)) if bound else expected_cells(bits, writes)
+            self._cells[key] = (float(cells.mean()) if count else 0.0, int(np.ceil(cells).astype(np.int64).sum()))
+        return self._cells[key]
+
 
 def build_layout(exp: Experiment, train_tokens: np.ndarray, vocab_size: int) -> Layout:
     return layout_of(exp, Frequencies.of(train_tokens, vocab_size))
@@ -120,8 +133,8 @@ def layout_of(exp: Experiment, freq: Frequencies) -> Layout:
     tier_of_position = np.empty(vocab_size, dtype=np.int16)
     for i, (spec, count) in enumerate(zip(exp.tiers.tiers, exp.tiers.cluster_counts(vocab_size))):
         backend = exp.memory_kind(spec.bits)
-        if backend == SPARSE and exp.memory == "auto" and dense_pays(spec.bits, count * spec.neurons,
-                                                                      writes[first : first + count]):
+        expected_mean = freq.cells(exp.context, n_negatives, first, count, spec.bits, bound=False)[0]
+        if backend == SPARSE and exp.memory == "auto" and dense_pays(spec.bits, count * spec.neurons, expected_mean):
             backend = DENSE
         tiers.append(Tier(i, first, count, spec.neurons, spec.bits, backend))
         tier_of_position[first : first + count] = i
@@ -136,6 +149,7 @@ def layout_of(exp: Experiment, freq: Frequencies) -> Layout:
         n_negatives=n_negatives,
         tiers=tuple(tiers),
         writes=writes,
+        frequencies=freq,
     )
 
 
@@ -146,16 +160,17 @@ def expected_cells(bits: int, writes: np.ndarray) -> np.ndarray:
     return space * -np.expm1(-writes / space)
 
 
-def dense_pays(bits: int, n_neurons: int, writes: np.ndarray) -> bool:
+def dense_pays(bits: int, n_neurons: int, expected_mean: float) -> bool:
     """memory: auto. DENSE reads a cell in one load where SPARSE binary-searches, so a tier
     is DENSE when that costs little memory: the whole tier within DENSE_ALWAYS_BYTES, or no
-    more than SPARSE (key + value per cell) at the expected fill, whatever the bits."""
+    more than SPARSE (key + value per cell) at the expected fill (`expected_mean` cells per
+    neuron, Frequencies.cells), whatever the bits."""
     if bits > 34:  # 2^bits / 4 bytes per neuron: beyond 4 GiB a neuron is never worth it
         return False
     dense = max(1, (1 << bits) // 16) * 4
     if dense * n_neurons <= DENSE_ALWAYS_BYTES:
         return True
-    return dense <= expected_cells(bits, writes).mean() * (1 + (4 if bits <= 32 else 8))
+    return dense <= expected_mean * (1 + (4 if bits <= 32 else 8))
 
 
 def estimate_memory_bytes(layout: Layout) -> int:
@@ -167,25 +182,25 @@ def estimate_memory_bytes(layout: Layout) -> int:
     value byte (Frequencies.writes). Training's scratch (packed inputs, one sparse batch) is
     not counted.
     """
-    return sum(tier_bytes(layout, tier, np.minimum(tier_writes(layout, tier), 2 ** min(tier.bits, 62)))
-               for tier in layout.tiers)
+    return sum(tier_bytes(layout, tier, tier_cells(layout, tier, bound=True)) for tier in layout.tiers)
 
 
 def expected_tier_bytes(layout: Layout, tier: Tier) -> int:
     """One tier's arrays at the expected fill (expected_cells): the planning estimate."""
-    return tier_bytes(layout, tier, expected_cells(tier.bits, tier_writes(layout, tier)))
+    return tier_bytes(layout, tier, tier_cells(layout, tier, bound=False))
 
 
-def tier_writes(layout: Layout, tier: Tier) -> np.ndarray:
-    return layout.writes[tier.first : tier.first + tier.clusters]
+def tier_cells(layout: Layout, tier: Tier, bound: bool) -> int:
+    """Cells one neuron of each of the tier's clusters stores, summed over the clusters."""
+    return layout.frequencies.cells(layout.context, layout.n_negatives, tier.first, tier.clusters, tier.bits, bound)[1]
 
 
-def tier_bytes(layout: Layout, tier: Tier, cells: np.ndarray) -> int:
-    """One tier's arrays (train.TierMemory.nbytes) when each neuron of cluster i stores
-    cells[i] cells (SPARSE; a DENSE tier's size is fixed)."""
+def tier_bytes(layout: Layout, tier: Tier, cells: int) -> int:
+    """One tier's arrays (train.TierMemory.nbytes) when its clusters' neurons store `cells`
+    cells, summed over its clusters, each (SPARSE; a DENSE tier's size is fixed)."""
     words = (layout.n_input + 63) // 64
     total = tier.n_neurons * (words * 8 + tier.bits * 2)  # masks uint64, order uint16
     if tier.backend == DENSE:
         return total + tier.n_neurons * max(1, (1 << tier.bits) // 16) * 4 + 8  # + (1,) offsets
     cell_bytes = (4 if tier.bits <= 32 else 8) + 1
-    return total + int(np.ceil(cells).astype(np.int64).sum()) * tier.neurons * cell_bytes + (tier.n_neurons + 1) * 8
+    return total + cells * tier.neurons * cell_bytes + (tier.n_neurons + 1) * 8
