@@ -38,7 +38,12 @@ def tiny(tmp_path):
 
 
 def experiment_records(results):
-    return [r for r in orjson.loads(results.read_bytes())["results"] if r.get("kind") != "baseline"]
+    """The experiments' records as jq would read the file (a journal's lines, a document's results)."""
+    if results.suffix == ".jsonl":
+        found = [orjson.loads(line) for line in results.read_bytes().splitlines()]
+    else:
+        found = orjson.loads(results.read_bytes())["results"]
+    return [r for r in found if r.get("kind") != "baseline"]
 
 
 def invoke(*args):
@@ -140,14 +145,18 @@ def test_every_command_has_help_and_is_in_the_readme():
         assert f"ramsweep {name}" in readme, name
 
 
-def test_a_corrupt_results_file_stops_the_run_and_is_left_unchanged(tmp_path, tiny):
-    corrupt = tmp_path / "results.json"
-    corrupt.write_bytes(b'{"schema": 1, "results": [{"key": "x"')
+@pytest.mark.parametrize("name, content, says", [
+    ("results.json", b'{"schema": 1, "results": [{"key": "x"', "results.json: not valid JSON"),
+    ("results.jsonl", b'{"key": "x", "status": "ok"}\n', "results.jsonl: line 1: "),
+])
+def test_a_corrupt_results_file_stops_the_run_and_is_left_unchanged(tmp_path, tiny, name, content, says):
+    corrupt = tmp_path / name
+    corrupt.write_bytes(content)
     result = invoke("run", "--set", tiny, "--results", corrupt)
     assert result.exit_code == 3
-    assert result.stderr.count("\n") == 1 and "results.json: not valid JSON" in result.stderr
-    assert "move it aside" in result.stderr
-    assert corrupt.read_bytes() == b'{"schema": 1, "results": [{"key": "x"'
+    assert result.stderr.count("\n") == 1 and says in result.stderr, result.stderr
+    assert "move it aside" in result.stderr or "repair that record" in result.stderr
+    assert corrupt.read_bytes() == content
 
 
 def test_a_disk_full_mid_write_keeps_the_previous_file_and_exits_with_one_line(tmp_path, tiny, monkeypatch):
@@ -169,6 +178,28 @@ def test_a_disk_full_mid_write_keeps_the_previous_file_and_exits_with_one_line(t
         f"ramsweep: error: {results}: could not write (No space left on device); the previous file is intact")
     assert results.read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(os, "fsync", real_fsync)  # space freed: the next run records beta
+    assert invoke("run", "--set", tiny, "--results", results).exit_code == 0
+    assert [r["name"] for r in experiment_records(results)] == ["alpha", "beta"]
+
+
+def test_a_disk_full_mid_append_keeps_the_journal_and_exits_with_one_line(tmp_path, tiny, monkeypatch):
+    results = tmp_path / "results.jsonl"
+    assert invoke("run", "--set", tiny, "--results", results, "--experiments", "alpha").exit_code == 0
+    before = results.read_bytes()
+    real_fsync = os.fsync
+
+    def fsync(fd):  # the journal's appended line is written when the disk fills
+        if os.readlink(f"/proc/self/fd/{fd}") == str(results):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    result = invoke("run", "--set", tiny, "--results", results)
+    assert result.exit_code == 3
+    assert result.stderr.splitlines()[-1] == (
+        f"ramsweep: error: {results}: could not append (No space left on device); the earlier records are intact")
+    assert results.read_bytes() == before  # the half-written line was cut off again
     monkeypatch.setattr(os, "fsync", real_fsync)  # space freed: the next run records beta
     assert invoke("run", "--set", tiny, "--results", results).exit_code == 0
     assert [r["name"] for r in experiment_records(results)] == ["alpha", "beta"]

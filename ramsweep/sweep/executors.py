@@ -131,6 +131,7 @@ def _serve(conn: Connection, threads: int, data: DataSpec, cache_dir: Path | Non
     while True:
         try:
             task = conn.recv()
-        except (EOFError, OSError):
+            record = run_experiment(task, corpus)
+            conn.send(record)
+        except (EOFError, OSError):  # the parent is gone: nobody wants the record
             return
-        conn.send(run_experiment(task, corpus))

@@ -29,7 +29,7 @@ from ramsweep.sweep.claims import Claims, is_live, owner_label
 from ramsweep.sweep.executors import Executor, InProcess, ProcessPool
 from ramsweep.sweep.experiment import Task, describe_record, environment, interrupted_record, now, stopped_record
 from ramsweep.sweep.interrupts import Interrupted, deferred, raising_on_signals
-from ramsweep.sweep.plan import Options, Planned, baseline_key, needs_running, plan
+from ramsweep.sweep.plan import Options, Planned, baseline_key, needs_running, pending, plan
 from ramsweep.sweep.records import FAILED, OK, BaselineRecord, ExperimentRecord
 from ramsweep.sweep.resources import check_fits
 from ramsweep.sweep.store import Store, cache_dir, open_store
@@ -93,27 +93,30 @@ def run_set(
                     retry_failed=retry_failed, force=force, device=device)
     check_before_any_work(sweep)
     record_baselines(sweep.store, sweep.corpus)
-    heads = sweep.store.heads()
-    todo = [p for p in sweep.planned.values() if needs_running(p.key, heads.get(p.key), sweep.options)]
-    if sweep.store.kind == "document" and len(heads) + len(todo) > BIG_DOCUMENT:
-        journal = sweep.store.path.with_suffix(".jsonl")
-        how = (f"ramsweep convert {sweep.store.path} {journal}, then run with --results {journal}"
-               if sweep.store.path.exists() else f"run with --results {journal}")
-        log.info(f"{sweep.store.path} will hold over {BIG_DOCUMENT:,} results and every result rewrites a JSON "
-                 f"document whole; a journal appends in constant time: {how}")
-    log.info(f"set {sweep.exp_set.name}: {len(sweep.planned)} experiments, {len(sweep.planned) - len(todo)} done "
-             f"or skipped, {len(todo)} to run{f' with {jobs} jobs' if jobs > 1 else ''}; data "
-             f"{sweep.corpus.name}/{sweep.corpus.tokenizer} ({'full' if sweep.data.full_data else 'fast'} mode), "
-             f"results {sweep.store.path}")
+    todo = pending(sweep.planned, sweep.store.heads(), sweep.options)
+    announce(sweep, todo, jobs)
     executor = ProcessPool(jobs, sweep.data, cache_dir(results)) if jobs > 1 else InProcess(sweep.corpus)
     summary = RunSummary(sweep.exp_set.name, sweep.store.path)
     execute(sweep, executor, summary, lambda: progress(len(summary.ran) + len(summary.failed), len(todo)))
     done_here = set(summary.ran) | set(summary.failed)
     summary.skipped = [p.experiment.name for p in sweep.planned.values() if p.experiment.name not in done_here]
-    if not todo:
-        log.info(f"nothing to run: all {len(sweep.planned)} experiments of set {sweep.exp_set.name} are done in "
-                 f"{sweep.store.path}")
     return summary
+
+
+def announce(sweep: Sweep, todo: list[Planned], jobs: int) -> None:
+    """The run's first log lines: what it will do, and whether the results file suits it."""
+    planned, path = len(sweep.planned), sweep.store.path
+    log.info(f"set {sweep.exp_set.name}: {planned} experiments, {planned - len(todo)} done or skipped, "
+             f"{len(todo)} to run{f' with {jobs} jobs' if jobs > 1 else ''}; data {sweep.corpus.name}/"
+             f"{sweep.corpus.tokenizer} ({'full' if sweep.data.full_data else 'fast'} mode), results {path}")
+    if not todo:
+        log.info(f"nothing to run: all {planned} experiments of set {sweep.exp_set.name} are done in {path}")
+    elif sweep.store.kind == "document" and len(sweep.store.heads()) + len(todo) > BIG_DOCUMENT:
+        journal = path.with_suffix(".jsonl")
+        how = (f"ramsweep convert {path} {journal}, then run with --results {journal}" if path.exists()
+               else f"run with --results {journal}")
+        log.info(f"{path} will hold over {BIG_DOCUMENT:,} results and every result rewrites a JSON document "
+                 f"whole; a journal appends in constant time: {how}")
 
 
 def prepare(set_: str | ExperimentSet, *, experiments=None, results=DEFAULT_RESULTS, data=None,

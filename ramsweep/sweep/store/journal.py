@@ -71,8 +71,11 @@ class Journal(Store):
         except OSError as e:
             raise StoreError(f"{self.path}: cannot open the results file ({e.strerror})") from None
         try:
-            size = os.fstat(fd).st_size
-            size = self._mend_tail(fd, size)
+            try:
+                size = self._mend_tail(fd, os.fstat(fd).st_size)
+            except OSError as e:
+                raise StoreError(f"{self.path}: could not set its torn last line aside ({e.strerror}); the "
+                                 "records before it are intact") from None
             try:
                 _write_all(fd, line)
                 os.fsync(fd)
