@@ -159,47 +159,35 @@ def test_a_corrupt_results_file_stops_the_run_and_is_left_unchanged(tmp_path, ti
     assert corrupt.read_bytes() == content
 
 
-def test_a_disk_full_mid_write_keeps_the_previous_file_and_exits_with_one_line(tmp_path, tiny, monkeypatch):
-    results = tmp_path / "results.json"
+def filling_the_disk(results):
+    """Where an fsync fails when the disk fills: a document's temporary copy, or a journal itself."""
+    if results.suffix == ".jsonl":
+        return lambda path: path == str(results)
+    return lambda path: os.path.basename(path).startswith(".results.json.") and ".claims." not in path
+
+
+@pytest.mark.parametrize("name, says", [
+    ("results.json", "could not write (No space left on device); the previous file is intact"),
+    ("results.jsonl", "could not append (No space left on device); the earlier records are intact"),
+])
+def test_a_disk_full_mid_write_keeps_the_previous_file_and_exits_with_one_line(tmp_path, tiny, monkeypatch, name,
+                                                                               says):
+    results = tmp_path / name
     assert invoke("run", "--set", tiny, "--results", results, "--experiments", "alpha").exit_code == 0
     before = results.read_bytes()
-    real_fsync = os.fsync
+    real_fsync, full = os.fsync, filling_the_disk(results)
 
-    def fsync(fd):  # the results file's temporary copy is half written when the disk fills
-        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".results.json.") and \
-                ".claims." not in os.readlink(f"/proc/self/fd/{fd}"):
+    def fsync(fd):
+        if full(os.readlink(f"/proc/self/fd/{fd}")):
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
     result = invoke("run", "--set", tiny, "--results", results)
     assert result.exit_code == 3
-    assert result.stderr.splitlines()[-1] == (
-        f"ramsweep: error: {results}: could not write (No space left on device); the previous file is intact")
-    assert results.read_bytes() == before
+    assert result.stderr.splitlines()[-1] == f"ramsweep: error: {results}: {says}"
+    assert results.read_bytes() == before  # a half-written copy or line is gone again
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-    monkeypatch.setattr(os, "fsync", real_fsync)  # space freed: the next run records beta
-    assert invoke("run", "--set", tiny, "--results", results).exit_code == 0
-    assert [r["name"] for r in experiment_records(results)] == ["alpha", "beta"]
-
-
-def test_a_disk_full_mid_append_keeps_the_journal_and_exits_with_one_line(tmp_path, tiny, monkeypatch):
-    results = tmp_path / "results.jsonl"
-    assert invoke("run", "--set", tiny, "--results", results, "--experiments", "alpha").exit_code == 0
-    before = results.read_bytes()
-    real_fsync = os.fsync
-
-    def fsync(fd):  # the journal's appended line is written when the disk fills
-        if os.readlink(f"/proc/self/fd/{fd}") == str(results):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    result = invoke("run", "--set", tiny, "--results", results)
-    assert result.exit_code == 3
-    assert result.stderr.splitlines()[-1] == (
-        f"ramsweep: error: {results}: could not append (No space left on device); the earlier records are intact")
-    assert results.read_bytes() == before  # the half-written line was cut off again
     monkeypatch.setattr(os, "fsync", real_fsync)  # space freed: the next run records beta
     assert invoke("run", "--set", tiny, "--results", results).exit_code == 0
     assert [r["name"] for r in experiment_records(results)] == ["alpha", "beta"]

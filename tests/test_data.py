@@ -649,7 +649,7 @@ def test_parquet_errors(wiki, monkeypatch):
     target.write_bytes(b"PAR1 this is not really parquet")
     data_error(lambda: load_corpus(wiki_spec(hf)), "cannot read", "as parquet")
     monkeypatch.setitem(sys.modules, "pyarrow", None)
-    data_error(lambda: load_corpus(wiki_spec(hf)), "needs pyarrow", "pip install pyarrow")
+    data_error(lambda: load_corpus(wiki_spec(hf)), "needs pyarrow", "pip install 'ramsweep[parquet]'")
 
 
 def test_text_corpus_errors(tmp_path):
