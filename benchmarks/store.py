@@ -99,7 +99,8 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     print("| records | kind | file MB | append (median) | x its 10-record append | status | report (csv) |")
     print("|---:|---|---:|---:|---:|---:|---:|")
-    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+    Path("experiments").mkdir(exist_ok=True)  # git-ignored, and on the disk real results go to
+    with tempfile.TemporaryDirectory(dir="experiments") as tmp:
         base: dict[str, float] = {}
         for size in sizes:
             for kind_file in ("results.jsonl", "results.json"):
