@@ -1,6 +1,9 @@
 """The `ramsweep` command: a thin typer shell over the library; no logic lives here.
 
-This is the one place where library errors become a printed line and an exit code.
+This is the one place where library errors become a printed line and an exit code. Commands
+import the library inside their bodies, so that `ramsweep -h`, `--version` and `sets` answer
+at once instead of loading numba first (the import graph has no cycle to dodge: see
+tests/test_imports.py).
 """
 
 from __future__ import annotations
