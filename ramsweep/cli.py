@@ -292,6 +292,8 @@ def status(
     if left_out:
         out.print(f"({left_out:,} more not listed: add --list to see every experiment)", highlight=False)
     out.print(summary_line(s), highlight=False)
+    if s.lock:
+        out.print(f"warning: {s.lock}", style="bold red", highlight=False)
 
 
 STATE_STYLE = {"failed": "red", "interrupted": "yellow", "running": "cyan", "pending": "dim"}

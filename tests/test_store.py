@@ -38,7 +38,7 @@ def test_appended_records_read_back_in_order_and_as_plain_json(results_path):
     assert stored_objects(results_path)[0] == first.dump()
     assert open_store(results_path).records() == [first, second]  # a fresh reader agrees
     left = sorted(p.name for p in results_path.parent.iterdir())
-    assert left == sorted([results_path.name, results_path.name + ".lock"])
+    assert left == sorted([results_path.name, ".ramsweep.lock"])  # the file and who last held the lock
 
 
 def test_latest_is_the_newest_ok_record_else_the_newest(results_path):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -16,11 +17,12 @@ import ramsweep
 from ramsweep.config import Experiment
 from ramsweep.data import load_corpus
 from ramsweep.errors import ConfigError
+from ramsweep.sweep import claims as claims_module
 from ramsweep.sweep import executors, experiment
 from ramsweep.sweep.claims import STALE_S, Claims
 from ramsweep.sweep.experiment import Task, run_experiment
 from ramsweep.sweep.plan import Options, experiment_key, needs_running, plan
-from ramsweep.sweep.records import parse_record
+from ramsweep.sweep.records import Claim, parse_record
 from ramsweep.sweep.runner import run_set
 from ramsweep.sweep.store import open_store
 
@@ -188,38 +190,74 @@ def test_lsh_tiers_are_refused_up_front_until_implemented(tmp_path):
 
 # --- claims ----------------------------------------------------------------------------------
 
-def foreign_claim(key, host, pid, age_s):
-    return {"key": key, "name": key, "set": "s", "owner": "other", "host": host, "pid": pid,
-            "heartbeat": time.time() - age_s, "since": "2026-01-01T00:00:00+00:00"}
+def foreign_claim(key, host, pid, heartbeat):
+    return Claim(key=key, name=key, set="s", owner="other", host=host, pid=pid, heartbeat=heartbeat,
+                 since="2026-01-01T00:00:00+00:00")
 
 
-def test_claims_are_taken_over_only_from_runners_that_are_gone(tmp_path):
-    import socket
+class Clock:
+    """This runner's monotonic clock, moved by hand."""
 
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_claims_are_judged_by_the_heartbeat_changes_this_runner_observes(tmp_path, monkeypatch):
+    here, day = socket.gethostname(), 86400.0
+    clock = Clock()
+    monkeypatch.setattr(claims_module.time, "monotonic", clock)
     store = open_store(tmp_path / "results.json")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     with store.locked():
         store.write_claims_locked({
-            "live_here": foreign_claim("live_here", socket.gethostname(), os.getppid(), 1),
-            "dead_here": foreign_claim("dead_here", socket.gethostname(), dead.pid, 1),
-            "live_there": foreign_claim("live_there", "other-host", 1, STALE_S - 30),
-            "silent_there": foreign_claim("silent_there", "other-host", 1, STALE_S + 30),
+            "paused_here": foreign_claim("paused_here", here, os.getppid(), time.time()),  # alive, but still
+            "dead_here": foreign_claim("dead_here", here, dead.pid, time.time()),
+            "ahead_there": foreign_claim("ahead_there", "other-host", 1, time.time() + day),  # clock a day ahead
+            "behind_there": foreign_claim("behind_there", "other-host", 1, time.time() - day),  # a day behind
         })
     claims = Claims(store)
-    keys = [(k, k) for k in ("live_here", "dead_here", "live_there", "silent_there", "free")]
-    taken = []
-    for _ in range(4):
-        out = claims.claim_next(keys, lambda key, records: True, "s")
-        taken.append((out.key, [c["key"] for c in out.taken_over]))
-    assert taken == [("dead_here", ["dead_here"]), ("silent_there", ["silent_there"]), ("free", []), (None, [])]
-    assert sorted(c["key"] for c in out.held_by_others) == ["live_here", "live_there"]
-    held = store.claims()
-    assert {k for k, c in held.items() if c["owner"] == claims.owner.id} == {"dead_here", "silent_there", "free"}
-    claims.finish(record(key="free"))
+    keys = [(k, k) for k in ("paused_here", "dead_here", "ahead_there", "behind_there", "beating_there", "free")]
+
+    def claim():
+        out = claims.claim_next(keys, lambda key, latest: True, "s")
+        return out.key, [c.key for c in out.taken_over], sorted(c.key for c in out.held_by_others)
+
+    # a dead process on this host loses its claim at once; a clock far off in either direction does nothing
+    assert claim() == ("dead_here", ["dead_here"], ["paused_here"])
+    assert claim() == ("beating_there", [], ["ahead_there", "behind_there", "paused_here"])
+    clock.now += STALE_S - 1  # still within the stale time, by this runner's clock
+    assert claim() == ("free", [], ["ahead_there", "behind_there", "paused_here"])
+    with store.locked():  # one of them beats (its value changes, whatever its clock says)
+        current = store.claims()
+        current["behind_there"] = current["behind_there"].model_copy(update={"heartbeat": time.time() - day + 5})
+        store.write_claims_locked(current)
+    clock.now += 2  # the others' heartbeats have stood still for STALE_S + 1 s as seen here
+    assert claim() == ("paused_here", ["paused_here"], [])
+    assert claim() == ("ahead_there", ["ahead_there"], [])
+    assert claim() == (None, [], ["behind_there"])
+    mine = {k for k, c in store.claims().items() if c.owner == claims.owner.id}
+    assert mine == {"dead_here", "beating_there", "free", "paused_here", "ahead_there"}
+    assert claims.finish(record(key="free"), lambda key, latest: needs_running(key, latest))
     claims.release_all()
-    assert sorted(store.claims()) == ["live_here", "live_there"]
+    assert sorted(store.claims()) == ["behind_there"]
     assert store.records() == [record(key="free")]
+
+
+def test_a_result_for_an_experiment_already_done_is_not_recorded_twice(tmp_path):
+    store = open_store(tmp_path / "results.jsonl")
+    slow, fast = Claims(store), Claims(store)
+    assert slow.claim_next([("k", "k")], lambda key, latest: True, "s").key == "k"
+    with store.locked():  # the slow runner was paused; the fast one took its claim over and finished
+        store.write_claims_locked({})
+    assert fast.claim_next([("k", "k")], lambda key, latest: True, "s").key == "k"
+    needed = lambda key, latest: needs_running(key, latest)  # noqa: E731
+    assert fast.finish(record(key="k", test_ppl=1.0), needed)
+    assert not slow.finish(record(key="k", test_ppl=2.0), needed)  # too late: refused under the lock
+    assert [r.metrics.test.ppl for r in store.records()] == [1.0]
 
 
 def test_a_done_experiment_is_not_claimed(tmp_path):

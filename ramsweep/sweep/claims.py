@@ -2,13 +2,23 @@
 
 A runner claims an experiment before running it, under the store's lock and only if it is
 neither done nor held by a live runner; it beats a heartbeat into its claims every HEARTBEAT_S
-while it works and drops a claim in the same locked write that records the result. A claim
-whose owner is gone is taken over: on the same host as soon as its process no longer exists,
-from any host once its heartbeat is older than STALE_S (a crashed host cannot say so).
+while it works and drops a claim in the same locked write that records the result.
+
+Whether another runner's claim is live is judged by what this runner observes, never by
+comparing clocks across hosts: a claim is stale when its heartbeat has not *changed* for
+STALE_S as measured by this runner's monotonic clock (or, on this host, at once when its
+process no longer exists). A clock far ahead or far behind changes nothing: only change is
+read. The price: a runner that starts while a claim is already stale waits STALE_S before
+taking it over, since it cannot know how long the heartbeat had stood still.
+
+A runner whose claim was taken over (it was paused past STALE_S: SIGSTOP, a laptop lid, a VM
+migration) finds out at its next heartbeat and says so; the writer refuses to record an
+experiment that is already done (plan.needs_running, under the lock), so it is recorded once.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -19,9 +29,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ramsweep.sweep.records import ExperimentRecord, Head
+from ramsweep.sweep.records import Claim, ExperimentRecord, Head
 from ramsweep.sweep.store import Store
 
+log = logging.getLogger(__name__)
 HEARTBEAT_S = 10.0
 STALE_S = 120.0  # twelve missed heartbeats: a loaded machine may stall, but not for minutes
 
@@ -35,10 +46,6 @@ class Owner:
     @classmethod
     def current(cls) -> Owner:
         return cls(uuid.uuid4().hex[:12], socket.gethostname(), os.getpid())
-
-    @property
-    def label(self) -> str:
-        return f"{self.host}:{self.pid}"
 
 
 def pid_alive(pid: int) -> bool:
@@ -54,15 +61,29 @@ def pid_alive(pid: int) -> bool:
         return True  # no /proc (macOS): kill(0) is all we know
 
 
-def is_live(claim: dict, now: float | None = None) -> bool:
-    now = time.time() if now is None else now
-    if now - claim["heartbeat"] > STALE_S:
-        return False
-    return pid_alive(claim["pid"]) if claim["host"] == socket.gethostname() else True
+def looks_live(claim: Claim) -> bool:
+    """What a one-look reader (status, dry run) can tell: on this host, whether its process
+    exists; from another host, nothing, so it counts as live."""
+    return pid_alive(claim.pid) if claim.host == socket.gethostname() else True
 
 
-def owner_label(claim: dict) -> str:
-    return f"{claim['host']}:{claim['pid']}"
+@dataclass
+class Observations:
+    """When this runner first saw each claim's current heartbeat (monotonic seconds)."""
+
+    seen: dict[str, tuple[str, float, float]] = field(default_factory=dict)  # key -> (owner, beat, since)
+
+    def live(self, claim: Claim, now: float) -> bool:
+        if not looks_live(claim):
+            return False
+        owner, beat, since = self.seen.get(claim.key, (None, None, None))
+        if (owner, beat) != (claim.owner, claim.heartbeat):
+            self.seen[claim.key] = (claim.owner, claim.heartbeat, now)
+            return True
+        return now - since < STALE_S
+
+    def unchanged_for(self, key: str, now: float) -> float:
+        return now - self.seen[key][2] if key in self.seen else 0.0
 
 
 @dataclass
@@ -70,8 +91,8 @@ class Outcome:
     """What one claim attempt found."""
 
     key: str | None = None  # the key claimed, None when nothing could be
-    held_by_others: list[dict] = field(default_factory=list)  # live claims on wanted keys
-    taken_over: list[dict] = field(default_factory=list)  # dead claims replaced by ours
+    held_by_others: list[Claim] = field(default_factory=list)  # live claims on wanted keys
+    taken_over: list[Claim] = field(default_factory=list)  # stale claims replaced by ours
 
 
 class Claims:
@@ -81,8 +102,10 @@ class Claims:
         self.store = store
         self.owner = owner or Owner.current()
         self.held: set[str] = set()
+        self.observed = Observations()
         self._beat: threading.Thread | None = None
         self._stop = threading.Event()
+        self._guard = threading.Lock()  # `held` is shared with the heartbeat thread
 
     def claim_next(self, keys: Iterable[tuple[str, str]], wanted: Callable[[str, Head | None], bool],
                    set_name: str) -> Outcome:
@@ -92,30 +115,36 @@ class Claims:
         with self.store.locked():
             latest = self.store.heads()
             claims = self.store.claims()
-            now = time.time()
+            now = time.monotonic()
             for key, name in keys:
                 if key in self.held or not wanted(key, latest.get(key)):
                     continue
                 claim = claims.get(key)
-                if claim and is_live(claim, now):
+                if claim and claim.owner != self.owner.id and self.observed.live(claim, now):
                     out.held_by_others.append(claim)
                     continue
-                if claim:
+                if claim and claim.owner != self.owner.id:
                     out.taken_over.append(claim)
-                claims[key] = {"key": key, "name": name, "set": set_name, "owner": self.owner.id,
-                               "host": self.owner.host, "pid": self.owner.pid, "heartbeat": now,
-                               "since": datetime.now(UTC).isoformat(timespec="seconds")}
+                claims[key] = Claim(key=key, name=name, set=set_name, owner=self.owner.id, host=self.owner.host,
+                                    pid=self.owner.pid, heartbeat=time.time(),
+                                    since=datetime.now(UTC).isoformat(timespec="seconds"))
                 self.store.write_claims_locked(claims)
-                self.held.add(key)
+                with self._guard:
+                    self.held.add(key)
                 out.key = key
                 break
         return out
 
-    def finish(self, record: ExperimentRecord) -> None:
-        """Record a result and drop its claim, in one locked step."""
+    def finish(self, record: ExperimentRecord, needed: Callable[[str, Head | None], bool]) -> bool:
+        """Record a result and drop its claim, in one locked step. The result is not recorded
+        when `needed(key, latest)` says the experiment is done already (this runner's claim was
+        taken over and the other runner finished first): returns whether it was recorded."""
         with self.store.locked():
-            self.store.append_locked(record)
+            recorded = needed(record.key, self.store.heads().get(record.key))
+            if recorded:
+                self.store.append_locked(record)
             self._drop_locked({record.key})
+        return recorded
 
     def release_all(self) -> None:
         if self.held:
@@ -124,21 +153,30 @@ class Claims:
 
     def _drop_locked(self, keys: set[str]) -> None:
         claims = self.store.claims()
-        mine = {k for k in keys if claims.get(k, {}).get("owner") == self.owner.id}
+        mine = {k for k in keys if k in claims and claims[k].owner == self.owner.id}
         if mine:
             self.store.write_claims_locked({k: c for k, c in claims.items() if k not in mine})
-        self.held -= keys
+        with self._guard:
+            self.held -= keys
 
     def beat(self) -> None:
-        """Refresh the heartbeat of every claim this runner holds."""
-        if not self.held:
+        """Refresh the heartbeat of every claim this runner holds; say so of any taken over."""
+        with self._guard:
+            held = set(self.held)
+        if not held:
             return
         with self.store.locked():
             claims = self.store.claims()
-            now = time.time()
-            for key in self.held:
-                if claims.get(key, {}).get("owner") == self.owner.id:
-                    claims[key]["heartbeat"] = now
+            for key in held:
+                claim = claims.get(key)
+                if claim is not None and claim.owner == self.owner.id:
+                    claims[key] = claim.model_copy(update={"heartbeat": time.time()})
+                elif key in self.held:
+                    by = f"runner {claim.label}" if claim else "another runner, which finished it"
+                    log.warning(f"the claim on {claim.name if claim else key} was taken over by {by} while this "
+                                "runner was stopped; its result here will be recorded only if that run's is not")
+                    with self._guard:
+                        self.held.discard(key)
             self.store.write_claims_locked(claims)
 
     def __enter__(self) -> Claims:

@@ -1,5 +1,6 @@
-"""SIGTERM and SIGINT as an exception the runner can act on: record the experiment in flight
-as interrupted, drop its claims, exit 143 / 130.
+"""SIGTERM, SIGINT and SIGHUP as an exception the runner can act on: record the experiments in
+flight as interrupted, drop its claims, exit 143 / 130 / 129 (a closed terminal or a hung-up
+ssh session is a stop like any other).
 
 Python runs a signal handler in the main thread between bytecodes, so a signal that arrives
 during a numba kernel is acted on when the kernel returns (kernels work in bounded batches).
@@ -13,7 +14,7 @@ import signal
 import threading
 from contextlib import contextmanager
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Interrupted(BaseException):
@@ -25,7 +26,7 @@ class Interrupted(BaseException):
 
     @property
     def exit_code(self) -> int:
-        return 128 + self.signum  # the shell's convention: 143 for SIGTERM, 130 for SIGINT
+        return 128 + self.signum  # the shell's convention: 143 for SIGTERM, 130 for SIGINT, 129 for SIGHUP
 
 
 _state = threading.local()  # deferring / pending, meaningful in the main thread only
@@ -40,7 +41,7 @@ def _handler(signum, frame):
 
 @contextmanager
 def raising_on_signals():
-    """While inside, SIGTERM and SIGINT raise Interrupted (main thread only; elsewhere a no-op)."""
+    """While inside, SIGTERM, SIGINT and SIGHUP raise Interrupted (main thread only; elsewhere a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -64,3 +65,12 @@ def deferred():
         if not _state.deferring and pending is not None:
             _state.pending = None
             raise Interrupted(pending)
+
+
+def raise_if_pending() -> None:
+    """Raise a signal held back by `deferred()` now. For waits inside a deferred block that
+    have not changed anything yet (waiting for the results lock): a stop must not wait on them."""
+    pending = getattr(_state, "pending", None)
+    if pending is not None:
+        _state.pending = None
+        raise Interrupted(pending)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Discriminator, Tag, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
 
 from ramsweep.messages import field_path, one_line
 
@@ -165,6 +165,36 @@ Record = Annotated[
     Discriminator(_kind),
 ]
 _RECORD = TypeAdapter(Record)
+
+
+class Claim(BaseModel):
+    """A runner's claim on an experiment (claims.py), as stored in `<results>.claims`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str
+    name: str
+    set: str
+    owner: str  # the runner's random id: host:pid can be reused
+    host: str
+    pid: Annotated[int, Field(ge=1, le=2**31 - 1)]  # os.kill(0 or negative) would signal a whole group
+    heartbeat: float  # the owner's clock at its last beat: compared for change, never against ours
+    since: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.host}:{self.pid}"
+
+
+_CLAIMS = TypeAdapter(dict[str, Claim])
+
+
+def parse_claims(value: Any) -> dict[str, Claim]:
+    """Claims by key from a claims document's `claims`; RecordError naming the claim and field."""
+    try:
+        return _CLAIMS.validate_python(value)
+    except ValidationError as err:
+        raise RecordError(one_line(err), field_path(err)) from None
 
 
 class RecordError(ValueError):

@@ -25,12 +25,12 @@ from ramsweep.engine.devices import resolve
 from ramsweep.engine.layout import Frequencies, Layout, estimate_memory_bytes, layout_of
 from ramsweep.errors import ConfigError
 from ramsweep.sets import load_set
-from ramsweep.sweep.claims import Claims, is_live, owner_label
+from ramsweep.sweep.claims import STALE_S, Claims, looks_live
 from ramsweep.sweep.executors import Executor, InProcess, ProcessPool
 from ramsweep.sweep.experiment import Task, describe_record, environment, interrupted_record, now, stopped_record
 from ramsweep.sweep.interrupts import Interrupted, deferred, raising_on_signals
 from ramsweep.sweep.plan import Options, Planned, baseline_key, needs_running, pending, plan
-from ramsweep.sweep.records import FAILED, OK, BaselineRecord, ExperimentRecord
+from ramsweep.sweep.records import FAILED, OK, BaselineRecord, Claim, ExperimentRecord
 from ramsweep.sweep.resources import check_fits
 from ramsweep.sweep.store import Store, cache_dir, open_store
 
@@ -146,8 +146,8 @@ def dry_run(set_: str | ExperimentSet, **options) -> str:
     done, claimed by another runner, failed and kept), then the counts. Runs and writes nothing."""
     sweep = prepare(set_, **options)
     layouts = check_before_any_work(sweep)
-    latest, now_s = sweep.store.heads(), time.time()
-    claims = {k: c for k, c in sweep.store.claims().items() if is_live(c, now_s)}
+    latest = sweep.store.heads()
+    claims = {k: c for k, c in sweep.store.claims().items() if looks_live(c)}
     counts: Counter[str] = Counter()
     lines, sizes = [], []
     for i, p in enumerate(sweep.planned.values(), 1):
@@ -164,12 +164,12 @@ def dry_run(set_: str | ExperimentSet, **options) -> str:
     return "\n".join(lines) + "\n"
 
 
-def dry_outcome(sweep: Sweep, key: str, record, claim: dict | None) -> tuple[str, str]:
+def dry_outcome(sweep: Sweep, key: str, record, claim: Claim | None) -> tuple[str, str]:
     """What a run would do with one experiment: (outcome, detail)."""
     if not needs_running(key, record, sweep.options):
         return ("done", "") if record.ok else (f"{record.status}, kept", " (--retry-failed runs it again)")
     if claim is not None:
-        return "claimed", f" by {owner_label(claim)}"
+        return "claimed", f" by {claim.label}"
     return "would run", f" again ({record.status} last time)" if record else ""
 
 
@@ -200,16 +200,23 @@ def execute(sweep: Sweep, executor: Executor, summary: RunSummary, progressed: C
     in_flight: dict[str, Flight] = {}
     waiting_on: set[str] = set()
 
+    def needed(key: str, latest) -> bool:
+        return needs_running(key, latest, sweep.options)
+
     def wanted(key: str, latest) -> bool:
-        return key not in attempted and needs_running(key, latest, sweep.options)
+        return key not in attempted and needed(key, latest)
 
     def complete(task: Task, record: ExperimentRecord | None) -> None:
         flight = in_flight[task.key]
         record = record or stopped_record(task, sweep.corpus, flight.started, time.monotonic() - flight.t0,
                                           FAILED, "its worker process died (out of memory, or killed?)")
         with deferred():  # a signal now is raised once the record is safe and off in_flight
-            claims.finish(record)
+            recorded = claims.finish(record, needed)
             del in_flight[task.key]
+        if not recorded:
+            log.warning(f"{record.name} finished here, but another runner took it over and recorded it first; "
+                        "this result is not recorded (one result per experiment)")
+            return
         (summary.ran if record.ok else summary.failed).append(record.name)
         log.info(describe_record(record))
         progressed()
@@ -224,11 +231,11 @@ def execute(sweep: Sweep, executor: Executor, summary: RunSummary, progressed: C
                     continue
                 if not held:
                     break
-                if {c["key"] for c in held} != waiting_on:
-                    waiting_on = {c["key"] for c in held}
+                if {c.key for c in held} != waiting_on:
+                    waiting_on = {c.key for c in held}
                     log.info(f"waiting: {len(held)} experiments of this set are running in other runners "
-                             f"({', '.join(sorted({owner_label(c) for c in held}))}); their claims are taken "
-                             f"over if those runners die")
+                             f"({', '.join(sorted({c.label for c in held}))}); their claims are taken over if "
+                             f"their heartbeats stop for {STALE_S:.0f} s")
                 time.sleep(POLL_S)
         except Interrupted as e:
             record_interrupted(sweep, claims, in_flight, summary, str(e))
@@ -245,7 +252,8 @@ def fill(sweep: Sweep, executor: Executor, claims: Claims, keys, wanted, attempt
         with deferred():
             got = claims.claim_next(keys, wanted, sweep.exp_set.name)
         for c in got.taken_over:
-            log.info(f"taking over {c['name']} from runner {owner_label(c)}: it is gone")
+            log.info(f"taking over {c.name} from runner {c.label}: it is gone, or its heartbeat has stood "
+                     f"still for {STALE_S:.0f} s")
         if got.key is None:
             return got.held_by_others
         attempted.add(got.key)
@@ -263,7 +271,8 @@ def record_interrupted(sweep: Sweep, claims: Claims, in_flight: dict[str, Flight
     with deferred():
         for flight in list(in_flight.values()):
             claims.finish(interrupted_record(flight.task, sweep.corpus, flight.started,
-                                             time.monotonic() - flight.t0, signal_name))
+                                             time.monotonic() - flight.t0, signal_name),
+                          lambda key, latest: needs_running(key, latest, sweep.options))
             summary.interrupted.append(flight.task.experiment.name)
     log.info(f"{signal_name}: recorded {', '.join(summary.interrupted) or 'nothing'} as interrupted; "
              f"the next run retries {'them' if len(summary.interrupted) > 1 else 'it'}")

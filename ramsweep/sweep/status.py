@@ -13,10 +13,11 @@ from ramsweep.config import ExperimentSet
 from ramsweep.data import load_corpus
 from ramsweep.errors import StoreError
 from ramsweep.sets import load_set
-from ramsweep.sweep.claims import is_live, owner_label
+from ramsweep.sweep.claims import STALE_S, looks_live
 from ramsweep.sweep.plan import needs_running, plan
-from ramsweep.sweep.records import FAILED, INTERRUPTED, Head
+from ramsweep.sweep.records import FAILED, INTERRUPTED, Claim, Head
 from ramsweep.sweep.store import cache_dir, open_store
+from ramsweep.sweep.store.lock import SLOW_S, holder
 
 DONE, RUNNING, PENDING = "done", "running", "pending"
 STATES = (DONE, FAILED, INTERRUPTED, RUNNING, PENDING)
@@ -39,6 +40,7 @@ class SweepStatus:
     median_s: float | None  # per completed experiment, None before the first
     eta_s: float | None  # None when unknown (nothing finished yet) or nothing left
     left: int = field(default=0)
+    lock: str | None = None  # a warning when a runner has held the results lock for long
 
 
 def status(results: str | Path, set_: str | ExperimentSet | None = None, *, data=None) -> SweepStatus:
@@ -50,7 +52,7 @@ def status(results: str | Path, set_: str | ExperimentSet | None = None, *, data
                          f"or add --set to see what is pending")
     latest = {k: h for k, h in store.heads().items() if h.kind == "experiment"}
     now = time.time()
-    live = {k: c for k, c in store.claims().items() if is_live(c, now)}
+    live = {k: c for k, c in store.claims().items() if looks_live(c)}
 
     if set_ is not None:
         names = planned_names(set_, data, store.path)
@@ -66,12 +68,29 @@ def status(results: str | Path, set_: str | ExperimentSet | None = None, *, data
     left = sum(needs_running(key, latest.get(key)) for key in names)
     eta_s = None
     if median_s is not None and left:
-        elapsed = [now - datetime.fromisoformat(c["since"]).timestamp() for c in live.values()]
+        elapsed = [now - datetime.fromisoformat(c.since).timestamp() for c in live.values()]
         running_left = sum(max(0.0, median_s - e) for e in elapsed)
         # as many at a time as are running now: the runners' --jobs is not recorded anywhere else
         eta_s = ((left - counts[RUNNING]) * median_s + running_left) / max(1, len(live))
-    runners = sorted({owner_label(c) for c in live.values()})
-    return SweepStatus(store.path, rows, counts, runners, median_s, eta_s, left)
+    runners = sorted({c.label for c in live.values()})
+    return SweepStatus(store.path, rows, counts, runners, median_s, eta_s, left, lock_warning(store.path))
+
+
+def lock_warning(results: Path) -> str | None:
+    """Say so when a runner has held the results lock past lock.SLOW_S (paused or hung): every
+    other runner of the folder waits on it."""
+    found = holder(results.parent)
+    if found is None:
+        return None
+    try:
+        held_s = time.time() - float(found["since"])
+        who, pid = f"{found['host']}:{found['pid']}", found["pid"]
+    except (KeyError, TypeError, ValueError):
+        return f"a runner holds the results lock of {results.parent} and did not leave its name"
+    if held_s < SLOW_S:
+        return None
+    return (f"runner {who} has held the results lock for {held_s:.0f} s (writing {found.get('results')}), and "
+            f"the other runners wait for it: if it is stopped, `kill -CONT {pid}`; if it hangs, `kill {pid}`")
 
 
 def planned_names(set_: str | ExperimentSet, data, results: Path) -> dict[str, str]:
@@ -81,10 +100,11 @@ def planned_names(set_: str | ExperimentSet, data, results: Path) -> dict[str, s
     return {key: p.experiment.name for key, p in plan(exp_set.experiments, fingerprint).items()}
 
 
-def row(key: str, name: str, head: Head | None, claim: dict | None, now: float) -> Row:
+def row(key: str, name: str, head: Head | None, claim: Claim | None, now: float) -> Row:
     if claim is not None and (head is None or not head.ok):
-        return Row(name, key, RUNNING, f"by {owner_label(claim)} since {claim['since']}, "
-                                       f"heartbeat {now - claim['heartbeat']:.0f}s ago")
+        age = now - claim.heartbeat  # by two clocks: a hint, never a verdict (claims.py)
+        quiet = f" (no heartbeat for {age:.0f} s: paused?)" if age > STALE_S else ""
+        return Row(name, key, RUNNING, f"by {claim.label} since {claim.since}, last heartbeat {age:.0f}s ago{quiet}")
     if head is None:
         return Row(name, key, PENDING)
     if head.ok:

@@ -7,9 +7,12 @@ Contract, kept by every kind and checked by one test suite run on each (tests/te
   each key (records.latest: its newest ok record, else its newest), and `heads()` a few
   hundred bytes of each of those, which is all that planning and claims read.
 - **Safe across processes.** Any number of processes, on one host or sharing a local file
-  system, may append to one store at once: appends are serialised by an exclusive lock
-  (`<file>.lock`) and none is lost or duplicated. Readers take no lock and always see a
-  valid prefix of the appends (the whole file before or after each append).
+  system, may append to one store at once: appends are serialised by an exclusive lock on
+  the file's folder (lock.py: it survives the deletion of any file) and none is lost or
+  duplicated. Readers take no lock and always see a valid prefix of the appends (the whole
+  file before or after each append).
+- **Files only.** A symbolic link is followed (lock, claims and writes go with its target);
+  a path that is not a regular file (a folder, FIFO, device or socket) is refused up front.
 - **Durable.** `append` returns once the record is on disk (fsync); a crash or power cut at
   any instant leaves every earlier record intact and readable.
 - **Never clobbers.** A file that does not parse as this kind is never written: every
@@ -30,11 +33,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
-from filelock import FileLock
 
 from ramsweep._io import write_atomic
 from ramsweep.errors import StoreError
-from ramsweep.sweep.records import BaselineRecord, ExperimentRecord, Head, RecordError, latest, parse_record
+from ramsweep.sweep.records import (
+    BaselineRecord,
+    Claim,
+    ExperimentRecord,
+    Head,
+    RecordError,
+    latest,
+    parse_claims,
+    parse_record,
+)
+from ramsweep.sweep.store.lock import folder_lock
 
 SCHEMA = 1
 Record = ExperimentRecord | BaselineRecord
@@ -52,9 +64,8 @@ class Store(ABC):
     kind: str  # "document" | "journal"
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+        self.path = regular_file(Path(path))
         self.claims_path = Path(str(self.path) + ".claims")
-        self.lock = FileLock(str(self.path) + ".lock")
 
     # -- records ---------------------------------------------------------------------------
 
@@ -94,18 +105,10 @@ class Store(ABC):
 
     @contextmanager
     def locked(self):
-        """The exclusive lock of every write; OS errors become a StoreError."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.lock.acquire()
-        except OSError as e:
-            raise StoreError(f"{self.path}: cannot lock the results file ({e.strerror}); "
-                             f"check that its folder exists and is writable") from None
-        try:
+        """The exclusive lock of every write (lock.py); a one-line StoreError when it cannot be had."""
+        with folder_lock(self.path.parent, self.path):
             self._remove_orphans()
             yield
-        finally:
-            self.lock.release()
 
     def _remove_orphans(self) -> None:
         """Temporary files of writers killed mid-write. Safe only under the lock: a live
@@ -116,23 +119,31 @@ class Store(ABC):
 
     # -- claims ----------------------------------------------------------------------------
 
-    def claims(self) -> dict[str, dict]:
+    def claims(self) -> dict[str, Claim]:
         """Claims by experiment key; {} when there are none. A plain read, like records()."""
         try:
-            doc = orjson.loads(self.claims_path.read_bytes())
-            if not isinstance(doc, dict) or not isinstance(doc.get("claims"), dict):
-                raise ValueError("not a claims document")
+            raw = self.claims_path.read_bytes()
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as e:  # orjson.JSONDecodeError is a ValueError
-            raise StoreError(f"{self.claims_path}: unreadable claims file ({e}); when no runner is running "
-                             f"on {self.path.name}, delete it: it holds no results") from None
-        return doc["claims"]
+        except OSError as e:
+            raise StoreError(f"{self.claims_path}: cannot read the claims file ({e.strerror})") from None
+        fix = f"when no runner is running on {self.path.name}, delete it: it holds no results"
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise StoreError(f"{self.claims_path}: not valid JSON ({e}); {fix}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("claims"), dict):
+            raise StoreError(f"{self.claims_path}: not a claims file (expected {{\"claims\": {{...}}}}); {fix}")
+        try:
+            return parse_claims(doc["claims"])
+        except RecordError as err:
+            raise StoreError(f"{self.claims_path}: claim {err}; {fix}") from None
 
-    def write_claims_locked(self, claims: dict[str, dict]) -> None:
+    def write_claims_locked(self, claims: dict[str, Claim]) -> None:
         if not claims and not self.claims_path.exists():
             return
-        self.write_locked(self.claims_path, dumps({"schema": SCHEMA, "claims": claims}))
+        doc = {"schema": SCHEMA, "claims": {k: c.model_dump() for k, c in claims.items()}}
+        self.write_locked(self.claims_path, dumps(doc))
 
     def write_locked(self, path: Path, data: bytes) -> None:
         try:
@@ -154,6 +165,16 @@ class Store(ABC):
             return None
         except OSError as e:
             raise StoreError(f"{self.path}: cannot read the results file ({e.strerror})") from None
+
+
+def regular_file(path: Path) -> Path:
+    """The results path with symbolic links followed; refused in one line unless it is a regular
+    file or does not exist yet (reading a FIFO or device would never end)."""
+    resolved = path.resolve()
+    if resolved.exists() and not resolved.is_file():
+        what = "a folder" if resolved.is_dir() else "not a regular file (a FIFO, device or socket)"
+        raise StoreError(f"{path}: is {what}; name a results file with --results")
+    return path if resolved == path.absolute() else resolved  # a link followed; else the path as given
 
 
 def parse_stored(store: Store, value, where: str) -> Record:
