@@ -38,8 +38,12 @@ DEVICES: tuple[str, ...] = Device.__args__
 
 MAX_BITS = 64  # addresses are built in one unsigned 64-bit word
 MAX_CONTEXT = 16
+MAX_COUNT = 2**31 - 1  # clusters (tokens) in a tier: vocabularies are indexed with int32
+MAX_NEURONS = 2**16  # neurons per cluster: far past any RAM LM, well inside int64 arithmetic
 MAX_BITS = 64  # addresses are built in one unsigned 64-bit word
 MAX_CONTEXT = 16
+MAX_COUNT = 2**31 - 1  # clusters (tokens) in a tier: vocabularies are indexed with int32
+MAX_NEURONS = 2**16  # neurons per cluster: far past any RAM LM, well inside int64 arithmetic
 TIER_EXAMPLE = '"100,15,20;400,10,12;rest,5,8"'
 TIER_FORM = f'write COUNT,NEURONS,BITS tiers separated by ";" (e.g. {TIER_EXAMPLE})'
 _INT_RE = re.compile(r"[+-]?\d+")
@@ -49,7 +53,7 @@ FIXES = {
     "name": "use only letters, digits, '_', '.' and '-' (e.g. tier0_20bit)",
     "tiers": TIER_FORM,
     "context": "use a whole number of tokens from 1 to 16 (default 4)",
-    "negatives": "use a whole number, 0 or more (default 1000)",
+    "negatives": "use a whole number from 0 to 2**31 - 1 (default 1000)",
     "empty_value": "use a number from 0.0 (abstain, the default) to 1.0",
     "seed": "use a whole number from 0 to 2**64 - 1",
     "dense_max_bits": "use a whole number from 0 to 64 (default 10)",
@@ -58,8 +62,8 @@ FIXES = {
     "memory": "use auto (DENSE or SPARSE by estimated fill, the default) or bits (by dense_max_bits alone)",
     "based_on": "give the name of another experiment of the same set",
     "description": "use a quoted string",
-    "count": "use a whole number, 1 or more (or rest for the last tier)",
-    "neurons": "use a whole number, 1 or more",
+    "count": "use a whole number from 1 to 2**31 - 1 (or rest for the last tier)",
+    "neurons": "use a whole number from 1 to 65,536",
     "bits": f"use a whole number from 1 to {MAX_BITS}",
 }
 
@@ -97,8 +101,8 @@ class FrozenModel(BaseModel):
 class TierSpec(FrozenModel):
     """One tier: `count` clusters (None = rest) of `neurons` RAM neurons with `bits` inputs."""
 
-    count: Annotated[StrictInt, Field(ge=1)] | None
-    neurons: Annotated[StrictInt, Field(ge=1)]
+    count: Annotated[StrictInt, Field(ge=1, le=MAX_COUNT)] | None
+    neurons: Annotated[StrictInt, Field(ge=1, le=MAX_NEURONS)]
     bits: Annotated[StrictInt, Field(ge=1, le=MAX_BITS)]
 
     def __str__(self) -> str:
@@ -139,10 +143,10 @@ def _parse_tier(item: str, index: int) -> TierSpec:
     count = None if rest else _tier_int(fields[0], "count", label)
     neurons = _tier_int(fields[1], "neurons", label)
     bits = _tier_int(fields[2], "bits", label)
-    if count is not None and count < 1:
-        raise ConfigError(f"{label}: count must be at least 1 (got {count}); {FIXES['count']}")
-    if neurons < 1:
-        raise ConfigError(f"{label}: neurons must be at least 1 (got {neurons}); {FIXES['neurons']}")
+    if count is not None and not 1 <= count <= MAX_COUNT:
+        raise ConfigError(f"{label}: count must be from 1 to {MAX_COUNT:,} (got {count}); {FIXES['count']}")
+    if not 1 <= neurons <= MAX_NEURONS:
+        raise ConfigError(f"{label}: neurons must be from 1 to {MAX_NEURONS:,} (got {neurons}); {FIXES['neurons']}")
     if not 1 <= bits <= MAX_BITS:
         raise ConfigError(f"{label}: bits must be from 1 to {MAX_BITS} (got {bits}); {FIXES['bits']}")
     return TierSpec(count=count, neurons=neurons, bits=bits)
@@ -212,7 +216,7 @@ class Experiment(FrozenModel):
     name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     tiers: TierConfig
     context: Annotated[StrictInt, Field(ge=1, le=MAX_CONTEXT)] = 4
-    negatives: Annotated[StrictInt, Field(ge=0)] = 1000
+    negatives: Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)] = 1000
     empty_value: Annotated[StrictFloat, Field(ge=0.0, le=1.0)] = 0.0
     seed: Annotated[StrictInt, Field(ge=0, le=2**64 - 1)] = 0
     dense_max_bits: Annotated[StrictInt, Field(ge=0, le=MAX_BITS)] = 10

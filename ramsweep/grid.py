@@ -16,11 +16,12 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field, StrictInt, model_validator
 
-from ramsweep.config import FIXES, MAX_BITS, Experiment, ExperimentSet, FrozenModel, TierConfig, TierSpec
+from ramsweep.config import FIXES, MAX_BITS, MAX_COUNT, MAX_NEURONS, Experiment, ExperimentSet, FrozenModel, TierConfig, TierSpec
 from ramsweep.data.spec import DataSpec
 from ramsweep.errors import ConfigError
 from ramsweep.messages import short
 
+MAX_GRID_TIERS = 16  # 2 bit values ^ 16 tiers is already 65,536 experiments
 MAX_GRID_EXPERIMENTS = 100_000  # one set's worth; bigger grids need a limit or a sample
 GRID_KEYS = ("tiers", "bits", "context", "negatives", "shapes")
 _GRID_REQUIRED = ("tiers", "bits", "shapes")
@@ -65,8 +66,8 @@ def _whole(value: Any, lo: int, hi: int | None = None) -> bool:
 class GridShape(FrozenModel):
     """The clusters and neurons of each tier of a grid: counts (None = rest) and neurons."""
 
-    counts: tuple[Annotated[StrictInt, Field(ge=1)] | None, ...]
-    neurons: tuple[Annotated[StrictInt, Field(ge=1)], ...]
+    counts: tuple[Annotated[StrictInt, Field(ge=1, le=MAX_COUNT)] | None, ...]
+    neurons: tuple[Annotated[StrictInt, Field(ge=1, le=MAX_NEURONS)], ...]
 
     @classmethod
     def parse(cls, counts: Any, neurons: Any, tiers: int, label: str = "") -> "GridShape":
@@ -88,14 +89,14 @@ class GridShape(FrozenModel):
                         f"{label}counts: only the last count may be rest (got {list(counts)}); {example}"
                     )
                 parsed.append(None)
-            elif _whole(count, 1) or (text is not None and text.isdigit() and int(text) >= 1):
+            elif _whole(count, 1, MAX_COUNT) or (text is not None and text.isdigit() and 1 <= int(text) <= MAX_COUNT):
                 parsed.append(int(count))
             else:
                 raise ConfigError(
                     f"{label}counts: count {i} {count!r} is not a count; {FIXES['count']}"
                 )
         for i, n in enumerate(neurons, start=1):
-            if not _whole(n, 1):
+            if not _whole(n, 1, MAX_NEURONS):
                 raise ConfigError(
                     f"{label}neurons: neurons {i} {n!r} is not a number of neurons; {FIXES['neurons']}"
                 )
@@ -105,7 +106,7 @@ class GridShape(FrozenModel):
 class GridSpec(FrozenModel):
     """A `grid:` section: every tier's bits over one inclusive range, in the grid order."""
 
-    tiers: Annotated[StrictInt, Field(ge=1)]
+    tiers: Annotated[StrictInt, Field(ge=1, le=MAX_GRID_TIERS)]
     bits: tuple[StrictInt, StrictInt]
     context: Annotated[StrictInt, Field(ge=1, le=16)] = 4
     negatives: Annotated[StrictInt, Field(ge=0)] = 1000
@@ -128,9 +129,9 @@ class GridSpec(FrozenModel):
                     f"{key}: missing; add it (e.g. tiers: 3, bits: [8, 16], shapes: {{{_SHAPE_EXAMPLE}}})"
                 )
         tiers, bits = data["tiers"], data["bits"]
-        if not _whole(tiers, 1):
+        if not _whole(tiers, 1, MAX_GRID_TIERS):
             raise ConfigError(
-                f"tiers: {tiers!r} is not a number of tiers; use a whole number, 1 or more (e.g. 3)"
+                f"tiers: {tiers!r} is not a number of tiers; use a whole number from 1 to {MAX_GRID_TIERS} (e.g. 3)"
             )
         pair = isinstance(bits, (list, tuple)) and len(bits) == 2
         if not (pair and all(_whole(v, 1, MAX_BITS) for v in bits) and bits[0] <= bits[1]):
@@ -138,7 +139,7 @@ class GridSpec(FrozenModel):
                 f"bits: {short(bits)} is not a range; give [LOW, HIGH] with "
                 f"1 <= LOW <= HIGH <= {MAX_BITS} (e.g. [8, 16], both ends included)"
             )
-        for key, lo, hi in (("context", 1, 16), ("negatives", 0, None)):
+        for key, lo, hi in (("context", 1, 16), ("negatives", 0, MAX_COUNT)):
             if key in data and not _whole(data[key], lo, hi):
                 raise ConfigError(f"{key}: {data[key]!r} is out of range; {FIXES[key]}")
         return {**data, "bits": tuple(bits), "shapes": cls._shapes(data["shapes"], tiers)}
@@ -288,9 +289,10 @@ def _with_arguments(spec: GridSpec, tiers, bits, counts, neurons, context, negat
 
 def _chosen(size: int, limit: int | None, sample: int | None, seed: int) -> Sequence[int]:
     """Grid positions to run, in grid order (a range when nothing is drawn: never listed)."""
-    for name, value, low in (("limit", limit, 1), ("sample", sample, 1), ("seed", seed, 0)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-            raise ConfigError(f"grid: {name}: {value!r} is not allowed; use a whole number, {low} or more")
+    for name, value, low, high in (("limit", limit, 1, None), ("sample", sample, 1, None), ("seed", seed, 0, 2**64 - 1)):
+        if value is not None and not _whole(value, low, high):
+            allowed = f"from {low} to {high}" if high else f"{low} or more"
+            raise ConfigError(f"grid: {name}: {value!r} is not allowed; use a whole number {allowed}")
     if sample is not None and sample > size:
         raise ConfigError(
             f"grid: sample: {sample:,} is more than the grid's {size:,} experiments; sample at most {size:,}"

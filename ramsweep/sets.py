@@ -103,12 +103,33 @@ def _find_set(name_or_path: str, near: Path | None = None) -> Path:
     )
 
 
+MAX_SET_BYTES = 1 << 20  # the 729-experiment grid is 1 KB; sets listing experiments, tens of KB
+MAX_NODES = 200_000  # YAML values, every alias counted each time it is used (a "billion laughs" stops here)
+MAX_DEPTH = 64
+
+
 def _parse_yaml(path: Path) -> Any:
     src = _display(path)
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SET_BYTES + 1)
     except OSError as err:
         raise ConfigError(f"{src}: cannot read the set file ({err.strerror}); check the path") from None
+    if len(raw) > MAX_SET_BYTES:
+        raise ConfigError(f"{src}: more than {MAX_SET_BYTES >> 20} MiB, far more than a set file needs; "
+                          "check that this is the set file you meant")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{src}: not UTF-8 text (byte {err.start} is {raw[err.start]:#04x}); "
+                          "save the file as UTF-8") from None
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_size(src, node)
+        return loader.construct_document(node)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
@@ -117,6 +138,44 @@ def _parse_yaml(path: Path) -> Any:
             f"{src}: YAML syntax error at {where}: {problem}; fix the YAML there "
             "(quote tier strings, indent list items evenly)"
         ) from None
+    except RecursionError:
+        raise ConfigError(f"{src}: nested too deeply to be a set file; flatten it") from None
+    finally:
+        loader.dispose()
+
+
+def _check_size(src: str, root: yaml.Node) -> None:
+    """Refuse a document whose values, aliases expanded, exceed MAX_NODES or nest deeper than
+    MAX_DEPTH, before anything is built from it (nested aliases grow exponentially)."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in size:
+            continue
+        children = _children(node)
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in size)
+            if len(stack) > 10 * MAX_DEPTH + MAX_NODES:  # a malformed graph; never for a real file
+                raise ConfigError(f"{src}: too large to be a set file; check what it holds")
+            continue
+        size[id(node)] = 1 + sum(size.get(id(c), 0) for c in children)
+        depth[id(node)] = 1 + max((depth.get(id(c), 0) for c in children), default=0)
+        if size[id(node)] > MAX_NODES or depth[id(node)] > MAX_DEPTH:
+            raise ConfigError(
+                f"{src}: line {node.start_mark.line + 1}: expands to more than {MAX_NODES:,} values or nests "
+                f"deeper than {MAX_DEPTH} (YAML aliases used many times?); write the set out plainly"
+            )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 _SET_KEY_KINDS = {

@@ -148,7 +148,7 @@ def test_sample_is_seeded_without_replacement_and_in_grid_order(grid3):
 
 
 @pytest.mark.parametrize("kwargs, fragments", [
-    ({"tiers": 0}, ["grid: tiers: 0", "1 or more"]),
+    ({"tiers": 0}, ["grid: tiers: 0", "from 1 to 16"]),
     ({"tiers": 3, "counts": [100, "rest"]}, ["grid: counts: 2 values for 3 tier(s)", "one per tier"]),
     ({"tiers": 2, "neurons": [1, 2, 3]}, ["grid: neurons: 3 values for 2 tier(s)"]),
     ({"counts": ["rest", 100, 400]}, ["counts: only the last count may be rest"]),

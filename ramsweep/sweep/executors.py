@@ -9,14 +9,19 @@ alone); `close()` stops everything still running. A Dask executor implements the
 - `ProcessPool`: `jobs` worker processes, each with its own pipe, so a worker that dies (out
   of memory, killed) fails only the experiment it was running, and a fresh worker takes its
   place. Workers are spawned, not forked (numba's thread pool does not survive a fork), get an
-  equal share of the numba threads, ignore SIGINT (a Ctrl-C reaches the whole process group;
-  the parent decides), load the corpus once, and exit when the parent's end of the pipe closes.
+  equal share of the numba threads, ignore SIGINT and SIGHUP (they reach the whole process
+  group; the parent decides), load the corpus once, and die with the parent, SIGKILL included:
+  a watchdog thread ends the worker within a second of its parent's death, whatever it runs
+  (the kernels release the GIL), and a worker waiting for work ends when the pipe closes.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_ready
@@ -30,6 +35,7 @@ from ramsweep.sweep.experiment import Task, run_experiment
 from ramsweep.sweep.records import ExperimentRecord
 
 Ended = list[tuple[Task, ExperimentRecord | None]]
+ORPHAN_CHECK_S = 0.5
 
 
 class Executor(Protocol):
@@ -108,8 +114,8 @@ class ProcessPool:
 
     def _start(self) -> _Worker:
         parent, child = self.context.Pipe()
-        process = self.context.Process(target=_serve, args=(child, self.threads, self.data, self.cache_dir),
-                                       daemon=True, name="ramsweep-worker")
+        process = self.context.Process(target=_serve, args=(child, os.getpid(), self.threads, self.data,
+                                                            self.cache_dir), daemon=True, name="ramsweep-worker")
         process.start()
         child.close()  # the worker's end lives in the worker only: its death closes the pipe
         worker = _Worker(process, parent)
@@ -123,9 +129,11 @@ class ProcessPool:
         self.workers.remove(worker)
 
 
-def _serve(conn: Connection, threads: int, data: DataSpec, cache_dir: Path | None) -> None:
+def _serve(conn: Connection, parent: int, threads: int, data: DataSpec, cache_dir: Path | None) -> None:
     """A worker's life: run each task sent, send back its record, until the parent goes."""
+    threading.Thread(target=_die_with, args=(parent,), name="ramsweep-orphan-watch", daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     numba.set_num_threads(threads)
     corpus = load_corpus(data, cache_dir=cache_dir)  # the parent filled the token cache already
     while True:
@@ -135,3 +143,10 @@ def _serve(conn: Connection, threads: int, data: DataSpec, cache_dir: Path | Non
             conn.send(record)
         except (EOFError, OSError):  # the parent is gone: nobody wants the record
             return
+
+
+def _die_with(parent: int) -> None:
+    """End this worker at once when its parent is gone (then it is some other process's child)."""
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_CHECK_S)
+    os._exit(1)

@@ -85,22 +85,33 @@ def run_set(
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> RunSummary:
     """Run every experiment of the set that still needs running in `results`, claiming each
-    so that runners sharing the file split the work. SIGTERM / SIGINT record the experiments
-    in flight as interrupted and raise Interrupted (exit code 143 / 130)."""
-    if jobs < 1:
-        raise ConfigError(f"--jobs: {jobs} is not a number of processes; use 1 or more")
-    sweep = prepare(set_, experiments=experiments, results=results, data=data, full_data=full_data,
-                    retry_failed=retry_failed, force=force, device=device)
-    check_before_any_work(sweep)
-    record_baselines(sweep.store, sweep.corpus)
-    todo = pending(sweep.planned, sweep.store.heads(), sweep.options)
-    announce(sweep, todo, jobs)
-    executor = ProcessPool(jobs, sweep.data, cache_dir(results)) if jobs > 1 else InProcess(sweep.corpus)
-    summary = RunSummary(sweep.exp_set.name, sweep.store.path)
-    execute(sweep, executor, summary, lambda: progress(len(summary.ran) + len(summary.failed), len(todo)))
+    so that runners sharing the file split the work. SIGTERM / SIGINT / SIGHUP record the
+    experiments in flight as interrupted and raise Interrupted (exit code 143 / 130 / 129)."""
+    check_jobs(jobs)
+    with raising_on_signals():  # from the start: a stop while waiting for the lock or the data is a stop too
+        sweep = prepare(set_, experiments=experiments, results=results, data=data, full_data=full_data,
+                        retry_failed=retry_failed, force=force, device=device)
+        check_before_any_work(sweep)
+        record_baselines(sweep.store, sweep.corpus)
+        todo = pending(sweep.planned, sweep.store.heads(), sweep.options)
+        announce(sweep, todo, jobs)
+        executor = ProcessPool(jobs, sweep.data, cache_dir(results)) if jobs > 1 else InProcess(sweep.corpus)
+        summary = RunSummary(sweep.exp_set.name, sweep.store.path)
+        execute(sweep, executor, summary, lambda: progress(len(summary.ran) + len(summary.failed), len(todo)))
     done_here = set(summary.ran) | set(summary.failed)
     summary.skipped = [p.experiment.name for p in sweep.planned.values() if p.experiment.name not in done_here]
     return summary
+
+
+def check_jobs(jobs: int) -> None:
+    """--jobs between 1 and this machine's cores: each worker runs numba threads and holds a
+    model, so more workers than cores only share the cores and multiply the memory."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"--jobs: {jobs!r} is not a number of processes; use 1 or more")
+    if jobs > cores:
+        raise ConfigError(f"--jobs: {jobs} is more than this machine's {cores} cores; use at most {cores} "
+                          "(each worker already runs its share of the numba threads)")
 
 
 def announce(sweep: Sweep, todo: list[Planned], jobs: int) -> None:
@@ -221,7 +232,7 @@ def execute(sweep: Sweep, executor: Executor, summary: RunSummary, progressed: C
         log.info(describe_record(record))
         progressed()
 
-    with raising_on_signals(), claims:
+    with claims:
         try:
             while True:
                 held = fill(sweep, executor, claims, keys, wanted, attempted, in_flight)
