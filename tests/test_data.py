@@ -1,9 +1,11 @@
+import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -555,7 +557,30 @@ def _other_key(path):  # a consistent file, but for other data
     _rewrite(path, change)
 
 
-@pytest.mark.parametrize("damage", [_truncate, _garbage, _flip_a_token, _drop_vocab, _other_key])
+def _forged(path):  # a token edited and the checksum recomputed as anyone could: without this user's key
+    def change(a):
+        a["test"] = a["test"].copy()
+        a["test"][0] += 1
+        rest = {k: v for k, v in a.items() if k != "checksum"}
+        h = hashlib.sha256()
+        for name in sorted(rest):
+            h.update(f"{name} {rest[name].dtype.str} {rest[name].shape}\n".encode())
+            h.update(np.ascontiguousarray(rest[name]).tobytes())
+        a["checksum"] = np.frombuffer(h.hexdigest().encode(), dtype=np.uint8)
+    _rewrite(path, change)
+
+
+def _huge_header(path):  # the test split's header claims 2**30 tokens (4 GiB) but holds a few
+    raw = path.read_bytes()
+    start = raw.index(b"{'descr': '<i4', 'fortran_order': False, 'shape': (")
+    end = raw.index(b"), }", start)
+    shape = raw[start:end + 2]
+    claimed = b"{'descr': '<i4', 'fortran_order': False, 'shape': (1073741824,"
+    path.write_bytes(raw[:start] + claimed + b" " * (len(shape) - len(claimed)) + raw[end + 2:])
+
+
+@pytest.mark.parametrize("damage", [_truncate, _garbage, _flip_a_token, _drop_vocab, _other_key, _forged,
+                                    _huge_header])
 def test_a_damaged_cache_is_rebuilt_never_trusted(damage, wiki, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     spec = wiki_spec(wiki / "classic", tokenizer="word")
@@ -565,7 +590,10 @@ def test_a_damaged_cache_is_rebuilt_never_trusted(damage, wiki, tmp_path, monkey
         corpus_module.resolve_source(spec), get_tokenizer("word"))
     assert load_cached(entry, key) is not None
     damage(entry)
+    tracemalloc.start()
     assert load_cached(entry, key) is None
+    assert tracemalloc.get_traced_memory()[1] < 64 << 20  # rejected before any large allocation
+    tracemalloc.stop()
     calls = []
     real = tokenizers.word_encode
 
