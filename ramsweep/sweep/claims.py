@@ -31,21 +31,13 @@ from pathlib import Path
 
 from ramsweep.sweep.records import Claim, ExperimentRecord, Head
 from ramsweep.sweep.store import Store
+from ramsweep.sweep.store.lock import seconds_from_environment
 
 log = logging.getLogger(__name__)
 
 
-def _seconds(name: str, default: float) -> float:
-    """A duration from the environment (for sites whose machines stall longer, and for tests)."""
-    try:
-        value = float(os.environ.get(name, default))
-    except ValueError:
-        return default
-    return value if value > 0 else default
-
-
-HEARTBEAT_S = _seconds("RAMSWEEP_HEARTBEAT_S", 10.0)
-STALE_S = _seconds("RAMSWEEP_STALE_S", 120.0)  # twelve missed heartbeats: a loaded machine stalls, not for minutes
+HEARTBEAT_S = seconds_from_environment("RAMSWEEP_HEARTBEAT_S", 10.0)
+STALE_S = seconds_from_environment("RAMSWEEP_STALE_S", 120.0)  # twelve missed heartbeats: a loaded machine stalls, not for minutes
 
 
 @dataclass(frozen=True)

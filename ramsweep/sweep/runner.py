@@ -95,7 +95,7 @@ def run_set(
         record_baselines(sweep.store, sweep.corpus)
         todo = pending(sweep.planned, sweep.store.heads(), sweep.options)
         announce(sweep, todo, jobs)
-        executor = ProcessPool(jobs, sweep.data, cache_dir(results)) if jobs > 1 else InProcess(sweep.corpus)
+        executor = ProcessPool(jobs, sweep.data, cache_dir(sweep.store.path)) if jobs > 1 else InProcess(sweep.corpus)
         summary = RunSummary(sweep.exp_set.name, sweep.store.path)
         execute(sweep, executor, summary, lambda: progress(len(summary.ran) + len(summary.failed), len(todo)))
     done_here = set(summary.ran) | set(summary.failed)
@@ -144,11 +144,14 @@ def prepare(set_: str | ExperimentSet, *, experiments=None, results=DEFAULT_RESU
     data = data or exp_set.data or DataSpec()  # given, else the set file's, else kjv
     if full_data:
         data = data.model_copy(update={"full_data": True})
-    corpus = load_corpus(data, cache_dir=cache_dir(results))
+    store = open_store(results)  # a results path that is no file is refused before anything is written
+    store.heads()  # and so is a record that does not validate,
+    store.claims()  # or a claim
+    corpus = load_corpus(data, cache_dir=cache_dir(store.path))
     planned = plan(exp_set.experiments, corpus.fingerprint)
     forced = frozenset(p.key for p in planned.values() if p.experiment.name in set(force))
     options = Options(retry_failed=retry_failed, forced=forced, since=now())
-    return Sweep(exp_set, data, corpus, planned, open_store(results), options)
+    return Sweep(exp_set, data, corpus, planned, store, options)
 
 
 def dry_run(set_: str | ExperimentSet, **options) -> str:

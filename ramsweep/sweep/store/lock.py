@@ -35,8 +35,20 @@ from ramsweep.sweep.interrupts import raise_if_pending
 
 log = logging.getLogger(__name__)
 INFO_NAME = ".ramsweep.lock"
-SLOW_S = 30.0  # a holder this long is named in the log and by `status`
-WAIT_S = 600.0  # then give up with a one-line error rather than wait all night
+
+
+def seconds_from_environment(name: str, default: float) -> float:
+    """A duration in seconds from the environment variable `name` (for sites whose machines
+    stall longer than the defaults allow, and for tests), else `default`."""
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+SLOW_S = seconds_from_environment("RAMSWEEP_LOCK_SLOW_S", 30.0)  # a holder this long is named in the log and by `status`
+WAIT_S = seconds_from_environment("RAMSWEEP_LOCK_WAIT_S", 600.0)  # then give up with a one-line error, not wait all night
 _held = threading.local()  # folder -> (fd, depth) held by this thread
 
 
