@@ -123,8 +123,9 @@ def _parse_yaml(path: Path) -> Any:
     except UnicodeDecodeError as err:
         raise ConfigError(f"{src}: not UTF-8 text (byte {err.start} is {raw[err.start]:#04x}); "
                           "save the file as UTF-8") from None
-    loader = _UniqueKeyLoader(text)
+    loader = None
     try:
+        loader = _UniqueKeyLoader(text)  # its reader already refuses some characters
         node = loader.get_single_node()
         if node is None:
             return None
@@ -133,7 +134,10 @@ def _parse_yaml(path: Path) -> Any:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        if isinstance(err, yaml.reader.ReaderError):
+            where, problem = f"character {err.position}", f"{err.character:#x} is not allowed in YAML"
+        else:
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(
             f"{src}: YAML syntax error at {where}: {problem}; fix the YAML there "
             "(quote tier strings, indent list items evenly)"
@@ -141,7 +145,8 @@ def _parse_yaml(path: Path) -> Any:
     except RecursionError:
         raise ConfigError(f"{src}: nested too deeply to be a set file; flatten it") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _check_size(src: str, root: yaml.Node) -> None:

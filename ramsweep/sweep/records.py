@@ -208,11 +208,13 @@ class RecordError(ValueError):
 def parse_record(value: dict[str, Any] | bytes) -> ExperimentRecord | BaselineRecord:
     """A record from its stored JSON object (or one JSON Lines line); RecordError when invalid."""
     try:
-        if isinstance(value, (bytes, str)):
-            return _RECORD.validate_json(value)
-        return _RECORD.validate_python(value)
+        record = _RECORD.validate_json(value) if isinstance(value, (bytes, str)) else _RECORD.validate_python(value)
     except ValidationError as err:
         raise RecordError(one_line(err), field_path(err)) from None
+    if record.ok and record.metrics is None:
+        raise RecordError("metrics: missing; an ok record holds its figures (a record without them is not ok)",
+                          "metrics")
+    return record
 
 
 @contextmanager
