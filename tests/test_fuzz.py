@@ -3,6 +3,7 @@ each either read or refused with one line (ConfigError / StoreError: exit code 2
 CLI), never a traceback, never a hang (each case has a time limit), never a change to the file."""
 
 import json
+import os
 import signal
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +23,8 @@ from ramsweep.sweep.status import status
 from ramsweep.sweep.store import open_store
 
 SETS = Path(__file__).resolve().parent.parent / "sets"
-FUZZ = settings(max_examples=int(__import__("os").environ.get("FUZZ_EXAMPLES", 150)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 150))  # FUZZ_EXAMPLES=5000 for a longer hunt
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 SECONDS = 10  # per case: a hang fails the test instead of the suite
 
 
