@@ -18,6 +18,7 @@ from ramsweep.cli import app
 from ramsweep.data import load_corpus
 from ramsweep.sets import load_set
 from ramsweep.sweep.plan import experiment_key
+from ramsweep.sweep.records import Claim
 from ramsweep.sweep.store import open_store
 
 runner = CliRunner()
@@ -222,9 +223,9 @@ def test_run_dry_run_says_what_would_run_and_writes_nothing(tmp_path, tiny):
     beta_key = experiment_key(load_set(str(tiny)).select(["beta"]).experiments[0], load_corpus("kjv").fingerprint)
     store = open_store(results)
     with store.locked():
-        store.write_claims_locked({beta_key: {"key": beta_key, "name": "beta", "set": "tiny", "owner": "other",
-                                              "host": socket.gethostname(), "pid": os.getpid(),
-                                              "heartbeat": time.time(), "since": "2026-11-26T00:00:00+00:00"}})
+        store.write_claims_locked({beta_key: Claim(key=beta_key, name="beta", set="tiny", owner="other",
+                                                   host=socket.gethostname(), pid=os.getpid(), heartbeat=time.time(),
+                                                   since="2026-11-26T00:00:00+00:00")})
     claims = store.claims_path.read_bytes()
     plan = invoke("run", "--set", tiny, "--results", results, "--dry-run")
     assert re.search(rf"beta .* claimed by {socket.gethostname()}:{os.getpid()}$", plan.stdout, re.M), plan.stdout

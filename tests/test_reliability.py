@@ -188,3 +188,29 @@ def test_claims_that_do_not_validate_name_the_claim_and_field(tmp_path):
     assert done.returncode == 3 and done.stderr.count("\n") == 1, done.stderr
     assert "results.json.claims: claim k1.pid:" in done.stderr
     assert claims.read_bytes() == orjson.dumps(bad)
+
+
+@pytest.mark.parametrize("skew_s", [86400.0, -86400.0])
+def test_a_claim_from_a_clock_a_day_off_is_judged_by_whether_its_heartbeat_moves(tmp_path, skew_s):
+    one = tiny_set(tmp_path, 1)
+    results = tmp_path / "results.json"
+    plan = subprocess.run([sys.executable, "-m", "ramsweep", "run", "--set", str(one), "--results", str(results),
+                           "--dry-run"], env=ENV, capture_output=True, text=True, timeout=60)
+    assert "would run" in plan.stdout, plan.stderr
+    from ramsweep.data import load_corpus
+    from ramsweep.sets import load_set
+    from ramsweep.sweep.plan import experiment_key
+
+    key = experiment_key(load_set(str(one)).experiments[0], load_corpus("kjv").fingerprint)
+    claim = {"key": key, "name": "e4", "set": "tiny1", "owner": "far", "host": "far-away-host", "pid": 4242,
+             "heartbeat": time.time() + skew_s, "since": "2026-11-26T00:00:00+00:00"}
+    (tmp_path / "results.json.claims").write_bytes(orjson.dumps({"schema": 1, "claims": {key: claim}}))
+    t0 = time.monotonic()
+    runner = run_env(one, results, FAST_CLAIMS)
+    _, err = runner.communicate(timeout=120)
+    assert runner.returncode == 0, err
+    # neither trusted for a day nor stolen at once: taken over once it stood still for STALE_S (3 s) here
+    assert "waiting: 1 experiments of this set are running in other runners (far-away-host:4242)" in err
+    assert "taking over e4 from runner far-away-host:4242" in err
+    assert time.monotonic() - t0 < 60
+    assert [r["status"] for r in records(results)] == ["ok"]
