@@ -245,19 +245,38 @@ def numbers(option: str | None, flag: str) -> list[int] | None:
 @app.command()
 @user_errors
 def report(
-    results: Annotated[Path, RESULTS_ARGUMENT] = Path("experiments/results.json"),
-    format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="table, md, csv or json.")] = "table",
-    top: Annotated[int, typer.Option(metavar="N", help="Experiments shown with a per-tier breakdown.")] = 3,
-    rank_by: Annotated[str, typer.Option(metavar="SPLIT", help="Split whose PPL orders the ranking: test or "
-                                         "validation.")] = "test",
+    results: Annotated[Optional[list[Path]], typer.Argument(metavar="RESULTS...", help="Results files written by "
+                                                            "`ramsweep run` (.json or .jsonl); several are read "
+                                                            "as one.")] = None,
+    format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="table, md, csv (one wide row per "
+                                        "record) or json.")] = "table",
+    sort_by: Annotated[str, typer.Option("--sort-by", metavar="METRIC", help="val_ppl (default), test_ppl, "
+                                         "val_cal_ppl, test_bpb, val_acc, ... or a tier's, e.g. tier0.val_ppl; "
+                                         "each in its own direction.")] = "val_ppl",
+    top: Annotated[int, typer.Option(metavar="N", min=0, help="Experiments per group with a per-tier "
+                                     "breakdown.")] = 3,
+    limit: Annotated[Optional[int], typer.Option("--limit", metavar="N", min=1, help="Only the best N experiments "
+                                                 "of each group in the leaderboard.")] = None,
+    set_: Annotated[Optional[str], typer.Option("--set", metavar="SET", help="Only this set's experiments.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", metavar="PATTERN", help="Only experiments whose name "
+                                                "matches, e.g. 'tier0_*'.")] = None,
+    rank_by: Annotated[Optional[str], typer.Option(hidden=True, help="Older name: test or validation.")] = None,
 ):
-    """Show completed experiments ranked by PPL, with a per-tier breakdown of the best."""
+    """Leaderboards of completed experiments, one per group of comparable data (corpus,
+    tokenizer, vocabulary, fast/full mode), each with its baselines and PPL floor, a per-tier
+    breakdown of the best, and the failed and interrupted experiments with their errors."""
     from ramsweep.report import tables
+    from ramsweep.report.rows import Filters
 
-    if format == "table":
-        out.print(tables.renderable(tables.ranked(results, rank_by), top, rank_by))
+    if rank_by is not None and rank_by not in tables.RANK_BY:
+        raise RamsweepConfigError(f"--rank-by: '{rank_by}' is not one of {', '.join(tables.RANK_BY)}; see --sort-by")
+    sort = tables.RANK_BY[rank_by] if rank_by else sort_by
+    files, filters = results or [Path("experiments/results.json")], Filters(set=set_, name=name, top=limit)
+    if format == "table":  # straight to the console: colours and the terminal's width
+        records, by = tables.read(files, sort)
+        out.print(tables.renderable(records, by, filters, top))
     else:
-        sys.stdout.write(tables.report(results, format, top, rank_by))
+        sys.stdout.write(tables.report(files, format, top, sort, filters))
 
 
 @app.command()

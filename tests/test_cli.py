@@ -66,19 +66,21 @@ def test_run_then_rerun_then_report(tmp_path, tiny):
 
     table = invoke("report", results)
     assert table.exit_code == 0
-    assert "ranked by test PPL" in table.stdout and "alpha" in table.stdout and "per tier" in table.stdout
-    best = min(records, key=lambda r: r["metrics"]["test"]["ppl"])
+    assert "ranked by val_ppl" in table.stdout and "alpha" in table.stdout and "per tier" in table.stdout
+    best = min(records, key=lambda r: r["metrics"]["validation"]["ppl"])
     md = invoke("report", results, "--format", "md").stdout
-    assert f"| 1 | {best['name']} |" in md and "| | *kn_bigram (baseline, kjv/word fast)* |" in md
+    assert f"| 1 | {best['name']} |" in md and "| | *kn_bigram (baseline)* |" in md
     csv_lines = invoke("report", results, "--format", "csv").stdout.splitlines()
-    assert csv_lines[0].startswith("rank,kind,name,tiers") and len(csv_lines) == 1 + 2 + 3  # 3 baselines
+    assert csv_lines[0].startswith("group,rank,kind,name,key") and len(csv_lines) == 1 + 2 + 3  # 3 baselines
     rows = orjson.loads(invoke("report", results, "--format", "json").stdout)
-    ranked = [r for r in rows if r["rank"] is not None]
-    assert ranked[0]["test_ppl"] == best["metrics"]["test"]["ppl"]
+    assert next(r for r in rows if r["rank"] == 1)["val_ppl"] == best["metrics"]["validation"]["ppl"]
     assert {r["name"] for r in rows if r["kind"] == "baseline"} == {"uniform", "unigram", "kn_bigram"}
-    by_val = orjson.loads(invoke("report", results, "-f", "json", "--rank-by", "validation").stdout)
-    assert next(r for r in by_val if r["rank"] == 1)["val_ppl"] == min(
-        r["metrics"]["validation"]["ppl"] for r in records)
+    by_test = orjson.loads(invoke("report", results, "-f", "json", "--sort-by", "test_ppl").stdout)
+    assert next(r for r in by_test if r["rank"] == 1)["test_ppl"] == min(r["metrics"]["test"]["ppl"] for r in records)
+    old_option = orjson.loads(invoke("report", results, "-f", "json", "--rank-by", "test").stdout)
+    assert old_option == by_test  # the older --rank-by still works in old cron lines
+    bad = invoke("report", results, "--sort-by", "nope")
+    assert bad.exit_code == 2 and bad.stderr.startswith("ramsweep: error: --sort-by: 'nope' is not a metric")
 
 
 def test_run_a_chosen_experiment_only(tmp_path, tiny):

@@ -1,58 +1,129 @@
-"""`ramsweep.report.report` called directly: ranking rules and every output format."""
+"""`ramsweep.report.report` called directly: comparable groups, ranking by any metric in its
+direction, filters, several files, failed experiments shown, and every output format."""
 
 import csv
 import io
 
 import orjson
 import pytest
-from conftest import baseline_record, experiment_record
+from conftest import DATA, baseline_record, experiment_record
 
 from ramsweep.errors import ConfigError, StoreError
 from ramsweep.report import report
+from ramsweep.report.rows import Filters, load, metric
 from ramsweep.sweep.records import parse_record
 from ramsweep.sweep.store import open_store
+
+GPT2 = {**DATA, "tokenizer": "gpt2", "vocab_size": 50257, "fingerprint": "gp"}
+
+
+def add(path, *rows):
+    store = open_store(path)
+    for row in rows:
+        store.append(parse_record(row))
+    return path
 
 
 @pytest.fixture
 def results(results_path):
-    store = open_store(results_path)
-    for r in (experiment_record("old_b", "kb", 9000.0, 8000.0), experiment_record("a", "ka", 7000.0, 9500.0),
-              experiment_record("broken", "kc", 1.0, 1.0, status="failed"),
-              experiment_record("b", "kb", 8000.0, 7500.0),  # a re-run of key kb: the latest counts
-              baseline_record("kn_bigram", 90.0, 2.2), baseline_record("uniform", 13814.0, 4.0)):
-        store.append(parse_record(r))
-    return store.path
+    return add(results_path,
+               experiment_record("old_b", "kb", 9000.0, 8000.0), experiment_record("a", "ka", 7000.0, 9500.0),
+               experiment_record("broken", "kc", status="failed"),
+               experiment_record("b", "kb", 8000.0, 7500.0),  # a re-run of key kb: the latest counts
+               baseline_record("kn_bigram", 90.0, 2.2), baseline_record("uniform", 13814.0, 4.0))
 
 
-def test_ranked_by_test_ppl_latest_record_per_key_failures_left_out(results):
-    rows = orjson.loads(report(results, "json"))
-    assert [(r["rank"], r["name"]) for r in rows] == [(None, "kn_bigram"), (1, "a"), (2, "b"), (None, "uniform")]
-    assert [r["kind"] for r in rows] == ["baseline", "experiment", "experiment", "baseline"]
-    assert rows[1]["test_ppl_calibrated"] == 350.0 and rows[1]["temperature"] == 0.05 and rows[1]["test_bpb"] == 3.5
+def json_rows(*args, **kwargs):
+    return orjson.loads(report(*args, format="json", **kwargs))
 
 
-def test_rank_by_validation(results):
-    rows = orjson.loads(report(results, "json", rank_by="validation"))
-    assert [r["name"] for r in rows if r["kind"] == "experiment"] == ["b", "a"]
+def test_ranked_by_validation_by_default_latest_record_per_key(results):
+    rows = [r for r in json_rows(results) if r["status"] == "ok"]
+    ranked = sorted((r for r in rows if r["kind"] == "experiment"), key=lambda r: r["rank"])
+    assert [(r["rank"], r["name"], r["val_ppl"]) for r in ranked] == [(1, "b", 7500.0), (2, "a", 9500.0)]
+    assert {r["name"] for r in rows if r["kind"] == "baseline"} == {"kn_bigram", "uniform"}
+    table = report(results, "table")
+    assert "ranked by val_ppl, lowest first" in table
+    assert table.index("kn_bigram (baseline)") < table.index(" b ") < table.index(" a ") < table.index("uniform (base")
 
 
-def test_table_markdown_and_csv_show_the_same_ranking(results):
-    table = report(results, "table", top=1)
-    assert table.index("kn_bigram (baseline)") < table.index(" a ") < table.index(" b ") < table.index("uniform (baseline)")
-    assert "a — test PPL 7,000, per tier" in table
-    assert "b — test PPL" not in table  # only the top 1 gets a breakdown
+def test_failed_experiments_appear_with_their_error(results):
+    table = report(results, "table")
+    assert "Failed and interrupted" in table and "broken" in table and "RuntimeError: boom" in table
     md = report(results, "md")
-    assert "| 1 | a | `100,15,20;rest,5,8` | 4 | 9,500 | 7,000 | 350 (0.05) | 3.500 | 12.50% | 5,000 |" in md
-    assert "| | *kn_bigram (baseline, kjv/word fast)* | | | 90 | 90 | | 2.200 | | |" in md
-    assert "| 0 | 100 | 15 | 20 | sparse | 46.5 | 7,000 | 25.00% | 50.00% | 25.00% |" in md
+    assert "| broken | failed | 2026-11-26T00:00:02+00:00 | RuntimeError: boom |" in md
+    failed = [r for r in json_rows(results) if r["status"] == "failed"]
+    assert [(r["name"], r["rank"], r["error"]) for r in failed] == [("broken", None, "RuntimeError: boom")]
+
+
+@pytest.mark.parametrize("name, lower_is_better", [
+    ("val_ppl", True), ("test_ppl", True), ("val_cal_ppl", True), ("test_bpb", True), ("val_ce", True),
+    ("test_acc", False), ("val_acc", False), ("tier0.val_ppl", True), ("tier0.test_acc", False),
+    ("tier0.val_empty", True), ("tier0.test_target_empty", True),
+])
+def test_every_metric_sorts_in_its_direction(tmp_path, name, lower_is_better):
+    rows = []
+    for i, value in enumerate([0.3, 0.1, 0.2]):
+        row = experiment_record(f"e{i}", f"k{i}")
+        for split in ("validation", "test"):
+            s = row["metrics"][split] = {**row["metrics"][split]}
+            s.update(ppl=100 + value, ce=value, accuracy=value, bpb=value, calibrated={"temperature": 0.1, "ppl": value})
+            s["tiers"] = [{**s["tiers"][0], "ppl": value, "accuracy": value, "empty_rate": value,
+                           "target_empty_rate": value}]
+        rows.append(row)
+    path = add(tmp_path / "r.jsonl", *rows)
+    ranked = sorted((r for r in json_rows(path, sort_by=name)), key=lambda r: r["rank"])
+    expected = ["e1", "e2", "e0"] if lower_is_better else ["e0", "e2", "e1"]
+    assert [r["name"] for r in ranked] == expected
+    assert metric(name).lower_is_better is lower_is_better
+
+
+def test_two_data_groups_in_one_file_never_share_a_ranking(tmp_path):
+    path = add(tmp_path / "r.json",
+               experiment_record("word_good", "k1", val_ppl=5000.0), experiment_record("word_bad", "k2", val_ppl=6000.0),
+               experiment_record("gpt2_only", "k3", val_ppl=20000.0, data=GPT2),
+               baseline_record("uniform"), {**baseline_record("uniform", 50257.0), "key": "base-g", "data": GPT2})
+    rows = json_rows(path)
+    by_name = {r["name"] + r["group"][:8]: r for r in rows}
+    assert by_name["word_goodkjv/word"]["rank"] == 1 and by_name["word_badkjv/word"]["rank"] == 2
+    assert by_name["gpt2_onlykjv/gpt2"]["rank"] == 1  # first of its own group, not third of one ranking
+    table = report(path, "table")
+    word, gpt2 = table.index("kjv/word fast, 13,814 tokens"), table.index("kjv/gpt2 fast, 50,257 tokens")
+    assert word < table.index("word_good") < table.index("word_bad") < gpt2 < table.index("gpt2_only")
+    assert table[gpt2:].count("uniform (baseline)") == 1  # each group has its own baselines
+
+
+def test_filters_keep_the_baselines(tmp_path):
+    path = add(tmp_path / "r.json", experiment_record("tier0_a", "k1", set="quick"),
+               experiment_record("tier0_b", "k2", set="grid", val_ppl=100.0), experiment_record("other", "k3", set="quick"),
+               baseline_record("uniform"))
+    names = lambda **f: [r.name for r in load([path]) if Filters(**f).keep(r)]  # noqa: E731
+    assert names(set="quick") == ["tier0_a", "other", "uniform"]
+    assert names(name="tier0_*") == ["tier0_a", "tier0_b", "uniform"]
+    table = report(path, "table", filters=Filters(top=1))
+    assert "tier0_b" in table and "tier0_a" not in table and "uniform (baseline)" in table
+
+
+def test_several_files_are_read_as_one(tmp_path):
+    one = add(tmp_path / "one.json", experiment_record("a", "ka", val_ppl=300.0))
+    two = add(tmp_path / "two.jsonl", experiment_record("b", "kb", val_ppl=200.0), baseline_record())
+    rows = json_rows([one, two])
+    assert sorted((r["rank"], r["name"]) for r in rows if r["kind"] == "experiment") == [(1, "b"), (2, "a")]
+
+
+def test_the_wide_csv_has_a_row_per_record_and_per_tier_columns(results):
     rows = list(csv.DictReader(io.StringIO(report(results, "csv"))))
-    assert [r["name"] for r in rows] == ["kn_bigram", "a", "b", "uniform"] and float(rows[1]["test_ppl"]) == 7000.0
+    assert sorted(r["name"] for r in rows) == ["a", "b", "broken", "kn_bigram", "uniform"]
+    a = next(r for r in rows if r["name"] == "a")
+    assert a["key"] == "ka" and a["status"] == "ok" and a["seed"] == "0" and a["set"] == "s"
+    assert a["group"].startswith("kjv/word fast") and a["started"] and a["finished"]
+    assert float(a["tier0.test_ppl"]) == 7000.0 and a["tier0_bits"] == "20" and float(a["tier0.val_empty"]) == 0.5
 
 
 def test_bad_options_and_missing_files_are_user_errors(results, tmp_path):
     with pytest.raises(ConfigError, match="--format"):
         report(results, "xml")
-    with pytest.raises(ConfigError, match="--rank-by"):
-        report(results, "json", rank_by="train")
+    with pytest.raises(ConfigError, match="--sort-by: 'train_ppl' is not a metric"):
+        report(results, "json", sort_by="train_ppl")
     with pytest.raises(StoreError, match="no such results file"):
         report(tmp_path / "missing.json")

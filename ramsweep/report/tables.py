@@ -1,4 +1,6 @@
-"""Read a results file and show it: ranked rich table, per-tier breakdown, md / csv / json.
+"""Results as tables: per comparable group a leaderboard (baselines in their place, the PPL
+floor in the title), a per-tier breakdown of the best, and the failed and interrupted
+experiments with their errors; as a rich table, markdown, a wide csv or json.
 
 `report()` is the library function behind `ramsweep report`: it returns the text of the
 chosen format (the table format rendered as plain text), so it can be tested and piped.
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
@@ -16,104 +18,85 @@ from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 
-from ramsweep.errors import ConfigError, StoreError
-from ramsweep.sweep.records import BaselineRecord, Calibrated, ExperimentRecord, gc_paused
-from ramsweep.sweep.store import open_store
-
-Record = ExperimentRecord | BaselineRecord
+from ramsweep.errors import ConfigError
+from ramsweep.report.rows import Filters, Metric, Record, columns, groups, leaderboard, load, metric, not_ok, wide_rows
+from ramsweep.sweep.records import ExperimentRecord
 
 FORMATS = ("table", "md", "csv", "json")
-RANK_BY = ("test", "validation")
-COLUMNS = ("rank", "kind", "name", "tiers", "context", "val_ppl", "test_ppl", "test_ppl_calibrated", "temperature",
-           "test_bpb", "test_acc", "ppl_floor", "data", "device", "train_s", "eval_s")
+DEFAULT_SORT = "val_ppl"  # choosing on validation; test is shown beside it, never chosen on
+RANK_BY = {"validation": "val_ppl", "test": "test_ppl"}  # the older --rank-by
 
 
-def ranked(results: str | Path, rank_by: str = "test") -> list[Record]:
-    """Completed records (experiments and count-model baselines), latest per key, best
-    (lowest PPL on `rank_by`) first."""
-    if rank_by not in RANK_BY:
-        raise ConfigError(f"--rank-by: '{rank_by}' is not one of {', '.join(RANK_BY)}")
-    path = Path(results)
-    if not path.exists():
-        raise StoreError(f"{path}: no such results file; run `ramsweep run --set quick` first or name another file")
-    done = [r for r in open_store(path).latest().values() if r.ok]
-    return sorted(done, key=lambda r: _nan_last(getattr(r.metrics, rank_by).ppl))
-
-
-def is_baseline(record: Record) -> bool:
-    return record.kind == "baseline"
-
-
-def rows(records: list[Record]) -> list[dict]:
-    """One flat row per record; experiments are ranked, baselines stand between them unranked."""
-    out, rank = [], 0
-    with gc_paused():  # many small dicts beside many records: see records.gc_paused
-        for r in records:
-            out.append(_row(r, rank := rank + (not is_baseline(r))))
-    return out
-
-
-def _row(r: Record, rank: int) -> dict:
-    """A record's row: `rank` is its place among the experiments (baselines have none)."""
-    v, t = r.metrics.validation, r.metrics.test
-    row = {"rank": None, "kind": r.kind, "name": r.name, "tiers": None, "context": None,
-           "val_ppl": v.ppl, "test_ppl": t.ppl, "test_ppl_calibrated": None, "temperature": None,
-           "test_bpb": t.bpb, "test_acc": t.accuracy, "ppl_floor": t.ppl_floor, "data": r.data.group,
-           "device": None, "train_s": None, "eval_s": None}
-    if not is_baseline(r):
-        calibrated = t.calibrated or Calibrated()
-        row.update(rank=rank, tiers=r.spec.tiers, context=r.spec.context,
-                   test_ppl_calibrated=calibrated.ppl, temperature=calibrated.temperature,
-                   device=r.resources.device if r.resources else "cpu",
-                   train_s=r.timing.train_s, eval_s=r.timing.eval_s)
-    return row
-
-
-def report(results: str | Path, format: str = "table", top: int = 3, rank_by: str = "test") -> str:
+def report(results: str | Path | Sequence[str | Path], format: str = "table", top: int = 3,
+           sort_by: str = DEFAULT_SORT, filters: Filters = Filters(), width: int = 140) -> str:
+    """The report of one or more results files in `format` (see the module docstring); `top`
+    experiments per group get a per-tier breakdown."""
     if format not in FORMATS:
         raise ConfigError(f"--format: '{format}' is not one of {', '.join(FORMATS)}")
-    records = ranked(results, rank_by)
-    if format == "json":
-        return orjson.dumps(rows(records), option=orjson.OPT_INDENT_2).decode() + "\n"
-    if format == "csv":
+    records, by = read(results, sort_by)
+    if format in ("csv", "json"):
+        rows = wide_rows([r for r in records if filters.keep(r)], by)
+        if format == "json":
+            return orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n"
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=columns(rows), lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows(records))
+        writer.writerows(rows)
         return buf.getvalue()
     if format == "md":
-        return markdown(records, top, rank_by)
-    console = Console(file=io.StringIO(), width=140, color_system=None)
-    console.print(renderable(records, top, rank_by))
+        return markdown(records, by, filters, top)
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    console.print(renderable(records, by, filters, top))
     return console.file.getvalue()
 
 
-def renderable(records: list[Record], top: int = 3, rank_by: str = "test") -> Group:
-    """The rich tables: the ranking (with the baselines in their place), then a per-tier
-    breakdown (test split) of the `top` first experiments."""
+def read(results: str | Path | Sequence[str | Path], sort_by: str = DEFAULT_SORT) -> tuple[list[Record], Metric]:
+    """The records of the files (the one standing for each key) and the metric to rank by."""
+    by = metric(sort_by)  # a bad name is refused before any file is read
+    return load([results] if isinstance(results, (str, Path)) else results), by
+
+
+def renderable(records: list[Record], by: Metric, filters: Filters = Filters(), top: int = 3) -> Group:
+    """Per group: the leaderboard, the per-tier breakdown (test split) of its `top` first
+    experiments, and its failed and interrupted experiments."""
     if not records:
-        return Group("no completed experiments in this results file")
-    floors = sorted({_ppl(r.metrics.test.ppl_floor) for r in records if not is_baseline(r)})
-    ranking = Table(title=f"Experiments ranked by {rank_by} PPL (PPL floor {', '.join(floors) or '—'}; "
-                          f"cal. = test PPL at the temperature fitted on validation)",
-                    title_justify="left", box=box.SIMPLE_HEAD)
-    ranking.add_column("#", justify="right", no_wrap=True)
-    ranking.add_column("name", min_width=10, overflow="fold")
-    ranking.add_column("tiers", min_width=10)  # wraps after each ';'
+        return Group("no records in this results file yet")
+    parts: list = []
+    for name, members in groups(records).items():
+        ranked = leaderboard(members, by, filters)
+        parts.append(ranking_table(name, ranked, by))
+        parts += [tier_table(r) for r in ranked if r.kind == "experiment"][:top]
+        failed = not_ok(members, filters)
+        if failed:
+            parts.append(failed_table(failed))
+    return Group(*parts)
+
+
+def ranking_table(group: str, ranked: list[Record], by: Metric) -> Table:
+    floors = sorted({_ppl(r.metrics.test.ppl_floor) for r in ranked if r.kind == "experiment"})
+    direction = "lowest" if by.lower_is_better else "highest"
+    table = Table(title=f"{group}: ranked by {by.name}, {direction} first (PPL floor {', '.join(floors) or '—'}; "
+                        f"cal. = test PPL at the temperature fitted on validation)",
+                  title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("name", min_width=10, overflow="fold")
+    table.add_column("tiers", min_width=10)  # wraps after each ';'
     for col in ("ctx", "val PPL", "test PPL", "cal.", "bpb", "acc", "s"):
-        ranking.add_column(col, justify="right", no_wrap=True)
-    ranking.add_column("device", no_wrap=True)
-    for row in rows(records):
-        if row["kind"] == "baseline":
-            ranking.add_row("", f"{row['name']} (baseline)", row["data"], "", _ppl(row["val_ppl"]),
-                            _ppl(row["test_ppl"]), "", _num(row["test_bpb"], ".3f"), "", "", "", style="dim")
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("device", no_wrap=True)
+    rank = 0
+    for r in ranked:
+        v, t = r.metrics.validation, r.metrics.test
+        if r.kind == "baseline":
+            table.add_row("", f"{r.name} (baseline)", "", "", _ppl(v.ppl), _ppl(t.ppl), "", _num(t.bpb, ".3f"),
+                          "", "", "", style="dim")
             continue
-        ranking.add_row(str(row["rank"]), row["name"], row["tiers"].replace(";", "; "), str(row["context"]),
-                        _ppl(row["val_ppl"]), _ppl(row["test_ppl"]), _ppl(row["test_ppl_calibrated"]),
-                        _num(row["test_bpb"], ".3f"), _pct(row["test_acc"], 1), _num((row["train_s"] or 0) + (row["eval_s"] or 0), ".0f"),
-                        row["device"].split(":")[0])
-    experiments = [r for r in records if not is_baseline(r)]
-    return Group(ranking, *(tier_table(r) for r in experiments[:top]))
+        rank += 1
+        seconds = (r.timing.train_s or 0) + (r.timing.eval_s or 0)
+        table.add_row(str(rank), r.name, r.spec.tiers.replace(";", "; "), str(r.spec.context), _ppl(v.ppl),
+                      _ppl(t.ppl), _ppl(t.calibrated.ppl if t.calibrated else None), _num(t.bpb, ".3f"),
+                      _pct(t.accuracy, 1), f"{seconds:.0f}", _device(r))
+    return table
 
 
 def tier_table(record: ExperimentRecord) -> Table:
@@ -129,32 +112,61 @@ def tier_table(record: ExperimentRecord) -> Table:
     return table
 
 
-def markdown(records: list[Record], top: int, rank_by: str) -> str:
-    lines = [f"## Experiments ranked by {rank_by} PPL", "",
-             "| # | name | tiers | ctx | val PPL | test PPL | calibrated test PPL (T) | test bpb | test acc | PPL floor | device |",
-             "|---|------|-------|-----|---------|----------|-------------------------|----------|----------|-----------|--------|"]
-    for row in rows(records):
-        if row["kind"] == "baseline":
-            lines.append(f"| | *{row['name']} (baseline, {row['data']})* | | | {_ppl(row['val_ppl'])} | "
-                         f"{_ppl(row['test_ppl'])} | | {_num(row['test_bpb'], '.3f')} | | | |")
-            continue
-        calibrated = f"{_ppl(row['test_ppl_calibrated'])} ({_num(row['temperature'], '.3g')})"
-        lines.append(f"| {row['rank']} | {row['name']} | `{row['tiers']}` | {row['context']} | {_ppl(row['val_ppl'])} "
-                     f"| {_ppl(row['test_ppl'])} | {calibrated} | {_num(row['test_bpb'], '.3f')} "
-                     f"| {_pct(row['test_acc'])} | {_ppl(row['ppl_floor'])} | {row['device']} |")
-    for r in [r for r in records if not is_baseline(r)][:top]:
-        lines += ["", f"### {r.name} (test split, per tier)", "",
-                  "| tier | clusters | neurons | bits | memory | data % | PPL | acc | empty % | target empty % |",
-                  "|------|----------|---------|------|--------|--------|-----|-----|---------|----------------|"]
-        for t in r.metrics.test.tiers:
-            lines.append(f"| {t.tier} | {t.clusters:,} | {t.neurons} | {t.bits} | {t.backend} | "
-                         f"{_num(t.share, '.1f')} | {_ppl(t.ppl)} | {_pct(t.accuracy)} | "
-                         f"{_pct(t.empty_rate)} | {_pct(t.target_empty_rate)} |")
-    return "\n".join(lines) + "\n"
+def failed_table(failed: list[Record]) -> Table:
+    table = Table(title="Failed and interrupted (retried by the next run)", title_justify="left",
+                  box=box.SIMPLE_HEAD)
+    for col in ("name", "status", "finished", "error"):
+        table.add_column(col, overflow="fold")
+    for r in failed:
+        table.add_row(r.name, r.status, r.finished or "", _first_line(r.error), style="red")
+    return table
 
 
-def _nan_last(x) -> float:
-    return math.inf if x is None or (isinstance(x, float) and math.isnan(x)) else x
+def markdown(records: list[Record], by: Metric, filters: Filters, top: int) -> str:
+    lines: list[str] = []
+    for name, members in groups(records).items():
+        ranked = leaderboard(members, by, filters)
+        direction = "lowest" if by.lower_is_better else "highest"
+        lines += [f"## {name}: ranked by {by.name}, {direction} first", "",
+                  "| # | name | tiers | ctx | val PPL | test PPL | calibrated test PPL (T) | test bpb | test acc | PPL floor "
+                  "| device |",
+                  "|---|------|-------|-----|---------|----------|-------------------------|----------|----------|-----------"
+                  "|--------|"]
+        rank = 0
+        for r in ranked:
+            v, t = r.metrics.validation, r.metrics.test
+            if r.kind == "baseline":
+                lines.append(f"| | *{r.name} (baseline)* | | | {_ppl(v.ppl)} | {_ppl(t.ppl)} | | {_num(t.bpb, '.3f')} "
+                             "| | | |")
+                continue
+            rank += 1
+            cal = t.calibrated
+            calibrated = f"{_ppl(cal.ppl if cal else None)} ({_num(cal.temperature if cal else None, '.3g')})"
+            lines.append(f"| {rank} | {r.name} | `{r.spec.tiers}` | {r.spec.context} | {_ppl(v.ppl)} | {_ppl(t.ppl)} "
+                         f"| {calibrated} | {_num(t.bpb, '.3f')} | {_pct(t.accuracy)} | {_ppl(t.ppl_floor)} "
+                         f"| {r.resources.device if r.resources else 'cpu'} |")
+        for r in [r for r in ranked if r.kind == "experiment"][:top]:
+            lines += ["", f"### {r.name} (test split, per tier)", "",
+                      "| tier | clusters | neurons | bits | memory | data % | PPL | acc | empty % | target empty % |",
+                      "|------|----------|---------|------|--------|--------|-----|-----|---------|----------------|"]
+            for t in r.metrics.test.tiers:
+                lines.append(f"| {t.tier} | {t.clusters:,} | {t.neurons} | {t.bits} | {t.backend} | "
+                             f"{_num(t.share, '.1f')} | {_ppl(t.ppl)} | {_pct(t.accuracy)} | "
+                             f"{_pct(t.empty_rate)} | {_pct(t.target_empty_rate)} |")
+        failed = not_ok(members, filters)
+        if failed:
+            lines += ["", "### Failed and interrupted", "", "| name | status | finished | error |", "|---|---|---|---|"]
+            lines += [f"| {r.name} | {r.status} | {r.finished or ''} | {_first_line(r.error)} |" for r in failed]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _device(r: ExperimentRecord) -> str:
+    return (r.resources.device if r.resources else "cpu").split(":")[0]
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").splitlines()[0] if text else ""
 
 
 def _ppl(x) -> str:

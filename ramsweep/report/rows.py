@@ -1,0 +1,175 @@
+"""What a report shows, before it is drawn: records read from one or more results files,
+grouped by what makes their numbers comparable, filtered, ranked by any metric in its own
+direction, and flattened into wide rows (one per record, per-tier columns) for csv and json.
+
+PPL on different vocabularies or data is not comparable, so nothing is ranked across groups:
+a group is one corpus, tokenizer, vocabulary, fast/full mode and data fingerprint.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ramsweep.errors import ConfigError, StoreError
+from ramsweep.sweep.records import BaselineRecord, DataInfo, ExperimentRecord, SplitMetrics, gc_paused, latest
+from ramsweep.sweep.store import open_store
+
+Record = ExperimentRecord | BaselineRecord
+SPLITS = {"val": "validation", "test": "test"}
+# per split: name -> (lower is better, value)
+_SPLIT_METRICS: dict[str, tuple[bool, Callable[[SplitMetrics], float | None]]] = {
+    "ppl": (True, lambda s: s.ppl),
+    "ce": (True, lambda s: s.ce),
+    "cal_ppl": (True, lambda s: s.calibrated.ppl if s.calibrated else None),
+    "bpb": (True, lambda s: s.bpb),
+    "acc": (False, lambda s: s.accuracy),
+}
+_TIER_METRICS = {"ppl": True, "acc": False, "empty": True, "target_empty": True, "share": False}
+_TIER_FIELDS = {"ppl": "ppl", "acc": "accuracy", "empty": "empty_rate", "target_empty": "target_empty_rate",
+                "share": "share"}
+_TIER_NAME = re.compile(r"tier(\d+)\.(val|test)_(" + "|".join(_TIER_METRICS) + ")")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    lower_is_better: bool
+    value: Callable[[Record], float | None]
+
+    def key(self, record: Record) -> float:
+        """Sort key: best first, missing values (and records without figures) last."""
+        x = self.value(record) if record.metrics is not None else None
+        if x is None or (isinstance(x, float) and math.isnan(x)):
+            return math.inf
+        return x if self.lower_is_better else -x
+
+
+def metric_names() -> list[str]:
+    return [f"{s}_{m}" for s in SPLITS for m in _SPLIT_METRICS] + ["tierN.val_ppl, tierN.test_acc, ..."]
+
+
+def metric(name: str) -> Metric:
+    """A metric by name: val_ppl (the default), test_ppl, val_cal_ppl, test_bpb, val_acc, ... or a
+    tier's, e.g. tier0.val_ppl, tier1.test_acc, tier2.val_empty."""
+    split, _, base = name.partition("_")
+    if split in SPLITS and base in _SPLIT_METRICS:
+        lower, get = _SPLIT_METRICS[base]
+        return Metric(name, lower, lambda r: get(getattr(r.metrics, SPLITS[split])))
+    found = _TIER_NAME.fullmatch(name)
+    if found:
+        index, split, base = int(found[1]), SPLITS[found[2]], found[3]
+        return Metric(name, _TIER_METRICS[base], lambda r: _tier_value(r, split, index, _TIER_FIELDS[base]))
+    raise ConfigError(f"--sort-by: '{name}' is not a metric; use one of {', '.join(metric_names())}")
+
+
+def _tier_value(record: Record, split: str, index: int, field: str) -> float | None:
+    tiers = getattr(record.metrics, split).tiers
+    return getattr(tiers[index], field) if index < len(tiers) else None
+
+
+# ---------------------------------------------------------------- reading and grouping
+
+
+def load(paths: Iterable[str | Path]) -> list[Record]:
+    """The record that stands for each key, over all the files (a key in several files: the
+    latest rule applied to them in the order given)."""
+    found: list[Record] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise StoreError(f"{path}: no such results file; run `ramsweep run --set quick` first or name another file")
+        found += open_store(path).records()
+    return list(latest(found).values())
+
+
+def group_of(data: DataInfo) -> str:
+    """The comparable group's name, e.g. 'kjv/word full, 13,814 tokens, data 46202d82'."""
+    return (f"{data.corpus}/{data.tokenizer} {'full' if data.full_data else 'fast'}, {data.vocab_size:,} tokens, "
+            f"data {data.fingerprint[:8]}")
+
+
+def groups(records: Iterable[Record]) -> dict[str, list[Record]]:
+    """Records by comparable group, in the order the groups first appear."""
+    out: dict[str, list[Record]] = {}
+    for r in records:
+        out.setdefault(group_of(r.data), []).append(r)
+    return out
+
+
+@dataclass(frozen=True)
+class Filters:
+    set: str | None = None  # experiments of this set only
+    name: str | None = None  # a glob on experiment names, e.g. 'tier0_*'
+    top: int | None = None  # the best N experiments of each group
+
+    def keep(self, r: Record) -> bool:
+        if r.kind == "baseline":
+            return True  # the yardsticks stay whatever is filtered
+        return (self.set is None or r.set == self.set) and (self.name is None or fnmatch.fnmatchcase(r.name, self.name))
+
+
+def leaderboard(records: list[Record], by: Metric, filters: Filters = Filters()) -> list[Record]:
+    """One group's ok records, best first by `by`; baselines in their place (those without the
+    metric at the end); at most `filters.top` experiments."""
+    kept = sorted((r for r in records if r.ok and filters.keep(r)), key=by.key)
+    if filters.top is not None:
+        experiments = [r for r in kept if r.kind == "experiment"][: filters.top]
+        kept = [r for r in kept if r.kind == "baseline" or r in experiments]
+    return kept
+
+
+def not_ok(records: list[Record], filters: Filters = Filters()) -> list[Record]:
+    """A group's failed and interrupted experiments (their latest record), as they stand."""
+    return [r for r in records if not r.ok and filters.keep(r)]
+
+
+# ---------------------------------------------------------------- wide rows (csv, json)
+
+
+def wide_rows(records: list[Record], by: Metric) -> list[dict]:
+    """One flat row per record, every value a column: identity, data group, config, per split
+    metrics, per tier metrics, times. Ranks are per group, by `by`, over ok experiments."""
+    ranks: dict[str, int] = {}
+    for members in groups(records).values():
+        ranked = [r for r in sorted(members, key=by.key) if r.ok and r.kind == "experiment"]
+        ranks |= {r.key: i for i, r in enumerate(ranked, 1)}
+    with gc_paused():
+        return [_wide(r, ranks.get(r.key)) for r in records]
+
+
+def _wide(r: Record, rank: int | None) -> dict:
+    d = r.data
+    row = {"group": group_of(d), "rank": rank, "kind": r.kind, "name": r.name, "key": r.key, "status": r.status,
+           "set": getattr(r, "set", None), "seed": None, "tiers": None, "context": None, "negatives": None,
+           "empty_value": None, "corpus": d.corpus, "tokenizer": d.tokenizer, "vocab_size": d.vocab_size,
+           "full_data": d.full_data, "fingerprint": d.fingerprint, "device": None, "started": r.started,
+           "finished": r.finished, "train_s": r.timing.train_s, "eval_s": r.timing.eval_s,
+           "total_s": r.timing.total_s if r.ok else r.timing.elapsed_s, "error": r.error}
+    if r.kind == "experiment":
+        row.update(seed=r.spec.seed, tiers=r.spec.tiers, context=r.spec.context, negatives=r.spec.negatives,
+                   empty_value=r.spec.empty_value, device=r.resources.device if r.resources else None)
+    for short, split in SPLITS.items():
+        s = getattr(r.metrics, split) if r.metrics else SplitMetrics()
+        cal = s.calibrated
+        row |= {f"{short}_ppl": s.ppl, f"{short}_ce": s.ce, f"{short}_acc": s.accuracy, f"{short}_bpb": s.bpb,
+                f"{short}_cal_ppl": cal.ppl if cal else None, f"{short}_temperature": cal.temperature if cal else None,
+                f"{short}_ppl_floor": s.ppl_floor}
+        for t in s.tiers:
+            p = f"tier{t.tier}"
+            row |= {f"{p}_clusters": t.clusters, f"{p}_neurons": t.neurons, f"{p}_bits": t.bits,
+                    f"{p}_memory": t.backend, f"{p}.{short}_share": t.share, f"{p}.{short}_ppl": t.ppl,
+                    f"{p}.{short}_acc": t.accuracy, f"{p}.{short}_empty": t.empty_rate,
+                    f"{p}.{short}_target_empty": t.target_empty_rate}
+    return row
+
+
+def columns(rows: list[dict]) -> list[str]:
+    """Every column of the rows, in first-seen order (the tier columns of the widest record last)."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen |= dict.fromkeys(row)
+    return list(seen)
