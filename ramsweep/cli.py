@@ -112,6 +112,8 @@ TOKENIZER_FILES = typer.Option("--tokenizer-files", metavar="DIR", help="Folder 
 DEVICE = typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda, metal, wgpu or hybrid (CPU and GPU at "
                       "once): where every experiment runs, over the set file's device: (default auto: the fastest "
                       "here). Results are the same on every device.")
+SEEDS = typer.Option("--seeds", metavar="SEEDS", help="Run every experiment once per seed, e.g. 0,1,2 (named "
+                     "NAME.s0, NAME.s1, ...; each seed is its own result).")
 FORCE = typer.Option(metavar="NAME", help="Run this experiment again even if done (repeat, or comma-separate names).")
 DRY_RUN = typer.Option("--dry-run", "-n", help="Say what would run, what is done and what other runners hold, with "
                        "each experiment's memory; run and write nothing.")
@@ -173,6 +175,7 @@ def run(
     retry_failed: Annotated[bool, RETRY] = True,
     force: Annotated[Optional[list[str]], FORCE] = None,
     device: Annotated[Optional[str], DEVICE] = None,
+    seeds: Annotated[Optional[str], SEEDS] = None,
     dry_run: Annotated[bool, DRY_RUN] = False,
 ):
     """Run an experiment set, skipping experiments already completed in the results file.
@@ -186,7 +189,8 @@ def run(
     exp_set = load_set(set_)
     run_or_preview(exp_set, dry_run, experiments=names([experiments]) or None, results=results,
                    data=data_spec(exp_set.data, data, data_path, tokenizer, tokenizer_files, full_data),
-                   jobs=jobs, retry_failed=retry_failed, force=names(force), device=device)
+                   jobs=jobs, retry_failed=retry_failed, force=names(force), device=device,
+                   seeds=numbers(seeds, "--seeds"))
 
 
 @app.command()
@@ -218,6 +222,7 @@ def grid(
     jobs: Annotated[int, JOBS] = 1,
     retry_failed: Annotated[bool, RETRY] = True,
     device: Annotated[Optional[str], DEVICE] = None,
+    seeds: Annotated[Optional[str], SEEDS] = None,
 ):
     """Sweep the bits of every tier over a range (week 9: 3 tiers x bits 8-16 = 729 configs).
 
@@ -232,7 +237,8 @@ def grid(
                        counts=names([counts]) or None, neurons=numbers(neurons, "--neurons"),
                        context=context, negatives=negatives, limit=limit, sample=sample, seed=seed)
     run_or_preview(exp_set, dry_run, results=results, jobs=jobs, retry_failed=retry_failed, device=device,
-                   data=data_spec(exp_set.data, data, data_path, tokenizer, tokenizer_files, full_data))
+                   data=data_spec(exp_set.data, data, data_path, tokenizer, tokenizer_files, full_data),
+                   seeds=numbers(seeds, "--seeds"))
 
 
 def numbers(option: str | None, flag: str) -> list[int] | None:

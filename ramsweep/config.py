@@ -47,6 +47,23 @@ MAX_NEURONS = 2**16  # neurons per cluster: far past any RAM LM, well inside int
 TIER_EXAMPLE = '"100,15,20;400,10,12;rest,5,8"'
 TIER_FORM = f'write COUNT,NEURONS,BITS tiers separated by ";" (e.g. {TIER_EXAMPLE})'
 _INT_RE = re.compile(r"[+-]?\d+")
+_SEEDED = re.compile(r"\.s\d+$")  # NAME.sSEED: one seed of an experiment run at several
+MAX_SEEDS = 100
+
+
+def seed_list(value: Any, first: int) -> list[int]:
+    """A `seeds:` value as seeds: a count n (first, first + 1, ... first + n - 1) or a list of
+    distinct seeds. ConfigError with the fix otherwise."""
+    fix = "give a number of seeds (e.g. 3) or a list of distinct seeds (e.g. [0, 1, 2])"
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 1 <= value <= MAX_SEEDS:
+            raise ConfigError(f"seeds: {value} is not from 1 to {MAX_SEEDS}; {fix}")
+        return [first + i for i in range(value)]
+    if isinstance(value, list) and 1 <= len(value) <= MAX_SEEDS and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 2**64 - 1 for v in value) \
+            and len(set(value)) == len(value):
+        return list(value)
+    raise ConfigError(f"seeds: {short(value)} is not a number of seeds or a list of seeds; {fix}")
 
 # The fix shown after a bad value, by field name.
 FIXES = {
@@ -310,6 +327,18 @@ class ExperimentSet(FrozenModel):
 
     def names(self) -> list[str]:
         return [e.name for e in self.experiments]
+
+    def with_seeds(self, seeds: Iterable[int]) -> "ExperimentSet":
+        """Every experiment once per seed, named NAME.sSEED (`--seeds 0,1,2`); an experiment the
+        set already ran at several seeds is run at these instead."""
+        seeds = list(seeds)
+        bases = {}
+        for e in self.experiments:
+            base = _SEEDED.sub("", e.name) if _SEEDED.search(e.name) else e.name
+            bases.setdefault(base, e)
+        kept = tuple(e.model_copy(update={"name": f"{base}.s{seed}", "seed": seed})
+                     for base, e in bases.items() for seed in seeds)
+        return self.model_copy(update={"experiments": kept})
 
     def select(self, names: Iterable[str]) -> "ExperimentSet":
         """The named experiments only, in the set's order (unknown names are an error)."""

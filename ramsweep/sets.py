@@ -11,14 +11,14 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ramsweep.config import Experiment, ExperimentSet
+from ramsweep.config import Experiment, ExperimentSet, seed_list
 from ramsweep.data.spec import DataSpec
 from ramsweep.errors import ConfigError, DataError
 from ramsweep.grid import GridFile, GridSpec
 from ramsweep.messages import one_line, short
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-_DEFAULT_KEYS = tuple(k for k in Experiment.model_fields if k not in ("name", "based_on"))
+_DEFAULT_KEYS = (*(k for k in Experiment.model_fields if k not in ("name", "based_on")), "seeds")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -278,8 +278,8 @@ def _resolve(
             f"{ctx.src}: experiment '{name}': based_on: cycle {loop}; "
             "base one of them on an experiment outside the cycle"
         )
-    fields = ctx.entries[name]
-    start: dict[str, Any] = dict(ctx.defaults)
+    fields = {k: v for k, v in ctx.entries[name].items() if k != "seeds"}  # seeds: expanded afterwards
+    start: dict[str, Any] = {k: v for k, v in ctx.defaults.items() if k != "seeds"}
     base = fields.get("based_on")
     if base is not None:
         if isinstance(base, str) and base in ctx.entries:
@@ -306,7 +306,20 @@ def _own_experiments(path: Path, raw: dict[str, Any], included: list[Experiment]
     by_name = {e.name: e for e in included}
     ctx = _FileContext(src, _named_entries(src, raw["experiments"], by_name), by_name, raw["defaults"])
     done: dict[str, Experiment] = {}
-    return [_resolve(name, ctx, done, ()) for name in ctx.entries]
+    resolved = [_resolve(name, ctx, done, ()) for name in ctx.entries]
+    return [e for exp in resolved for e in _seeded(exp, ctx.entries[exp.name].get("seeds", ctx.defaults.get("seeds")),
+                                                    src)]
+
+
+def _seeded(exp: Experiment, seeds: Any, src: str) -> list[Experiment]:
+    """The experiment once per seed of its `seeds:` (named NAME.sSEED), or as it is without one."""
+    if seeds is None:
+        return [exp]
+    try:
+        chosen = seed_list(seeds, exp.seed)
+    except ConfigError as err:
+        raise ConfigError(f"{src}: experiment '{exp.name}': {err}") from None
+    return [exp.model_copy(update={"name": f"{exp.name}.s{seed}", "seed": seed}) for seed in chosen]
 
 
 def _collect(

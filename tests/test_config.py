@@ -506,3 +506,33 @@ def test_packaged_sets_fit_gpt2_and_word_vocabularies(set_name: str) -> None:
             config_error(lambda: exp.check_against_data(13_000), exp.name, "sum to 20,500")
         else:
             exp.check_against_data(13_000)
+
+
+def test_seeds_run_an_experiment_once_per_seed(tmp_path: Path) -> None:
+    path = tmp_path / "seeds.yaml"
+    path.write_text(textwrap.dedent("""\
+        defaults: {seeds: 2}
+        experiments:
+          - {name: a, tiers: "rest,5,8", seed: 10}
+          - {name: b, tiers: "rest,5,8", seeds: [7, 3]}
+          - {name: c, based_on: a, context: 3, seeds: 1}
+        """))
+    loaded = load_set(str(path))
+    assert [(e.name, e.seed) for e in loaded.experiments] == [
+        ("a.s10", 10), ("a.s11", 11), ("b.s7", 7), ("b.s3", 3), ("c.s10", 10)]
+    assert loaded.experiments[4].context == 3
+    reseeded = loaded.with_seeds([0, 1])
+    assert [(e.name, e.seed) for e in reseeded.experiments] == [
+        ("a.s0", 0), ("a.s1", 1), ("b.s0", 0), ("b.s1", 1), ("c.s0", 0), ("c.s1", 1)]
+    assert [e.name for e in load_set("quick").with_seeds([0, 1, 2]).experiments][:3] == [
+        "tier0_16bit.s0", "tier0_16bit.s1", "tier0_16bit.s2"]
+
+
+@pytest.mark.parametrize("seeds, fragment", [
+    ("0", "seeds: 0 is not from 1 to 100"), ("[1, 1]", "is not a number of seeds or a list"),
+    ("[-1]", "is not a number of seeds"), ("'three'", "is not a number of seeds"),
+])
+def test_bad_seeds_are_one_line_errors(tmp_path: Path, seeds: str, fragment: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(f'experiments:\n  - {{name: a, tiers: "rest,5,8", seeds: {seeds}}}\n')
+    config_error(lambda: load_set(str(path)), "bad.yaml", "experiment 'a'", fragment)

@@ -308,3 +308,14 @@ def test_baselines_are_recorded_once_per_data(tmp_path, monkeypatch):
     run_set(set_path, results=results, experiments=["one"], full_data=True)  # other data: its own
     assert len(baselines()) == 6
     assert len({r["data"]["fingerprint"] for r in baselines()}) == 2
+
+
+def test_each_seed_is_its_own_result(tmp_path):
+    results = tmp_path / "results.jsonl"
+    summary = run_set(write_set(tmp_path), results=results, experiments=["one.s0", "one.s1"], seeds=[0, 1])
+    assert summary.ran == ["one.s0", "one.s1"]
+    done = [r for r in open_store(results).records() if r.kind == "experiment"]
+    assert [r.spec.seed for r in done] == [0, 1] and done[0].key != done[1].key
+    assert done[0].metrics.test.ppl != done[1].metrics.test.ppl  # other connectivity, other figures
+    again = run_set(write_set(tmp_path), results=results, experiments=["one"])  # seed 0 is the plain experiment
+    assert again.ran == [] and again.skipped == ["one"]

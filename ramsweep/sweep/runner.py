@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ramsweep.config import ExperimentSet
+from ramsweep.config import ExperimentSet, seed_list
 from ramsweep.data import Corpus, DataSpec, load_corpus
 from ramsweep.engine.baselines import BASELINES, baselines
 from ramsweep.engine.devices import resolve
@@ -82,6 +82,7 @@ def run_set(
     retry_failed: bool = True,
     force: list[str] = (),
     device: str | None = None,
+    seeds: list[int] | None = None,
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> RunSummary:
     """Run every experiment of the set that still needs running in `results`, claiming each
@@ -90,7 +91,7 @@ def run_set(
     check_jobs(jobs)
     with raising_on_signals():  # from the start: a stop while waiting for the lock or the data is a stop too
         sweep = prepare(set_, experiments=experiments, results=results, data=data, full_data=full_data,
-                        retry_failed=retry_failed, force=force, device=device)
+                        retry_failed=retry_failed, force=force, device=device, seeds=seeds)
         check_before_any_work(sweep)
         record_baselines(sweep.store, sweep.corpus)
         todo = pending(sweep.planned, sweep.store.heads(), sweep.options)
@@ -131,10 +132,12 @@ def announce(sweep: Sweep, todo: list[Planned], jobs: int) -> None:
 
 
 def prepare(set_: str | ExperimentSet, *, experiments=None, results=DEFAULT_RESULTS, data=None,
-            full_data=False, retry_failed=True, force=(), device=None) -> Sweep:
+            full_data=False, retry_failed=True, force=(), device=None, seeds=None) -> Sweep:
     """Load the set and its data and plan it: everything a run or a dry run needs, no writes
     but the token cache (derived data, not results)."""
     exp_set = set_ if isinstance(set_, ExperimentSet) else load_set(set_)
+    if seeds:  # --seeds: every experiment once per seed (before selecting: names are NAME.sSEED)
+        exp_set = exp_set.with_seeds(seed_list(seeds, 0))
     if experiments:
         exp_set = exp_set.select(experiments)
     exp_set.select(force)  # unknown --force names are an error before any work
