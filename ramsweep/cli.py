@@ -266,6 +266,9 @@ def report(
     set_: Annotated[Optional[str], typer.Option("--set", metavar="SET", help="Only this set's experiments.")] = None,
     name: Annotated[Optional[str], typer.Option("--name", metavar="PATTERN", help="Only experiments whose name "
                                                 "matches, e.g. 'tier0_*'.")] = None,
+    reference: Annotated[Optional[str], typer.Option(metavar="NAME", help="Compare every configuration run at "
+                                                     "several seeds with this one (an experiment's name without "
+                                                     ".sSEED, or a baseline); default: the best.")] = None,
     rank_by: Annotated[Optional[str], typer.Option(hidden=True, help="Older name: test or validation.")] = None,
 ):
     """Leaderboards of completed experiments, one per group of comparable data (corpus,
@@ -280,9 +283,9 @@ def report(
     files, filters = results or [Path("experiments/results.json")], Filters(set=set_, name=name, top=limit)
     if format == "table":  # straight to the console: colours and the terminal's width
         records, by = tables.read(files, sort)
-        out.print(tables.renderable(records, by, filters, top))
+        out.print(tables.renderable(records, by, filters, top, reference))
     else:
-        sys.stdout.write(tables.report(files, format, top, sort, filters))
+        sys.stdout.write(tables.report(files, format, top, sort, filters, reference=reference))
 
 
 @app.command()

@@ -127,3 +127,35 @@ def test_bad_options_and_missing_files_are_user_errors(results, tmp_path):
         report(results, "json", sort_by="train_ppl")
     with pytest.raises(StoreError, match="no such results file"):
         report(tmp_path / "missing.json")
+
+
+def seeded(name, context, seed, val_ppl):
+    row = experiment_record(f"{name}.s{seed}", f"{name}-{seed}", val_ppl=val_ppl)
+    row["spec"] = {**row["spec"], "name": f"{name}.s{seed}", "seed": seed, "context": context}
+    return row
+
+
+def test_seeds_give_mean_and_sample_sd_and_mark_differences_within_noise(tmp_path):
+    from ramsweep.report.rows import by_seeds
+
+    path = add(tmp_path / "r.json",
+               *(seeded("a", 4, s, v) for s, v in enumerate([100.0, 110.0, 120.0])),  # 110 ± 10
+               *(seeded("b", 5, s, v) for s, v in enumerate([105.0, 115.0, 125.0])),  # 115 ± 10: 5 from a
+               *(seeded("c", 6, s, v) for s, v in enumerate([200.0, 201.0, 199.0])),  # 200 ± 1: 90 from a
+               baseline_record("unigram", 150.0))
+    records = load([path])
+    found = {s.name: (x.mean, round(x.sd, 9), x.n, noise) for s, x, noise in by_seeds(records, metric("val_ppl"))}
+    # two standard errors of a - b: 2 * sqrt(10²/3 + 10²/3) = 16.3 > 5; of a - c: 2 * sqrt(10²/3 + 1²/3) = 11.6 < 90
+    assert found == {"a": (110.0, 10.0, 3, False), "b": (115.0, 10.0, 3, True), "c": (200.0, 1.0, 3, False)}
+    against_c = {s.name: noise for s, _, noise in by_seeds(records, metric("val_ppl"), "c")}
+    assert against_c == {"a": False, "b": False, "c": False}
+    against_b = {s.name: noise for s, _, noise in by_seeds(records, metric("val_ppl"), "b")}
+    assert against_b == {"a": True, "b": False, "c": False}
+    against_unigram = {s.name: noise for s, _, noise in by_seeds(records, metric("val_ppl"), "unigram")}
+    assert against_unigram == {"a": False, "b": False, "c": False}  # 150 is 40 from a: 2 * 10/sqrt(3) = 11.5
+    with pytest.raises(ConfigError, match="--reference: no experiment or baseline 'nope'"):
+        by_seeds(records, metric("val_ppl"), "nope")
+    table = report(path, "table")
+    assert "Over seeds" in table and "110 ± 10 (3 seeds)" in table and "≈ within noise" in table
+    md = report(path, "md")
+    assert "| b | 3 | 115 ± 10 (3 seeds) | +5 | ≈ |" in md and "| c | 3 | 200 ± 1 (3 seeds) | +90 |  |" in md

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from ramsweep.errors import ConfigError, StoreError
 from ramsweep.sweep.records import BaselineRecord, DataInfo, ExperimentRecord, SplitMetrics, gc_paused, latest
 from ramsweep.sweep.store import open_store
@@ -125,6 +127,79 @@ def leaderboard(records: list[Record], by: Metric, filters: Filters = Filters())
 def not_ok(records: list[Record], filters: Filters = Filters()) -> list[Record]:
     """A group's failed and interrupted experiments (their latest record), as they stand."""
     return [r for r in records if not r.ok and filters.keep(r)]
+
+
+# ---------------------------------------------------------------- seeds
+
+_SEED_SUFFIX = re.compile(r"\.s\d+$")
+_NOT_CONFIG = {"name", "seed", "description", "based_on", "device", "memory"}  # labels, speed, the seed itself
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One config over its seeds, on one metric: mean, sample standard deviation, count."""
+
+    mean: float
+    sd: float  # 0.0 for a single seed
+    n: int
+
+    def text(self, digits: str = ",.0f") -> str:
+        if self.n == 1:
+            return format(self.mean, digits)
+        return f"{format(self.mean, digits)} ± {format(self.sd, digits)} ({self.n} seeds)"
+
+    def within_noise_of(self, other: Spread) -> bool:
+        """|difference of means| within two standard errors of it; never with one seed on both
+        sides, where the noise is unknown."""
+        if self.n == 1 and other.n == 1:
+            return False
+        return abs(self.mean - other.mean) <= 2 * math.sqrt(self.sd**2 / self.n + other.sd**2 / other.n)
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """The ok records of one configuration (spec apart from its seed, on one data group)."""
+
+    name: str  # the experiment's name without .sSEED
+    records: tuple[ExperimentRecord, ...]
+
+    def spread(self, by: Metric) -> Spread | None:
+        values = [x for x in (by.value(r) for r in self.records) if x is not None and not math.isnan(x)]
+        if not values:
+            return None
+        mean = sum(values) / len(values)
+        sd = math.sqrt(sum((x - mean) ** 2 for x in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+        return Spread(mean, sd, len(values))
+
+
+def seed_groups(records: Iterable[Record]) -> list[Seeds]:
+    """One group's ok experiments gathered by configuration, in first-seen order."""
+    found: dict[str, list[ExperimentRecord]] = {}
+    for r in records:
+        if r.kind == "experiment" and r.ok:
+            config = {k: v for k, v in r.spec.model_dump().items() if k not in _NOT_CONFIG}
+            found.setdefault(orjson.dumps(config, option=orjson.OPT_SORT_KEYS).decode(), []).append(r)
+    return [Seeds(_SEED_SUFFIX.sub("", rs[0].name), tuple(rs)) for rs in found.values()]
+
+
+def by_seeds(records: list[Record], by: Metric, reference: str | None = None) -> list[tuple[Seeds, Spread, bool]]:
+    """Each configuration with its spread on `by`, best mean first, and whether its difference to
+    the reference (a configuration or baseline by name; default the best) is within seed noise."""
+    spread = [(s, s.spread(by)) for s in seed_groups(records)]
+    ranked = sorted(((s, x) for s, x in spread if x is not None),
+                    key=lambda sx: sx[1].mean if by.lower_is_better else -sx[1].mean)
+    if not ranked:
+        return []
+    ref = ranked[0][1]
+    if reference is not None:
+        named = [x for s, x in ranked if s.name == reference]
+        named += [Spread(v, 0.0, 1) for r in records if r.kind == "baseline" and r.name == reference
+                  for v in [by.value(r)] if v is not None]
+        if not named:
+            raise ConfigError(f"--reference: no experiment or baseline '{reference}' in this group; name one of "
+                              f"{', '.join(s.name for s, _ in ranked)}")
+        ref = named[0]
+    return [(s, x, x is not ref and x.within_noise_of(ref)) for s, x in ranked]
 
 
 # ---------------------------------------------------------------- wide rows (csv, json)

@@ -19,7 +19,19 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from ramsweep.errors import ConfigError
-from ramsweep.report.rows import Filters, Metric, Record, columns, groups, leaderboard, load, metric, not_ok, wide_rows
+from ramsweep.report.rows import (
+    Filters,
+    Metric,
+    Record,
+    by_seeds,
+    columns,
+    groups,
+    leaderboard,
+    load,
+    metric,
+    not_ok,
+    wide_rows,
+)
 from ramsweep.sweep.records import ExperimentRecord
 
 FORMATS = ("table", "md", "csv", "json")
@@ -28,7 +40,8 @@ RANK_BY = {"validation": "val_ppl", "test": "test_ppl"}  # the older --rank-by
 
 
 def report(results: str | Path | Sequence[str | Path], format: str = "table", top: int = 3,
-           sort_by: str = DEFAULT_SORT, filters: Filters = Filters(), width: int = 140) -> str:
+           sort_by: str = DEFAULT_SORT, filters: Filters = Filters(), width: int = 140,
+           reference: str | None = None) -> str:
     """The report of one or more results files in `format` (see the module docstring); `top`
     experiments per group get a per-tier breakdown."""
     if format not in FORMATS:
@@ -44,9 +57,9 @@ def report(results: str | Path | Sequence[str | Path], format: str = "table", to
         writer.writerows(rows)
         return buf.getvalue()
     if format == "md":
-        return markdown(records, by, filters, top)
+        return markdown(records, by, filters, top, reference)
     console = Console(file=io.StringIO(), width=width, color_system=None)
-    console.print(renderable(records, by, filters, top))
+    console.print(renderable(records, by, filters, top, reference))
     return console.file.getvalue()
 
 
@@ -56,15 +69,20 @@ def read(results: str | Path | Sequence[str | Path], sort_by: str = DEFAULT_SORT
     return load([results] if isinstance(results, (str, Path)) else results), by
 
 
-def renderable(records: list[Record], by: Metric, filters: Filters = Filters(), top: int = 3) -> Group:
-    """Per group: the leaderboard, the per-tier breakdown (test split) of its `top` first
-    experiments, and its failed and interrupted experiments."""
+def renderable(records: list[Record], by: Metric, filters: Filters = Filters(), top: int = 3,
+               reference: str | None = None) -> Group:
+    """Per group: the leaderboard, its configurations over their seeds (where any ran at more
+    than one), the per-tier breakdown (test split) of its `top` first experiments, and its
+    failed and interrupted experiments."""
     if not records:
         return Group("no records in this results file yet")
     parts: list = []
     for name, members in groups(records).items():
         ranked = leaderboard(members, by, filters)
         parts.append(ranking_table(name, ranked, by))
+        spreads = by_seeds(ranked, by, reference)
+        if any(x.n > 1 for _, x, _ in spreads):
+            parts.append(seeds_table(spreads, by, reference))
         parts += [tier_table(r) for r in ranked if r.kind == "experiment"][:top]
         failed = not_ok(members, filters)
         if failed:
@@ -99,6 +117,20 @@ def ranking_table(group: str, ranked: list[Record], by: Metric) -> Table:
     return table
 
 
+def seeds_table(spreads: list, by: Metric, reference: str | None) -> Table:
+    against = reference or "the best"
+    table = Table(title=f"Over seeds: {by.name} mean ± sample sd; ≈ marks a difference to {against} within two "
+                        "standard errors (seed noise)", title_justify="left", box=box.SIMPLE_HEAD)
+    for col, justify in (("config", "left"), ("seeds", "right"), (by.name, "right"), (f"Δ vs {against}", "right"),
+                         ("", "left")):
+        table.add_column(col, justify=justify, overflow="fold")
+    ref = next((x for s, x, _ in spreads if s.name == reference), spreads[0][1]) if spreads else None
+    for seeds, x, noise in spreads:
+        delta = "" if x is ref else _signed(x.mean - ref.mean, by)
+        table.add_row(seeds.name, str(x.n), x.text(_digits(by)), delta, "≈ within noise" if noise else "")
+    return table
+
+
 def tier_table(record: ExperimentRecord) -> Table:
     t = record.metrics.test
     table = Table(title=f"{record.name} — test PPL {_ppl(t.ppl)}, per tier", title_justify="left",
@@ -122,7 +154,7 @@ def failed_table(failed: list[Record]) -> Table:
     return table
 
 
-def markdown(records: list[Record], by: Metric, filters: Filters, top: int) -> str:
+def markdown(records: list[Record], by: Metric, filters: Filters, top: int, reference: str | None = None) -> str:
     lines: list[str] = []
     for name, members in groups(records).items():
         ranked = leaderboard(members, by, filters)
@@ -145,6 +177,14 @@ def markdown(records: list[Record], by: Metric, filters: Filters, top: int) -> s
             lines.append(f"| {rank} | {r.name} | `{r.spec.tiers}` | {r.spec.context} | {_ppl(v.ppl)} | {_ppl(t.ppl)} "
                          f"| {calibrated} | {_num(t.bpb, '.3f')} | {_pct(t.accuracy)} | {_ppl(t.ppl_floor)} "
                          f"| {r.resources.device if r.resources else 'cpu'} |")
+        spreads = by_seeds(ranked, by, reference)
+        if any(x.n > 1 for _, x, _ in spreads):
+            against = reference or "the best"
+            lines += ["", f"### Over seeds ({by.name}: mean ± sample sd; ≈: within seed noise of {against})", "",
+                      "| config | seeds | mean ± sd | Δ | |", "|---|---|---|---|---|"]
+            ref = next((x for s, x, _ in spreads if s.name == reference), spreads[0][1])
+            lines += [f"| {s.name} | {x.n} | {x.text(_digits(by))} | {'' if x is ref else _signed(x.mean - ref.mean, by)} "
+                      f"| {'≈' if noise else ''} |" for s, x, noise in spreads]
         for r in [r for r in ranked if r.kind == "experiment"][:top]:
             lines += ["", f"### {r.name} (test split, per tier)", "",
                       "| tier | clusters | neurons | bits | memory | data % | PPL | acc | empty % | target empty % |",
@@ -159,6 +199,14 @@ def markdown(records: list[Record], by: Metric, filters: Filters, top: int) -> s
             lines += [f"| {r.name} | {r.status} | {r.finished or ''} | {_first_line(r.error)} |" for r in failed]
         lines.append("")
     return "\n".join(lines)
+
+
+def _digits(by: Metric) -> str:
+    return ",.0f" if "ppl" in by.name else ".4f"
+
+
+def _signed(x: float, by: Metric) -> str:
+    return "+" + format(x, _digits(by)) if x >= 0 else format(x, _digits(by))
 
 
 def _device(r: ExperimentRecord) -> str:
