@@ -290,6 +290,27 @@ def report(
 
 @app.command()
 @user_errors
+def compare(
+    names: Annotated[list[str], typer.Argument(metavar="NAME...", help="Two or more experiments, by name.")],
+    results: Annotated[Optional[list[Path]], typer.Option("--results", metavar="PATH", help="Results file (repeat "
+                                                          "for several; default experiments/results.json).")] = None,
+    format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="table or md.")] = "table",
+):
+    """Experiments side by side: what differs in their configs, then every figure, per split
+    and per tier."""
+    from ramsweep.report import compare as comparison
+
+    if format not in ("table", "md"):
+        raise RamsweepConfigError(f"--format: '{format}' is not one of table, md")
+    records = comparison.chosen(results or [Path("experiments/results.json")], names)
+    if format == "md":
+        sys.stdout.write(comparison.markdown(records))
+    else:
+        out.print(comparison.renderable(records))
+
+
+@app.command()
+@user_errors
 def status(
     results: Annotated[Path, RESULTS_ARGUMENT] = Path("experiments/results.json"),
     set_: Annotated[Optional[str], typer.Option("--set", metavar="SET", help="Also count the set's experiments not "

@@ -159,3 +159,24 @@ def test_seeds_give_mean_and_sample_sd_and_mark_differences_within_noise(tmp_pat
     assert "Over seeds" in table and "110 ± 10 (3 seeds)" in table and "≈ within noise" in table
     md = report(path, "md")
     assert "| b | 3 | 115 ± 10 (3 seeds) | +5 | ≈ |" in md and "| c | 3 | 200 ± 1 (3 seeds) | +90 |  |" in md
+
+
+def test_compare_shows_what_differs_and_every_figure_side_by_side(tmp_path):
+    from ramsweep.report import compare
+
+    other = experiment_record("wide", "kw", 6000.0, 6500.0)
+    other["spec"] = {**other["spec"], "name": "wide", "tiers": "100,15,22;rest,5,8", "context": 6}
+    path = add(tmp_path / "r.jsonl", experiment_record("a", "ka", 7000.0, 9500.0), other,
+               experiment_record("failed_one", "kf", status="failed"))
+    records = compare.chosen([path], ["a", "wide"])
+    assert dict(compare.differences(records)) == {"tiers": ["100,15,20;rest,5,8", "100,15,22;rest,5,8"],
+                                                  "context": ["4", "6"]}
+    figures = dict(compare.figures(records))
+    assert figures["validation PPL"] == ["9,500", "6,500"] and figures["tier 0 test PPL"] == ["7,000", "6,000"]
+    assert figures["tier 0 empty-hit rate"] == ["50.00%", "50.00%"]
+    with pytest.raises(ConfigError, match="no completed experiment 'failed_one'"):
+        compare.chosen([path], ["a", "failed_one"])
+    with pytest.raises(ConfigError, match="name two or more"):
+        compare.chosen([path], ["a"])
+    md = compare.markdown(records)
+    assert "| | a | wide |" in md and "| context | 4 | 6 |" in md

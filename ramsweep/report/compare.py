@@ -1,0 +1,105 @@
+"""`ramsweep compare A B [C ...]`: experiments side by side: what differs in their configs,
+then every figure (per split, then per tier), one column per experiment."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich import box
+from rich.console import Group
+from rich.table import Table
+
+from ramsweep.errors import ConfigError
+from ramsweep.report.rows import group_of, load
+from ramsweep.sweep.records import ExperimentRecord
+
+_SPEC_SHOWN = ("tiers", "context", "negatives", "empty_value", "seed", "dense_max_bits", "sparse_max_bits", "memory")
+
+
+def chosen(results: Sequence[str | Path], names: Sequence[str]) -> list[ExperimentRecord]:
+    """The completed experiment of each name (the newest ok one when the name ran on several data)."""
+    if len(names) < 2:
+        raise ConfigError("compare: name two or more experiments, e.g. `ramsweep compare tier0_16bit tier0_20bit`")
+    done = [r for r in load(results) if r.kind == "experiment" and r.ok]
+    picked = []
+    for name in names:
+        found = sorted((r for r in done if r.name == name), key=lambda r: r.finished or "")
+        if not found:
+            known = ", ".join(sorted({r.name for r in done})[:12]) or "none yet"
+            raise ConfigError(f"compare: no completed experiment '{name}' in {', '.join(map(str, results))}; "
+                              f"completed: {known}")
+        picked.append(found[-1])
+    return picked
+
+
+def differences(records: list[ExperimentRecord]) -> list[tuple[str, list[str]]]:
+    """(field, value per experiment) of the config fields and data that differ between them."""
+    rows = [("data", [group_of(r.data) for r in records])]
+    for field in _SPEC_SHOWN:
+        rows.append((field, [str(getattr(r.spec, field, None)) for r in records]))  # extras read as attributes
+    return [(field, values) for field, values in rows if len(set(values)) > 1]
+
+
+def figures(records: list[ExperimentRecord]) -> list[tuple[str, list[str]]]:
+    """Every figure as (label, value per experiment): per split, then per tier."""
+    rows: list[tuple[str, list[str]]] = []
+    for split in ("validation", "test"):
+        ms = [getattr(r.metrics, split) for r in records]
+        rows += [(f"{split} PPL", [_num(m.ppl, ",.0f") for m in ms]),
+                 (f"{split} calibrated PPL", [_num(m.calibrated.ppl if m.calibrated else None, ",.0f") for m in ms]),
+                 (f"{split} bits per byte", [_num(m.bpb, ".3f") for m in ms]),
+                 (f"{split} accuracy", [_pct(m.accuracy) for m in ms])]
+    rows += [("model memory MiB", [_num(r.resources.memory_mb if r.resources else None, ",.1f") for r in records]),
+             ("train + eval s", [_num((r.timing.train_s or 0) + (r.timing.eval_s or 0), ",.1f") for r in records]),
+             ("device", [r.resources.device if r.resources else "cpu" for r in records])]
+    for i in range(max(len(r.metrics.test.tiers) for r in records)):
+        tiers = [r.metrics.test.tiers[i] if i < len(r.metrics.test.tiers) else None for r in records]
+        rows += [(f"tier {i} shape", [f"{t.clusters:,} x {t.neurons} x {t.bits} bits" if t else "—" for t in tiers]),
+                 (f"tier {i} test PPL", [_num(t.ppl if t else None, ",.0f") for t in tiers]),
+                 (f"tier {i} test accuracy", [_pct(t.accuracy if t else None) for t in tiers]),
+                 (f"tier {i} empty-hit rate", [_pct(t.empty_rate if t else None) for t in tiers]),
+                 (f"tier {i} target empty-hit rate", [_pct(t.target_empty_rate if t else None) for t in tiers])]
+    return rows
+
+
+def renderable(records: list[ExperimentRecord]) -> Group:
+    names = [r.name for r in records]
+    parts = []
+    diff = differences(records)
+    if diff:
+        parts.append(_table("What differs", names, diff))
+        if diff[0][0] == "data":
+            parts.append("note: these ran on different data; their PPLs are not comparable")
+    else:
+        parts.append("The configs are the same (another seed, device or memory choice aside).")
+    parts.append(_table("Figures", names, figures(records)))
+    return Group(*parts)
+
+
+def markdown(records: list[ExperimentRecord]) -> str:
+    names = [r.name for r in records]
+    lines = []
+    for title, rows in (("What differs", differences(records)), ("Figures", figures(records))):
+        lines += [f"## {title}", "", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        lines += [f"| {label} | " + " | ".join(values) + " |" for label, values in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _table(title: str, names: list[str], rows: list[tuple[str, list[str]]]) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("")
+    for name in names:
+        table.add_column(name, justify="right", overflow="fold")
+    for label, values in rows:
+        table.add_row(label, *values)
+    return table
+
+
+def _num(x, spec: str) -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.2f}%"
