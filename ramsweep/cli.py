@@ -269,6 +269,8 @@ def report(
     reference: Annotated[Optional[str], typer.Option(metavar="NAME", help="Compare every configuration run at "
                                                      "several seeds with this one (an experiment's name without "
                                                      ".sSEED, or a baseline); default: the best.")] = None,
+    cards: Annotated[bool, typer.Option("--cards", help="With --format md: a card per experiment (rationale, "
+                                        "notes, parent, figures per split and tier, memory, time, device).")] = False,
     rank_by: Annotated[Optional[str], typer.Option(hidden=True, help="Older name: test or validation.")] = None,
 ):
     """Leaderboards of completed experiments, one per group of comparable data (corpus,
@@ -285,7 +287,7 @@ def report(
         records, by = tables.read(files, sort)
         out.print(tables.renderable(records, by, filters, top, reference))
     else:
-        sys.stdout.write(tables.report(files, format, top, sort, filters, reference=reference))
+        sys.stdout.write(tables.report(files, format, top, sort, filters, reference=reference, cards=cards))
 
 
 @app.command()

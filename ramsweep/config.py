@@ -79,6 +79,7 @@ FIXES = {
     "memory": "use auto (DENSE or SPARSE by estimated fill, the default) or bits (by dense_max_bits alone)",
     "based_on": "give the name of another experiment of the same set",
     "description": "use a quoted string",
+    "notes": "use a quoted string (a YAML block `notes: |` keeps line breaks)",
     "count": "use a whole number from 1 to 2**31 - 1 (or rest for the last tier)",
     "neurons": "use a whole number from 1 to 65,536",
     "bits": f"use a whole number from 1 to {MAX_BITS}",
@@ -224,7 +225,7 @@ class TierConfig(FrozenModel):
 
 # Labels, and choices that change where and how fast but not what is computed (every device
 # and memory backend gives the same cells and metrics): not part of the experiment's key.
-_SPEC_EXCLUDED = {"name", "based_on", "description", "device", "memory"}
+_SPEC_EXCLUDED = {"name", "based_on", "description", "notes", "device", "memory"}
 
 
 class Experiment(FrozenModel):
@@ -241,7 +242,8 @@ class Experiment(FrozenModel):
     memory: Literal["auto", "bits"] = "auto"
     device: Device = "auto"
     based_on: StrictStr | None = None
-    description: StrictStr = ""
+    description: StrictStr = ""  # why: the rationale, shown on the experiment's card
+    notes: StrictStr = ""  # what the researcher saw, kept in the set file, shown on the card
 
     @classmethod
     def _where(cls, data: Any) -> str:

@@ -180,3 +180,27 @@ def test_compare_shows_what_differs_and_every_figure_side_by_side(tmp_path):
         compare.chosen([path], ["a"])
     md = compare.markdown(records)
     assert "| | a | wide |" in md and "| context | 4 | 6 |" in md
+
+
+def test_lineage_of_a_three_level_based_on_chain_and_cards(tmp_path):
+    def child(name, key, val_ppl, based_on, **spec):
+        row = experiment_record(name, key, val_ppl=val_ppl)
+        row["spec"] = {**row["spec"], "name": name, "based_on": based_on, **spec}
+        return row
+
+    root = experiment_record("base", "k0", val_ppl=10000.0)
+    root["spec"] = {**root["spec"], "description": "the week-5 starting point", "notes": "flat after 12 bits\nrerun"}
+    path = add(tmp_path / "r.json", root, child("wider", "k1", 9000.0, "base", tiers="100,15,22;rest,5,8"),
+               child("longer", "k2", 9900.0, "wider", tiers="100,15,22;rest,5,8", context=6),
+               child("unrelated", "k3", 8000.0, None))
+    md = report(path, "md", cards=True)
+    tree = md[md.index("### Lineage"):md.index("### Experiment cards")]
+    assert "- **base** (val PPL 10,000)" in tree
+    assert "  - **wider**: tiers 100,15,20;rest,5,8 → 100,15,22;rest,5,8; val PPL 10,000 → 9,000 (-10.0%)" in tree
+    assert "    - **longer**: context 4 → 6; val PPL 9,000 → 9,900 (+10.0%)" in tree
+    assert "unrelated" not in tree  # no parent, no children: not part of any lineage
+    cards = md[md.index("### Experiment cards"):]
+    assert "### base" in cards and "*the week-5 starting point*" in cards and "> flat after 12 bits" in cards
+    assert "- based on `wider`" in cards and "| validation | 9,900 |" in cards
+    table = report(path, "table")
+    assert "Lineage (based_on)" in table and "longer: context 4 → 6" in table

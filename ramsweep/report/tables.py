@@ -17,8 +17,10 @@ import orjson
 from rich import box
 from rich.console import Console, Group
 from rich.table import Table
+from rich.tree import Tree
 
 from ramsweep.errors import ConfigError
+from ramsweep.report.lineage import Node, card, lineage, moved, tree_lines
 from ramsweep.report.rows import (
     Filters,
     Metric,
@@ -41,7 +43,7 @@ RANK_BY = {"validation": "val_ppl", "test": "test_ppl"}  # the older --rank-by
 
 def report(results: str | Path | Sequence[str | Path], format: str = "table", top: int = 3,
            sort_by: str = DEFAULT_SORT, filters: Filters = Filters(), width: int = 140,
-           reference: str | None = None) -> str:
+           reference: str | None = None, cards: bool = False) -> str:
     """The report of one or more results files in `format` (see the module docstring); `top`
     experiments per group get a per-tier breakdown."""
     if format not in FORMATS:
@@ -57,7 +59,7 @@ def report(results: str | Path | Sequence[str | Path], format: str = "table", to
         writer.writerows(rows)
         return buf.getvalue()
     if format == "md":
-        return markdown(records, by, filters, top, reference)
+        return markdown(records, by, filters, top, reference, cards)
     console = Console(file=io.StringIO(), width=width, color_system=None)
     console.print(renderable(records, by, filters, top, reference))
     return console.file.getvalue()
@@ -84,6 +86,9 @@ def renderable(records: list[Record], by: Metric, filters: Filters = Filters(), 
         if any(x.n > 1 for _, x, _ in spreads):
             parts.append(seeds_table(spreads, by, reference))
         parts += [tier_table(r) for r in ranked if r.kind == "experiment"][:top]
+        roots = lineage(ranked)
+        if roots:
+            parts.append(lineage_tree(roots))
         failed = not_ok(members, filters)
         if failed:
             parts.append(failed_table(failed))
@@ -131,6 +136,25 @@ def seeds_table(spreads: list, by: Metric, reference: str | None) -> Table:
     return table
 
 
+def lineage_tree(roots: list[Node]) -> Tree:
+    tree = Tree("Lineage (based_on): what each experiment changed, and how its figures moved")
+
+    def add(branch: Tree, node: Node, parent: Node | None) -> None:
+        r = node.record
+        if parent is None:
+            label = f"{r.name} (val PPL {_ppl(r.metrics.validation.ppl)})"
+        else:
+            what = "; ".join(f"{f} {a} → {b}" for f, a, b in node.changes) or "same config"
+            label = f"{r.name}: {what}; {moved(r, parent.record)}"
+        child = branch.add(label)
+        for grandchild in node.children:
+            add(child, grandchild, node)
+
+    for root in roots:
+        add(tree, root, None)
+    return tree
+
+
 def tier_table(record: ExperimentRecord) -> Table:
     t = record.metrics.test
     table = Table(title=f"{record.name} — test PPL {_ppl(t.ppl)}, per tier", title_justify="left",
@@ -154,7 +178,8 @@ def failed_table(failed: list[Record]) -> Table:
     return table
 
 
-def markdown(records: list[Record], by: Metric, filters: Filters, top: int, reference: str | None = None) -> str:
+def markdown(records: list[Record], by: Metric, filters: Filters, top: int, reference: str | None = None,
+             cards: bool = False) -> str:
     lines: list[str] = []
     for name, members in groups(records).items():
         ranked = leaderboard(members, by, filters)
@@ -193,6 +218,13 @@ def markdown(records: list[Record], by: Metric, filters: Filters, top: int, refe
                 lines.append(f"| {t.tier} | {t.clusters:,} | {t.neurons} | {t.bits} | {t.backend} | "
                              f"{_num(t.share, '.1f')} | {_ppl(t.ppl)} | {_pct(t.accuracy)} | "
                              f"{_pct(t.empty_rate)} | {_pct(t.target_empty_rate)} |")
+        roots = lineage(ranked)
+        if roots:
+            lines += ["", "### Lineage (based_on): what each experiment changed, and how its figures moved", "",
+                      *tree_lines(roots)]
+        if cards:
+            lines += ["", "### Experiment cards", ""]
+            lines += [line for r in ranked if r.kind == "experiment" for line in card(r)]
         failed = not_ok(members, filters)
         if failed:
             lines += ["", "### Failed and interrupted", "", "| name | status | finished | error |", "|---|---|---|---|"]

@@ -1,0 +1,106 @@
+"""Lineage and experiment cards: what each experiment changed against the one it is
+`based_on`, how its figures moved, and one card per experiment with everything known of it
+(rationale, notes, parent, figures per split and per tier, model memory, time, device)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ramsweep.report.rows import group_of
+from ramsweep.sweep.records import ExperimentRecord
+
+_COMPARED = ("tiers", "context", "negatives", "empty_value", "seed", "dense_max_bits", "sparse_max_bits")
+
+
+@dataclass
+class Node:
+    record: ExperimentRecord
+    changes: list[tuple[str, str, str]] = field(default_factory=list)  # (field, parent's, this one's)
+    children: list[Node] = field(default_factory=list)
+
+
+def lineage(records: list[ExperimentRecord]) -> list[Node]:
+    """Trees of the ok experiments of one group by `based_on` (within each set), roots first in
+    record order; experiments with neither parent nor children are left out."""
+    done = [r for r in records if r.kind == "experiment" and r.ok]
+    by_name = {(r.set, r.name): Node(r) for r in done}
+    roots: list[Node] = []
+    for (set_name, _), node in by_name.items():
+        parent = by_name.get((set_name, getattr(node.record.spec, "based_on", None)))
+        if parent is None:
+            roots.append(node)
+            continue
+        node.changes = [(f, str(getattr(parent.record.spec, f, None)), str(getattr(node.record.spec, f, None)))
+                        for f in _COMPARED if getattr(parent.record.spec, f, None) != getattr(node.record.spec, f, None)]
+        parent.children.append(node)
+    return [root for root in roots if root.children]
+
+
+def moved(child: ExperimentRecord, parent: ExperimentRecord) -> str:
+    """How the figures moved from the parent: validation PPL and test accuracy."""
+    v, pv = child.metrics.validation, parent.metrics.validation
+    t, pt = child.metrics.test, parent.metrics.test
+    parts = []
+    if v.ppl is not None and pv.ppl is not None:
+        parts.append(f"val PPL {pv.ppl:,.0f} → {v.ppl:,.0f} ({(v.ppl - pv.ppl) / pv.ppl:+.1%})")
+    if t.accuracy is not None and pt.accuracy is not None:
+        parts.append(f"test acc {100 * pt.accuracy:.2f}% → {100 * t.accuracy:.2f}%")
+    return ", ".join(parts)
+
+
+def tree_lines(roots: list[Node]) -> list[str]:
+    """The trees as indented markdown list lines."""
+    lines: list[str] = []
+
+    def walk(node: Node, depth: int, parent: Node | None) -> None:
+        r = node.record
+        what = "; ".join(f"{f} {a} → {b}" for f, a, b in node.changes) or "same config"
+        head = f"**{r.name}**" if parent is None else f"**{r.name}**: {what}; {moved(r, parent.record)}"
+        if parent is None:
+            head += f" (val PPL {_num(r.metrics.validation.ppl)})"
+        lines.append("  " * depth + "- " + head)
+        for child in node.children:
+            walk(child, depth + 1, node)
+
+    for root in roots:
+        walk(root, 0, None)
+    return lines
+
+
+def card(r: ExperimentRecord) -> list[str]:
+    """One experiment's card as markdown lines."""
+    spec, res = r.spec, r.resources
+    lines = [f"### {r.name}", ""]
+    description = getattr(spec, "description", "") or ""
+    notes = getattr(spec, "notes", "") or ""
+    if description:
+        lines += [f"*{description}*", ""]
+    lines += [f"- config: `{spec.tiers}`, context {spec.context}, negatives {spec.negatives}, empty value "
+              f"{spec.empty_value}, seed {spec.seed}",
+              f"- set `{r.set}`, key `{r.key}`, status {r.status}, data {group_of(r.data)}"]
+    if getattr(spec, "based_on", None):
+        lines.append(f"- based on `{spec.based_on}`")
+    lines.append(f"- model memory {_num(res.memory_mb if res else None, ',.1f')} MiB, train "
+                 f"{_num(r.timing.train_s, ',.1f')} s, evaluation {_num(r.timing.eval_s, ',.1f')} s, on "
+                 f"{res.device if res else 'cpu'}; finished {r.finished}")
+    lines += ["", "| split | PPL | calibrated PPL | bits per byte | accuracy |", "|---|---|---|---|---|"]
+    for split in ("validation", "test"):
+        m = getattr(r.metrics, split)
+        lines.append(f"| {split} | {_num(m.ppl)} | {_num(m.calibrated.ppl if m.calibrated else None)} | "
+                     f"{_num(m.bpb, '.3f')} | {_pct(m.accuracy)} |")
+    lines += ["", "| tier | clusters × neurons × bits | memory | data % | test PPL | test acc | empty-hit | target empty-hit |",
+              "|---|---|---|---|---|---|---|---|"]
+    for t in r.metrics.test.tiers:
+        lines.append(f"| {t.tier} | {t.clusters:,} × {t.neurons} × {t.bits} | {t.backend} | {_num(t.share, '.1f')} | "
+                     f"{_num(t.ppl)} | {_pct(t.accuracy)} | {_pct(t.empty_rate)} | {_pct(t.target_empty_rate)} |")
+    if notes:
+        lines += ["", "Notes:", "", *(f"> {line}" for line in notes.strip().splitlines())]
+    return lines + [""]
+
+
+def _num(x, spec: str = ",.0f") -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.2f}%"
