@@ -3,6 +3,7 @@ direction, filters, several files, failed experiments shown, and every output fo
 
 import csv
 import io
+import itertools
 
 import orjson
 import pytest
@@ -204,3 +205,30 @@ def test_lineage_of_a_three_level_based_on_chain_and_cards(tmp_path):
     assert "- based on `wider`" in cards and "| validation | 9,900 |" in cards
     table = report(path, "table")
     assert "Lineage (based_on)" in table and "longer: context 4 → 6" in table
+
+
+def test_the_grid_heatmap_cells_and_main_effects_match_the_records(tmp_path):
+    from ramsweep.report.grid_view import grids
+
+    def cell(bits):
+        name = "grid_b" + "_".join(f"{b:02d}" for b in bits)
+        row = experiment_record(name, name, val_ppl=1000.0 + 100 * bits[0] + 10 * bits[1] + bits[2])
+        row["spec"] = {**row["spec"], "name": name, "tiers": ";".join(
+            f"{c},{n},{b}" for c, n, b in zip(("100", "400", "rest"), (15, 10, 5), bits))}
+        return row
+
+    done = [bits for bits in itertools.product((8, 9), repeat=3) if bits != (8, 9, 8)]  # one cell not run yet
+    path = add(tmp_path / "grid.jsonl", *(cell(b) for b in done), experiment_record("other_shape", "ko"))
+    (grid,) = grids(load([path]), metric("val_ppl"))
+    assert grid.levels == ((8, 9), (8, 9), (8, 9)) and len(grid.cells) == 7
+    value = lambda b: 1000.0 + 100 * b[0] + 10 * b[1] + b[2]  # noqa: E731
+    tier0 = grid.main_effects()[0]
+    assert tier0[8] == sum(value(b) for b in done if b[0] == 8) / 3  # (8, 9, 8) is missing: three cells
+    assert tier0[9] == sum(value(b) for b in done if b[0] == 9) / 4
+    (_, at8), (_, at9) = grid.panels()
+    assert at8 == [[value((8, 8, 8)), None], [value((9, 8, 8)), value((9, 9, 8))]]
+    assert at9 == [[value((8, 8, 9)), value((8, 9, 9))], [value((9, 8, 9)), value((9, 9, 9))]]
+    md = report(path, "md")
+    assert "### Grid `100,15,B;400,10,B;rest,5,B, context 4, negatives 1000, empty value 0.0`: val_ppl, 7 of 8 cells" in md
+    assert "| 8 | 1,888 | · |" in md  # tier 2 at 8 bits: (8, 8, 8) ran, (8, 9, 8) not yet
+    assert "main effect" in report(path, "table", width=200)

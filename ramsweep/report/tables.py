@@ -20,6 +20,8 @@ from rich.table import Table
 from rich.tree import Tree
 
 from ramsweep.errors import ConfigError
+from ramsweep.report import grid_view
+from ramsweep.report.grid_view import grids
 from ramsweep.report.lineage import Node, card, lineage, moved, tree_lines
 from ramsweep.report.rows import (
     Filters,
@@ -89,6 +91,8 @@ def renderable(records: list[Record], by: Metric, filters: Filters = Filters(), 
         roots = lineage(ranked)
         if roots:
             parts.append(lineage_tree(roots))
+        for grid in grids(ranked, by):
+            parts += grid_view.rich_tables(grid, by, _formatter(by))
         failed = not_ok(members, filters)
         if failed:
             parts.append(failed_table(failed))
@@ -222,6 +226,8 @@ def markdown(records: list[Record], by: Metric, filters: Filters, top: int, refe
         if roots:
             lines += ["", "### Lineage (based_on): what each experiment changed, and how its figures moved", "",
                       *tree_lines(roots)]
+        for grid in grids(ranked, by):
+            lines += ["", *grid_view.markdown_lines(grid, by, _formatter(by))]
         if cards:
             lines += ["", "### Experiment cards", ""]
             lines += [line for r in ranked if r.kind == "experiment" for line in card(r)]
@@ -231,6 +237,15 @@ def markdown(records: list[Record], by: Metric, filters: Filters, top: int, refe
             lines += [f"| {r.name} | {r.status} | {r.finished or ''} | {_first_line(r.error)} |" for r in failed]
         lines.append("")
     return "\n".join(lines)
+
+
+def _formatter(by: Metric):
+    """How a value of `by` is shown: PPLs as whole numbers, rates as percentages, else 4 digits."""
+    if "ppl" in by.name:
+        return _ppl
+    if by.name.endswith(("acc", "empty", "share")):
+        return (lambda x: _num(x, ".1f")) if by.name.endswith("share") else (lambda x: _pct(x, 1))
+    return lambda x: _num(x, ".4f")
 
 
 def _digits(by: Metric) -> str:
