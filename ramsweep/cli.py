@@ -255,7 +255,8 @@ def report(
                                                             "`ramsweep run` (.json or .jsonl); several are read "
                                                             "as one.")] = None,
     format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="table, md, csv (one wide row per "
-                                        "record) or json.")] = "table",
+                                        "record), json, or html (one self-contained file with the plots; "
+                                        "`> report.html`).")] = "table",
     sort_by: Annotated[str, typer.Option("--sort-by", metavar="METRIC", help="val_ppl (default), test_ppl, "
                                          "val_cal_ppl, test_bpb, val_acc, ... or a tier's, e.g. tier0.val_ppl; "
                                          "each in its own direction.")] = "val_ppl",
@@ -271,11 +272,14 @@ def report(
                                                      ".sSEED, or a baseline); default: the best.")] = None,
     cards: Annotated[bool, typer.Option("--cards", help="With --format md: a card per experiment (rationale, "
                                         "notes, parent, figures per split and tier, memory, time, device).")] = False,
+    plots: Annotated[Optional[Path], typer.Option("--plots", metavar="DIR", help="Also write the plots of each "
+                                                  "group there as SVG and PNG (the plot extra).")] = None,
     rank_by: Annotated[Optional[str], typer.Option(hidden=True, help="Older name: test or validation.")] = None,
 ):
     """Leaderboards of completed experiments, one per group of comparable data (corpus,
     tokenizer, vocabulary, fast/full mode), each with its baselines and PPL floor, a per-tier
     breakdown of the best, and the failed and interrupted experiments with their errors."""
+    from ramsweep.report import report as report_text
     from ramsweep.report import tables
     from ramsweep.report.rows import Filters
 
@@ -287,7 +291,12 @@ def report(
         records, by = tables.read(files, sort)
         out.print(tables.renderable(records, by, filters, top, reference))
     else:
-        sys.stdout.write(tables.report(files, format, top, sort, filters, reference=reference, cards=cards))
+        sys.stdout.write(report_text(files, format, top, sort, filters, reference=reference, cards=10**9 if cards else 0))
+    if plots is not None:
+        from ramsweep.report.plots import save_all
+
+        for path in save_all(*tables.read(files, sort), filters, plots):
+            err.print(f"wrote {path}", highlight=False)
 
 
 @app.command()

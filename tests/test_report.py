@@ -194,7 +194,7 @@ def test_lineage_of_a_three_level_based_on_chain_and_cards(tmp_path):
     path = add(tmp_path / "r.json", root, child("wider", "k1", 9000.0, "base", tiers="100,15,22;rest,5,8"),
                child("longer", "k2", 9900.0, "wider", tiers="100,15,22;rest,5,8", context=6),
                child("unrelated", "k3", 8000.0, None))
-    md = report(path, "md", cards=True)
+    md = report(path, "md", cards=10)
     tree = md[md.index("### Lineage"):md.index("### Experiment cards")]
     assert "- **base** (val PPL 10,000)" in tree
     assert "  - **wider**: tiers 100,15,20;rest,5,8 → 100,15,22;rest,5,8; val PPL 10,000 → 9,000 (-10.0%)" in tree

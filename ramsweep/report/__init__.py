@@ -1,5 +1,6 @@
-"""The report layer: ranked tables, per-tier breakdowns, md / csv / json export."""
+"""The report layer: leaderboards by comparable group, seeds, lineage, cards, grid views,
+plots, and the table / md / csv / json / html formats."""
 
-from ramsweep.report.tables import report
+from ramsweep.report.formats import report
 
 __all__ = ["report"]

@@ -2,24 +2,19 @@
 floor in the title), a per-tier breakdown of the best, and the failed and interrupted
 experiments with their errors; as a rich table, markdown, a wide csv or json.
 
-`report()` is the library function behind `ramsweep report`: it returns the text of the
-chosen format (the table format rendered as plain text), so it can be tested and piped.
+formats.report() chooses between these and the HTML report.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
-import orjson
 from rich import box
-from rich.console import Console, Group
+from rich.console import Group
 from rich.table import Table
 from rich.tree import Tree
 
-from ramsweep.errors import ConfigError
 from ramsweep.report import grid_view
 from ramsweep.report.grid_view import grids
 from ramsweep.report.lineage import Node, card, lineage, moved, tree_lines
@@ -28,43 +23,16 @@ from ramsweep.report.rows import (
     Metric,
     Record,
     by_seeds,
-    columns,
     groups,
     leaderboard,
     load,
     metric,
     not_ok,
-    wide_rows,
 )
 from ramsweep.sweep.records import ExperimentRecord
 
-FORMATS = ("table", "md", "csv", "json")
 DEFAULT_SORT = "val_ppl"  # choosing on validation; test is shown beside it, never chosen on
 RANK_BY = {"validation": "val_ppl", "test": "test_ppl"}  # the older --rank-by
-
-
-def report(results: str | Path | Sequence[str | Path], format: str = "table", top: int = 3,
-           sort_by: str = DEFAULT_SORT, filters: Filters = Filters(), width: int = 140,
-           reference: str | None = None, cards: bool = False) -> str:
-    """The report of one or more results files in `format` (see the module docstring); `top`
-    experiments per group get a per-tier breakdown."""
-    if format not in FORMATS:
-        raise ConfigError(f"--format: '{format}' is not one of {', '.join(FORMATS)}")
-    records, by = read(results, sort_by)
-    if format in ("csv", "json"):
-        rows = wide_rows([r for r in records if filters.keep(r)], by)
-        if format == "json":
-            return orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n"
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns(rows), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return buf.getvalue()
-    if format == "md":
-        return markdown(records, by, filters, top, reference, cards)
-    console = Console(file=io.StringIO(), width=width, color_system=None)
-    console.print(renderable(records, by, filters, top, reference))
-    return console.file.getvalue()
 
 
 def read(results: str | Path | Sequence[str | Path], sort_by: str = DEFAULT_SORT) -> tuple[list[Record], Metric]:
@@ -183,60 +151,72 @@ def failed_table(failed: list[Record]) -> Table:
 
 
 def markdown(records: list[Record], by: Metric, filters: Filters, top: int, reference: str | None = None,
-             cards: bool = False) -> str:
-    lines: list[str] = []
-    for name, members in groups(records).items():
-        ranked = leaderboard(members, by, filters)
-        direction = "lowest" if by.lower_is_better else "highest"
-        lines += [f"## {name}: ranked by {by.name}, {direction} first", "",
-                  "| # | name | tiers | ctx | val PPL | test PPL | calibrated test PPL (T) | test bpb | test acc | PPL floor "
-                  "| device |",
-                  "|---|------|-------|-----|---------|----------|-------------------------|----------|----------|-----------"
-                  "|--------|"]
-        rank = 0
-        for r in ranked:
-            v, t = r.metrics.validation, r.metrics.test
-            if r.kind == "baseline":
-                lines.append(f"| | *{r.name} (baseline)* | | | {_ppl(v.ppl)} | {_ppl(t.ppl)} | | {_num(t.bpb, '.3f')} "
-                             "| | | |")
-                continue
-            rank += 1
-            cal = t.calibrated
-            calibrated = f"{_ppl(cal.ppl if cal else None)} ({_num(cal.temperature if cal else None, '.3g')})"
-            lines.append(f"| {rank} | {r.name} | `{r.spec.tiers}` | {r.spec.context} | {_ppl(v.ppl)} | {_ppl(t.ppl)} "
-                         f"| {calibrated} | {_num(t.bpb, '.3f')} | {_pct(t.accuracy)} | {_ppl(t.ppl_floor)} "
-                         f"| {r.resources.device if r.resources else 'cpu'} |")
-        spreads = by_seeds(ranked, by, reference)
-        if any(x.n > 1 for _, x, _ in spreads):
-            against = reference or "the best"
-            lines += ["", f"### Over seeds ({by.name}: mean ± sample sd; ≈: within seed noise of {against})", "",
-                      "| config | seeds | mean ± sd | Δ | |", "|---|---|---|---|---|"]
-            ref = next((x for s, x, _ in spreads if s.name == reference), spreads[0][1])
-            lines += [f"| {s.name} | {x.n} | {x.text(_digits(by))} | {'' if x is ref else _signed(x.mean - ref.mean, by)} "
-                      f"| {'≈' if noise else ''} |" for s, x, noise in spreads]
-        for r in [r for r in ranked if r.kind == "experiment"][:top]:
-            lines += ["", f"### {r.name} (test split, per tier)", "",
-                      "| tier | clusters | neurons | bits | memory | data % | PPL | acc | empty % | target empty % |",
-                      "|------|----------|---------|------|--------|--------|-----|-----|---------|----------------|"]
-            for t in r.metrics.test.tiers:
-                lines.append(f"| {t.tier} | {t.clusters:,} | {t.neurons} | {t.bits} | {t.backend} | "
-                             f"{_num(t.share, '.1f')} | {_ppl(t.ppl)} | {_pct(t.accuracy)} | "
-                             f"{_pct(t.empty_rate)} | {_pct(t.target_empty_rate)} |")
-        roots = lineage(ranked)
-        if roots:
-            lines += ["", "### Lineage (based_on): what each experiment changed, and how its figures moved", "",
-                      *tree_lines(roots)]
-        for grid in grids(ranked, by):
-            lines += ["", *grid_view.markdown_lines(grid, by, _formatter(by))]
-        if cards:
-            lines += ["", "### Experiment cards", ""]
-            lines += [line for r in ranked if r.kind == "experiment" for line in card(r)]
-        failed = not_ok(members, filters)
-        if failed:
-            lines += ["", "### Failed and interrupted", "", "| name | status | finished | error |", "|---|---|---|---|"]
-            lines += [f"| {r.name} | {r.status} | {r.finished or ''} | {_first_line(r.error)} |" for r in failed]
-        lines.append("")
-    return "\n".join(lines)
+             cards: int = 0) -> str:
+    """The report as markdown: one section per comparable group (group_markdown)."""
+    return "\n".join(group_markdown(name, members, by, filters, top, reference, cards)
+                     for name, members in groups(records).items())
+
+
+def group_markdown(name: str, members: list[Record], by: Metric, filters: Filters, top: int,
+                   reference: str | None = None, cards: int = 0) -> str:
+    """One group: leaderboard, seeds, per-tier breakdowns, lineage, grids, the first `cards`
+    experiment cards, failures."""
+    ranked = leaderboard(members, by, filters)
+    experiments = [r for r in ranked if r.kind == "experiment"]
+    lines = _md_leaderboard(name, ranked, by) + _md_seeds(by_seeds(ranked, by, reference), by, reference)
+    for r in experiments[:top]:
+        lines += ["", f"### {r.name} (test split, per tier)", "",
+                  "| tier | clusters | neurons | bits | memory | data % | PPL | acc | empty % | target empty % |",
+                  "|------|----------|---------|------|--------|--------|-----|-----|---------|----------------|"]
+        lines += [f"| {t.tier} | {t.clusters:,} | {t.neurons} | {t.bits} | {t.backend} | {_num(t.share, '.1f')} | "
+                  f"{_ppl(t.ppl)} | {_pct(t.accuracy)} | {_pct(t.empty_rate)} | {_pct(t.target_empty_rate)} |"
+                  for t in r.metrics.test.tiers]
+    roots = lineage(ranked)
+    if roots:
+        lines += ["", "### Lineage (based_on): what each experiment changed, and how its figures moved", "",
+                  *tree_lines(roots)]
+    for grid in grids(ranked, by):
+        lines += ["", *grid_view.markdown_lines(grid, by, _formatter(by))]
+    if cards:
+        lines += ["", "### Experiment cards", ""] + [line for r in experiments[:cards] for line in card(r)]
+    failed = not_ok(members, filters)
+    if failed:
+        lines += ["", "### Failed and interrupted", "", "| name | status | finished | error |", "|---|---|---|---|"]
+        lines += [f"| {r.name} | {r.status} | {r.finished or ''} | {_first_line(r.error)} |" for r in failed]
+    return "\n".join(lines) + "\n"
+
+
+def _md_leaderboard(name: str, ranked: list[Record], by: Metric) -> list[str]:
+    direction = "lowest" if by.lower_is_better else "highest"
+    lines = [f"## {name}: ranked by {by.name}, {direction} first", "",
+             "| # | name | tiers | ctx | val PPL | test PPL | calibrated test PPL (T) | test bpb | test acc | PPL floor "
+             "| device |",
+             "|---|------|-------|-----|---------|----------|-------------------------|----------|----------|-----------"
+             "|--------|"]
+    rank = 0
+    for r in ranked:
+        v, t = r.metrics.validation, r.metrics.test
+        if r.kind == "baseline":
+            lines.append(f"| | *{r.name} (baseline)* | | | {_ppl(v.ppl)} | {_ppl(t.ppl)} | | {_num(t.bpb, '.3f')} | | | |")
+            continue
+        rank += 1
+        cal = t.calibrated
+        calibrated = f"{_ppl(cal.ppl if cal else None)} ({_num(cal.temperature if cal else None, '.3g')})"
+        lines.append(f"| {rank} | {r.name} | `{r.spec.tiers}` | {r.spec.context} | {_ppl(v.ppl)} | {_ppl(t.ppl)} "
+                     f"| {calibrated} | {_num(t.bpb, '.3f')} | {_pct(t.accuracy)} | {_ppl(t.ppl_floor)} "
+                     f"| {r.resources.device if r.resources else 'cpu'} |")
+    return lines
+
+
+def _md_seeds(spreads: list, by: Metric, reference: str | None) -> list[str]:
+    if not any(x.n > 1 for _, x, _ in spreads):
+        return []
+    against = reference or "the best"
+    ref = next((x for s, x, _ in spreads if s.name == reference), spreads[0][1])
+    return ["", f"### Over seeds ({by.name}: mean ± sample sd; ≈: within seed noise of {against})", "",
+            "| config | seeds | mean ± sd | Δ | |", "|---|---|---|---|---|",
+            *(f"| {s.name} | {x.n} | {x.text(_digits(by))} | {'' if x is ref else _signed(x.mean - ref.mean, by)} "
+              f"| {'≈' if noise else ''} |" for s, x, noise in spreads)]
 
 
 def _formatter(by: Metric):
