@@ -232,3 +232,11 @@ def test_the_grid_heatmap_cells_and_main_effects_match_the_records(tmp_path):
     assert "### Grid `100,15,B;400,10,B;rest,5,B, context 4, negatives 1000, empty value 0.0`: val_ppl, 7 of 8 cells" in md
     assert "| 8 | 1,888 | · |" in md  # tier 2 at 8 bits: (8, 8, 8) ran, (8, 9, 8) not yet
     assert "main effect" in report(path, "table", width=200)
+
+
+def test_the_wide_csv_loads_in_pandas_as_it_is(results):
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.read_csv(io.StringIO(report(results, "csv")))
+    assert len(frame) == 5 and {"key", "seed", "set", "status", "device", "started", "group"} <= set(frame.columns)
+    assert frame["tier0.test_ppl"].dtype.kind == "f" and frame.loc[frame["name"] == "a", "tier0.test_ppl"].item() == 7000.0
+    assert frame.loc[frame["name"] == "broken", "error"].item() == "RuntimeError: boom"
