@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import socket
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,7 +76,9 @@ def logging_to_stderr():
                        console=err, transient=True)
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S"))
+        # host:pid on every line: overlapping cron runners write to one log and must be told apart
+        runner = f"{socket.gethostname()}:{os.getpid()}"
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {runner} %(message)s", datefmt="%Y-%m-%dT%H:%M:%S"))
     previous = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -289,7 +293,7 @@ def report(
     files, filters = results or [Path("experiments/results.json")], Filters(set=set_, name=name, top=limit)
     if format == "table":  # straight to the console: colours and the terminal's width
         records, by = tables.read(files, sort)
-        out.print(tables.renderable(records, by, filters, top, reference))
+        out.print(tables.renderable(records, by, filters, top, reference, out.width))
     else:
         sys.stdout.write(report_text(files, format, top, sort, filters, reference=reference, cards=10**9 if cards else 0))
     if plots is not None:

@@ -308,6 +308,8 @@ def test_the_readme_cron_recipe_works_and_two_overlapping_jobs_share_the_set(tmp
     assert "\x1b[" not in log  # no colours or progress bars in a log file
     assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d ", line) for line in log.splitlines()), log
     assert log.count(" done e") == 2 and log.count(" end: ") == 2 and "full mode" in log
+    runners = {line.split()[1] for line in log.splitlines()}  # each line names its runner, host:pid
+    assert len(runners) == 2 and all(r.startswith(socket.gethostname() + ":") for r in runners), runners
     records = experiment_records(install / "experiments" / "results.json")
     assert sorted(r["name"] for r in records) == ["e4", "e5"]
     # cron runs a line through sh with % escaped: unescape it as cron does

@@ -240,3 +240,11 @@ def test_the_wide_csv_loads_in_pandas_as_it_is(results):
     assert len(frame) == 5 and {"key", "seed", "set", "status", "device", "started", "group"} <= set(frame.columns)
     assert frame["tier0.test_ppl"].dtype.kind == "f" and frame.loc[frame["name"] == "a", "tier0.test_ppl"].item() == 7000.0
     assert frame.loc[frame["name"] == "broken", "error"].item() == "RuntimeError: boom"
+
+
+def test_the_terminal_table_fits_80_columns_and_says_what_it_left_out(results):
+    narrow = report(results, "table", width=80)
+    assert max(len(line) for line in narrow.splitlines()) <= 80
+    assert "left out at this width: bpb, s, device" in narrow and "ranked by val_ppl" in narrow
+    wide = report(results, "table", width=140)
+    assert "left out" not in wide and "device" in wide

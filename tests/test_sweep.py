@@ -108,6 +108,12 @@ def test_run_records_results_and_a_second_run_runs_nothing(tmp_path, caplog):
     assert read(results)["results"] == records
 
 
+def test_progress_knows_the_total_from_the_start(tmp_path):
+    calls = []
+    run_set(write_set(tmp_path), results=tmp_path / "results.json", progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 2), (1, 2), (2, 2)]
+
+
 def test_renaming_does_not_rerun_but_changing_tiers_does(tmp_path):
     results = tmp_path / "results.json"
     run_set(write_set(tmp_path), results=results, experiments=["one"])

@@ -42,5 +42,5 @@ def report(results: str | Path | Sequence[str | Path], format: str = "table", to
     if format == "html":
         return html.render(records, by, filters, top, reference)
     console = Console(file=io.StringIO(), width=width, color_system=None)
-    console.print(renderable(records, by, filters, top, reference))
+    console.print(renderable(records, by, filters, top, reference, width))
     return console.file.getvalue()

@@ -42,7 +42,7 @@ def read(results: str | Path | Sequence[str | Path], sort_by: str = DEFAULT_SORT
 
 
 def renderable(records: list[Record], by: Metric, filters: Filters = Filters(), top: int = 3,
-               reference: str | None = None) -> Group:
+               reference: str | None = None, width: int = 140) -> Group:
     """Per group: the leaderboard, its configurations over their seeds (where any ran at more
     than one), the per-tier breakdown (test split) of its `top` first experiments, and its
     failed and interrupted experiments."""
@@ -51,7 +51,7 @@ def renderable(records: list[Record], by: Metric, filters: Filters = Filters(), 
     parts: list = []
     for name, members in groups(records).items():
         ranked = leaderboard(members, by, filters)
-        parts.append(ranking_table(name, ranked, by))
+        parts.append(ranking_table(name, ranked, by, width))
         spreads = by_seeds(ranked, by, reference)
         if any(x.n > 1 for _, x, _ in spreads):
             parts.append(seeds_table(spreads, by, reference))
@@ -67,30 +67,48 @@ def renderable(records: list[Record], by: Metric, filters: Filters = Filters(), 
     return Group(*parts)
 
 
-def ranking_table(group: str, ranked: list[Record], by: Metric) -> Table:
+# Ranking columns, most wanted first: at a narrow width the last ones are left out, and said so.
+_COLUMNS = ("#", "name", "tiers", "val PPL", "test PPL", "acc", "ctx", "cal.", "bpb", "s", "device")
+_NEEDED = {80: 8, 100: 9, 120: 11}  # at least this wide: the first N columns
+
+
+def shown_columns(width: int) -> tuple[str, ...]:
+    fitting = [n for w, n in sorted(_NEEDED.items()) if width >= w]
+    return _COLUMNS[: fitting[-1] if fitting else 6]
+
+
+def ranking_table(group: str, ranked: list[Record], by: Metric, width: int = 140) -> Table:
     floors = sorted({_ppl(r.metrics.test.ppl_floor) for r in ranked if r.kind == "experiment"})
     direction = "lowest" if by.lower_is_better else "highest"
-    table = Table(title=f"{group}: ranked by {by.name}, {direction} first (PPL floor {', '.join(floors) or '—'}; "
-                        f"cal. = test PPL at the temperature fitted on validation)",
-                  title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("name", min_width=10, overflow="fold")
-    table.add_column("tiers", min_width=10)  # wraps after each ';'
-    for col in ("ctx", "val PPL", "test PPL", "cal.", "bpb", "acc", "s"):
-        table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("device", no_wrap=True)
+    columns = shown_columns(width)
+    left_out = [c for c in _COLUMNS if c not in columns]
+    caption = (f"left out at this width: {', '.join(left_out)} (widen the terminal, or use --format md, csv or html)"
+               if left_out else None)
+    table = Table(title=f"{group}: ranked by {by.name}, {direction} first (PPL floor {', '.join(floors) or '—'}"
+                        f"{'; cal. = test PPL at the temperature fitted on validation' if 'cal.' in columns else ''})",
+                  title_justify="left", caption=caption, caption_justify="left", box=box.SIMPLE_HEAD)
+    for col in columns:
+        if col == "name":
+            table.add_column(col, min_width=10, overflow="fold")
+        elif col in ("tiers", "device"):
+            table.add_column(col, min_width=10 if col == "tiers" else None, no_wrap=col == "device")  # tiers wrap at ';'
+        else:
+            table.add_column(col, justify="right", no_wrap=True)
     rank = 0
     for r in ranked:
         v, t = r.metrics.validation, r.metrics.test
         if r.kind == "baseline":
-            table.add_row("", f"{r.name} (baseline)", "", "", _ppl(v.ppl), _ppl(t.ppl), "", _num(t.bpb, ".3f"),
-                          "", "", "", style="dim")
+            cells = {"name": f"{r.name} (baseline)", "val PPL": _ppl(v.ppl), "test PPL": _ppl(t.ppl),
+                     "bpb": _num(t.bpb, ".3f")}
+            table.add_row(*(cells.get(c, "") for c in columns), style="dim")
             continue
         rank += 1
-        seconds = (r.timing.train_s or 0) + (r.timing.eval_s or 0)
-        table.add_row(str(rank), r.name, r.spec.tiers.replace(";", "; "), str(r.spec.context), _ppl(v.ppl),
-                      _ppl(t.ppl), _ppl(t.calibrated.ppl if t.calibrated else None), _num(t.bpb, ".3f"),
-                      _pct(t.accuracy, 1), f"{seconds:.0f}", _device(r))
+        cells = {"#": str(rank), "name": r.name, "tiers": r.spec.tiers.replace(";", "; "), "ctx": str(r.spec.context),
+                 "val PPL": _ppl(v.ppl), "test PPL": _ppl(t.ppl),
+                 "cal.": _ppl(t.calibrated.ppl if t.calibrated else None), "bpb": _num(t.bpb, ".3f"),
+                 "acc": _pct(t.accuracy, 1), "s": f"{(r.timing.train_s or 0) + (r.timing.eval_s or 0):.0f}",
+                 "device": _device(r)}
+        table.add_row(*(cells[c] for c in columns))
     return table
 
 

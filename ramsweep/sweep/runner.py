@@ -16,10 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numba
 import numpy as np
 
 from ramsweep.config import ExperimentSet, seed_list
 from ramsweep.data import Corpus, DataSpec, load_corpus
+from ramsweep.engine.backends import cpu as cpu_backend
 from ramsweep.engine.baselines import BASELINES, baselines
 from ramsweep.engine.devices import resolve
 from ramsweep.engine.layout import Frequencies, Layout, estimate_memory_bytes, layout_of
@@ -96,6 +98,7 @@ def run_set(
         record_baselines(sweep.store, sweep.corpus)
         todo = pending(sweep.planned, sweep.store.heads(), sweep.options)
         announce(sweep, todo, jobs)
+        progress(0, len(todo))  # the bar shows the whole night's size from the start
         executor = ProcessPool(jobs, sweep.data, cache_dir(sweep.store.path)) if jobs > 1 else InProcess(sweep.corpus)
         summary = RunSummary(sweep.exp_set.name, sweep.store.path)
         execute(sweep, executor, summary, lambda: progress(len(summary.ran) + len(summary.failed), len(todo)))
@@ -115,6 +118,13 @@ def check_jobs(jobs: int) -> None:
                           "(each worker already runs its share of the numba threads)")
 
 
+def kernels_cached() -> bool:
+    """Whether numba has the CPU engine's compiled kernels on disk (its cache beside the module,
+    or under NUMBA_CACHE_DIR)."""
+    folder = Path(numba.config.CACHE_DIR) if numba.config.CACHE_DIR else Path(cpu_backend.__file__).parent / "__pycache__"
+    return any(folder.rglob("cpu.*.nbi"))
+
+
 def announce(sweep: Sweep, todo: list[Planned], jobs: int) -> None:
     """The run's first log lines: what it will do, and whether the results file suits it."""
     planned, path = len(sweep.planned), sweep.store.path
@@ -123,6 +133,8 @@ def announce(sweep: Sweep, todo: list[Planned], jobs: int) -> None:
              f"{sweep.corpus.tokenizer} ({'full' if sweep.data.full_data else 'fast'} mode), results {path}")
     if not todo:
         log.info(f"nothing to run: all {planned} experiments of set {sweep.exp_set.name} are done in {path}")
+    elif not kernels_cached():
+        log.info("the first experiment also compiles the engine's kernels (about a minute, once: they are cached)")
     elif sweep.store.kind == "document" and len(sweep.store.heads()) + len(todo) > BIG_DOCUMENT:
         journal = path.with_suffix(".jsonl")
         how = (f"ramsweep convert {path} {journal}, then run with --results {journal}" if path.exists()
@@ -150,6 +162,8 @@ def prepare(set_: str | ExperimentSet, *, experiments=None, results=DEFAULT_RESU
     store = open_store(results)  # a results path that is no file is refused before anything is written
     store.heads()  # and so is a record that does not validate,
     store.claims()  # or a claim
+    log.info(f"loading the data: {data.corpus}/{data.tokenizer_name} ({'full' if data.full_data else 'fast'} mode; "
+             "tokenized once, then read from the cache)")
     corpus = load_corpus(data, cache_dir=cache_dir(store.path))
     planned = plan(exp_set.experiments, corpus.fingerprint)
     forced = frozenset(p.key for p in planned.values() if p.experiment.name in set(force))
