@@ -67,7 +67,8 @@ def user_errors(command):
 def logging_to_stderr():
     """The library logs to logger "ramsweep": on a terminal through rich (with a progress bar
     below the lines, see progress()), otherwise as plain timestamped lines, which is what cron
-    mails and log files get. Yields the progress(done, total) callback."""
+    mails and log files get. Yields the progress(done, total) and stage(text) callbacks, which
+    only a terminal shows."""
     logger = logging.getLogger("ramsweep")
     bar = None
     if err.is_terminal:
@@ -84,11 +85,12 @@ def logging_to_stderr():
     logger.setLevel(logging.INFO)
     try:
         if bar is None:
-            yield lambda done, total: None
+            yield (lambda done, total: None), (lambda text: None)
         else:
             with bar:
-                task = bar.add_task("experiments", total=None)
-                yield lambda done, total: bar.update(task, completed=done, total=total)
+                task = bar.add_task("starting", total=None)
+                yield (lambda done, total: bar.update(task, completed=done, total=total),
+                       lambda text: bar.update(task, description=text))
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous)
@@ -139,8 +141,8 @@ def run_or_preview(exp_set, dry_run: bool, **options) -> None:
         options.pop("jobs")
         sys.stdout.write(runner.dry_run(exp_set, **options))
         return
-    with logging_to_stderr() as progress:
-        summary = runner.run_set(exp_set, progress=progress, **options)
+    with logging_to_stderr() as (progress, stage):
+        summary = runner.run_set(exp_set, progress=progress, stage=stage, **options)
         logging.getLogger("ramsweep").info(
             f"end: {len(summary.ran)} ran, {len(summary.skipped)} skipped (done, or run by another runner), "
             f"{len(summary.failed)} failed; results in {summary.results}")

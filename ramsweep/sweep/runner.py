@@ -86,19 +86,23 @@ def run_set(
     device: str | None = None,
     seeds: list[int] | None = None,
     progress: Callable[[int, int], None] = lambda done, total: None,
+    stage: Callable[[str], None] = lambda text: None,
 ) -> RunSummary:
     """Run every experiment of the set that still needs running in `results`, claiming each
     so that runners sharing the file split the work. SIGTERM / SIGINT / SIGHUP record the
-    experiments in flight as interrupted and raise Interrupted (exit code 143 / 130 / 129)."""
+    experiments in flight as interrupted and raise Interrupted (exit code 143 / 130 / 129).
+    `progress(done, total)` follows the experiments; `stage(text)` says what a long wait is for
+    (loading the data, compiling the kernels), for a progress display."""
     check_jobs(jobs)
     with raising_on_signals():  # from the start: a stop while waiting for the lock or the data is a stop too
         sweep = prepare(set_, experiments=experiments, results=results, data=data, full_data=full_data,
-                        retry_failed=retry_failed, force=force, device=device, seeds=seeds)
+                        retry_failed=retry_failed, force=force, device=device, seeds=seeds, stage=stage)
         check_before_any_work(sweep)
         record_baselines(sweep.store, sweep.corpus)
         todo = pending(sweep.planned, sweep.store.heads(), sweep.options)
         announce(sweep, todo, jobs)
         progress(0, len(todo))  # the bar shows the whole night's size from the start
+        stage("experiments" if kernels_cached() else "experiments (the first also compiles the kernels, once)")
         executor = ProcessPool(jobs, sweep.data, cache_dir(sweep.store.path)) if jobs > 1 else InProcess(sweep.corpus)
         summary = RunSummary(sweep.exp_set.name, sweep.store.path)
         execute(sweep, executor, summary, lambda: progress(len(summary.ran) + len(summary.failed), len(todo)))
@@ -133,8 +137,6 @@ def announce(sweep: Sweep, todo: list[Planned], jobs: int) -> None:
              f"{sweep.corpus.tokenizer} ({'full' if sweep.data.full_data else 'fast'} mode), results {path}")
     if not todo:
         log.info(f"nothing to run: all {planned} experiments of set {sweep.exp_set.name} are done in {path}")
-    elif not kernels_cached():
-        log.info("the first experiment also compiles the engine's kernels (about a minute, once: they are cached)")
     elif sweep.store.kind == "document" and len(sweep.store.heads()) + len(todo) > BIG_DOCUMENT:
         journal = path.with_suffix(".jsonl")
         how = (f"ramsweep convert {path} {journal}, then run with --results {journal}" if path.exists()
@@ -144,7 +146,8 @@ def announce(sweep: Sweep, todo: list[Planned], jobs: int) -> None:
 
 
 def prepare(set_: str | ExperimentSet, *, experiments=None, results=DEFAULT_RESULTS, data=None,
-            full_data=False, retry_failed=True, force=(), device=None, seeds=None) -> Sweep:
+            full_data=False, retry_failed=True, force=(), device=None, seeds=None,
+            stage: Callable[[str], None] = lambda text: None) -> Sweep:
     """Load the set and its data and plan it: everything a run or a dry run needs, no writes
     but the token cache (derived data, not results)."""
     exp_set = set_ if isinstance(set_, ExperimentSet) else load_set(set_)
@@ -162,8 +165,7 @@ def prepare(set_: str | ExperimentSet, *, experiments=None, results=DEFAULT_RESU
     store = open_store(results)  # a results path that is no file is refused before anything is written
     store.heads()  # and so is a record that does not validate,
     store.claims()  # or a claim
-    log.info(f"loading the data: {data.corpus}/{data.tokenizer_name} ({'full' if data.full_data else 'fast'} mode; "
-             "tokenized once, then read from the cache)")
+    stage(f"loading {data.corpus}/{data.tokenizer_name} ({'full' if data.full_data else 'fast'} mode)")
     corpus = load_corpus(data, cache_dir=cache_dir(store.path))
     planned = plan(exp_set.experiments, corpus.fingerprint)
     forced = frozenset(p.key for p in planned.values() if p.experiment.name in set(force))
