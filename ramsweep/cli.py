@@ -273,6 +273,8 @@ def report(
     set_: Annotated[Optional[str], typer.Option("--set", metavar="SET", help="Only this set's experiments.")] = None,
     name: Annotated[Optional[str], typer.Option("--name", metavar="PATTERN", help="Only experiments whose name "
                                                 "matches, e.g. 'tier0_*'.")] = None,
+    status: Annotated[Optional[str], typer.Option("--status", metavar="STATUS", help="Only experiments whose latest "
+                                                  "result is ok, failed or interrupted.")] = None,
     reference: Annotated[Optional[str], typer.Option(metavar="NAME", help="Compare every configuration run at "
                                                      "several seeds with this one (an experiment's name without "
                                                      ".sSEED, or a baseline); default: the best.")] = None,
@@ -292,7 +294,9 @@ def report(
     if rank_by is not None and rank_by not in tables.RANK_BY:
         raise RamsweepConfigError(f"--rank-by: '{rank_by}' is not one of {', '.join(tables.RANK_BY)}; see --sort-by")
     sort = tables.RANK_BY[rank_by] if rank_by else sort_by
-    files, filters = results or [Path("experiments/results.json")], Filters(set=set_, name=name, top=limit)
+    if status not in (None, "ok", "failed", "interrupted"):
+        raise RamsweepConfigError(f"--status: '{status}' is not one of ok, failed, interrupted")
+    files, filters = results or [Path("experiments/results.json")], Filters(set=set_, name=name, top=limit, status=status)
     if format == "table":  # straight to the console: colours and the terminal's width
         records, by = tables.read(files, sort)
         out.print(tables.renderable(records, by, filters, top, reference, out.width))

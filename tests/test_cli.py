@@ -415,3 +415,19 @@ def test_report_shows_the_device_that_ran(tmp_path, tiny):
     ranked = [line for line in table.splitlines() if re.match(r"\s*\d+\s+(alpha|beta)\s", line)]
     assert len(ranked) == 2 and all(line.split()[-1] == "cpu" for line in ranked), table
     assert "| cpu |" in invoke("report", results, "--format", "md").stdout
+
+
+def test_report_filters_compare_and_html_through_the_cli(tmp_path, tiny):
+    results = tmp_path / "results.jsonl"
+    assert invoke("run", "--set", tiny, "--results", results).exit_code == 0
+    only_beta = orjson.loads(invoke("report", results, "-f", "json", "--name", "b*").stdout)
+    assert {r["name"] for r in only_beta if r["kind"] == "experiment"} == {"beta"}
+    none_failed = orjson.loads(invoke("report", results, "-f", "json", "--status", "failed").stdout)
+    assert [r for r in none_failed if r["kind"] == "experiment"] == []
+    assert invoke("report", results, "--status", "done").exit_code == 2
+    side = invoke("compare", "alpha", "beta", "--results", results)
+    assert side.exit_code == 0 and "What differs" in side.stdout and "tier 1 empty-hit rate" in side.stdout
+    assert invoke("compare", "alpha", "--results", results).exit_code == 2
+    page = invoke("report", results, "-f", "html").stdout
+    assert page.startswith("<!doctype html>") and "<svg" in page and "http://" not in page.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "").replace('xmlns:xlink="http://www.w3.org/1999/xlink"', "")

@@ -248,3 +248,26 @@ def test_the_terminal_table_fits_80_columns_and_says_what_it_left_out(results):
     assert "left out at this width: bpb, s, device" in narrow and "ranked by val_ppl" in narrow
     wide = report(results, "table", width=140)
     assert "left out" not in wide and "device" in wide
+
+
+@pytest.mark.parametrize("tiers", [1, 2, 5])
+def test_grid_views_for_one_to_five_tiers(tmp_path, tiers):
+    from ramsweep.report.grid_view import grids
+
+    counts = ("100", "400", "2000", "6000", "rest")[-tiers:] if tiers > 1 else ("rest",)
+    rows = []
+    for bits in itertools.product((8, 9, 10) if tiers == 1 else (8, 9), repeat=tiers):
+        name = "grid_b" + "_".join(f"{b:02d}" for b in bits)
+        row = experiment_record(name, name, val_ppl=1000.0 + sum(10**i * b for i, b in enumerate(bits)))
+        row["spec"] = {**row["spec"], "name": name, "tiers": ";".join(f"{c},5,{b}" for c, b in zip(counts, bits))}
+        rows.append(row)
+    path = add(tmp_path / "grid.jsonl", *rows)
+    (grid,) = grids(load([path]), metric("val_ppl"))
+    effects = grid.main_effects()
+    assert len(effects) == tiers and all(e[9] - e[8] == 10**t for t, e in enumerate(effects))  # exact: 10^t per bit
+    panels = grid.panels()
+    assert len(panels) == (2 if tiers >= 3 else 1)
+    if tiers == 5:  # a cell beyond tier 2 is the mean over the later tiers
+        assert panels[0][1][0][0] == sum(1000.0 + 8 + 80 + 800 + 1000 * b3 + 10000 * b4
+                                         for b3 in (8, 9) for b4 in (8, 9)) / 4
+    assert "Main effect" in report(path, "md")

@@ -60,7 +60,7 @@ class Grid:
         return out
 
 
-def grids(records: list[ExperimentRecord], by: Metric, smallest: int = 4) -> list[Grid]:
+def grids(records: list[ExperimentRecord], by: Metric, smallest: int = 3) -> list[Grid]:
     """The grids among one group's ok experiments: those sharing every tier's count and neurons,
     context, negatives and empty value, with at least `smallest` distinct bit combinations."""
     shapes: dict[str, dict[tuple[int, ...], list[float]]] = {}

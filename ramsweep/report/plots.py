@@ -15,6 +15,10 @@ from ramsweep.report.rows import Metric, groups, leaderboard
 from ramsweep.sweep.records import ExperimentRecord
 
 
+# no creation date or RDF block: the same results give the same files, and the HTML names no URL
+NO_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
+
+
 def pyplot():
     """matplotlib's pyplot without a display, or a one-line error naming the extra."""
     try:
@@ -109,7 +113,7 @@ def grid_heatmap(grid: Grid, by: Metric):
 def svg(fig) -> str:
     """A figure as an inline SVG element (no XML prolog), then closed."""
     buf = io.StringIO()
-    fig.savefig(buf, format="svg")
+    fig.savefig(buf, format="svg", metadata=NO_METADATA)
     pyplot().close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):]
@@ -135,6 +139,6 @@ def save(fig, folder: Path, name: str) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.svg", folder / f"{name}.png"]
     for path in paths:
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, metadata=NO_METADATA if path.suffix == ".svg" else {"Software": None})
     pyplot().close(fig)
     return paths

@@ -107,11 +107,13 @@ class Filters:
     set: str | None = None  # experiments of this set only
     name: str | None = None  # a glob on experiment names, e.g. 'tier0_*'
     top: int | None = None  # the best N experiments of each group
+    status: str | None = None  # ok, failed or interrupted: only experiments whose latest record has it
 
     def keep(self, r: Record) -> bool:
         if r.kind == "baseline":
             return True  # the yardsticks stay whatever is filtered
-        return (self.set is None or r.set == self.set) and (self.name is None or fnmatch.fnmatchcase(r.name, self.name))
+        return ((self.set is None or r.set == self.set) and (self.name is None or fnmatch.fnmatchcase(r.name, self.name))
+                and (self.status is None or r.status == self.status))
 
 
 def leaderboard(records: list[Record], by: Metric, filters: Filters = Filters()) -> list[Record]:
