@@ -14,7 +14,6 @@ from ramsweep.report.grid_view import Grid, grids
 from ramsweep.report.rows import Metric, groups, leaderboard
 from ramsweep.sweep.records import ExperimentRecord
 
-
 # no creation date or RDF block: the same results give the same files, and the HTML names no URL
 NO_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
 
