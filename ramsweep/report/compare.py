@@ -13,6 +13,7 @@ from rich.table import Table
 from ramsweep.errors import ConfigError
 from ramsweep.report.rows import group_of, load
 from ramsweep.sweep.records import ExperimentRecord
+from ramsweep.text import num, pct
 
 _SPEC_SHOWN = ("tiers", "context", "negatives", "empty_value", "seed", "dense_max_bits", "sparse_max_bits", "memory")
 
@@ -46,20 +47,20 @@ def figures(records: list[ExperimentRecord]) -> list[tuple[str, list[str]]]:
     rows: list[tuple[str, list[str]]] = []
     for split in ("validation", "test"):
         ms = [getattr(r.metrics, split) for r in records]
-        rows += [(f"{split} PPL", [_num(m.ppl, ",.0f") for m in ms]),
-                 (f"{split} calibrated PPL", [_num(m.calibrated.ppl if m.calibrated else None, ",.0f") for m in ms]),
-                 (f"{split} bits per byte", [_num(m.bpb, ".3f") for m in ms]),
-                 (f"{split} accuracy", [_pct(m.accuracy) for m in ms])]
-    rows += [("model memory MiB", [_num(r.resources.memory_mb if r.resources else None, ",.1f") for r in records]),
-             ("train + eval s", [_num((r.timing.train_s or 0) + (r.timing.eval_s or 0), ",.1f") for r in records]),
+        rows += [(f"{split} PPL", [num(m.ppl, ",.0f") for m in ms]),
+                 (f"{split} calibrated PPL", [num(m.calibrated.ppl if m.calibrated else None, ",.0f") for m in ms]),
+                 (f"{split} bits per byte", [num(m.bpb, ".3f") for m in ms]),
+                 (f"{split} accuracy", [pct(m.accuracy) for m in ms])]
+    rows += [("model memory MiB", [num(r.resources.memory_mb if r.resources else None, ",.1f") for r in records]),
+             ("train + eval s", [num((r.timing.train_s or 0) + (r.timing.eval_s or 0), ",.1f") for r in records]),
              ("device", [r.resources.device if r.resources else "cpu" for r in records])]
     for i in range(max(len(r.metrics.test.tiers) for r in records)):
         tiers = [r.metrics.test.tiers[i] if i < len(r.metrics.test.tiers) else None for r in records]
         rows += [(f"tier {i} shape", [f"{t.clusters:,} x {t.neurons} x {t.bits} bits" if t else "—" for t in tiers]),
-                 (f"tier {i} test PPL", [_num(t.ppl if t else None, ",.0f") for t in tiers]),
-                 (f"tier {i} test accuracy", [_pct(t.accuracy if t else None) for t in tiers]),
-                 (f"tier {i} empty-hit rate", [_pct(t.empty_rate if t else None) for t in tiers]),
-                 (f"tier {i} target empty-hit rate", [_pct(t.target_empty_rate if t else None) for t in tiers])]
+                 (f"tier {i} test PPL", [num(t.ppl if t else None, ",.0f") for t in tiers]),
+                 (f"tier {i} test accuracy", [pct(t.accuracy if t else None) for t in tiers]),
+                 (f"tier {i} empty-hit rate", [pct(t.empty_rate if t else None) for t in tiers]),
+                 (f"tier {i} target empty-hit rate", [pct(t.target_empty_rate if t else None) for t in tiers])]
     return rows
 
 
@@ -97,9 +98,3 @@ def _table(title: str, names: list[str], rows: list[tuple[str, list[str]]]) -> T
     return table
 
 
-def _num(x, spec: str) -> str:
-    return "—" if x is None else format(x, spec)
-
-
-def _pct(x) -> str:
-    return "—" if x is None else f"{100 * x:.2f}%"

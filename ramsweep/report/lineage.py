@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from ramsweep.report.rows import group_of
 from ramsweep.sweep.records import ExperimentRecord
+from ramsweep.text import num, pct
 
 _COMPARED = ("tiers", "context", "negatives", "empty_value", "seed", "dense_max_bits", "sparse_max_bits")
 
@@ -57,7 +58,7 @@ def tree_lines(roots: list[Node]) -> list[str]:
         what = "; ".join(f"{f} {a} → {b}" for f, a, b in node.changes) or "same config"
         head = f"**{r.name}**" if parent is None else f"**{r.name}**: {what}; {moved(r, parent.record)}"
         if parent is None:
-            head += f" (val PPL {_num(r.metrics.validation.ppl)})"
+            head += f" (val PPL {num(r.metrics.validation.ppl)})"
         lines.append("  " * depth + "- " + head)
         for child in node.children:
             walk(child, depth + 1, node)
@@ -80,27 +81,21 @@ def card(r: ExperimentRecord) -> list[str]:
               f"- set `{r.set}`, key `{r.key}`, status {r.status}, data {group_of(r.data)}"]
     if getattr(spec, "based_on", None):
         lines.append(f"- based on `{spec.based_on}`")
-    lines.append(f"- model memory {_num(res.memory_mb if res else None, ',.1f')} MiB, train "
-                 f"{_num(r.timing.train_s, ',.1f')} s, evaluation {_num(r.timing.eval_s, ',.1f')} s, on "
+    lines.append(f"- model memory {num(res.memory_mb if res else None, ',.1f')} MiB, train "
+                 f"{num(r.timing.train_s, ',.1f')} s, evaluation {num(r.timing.eval_s, ',.1f')} s, on "
                  f"{res.device if res else 'cpu'}; finished {r.finished}")
     lines += ["", "| split | PPL | calibrated PPL | bits per byte | accuracy |", "|---|---|---|---|---|"]
     for split in ("validation", "test"):
         m = getattr(r.metrics, split)
-        lines.append(f"| {split} | {_num(m.ppl)} | {_num(m.calibrated.ppl if m.calibrated else None)} | "
-                     f"{_num(m.bpb, '.3f')} | {_pct(m.accuracy)} |")
+        lines.append(f"| {split} | {num(m.ppl)} | {num(m.calibrated.ppl if m.calibrated else None)} | "
+                     f"{num(m.bpb, '.3f')} | {pct(m.accuracy)} |")
     lines += ["", "| tier | clusters × neurons × bits | memory | data % | test PPL | test acc | empty-hit | target empty-hit |",
               "|---|---|---|---|---|---|---|---|"]
     for t in r.metrics.test.tiers:
-        lines.append(f"| {t.tier} | {t.clusters:,} × {t.neurons} × {t.bits} | {t.backend} | {_num(t.share, '.1f')} | "
-                     f"{_num(t.ppl)} | {_pct(t.accuracy)} | {_pct(t.empty_rate)} | {_pct(t.target_empty_rate)} |")
+        lines.append(f"| {t.tier} | {t.clusters:,} × {t.neurons} × {t.bits} | {t.backend} | {num(t.share, '.1f')} | "
+                     f"{num(t.ppl)} | {pct(t.accuracy)} | {pct(t.empty_rate)} | {pct(t.target_empty_rate)} |")
     if notes:
         lines += ["", "Notes:", "", *(f"> {line}" for line in notes.strip().splitlines())]
     return lines + [""]
 
 
-def _num(x, spec: str = ",.0f") -> str:
-    return "—" if x is None else format(x, spec)
-
-
-def _pct(x) -> str:
-    return "—" if x is None else f"{100 * x:.2f}%"

@@ -30,6 +30,7 @@ from ramsweep.report.rows import (
     not_ok,
 )
 from ramsweep.sweep.records import ExperimentRecord
+from ramsweep.text import num, pct, ppl
 
 DEFAULT_SORT = "val_ppl"  # choosing on validation; test is shown beside it, never chosen on
 RANK_BY = {"validation": "val_ppl", "test": "test_ppl"}  # the older --rank-by
@@ -78,7 +79,7 @@ def shown_columns(width: int) -> tuple[str, ...]:
 
 
 def ranking_table(group: str, ranked: list[Record], by: Metric, width: int = 140) -> Table:
-    floors = sorted({_ppl(r.metrics.test.ppl_floor) for r in ranked if r.kind == "experiment"})
+    floors = sorted({ppl(r.metrics.test.ppl_floor) for r in ranked if r.kind == "experiment"})
     direction = "lowest" if by.lower_is_better else "highest"
     columns = shown_columns(width)
     left_out = [c for c in _COLUMNS if c not in columns]
@@ -98,15 +99,15 @@ def ranking_table(group: str, ranked: list[Record], by: Metric, width: int = 140
     for r in ranked:
         v, t = r.metrics.validation, r.metrics.test
         if r.kind == "baseline":
-            cells = {"name": f"{r.name} (baseline)", "val PPL": _ppl(v.ppl), "test PPL": _ppl(t.ppl),
-                     "bpb": _num(t.bpb, ".3f")}
+            cells = {"name": f"{r.name} (baseline)", "val PPL": ppl(v.ppl), "test PPL": ppl(t.ppl),
+                     "bpb": num(t.bpb, ".3f")}
             table.add_row(*(cells.get(c, "") for c in columns), style="dim")
             continue
         rank += 1
         cells = {"#": str(rank), "name": r.name, "tiers": r.spec.tiers.replace(";", "; "), "ctx": str(r.spec.context),
-                 "val PPL": _ppl(v.ppl), "test PPL": _ppl(t.ppl),
-                 "cal.": _ppl(t.calibrated.ppl if t.calibrated else None), "bpb": _num(t.bpb, ".3f"),
-                 "acc": _pct(t.accuracy, 1), "s": f"{(r.timing.train_s or 0) + (r.timing.eval_s or 0):.0f}",
+                 "val PPL": ppl(v.ppl), "test PPL": ppl(t.ppl),
+                 "cal.": ppl(t.calibrated.ppl if t.calibrated else None), "bpb": num(t.bpb, ".3f"),
+                 "acc": pct(t.accuracy, 1), "s": f"{(r.timing.train_s or 0) + (r.timing.eval_s or 0):.0f}",
                  "device": _device(r)}
         table.add_row(*(cells[c] for c in columns))
     return table
@@ -132,7 +133,7 @@ def lineage_tree(roots: list[Node]) -> Tree:
     def add(branch: Tree, node: Node, parent: Node | None) -> None:
         r = node.record
         if parent is None:
-            label = f"{r.name} (val PPL {_ppl(r.metrics.validation.ppl)})"
+            label = f"{r.name} (val PPL {ppl(r.metrics.validation.ppl)})"
         else:
             what = "; ".join(f"{f} {a} → {b}" for f, a, b in node.changes) or "same config"
             label = f"{r.name}: {what}; {moved(r, parent.record)}"
@@ -147,14 +148,14 @@ def lineage_tree(roots: list[Node]) -> Tree:
 
 def tier_table(record: ExperimentRecord) -> Table:
     t = record.metrics.test
-    table = Table(title=f"{record.name} — test PPL {_ppl(t.ppl)}, per tier", title_justify="left",
+    table = Table(title=f"{record.name} — test PPL {ppl(t.ppl)}, per tier", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for col in ("tier", "clusters", "neur", "bits", "memory", "data%", "PPL", "acc", "empty", "tgt empty"):
         table.add_column(col, justify="right", no_wrap=True)
     for tier in t.tiers:
         table.add_row(str(tier.tier), f"{tier.clusters:,}", str(tier.neurons), str(tier.bits),
-                      tier.backend, _num(tier.share, ".1f"), _ppl(tier.ppl), _pct(tier.accuracy, 1),
-                      _pct(tier.empty_rate, 1), _pct(tier.target_empty_rate, 1))
+                      tier.backend, num(tier.share, ".1f"), ppl(tier.ppl), pct(tier.accuracy, 1),
+                      pct(tier.empty_rate, 1), pct(tier.target_empty_rate, 1))
     return table
 
 
@@ -186,8 +187,8 @@ def group_markdown(name: str, members: list[Record], by: Metric, filters: Filter
         lines += ["", f"### {r.name} (test split, per tier)", "",
                   "| tier | clusters | neurons | bits | memory | data % | PPL | acc | empty % | target empty % |",
                   "|------|----------|---------|------|--------|--------|-----|-----|---------|----------------|"]
-        lines += [f"| {t.tier} | {t.clusters:,} | {t.neurons} | {t.bits} | {t.backend} | {_num(t.share, '.1f')} | "
-                  f"{_ppl(t.ppl)} | {_pct(t.accuracy)} | {_pct(t.empty_rate)} | {_pct(t.target_empty_rate)} |"
+        lines += [f"| {t.tier} | {t.clusters:,} | {t.neurons} | {t.bits} | {t.backend} | {num(t.share, '.1f')} | "
+                  f"{ppl(t.ppl)} | {pct(t.accuracy)} | {pct(t.empty_rate)} | {pct(t.target_empty_rate)} |"
                   for t in r.metrics.test.tiers]
     roots = lineage(ranked)
     if roots:
@@ -215,13 +216,13 @@ def _md_leaderboard(name: str, ranked: list[Record], by: Metric) -> list[str]:
     for r in ranked:
         v, t = r.metrics.validation, r.metrics.test
         if r.kind == "baseline":
-            lines.append(f"| | *{r.name} (baseline)* | | | {_ppl(v.ppl)} | {_ppl(t.ppl)} | | {_num(t.bpb, '.3f')} | | | |")
+            lines.append(f"| | *{r.name} (baseline)* | | | {ppl(v.ppl)} | {ppl(t.ppl)} | | {num(t.bpb, '.3f')} | | | |")
             continue
         rank += 1
         cal = t.calibrated
-        calibrated = f"{_ppl(cal.ppl if cal else None)} ({_num(cal.temperature if cal else None, '.3g')})"
-        lines.append(f"| {rank} | {r.name} | `{r.spec.tiers}` | {r.spec.context} | {_ppl(v.ppl)} | {_ppl(t.ppl)} "
-                     f"| {calibrated} | {_num(t.bpb, '.3f')} | {_pct(t.accuracy)} | {_ppl(t.ppl_floor)} "
+        calibrated = f"{ppl(cal.ppl if cal else None)} ({num(cal.temperature if cal else None, '.3g')})"
+        lines.append(f"| {rank} | {r.name} | `{r.spec.tiers}` | {r.spec.context} | {ppl(v.ppl)} | {ppl(t.ppl)} "
+                     f"| {calibrated} | {num(t.bpb, '.3f')} | {pct(t.accuracy)} | {ppl(t.ppl_floor)} "
                      f"| {r.resources.device if r.resources else 'cpu'} |")
     return lines
 
@@ -240,10 +241,10 @@ def _md_seeds(spreads: list, by: Metric, reference: str | None) -> list[str]:
 def _formatter(by: Metric):
     """How a value of `by` is shown: PPLs as whole numbers, rates as percentages, else 4 digits."""
     if "ppl" in by.name:
-        return _ppl
+        return ppl
     if by.name.endswith(("acc", "empty", "share")):
-        return (lambda x: _num(x, ".1f")) if by.name.endswith("share") else (lambda x: _pct(x, 1))
-    return lambda x: _num(x, ".4f")
+        return (lambda x: num(x, ".1f")) if by.name.endswith("share") else (lambda x: pct(x, 1))
+    return lambda x: num(x, ".4f")
 
 
 def _digits(by: Metric) -> str:
@@ -262,13 +263,4 @@ def _first_line(text: str | None) -> str:
     return (text or "").splitlines()[0] if text else ""
 
 
-def _ppl(x) -> str:
-    return "—" if x is None else f"{x:,.0f}"
 
-
-def _pct(x, digits: int = 2) -> str:
-    return "—" if x is None else f"{100 * x:.{digits}f}%"
-
-
-def _num(x, spec: str) -> str:
-    return "—" if x is None else format(x, spec)

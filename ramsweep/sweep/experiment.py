@@ -26,6 +26,7 @@ from ramsweep.engine.evaluate import evaluate, fit_temperature, metrics, score
 from ramsweep.engine.train import train
 from ramsweep.semantics import ENGINE_SEMANTICS_VERSION
 from ramsweep.sweep.records import FAILED, INTERRUPTED, OK, ExperimentRecord
+from ramsweep.text import ppl
 
 
 @dataclass(frozen=True)
@@ -97,12 +98,9 @@ def describe_record(r: ExperimentRecord) -> str:
     bpb = f", bpb {t.bpb:.3f}" if t.bpb is not None else ""
     calibrated = (f" (calibrated {t.calibrated.ppl:,.0f} at T={t.calibrated.temperature:.3g})"
                   if t.calibrated and t.calibrated.ppl is not None else "")
-    return (f"done {r.name}: val PPL {_ppl(v.ppl)}, test PPL {_ppl(t.ppl)}{calibrated}{bpb}, test acc "
+    return (f"done {r.name}: val PPL {ppl(v.ppl)}, test PPL {ppl(t.ppl)}{calibrated}{bpb}, test acc "
             f"{100 * (t.accuracy or 0):.2f}% in {r.timing.total_s:.1f}s")
 
-
-def _ppl(x: float | None) -> str:
-    return "—" if x is None else f"{x:,.0f}"
 
 
 def now() -> str:

@@ -18,6 +18,7 @@ from ramsweep.sweep.plan import needs_running, plan
 from ramsweep.sweep.records import FAILED, INTERRUPTED, Claim, Head
 from ramsweep.sweep.store import cache_dir, open_store
 from ramsweep.sweep.store.lock import SLOW_S, holder
+from ramsweep.text import ppl
 
 DONE, RUNNING, PENDING = "done", "running", "pending"
 STATES = (DONE, FAILED, INTERRUPTED, RUNNING, PENDING)
@@ -108,7 +109,7 @@ def row(key: str, name: str, head: Head | None, claim: Claim | None, now: float)
     if head is None:
         return Row(name, key, PENDING)
     if head.ok:
-        return Row(name, key, DONE, f"val PPL {_ppl(head.val_ppl)}, test PPL {_ppl(head.test_ppl)}, "
+        return Row(name, key, DONE, f"val PPL {ppl(head.val_ppl)}, test PPL {ppl(head.test_ppl)}, "
                                     f"{head.seconds or 0:.0f}s")
     if head.status == INTERRUPTED:
         return Row(name, key, INTERRUPTED, f"after {head.seconds or 0:.0f}s, {head.finished}")
@@ -127,9 +128,6 @@ def shown_rows(s: SweepStatus, list_all: bool, limit: int = 40) -> tuple[list[Ro
     attention = [r for r in s.rows if r.state in SHOWN_WHEN_SUMMARISED]
     return attention[:limit], len(s.rows) - min(len(attention), limit)
 
-
-def _ppl(x: float | None) -> str:
-    return "—" if x is None else f"{x:,.0f}"
 
 
 def duration(seconds: float) -> str:
