@@ -168,7 +168,8 @@ def prepare(set_: str | ExperimentSet, *, experiments=None, results=DEFAULT_RESU
     stage(f"loading {data.corpus}/{data.tokenizer_name} ({'full' if data.full_data else 'fast'} mode)")
     corpus = load_corpus(data, cache_dir=cache_dir(store.path))
     planned = plan(exp_set.experiments, corpus.fingerprint)
-    forced = frozenset(p.key for p in planned.values() if p.experiment.name in set(force))
+    force_names = set(force)
+    forced = frozenset(p.key for p in planned.values() if p.experiment.name in force_names)
     options = Options(retry_failed=retry_failed, forced=forced, since=now())
     return Sweep(exp_set, data, corpus, planned, store, options)
 

@@ -55,7 +55,7 @@ _held = threading.local()  # folder -> (fd, depth) held by this thread
 @contextmanager
 def folder_lock(folder: Path, results: Path):
     """Hold the exclusive lock of `folder` (which holds `results`) for the block."""
-    key = str(folder)
+    key = str(folder.resolve())  # one folder, however it was named
     held = getattr(_held, "locks", None)
     if held is None:
         held = _held.locks = {}
