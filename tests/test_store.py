@@ -232,3 +232,10 @@ def test_records_are_typed(results_path):
     assert isinstance(got, ExperimentRecord) and got.metrics.test.tiers[0].bits == 20
     assert got.data.group == "kjv/word fast" and got.timing.eval_s == 1.0
     assert os.path.getsize(results_path) > 0
+
+
+def test_convert_between_a_relative_and_an_absolute_name_of_one_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    open_store("a.json").append(record(key="k1"))
+    assert convert("a.json", tmp_path / "b.jsonl") == 1  # one folder's lock, taken twice by one thread
+    assert [r.key for r in open_store(tmp_path / "b.jsonl").records()] == ["k1"]
