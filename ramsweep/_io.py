@@ -20,19 +20,23 @@ os.umask(_UMASK)  # read once, at import, while nothing else runs: umask has no 
 FILE_MODE = 0o666 & ~_UMASK  # what open() would give: results are for the team to read
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
     """Replace `path` by `data` so that a crash at any instant leaves the old or the new file.
-    Raises OSError (the old file intact, no temporary file left)."""
+    `durable=False` skips the fsyncs, for files that only inform (readers never see a partial
+    file either way; after a power cut such a file may be the old one). Raises OSError (the old
+    file intact, no temporary file left)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)

@@ -46,7 +46,7 @@ from ramsweep.sweep.records import (
     parse_claims,
     parse_record,
 )
-from ramsweep.sweep.store.lock import folder_lock
+from ramsweep.sweep.store.lock import INFO_NAME, folder_lock
 
 SCHEMA = 1
 Record = ExperimentRecord | BaselineRecord
@@ -113,7 +113,7 @@ class Store(ABC):
     def _remove_orphans(self) -> None:
         """Temporary files of writers killed mid-write. Safe only under the lock: a live
         writer holds the lock for as long as its temporary file exists."""
-        for name in (self.path.name, self.claims_path.name):
+        for name in (self.path.name, self.claims_path.name, INFO_NAME):
             for tmp in self.path.parent.glob(f".{name}.*.tmp"):
                 tmp.unlink(missing_ok=True)
 

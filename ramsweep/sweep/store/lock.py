@@ -121,7 +121,7 @@ WHAT_TO_DO = ("if that runner is stopped (Ctrl-Z, SIGSTOP) continue it with `kil
 def _write_info(folder: Path, results: Path) -> None:
     info = {"host": socket.gethostname(), "pid": os.getpid(), "results": results.name, "since": time.time()}
     try:
-        write_atomic(folder / INFO_NAME, orjson.dumps(info))
+        write_atomic(folder / INFO_NAME, orjson.dumps(info), durable=False)  # a name, not a result: no fsync
     except OSError:
         pass  # information only: the lock itself is held
 
