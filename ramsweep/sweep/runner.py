@@ -293,10 +293,10 @@ def fill(sweep: Sweep, executor: Executor, claims: Claims, keys, wanted, attempt
         attempted.add(got.key)
         exp = sweep.planned[got.key].experiment
         task = Task(exp, got.key, sweep.exp_set.name)
-        log.info(f"start {exp.name} [{exp.tiers}] context {exp.context}")
         with deferred():  # a signal mid-submit would leave a half-started worker
             in_flight[got.key] = Flight(task)
             executor.submit(task)
+        log.info(f"start {exp.name} [{exp.tiers}] context {exp.context}")  # in flight: a stop now records it
     return []
 
 
