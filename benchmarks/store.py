@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from ramsweep.grid import grid_set
-from ramsweep.report.tables import report
+from ramsweep.report import report
 from ramsweep.sets import load_grid
 from ramsweep.sweep.plan import Options, pending, plan
 from ramsweep.sweep.records import parse_record
