@@ -48,6 +48,11 @@ TIER_EXAMPLE = '"100,15,20;400,10,12;rest,5,8"'
 TIER_FORM = f'write COUNT,NEURONS,BITS tiers separated by ";" (e.g. {TIER_EXAMPLE})'
 _INT_RE = re.compile(r"[+-]?\d+")
 _SEEDED = re.compile(r"\.s\d+$")  # NAME.sSEED: one seed of an experiment run at several
+
+
+def seed_base(name: str) -> str:
+    """An experiment's name without its .sSEED (NAME.s2 -> NAME); other names as they are."""
+    return _SEEDED.sub("", name)
 MAX_SEEDS = 100
 
 
@@ -336,8 +341,7 @@ class ExperimentSet(FrozenModel):
         seeds = list(seeds)
         bases = {}
         for e in self.experiments:
-            base = _SEEDED.sub("", e.name) if _SEEDED.search(e.name) else e.name
-            bases.setdefault(base, e)
+            bases.setdefault(seed_base(e.name), e)
         kept = tuple(e.model_copy(update={"name": f"{base}.s{seed}", "seed": seed})
                      for base, e in bases.items() for seed in seeds)
         return self.model_copy(update={"experiments": kept})

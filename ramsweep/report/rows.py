@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 
+from ramsweep.config import seed_base
 from ramsweep.errors import ConfigError, StoreError
 from ramsweep.sweep.records import BaselineRecord, DataInfo, ExperimentRecord, SplitMetrics, gc_paused, latest
 from ramsweep.sweep.store import open_store
@@ -133,7 +134,6 @@ def not_ok(records: list[Record], filters: Filters = Filters()) -> list[Record]:
 
 # ---------------------------------------------------------------- seeds
 
-_SEED_SUFFIX = re.compile(r"\.s\d+$")
 _NOT_CONFIG = {"name", "seed", "description", "based_on", "device", "memory"}  # labels, speed, the seed itself
 
 
@@ -181,7 +181,7 @@ def seed_groups(records: Iterable[Record]) -> list[Seeds]:
         if r.kind == "experiment" and r.ok:
             config = {k: v for k, v in r.spec.model_dump().items() if k not in _NOT_CONFIG}
             found.setdefault(orjson.dumps(config, option=orjson.OPT_SORT_KEYS).decode(), []).append(r)
-    return [Seeds(_SEED_SUFFIX.sub("", rs[0].name), tuple(rs)) for rs in found.values()]
+    return [Seeds(seed_base(rs[0].name), tuple(rs)) for rs in found.values()]
 
 
 def by_seeds(records: list[Record], by: Metric, reference: str | None = None) -> list[tuple[Seeds, Spread, bool]]:

@@ -240,8 +240,7 @@ def dumps_line(record: ExperimentRecord | BaselineRecord) -> bytes:
 class Head:
     """What planning, claims and `status` need of a record: a few hundred bytes, kept for every
     record of a file, where a whole record is ~20 KB in memory (a 100,000-record grid's would
-    take 2 GB in every runner). `where` is its place in the file: a journal's byte offset and
-    length, a document's index."""
+    take 2 GB in every runner)."""
 
     kind: str
     name: str
@@ -253,18 +252,17 @@ class Head:
     val_ppl: float | None
     test_ppl: float | None
     error: str | None
-    where: tuple[int, int]
 
     @property
     def ok(self) -> bool:
         return self.status == OK
 
     @classmethod
-    def of(cls, r: ExperimentRecord | BaselineRecord, where: tuple[int, int]) -> Head:
+    def of(cls, r: ExperimentRecord | BaselineRecord) -> Head:
         m = r.metrics
         return cls(r.kind, r.name, r.key, r.status, r.started, r.finished,
                    r.timing.total_s if r.ok else r.timing.elapsed_s,
-                   m.validation.ppl if m else None, m.test.ppl if m else None, r.error, where)
+                   m.validation.ppl if m else None, m.test.ppl if m else None, r.error)
 
 
 def latest(records) -> dict[str, ExperimentRecord | BaselineRecord]:

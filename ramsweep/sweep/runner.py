@@ -24,7 +24,7 @@ from ramsweep.data import Corpus, DataSpec, load_corpus
 from ramsweep.engine.backends import cpu as cpu_backend
 from ramsweep.engine.baselines import BASELINES, baselines
 from ramsweep.engine.devices import resolve
-from ramsweep.engine.layout import Frequencies, Layout, estimate_memory_bytes, layout_of
+from ramsweep.engine.layout import Frequencies, estimate_memory_bytes, layout_of
 from ramsweep.errors import ConfigError
 from ramsweep.sets import load_set
 from ramsweep.sweep.claims import STALE_S, Claims, looks_live
@@ -179,7 +179,7 @@ def dry_run(set_: str | ExperimentSet, **options) -> str:
     from the config and the training split's frequencies) and what would happen to it (run,
     done, claimed by another runner, failed and kept), then the counts. Runs and writes nothing."""
     sweep = prepare(set_, **options)
-    layouts = check_before_any_work(sweep)
+    estimates = check_before_any_work(sweep)
     latest = sweep.store.heads()
     claims = {k: c for k, c in sweep.store.claims().items() if looks_live(c)}
     counts: Counter[str] = Counter()
@@ -187,7 +187,7 @@ def dry_run(set_: str | ExperimentSet, **options) -> str:
     for i, p in enumerate(sweep.planned.values(), 1):
         outcome, detail = dry_outcome(sweep, p.key, latest.get(p.key), claims.get(p.key))
         counts[outcome] += 1
-        sizes.append(estimate_memory_bytes(layouts[p.key]))
+        sizes.append(estimates[p.key])
         lines.append(f"{i:>6}  {p.experiment.name:<22} {str(p.experiment.tiers):<34} {mib(sizes[-1]):>12}  "
                      f"{outcome}{detail}")
     told = ", ".join(f"{n:,} {state}" for state, n in counts.most_common())
@@ -211,18 +211,19 @@ def mib(n: float) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
 
-def check_before_any_work(sweep: Sweep) -> dict[str, Layout]:
+def check_before_any_work(sweep: Sweep) -> dict[str, int]:
     """Fail now, not hours into the night: every experiment fits the data, has its memory
-    backends and fits this machine (and its GPU). Returns each experiment's layout by key."""
+    backends and fits this machine (and its GPU). Returns each experiment's memory estimate
+    by key (layouts are not kept: a 59,049-config grid's would take gigabytes)."""
     freq = Frequencies.of(sweep.corpus.train, sweep.corpus.vocab_size)
     devices: dict[str, str] = {}
-    layouts = {}
+    sizes = {}
     for key, p in sweep.planned.items():
         exp = p.experiment
-        layouts[key] = layout_of(exp, freq)  # checks the config against the data first
-        device = devices.setdefault(exp.device, resolve(exp.device))
-        check_fits(exp, layouts[key], freq.tokens, device)
-    return layouts
+        layout = layout_of(exp, freq)  # checks the config against the data first
+        check_fits(exp, layout, freq.tokens, devices.setdefault(exp.device, resolve(exp.device)))
+        sizes[key] = estimate_memory_bytes(layout)
+    return sizes
 
 
 def execute(sweep: Sweep, executor: Executor, summary: RunSummary, progressed: Callable[[], None]) -> None:

@@ -80,10 +80,6 @@ class Store(ABC):
         """Every record, oldest first; [] when the file does not exist yet. Read from the file
         on each call (a big file's records are not kept in memory). No lock needed."""
 
-    @abstractmethod
-    def load(self, heads: list[Head]) -> list[Record]:
-        """The whole records behind these heads (as returned by `heads()`)."""
-
     def latest(self) -> dict[str, Record]:
         """The record that stands for each key, whole (one pass over the file)."""
         return latest(self.records())

@@ -51,18 +51,6 @@ class Journal(Store):
         last = _complete(tail) if tail.strip() else None  # a whole last record that lost its newline
         return found + ([last] if last else [])
 
-    def load(self, heads: list[Head]) -> list[Record]:
-        if not heads:
-            return []
-        try:
-            with open(self.path, "rb") as f:
-                fd = f.fileno()
-                with gc_paused():
-                    return [parse_stored(self, os.pread(fd, length, offset), f"the line at byte {offset}")
-                            for offset, length in (h.where for h in heads)]
-        except OSError as e:
-            raise StoreError(f"{self.path}: cannot read the results file ({e.strerror})") from None
-
     def extend_locked(self, records: list[Record]) -> None:
         self._catch_up()  # also refuses a damaged file before anything is written
         line = b"".join(dumps_line(r) for r in records)
@@ -121,7 +109,7 @@ class Journal(Store):
         self._unterminated = False
         lines, count, tail = _split(new, start, self._lines)
         with gc_paused():
-            heads = [Head.of(parse_stored(self, line, f"line {number}"), (offset, len(line)))
+            heads = [Head.of(parse_stored(self, line, f"line {number}"))
                      for number, offset, line in lines]
         for head in heads:  # only once every new line validated: a refusal changes nothing
             add(self._heads, head)
@@ -130,7 +118,7 @@ class Journal(Store):
             complete = _complete(tail)
             if complete is not None:  # whole record, newline lost: it counts
                 self._lines += 1
-                add(self._heads, Head.of(complete, (self._offset, len(tail))))
+                add(self._heads, Head.of(complete))
                 self._offset += len(tail)
                 self._unterminated = True
             elif self._torn_seen != self._offset:

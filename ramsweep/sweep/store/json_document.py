@@ -32,17 +32,14 @@ class JsonDocument(Store):
     def records(self) -> list[Record]:
         return self._parse(self._results())
 
-    def load(self, heads: list[Head]) -> list[Record]:
-        results = self._results()
-        return [parse_stored(self, results[h.where[0]], f"record {h.where[0] + 1}") for h in heads]
-
     def extend_locked(self, records: list[Record]) -> None:
-        self._refresh()  # refuses a file that does not validate before anything is written
-        doc = {"schema": SCHEMA, "results": [*self._results(), *(r.dump() for r in records)]}
-        self.write_locked(self.path, dumps(doc))
+        results = self._results()  # read once: validated (if it changed) and rewritten from the same objects
+        self._refresh(results)  # refuses a file that does not validate before anything is written
+        self.write_locked(self.path, dumps({"schema": SCHEMA, "results": [*results, *(r.dump() for r in records)]}))
 
-    def _refresh(self) -> None:
-        """Validate the file again, and index it, only if it changed since the last time."""
+    def _refresh(self, results: list[dict] | None = None) -> None:
+        """Validate the file again, and index it, only if it changed since the last time
+        (`results`: its stored objects, when the caller has read them already)."""
         try:
             st = os.stat(self.path)
             seen = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -51,8 +48,8 @@ class JsonDocument(Store):
         if seen is not None and seen == self._seen:
             return
         heads: dict[str, Head] = {}
-        for i, record in enumerate(self._parse(self._results())):
-            add(heads, Head.of(record, (i, 0)))
+        for record in self._parse(self._results() if results is None else results):
+            add(heads, Head.of(record))
         self._heads, self._seen = heads, seen
 
     def _parse(self, results: list[dict]) -> list[Record]:
