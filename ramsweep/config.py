@@ -40,10 +40,6 @@ MAX_BITS = 64  # addresses are built in one unsigned 64-bit word
 MAX_CONTEXT = 16
 MAX_COUNT = 2**31 - 1  # clusters (tokens) in a tier: vocabularies are indexed with int32
 MAX_NEURONS = 2**16  # neurons per cluster: far past any RAM LM, well inside int64 arithmetic
-MAX_BITS = 64  # addresses are built in one unsigned 64-bit word
-MAX_CONTEXT = 16
-MAX_COUNT = 2**31 - 1  # clusters (tokens) in a tier: vocabularies are indexed with int32
-MAX_NEURONS = 2**16  # neurons per cluster: far past any RAM LM, well inside int64 arithmetic
 TIER_EXAMPLE = '"100,15,20;400,10,12;rest,5,8"'
 TIER_FORM = f'write COUNT,NEURONS,BITS tiers separated by ";" (e.g. {TIER_EXAMPLE})'
 _INT_RE = re.compile(r"[+-]?\d+")
@@ -88,6 +84,25 @@ FIXES = {
     "count": "use a whole number from 1 to 2**31 - 1 (or rest for the last tier)",
     "neurons": "use a whole number from 1 to 65,536",
     "bits": f"use a whole number from 1 to {MAX_BITS}",
+    "strategy": "use GA, TS, GA+TS or per-cluster (default GA+TS)",
+    "fitness": "use CE, ACCURACY or SIMPLE (default CE)",
+    "per_cluster": "use GA, TS or GA+TS: what searches each cluster (default GA+TS)",
+    "population": "use a whole number from 2 to 10,000 (default 30)",
+    "generations": "use a whole number from 0 to 100,000 (default 50)",
+    "elitism": "use a whole number from 0 to the population (default 2)",
+    "tournament": "use a whole number from 1 to the population (default 3)",
+    "crossover": "use a probability from 0.0 to 1.0 (default 0.7)",
+    "mutation": "use a probability from 0.0 to 1.0 (default 0.01)",
+    "neighbours": "use a whole number from 1 to 10,000 (default 30)",
+    "tabu": "use a whole number from 0 to 10,000 (default 5)",
+    "ts_mutation": "use a probability from 0.0 to 1.0 (default 0.001)",
+    "iterations": "use a whole number from 0 to 100,000 (default 5)",
+    "patience": "use a whole number of generations or iterations from 1 (default 5), or null for none",
+    "fitness_fraction": "use a share of the training split above 0.0 and at most 0.5 (default 0.1)",
+    "candidates": "use a whole number from 1 to 100 (default 3)",
+    "max_minutes": "use a number of minutes above 0, or null for no cap (the default)",
+    "clusters": "use a whole number of clusters per tier from 1, or null for all (the default)",
+    "budgets": "map a tier index to budget fields, e.g. {0: {generations: 20}}",
 }
 
 
@@ -226,6 +241,93 @@ class TierConfig(FrozenModel):
         return sum(n * t.neurons for n, t in zip(counts, self.tiers))
 
 
+# ---------------------------------------------------------------- connectivity search
+
+SEARCHES = {"ga": "ga", "ts": "ts", "ga+ts": "ga+ts", "gats": "ga+ts"}
+STRATEGIES = {**SEARCHES, "per-cluster": "per-cluster", "per_cluster": "per-cluster", "pc": "per-cluster"}
+
+
+def _lower_name(choices: Mapping[str, str]):
+    """A before-validator: GA+TS, ga+ts and GaTs name the same thing (the research wrote them
+    upper-case); unknown names are left for the Literal to refuse with the allowed ones."""
+    def validate(value: Any) -> Any:
+        return choices.get(value.strip().lower(), value) if isinstance(value, str) else value
+    return validate
+
+
+Probability = Annotated[StrictFloat, Field(ge=0.0, le=1.0)]
+
+
+class SearchBudget(FrozenModel):
+    """How much one GA or tabu search may do (DESIGN.md §5; defaults are the research's)."""
+
+    population: Annotated[StrictInt, Field(ge=2, le=10_000)] = 30
+    generations: Annotated[StrictInt, Field(ge=0, le=100_000)] = 50
+    elitism: Annotated[StrictInt, Field(ge=0, le=10_000)] = 2
+    tournament: Annotated[StrictInt, Field(ge=1, le=10_000)] = 3
+    crossover: Probability = 0.7
+    mutation: Probability = 0.01
+    neighbours: Annotated[StrictInt, Field(ge=1, le=10_000)] = 30
+    tabu: Annotated[StrictInt, Field(ge=0, le=10_000)] = 5
+    ts_mutation: Probability = 0.001
+    iterations: Annotated[StrictInt, Field(ge=0, le=100_000)] = 5
+    patience: Annotated[StrictInt, Field(ge=1, le=100_000)] | None = 5
+
+    @model_validator(mode="after")
+    def _fits_population(self) -> Self:
+        for field in ("elitism", "tournament"):
+            if getattr(self, field) > self.population:
+                raise ConfigError(f"{field}: {getattr(self, field)} is above the population {self.population}; "
+                                  f"{FIXES[field]}")
+        return self
+
+
+class Optimize(SearchBudget):
+    """An experiment's `optimize:` block: search the neurons' connections (DESIGN.md §5).
+
+    Part of the experiment's key. Fitness is measured on the last `fitness_fraction` of the
+    training split, which the search's training never sees; the final connectivity is chosen
+    on validation; test is only evaluated for the final figures."""
+
+    strategy: Literal["ga", "ts", "ga+ts", "per-cluster"] = "ga+ts"
+    fitness: Literal["ce", "accuracy", "simple"] = "ce"
+    per_cluster: Literal["ga", "ts", "ga+ts"] = "ga+ts"  # what searches each cluster (per-cluster)
+    tiers: tuple[Annotated[StrictInt, Field(ge=0, le=1000)], ...] | None = None  # searched tiers; None: all
+    clusters: Annotated[StrictInt, Field(ge=1, le=MAX_COUNT)] | None = None  # per-cluster: per tier, first ones
+    budgets: dict[Annotated[int, Field(ge=0, le=1000)], dict[str, Any]] = {}  # per-tier overrides
+    fitness_fraction: Annotated[StrictFloat, Field(gt=0.0, le=0.5)] = 0.1
+    candidates: Annotated[StrictInt, Field(ge=1, le=100)] = 3  # best by fitness compared on validation
+    max_minutes: Annotated[StrictFloat, Field(gt=0.0)] | None = None
+    seed: Annotated[StrictInt, Field(ge=0, le=2**64 - 1)] = 0
+
+    @classmethod
+    def _where(cls, data: Any) -> str:
+        return "optimize: "
+
+    _strategy = field_validator("strategy", mode="before")(_lower_name(STRATEGIES))
+    _search = field_validator("per_cluster", mode="before")(_lower_name(SEARCHES))
+    _fitness = field_validator("fitness", mode="before")(
+        _lower_name({"ce": "ce", "accuracy": "accuracy", "simple": "simple"}))
+
+    @model_validator(mode="after")
+    def _budgets_valid(self) -> Self:
+        for tier, fields in self.budgets.items():
+            unknown = sorted(set(fields) - set(SearchBudget.model_fields))
+            if unknown:
+                raise ConfigError(f"budgets: tier {tier}: unknown key '{unknown[0]}'; allowed keys: "
+                                  f"{', '.join(SearchBudget.model_fields)}")
+            try:
+                self.budget(tier)
+            except ConfigError as err:
+                raise ConfigError(f"budgets: tier {tier}: {err}") from None
+        return self
+
+    def budget(self, tier: int) -> SearchBudget:
+        """The budget of one tier's search: the block's, with that tier's `budgets:` entry on top."""
+        base = {k: getattr(self, k) for k in SearchBudget.model_fields}
+        return SearchBudget(**{**base, **self.budgets.get(tier, {})})
+
+
 # ---------------------------------------------------------------- experiments
 
 # Labels, and choices that change where and how fast but not what is computed (every device
@@ -246,6 +348,7 @@ class Experiment(FrozenModel):
     sparse_max_bits: Annotated[StrictInt, Field(ge=0, le=MAX_BITS)] = 30
     memory: Literal["auto", "bits"] = "auto"
     device: Device = "auto"
+    optimize: Optimize | None = None  # connectivity search (DESIGN.md §5); None: the drawn wiring
     based_on: StrictStr | None = None
     description: StrictStr = ""  # why: the rationale, shown on the experiment's card
     notes: StrictStr = ""  # what the researcher saw, kept in the set file, shown on the card
@@ -279,11 +382,20 @@ class Experiment(FrozenModel):
                 f"{self._where(self)}dense_max_bits: {self.dense_max_bits} is above sparse_max_bits "
                 f"{self.sparse_max_bits}; keep dense_max_bits <= sparse_max_bits (defaults 10, 30)"
             )
+        n_tiers = len(self.tiers.tiers)
+        if self.optimize is not None:
+            named = [("tiers", t) for t in self.optimize.tiers or ()] + [("budgets", t) for t in self.optimize.budgets]
+            for field, tier in named:
+                if tier >= n_tiers:
+                    raise ConfigError(
+                        f"{self._where(self)}optimize: {field}: tier {tier} does not exist; the tiers are "
+                        f"numbered 0 (most frequent) to {n_tiers - 1}")
         return self
 
     def spec(self) -> dict[str, Any]:
         """The canonical JSON-able definition of what is computed (no name or notes)."""
-        return self.model_dump(mode="json", exclude=_SPEC_EXCLUDED)
+        # no optimize: the key of every experiment from before the search existed
+        return self.model_dump(mode="json", exclude=_SPEC_EXCLUDED | ({"optimize"} if self.optimize is None else set()))
 
     def input_bits(self, vocab_size: int) -> int:
         """Width of one example's input: context x bits_per_token(vocab_size)."""

@@ -37,7 +37,7 @@ def connectivity(seed: int, tier: int, neuron: int, bits: int, n_input: int) -> 
 
 
 class ReferenceModel:
-    def __init__(self, exp: Experiment, train_tokens, vocab_size: int, order=None):
+    def __init__(self, exp: Experiment, train_tokens, vocab_size: int, order=None, wiring=None):
         self.exp, self.V = exp, vocab_size
         train_tokens = [int(t) for t in train_tokens]
         # Clusters: tokens by descending training frequency, ties by ascending id.
@@ -60,7 +60,7 @@ class ReferenceModel:
         # Input: each context token in ceil(log2 V) bits, oldest token first, MSB first.
         self.bpt = max(1, math.ceil(math.log2(vocab_size))) if vocab_size > 1 else 1
         n_input = exp.context * self.bpt
-        self.conn = [
+        self.conn = [np.asarray(c, dtype=np.int64) for c in wiring] if wiring is not None else [
             np.array([connectivity(exp.seed, t, n, bits, n_input) for n in range(count * neurons)], dtype=np.int64)
             .reshape(count * neurons, bits)
             for t, (_, count, neurons, bits) in enumerate(self.tiers)

@@ -44,6 +44,7 @@ class Model:
     exp: Experiment
     layout: Layout
     memories: list[TierMemory]
+    connectivity: list[np.ndarray]  # per tier (n_neurons, bits) int32 input-bit positions (DESIGN §3)
     encode_s: float = 0.0  # layout + packing the training contexts, part of the train time
     throughput: dict = field(default_factory=dict)  # hybrid evaluation: tier -> device -> examples/s
 
@@ -67,14 +68,19 @@ def group_by_target(target_pos: np.ndarray, vocab_size: int) -> tuple[np.ndarray
     return offsets, np.argsort(target_pos, kind="stable").astype(np.int64)
 
 
-def wire(exp: Experiment, layout: Layout, tier: Tier) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(masks, order, perm): the tier's connections as packed-input bits (see cpu.py).
+def drawn_connectivity(exp: Experiment, layout: Layout) -> list[np.ndarray]:
+    """Each tier's seeded connectivity (DESIGN §3): what a model is wired with unless a search
+    found better."""
+    return [draw_connectivity(exp.seed, t.index, t.n_neurons, t.bits, layout.n_input) for t in layout.tiers]
+
+
+def wire(conn: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(masks, order, perm): connections (neurons, bits) as packed-input bits (see cpu.py).
 
     Input bit p is bit bpt-1-(p % bpt) of context token p // bpt (MSB first, DESIGN §3);
     packing stores a token's bit i at k*bpt + i. Address order is by word, high bit first;
     perm[n, i] is the connection (column of the drawn connectivity) at address bit i.
     """
-    conn = draw_connectivity(exp.seed, tier.index, tier.n_neurons, tier.bits, layout.n_input)
     bpt = layout.bits_per_token
     q = (conn // bpt) * bpt + bpt - 1 - conn % bpt
     perm = np.argsort((q >> 6) * 64 + 63 - (q & 63), axis=1)
@@ -87,17 +93,21 @@ def wire(exp: Experiment, layout: Layout, tier: Tier) -> tuple[np.ndarray, np.nd
 
 
 def train(exp: Experiment, tokens: np.ndarray, vocab_size: int, examples: np.ndarray | None = None,
-          device: str = "cpu") -> Model:
+          device: str = "cpu", connectivity: list[np.ndarray] | None = None, layout: Layout | None = None) -> Model:
     """Train on `tokens` (the training split). `examples` may reorder the positions written;
     the memory does not depend on that order. `device` "cuda" writes the cells on the GPU
-    (the same cells; a tier beyond its kernels, see cuda.trains, stays on the CPU)."""
+    (the same cells; a tier beyond its kernels, see cuda.trains, stays on the CPU).
+    `connectivity` replaces the drawn wiring (a search's result); `layout` is the cluster
+    order and tiers to use when they come from other tokens than these (a search trains on
+    part of the training split but keeps the whole split's clusters)."""
     tokens = np.ascontiguousarray(tokens, dtype=np.int32)
     if examples is None:
         examples = examples_of(tokens, exp.context)
     if examples.shape[0] == 0:
         raise DataError(f"experiment '{exp.name}': the training split has no example of context {exp.context}")
     t0 = time.perf_counter()
-    layout = build_layout(exp, tokens, vocab_size)
+    layout = layout or build_layout(exp, tokens, vocab_size)
+    connectivity = connectivity or drawn_connectivity(exp, layout)
     x = pack(tokens, examples, layout)
     target_pos = layout.position[tokens[examples]]
     # the CPU kernels go through examples by target (the GPU's take them as they come)
@@ -105,12 +115,13 @@ def train(exp: Experiment, tokens: np.ndarray, vocab_size: int, examples: np.nda
     if device == "cpu":
         by_target()
     encode_s = time.perf_counter() - t0
-    memories = [train_tier(exp, layout, tier, x, by_target, target_pos, device) for tier in layout.tiers]
-    return Model(exp, layout, memories, encode_s)
+    memories = [train_tier(layout, tier, conn, x, by_target, target_pos, device)
+                for tier, conn in zip(layout.tiers, connectivity)]
+    return Model(exp, layout, memories, connectivity, encode_s)
 
 
-def train_tier(exp, layout, tier, x, by_target, target_pos, device="cpu") -> TierMemory:
-    masks, order, _ = wire(exp, layout, tier)
+def train_tier(layout, tier, conn, x, by_target, target_pos, device="cpu") -> TierMemory:
+    masks, order, _ = wire(conn, layout)
     if device == "cuda":
         from ramsweep.engine.backends import cuda  # numba-cuda only where a GPU is used
 
@@ -171,9 +182,9 @@ def cells(model: Model) -> dict[tuple[int, int, int], int]:
     """Every non-EMPTY cell as {(tier, neuron, address): code}, addresses in the connection
     order of DESIGN §3 (the oracle's), undoing the engine's sorted order; for tests."""
     out = {}
-    for mem in model.memories:
+    for mem, conn in zip(model.memories, model.connectivity):
         tier = mem.tier
-        _, _, perm = wire(model.exp, model.layout, tier)
+        _, _, perm = wire(conn, model.layout)
         for n, a, code in stored_cells(mem):
             bits = [(a >> (tier.bits - 1 - i)) & 1 for i in range(tier.bits)]
             out[(tier.index, n, sum(b << (tier.bits - 1 - int(perm[n, i])) for i, b in enumerate(bits)))] = code
