@@ -8,6 +8,7 @@ sweep goes on.
 from __future__ import annotations
 
 import functools
+import logging
 import platform
 import resource
 import sys
@@ -15,7 +16,9 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from hashlib import sha256
 from importlib import metadata
+from pathlib import Path
 
 import numba
 
@@ -23,10 +26,14 @@ from ramsweep.config import Experiment
 from ramsweep.data import Corpus
 from ramsweep.engine.devices import describe, resolve, trains_on
 from ramsweep.engine.evaluate import evaluate, fit_temperature, metrics, score
-from ramsweep.engine.train import train
+from ramsweep.engine.train import drawn_connectivity, train
 from ramsweep.semantics import ENGINE_SEMANTICS_VERSION
+from ramsweep.sweep.artifacts import Checkpoints, save_connectivity
 from ramsweep.sweep.records import FAILED, INTERRUPTED, OK, ExperimentRecord
 from ramsweep.text import ppl
+
+log = logging.getLogger("ramsweep")
+PROGRESS_EVERY_S = 10.0  # a search's progress line, at most this often
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,7 @@ class Task:
     experiment: Experiment
     key: str
     set_name: str
+    artifacts: str | None = None  # folder for a search's checkpoint and connectivity (artifacts.py)
 
 
 def run_experiment(task: Task, corpus: Corpus) -> ExperimentRecord:
@@ -43,16 +51,20 @@ def run_experiment(task: Task, corpus: Corpus) -> ExperimentRecord:
     exp, started, t0 = task.experiment, now(), time.perf_counter()
     try:
         device = resolve(exp.device)
-        model = train(exp, corpus.train, corpus.vocab_size, device=trains_on(device))
+        found = None
+        if exp.optimize is not None:
+            found = search(task, corpus, device)
+            model = found.chosen
+        else:
+            model = train(exp, corpus.train, corpus.vocab_size, device=trains_on(device))
         t1 = time.perf_counter()
-        val_scores = score(model, corpus.validation, device)
-        temperature = fit_temperature(val_scores)  # fitted on validation only, then applied to test
-        validation = metrics(val_scores, temperature=temperature, byte_lengths=corpus.byte_lengths("validation"))
-        t2 = time.perf_counter()
-        # final figures only: nothing is chosen on test
-        test = evaluate(model, corpus.test, temperature=temperature, byte_lengths=corpus.byte_lengths("test"),
-                        device=device)
+        validation, test, t2 = final_figures(model, corpus, device)
         t3 = time.perf_counter()
+        extra = {}
+        if found is not None:  # the start's figures beside the chosen one's (test decided nothing)
+            before = (validation, test) if found.start is found.chosen else final_figures(found.start, corpus, device)[:2]
+            extra["search"] = {**found.summary, "before": {"validation": before[0], "test": before[1]},
+                               "connectivity": save_found(task, found)}
         resources = {
             "device": describe(device),
             "threads": numba.get_num_threads(),
@@ -69,8 +81,65 @@ def run_experiment(task: Task, corpus: Corpus) -> ExperimentRecord:
         metrics={"validation": validation, "test": test},
         timing={"encode_s": model.encode_s, "train_s": t1 - t0, "validation_s": t2 - t1, "test_s": t3 - t2,
                 "total_s": t3 - t0},
-        resources=resources,
+        resources=resources, **extra,
     )
+
+
+def final_figures(model, corpus: Corpus, device: str) -> tuple[dict, dict, float]:
+    """Validation metrics with the temperature fitted there, then test at that temperature:
+    test is evaluated for the figures only and decides nothing."""
+    val_scores = score(model, corpus.validation, device)
+    temperature = fit_temperature(val_scores)
+    validation = metrics(val_scores, temperature=temperature, byte_lengths=corpus.byte_lengths("validation"))
+    t = time.perf_counter()
+    test = evaluate(model, corpus.test, temperature=temperature, byte_lengths=corpus.byte_lengths("test"),
+                    device=device)
+    return validation, test, t
+
+
+def search(task: Task, corpus: Corpus, device: str):
+    """The experiment's connectivity search (optimize/driver.py), resumed from its checkpoint
+    when an earlier run stopped mid-way; the checkpoint is removed when the search ends."""
+    from ramsweep.optimize.driver import run_search  # numba kernels of the search: only where used
+
+    exp = task.experiment
+    checkpoints = Checkpoints(Path(task.artifacts), task.key) if task.artifacts else None
+    resume = checkpoints.load() if checkpoints else None
+    if resume is not None:
+        log.info(f"search {exp.name}: resuming from its checkpoint")
+    last = [0.0]
+
+    def progress(p: dict) -> None:
+        if p["done"] or time.monotonic() - last[0] >= PROGRESS_EVERY_S:
+            last[0] = time.monotonic()
+            log.info(describe_progress(exp, p))
+
+    found = run_search(exp, corpus.train, corpus.validation, corpus.vocab_size, device=trains_on(device),
+                       resume=resume, checkpoint=checkpoints.save if checkpoints else (lambda s: None),
+                       progress=progress)
+    if checkpoints:
+        checkpoints.remove()
+    return found
+
+
+def describe_progress(exp: Experiment, p: dict) -> str:
+    unit = f"unit {p['unit']}/{p['units']}, " if p["units"] > 1 else ""
+    step = "generation" if p["stage"] == "ga" else "iteration"
+    rate = f", {p['evaluations_per_s']:.1f} evaluations/s" if p["evaluations_per_s"] else ""
+    eta = f", ETA {p['eta_s'] / 60:.1f} min" if p["eta_s"] is not None else ", done"
+    best = f", best {exp.optimize.fitness.upper()} {p['best']:.6g}" if p["best"] is not None else ""
+    return f"search {exp.name}: {unit}{p['stage'].upper()} {step} {p['step']}{best}{rate}{eta}"
+
+
+def save_found(task: Task, found) -> dict | None:
+    """Where the chosen connectivity is kept (relative to the results' folder), and its digest."""
+    if not task.artifacts:
+        return None
+    model = found.chosen
+    path = save_connectivity(Path(task.artifacts), task.key, model.connectivity,
+                             drawn_connectivity(model.exp, model.layout),
+                             {"experiment": task.experiment.name, "key": task.key, "chosen": found.chosen_label})
+    return {"file": str(Path(Path(task.artifacts).name) / path.name), "sha256": sha256(path.read_bytes()).hexdigest()}
 
 
 def stopped_record(task: Task, corpus: Corpus, started: str, elapsed_s: float, status: str, error: str,

@@ -27,6 +27,7 @@ from ramsweep.engine.devices import resolve
 from ramsweep.engine.layout import Frequencies, estimate_memory_bytes, layout_of
 from ramsweep.errors import ConfigError
 from ramsweep.sets import load_set
+from ramsweep.sweep.artifacts import folder_of
 from ramsweep.sweep.claims import STALE_S, Claims, looks_live
 from ramsweep.sweep.executors import Executor, InProcess, ProcessPool
 from ramsweep.sweep.experiment import Task, describe_record, environment, interrupted_record, now, stopped_record
@@ -293,7 +294,7 @@ def fill(sweep: Sweep, executor: Executor, claims: Claims, keys, wanted, attempt
             return got.held_by_others
         attempted.add(got.key)
         exp = sweep.planned[got.key].experiment
-        task = Task(exp, got.key, sweep.exp_set.name)
+        task = Task(exp, got.key, sweep.exp_set.name, str(folder_of(sweep.store.path)))
         with deferred():  # a signal mid-submit would leave a half-started worker
             in_flight[got.key] = Flight(task)
             executor.submit(task)

@@ -180,7 +180,7 @@ def _collect_scratch(addrs, codes, bits, keys_out, vals_out, start):
 
 
 @njit(cache=True, nogil=True)
-def _collect_sorted(addrs, codes, keys_out, vals_out, start):
+def collect_sorted(addrs, codes, keys_out, vals_out, start):
     """Same result as _collect_scratch for any width: sort, then OR codes of equal addresses."""
     order = np.argsort(addrs, kind="mergesort")
     w = start - 1
@@ -214,7 +214,7 @@ def train_sparse_batch(x, masks, order, neurons, first, n_negatives, by_target_o
         if bits <= SCRATCH_MAX_BITS:
             counts[b] = _collect_scratch(addrs, codes, bits, keys_out, vals_out, starts[b])
         else:
-            counts[b] = _collect_sorted(addrs, codes, keys_out, vals_out, starts[b])
+            counts[b] = collect_sorted(addrs, codes, keys_out, vals_out, starts[b])
 
 
 @njit(cache=True, parallel=True, nogil=True)

@@ -1,0 +1,164 @@
+"""CPU kernels (numba) of the incremental fitness (see fitness.py for what they compute).
+
+A *row* is what one neuron reads on every fitness example: its 2-bit cell code there
+(EMPTY 0, FALSE 1, TRUE 3), one byte each. Rows live in a pool (slots × examples), so the
+kernels take slot numbers, never lists of arrays, and a GPU backend can keep the same pool
+on the device. Shapes and the packed-input conventions are those of engine/backends/cpu.py.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from ramsweep.engine.backends.cpu import (
+    SCRATCH_MAX_BITS,
+    address,
+    collect_sorted,
+    dense_read,
+    sparse_read,
+)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def train_rows(x_train, by_target_offsets, by_target_examples, n_negatives, clusters, masks, order, bits,
+               x_fit, pool, slots):
+    """Train neuron i (wired by masks[i], order[i], of cluster position clusters[i]) on the
+    training examples exactly as engine training would, and write what it reads on each
+    fitness example into pool[slots[i]]. The memory itself is scratch: only the row is kept."""
+    n_train = x_train.shape[0]
+    for i in prange(clusters.shape[0]):
+        c = clusters[i]
+        t0, t1 = by_target_offsets[c], by_target_offsets[c + 1]
+        n_all = n_train if c < n_negatives else 0  # a negative cluster is written FALSE by every example
+        row = pool[slots[i]]
+        if bits <= SCRATCH_MAX_BITS:
+            scratch = np.zeros(np.int64(1) << bits, dtype=np.uint8)
+            for e in range(n_all):
+                scratch[address(x_train, e, masks, order, i)] |= 1
+            for j in range(t0, t1):
+                scratch[address(x_train, by_target_examples[j], masks, order, i)] |= 3
+            for f in range(x_fit.shape[0]):
+                row[f] = scratch[address(x_fit, f, masks, order, i)]
+        else:  # too wide for a table: sorted written cells, binary-searched (as SPARSE memory)
+            addrs = np.empty(n_all + t1 - t0, dtype=np.uint64)
+            codes = np.empty(n_all + t1 - t0, dtype=np.uint8)
+            for e in range(n_all):
+                addrs[e] = address(x_train, e, masks, order, i)
+                codes[e] = 1
+            for j in range(t0, t1):
+                addrs[n_all + j - t0] = address(x_train, by_target_examples[j], masks, order, i)
+                codes[n_all + j - t0] = 3
+            keys = np.empty(addrs.shape[0], dtype=np.uint64)
+            vals = np.empty(addrs.shape[0], dtype=np.uint8)
+            offsets = np.zeros(2, dtype=np.int64)
+            offsets[1] = collect_sorted(addrs, codes, keys, vals, 0)
+            for f in range(x_fit.shape[0]):
+                row[f] = sparse_read(offsets, keys, vals, 0, address(x_fit, f, masks, order, i))
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def memory_rows(x_fit, masks, order, neurons, is_sparse, dense, offsets, keys, vals, pool, slots):
+    """What trained neurons (indices `neurons` of one tier's memory) read on each fitness example."""
+    for i in prange(neurons.shape[0]):
+        n = neurons[i]
+        row = pool[slots[i]]
+        for f in range(x_fit.shape[0]):
+            a = address(x_fit, f, masks, order, n)
+            row[f] = sparse_read(offsets, keys, vals, n, a) if is_sparse else dense_read(dense, n, a)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def tier_state(x_fit, target_pos, masks, order, neurons, first, is_sparse, dense, offsets, keys, vals,
+               level_table, hist, before, target_level):
+    """Fold one trained tier into each fitness example's counts: clusters per score level
+    (hist), those earlier than the target in cluster order (before), the target's level."""
+    n_clusters = masks.shape[0] // neurons
+    for e in prange(x_fit.shape[0]):
+        for c in range(n_clusters):
+            n_true, n_empty = 0, 0
+            for n in range(c * neurons, (c + 1) * neurons):
+                a = address(x_fit, e, masks, order, n)
+                v = sparse_read(offsets, keys, vals, n, a) if is_sparse else dense_read(dense, n, a)
+                n_true += v == 3
+                n_empty += v == 0
+            level = level_table[n_true, n_empty]
+            hist[e, level] += 1
+            if first + c < target_pos[e]:
+                before[e, level] += 1
+            elif first + c == target_pos[e]:
+                target_level[e] = level
+
+
+@njit(cache=True, inline="always")
+def cluster_level(pool, slots, lo, hi, e, level_table):
+    n_true, n_empty = 0, 0
+    for s in range(lo, hi):
+        v = pool[slots[s], e]
+        n_true += v == 3
+        n_empty += v == 0
+    return level_table[n_true, n_empty]
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def apply_changes(hist, before, target_level, target_pos, pool, cluster_offsets, old_slots, new_slots,
+                  cluster_pos, cluster_tier, level_tables, exp_levels, write,
+                  sumexp, new_target_level, correct, old_levels, new_levels):
+    """Move changed clusters from their old rows (old_slots) to their new rows (new_slots) in
+    each example's counts, and read off Σ exp(score), the target's level and whether the
+    target is the argmax (ties to the earlier cluster). Cluster k's neurons are slots
+    cluster_offsets[k] .. cluster_offsets[k+1]. With `write` the counts keep the move (a
+    commit); without, they are put back as they were (an evaluation). O(examples × changed
+    clusters × neurons); the sum runs over levels in order, so it is the same on any backend
+    that adds in that order."""
+    n_levels = hist.shape[1]
+    for e in prange(hist.shape[0]):
+        tl = target_level[e]
+        for k in range(cluster_pos.shape[0]):
+            table = level_tables[cluster_tier[k]]
+            lo, hi = cluster_offsets[k], cluster_offsets[k + 1]
+            old = cluster_level(pool, old_slots, lo, hi, e, table)
+            new = cluster_level(pool, new_slots, lo, hi, e, table)
+            old_levels[k, e], new_levels[k, e] = old, new
+            hist[e, old] -= 1
+            hist[e, new] += 1
+            if cluster_pos[k] < target_pos[e]:
+                before[e, old] -= 1
+                before[e, new] += 1
+            elif cluster_pos[k] == target_pos[e]:
+                tl = new
+        total = 0.0
+        top = 0
+        for level in range(n_levels):
+            total += hist[e, level] * exp_levels[level]
+            if hist[e, level] > 0:
+                top = level
+        sumexp[e] = total
+        new_target_level[e] = tl
+        correct[e] = tl == top and before[e, top] == 0
+        if write:
+            target_level[e] = tl
+        else:
+            for k in range(cluster_pos.shape[0] - 1, -1, -1):
+                old, new = old_levels[k, e], new_levels[k, e]
+                hist[e, new] -= 1
+                hist[e, old] += 1
+                if cluster_pos[k] < target_pos[e]:
+                    before[e, new] -= 1
+                    before[e, old] += 1
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def cluster_counts(x_fit, target_pos, masks, order, neurons, first, clusters, is_sparse, dense, offsets, keys,
+                   vals, level_table, counts):
+    """counts[c, level, hit] for each c of `clusters` (indices in the tier): fitness examples on
+    which cluster first + c scores `level`, split by whether it is their target (hit = 1): what
+    SIMPLE fitness is made of."""
+    for i in prange(clusters.shape[0]):
+        c = clusters[i]
+        for e in range(x_fit.shape[0]):
+            n_true, n_empty = 0, 0
+            for n in range(c * neurons, (c + 1) * neurons):
+                a = address(x_fit, e, masks, order, n)
+                v = sparse_read(offsets, keys, vals, n, a) if is_sparse else dense_read(dense, n, a)
+                n_true += v == 3
+                n_empty += v == 0
+            counts[c, level_table[n_true, n_empty], np.int64(first + c == target_pos[e])] += 1
