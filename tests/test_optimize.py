@@ -1,0 +1,212 @@
+"""Connectivity search (DESIGN.md §5): the incremental fitness is exact, the search is
+deterministic, resumable and never reads test, and its result can be rebuilt from its file."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from conftest import config_error
+
+from ramsweep.config import Experiment
+from ramsweep.data.corpus import Corpus
+from ramsweep.engine.evaluate import evaluate, score
+from ramsweep.engine.reference import ReferenceModel
+from ramsweep.engine.train import DENSE, drawn_connectivity, train
+from ramsweep.optimize import cpu as search_kernels
+from ramsweep.optimize.driver import decode, run_search
+from ramsweep.optimize.fitness import Examples, Fitness
+from ramsweep.sweep.artifacts import Checkpoints, load_connectivity
+from ramsweep.sweep.experiment import Task, run_experiment
+from ramsweep.sweep.plan import experiment_key
+
+V = 40
+
+
+def zipf(rng, n, vocab=V):
+    return np.minimum(rng.zipf(1.3, n) - 1, vocab - 1).astype(np.int32)
+
+
+def random_changes(rng, layout, per_tier=3):
+    changes = []
+    for t, tier in enumerate(layout.tiers):
+        neurons = rng.choice(tier.n_neurons, size=min(per_tier, tier.n_neurons), replace=False)
+        rows = np.stack([rng.choice(layout.n_input, tier.bits, replace=False) for _ in neurons]).astype(np.int32)
+        changes.append((t, neurons, rows))
+    return changes
+
+
+def oracle_simple(exp, train_tokens, fit_tokens, wiring):
+    """SIMPLE over all clusters, from the oracle's scores: Σ_c Σ_e ±score (+ when c is e's target)."""
+    ref = ReferenceModel(exp, train_tokens, V, wiring=wiring)
+    total = 0.0
+    for t in range(exp.context, len(fit_tokens)):
+        scores, _ = ref.scores(ref.input_bits(fit_tokens[t - exp.context : t]))
+        sign = -np.ones(V)
+        sign[ref.position[int(fit_tokens[t])]] = 1
+        total += float((scores * sign).sum())
+    return total
+
+
+# DENSE and SPARSE tiers, one wider than a scratch table (27 bits: the sorted path), both EMPTY values
+@pytest.mark.parametrize("empty_value", [0.0, 0.5])
+@pytest.mark.parametrize("kind", ["ce", "accuracy", "simple"])
+def test_incremental_fitness_equals_a_full_retrain(kind, empty_value):
+    rng = np.random.default_rng(7)
+    tokens = zipf(rng, 2400)
+    part, fit = tokens[:2100], tokens[2100 - 5 :]
+    exp = Experiment(name="x", tiers="3,3,27;6,2,5;rest,2,9", context=5, negatives=6, empty_value=empty_value,
+                     dense_max_bits=6, memory="bits")
+    model = train(exp, part, V)
+    assert [m.tier.backend for m in model.memories] == ["sparse", DENSE, "sparse"]
+    fitness = Fitness(model, Examples.of(part, model.layout), Examples.of(fit, model.layout), kind)
+    fitness.set_scope(np.arange(V))
+    conn = [c.copy() for c in model.connectivity]
+    for step in range(4):
+        changes = random_changes(rng, model.layout)
+        moved = [c.copy() for c in conn]
+        for t, neurons, rows in changes:
+            moved[t][neurons] = rows
+        value = fitness.evaluate([changes])[0]
+        retrained = train(exp, part, V, connectivity=moved)
+        full = score(retrained, fit)
+        assert abs(value.ce - full.ce.mean()) < 1e-9
+        assert value.accuracy == full.correct.mean()
+        if kind == "simple":
+            assert abs(value.simple - oracle_simple(exp, part, fit, moved)) < 1e-9
+        if step % 2:  # commit every other candidate: later ones move from a state that has moved
+            fitness.commit(changes)
+            conn = moved
+            assert abs(fitness.current().ce - full.ce.mean()) < 1e-9
+    # the rows (cells read) of retrained neurons are exactly those of the retrained memory
+    x = Examples.of(fit, model.layout).x
+    for t, neurons, rows in changes:
+        mem = retrained.memories[t]
+        pool, slots = np.zeros((len(neurons), x.shape[0]), np.uint8), np.arange(len(neurons))
+        search_kernels.memory_rows(x, mem.masks, mem.order, neurons.astype(np.int64), mem.tier.backend != DENSE,
+                                   mem.dense, mem.offsets, mem.keys, mem.vals, pool, slots)
+        keys = [(t, int(n), r.astype(np.int32).tobytes()) for n, r in zip(neurons, rows)]
+        got = fitness.pool.rows[[fitness.pool.slot_of[k] for k in keys]]
+        assert np.array_equal(got, pool)
+
+
+def small_corpus(seed=0, vocab=60) -> Corpus:
+    rng = np.random.default_rng(seed)
+    splits = {"train": zipf(rng, 6000, vocab), "validation": zipf(rng, 800, vocab), "test": zipf(rng, 800, vocab)}
+    return Corpus(name="text", tokenizer="word", vocab=tuple(f"w{i}" for i in range(vocab)), full_data=True,
+                  fingerprint=f"synthetic{seed}", variant="synthetic", path=None, source_sha256="0" * 64,
+                  tokenizer_files={}, token_bytes={s: np.full(a.size, 3, np.int32) for s, a in splits.items()},
+                  **splits)
+
+
+SEARCH = {"generations": 3, "population": 6, "iterations": 3, "neighbours": 5, "mutation": 0.05,
+          "ts_mutation": 0.02}
+
+
+def searched(strategy, **fields):
+    return Experiment(name="s_" + strategy.replace("+", ""), tiers="6,3,8;12,2,6;rest,2,5", context=3, negatives=10,
+                      optimize={"strategy": strategy, **SEARCH, **fields})
+
+
+def comparable(outcome):
+    """What must be identical between two runs of one search: all but the timings."""
+    drop = {"elapsed_s", "search_s"}
+    summary = {k: v for k, v in outcome.summary.items() if k not in drop}
+    summary["history"] = [{k: v for k, v in h.items() if k not in drop} for h in summary["history"]]
+    return summary, [c.tolist() for c in outcome.chosen.connectivity]
+
+
+@pytest.mark.parametrize("strategy", ["ga+ts", "per-cluster"])
+def test_a_search_is_deterministic_and_resumes_as_if_never_stopped(strategy):
+    corpus = small_corpus()
+    exp = searched(strategy, clusters=2, fitness="accuracy" if strategy == "ga+ts" else "simple")
+    args = (exp, corpus.train, corpus.validation, corpus.vocab_size)
+    saved = []
+    whole = run_search(*args, checkpoint=saved.append)
+    assert comparable(run_search(*args)) == comparable(whole)  # same seed, same search
+    assert whole.summary["evaluations"] > 0 and len(saved) >= 4
+
+    for stop in (1, len(saved) // 2, len(saved) - 2):  # killed after that checkpoint was written
+        resumed = run_search(*args, resume=saved[stop])
+        assert comparable(resumed) == comparable(whole)
+
+    other = run_search(exp.model_copy(update={"optimize": exp.optimize.model_copy(update={"seed": 1})}),
+                       *args[1:])
+    assert comparable(other) != comparable(whole)  # the block's seed drives the search
+
+
+def test_the_search_never_reads_test():
+    corpus = small_corpus()
+    poisoned = dataclasses.replace(corpus, test=np.random.default_rng(9).integers(0, 60, 800, dtype=np.int32))
+    exp = searched("ga+ts")
+    clean, dirty = (run_experiment(Task(exp, "k", "s"), c) for c in (corpus, poisoned))
+    assert clean.ok and dirty.ok
+    assert dirty.metrics.test.ppl != clean.metrics.test.ppl  # the poison reached the test figures...
+    # ...and nothing else: the same search, the same choice, the same validation figures
+    keep = lambda r: {k: v for k, v in r.search.items() if k not in ("search_s", "history", "before")}  # noqa: E731
+    assert keep(dirty) == keep(clean)
+    assert dirty.metrics.validation == clean.metrics.validation
+    assert dirty.search["before"]["validation"] == clean.search["before"]["validation"]
+
+
+def test_a_run_resumes_its_search_and_keeps_the_connectivity_it_chose(tmp_path, monkeypatch):
+    corpus = small_corpus()
+    exp = searched("ga")
+    task = Task(exp, experiment_key(exp, corpus.fingerprint), "s", str(tmp_path / "results.json.search"))
+    uninterrupted = run_experiment(dataclasses.replace(task, artifacts=str(tmp_path / "other")), corpus)
+
+    calls, real_save = [], Checkpoints.save
+
+    def crash_after_two(self, saved):
+        real_save(self, saved)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as abrupt as a kill, after the second checkpoint was written
+
+    monkeypatch.setattr(Checkpoints, "save", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(task, corpus)
+    checkpoint = Checkpoints(tmp_path / "results.json.search", task.key)
+    assert decode(checkpoint.load())[0]["ga"]["generation"] == 1
+    monkeypatch.setattr(Checkpoints, "save", real_save)
+    resumed = run_experiment(task, corpus)
+    assert not checkpoint.path.exists()  # removed once the search ended
+    assert resumed.metrics == uninterrupted.metrics
+    assert resumed.search["selection"] == uninterrupted.search["selection"]
+
+    # the saved connectivity rebuilds the chosen model without searching again
+    saved = tmp_path / resumed.search["connectivity"]["file"]
+    start = train(exp, corpus.train, corpus.vocab_size)
+    model = train(exp, corpus.train, corpus.vocab_size, connectivity=load_connectivity(saved, start.connectivity))
+    assert evaluate(model, corpus.validation)["ce"] == resumed.metrics.validation.ce
+    changed = model.connectivity[0] != drawn_connectivity(exp, model.layout)[0]
+    assert changed.any() == (resumed.search["chosen"] != "start")
+
+
+def test_the_record_says_what_the_search_did():
+    corpus = small_corpus()
+    r = run_experiment(Task(searched("ts", fitness="ce"), "k", "s"), corpus)
+    s = r.search
+    assert s["strategy"] == "ts" and s["fitness"] == "ce" and s["evaluations"] == 3 * 5
+    assert s["fitness_after"]["value"] <= s["fitness_before"]["value"]  # TS keeps the best it saw
+    assert [t["tier"] for t in s["fitness_before"]["tiers"]] == [0, 1, 2]
+    assert s["selection"][0]["label"] == "start"
+    assert [h["step"] for h in s["history"]] == [1, 2, 3]
+    assert s["before"]["test"]["ppl"] > 0 and s["before"]["validation"]["tiers"]
+    if s["chosen"] == "start":
+        assert r.metrics.test.ppl == s["before"]["test"]["ppl"]
+
+
+def test_the_optimize_block_is_checked_and_keyed():
+    plain = Experiment(name="a", tiers="10,3,8;rest,2,4")
+    assert "optimize" not in plain.spec()  # keys of experiments without a search are unchanged
+    ga = plain.model_copy(update={"optimize": {"strategy": "GA"}})
+    ga = Experiment(**{**plain.model_dump(), "optimize": {"strategy": "GA"}})
+    assert ga.optimize.strategy == "ga" and ga.optimize.population == 30  # the research's defaults
+    other = Experiment(**{**plain.model_dump(), "optimize": {"strategy": "GA", "generations": 10}})
+    assert experiment_key(ga, "d") != experiment_key(other, "d") != experiment_key(plain, "d")
+    config_error(lambda: Experiment(name="a", tiers="10,3,8;rest,2,4", optimize={"fitness": "mse"}),
+                 "optimize: fitness:", "CE, ACCURACY or SIMPLE")
+    config_error(lambda: Experiment(name="a", tiers="10,3,8;rest,2,4", optimize={"tiers": [5]}),
+                 "optimize: tiers: tier 5 does not exist")
+    config_error(lambda: Experiment(name="a", tiers="10,3,8;rest,2,4", optimize={"budgets": {0: {"gens": 1}}}),
+                 "budgets: tier 0: unknown key 'gens'")
