@@ -87,6 +87,7 @@ FIXES = {
     "strategy": "use GA, TS, GA+TS or per-cluster (default GA+TS)",
     "fitness": "use CE, ACCURACY or SIMPLE (default CE)",
     "per_cluster": "use GA, TS or GA+TS: what searches each cluster (default GA+TS)",
+    "scope": "use tier (each searched tier on its own, the default) or all (one genome over the searched tiers)",
     "population": "use a whole number from 2 to 10,000 (default 30)",
     "generations": "use a whole number from 0 to 100,000 (default 50)",
     "elitism": "use a whole number from 0 to the population (default 2)",
@@ -292,6 +293,7 @@ class Optimize(SearchBudget):
     strategy: Literal["ga", "ts", "ga+ts", "per-cluster"] = "ga+ts"
     fitness: Literal["ce", "accuracy", "simple"] = "ce"
     per_cluster: Literal["ga", "ts", "ga+ts"] = "ga+ts"  # what searches each cluster (per-cluster)
+    scope: Literal["tier", "all"] = "tier"  # GA, TS, GA+TS: tier by tier, or all searched tiers as one genome
     tiers: tuple[Annotated[StrictInt, Field(ge=0, le=1000)], ...] | None = None  # searched tiers; None: all
     clusters: Annotated[StrictInt, Field(ge=1, le=MAX_COUNT)] | None = None  # per-cluster: per tier, first ones
     budgets: dict[Annotated[int, Field(ge=0, le=1000)], dict[str, Any]] = {}  # per-tier overrides

@@ -25,6 +25,7 @@ from ramsweep.report import report
 from ramsweep.sweep.runner import run_set
 
 cuda_backend = pytest.importorskip("ramsweep.engine.backends.cuda", reason="numba-cuda is not installed")
+search_backend = pytest.importorskip("ramsweep.optimize.cuda", reason="numba-cuda is not installed")
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 on_cuda = pytest.mark.skipif(not cuda_backend.available(), reason="no CUDA device (see the simulator test)")
 
@@ -37,6 +38,8 @@ def small_blocks(monkeypatch):
         for name, value in (("THREADS", 16), ("SCAN_THREADS", 16), ("TARGET_BLOCKS", 4), ("CHUNK", 40),
                             ("TRAIN_THREADS", 32), ("SCRATCH_BYTES", 4096)):
             monkeypatch.setattr(cuda_backend, name, value)
+        for name, value in (("THREADS", 16), ("SPLITS", 2), ("SCRATCH_BYTES", 4096)):
+            monkeypatch.setattr(search_backend, name, value)
 
 
 def zipf(rng, n, vocab):
@@ -150,6 +153,48 @@ def test_a_gpu_run_and_a_cpu_run_of_a_set_agree(tmp_path):
     (cpu_run,), (gpu_run,) = found["cpu"], found["cuda"]
     assert cpu_run["key"] == gpu_run["key"] and cpu_run["metrics"] == gpu_run["metrics"]
     assert cpu_run["resources"]["device"] == "cpu" and gpu_run["resources"]["device"].startswith("cuda: ")
+
+
+@on_cuda
+def test_search_on_cuda_equals_the_cpu():
+    """The incremental fitness gives the same bits on the GPU (rows, counts, Σ exp), so a whole
+    search takes the same path and ends with the same connectivity and figures."""
+    from ramsweep.optimize.driver import run_search
+    from ramsweep.optimize.fitness import Examples, Fitness
+
+    rng = np.random.default_rng(3)
+    vocab = 30
+    tokens = zipf(rng, 300 if SIMULATED else 3000, vocab)
+    part, fit = tokens[: len(tokens) * 4 // 5], tokens[len(tokens) * 4 // 5 - 6 :]
+    # a DENSE tier, a SPARSE one, and one too wide for the GPU's scratch (trained on the CPU)
+    exp = Experiment(name="x", tiers="2,3,27;4,2,9;rest,2,5", context=6, negatives=5, dense_max_bits=6,
+                     memory="bits", empty_value=0.5)
+    model = train(exp, part, vocab)
+    examples = Examples.of(part, model.layout), Examples.of(fit, model.layout)
+    on_cpu, on_gpu = (Fitness(model, *examples, "simple", device=d, pool_bytes=1) for d in ("cpu", "cuda"))
+    for f in (on_cpu, on_gpu):
+        f.set_scope(np.arange(vocab))
+    for _ in range(3):
+        changes = []
+        for t, tier in enumerate(model.layout.tiers):
+            neurons = rng.choice(tier.n_neurons, size=2, replace=False)
+            changes.append((t, neurons, np.stack([rng.choice(model.layout.n_input, tier.bits, replace=False)
+                                                  for _ in neurons]).astype(np.int32)))
+        assert on_cpu.evaluate([changes]) == on_gpu.evaluate([changes])
+        assert on_cpu.commit(changes) == on_gpu.commit(changes)
+    slots = list(on_cpu.pool.slot_of.values())
+    assert list(on_gpu.pool.slot_of.values()) == slots
+    assert np.array_equal(on_cpu.kernels.read_rows(slots), on_gpu.kernels.read_rows(slots))
+
+    search = Experiment(name="s", tiers="3,3,8;rest,2,6", context=3, negatives=6, optimize={
+        "strategy": "ga+ts", "generations": 2, "population": 4, "iterations": 2, "neighbours": 3, "mutation": 0.05})
+    args = (search, tokens, zipf(rng, 60 if SIMULATED else 400, vocab), vocab)
+    a, b = run_search(*args, device="cpu"), run_search(*args, device="cuda")
+    drop = ("elapsed_s", "search_s")
+    assert [{k: v for k, v in h.items() if k not in drop} for h in a.summary["history"]] == \
+        [{k: v for k, v in h.items() if k not in drop} for h in b.summary["history"]]
+    assert a.summary["selection"] == b.summary["selection"]
+    assert all(np.array_equal(x, y) for x, y in zip(a.chosen.connectivity, b.chosen.connectivity))
 
 
 @pytest.mark.skipif(SIMULATED or cuda_backend.available(), reason="runs the file itself")

@@ -58,8 +58,11 @@ def test_incremental_fitness_equals_a_full_retrain(kind, empty_value):
                      dense_max_bits=6, memory="bits")
     model = train(exp, part, V)
     assert [m.tier.backend for m in model.memories] == ["sparse", DENSE, "sparse"]
-    fitness = Fitness(model, Examples.of(part, model.layout), Examples.of(fit, model.layout), kind)
-    fitness.set_scope(np.arange(V))
+    examples = Examples.of(part, model.layout), Examples.of(fit, model.layout)
+    fitness = Fitness(model, *examples, kind)
+    grouped = Fitness(model, *examples, kind, pool_bytes=1)  # rows for 32 neurons at a time: moves go in groups
+    for f in (fitness, grouped):
+        f.set_scope(np.arange(V))
     conn = [c.copy() for c in model.connectivity]
     for step in range(4):
         changes = random_changes(rng, model.layout)
@@ -67,6 +70,8 @@ def test_incremental_fitness_equals_a_full_retrain(kind, empty_value):
         for t, neurons, rows in changes:
             moved[t][neurons] = rows
         value = fitness.evaluate([changes])[0]
+        assert grouped.evaluate([changes])[0] == value
+        assert len(grouped._chunks(grouped._moves(changes))) > 1
         retrained = train(exp, part, V, connectivity=moved)
         full = score(retrained, fit)
         assert abs(value.ce - full.ce.mean()) < 1e-9
@@ -74,7 +79,7 @@ def test_incremental_fitness_equals_a_full_retrain(kind, empty_value):
         if kind == "simple":
             assert abs(value.simple - oracle_simple(exp, part, fit, moved)) < 1e-9
         if step % 2:  # commit every other candidate: later ones move from a state that has moved
-            fitness.commit(changes)
+            assert fitness.commit(changes) == grouped.commit(changes)
             conn = moved
             assert abs(fitness.current().ce - full.ce.mean()) < 1e-9
     # the rows (cells read) of retrained neurons are exactly those of the retrained memory
@@ -85,7 +90,7 @@ def test_incremental_fitness_equals_a_full_retrain(kind, empty_value):
         search_kernels.memory_rows(x, mem.masks, mem.order, neurons.astype(np.int64), mem.tier.backend != DENSE,
                                    mem.dense, mem.offsets, mem.keys, mem.vals, pool, slots)
         keys = [(t, int(n), r.astype(np.int32).tobytes()) for n, r in zip(neurons, rows)]
-        got = fitness.pool.rows[[fitness.pool.slot_of[k] for k in keys]]
+        got = fitness.kernels.read_rows([fitness.pool.slot_of[k] for k in keys])
         assert np.array_equal(got, pool)
 
 
@@ -186,11 +191,11 @@ def test_the_record_says_what_the_search_did():
     corpus = small_corpus()
     r = run_experiment(Task(searched("ts", fitness="ce"), "k", "s"), corpus)
     s = r.search
-    assert s["strategy"] == "ts" and s["fitness"] == "ce" and s["evaluations"] == 3 * 5
+    assert s["strategy"] == "ts" and s["fitness"] == "ce" and s["evaluations"] == 3 * 3 * 5  # tier by tier
     assert s["fitness_after"]["value"] <= s["fitness_before"]["value"]  # TS keeps the best it saw
     assert [t["tier"] for t in s["fitness_before"]["tiers"]] == [0, 1, 2]
     assert s["selection"][0]["label"] == "start"
-    assert [h["step"] for h in s["history"]] == [1, 2, 3]
+    assert [(h["unit"], h["step"]) for h in s["history"]] == [(u, i) for u in range(3) for i in (1, 2, 3)]
     assert s["before"]["test"]["ppl"] > 0 and s["before"]["validation"]["tiers"]
     if s["chosen"] == "start":
         assert r.metrics.test.ppl == s["before"]["test"]["ppl"]

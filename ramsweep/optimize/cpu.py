@@ -162,3 +162,48 @@ def cluster_counts(x_fit, target_pos, masks, order, neurons, first, clusters, is
                 n_true += v == 3
                 n_empty += v == 0
             counts[c, level_table[n_true, n_empty], np.int64(first + c == target_pos[e])] += 1
+
+
+class Kernels:
+    """The fitness state's arrays and the kernels over them, on the CPU (cuda.Kernels is the
+    same on a GPU). `rows` is the pool's storage: one row per slot."""
+
+    def __init__(self, train_x, by_target, n_negatives, fit, hist, before, target_level, level_tables, exp_levels,
+                 memories, n_slots):
+        self.train_x, self.by_target, self.n_negatives = train_x, by_target, n_negatives
+        self.fit_x, self.target_pos = fit.x, fit.target_pos
+        self.hist, self.before, self.target_level = hist, before, target_level
+        self.level_tables, self.exp_levels, self.memories = level_tables, exp_levels, memories
+        self.rows = np.zeros((n_slots, fit.x.shape[0]), dtype=np.uint8)
+
+    def grow(self, n_slots: int) -> None:
+        extra = np.zeros((n_slots - self.rows.shape[0], self.rows.shape[1]), dtype=np.uint8)
+        self.rows = np.concatenate([self.rows, extra])
+
+    def train_rows(self, clusters, masks, order, bits, slots) -> None:
+        train_rows(self.train_x, *self.by_target, self.n_negatives, clusters, masks, order, bits, self.fit_x,
+                   self.rows, slots)
+
+    def memory_rows(self, tier_index: int, neurons, slots) -> None:
+        mem = self.memories[tier_index]
+        memory_rows(self.fit_x, mem.masks, mem.order, neurons, mem.tier.backend != "dense", mem.dense, mem.offsets,
+                    mem.keys, mem.vals, self.rows, slots)
+
+    def apply(self, offsets, old_slots, new_slots, positions, tiers, write: bool, want_levels: bool):
+        n, k = self.fit_x.shape[0], positions.shape[0]
+        sumexp, target_level = np.empty(n), np.empty(n, dtype=np.int32)
+        correct = np.empty(n, dtype=np.bool_)
+        old_levels, new_levels = np.empty((k, n), dtype=np.int32), np.empty((k, n), dtype=np.int32)
+        apply_changes(self.hist, self.before, self.target_level, self.target_pos, self.rows, offsets, old_slots,
+                      new_slots, positions, tiers, self.level_tables, self.exp_levels, write, sumexp, target_level,
+                      correct, old_levels, new_levels)
+        return sumexp, target_level, correct, new_levels if want_levels else None
+
+    def snapshot(self):
+        return self.hist.copy(), self.before.copy(), self.target_level.copy()
+
+    def restore(self, saved) -> None:
+        self.hist[:], self.before[:], self.target_level[:] = saved
+
+    def read_rows(self, slots) -> np.ndarray:
+        return self.rows[np.asarray(slots, dtype=np.int64)]

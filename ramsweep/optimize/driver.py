@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ramsweep.config import Experiment
+from ramsweep.engine.devices import trains_on
 from ramsweep.engine.layout import build_layout
 from ramsweep.engine.train import Model, train
 from ramsweep.errors import DataError
 from ramsweep.optimize import search
 from ramsweep.optimize.fitness import Examples, Fitness
+
+HISTORY_LINES = 1000  # a longer history (a per-cluster search) is kept as one line per unit
 
 
 @dataclass
@@ -46,13 +49,18 @@ def split_for_fitness(tokens: np.ndarray, fraction: float, context: int) -> tupl
 def run_search(exp: Experiment, train_tokens: np.ndarray, validation: np.ndarray, vocab_size: int, *,
                device: str = "cpu", resume: dict | None = None, checkpoint: Callable[[dict], None] = lambda s: None,
                progress: Callable[[dict], None] = lambda p: None) -> Outcome:
-    """Search `exp.optimize`, choose on validation, and return the start and chosen models."""
+    """Search `exp.optimize`, choose on validation, and return the start and chosen models.
+    `device` is a resolved engine device: training runs where the engine's does; candidates
+    are evaluated on the GPU for cuda and hybrid, else on the CPU (same results everywhere)."""
     opt = exp.optimize
+    searches_on = "cuda" if device in ("cuda", "hybrid") else "cpu"
+    device = trains_on(device)
     layout = build_layout(exp, train_tokens, vocab_size)  # the whole split's clusters, as the final model's
     part, fit_tokens = split_for_fitness(train_tokens, opt.fitness_fraction, exp.context)
     t0 = time.perf_counter()
     model = train(exp, part, vocab_size, layout=layout, device=device)
-    fitness = Fitness(model, Examples.of(part, layout), Examples.of(fit_tokens, layout), opt.fitness)
+    fitness = Fitness(model, Examples.of(part, layout), Examples.of(fit_tokens, layout), opt.fitness,
+                      device=searches_on)
     units = search.units(opt, layout)
     scope = np.unique(np.concatenate([u.clusters(layout) for u in units]))
     fitness.set_scope(scope)
@@ -78,7 +86,7 @@ def run_search(exp: Experiment, train_tokens: np.ndarray, validation: np.ndarray
                "evaluations": state["evaluations"], "search_s": search_s, "stopped": state["stopped"],
                "examples": {"search": int(part.shape[0] - exp.context), "fitness": int(fit_tokens.shape[0] - exp.context)},
                "fitness_before": before, "fitness_after": after, "selection": selection, "chosen": label,
-               "history": state["history"] if len(units) == 1 else per_unit(state["history"])}
+               "history": state["history"] if len(state["history"]) <= HISTORY_LINES else per_unit(state["history"])}
     return Outcome(chosen[0], chosen[1], label, summary, state)
 
 

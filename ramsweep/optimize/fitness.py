@@ -16,6 +16,7 @@ top one and no earlier cluster is there. Nothing here builds an examples × clus
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,12 +63,13 @@ Change = tuple[int, np.ndarray, np.ndarray]
 
 
 class RowPool:
-    """Rows in one (slots × examples) array, least recently used evicted first. Rows a batch
-    needs are pinned until the batch is done; the pool grows when they do not fit."""
+    """Which row is in which slot of the kernels' (slots × examples) array, least recently used
+    evicted first. Rows a batch needs are pinned until the batch is done; the array grows
+    when they do not fit."""
 
-    def __init__(self, n_examples: int, max_bytes: int = POOL_BYTES):
+    def __init__(self, n_examples: int, max_bytes: int, grow: Callable[[int], None]):
         self.capacity = max(64, max_bytes // max(1, n_examples))
-        self.rows = np.zeros((64, n_examples), dtype=np.uint8)
+        self.size, self.grow = 64, grow
         self.slot_of: OrderedDict = OrderedDict()
         self.free = list(range(63, -1, -1))
 
@@ -83,16 +85,16 @@ class RowPool:
 
     def allocate(self, keys, pinned: set) -> np.ndarray:
         """Slots for new keys, evicting rows not pinned."""
-        while len(self.free) < len(keys) and len(self.slot_of) > len(pinned) and len(self.rows) >= self.capacity:
+        while len(self.free) < len(keys) and len(self.slot_of) > len(pinned) and self.size >= self.capacity:
             for key in self.slot_of:
                 if key not in pinned:
                     self.free.append(self.slot_of.pop(key))
                     break
         if len(self.free) < len(keys):  # grow: at least double, so growth is rare
-            old = len(self.rows)
-            new = max(2 * old, old + len(keys) - len(self.free))
-            self.rows = np.concatenate([self.rows, np.zeros((new - old, self.rows.shape[1]), np.uint8)])
-            self.free.extend(range(new - 1, old - 1, -1))
+            old = self.size
+            self.size = max(2 * old, old + len(keys) - len(self.free))
+            self.grow(self.size)
+            self.free.extend(range(self.size - 1, old - 1, -1))
         slots = np.array([self.free.pop() for _ in keys], dtype=np.int64)
         for key, slot in zip(keys, slots):
             self.slot_of[key] = int(slot)
@@ -104,15 +106,15 @@ class Fitness:
 
     `model` is trained on the search's training part (`train`), with the layout the final
     model will have; `fit` is the held-out slice. `kind` is one of FITNESSES. Without `train`
-    the state only measures the model as it is (no neuron can be retrained).
+    the state only measures the model as it is (no neuron can be retrained). `device` "cuda"
+    keeps the state and runs the kernels on the GPU, with the same results.
     """
 
-    def __init__(self, model: Model, train: Examples | None, fit: Examples, kind: str, pool_bytes: int = POOL_BYTES):
+    def __init__(self, model: Model, train: Examples | None, fit: Examples, kind: str, pool_bytes: int = POOL_BYTES,
+                 device: str = "cpu"):
         if kind not in FITNESSES:
             raise ValueError(f"unknown fitness {kind!r}")
         self.model, self.layout, self.kind, self.fit = model, model.layout, kind, fit
-        self.train_x = train.x if train is not None else None
-        self.by_target = group_by_target(train.target_pos, self.layout.vocab_size) if train is not None else None
         self.conn = [c.copy() for c in model.connectivity]  # the current connectivity, per tier
         self.levels, tables = score_levels(model)
         self.exp_levels = np.exp(self.levels)
@@ -121,15 +123,23 @@ class Fitness:
         for i, t in enumerate(tables):
             self.level_tables[i, : t.shape[0], : t.shape[1]] = t
         n, n_levels = fit.x.shape[0], len(self.levels)
-        self.hist = np.zeros((n, n_levels), dtype=np.int32)
-        self.before = np.zeros((n, n_levels), dtype=np.int32)
-        self.target_level = np.zeros(n, dtype=np.int32)
-        for mem, table in zip(model.memories, tables):
+        hist = np.zeros((n, n_levels), dtype=np.int32)
+        before = np.zeros((n, n_levels), dtype=np.int32)
+        target_level = np.zeros(n, dtype=np.int32)
+        for mem, table in zip(model.memories, tables):  # once per search: on the CPU for every device
             tier = mem.tier
             cpu.tier_state(fit.x, fit.target_pos, mem.masks, mem.order, tier.neurons, tier.first,
                            tier.backend != DENSE, mem.dense, mem.offsets, mem.keys, mem.vals, table,
-                           self.hist, self.before, self.target_level)
-        self.pool = RowPool(n, pool_bytes)
+                           hist, before, target_level)
+        if device == "cuda":
+            from ramsweep.optimize import cuda as backend  # numba-cuda only where a GPU is used
+        else:
+            backend = cpu
+        by_target = group_by_target(train.target_pos, self.layout.vocab_size) if train is not None else None
+        self.kernels = backend.Kernels(train.x if train is not None else None, by_target, self.layout.n_negatives,
+                                       fit, hist, before, target_level, self.level_tables, self.exp_levels,
+                                       model.memories, 64)
+        self.pool = RowPool(n, pool_bytes, self.kernels.grow)
         self.simple = np.full(self.layout.vocab_size, np.nan)  # per cluster position, filled by scope()
         self.scope_clusters = np.zeros(0, dtype=np.int64)
         self.evaluations = 0
@@ -174,20 +184,18 @@ class Fitness:
         for key, slot in zip(keys, slots):
             by_tier.setdefault(key[0], []).append((key[1], key[2], slot))
         for t, items in sorted(by_tier.items()):
-            mem, tier, drawn = self.model.memories[t], self.layout.tiers[t], self.model.connectivity[t]
+            tier, drawn = self.layout.tiers[t], self.model.connectivity[t]
             neurons = np.array([n for n, _, _ in items], dtype=np.int64)
             conns = np.frombuffer(b"".join(c for _, c, _ in items), dtype=np.int32).reshape(len(items), tier.bits)
             slot_arr = np.array([s for _, _, s in items], dtype=np.int64)
             known = (conns == drawn[neurons]).all(axis=1)
             if known.any():
-                cpu.memory_rows(self.fit.x, mem.masks, mem.order, neurons[known], tier.backend != DENSE,
-                                mem.dense, mem.offsets, mem.keys, mem.vals, self.pool.rows, slot_arr[known])
+                self.kernels.memory_rows(t, neurons[known], slot_arr[known])
             new = ~known
             if new.any():
                 masks, order, _ = wire(conns[new], self.layout)
-                clusters = tier.first + neurons[new] // tier.neurons
-                cpu.train_rows(self.train_x, *self.by_target, self.layout.n_negatives, clusters, masks, order,
-                               tier.bits, self.fit.x, self.pool.rows, slot_arr[new])
+                self.kernels.train_rows(tier.first + neurons[new] // tier.neurons, masks, order, tier.bits,
+                                        slot_arr[new])
 
     # ------------------------------------------------------------------ evaluation
 
@@ -214,67 +222,98 @@ class Fitness:
         return moves
 
     def evaluate(self, candidates: list[list[Change]]) -> list[Value]:
-        """The fitness of each candidate (a list of changes from the current state). The rows
-        all of them need are computed in one batch, then each is evaluated in turn."""
+        """The fitness of each candidate (a list of changes from the current state). When the
+        rows all of them need fit half the pool, they are computed in one batch (the training
+        of a generation's new neurons spread over all threads), then each is evaluated."""
         plans = [self._moves(changes) for changes in candidates]
-        pinned = {key for moves in plans for _, _, old, new in moves for key in (*old, *new)}
-        self._rows([key for moves in plans for _, _, old, new in moves for key in (*old, *new)], pinned)
+        keys = list(dict.fromkeys(key for moves in plans for _, _, old, new in moves for key in (*old, *new)))
+        if len(keys) <= self.pool.capacity // 2:
+            self._rows(keys, set(keys))
         self.evaluations += len(candidates)
-        return [self._apply(moves, pinned, write=False)[0] for moves in plans]
+        return [self._run(moves, write=False) for moves in plans]
 
     def commit(self, changes: list[Change]) -> Value:
         """Make a candidate the current state (for TS moves and finished clusters); its value."""
         moves = self._moves(changes)
-        keys = {key for _, _, old, new in moves for key in (*old, *new)}
-        value, new_levels, _ = self._apply(moves, keys, write=True)
+        value = self._run(moves, write=True)
         for t, neurons, conns in changes:
             self.conn[t][np.asarray(neurons, dtype=np.int64)] = conns
-        if self.kind == "simple":
-            for (c, *_), simple in zip(moves, self._changed_simple(moves, new_levels)):
-                self.simple[c] = simple
         return value
 
     def current(self) -> Value:
         """The fitness of the current state."""
-        return self._apply([], set(), write=False)[0]
+        return self._run([], write=False)
 
-    def _apply(self, moves, pinned: set, write: bool):
-        """(value, new levels per moved cluster, per-example (ce, correct)) of moving `moves`."""
-        n = self.fit.x.shape[0]
-        k = len(moves)
-        offsets = np.zeros(k + 1, dtype=np.int64)
+    def _chunks(self, moves) -> list[list]:
+        """Moves in groups whose rows fit half the pool (a GA child of a big tier moves thousands
+        of clusters: its rows are made and used a group at a time)."""
+        chunks, size = [[]], 0
+        for move in moves:
+            rows = 2 * len(move[2])
+            if chunks[-1] and size + rows > self.pool.capacity // 2:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(move)
+            size += rows
+        return chunks
+
+    def _run(self, moves, write: bool) -> Value:
+        """Move the state by `moves` and read the fitness off it; without `write` the state is
+        left as it was. One group is moved and put back by the kernel itself; several are
+        applied one after another over a copy of the counts, which is put back after."""
+        chunks = self._chunks(moves)
+        saved = None
+        if len(chunks) > 1 and not write:
+            saved = self.kernels.snapshot()
+        changed = {}
+        try:
+            for chunk in chunks:
+                out = self._apply(chunk, write=write or saved is not None)
+                if self.kind == "simple":
+                    changed.update(zip((c for c, *_ in chunk), self._changed_simple(chunk, out[3])))
+        finally:
+            if saved is not None:
+                self.kernels.restore(saved)
+        if write:
+            for c, value in changed.items():
+                self.simple[c] = value
+        return self._value(out, changed)
+
+    def _apply(self, moves, write: bool):
+        """(Σ exp(score), target level, correct, new levels per moved cluster) after `moves`."""
+        offsets = np.zeros(len(moves) + 1, dtype=np.int64)
         np.cumsum([len(old) for _, _, old, _ in moves], out=offsets[1:])
+        pinned = {key for _, _, old, new in moves for key in (*old, *new)}
         old_slots = self._rows([key for _, _, old, _ in moves for key in old], pinned)
         new_slots = self._rows([key for _, _, _, new in moves for key in new], pinned)
         positions = np.array([c for c, *_ in moves], dtype=np.int64)
         tiers = np.array([t for _, t, *_ in moves], dtype=np.int64)
-        sumexp, target_level = np.empty(n), np.empty(n, dtype=np.int32)
-        correct = np.empty(n, dtype=np.bool_)
-        old_levels, new_levels = np.empty((k, n), dtype=np.int32), np.empty((k, n), dtype=np.int32)
-        cpu.apply_changes(self.hist, self.before, self.target_level, self.fit.target_pos, self.pool.rows, offsets,
-                          old_slots, new_slots, positions, tiers, self.level_tables, self.exp_levels, write,
-                          sumexp, target_level, correct, old_levels, new_levels)
-        ce = np.log(sumexp) - self.levels[target_level]
+        return self.kernels.apply(offsets, old_slots, new_slots, positions, tiers, write, self.kind == "simple")
+
+    def _value(self, out, changed: dict) -> Value:
+        sumexp, target_level, correct, _ = out
+        mean_ce, accuracy = float(self._ce(sumexp, target_level).mean()), float(correct.mean())
         simple = None
         if self.kind == "simple":
-            changed = dict(zip(positions.tolist(), self._changed_simple(moves, new_levels)))
             simple = float(sum(changed.get(c, self.simple[c]) for c in self.scope_clusters.tolist()))
-        mean_ce, accuracy = float(ce.mean()), float(correct.mean())
         loss = {"ce": mean_ce, "accuracy": -accuracy, "simple": -(simple or 0.0)}[self.kind]
-        return Value(loss, mean_ce, accuracy, simple), new_levels, (ce, correct)
+        return Value(loss, mean_ce, accuracy, simple)
+
+    def _ce(self, sumexp: np.ndarray, target_level: np.ndarray) -> np.ndarray:
+        return np.log(sumexp) - self.levels[target_level]
 
     def _changed_simple(self, moves, new_levels: np.ndarray) -> list[float]:
-        n_levels = len(self.levels)
-        out = []
-        for row, (c, *_) in zip(new_levels, moves):
-            hit = (self.fit.target_pos == c).astype(np.int64)
-            counts = np.bincount(row * 2 + hit, minlength=2 * n_levels).reshape(1, n_levels, 2)
-            out.append(float(self._simple_of(counts)[0]))
-        return out
+        """SIMPLE of each moved cluster at its new levels (from integer counts, as set_scope)."""
+        n_levels, k = len(self.levels), len(moves)
+        hit = self.fit.target_pos[None, :] == np.array([c for c, *_ in moves], dtype=np.int64)[:, None]
+        index = (np.arange(k)[:, None] * n_levels + new_levels) * 2 + hit
+        counts = np.bincount(index.ravel(), minlength=k * n_levels * 2).reshape(k, n_levels, 2)
+        return self._simple_of(counts).tolist()
 
     def per_tier(self) -> list[dict]:
         """CE and accuracy of the current state on the fitness slice, by the target's tier."""
-        ce, correct = self._apply([], set(), write=False)[2]
+        sumexp, target_level, correct, _ = self._apply([], write=False)
+        ce = self._ce(sumexp, target_level)
         tiers = self.layout.tier_of_position[self.fit.target_pos]
         out = []
         for tier in self.layout.tiers:

@@ -1,8 +1,10 @@
 """Connectivity search: GA, tabu search, GA then TS, and per-cluster (DESIGN.md §5).
 
 A search is a sequence of *units*, each a genome (contiguous neuron ranges of tiers) searched
-with one budget: GA, TS and GA+TS have one unit (the neurons of the searched tiers);
-per-cluster has one per cluster, in cluster order, tier by tier. Everything the search
+with one budget: GA, TS and GA+TS have one unit per searched tier (the research optimised its
+tiered models tier by tier), or one over all of them (`scope: all`); per-cluster has one per
+cluster, in cluster order, tier by tier. Each unit starts from where the previous ones left
+the connectivity, and its fitness is global (all other clusters as they are). Everything the search
 knows lives in one plain `state` dict (population, tabu list, random generator, history),
 advanced one generation or iteration at a time and handed to `checkpoint` after each, so a
 killed search resumes where it stopped and ends exactly as an uninterrupted one would.
@@ -48,8 +50,10 @@ class Genome:
 def units(opt: Optimize, layout: Layout) -> list[Genome]:
     """The search's units, in the order they run."""
     tiers = [t for t in (opt.tiers if opt.tiers is not None else range(len(layout.tiers)))]
-    if opt.strategy != "per-cluster":
+    if opt.strategy != "per-cluster" and opt.scope == "all":
         return [Genome(tuple((t, 0, layout.tiers[t].n_neurons) for t in sorted(tiers)), opt, "all")]
+    if opt.strategy != "per-cluster":
+        return [Genome(((t, 0, layout.tiers[t].n_neurons),), opt.budget(t), f"tier {t}") for t in sorted(tiers)]
     out = []
     for t in sorted(tiers):
         tier = layout.tiers[t]

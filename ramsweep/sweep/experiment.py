@@ -114,7 +114,7 @@ def search(task: Task, corpus: Corpus, device: str):
             last[0] = time.monotonic()
             log.info(describe_progress(exp, p))
 
-    found = run_search(exp, corpus.train, corpus.validation, corpus.vocab_size, device=trains_on(device),
+    found = run_search(exp, corpus.train, corpus.validation, corpus.vocab_size, device=device,
                        resume=resume, checkpoint=checkpoints.save if checkpoints else (lambda s: None),
                        progress=progress)
     if checkpoints:
