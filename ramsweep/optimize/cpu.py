@@ -98,52 +98,61 @@ def cluster_level(pool, slots, lo, hi, e, level_table):
     return level_table[n_true, n_empty]
 
 
+EXAMPLE_BLOCK = 256  # examples a thread moves together: their rows' bytes are read in runs
+
+
 @njit(cache=True, parallel=True, nogil=True)
 def apply_changes(hist, before, target_level, target_pos, pool, cluster_offsets, old_slots, new_slots,
                   cluster_pos, cluster_tier, level_tables, exp_levels, write,
-                  sumexp, new_target_level, correct, old_levels, new_levels):
+                  sumexp, new_target_level, correct, new_levels):
     """Move changed clusters from their old rows (old_slots) to their new rows (new_slots) in
     each example's counts, and read off Σ exp(score), the target's level and whether the
     target is the argmax (ties to the earlier cluster). Cluster k's neurons are slots
     cluster_offsets[k] .. cluster_offsets[k+1]. With `write` the counts keep the move (a
-    commit); without, they are put back as they were (an evaluation). O(examples × changed
-    clusters × neurons); the sum runs over levels in order, so it is the same on any backend
-    that adds in that order."""
-    n_levels = hist.shape[1]
-    for e in prange(hist.shape[0]):
-        tl = target_level[e]
+    commit); without, they are put back as they were (an evaluation). `new_levels` (k, n)
+    receives each cluster's new level when it has rows (SIMPLE needs them), else (0, n).
+    O(examples × changed clusters × neurons); the sum runs over levels in order, so it is the
+    same on any backend that adds in that order. A thread takes a block of examples and goes
+    through the clusters for all of them at once (rows are contiguous along the examples)."""
+    n, n_levels = hist.shape
+    keep_levels = new_levels.shape[0] > 0
+    for b in prange((n + EXAMPLE_BLOCK - 1) // EXAMPLE_BLOCK):
+        e0, e1 = b * EXAMPLE_BLOCK, min((b + 1) * EXAMPLE_BLOCK, n)
+        if not write:  # put back by copy: O(block × levels) however many clusters move
+            saved_hist, saved_before = hist[e0:e1].copy(), before[e0:e1].copy()
+        for e in range(e0, e1):
+            new_target_level[e] = target_level[e]
         for k in range(cluster_pos.shape[0]):
             table = level_tables[cluster_tier[k]]
             lo, hi = cluster_offsets[k], cluster_offsets[k + 1]
-            old = cluster_level(pool, old_slots, lo, hi, e, table)
-            new = cluster_level(pool, new_slots, lo, hi, e, table)
-            old_levels[k, e], new_levels[k, e] = old, new
-            hist[e, old] -= 1
-            hist[e, new] += 1
-            if cluster_pos[k] < target_pos[e]:
-                before[e, old] -= 1
-                before[e, new] += 1
-            elif cluster_pos[k] == target_pos[e]:
-                tl = new
-        total = 0.0
-        top = 0
-        for level in range(n_levels):
-            total += hist[e, level] * exp_levels[level]
-            if hist[e, level] > 0:
-                top = level
-        sumexp[e] = total
-        new_target_level[e] = tl
-        correct[e] = tl == top and before[e, top] == 0
-        if write:
-            target_level[e] = tl
-        else:
-            for k in range(cluster_pos.shape[0] - 1, -1, -1):
-                old, new = old_levels[k, e], new_levels[k, e]
-                hist[e, new] -= 1
-                hist[e, old] += 1
-                if cluster_pos[k] < target_pos[e]:
-                    before[e, new] -= 1
-                    before[e, old] += 1
+            c = cluster_pos[k]
+            for e in range(e0, e1):
+                old = cluster_level(pool, old_slots, lo, hi, e, table)
+                new = cluster_level(pool, new_slots, lo, hi, e, table)
+                if keep_levels:
+                    new_levels[k, e] = new
+                hist[e, old] -= 1
+                hist[e, new] += 1
+                if c < target_pos[e]:
+                    before[e, old] -= 1
+                    before[e, new] += 1
+                elif c == target_pos[e]:
+                    new_target_level[e] = new
+        for e in range(e0, e1):
+            total = 0.0
+            top = 0
+            for level in range(n_levels):
+                total += hist[e, level] * exp_levels[level]
+                if hist[e, level] > 0:
+                    top = level
+            sumexp[e] = total
+            tl = new_target_level[e]
+            correct[e] = tl == top and before[e, top] == 0
+            if write:
+                target_level[e] = tl
+        if not write:
+            hist[e0:e1] = saved_hist
+            before[e0:e1] = saved_before
 
 
 @njit(cache=True, parallel=True, nogil=True)
@@ -193,10 +202,10 @@ class Kernels:
         n, k = self.fit_x.shape[0], positions.shape[0]
         sumexp, target_level = np.empty(n), np.empty(n, dtype=np.int32)
         correct = np.empty(n, dtype=np.bool_)
-        old_levels, new_levels = np.empty((k, n), dtype=np.int32), np.empty((k, n), dtype=np.int32)
+        new_levels = np.empty((k if want_levels else 0, n), dtype=np.int32)
         apply_changes(self.hist, self.before, self.target_level, self.target_pos, self.rows, offsets, old_slots,
                       new_slots, positions, tiers, self.level_tables, self.exp_levels, write, sumexp, target_level,
-                      correct, old_levels, new_levels)
+                      correct, new_levels)
         return sumexp, target_level, correct, new_levels if want_levels else None
 
     def snapshot(self):

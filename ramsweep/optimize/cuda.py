@@ -102,27 +102,38 @@ def _level(pool, slots, lo, hi, e, tables, tier):
     return tables[tier, n_true, n_empty]
 
 
+@cuda.jit(device=True, inline=True)
+def _move(hist, before, pool, cluster_offsets, from_slots, to_slots, cluster_pos, cluster_tier, level_tables, k, e,
+          target):
+    """Move cluster k of example e from its level under from_slots to its level under to_slots."""
+    lo, hi = cluster_offsets[k], cluster_offsets[k + 1]
+    old = _level(pool, from_slots, lo, hi, e, level_tables, cluster_tier[k])
+    new = _level(pool, to_slots, lo, hi, e, level_tables, cluster_tier[k])
+    hist[old, e] -= 1
+    hist[new, e] += 1
+    if cluster_pos[k] < target:
+        before[old, e] -= 1
+        before[new, e] += 1
+    return new
+
+
 @cuda.jit
 def _apply(hist, before, target_level, target_pos, pool, cluster_offsets, old_slots, new_slots, cluster_pos,
-           cluster_tier, level_tables, exp_levels, write, sumexp, new_target_level, correct, old_levels, new_levels):
-    """cpu.apply_changes, one thread per example; hist and before are (levels, examples) here."""
+           cluster_tier, level_tables, exp_levels, write, sumexp, new_target_level, correct, new_levels):
+    """cpu.apply_changes, one thread per example; hist and before are (levels, examples) here.
+    An evaluation is put back by moving the clusters back (their rows read again)."""
     e = cuda.grid(1)
     if e >= target_pos.shape[0]:
         return
     tl = target_level[e]
     target = target_pos[e]
+    keep_levels = new_levels.shape[0] > 0
     for k in range(cluster_pos.shape[0]):
-        lo, hi = cluster_offsets[k], cluster_offsets[k + 1]
-        old = _level(pool, old_slots, lo, hi, e, level_tables, cluster_tier[k])
-        new = _level(pool, new_slots, lo, hi, e, level_tables, cluster_tier[k])
-        old_levels[k, e] = old
-        new_levels[k, e] = new
-        hist[old, e] -= 1
-        hist[new, e] += 1
-        if cluster_pos[k] < target:
-            before[old, e] -= 1
-            before[new, e] += 1
-        elif cluster_pos[k] == target:
+        new = _move(hist, before, pool, cluster_offsets, old_slots, new_slots, cluster_pos, cluster_tier,
+                    level_tables, k, e, target)
+        if keep_levels:
+            new_levels[k, e] = new
+        if cluster_pos[k] == target:
             tl = new
     total = float64(0.0)
     top = 0
@@ -137,13 +148,9 @@ def _apply(hist, before, target_level, target_pos, pool, cluster_offsets, old_sl
     if write:
         target_level[e] = tl
     else:
-        for k in range(cluster_pos.shape[0] - 1, -1, -1):
-            old, new = old_levels[k, e], new_levels[k, e]
-            hist[new, e] -= 1
-            hist[old, e] += 1
-            if cluster_pos[k] < target:
-                before[new, e] -= 1
-                before[old, e] += 1
+        for k in range(cluster_pos.shape[0]):
+            _move(hist, before, pool, cluster_offsets, new_slots, old_slots, cluster_pos, cluster_tier,
+                  level_tables, k, e, target)
 
 
 def _grid(n: int) -> int:
@@ -210,11 +217,11 @@ class Kernels:
         k, n = len(positions), self.n
         sumexp, target_level = cuda.device_array(n, np.float64), cuda.device_array(n, np.int32)
         correct = cuda.device_array(n, np.bool_)
-        old_levels, new_levels = cuda.device_array((k, n), np.int32), cuda.device_array((k, n), np.int32)
+        new_levels = cuda.device_array((k if want_levels else 0, n), np.int32)
         args = [cuda.to_device(a) for a in (offsets, old_slots, new_slots, positions, tiers)]
         _apply[-(-n // THREADS), THREADS](self.hist, self.before, self.target_level, self.target_pos, self.rows,
                                           *args, self.level_tables, self.exp_levels, write, sumexp, target_level,
-                                          correct, old_levels, new_levels)
+                                          correct, new_levels)
         levels = new_levels.copy_to_host() if want_levels else None
         return sumexp.copy_to_host(), target_level.copy_to_host(), correct.copy_to_host(), levels
 

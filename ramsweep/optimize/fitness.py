@@ -84,12 +84,16 @@ class RowPool:
         return found
 
     def allocate(self, keys, pinned: set) -> np.ndarray:
-        """Slots for new keys, evicting rows not pinned."""
-        while len(self.free) < len(keys) and len(self.slot_of) > len(pinned) and self.size >= self.capacity:
-            for key in self.slot_of:
-                if key not in pinned:
-                    self.free.append(self.slot_of.pop(key))
+        """Slots for new keys, evicting the least recently used rows not pinned (one pass)."""
+        need = len(keys) - len(self.free)
+        if need > 0 and self.size >= self.capacity:
+            victims = []
+            for key in self.slot_of:  # oldest first
+                if len(victims) == need:
                     break
+                if key not in pinned:
+                    victims.append(key)
+            self.free.extend(self.slot_of.pop(key) for key in victims)
         if len(self.free) < len(keys):  # grow: at least double, so growth is rare
             old = self.size
             self.size = max(2 * old, old + len(keys) - len(self.free))
