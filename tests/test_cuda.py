@@ -38,7 +38,7 @@ def small_blocks(monkeypatch):
         for name, value in (("THREADS", 16), ("SCAN_THREADS", 16), ("TARGET_BLOCKS", 4), ("CHUNK", 40),
                             ("TRAIN_THREADS", 32), ("SCRATCH_BYTES", 4096)):
             monkeypatch.setattr(cuda_backend, name, value)
-        for name, value in (("THREADS", 16), ("SPLITS", 2), ("SCRATCH_BYTES", 4096)):
+        for name, value in (("THREADS", 16), ("SPLITS", 2), ("SCRATCH_BYTES", 4096), ("SHARED_MAX_BITS", 8)):
             monkeypatch.setattr(search_backend, name, value)
 
 
@@ -166,7 +166,8 @@ def test_search_on_cuda_equals_the_cpu():
     vocab = 30
     tokens = zipf(rng, 300 if SIMULATED else 3000, vocab)
     part, fit = tokens[: len(tokens) * 4 // 5], tokens[len(tokens) * 4 // 5 - 6 :]
-    # a DENSE tier, a SPARSE one, and one too wide for the GPU's scratch (trained on the CPU)
+    # DENSE and SPARSE tiers: in shared memory (5 bits; 9 on a GPU), in a scratch (9 in the simulator), too wide
+    # for one (27: trained on the CPU)
     exp = Experiment(name="x", tiers="2,3,27;4,2,9;rest,2,5", context=6, negatives=5, dense_max_bits=6,
                      memory="bits", empty_value=0.5)
     model = train(exp, part, vocab)
@@ -187,7 +188,8 @@ def test_search_on_cuda_equals_the_cpu():
     assert np.array_equal(on_cpu.kernels.read_rows(slots), on_gpu.kernels.read_rows(slots))
 
     search = Experiment(name="s", tiers="3,3,8;rest,2,6", context=3, negatives=6, optimize={
-        "strategy": "ga+ts", "generations": 2, "population": 4, "iterations": 2, "neighbours": 3, "mutation": 0.05})
+        "strategy": "ga+ts", "generations": 2, "population": 4, "iterations": 2, "neighbours": 3, "mutation": 0.05,
+        "tiers": [0]})
     args = (search, tokens, zipf(rng, 60 if SIMULATED else 400, vocab), vocab)
     a, b = run_search(*args, device="cpu"), run_search(*args, device="cuda")
     drop = ("elapsed_s", "search_s")

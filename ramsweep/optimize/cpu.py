@@ -98,6 +98,7 @@ def cluster_level(pool, slots, lo, hi, e, level_table):
     return level_table[n_true, n_empty]
 
 
+POOL_BYTES = 1 << 30  # rows kept for reuse (a row is one byte per fitness example)
 EXAMPLE_BLOCK = 256  # examples a thread moves together: their rows' bytes are read in runs
 
 
@@ -177,13 +178,19 @@ class Kernels:
     """The fitness state's arrays and the kernels over them, on the CPU (cuda.Kernels is the
     same on a GPU). `rows` is the pool's storage: one row per slot."""
 
-    def __init__(self, train_x, by_target, n_negatives, fit, hist, before, target_level, level_tables, exp_levels,
-                 memories, n_slots):
+    def __init__(self, train_x, by_target, n_negatives, fit, n_levels, level_tables, exp_levels, memories):
         self.train_x, self.by_target, self.n_negatives = train_x, by_target, n_negatives
         self.fit_x, self.target_pos = fit.x, fit.target_pos
-        self.hist, self.before, self.target_level = hist, before, target_level
         self.level_tables, self.exp_levels, self.memories = level_tables, exp_levels, memories
-        self.rows = np.zeros((n_slots, fit.x.shape[0]), dtype=np.uint8)
+        n = fit.x.shape[0]
+        self.hist = np.zeros((n, n_levels), dtype=np.int32)
+        self.before = np.zeros((n, n_levels), dtype=np.int32)
+        self.target_level = np.zeros(n, dtype=np.int32)
+        for mem, table in zip(memories, level_tables):
+            tier = mem.tier
+            tier_state(fit.x, fit.target_pos, mem.masks, mem.order, tier.neurons, tier.first, tier.backend != "dense",
+                       mem.dense, mem.offsets, mem.keys, mem.vals, table, self.hist, self.before, self.target_level)
+        self.rows = np.zeros((0, n), dtype=np.uint8)
 
     def grow(self, n_slots: int) -> None:
         extra = np.zeros((n_slots - self.rows.shape[0], self.rows.shape[1]), dtype=np.uint8)

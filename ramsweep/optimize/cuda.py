@@ -22,8 +22,10 @@ from ramsweep.optimize import cpu
 
 THREADS = 256
 SPLITS = 64  # blocks per neuron along the examples (training and reading)
+SHARED_MAX_BITS = 17  # up to here a neuron's cells fit one block's shared memory (32 KiB)
 SCRATCH_MAX_BITS = 26  # wider neurons are trained on the CPU and their rows copied up
 SCRATCH_BYTES = 1 << 30  # scratch of one training launch
+POOL_BYTES = 16 << 30  # rows kept on the GPU (the CPU keeps 1 GiB): a big tier's moves in one group
 
 
 @cuda.jit
@@ -59,6 +61,62 @@ def _read_cells(x_fit, order, words, scratch, pool, slots):
         _load_x(x_fit, f, xw)
         a = _address(xw, order, i)
         pool[row, f] = uint8((scratch[base + (a >> uint64(4))] >> uint32((a & uint64(15)) << uint64(1))) & uint32(3))
+
+
+@cuda.jit
+def _train_shared(x_train, by_target_offsets, by_target_examples, n_negatives, clusters, order, words, x_fit, pool,
+                  slots):
+    """_write_cells and _read_cells for a neuron whose cells fit shared memory: one block per
+    neuron, atomics in shared memory, no scratch in device memory."""
+    cells = cuda.shared.array(0, uint32)
+    i = cuda.blockIdx.x
+    tid, threads = cuda.threadIdx.x, cuda.blockDim.x
+    for w in range(tid, words, threads):
+        cells[w] = 0
+    cuda.syncthreads()
+    c = clusters[i]
+    t0, t1 = by_target_offsets[c], by_target_offsets[c + 1]
+    n_all = x_train.shape[0] if c < n_negatives else 0
+    xw = cuda.local.array(MAX_WORDS, uint64)
+    for j in range(tid, n_all + t1 - t0, threads):
+        e, code = (j, uint32(1)) if j < n_all else (by_target_examples[t0 + j - n_all], uint32(3))
+        _load_x(x_train, e, xw)
+        a = _address(xw, order, i)
+        cuda.atomic.or_(cells, a >> uint64(4), code << uint32((a & uint64(15)) << uint64(1)))
+    cuda.syncthreads()
+    row = slots[i]
+    for f in range(tid, x_fit.shape[0], threads):
+        _load_x(x_fit, f, xw)
+        a = _address(xw, order, i)
+        pool[row, f] = uint8((cells[a >> uint64(4)] >> uint32((a & uint64(15)) << uint64(1))) & uint32(3))
+
+
+@cuda.jit
+def _tier_state(x_fit, target_pos, order, neurons, first, is_sparse, dense, offsets, keys, vals, level_table,
+                hist, before, target_level):
+    """cpu.tier_state, one thread per example (hist and before level-major)."""
+    e = cuda.grid(1)
+    if e >= x_fit.shape[0]:
+        return
+    xw = cuda.local.array(MAX_WORDS, uint64)
+    _load_x(x_fit, e, xw)
+    target = target_pos[e]
+    for c in range(order.shape[0] // neurons):
+        n_true, n_empty = 0, 0
+        for n in range(c * neurons, (c + 1) * neurons):
+            a = _address(xw, order, n)
+            if is_sparse:
+                v = _sparse_read(offsets, keys, vals, n, a)
+            else:
+                v = (dense[n, a >> uint64(4)] >> uint32((a & uint64(15)) << uint64(1))) & uint32(3)
+            n_true += v == 3
+            n_empty += v == 0
+        level = level_table[n_true, n_empty]
+        hist[level, e] += 1
+        if first + c < target:
+            before[level, e] += 1
+        elif first + c == target:
+            target_level[e] = level
 
 
 @cuda.jit
@@ -160,24 +218,38 @@ def _grid(n: int) -> int:
 class Kernels:
     """cpu.Kernels on the GPU: the same methods, state and results."""
 
-    def __init__(self, train_x, by_target, n_negatives, fit, hist, before, target_level, level_tables, exp_levels,
-                 memories, n_slots):
+    def __init__(self, train_x, by_target, n_negatives, fit, n_levels, level_tables, exp_levels, memories):
         self.n_negatives = n_negatives
         self.host = (train_x, by_target, fit.x)  # for neurons too wide for a scratch table
         self.train_x = cuda.to_device(train_x) if train_x is not None else None
         self.by_target = tuple(cuda.to_device(a) for a in by_target) if by_target is not None else None
         self.fit_x, self.target_pos = cuda.to_device(fit.x), cuda.to_device(fit.target_pos)
-        self.hist = cuda.to_device(np.ascontiguousarray(hist.T))
-        self.before = cuda.to_device(np.ascontiguousarray(before.T))
-        self.target_level = cuda.to_device(target_level)
+        self.n = n = fit.x.shape[0]
+        self.hist = cuda.to_device(np.zeros((n_levels, n), dtype=np.int32))
+        self.before = cuda.to_device(np.zeros((n_levels, n), dtype=np.int32))
+        self.target_level = cuda.to_device(np.zeros(n, dtype=np.int32))
         self.level_tables, self.exp_levels = cuda.to_device(level_tables), cuda.to_device(exp_levels)
         self.memories, self.device_memories = memories, {}
-        self.n = fit.x.shape[0]
-        self.rows = cuda.device_array((n_slots, self.n), dtype=np.uint8)
+        for t, mem in enumerate(memories):
+            order, dense, offsets, keys, vals = self.memory(t)
+            _tier_state[-(-n // THREADS), THREADS](self.fit_x, self.target_pos, order, mem.tier.neurons,
+                                                   mem.tier.first, mem.tier.backend != DENSE, dense, offsets, keys,
+                                                   vals, self.level_tables[t], self.hist, self.before,
+                                                   self.target_level)
+        self.rows = cuda.device_array((0, n), dtype=np.uint8)
+
+    def memory(self, t: int):
+        """One tier's trained memory on the GPU (copied the first time)."""
+        if t not in self.device_memories:
+            mem = self.memories[t]
+            self.device_memories[t] = tuple(cuda.to_device(np.ascontiguousarray(a)) for a in (
+                mem.order, mem.dense, mem.offsets, mem.keys, mem.vals))
+        return self.device_memories[t]
 
     def grow(self, n_slots: int) -> None:
         rows = cuda.device_array((n_slots, self.n), dtype=np.uint8)
-        rows[: self.rows.shape[0]].copy_to_device(self.rows)
+        if self.rows.shape[0]:
+            rows[: self.rows.shape[0]].copy_to_device(self.rows)
         self.rows = rows
 
     def train_rows(self, clusters, masks, order, bits, slots) -> None:
@@ -190,6 +262,11 @@ class Kernels:
                 self.rows[int(slot)].copy_to_device(row)
             return
         words = max(1, (1 << bits) // 16)
+        if bits <= SHARED_MAX_BITS:
+            _train_shared[len(slots), THREADS * 2, 0, words * 4](
+                self.train_x, *self.by_target, self.n_negatives, cuda.to_device(clusters),
+                cuda.to_device(np.ascontiguousarray(order)), words, self.fit_x, self.rows, cuda.to_device(slots))
+            return
         batch = max(1, SCRATCH_BYTES // (words * 4))
         for lo in range(0, len(slots), batch):
             hi = min(lo + batch, len(slots))
@@ -203,11 +280,7 @@ class Kernels:
                                                            cuda.to_device(slots[lo:hi]))
 
     def memory_rows(self, tier_index: int, neurons, slots) -> None:
-        if tier_index not in self.device_memories:
-            mem = self.memories[tier_index]
-            self.device_memories[tier_index] = tuple(cuda.to_device(np.ascontiguousarray(a)) for a in (
-                mem.order, mem.dense, mem.offsets, mem.keys, mem.vals))
-        order, dense, offsets, keys, vals = self.device_memories[tier_index]
+        order, dense, offsets, keys, vals = self.memory(tier_index)
         sparse = self.memories[tier_index].tier.backend != DENSE
         _memory_rows[(_grid(self.n), len(neurons)), THREADS](self.fit_x, order, cuda.to_device(neurons), sparse,
                                                              dense, offsets, keys, vals, self.rows,

@@ -27,7 +27,6 @@ from ramsweep.engine.train import Model, examples_of, group_by_target, pack, wir
 from ramsweep.optimize import cpu
 
 FITNESSES = ("ce", "accuracy", "simple")
-POOL_BYTES = 1 << 30  # rows kept for reuse (a row is one byte per fitness example)
 
 
 @dataclass(frozen=True)
@@ -70,6 +69,7 @@ class RowPool:
     def __init__(self, n_examples: int, max_bytes: int, grow: Callable[[int], None]):
         self.capacity = max(64, max_bytes // max(1, n_examples))
         self.size, self.grow = 64, grow
+        grow(64)
         self.slot_of: OrderedDict = OrderedDict()
         self.free = list(range(63, -1, -1))
 
@@ -114,7 +114,7 @@ class Fitness:
     keeps the state and runs the kernels on the GPU, with the same results.
     """
 
-    def __init__(self, model: Model, train: Examples | None, fit: Examples, kind: str, pool_bytes: int = POOL_BYTES,
+    def __init__(self, model: Model, train: Examples | None, fit: Examples, kind: str, pool_bytes: int | None = None,
                  device: str = "cpu"):
         if kind not in FITNESSES:
             raise ValueError(f"unknown fitness {kind!r}")
@@ -126,24 +126,15 @@ class Fitness:
         self.level_tables = np.zeros((len(tables), size, size), dtype=np.int32)
         for i, t in enumerate(tables):
             self.level_tables[i, : t.shape[0], : t.shape[1]] = t
-        n, n_levels = fit.x.shape[0], len(self.levels)
-        hist = np.zeros((n, n_levels), dtype=np.int32)
-        before = np.zeros((n, n_levels), dtype=np.int32)
-        target_level = np.zeros(n, dtype=np.int32)
-        for mem, table in zip(model.memories, tables):  # once per search: on the CPU for every device
-            tier = mem.tier
-            cpu.tier_state(fit.x, fit.target_pos, mem.masks, mem.order, tier.neurons, tier.first,
-                           tier.backend != DENSE, mem.dense, mem.offsets, mem.keys, mem.vals, table,
-                           hist, before, target_level)
         if device == "cuda":
             from ramsweep.optimize import cuda as backend  # numba-cuda only where a GPU is used
         else:
             backend = cpu
         by_target = group_by_target(train.target_pos, self.layout.vocab_size) if train is not None else None
+        # the counts of the trained model, computed by the kernels where they will live
         self.kernels = backend.Kernels(train.x if train is not None else None, by_target, self.layout.n_negatives,
-                                       fit, hist, before, target_level, self.level_tables, self.exp_levels,
-                                       model.memories, 64)
-        self.pool = RowPool(n, pool_bytes, self.kernels.grow)
+                                       fit, len(self.levels), self.level_tables, self.exp_levels, model.memories)
+        self.pool = RowPool(fit.x.shape[0], pool_bytes or backend.POOL_BYTES, self.kernels.grow)
         self.simple = np.full(self.layout.vocab_size, np.nan)  # per cluster position, filled by scope()
         self.scope_clusters = np.zeros(0, dtype=np.int64)
         self.evaluations = 0
