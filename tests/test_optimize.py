@@ -197,7 +197,9 @@ def test_the_record_says_what_the_search_did():
     assert s["fitness_after"]["value"] <= s["fitness_before"]["value"]  # TS keeps the best it saw
     assert [t["tier"] for t in s["fitness_before"]["tiers"]] == [0, 1, 2]
     assert s["selection"][0]["label"] == "start"
-    assert [(h["unit"], h["step"]) for h in s["history"]] == [(u, i) for u in range(3) for i in (1, 2, 3)]
+    # step 0 is each tier's start, then one line per iteration
+    assert [(h["unit"], h["step"]) for h in s["history"]] == [(u, i) for u in range(3) for i in (0, 1, 2, 3)]
+    assert 0 <= s["improved"] <= s["units"] == 3
     assert s["before"]["test"]["ppl"] > 0 and s["before"]["validation"]["tiers"]
     if s["chosen"] == "start":
         assert r.metrics.test.ppl == s["before"]["test"]["ppl"]

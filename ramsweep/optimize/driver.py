@@ -82,11 +82,12 @@ def run_search(exp: Experiment, train_tokens: np.ndarray, validation: np.ndarray
         found.append((f"candidate {i + 1}", conn))
     chosen, label, selection = choose_on_validation(exp, train_tokens, validation, vocab_size, layout, start_conn,
                                                     found, scope, device)
-    summary = {"strategy": opt.strategy, "fitness": opt.fitness, "units": len(units),
+    summary = {"strategy": opt.strategy, "fitness": opt.fitness, "units": len(units), "improved": state["improved"],
                "evaluations": state["evaluations"], "search_s": search_s, "stopped": state["stopped"],
                "examples": {"search": int(part.shape[0] - exp.context), "fitness": int(fit_tokens.shape[0] - exp.context)},
                "fitness_before": before, "fitness_after": after, "selection": selection, "chosen": label,
-               "history": state["history"] if len(state["history"]) <= HISTORY_LINES else per_unit(state["history"])}
+               "history": state["history"] if len(state["history"]) <= HISTORY_LINES else
+               per_tier(state["history"], units, layout)}
     return Outcome(chosen[0], chosen[1], label, summary, state)
 
 
@@ -120,13 +121,22 @@ def choose_on_validation(exp, train_tokens, validation, vocab_size, layout, star
     return (start_model, best[1]), best[2], selection
 
 
-def per_unit(history: list[dict]) -> list[dict]:
-    """A per-cluster search's history, one line per cluster: first and last best fitness."""
-    out: dict[int, dict] = {}
+def per_tier(history: list[dict], units: list, layout) -> list[dict]:
+    """A long history (a per-cluster search) in one line per tier: units searched, how many
+    beat their start, the mean of their first and last best fitness, and the time."""
+    first, last, elapsed = {}, {}, {}
     for h in history:
-        row = out.setdefault(h["unit"], {"unit": h["unit"], "first": h["best"], "steps": 0})
-        row["last"], row["steps"], row["elapsed_s"] = h["best"], row["steps"] + 1, h["elapsed_s"]
-    return list(out.values())
+        first.setdefault(h["unit"], h["best"])
+        last[h["unit"]], elapsed[h["unit"]] = h["best"], h["elapsed_s"]
+    out = {}
+    for u, start in first.items():
+        tier = units[u].segments[0][0]
+        row = out.setdefault(tier, {"tier": tier, "units": 0, "first": [], "last": []})
+        row["units"] += 1
+        row["first"].append(start)
+        row["last"].append(last[u])
+        row["elapsed_s"] = elapsed[u]
+    return [{**row, "first": float(np.mean(row["first"])), "last": float(np.mean(row["last"]))} for row in out.values()]
 
 
 # ---------------------------------------------------------------- checkpoints

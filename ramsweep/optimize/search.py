@@ -119,7 +119,8 @@ class Context:
 def new_state(opt: Optimize) -> dict:
     rng = np.random.Generator(np.random.PCG64(opt.seed))
     return {"unit": 0, "stage": 0, "ga": None, "ts": None, "history": [], "evaluations": 0, "top": [],
-            "rng": rng.bit_generator.state, "elapsed_s": 0.0, "stopped": None, "done": False}
+            "rng": rng.bit_generator.state, "elapsed_s": 0.0, "stopped": None, "done": False,
+            "unit_start": None, "improved": 0}
 
 
 def run(ctx: Context, state: dict) -> dict:
@@ -157,9 +158,10 @@ def advance(ctx: Context, state: dict, genome: Genome, names: list[str]) -> None
 
 def finish_unit(ctx: Context, state: dict, genome: Genome) -> None:
     """Keep the unit's best as the current connectivity (TS keeps its current one otherwise)."""
-    best = (state["ts"] or state["ga"] or {}).get("best")
-    if best is not None:
-        ctx.fitness.commit(genome.changes(best))
+    found = state["ts"] or state["ga"] or {}
+    if found.get("best") is not None:
+        ctx.fitness.commit(genome.changes(found["best"]))
+        state["improved"] += found["best_loss"] < state["unit_start"]  # units whose search beat their start
     state["ga"] = state["ts"] = None
 
 
@@ -196,6 +198,7 @@ def ga_step(ctx: Context, state: dict, genome: Genome, rng: np.random.Generator)
         pop = [start] + [mutate(start, min(1.0, 10 * b.mutation), rng, n_input)[0] for _ in range(b.population - 1)]
         losses = [v.loss for v in f.evaluate([genome.changes(c) for c in pop])]
         best = int(np.argmin(losses))
+        state["unit_start"] = losses[0]  # the population's first member is the start itself
         state["ga"] = {"generation": 0, "population": pop, "losses": losses, "best": pop[best],
                        "best_loss": losses[best], "stale": 0}
         remember(ctx, state, genome, pop, losses)
@@ -238,6 +241,9 @@ def ts_step(ctx: Context, state: dict, genome: Genome, rng: np.random.Generator)
     if ts is None:
         start = state["ga"]["best"] if state["ga"] else genome.of(f.conn)
         value = f.commit(genome.changes(start))
+        if state["ga"] is None:  # TS alone: its start is the unit's
+            state["unit_start"] = value.loss
+            note(ctx, state, "ts", 0, [value.loss])
         state["ga"] = None
         state["ts"] = ts = {"iteration": 0, "best": start, "best_loss": value.loss, "tabu": [], "stale": 0}
         if b.iterations == 0:
