@@ -271,3 +271,22 @@ def test_grid_views_for_one_to_five_tiers(tmp_path, tiers):
         assert panels[0][1][0][0] == sum(1000.0 + 8 + 80 + 800 + 1000 * b3 + 10000 * b4
                                          for b3 in (8, 9) for b4 in (8, 9)) / 4
     assert "Main effect" in report(path, "md")
+
+
+def test_a_search_shows_where_it_started_and_what_was_chosen(tmp_path):
+    """The report puts a search's start (the drawn wiring) beside the wiring it chose, on the
+    fitness slice, validation and test; the lineage names the search as what changed."""
+    start = {"ppl": 9000.0, "accuracy": 0.1}
+    search = {"strategy": "ga+ts", "fitness": "ce", "units": 2, "improved": 1, "evaluations": 3160, "search_s": 169.0,
+              "stopped": None, "chosen": "final", "fitness_before": {"value": 9.34}, "fitness_after": {"value": 9.31},
+              "before": {"validation": start, "test": {"ppl": 8800.0, "accuracy": 0.119}}}
+    base = experiment_record(name="base", key="k1")
+    searched = experiment_record(name="gats", key="k2", val_ppl=8500.0, test_ppl=8400.0, search=search,
+                                 spec={"name": "gats", "tiers": "100,15,20;rest,5,8", "context": 4, "based_on": "base",
+                                       "optimize": {"strategy": "ga+ts", "fitness": "ce"}})
+    path = tmp_path / "results.json"
+    path.write_bytes(orjson.dumps({"schema": 1, "results": [base, searched]}))
+    md = report(path, format="md")
+    assert "| gats | ga+ts CE, 1 of 2 units beat their start | 9.34 → 9.31 | 9,000 → 8,500 | 8,800 → 8,400 |" in md
+    assert "gats**: optimize none → ga+ts CE" in md
+    assert "Connectivity search" in report(path)  # the terminal table too

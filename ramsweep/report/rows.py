@@ -250,3 +250,24 @@ def columns(rows: list[dict]) -> list[str]:
     for row in rows:
         seen |= dict.fromkeys(row)
     return list(seen)
+
+
+def search_rows(records: list[Record]) -> list[dict]:
+    """What each connectivity search did: its fitness on the fitness slice, and validation and
+    test PPL and accuracy of the start (the drawn wiring) and of the connectivity chosen."""
+    out = []
+    for r in records:
+        s = getattr(r, "search", None)
+        if r.kind != "experiment" or not r.ok or not s:
+            continue
+        before, after = s["before"], r.metrics
+        out.append({
+            "name": r.name, "strategy": s["strategy"], "fitness": s["fitness"].upper(),
+            "units": s["units"], "improved": s.get("improved"), "evaluations": s["evaluations"],
+            "search_s": s["search_s"], "stopped": s["stopped"], "chosen": s["chosen"],
+            "fitness_before": s["fitness_before"]["value"], "fitness_after": s["fitness_after"]["value"],
+            "val_ppl": (before["validation"]["ppl"], after.validation.ppl),
+            "test_ppl": (before["test"]["ppl"], after.test.ppl),
+            "test_acc": (before["test"]["accuracy"], after.test.accuracy),
+        })
+    return out

@@ -28,6 +28,7 @@ from ramsweep.report.rows import (
     load,
     metric,
     not_ok,
+    search_rows,
 )
 from ramsweep.sweep.records import ExperimentRecord
 from ramsweep.text import num, pct, ppl
@@ -62,10 +63,42 @@ def renderable(records: list[Record], by: Metric, filters: Filters = Filters(), 
             parts.append(lineage_tree(roots))
         for grid in grids(ranked, by):
             parts += grid_view.rich_tables(grid, by, _formatter(by))
+        searches = search_rows(ranked)
+        if searches:
+            parts.append(search_table(searches))
         failed = not_ok(members, filters)
         if failed:
             parts.append(failed_table(failed))
     return Group(*parts)
+
+
+SEARCH_COLUMNS = ("name", "search", "fitness (slice)", "val PPL", "test PPL", "test acc", "chosen", "candidates", "s")
+
+
+def search_cells(row: dict) -> list[str]:
+    """One search's cells: start → chosen for each figure (the table and the markdown share them)."""
+    def moved_to(pair, fmt) -> str:
+        return f"{fmt(pair[0])} → {fmt(pair[1])}"
+
+    units = ""
+    if row["units"] > 1:
+        units = f", {row['units']:,} units" if row["improved"] is None else \
+            f", {row['improved']:,} of {row['units']:,} units beat their start"
+    stopped = f" ({row['stopped']})" if row["stopped"] else ""
+    return [row["name"], f"{row['strategy']} {row['fitness']}{units}",
+            f"{row['fitness_before']:.5g} → {row['fitness_after']:.5g}", moved_to(row["val_ppl"], ppl),
+            moved_to(row["test_ppl"], ppl), moved_to(row["test_acc"], lambda x: pct(x, 2)), row["chosen"],
+            f"{row['evaluations']:,}", f"{row['search_s']:.0f}{stopped}"]
+
+
+def search_table(rows: list[dict]) -> Table:
+    table = Table(title="Connectivity search: the drawn wiring → the wiring chosen on validation (test read once)",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in SEARCH_COLUMNS:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*search_cells(row))
+    return table
 
 
 # Ranking columns, most wanted first: at a narrow width the last ones are left out, and said so.
@@ -196,6 +229,11 @@ def group_markdown(name: str, members: list[Record], by: Metric, filters: Filter
                   *tree_lines(roots)]
     for grid in grids(ranked, by):
         lines += ["", *grid_view.markdown_lines(grid, by, _formatter(by))]
+    searches = search_rows(ranked)
+    if searches:
+        lines += ["", "### Connectivity search: the drawn wiring → the wiring chosen on validation (test read once)",
+                  "", "| " + " | ".join(SEARCH_COLUMNS) + " |", "|" + "---|" * len(SEARCH_COLUMNS)]
+        lines += ["| " + " | ".join(search_cells(row)) + " |" for row in searches]
     if cards:
         lines += ["", "### Experiment cards", ""] + [line for r in experiments[:cards] for line in card(r)]
     failed = not_ok(members, filters)

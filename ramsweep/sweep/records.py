@@ -147,6 +147,7 @@ class ExperimentRecord(_Record):
     spec: Spec
     metrics: Metrics | None = None  # ok records only
     resources: Resources | None = None
+    search: dict | None = None  # a connectivity search's summary (optimize/driver.py), where one ran
 
 
 class BaselineRecord(_Record):
