@@ -192,6 +192,10 @@ class Kernels:
                        mem.dense, mem.offsets, mem.keys, mem.vals, table, self.hist, self.before, self.target_level)
         self.rows = np.zeros((0, n), dtype=np.uint8)
 
+    @staticmethod
+    def pool_bytes() -> int:
+        return POOL_BYTES
+
     def grow(self, n_slots: int) -> None:
         extra = np.zeros((n_slots - self.rows.shape[0], self.rows.shape[1]), dtype=np.uint8)
         self.rows = np.concatenate([self.rows, extra])

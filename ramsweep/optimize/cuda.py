@@ -25,7 +25,7 @@ SPLITS = 64  # blocks per neuron along the examples (training and reading)
 SHARED_MAX_BITS = 17  # up to here a neuron's cells fit one block's shared memory (32 KiB)
 SCRATCH_MAX_BITS = 26  # wider neurons are trained on the CPU and their rows copied up
 SCRATCH_BYTES = 1 << 30  # scratch of one training launch
-POOL_BYTES = 16 << 30  # rows kept on the GPU (the CPU keeps 1 GiB): a big tier's moves in one group
+POOL_BYTES = 16 << 30  # rows kept on the GPU at most (the CPU keeps 1 GiB): a big tier's moves in one group
 
 
 @cuda.jit
@@ -245,6 +245,13 @@ class Kernels:
             self.device_memories[t] = tuple(cuda.to_device(np.ascontiguousarray(a)) for a in (
                 mem.order, mem.dense, mem.offsets, mem.keys, mem.vals))
         return self.device_memories[t]
+
+    @staticmethod
+    def pool_bytes() -> int:
+        """Up to POOL_BYTES, and no more than a third of the GPU's free memory."""
+        from ramsweep.engine.backends.cuda import free_memory
+
+        return min(POOL_BYTES, free_memory() // 3)
 
     def grow(self, n_slots: int) -> None:
         rows = cuda.device_array((n_slots, self.n), dtype=np.uint8)

@@ -134,7 +134,7 @@ class Fitness:
         # the counts of the trained model, computed by the kernels where they will live
         self.kernels = backend.Kernels(train.x if train is not None else None, by_target, self.layout.n_negatives,
                                        fit, len(self.levels), self.level_tables, self.exp_levels, model.memories)
-        self.pool = RowPool(fit.x.shape[0], pool_bytes or backend.POOL_BYTES, self.kernels.grow)
+        self.pool = RowPool(fit.x.shape[0], pool_bytes or self.kernels.pool_bytes(), self.kernels.grow)
         self.simple = np.full(self.layout.vocab_size, np.nan)  # per cluster position, filled by scope()
         self.scope_clusters = np.zeros(0, dtype=np.int64)
         self.evaluations = 0
