@@ -12,9 +12,11 @@ from numba import njit, prange
 from ramsweep.engine.backends.cpu import (
     SCRATCH_MAX_BITS,
     address,
+    cluster_reads,
     collect_sorted,
     dense_read,
     sparse_read,
+    writes,
 )
 
 
@@ -39,14 +41,7 @@ def train_rows(x_train, by_target_offsets, by_target_examples, n_negatives, clus
             for f in range(x_fit.shape[0]):
                 row[f] = scratch[address(x_fit, f, masks, order, i)]
         else:  # too wide for a table: sorted written cells, binary-searched (as SPARSE memory)
-            addrs = np.empty(n_all + t1 - t0, dtype=np.uint64)
-            codes = np.empty(n_all + t1 - t0, dtype=np.uint8)
-            for e in range(n_all):
-                addrs[e] = address(x_train, e, masks, order, i)
-                codes[e] = 1
-            for j in range(t0, t1):
-                addrs[n_all + j - t0] = address(x_train, by_target_examples[j], masks, order, i)
-                codes[n_all + j - t0] = 3
+            addrs, codes = writes(x_train, masks, order, i, n_all > 0, by_target_examples, t0, t1)
             keys = np.empty(addrs.shape[0], dtype=np.uint64)
             vals = np.empty(addrs.shape[0], dtype=np.uint8)
             offsets = np.zeros(2, dtype=np.int64)
@@ -74,12 +69,7 @@ def tier_state(x_fit, target_pos, masks, order, neurons, first, is_sparse, dense
     n_clusters = masks.shape[0] // neurons
     for e in prange(x_fit.shape[0]):
         for c in range(n_clusters):
-            n_true, n_empty = 0, 0
-            for n in range(c * neurons, (c + 1) * neurons):
-                a = address(x_fit, e, masks, order, n)
-                v = sparse_read(offsets, keys, vals, n, a) if is_sparse else dense_read(dense, n, a)
-                n_true += v == 3
-                n_empty += v == 0
+            n_true, n_empty = cluster_reads(x_fit, e, masks, order, c, neurons, is_sparse, dense, offsets, keys, vals)
             level = level_table[n_true, n_empty]
             hist[e, level] += 1
             if first + c < target_pos[e]:
@@ -165,12 +155,7 @@ def cluster_counts(x_fit, target_pos, masks, order, neurons, first, clusters, is
     for i in prange(clusters.shape[0]):
         c = clusters[i]
         for e in range(x_fit.shape[0]):
-            n_true, n_empty = 0, 0
-            for n in range(c * neurons, (c + 1) * neurons):
-                a = address(x_fit, e, masks, order, n)
-                v = sparse_read(offsets, keys, vals, n, a) if is_sparse else dense_read(dense, n, a)
-                n_true += v == 3
-                n_empty += v == 0
+            n_true, n_empty = cluster_reads(x_fit, e, masks, order, c, neurons, is_sparse, dense, offsets, keys, vals)
             counts[c, level_table[n_true, n_empty], np.int64(first + c == target_pos[e])] += 1
 
 

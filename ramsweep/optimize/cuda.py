@@ -16,7 +16,7 @@ import numpy as np
 from numba import cuda, float64, uint8, uint32, uint64
 from numba.cuda import libdevice
 
-from ramsweep.engine.backends.cuda import MAX_WORDS, SIMULATOR, _address, _load_x, _sparse_read
+from ramsweep.engine.backends.cuda import MAX_WORDS, SIMULATOR, _address, _load_x, _read
 from ramsweep.engine.layout import DENSE
 from ramsweep.optimize import cpu
 
@@ -105,10 +105,7 @@ def _tier_state(x_fit, target_pos, order, neurons, first, is_sparse, dense, offs
         n_true, n_empty = 0, 0
         for n in range(c * neurons, (c + 1) * neurons):
             a = _address(xw, order, n)
-            if is_sparse:
-                v = _sparse_read(offsets, keys, vals, n, a)
-            else:
-                v = (dense[n, a >> uint64(4)] >> uint32((a & uint64(15)) << uint64(1))) & uint32(3)
+            v = _read(is_sparse, dense, offsets, keys, vals, n, a)
             n_true += v == 3
             n_empty += v == 0
         level = level_table[n_true, n_empty]
@@ -129,11 +126,7 @@ def _memory_rows(x_fit, order, neurons, is_sparse, dense, offsets, keys, vals, p
                    cuda.gridDim.x * cuda.blockDim.x):
         _load_x(x_fit, f, xw)
         a = _address(xw, order, n)
-        if is_sparse:
-            v = _sparse_read(offsets, keys, vals, n, a)
-        else:
-            v = (dense[n, a >> uint64(4)] >> uint32((a & uint64(15)) << uint64(1))) & uint32(3)
-        pool[row, f] = uint8(v)
+        pool[row, f] = uint8(_read(is_sparse, dense, offsets, keys, vals, n, a))
 
 
 if SIMULATOR:  # the simulator's libdevice is stubs; Python's floats add and multiply as IEEE doubles

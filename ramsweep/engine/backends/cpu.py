@@ -194,6 +194,34 @@ def collect_sorted(addrs, codes, keys_out, vals_out, start):
     return w + 1 - start
 
 
+@njit(cache=True, inline="always")
+def writes(x, masks, order, n, negative, by_target_examples, t0, t1):
+    """(addresses, codes) neuron n is written at: FALSE at every example if its cluster is a
+    negative, TRUE at its targets' examples (by_target_examples[t0:t1])."""
+    n_all = x.shape[0] if negative else 0
+    addrs = np.empty(n_all + t1 - t0, dtype=np.uint64)
+    codes = np.empty(n_all + t1 - t0, dtype=np.uint8)
+    for e in range(n_all):
+        addrs[e] = address(x, e, masks, order, n)
+        codes[e] = 1
+    for i in range(t0, t1):
+        addrs[n_all + i - t0] = address(x, by_target_examples[i], masks, order, n)
+        codes[n_all + i - t0] = 3
+    return addrs, codes
+
+
+@njit(cache=True, inline="always")
+def cluster_reads(x, e, masks, order, c, neurons, is_sparse, dense, offsets, keys, vals):
+    """(TRUE, EMPTY) reads of cluster c's neurons (tier-local index) for example e."""
+    n_true, n_empty = 0, 0
+    for n in range(c * neurons, (c + 1) * neurons):
+        a = address(x, e, masks, order, n)
+        v = sparse_read(offsets, keys, vals, n, a) if is_sparse else dense_read(dense, n, a)
+        n_true += v == 3
+        n_empty += v == 0
+    return n_true, n_empty
+
+
 @njit(cache=True, parallel=True, nogil=True)
 def train_sparse_batch(x, masks, order, neurons, first, n_negatives, by_target_offsets, by_target_examples,
                        bits, lo, starts, keys_out, vals_out, counts):
@@ -201,16 +229,8 @@ def train_sparse_batch(x, masks, order, neurons, first, n_negatives, by_target_o
     for b in prange(counts.shape[0]):
         n = lo + b
         c = first + n // neurons
-        t0, t1 = by_target_offsets[c], by_target_offsets[c + 1]
-        n_all = x.shape[0] if c < n_negatives else 0
-        addrs = np.empty(n_all + t1 - t0, dtype=np.uint64)
-        codes = np.empty(n_all + t1 - t0, dtype=np.uint8)
-        for e in range(n_all):
-            addrs[e] = address(x, e, masks, order, n)
-            codes[e] = 1
-        for i in range(t0, t1):
-            addrs[n_all + i - t0] = address(x, by_target_examples[i], masks, order, n)
-            codes[n_all + i - t0] = 3
+        addrs, codes = writes(x, masks, order, n, c < n_negatives, by_target_examples, by_target_offsets[c],
+                              by_target_offsets[c + 1])
         if bits <= SCRATCH_MAX_BITS:
             counts[b] = _collect_scratch(addrs, codes, bits, keys_out, vals_out, starts[b])
         else:

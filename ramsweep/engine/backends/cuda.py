@@ -106,6 +106,14 @@ _sparse_read = cuda.jit(device=True, inline=True)(cpu.sparse_read.py_func)
 
 
 @cuda.jit(device=True, inline=True)
+def _read(is_sparse, dense, offsets, keys, vals, n, a):
+    """Neuron n's cell at address a: binary search (SPARSE) or one packed word (DENSE)."""
+    if is_sparse:
+        return _sparse_read(offsets, keys, vals, n, a)
+    return (dense[n, a >> uint64(4)] >> uint32((a & uint64(15)) << uint64(1))) & uint32(3)
+
+
+@cuda.jit(device=True, inline=True)
 def _load_x(x, e, xw):
     for w in range(x.shape[1]):
         xw[w] = x[e, w]
@@ -144,10 +152,7 @@ def _evaluate(x, target_pos, order, neurons, first, per_block, is_sparse, dense,
         for n in range(c * neurons, (c + 1) * neurons):
             # up to 128 input bits the context stays in registers (a uniform branch)
             a = _address2(x0, x1, order, n) if words <= 2 else _address(xw, order, n)
-            if is_sparse:
-                v = _sparse_read(offsets, keys, vals, n, a)
-            else:
-                v = (dense[n, a >> uint64(4)] >> uint32((a & uint64(15)) << uint64(1))) & uint32(3)
+            v = _read(is_sparse, dense, offsets, keys, vals, n, a)
             n_true += v == 3
             n_empty += v == 0
         level = level_table[n_true, n_empty]
