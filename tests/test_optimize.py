@@ -219,3 +219,12 @@ def test_the_optimize_block_is_checked_and_keyed():
                  "optimize: tiers: tier 5 does not exist")
     config_error(lambda: Experiment(name="a", tiers="10,3,8;rest,2,4", optimize={"budgets": {0: {"gens": 1}}}),
                  "budgets: tier 0: unknown key 'gens'")
+
+
+def test_a_time_cap_stops_the_search_with_a_valid_result():
+    corpus = small_corpus()
+    exp = searched("ga", max_minutes=1e-9, generations=50)
+    out = run_search(exp, corpus.train, corpus.validation, corpus.vocab_size)
+    assert out.summary["stopped"] == "time cap"
+    assert out.state["unit"] == 0 and len(out.summary["history"]) == 1  # the first step, then the cap
+    assert out.summary["fitness_after"]["value"] <= out.summary["fitness_before"]["value"]  # its best is kept

@@ -142,7 +142,7 @@ def run(ctx: Context, state: dict) -> dict:
             state["stopped"], state["done"] = "time cap", True
         state["rng"] = rng.bit_generator.state
         ctx.checkpoint(state)
-        report(ctx, state, names)
+        tell_progress(ctx, state, names)
     return state
 
 
@@ -271,7 +271,7 @@ def ts_step(ctx: Context, state: dict, genome: Genome, rng: np.random.Generator)
     return ts["iteration"] >= b.iterations or (b.patience is not None and ts["stale"] >= b.patience)
 
 
-def report(ctx: Context, state: dict, names: list[str]) -> None:
+def tell_progress(ctx: Context, state: dict, names: list[str]) -> None:
     """Progress: where the search is, its best fitness, evaluations per second and an ETA."""
     last = state["history"][-1] if state["history"] else None
     rate = state["evaluations"] / state["elapsed_s"] if state["elapsed_s"] > 0 else None
