@@ -80,7 +80,7 @@ def one_candidate(fitness: Fitness, genome: search.Genome, rate: float) -> float
     return time.perf_counter() - t0
 
 
-def bench(label: str, corpus, device: str, steps: int) -> None:
+def bench(label: str, corpus, device: str, steps: int, tiers: list[int]) -> None:
     exp = Experiment(name="tier0_20bit", **TIER0_20BIT, optimize={"strategy": "ga+ts"})
     layout = build_layout(exp, corpus.train, corpus.vocab_size)
     part, fit = split_for_fitness(corpus.train, exp.optimize.fitness_fraction, exp.context)
@@ -101,6 +101,8 @@ def bench(label: str, corpus, device: str, steps: int) -> None:
           f"{setup:.1f} s.\n\n| corpus | unit | candidate | time per candidate | vs full retrain |\n|---|---|---|---|---|",
           flush=True)
     for t, tier in enumerate(layout.tiers):
+        if t not in tiers:
+            continue
         whole = search.Genome(((t, 0, tier.n_neurons),), opt, f"tier {t}")
         cluster = search.Genome(((t, 0, tier.neurons),), opt, f"tier {t} cluster 0")
         for what, genome, stage in (("GA child", whole, "ga"), ("TS neighbour", whole, "ts"),
@@ -133,12 +135,13 @@ def main():
     parser.add_argument("--corpus", default="kjv", help="comma-separated: kjv, kjv-gpt2, zipf")
     parser.add_argument("--steps", type=int, default=2, help="GA generations or TS iterations timed per move")
     parser.add_argument("--budget", action="store_true", help="also run the research's full budget")
+    parser.add_argument("--tiers", default="0,1,2", help="the tiers measured (the rest tier's GA child is slow)")
     options = parser.parse_args()
     where = describe(options.device) if options.device == "cuda" else f"CPU, {numba.get_num_threads()} numba threads"
     print(f"Device: {where}")
     for label in options.corpus.split(","):
         corpus = corpus_of(label)
-        bench(label, corpus, options.device, options.steps)
+        bench(label, corpus, options.device, options.steps, [int(t) for t in options.tiers.split(",")])
         if options.budget:
             print(budget(label, corpus, options.device), flush=True)
 
