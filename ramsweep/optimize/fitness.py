@@ -94,9 +94,9 @@ class RowPool:
                 if key not in pinned:
                     victims.append(key)
             self.free.extend(self.slot_of.pop(key) for key in victims)
-        if len(self.free) < len(keys):  # grow: at least double, so growth is rare
+        if len(self.free) < len(keys):  # grow: double up to the capacity (beyond it only for pinned rows)
             old = self.size
-            self.size = max(2 * old, old + len(keys) - len(self.free))
+            self.size = max(old + len(keys) - len(self.free), min(2 * old, self.capacity))
             self.grow(self.size)
             self.free.extend(range(self.size - 1, old - 1, -1))
         slots = np.array([self.free.pop() for _ in keys], dtype=np.int64)
