@@ -2,6 +2,7 @@
 deterministic, resumable and never reads test, and its result can be rebuilt from its file."""
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -189,9 +190,13 @@ def test_a_run_resumes_its_search_and_keeps_the_connectivity_it_chose(tmp_path, 
     assert changed.any() == (resumed.search["chosen"] != "start")
 
 
-def test_the_record_says_what_the_search_did():
+def test_the_record_says_what_the_search_did(caplog):
     corpus = small_corpus()
-    r = run_experiment(Task(searched("ts", fitness="ce"), "k", "s"), corpus)
+    with caplog.at_level("INFO", logger="ramsweep"):
+        r = run_experiment(Task(searched("ts", fitness="ce"), "k", "s"), corpus)
+    # progress in the log: where the search is, its best fitness, its speed, its end
+    assert re.search(r"search s_ts: unit 3/3, TS iteration 3, best CE [\d.]+, [\d.]+ evaluations/s, done",
+                     caplog.text), caplog.text
     s = r.search
     assert s["strategy"] == "ts" and s["fitness"] == "ce" and s["evaluations"] == 3 * 3 * 5  # tier by tier
     assert s["fitness_after"]["value"] <= s["fitness_before"]["value"]  # TS keeps the best it saw
