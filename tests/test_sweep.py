@@ -76,7 +76,7 @@ def test_the_one_rule_for_what_still_needs_running():
 
 def fake_run(keys=None):
     """A stand-in for run_experiment: a valid ok record at once (and the keys it was asked for)."""
-    def run(task, corpus):
+    def run(task, corpus, report=None):
         if keys is not None:
             keys.append(task.key)
         return parse_record(experiment_record(name=task.experiment.name, key=task.key))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numba
@@ -17,10 +18,11 @@ import numpy as np
 
 from ramsweep.engine.backends import cpu
 from ramsweep.engine.layout import DENSE, Layout
-from ramsweep.engine.train import Model, examples_of, pack
+from ramsweep.engine.train import Model, examples_of, neuron_share, pack
 
 CACHE_BLOCK_BYTES = 256 * 1024  # memory of one block of clusters, kept hot while examples pass
 DENSE_CHUNK = 64  # examples per work item; sparse tiers give each thread one long slice instead,
+PROGRESS_BLOCK = 32_768  # examples per kernel call when someone follows the progress (CPU)
 # since their per-neuron tables are large and each should be fetched once per thread
 HYBRID_PROBE = 1024  # examples each side runs alone, at most, to measure its throughput on a new tier
 HYBRID_PROBE_LOOKUPS = 1 << 26  # ... and no more lookups than this
@@ -115,9 +117,10 @@ def hybrid(run, n: int, throughput: dict, neurons: int) -> None:
         cpu_side.join()
 
 
-def score(model: Model, tokens: np.ndarray, device: str = "cpu") -> Scores:
+def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Callable[[float], None] | None = None) -> Scores:
     """Run the kernels over one split on `device` ("cpu", "cuda", "wgpu", "metal" or "hybrid":
-    each gives the same results). Never builds an examples × clusters matrix."""
+    each gives the same results). Never builds an examples × clusters matrix. `progress(fraction)`
+    is told after each tier."""
     exp, layout = model.exp, model.layout
     tokens = np.ascontiguousarray(tokens, dtype=np.int32)
     examples = examples_of(tokens, exp.context)
@@ -129,6 +132,7 @@ def score(model: Model, tokens: np.ndarray, device: str = "cpu") -> Scores:
     best_score, best_pos = np.full(n, -np.inf), np.zeros(n, dtype=np.int32)
     hist = np.zeros((n, len(levels)), dtype=np.int32)
     empties = []
+    total_neurons = sum(t.n_neurons for t in layout.tiers)
     for mem, level_table in zip(model.memories, level_tables):
         tier = mem.tier
         empty_all, empty_target = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
@@ -152,9 +156,16 @@ def score(model: Model, tokens: np.ndarray, device: str = "cpu") -> Scores:
 
         if device == "hybrid":
             hybrid(run, n, model.throughput.setdefault(tier.index, {}), tier.n_neurons)
+        elif device == "cpu" and progress is not None:  # in blocks, to tell how far it is
+            before, share = neuron_share(layout.tiers, tier.index - 1), tier.n_neurons / total_neurons
+            for lo in range(0, n, PROGRESS_BLOCK):
+                run(device, lo, min(n, lo + PROGRESS_BLOCK))
+                progress(before + share * min(n, lo + PROGRESS_BLOCK) / n)
         else:
             run(device, 0, n)
         empties.append((empty_all, empty_target))
+        if progress is not None:
+            progress(neuron_share(layout.tiers, tier.index))
     sumexp = hist @ np.exp(levels)  # from the exact counts: the same on every backend
     return Scores(layout, [m.tier for m in model.memories], examples, np.log(sumexp) - target_score,
                   best_pos == target_pos, layout.tier_of_position[target_pos], target_score, levels, hist, empties)
@@ -213,9 +224,10 @@ def metrics(s: Scores, *, temperature: float | None = None, byte_lengths: np.nda
 
 
 def evaluate(model: Model, tokens: np.ndarray, *, temperature: float | None = None,
-             byte_lengths: np.ndarray | None = None, device: str = "cpu") -> dict:
+             byte_lengths: np.ndarray | None = None, device: str = "cpu",
+             progress: Callable[[float], None] | None = None) -> dict:
     """Metrics of `model` on one split (see metrics())."""
-    return metrics(score(model, tokens, device), temperature=temperature, byte_lengths=byte_lengths)
+    return metrics(score(model, tokens, device, progress), temperature=temperature, byte_lengths=byte_lengths)
 
 
 def bits_per_byte(ce: np.ndarray, n_bytes: float | None) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,13 +94,15 @@ def wire(conn: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def train(exp: Experiment, tokens: np.ndarray, vocab_size: int, examples: np.ndarray | None = None,
-          device: str = "cpu", connectivity: list[np.ndarray] | None = None, layout: Layout | None = None) -> Model:
+          device: str = "cpu", connectivity: list[np.ndarray] | None = None, layout: Layout | None = None,
+          progress: Callable[[float], None] | None = None) -> Model:
     """Train on `tokens` (the training split). `examples` may reorder the positions written;
     the memory does not depend on that order. `device` "cuda" writes the cells on the GPU
     (the same cells; a tier beyond its kernels, see cuda.trains, stays on the CPU).
     `connectivity` replaces the drawn wiring (a search's result); `layout` is the cluster
     order and tiers to use when they come from other tokens than these (a search trains on
-    part of the training split but keeps the whole split's clusters)."""
+    part of the training split but keeps the whole split's clusters). `progress(fraction)` is
+    told after each tier, by its share of the neurons."""
     tokens = np.ascontiguousarray(tokens, dtype=np.int32)
     if examples is None:
         examples = examples_of(tokens, exp.context)
@@ -115,9 +118,18 @@ def train(exp: Experiment, tokens: np.ndarray, vocab_size: int, examples: np.nda
     if device == "cpu":
         by_target()
     encode_s = time.perf_counter() - t0
-    memories = [train_tier(layout, tier, conn, x, by_target, target_pos, device)
-                for tier, conn in zip(layout.tiers, connectivity)]
+    memories = []
+    for tier, conn in zip(layout.tiers, connectivity):
+        memories.append(train_tier(layout, tier, conn, x, by_target, target_pos, device))
+        if progress is not None:
+            progress(neuron_share(layout.tiers, tier.index))
     return Model(exp, layout, memories, connectivity, encode_s)
+
+
+def neuron_share(tiers, index: int) -> float:
+    """The share of all neurons in tiers 0..index: the engine's work is about proportional to it."""
+    total = sum(t.n_neurons for t in tiers)
+    return sum(t.n_neurons for t in tiers[: index + 1]) / max(1, total)
 
 
 def train_tier(layout, tier, conn, x, by_target, target_pos, device="cpu") -> TierMemory:

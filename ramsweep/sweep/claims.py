@@ -14,6 +14,11 @@ taking it over, since it cannot know how long the heartbeat had stood still.
 A runner whose claim was taken over (it was paused past STALE_S: SIGSTOP, a laptop lid, a VM
 migration) finds out at its next heartbeat and says so; the writer refuses to record an
 experiment that is already done (plan.needs_running, under the lock), so it is recorded once.
+
+With its heartbeat a runner also publishes, for readers (status, serve), what each of its
+experiments is doing (phase, fraction, ETA: progress.py) and itself in the claims file's
+`runners` (set, how many planned, how many left), and prunes the entries of runners on this
+host whose process is gone; it removes its own when it ends.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ramsweep.sweep.records import Claim, ExperimentRecord, Head
+from ramsweep.sweep.records import Claim, ExperimentRecord, Head, Runner
 from ramsweep.sweep.store import Store
 from ramsweep.sweep.store.lock import seconds_from_environment
 
@@ -64,7 +69,7 @@ def pid_alive(pid: int) -> bool:
         return True  # no /proc (macOS): kill(0) is all we know
 
 
-def looks_live(claim: Claim) -> bool:
+def looks_live(claim: Claim | Runner) -> bool:
     """What a one-look reader (status, dry run) can tell: on this host, whether its process
     exists; from another host, nothing, so it counts as live."""
     return pid_alive(claim.pid) if claim.host == socket.gethostname() else True
@@ -101,9 +106,14 @@ class Outcome:
 class Claims:
     """One runner's claims on one store."""
 
-    def __init__(self, store: Store, owner: Owner | None = None):
+    def __init__(self, store: Store, owner: Owner | None = None, about: Callable[[], dict] | None = None,
+                 progress: Callable[[str], dict] = lambda key: {}):
+        """`about()`: this runner's entry for readers (Runner's set, planned, left, jobs; called
+        under the lock), None to publish none; `progress(key)`: a held claim's progress fields."""
         self.store = store
         self.owner = owner or Owner.current()
+        self.about, self.progress = about, progress
+        self.since = datetime.now(UTC).isoformat(timespec="seconds")
         self.held: set[str] = set()
         self.observed = Observations()
         self._beat: threading.Thread | None = None
@@ -163,26 +173,40 @@ class Claims:
             self.held -= keys
 
     def beat(self) -> None:
-        """Refresh the heartbeat of every claim this runner holds; say so of any taken over."""
+        """Refresh the heartbeat (and progress) of every claim this runner holds and its runner
+        entry; say so of any claim taken over."""
         with self._guard:
             held = set(self.held)
-        if not held:
+        if not held and self.about is None:
             return
         with self.store.locked():
             claims = self.store.claims()
             for key in held:
                 claim = claims.get(key)
                 if claim is not None and claim.owner == self.owner.id:
-                    claims[key] = claim.model_copy(update={"heartbeat": time.time()})
+                    claims[key] = claim.model_copy(update={"heartbeat": time.time(), **self.progress(key)})
                 elif key in self.held:
                     by = f"runner {claim.label}" if claim else "another runner, which finished it"
                     log.warning(f"the claim on {claim.name if claim else key} was taken over by {by} while this "
                                 "runner was stopped; its result here will be recorded only if that run's is not")
                     with self._guard:
                         self.held.discard(key)
-            self.store.write_claims_locked(claims)
+            self.store.write_claims_locked(claims, self._runners_locked(publish=True))
+
+    def _runners_locked(self, publish: bool) -> dict[str, Runner]:
+        """The runners' entries with this one's refreshed (or removed) and the dead ones of this
+        host pruned."""
+        runners = {k: r for k, r in self.store.runners().items()
+                   if k != self.owner.id and not (r.host == self.owner.host and not pid_alive(r.pid))}
+        if publish and self.about is not None:
+            runners[self.owner.id] = Runner(owner=self.owner.id, host=self.owner.host, pid=self.owner.pid,
+                                            since=self.since, heartbeat=time.time(), **self.about())
+        return runners
 
     def __enter__(self) -> Claims:
+        if self.about is not None:  # announced at once: a reader sees the runner before its first beat
+            with self.store.locked():
+                self.store.write_claims_locked(self.store.claims(), self._runners_locked(publish=True))
         self._stop.clear()
         self._beat = threading.Thread(target=self._beat_loop, name="ramsweep-heartbeat", daemon=True)
         self._beat.start()
@@ -192,7 +216,12 @@ class Claims:
         self._stop.set()
         if self._beat is not None:
             self._beat.join()
-        self.release_all()
+        if self.about is None:
+            self.release_all()
+            return
+        with self.store.locked():
+            self._drop_locked(set(self.held))
+            self.store.write_claims_locked(self.store.claims(), self._runners_locked(publish=False))
 
     def _beat_loop(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):

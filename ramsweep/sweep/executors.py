@@ -4,6 +4,8 @@ The seam (DESIGN.md §1): an executor has `capacity` slots; `submit(task)` start
 free slot; `wait(timeout)` returns the tasks that ended within `timeout` seconds with their
 records (None: the process running it died, so the runner records a failure for that task
 alone); `close()` stops everything still running. A Dask executor implements the same four.
+Each executor is given a `report` callback (progress.py) that it calls, in the runner's
+process, with what its experiments are doing.
 
 - `InProcess`: one slot; the experiment runs inside `wait`, in this process.
 - `ProcessPool`: `jobs` worker processes, each with its own pipe, so a worker that dies (out
@@ -32,6 +34,7 @@ import numba
 
 from ramsweep.data import Corpus, DataSpec, load_corpus
 from ramsweep.sweep.experiment import Task, run_experiment
+from ramsweep.sweep.progress import Report, Reporter, Throttled, ignore
 from ramsweep.sweep.records import ExperimentRecord
 
 Ended = list[tuple[Task, ExperimentRecord | None]]
@@ -53,8 +56,8 @@ class InProcess:
 
     capacity = 1
 
-    def __init__(self, corpus: Corpus):
-        self.corpus = corpus
+    def __init__(self, corpus: Corpus, report: Reporter = ignore):
+        self.corpus, self.report = corpus, report
         self.queued: list[Task] = []
 
     def submit(self, task: Task) -> None:
@@ -64,7 +67,7 @@ class InProcess:
         ended = []
         while self.queued:
             task = self.queued.pop(0)
-            ended.append((task, run_experiment(task, self.corpus)))
+            ended.append((task, run_experiment(task, self.corpus, self.report)))
         return ended
 
     def close(self) -> None:
@@ -79,8 +82,8 @@ class _Worker:
 
 
 class ProcessPool:
-    def __init__(self, jobs: int, data: DataSpec, cache_dir: Path | None):
-        self.capacity = jobs
+    def __init__(self, jobs: int, data: DataSpec, cache_dir: Path | None, report: Reporter = ignore):
+        self.capacity, self.report = jobs, report
         self.data, self.cache_dir = data, cache_dir
         self.threads = max(1, numba.config.NUMBA_NUM_THREADS // jobs)
         self.context = multiprocessing.get_context("spawn")
@@ -99,11 +102,16 @@ class ProcessPool:
             worker = busy[ready]
             if worker.task is None:  # its pipe and its sentinel were both ready
                 continue
-            task, worker.task = worker.task, None
             try:
-                ended.append((task, worker.conn.recv()))
+                message = worker.conn.recv() if ready is worker.conn or worker.conn.poll() else None
             except (EOFError, OSError):  # it died before sending a record
-                ended.append((task, None))
+                message = None
+            if isinstance(message, Report):
+                self.report(message)
+                continue
+            task, worker.task = worker.task, None
+            ended.append((task, message))
+            if message is None:
                 self._discard(worker)
         return ended
 
@@ -139,7 +147,7 @@ def _serve(conn: Connection, parent: int, threads: int, data: DataSpec, cache_di
     while True:
         try:
             task = conn.recv()
-            record = run_experiment(task, corpus)
+            record = run_experiment(task, corpus, Throttled(conn.send))
             conn.send(record)
         except (EOFError, OSError):  # the parent is gone: nobody wants the record
             return

@@ -29,6 +29,7 @@ from ramsweep.engine.evaluate import evaluate, fit_temperature, metrics, score
 from ramsweep.engine.train import drawn_connectivity, train
 from ramsweep.semantics import ENGINE_SEMANTICS_VERSION
 from ramsweep.sweep.artifacts import Checkpoints, save_connectivity
+from ramsweep.sweep.progress import CALIBRATION, SEARCH, TEST, TRAINING, VALIDATION, Report, Reporter, ignore
 from ramsweep.sweep.records import FAILED, INTERRUPTED, OK, ExperimentRecord
 from ramsweep.text import ppl
 
@@ -46,19 +47,22 @@ class Task:
     artifacts: str | None = None  # folder for a search's checkpoint and connectivity (artifacts.py)
 
 
-def run_experiment(task: Task, corpus: Corpus) -> ExperimentRecord:
-    """Train and evaluate one experiment; always returns a record (status ok or failed)."""
+def run_experiment(task: Task, corpus: Corpus, report: Reporter = ignore) -> ExperimentRecord:
+    """Train and evaluate one experiment; always returns a record (status ok or failed).
+    `report` is told what it is doing (progress.py)."""
     exp, started, t0 = task.experiment, now(), time.perf_counter()
     try:
         device = resolve(exp.device)
         found = None
         if exp.optimize is not None:
-            found = search(task, corpus, device)
+            found = search(task, corpus, device, report)
             model = found.chosen
         else:
-            model = train(exp, corpus.train, corpus.vocab_size, device=trains_on(device))
+            report(Report(task.key, TRAINING))
+            model = train(exp, corpus.train, corpus.vocab_size, device=trains_on(device),
+                          progress=lambda f: report(Report(task.key, TRAINING, f)))
         t1 = time.perf_counter()
-        validation, test, t2 = final_figures(model, corpus, device)
+        validation, test, t2 = final_figures(model, corpus, device, lambda phase, f=0.0: report(Report(task.key, phase, f)))
         t3 = time.perf_counter()
         extra = {}
         if found is not None:  # the start's figures beside the chosen one's (test decided nothing)
@@ -85,19 +89,22 @@ def run_experiment(task: Task, corpus: Corpus) -> ExperimentRecord:
     )
 
 
-def final_figures(model, corpus: Corpus, device: str) -> tuple[dict, dict, float]:
+def final_figures(model, corpus: Corpus, device: str, phase=lambda phase, fraction=0.0: None) -> tuple[dict, dict, float]:
     """Validation metrics with the temperature fitted there, then test at that temperature:
-    test is evaluated for the figures only and decides nothing."""
-    val_scores = score(model, corpus.validation, device)
+    test is evaluated for the figures only and decides nothing. `phase(name, fraction)` follows it."""
+    phase(VALIDATION)
+    val_scores = score(model, corpus.validation, device, lambda f: phase(VALIDATION, f))
+    phase(CALIBRATION)
     temperature = fit_temperature(val_scores)
     validation = metrics(val_scores, temperature=temperature, byte_lengths=corpus.byte_lengths("validation"))
     t = time.perf_counter()
+    phase(TEST)
     test = evaluate(model, corpus.test, temperature=temperature, byte_lengths=corpus.byte_lengths("test"),
-                    device=device)
+                    device=device, progress=lambda f: phase(TEST, f))
     return validation, test, t
 
 
-def search(task: Task, corpus: Corpus, device: str):
+def search(task: Task, corpus: Corpus, device: str, report: Reporter = ignore):
     """The experiment's connectivity search (optimize/driver.py), resumed from its checkpoint
     when an earlier run stopped mid-way; the checkpoint is removed when the search ends."""
     from ramsweep.optimize.driver import run_search  # numba kernels of the search: only where used
@@ -107,9 +114,13 @@ def search(task: Task, corpus: Corpus, device: str):
     resume = checkpoints.load() if checkpoints else None
     if resume is not None:
         log.info(f"search {exp.name}: resuming from its checkpoint")
-    last = [0.0]
+    last, t0 = [0.0], time.monotonic()
+    report(Report(task.key, SEARCH))
 
     def progress(p: dict) -> None:
+        elapsed = time.monotonic() - t0
+        fraction = 1.0 if p["eta_s"] is None else elapsed / max(1e-9, elapsed + p["eta_s"])
+        report(Report(task.key, SEARCH, fraction, describe_step(p), p["eta_s"]))
         if p["done"] or time.monotonic() - last[0] >= PROGRESS_EVERY_S:
             last[0] = time.monotonic()
             log.info(describe_progress(exp, p))
@@ -122,13 +133,17 @@ def search(task: Task, corpus: Corpus, device: str):
     return found
 
 
-def describe_progress(exp: Experiment, p: dict) -> str:
+def describe_step(p: dict) -> str:
+    """Where a search is, e.g. 'unit 3/500, TS iteration 4'."""
     unit = f"unit {p['unit']}/{p['units']}, " if p["units"] > 1 else ""
-    step = "generation" if p["stage"] == "ga" else "iteration"
+    return f"{unit}{p['stage'].upper()} {'generation' if p['stage'] == 'ga' else 'iteration'} {p['step']}"
+
+
+def describe_progress(exp: Experiment, p: dict) -> str:
     rate = f", {p['evaluations_per_s']:.1f} evaluations/s" if p["evaluations_per_s"] else ""
     eta = f", ETA {p['eta_s'] / 60:.1f} min" if p["eta_s"] is not None else ", done"
     best = f", best {exp.optimize.fitness.upper()} {p['best']:.6g}" if p["best"] is not None else ""
-    return f"search {exp.name}: {unit}{p['stage'].upper()} {step} {p['step']}{best}{rate}{eta}"
+    return f"search {exp.name}: {describe_step(p)}{best}{rate}{eta}"
 
 
 def save_found(task: Task, found) -> dict | None:

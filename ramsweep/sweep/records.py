@@ -181,6 +181,32 @@ class Claim(BaseModel):
     pid: Annotated[int, Field(ge=1, le=2**31 - 1)]  # os.kill(0 or negative) would signal a whole group
     heartbeat: float  # the owner's clock at its last beat: compared for change, never against ours
     since: str
+    # what the experiment is doing, published with each heartbeat (progress.py); None before the first
+    phase: str | None = None  # loading, training, search, validation, calibration, test
+    fraction: Annotated[float, Field(ge=0.0, le=1.0)] | None = None  # of the whole experiment
+    eta_s: float | None = None  # seconds left, estimated by the runner
+    detail: str | None = None  # e.g. "tier 2 of 3", "GA generation 12"
+
+    @property
+    def label(self) -> str:
+        return f"{self.host}:{self.pid}"
+
+
+class Runner(BaseModel):
+    """A live runner as it announces itself in `<results>.claims` with each heartbeat, so that
+    readers (status, serve) know what it plans even while it holds no claim."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    owner: str
+    host: str
+    pid: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    set: str
+    since: str
+    heartbeat: float  # its own clock, like a claim's
+    planned: int  # experiments in its plan
+    left: int  # of those, how many still need running (its own in flight included)
+    jobs: int = 1
 
     @property
     def label(self) -> str:
@@ -188,12 +214,21 @@ class Claim(BaseModel):
 
 
 _CLAIMS = TypeAdapter(dict[str, Claim])
+_RUNNERS = TypeAdapter(dict[str, Runner])
 
 
 def parse_claims(value: Any) -> dict[str, Claim]:
     """Claims by key from a claims document's `claims`; RecordError naming the claim and field."""
     try:
         return _CLAIMS.validate_python(value)
+    except ValidationError as err:
+        raise RecordError(one_line(err), field_path(err)) from None
+
+
+def parse_runners(value: Any) -> dict[str, Runner]:
+    """Runners by owner id from a claims document's `runners`; RecordError naming the field."""
+    try:
+        return _RUNNERS.validate_python(value)
     except ValidationError as err:
         raise RecordError(one_line(err), field_path(err)) from None
 
@@ -279,3 +314,82 @@ def add(found: dict, r) -> None:
     """Fold one more (newer) record or Head into a `latest` mapping."""
     if r.ok or not (r.key in found and found[r.key].ok):
         found[r.key] = r
+
+
+# ---------------------------------------------------------------- summaries (serve)
+
+
+@dataclass(frozen=True, slots=True)
+class SpecSummary:
+    name: str
+    tiers: str
+    context: int
+    negatives: int
+    empty_value: float
+    seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class SplitSummary:
+    ppl: float | None
+    ce: float | None
+    accuracy: float | None
+    bpb: float | None
+    ppl_floor: float | None
+    calibrated: Calibrated | None
+    tiers: tuple = ()  # left out: a card reads the whole record
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSummary:
+    validation: SplitSummary
+    test: SplitSummary
+
+
+@dataclass(frozen=True, slots=True)
+class ResourcesSummary:
+    device: str
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """A record as a leaderboard, a grid and a list of results read it, with the attributes of
+    the record itself (the report's functions take either), at ~1.5 KB where a whole record is
+    ~20 KB in memory: a dashboard keeps one per key of a 100,000-record grid."""
+
+    kind: str
+    name: str
+    key: str
+    set: str | None
+    status: str
+    data: DataInfo  # shared between the records of one data group
+    spec: SpecSummary | None
+    metrics: MetricsSummary | None
+    timing: Timing
+    resources: ResourcesSummary | None
+    started: str
+    finished: str | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    @classmethod
+    def of(cls, r: ExperimentRecord | BaselineRecord, shared: dict | None = None) -> Summary:
+        """`shared` (kept by the caller) holds one DataInfo per distinct value."""
+        d = r.data
+        data = d if shared is None else shared.setdefault((d.corpus, d.tokenizer, d.vocab_size, d.full_data,
+                                                           d.fingerprint), d)
+        spec = None
+        if r.kind == "experiment":
+            s = r.spec
+            spec = SpecSummary(s.name, s.tiers, s.context, s.negatives, s.empty_value, s.seed)
+        metrics = None
+        if r.metrics is not None:
+            metrics = MetricsSummary(*(SplitSummary(m.ppl, m.ce, m.accuracy, m.bpb, m.ppl_floor, m.calibrated)
+                                       for m in (r.metrics.validation, r.metrics.test)))
+        res = getattr(r, "resources", None)
+        return cls(r.kind, r.name, r.key, getattr(r, "set", None), r.status, data, spec, metrics, r.timing,
+                   ResourcesSummary(res.device) if res else None, r.started, r.finished,
+                   (r.error or "").splitlines()[0] if r.error else None)

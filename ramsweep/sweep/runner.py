@@ -34,6 +34,7 @@ from ramsweep.sweep.executors import Executor, InProcess, ProcessPool
 from ramsweep.sweep.experiment import Task, describe_record, environment, interrupted_record, now, stopped_record
 from ramsweep.sweep.interrupts import Interrupted, deferred, raising_on_signals
 from ramsweep.sweep.plan import Options, Planned, baseline_key, needs_running, pending, plan
+from ramsweep.sweep.progress import Tracker
 from ramsweep.sweep.records import FAILED, OK, BaselineRecord, Claim, ExperimentRecord
 from ramsweep.sweep.resources import check_fits
 from ramsweep.sweep.store import Store, cache_dir, open_store
@@ -105,9 +106,11 @@ def run_set(
         announce(sweep, todo, jobs)
         progress(0, len(todo))  # the bar shows the whole night's size from the start
         stage("experiments" if kernels_cached() else "experiments (the first also compiles the kernels, once)")
-        executor = ProcessPool(jobs, sweep.data, cache_dir(sweep.store.path)) if jobs > 1 else InProcess(sweep.corpus)
+        tracker = Tracker()
+        executor = (ProcessPool(jobs, sweep.data, cache_dir(sweep.store.path), tracker.update) if jobs > 1
+                    else InProcess(sweep.corpus, tracker.update))
         summary = RunSummary(sweep.exp_set.name, sweep.store.path)
-        execute(sweep, executor, summary, lambda: progress(len(summary.ran) + len(summary.failed), len(todo)))
+        execute(sweep, executor, summary, lambda: progress(len(summary.ran) + len(summary.failed), len(todo)), tracker)
     done_here = set(summary.ran) | set(summary.failed)
     summary.skipped = [p.experiment.name for p in sweep.planned.values() if p.experiment.name not in done_here]
     return summary
@@ -230,10 +233,19 @@ def check_before_any_work(sweep: Sweep) -> dict[str, int]:
     return sizes
 
 
-def execute(sweep: Sweep, executor: Executor, summary: RunSummary, progressed: Callable[[], None]) -> None:
+def execute(sweep: Sweep, executor: Executor, summary: RunSummary, progressed: Callable[[], None],
+            tracker: Tracker | None = None) -> None:
     """Claim, submit and record until nothing this runner can do is left; wait for other
-    runners' claims (taking them over if those runners die)."""
-    claims = Claims(sweep.store)
+    runners' claims (taking them over if those runners die). The runner publishes itself and
+    its experiments' progress (`tracker`) with its heartbeat."""
+    tracker = tracker or Tracker()
+
+    def about() -> dict:  # called under the lock, every heartbeat
+        heads = sweep.store.heads()
+        left = sum(needs_running(key, heads.get(key), sweep.options) for key in sweep.planned)
+        return {"set": sweep.exp_set.name, "planned": len(sweep.planned), "left": left, "jobs": executor.capacity}
+
+    claims = Claims(sweep.store, about=about, progress=tracker.published)
     attempted: set[str] = set()
     keys = [(k, p.experiment.name) for k, p in sweep.planned.items()]
     in_flight: dict[str, Flight] = {}
@@ -252,6 +264,7 @@ def execute(sweep: Sweep, executor: Executor, summary: RunSummary, progressed: C
         with deferred():  # a signal now is raised once the record is safe and off in_flight
             recorded = claims.finish(record, needed)
             del in_flight[task.key]
+        tracker.finish(task.key, record.timing if record.ok else None)
         if not recorded:
             log.warning(f"{record.name} finished here, but another runner took it over and recorded it first; "
                         "this result is not recorded (one result per experiment)")
@@ -263,7 +276,7 @@ def execute(sweep: Sweep, executor: Executor, summary: RunSummary, progressed: C
     with claims:
         try:
             while True:
-                held = fill(sweep, executor, claims, keys, wanted, attempted, in_flight)
+                held = fill(sweep, executor, claims, keys, wanted, attempted, in_flight, tracker)
                 if in_flight:
                     for task, record in executor.wait(POLL_S):
                         complete(task, record)
@@ -284,7 +297,7 @@ def execute(sweep: Sweep, executor: Executor, summary: RunSummary, progressed: C
 
 
 def fill(sweep: Sweep, executor: Executor, claims: Claims, keys, wanted, attempted: set[str],
-         in_flight: dict[str, Flight]) -> list[dict]:
+         in_flight: dict[str, Flight], tracker: Tracker) -> list[dict]:
     """Claim and submit until the executor is full; returns the live claims of other runners
     on experiments still wanted (empty when this runner found work or nothing is left)."""
     while len(in_flight) < executor.capacity:
@@ -298,6 +311,7 @@ def fill(sweep: Sweep, executor: Executor, claims: Claims, keys, wanted, attempt
         attempted.add(got.key)
         exp = sweep.planned[got.key].experiment
         task = Task(exp, got.key, sweep.exp_set.name, str(folder_of(sweep.store.path)))
+        tracker.start(got.key)
         with deferred():  # a signal mid-submit would leave a half-started worker
             in_flight[got.key] = Flight(task)
             executor.submit(task)

@@ -15,7 +15,7 @@ from ramsweep.errors import StoreError
 from ramsweep.sets import load_set
 from ramsweep.sweep.claims import STALE_S, looks_live
 from ramsweep.sweep.plan import needs_running, plan
-from ramsweep.sweep.records import FAILED, INTERRUPTED, Claim, Head
+from ramsweep.sweep.records import FAILED, INTERRUPTED, Claim, Head, Runner
 from ramsweep.sweep.store import cache_dir, open_store
 from ramsweep.sweep.store.lock import SLOW_S, holder
 from ramsweep.text import ppl
@@ -42,11 +42,14 @@ class SweepStatus:
     eta_s: float | None  # None when unknown (nothing finished yet) or nothing left
     left: int = field(default=0)
     lock: str | None = None  # a warning when a runner has held the results lock for long
+    live_runners: list[Runner] = field(default_factory=list)  # as they announce themselves (claims.py)
+    claims: dict[str, Claim] = field(default_factory=dict)  # the live claims, with their progress
 
 
 def status(results: str | Path, set_: str | ExperimentSet | None = None, *, data=None) -> SweepStatus:
     """Per experiment: done / failed / interrupted / running (by whom) / pending. Pending
-    experiments are known only with a set (`set_`: name, path or ExperimentSet)."""
+    experiments are listed only with a set (`set_`: name, path or ExperimentSet); without one,
+    the live runners' announcements give how many are left (not which)."""
     store = open_store(results)
     if not store.path.exists() and set_ is None:
         raise StoreError(f"{store.path}: no such results file; name the one `ramsweep run` writes, "
@@ -54,11 +57,12 @@ def status(results: str | Path, set_: str | ExperimentSet | None = None, *, data
     latest = {k: h for k, h in store.heads().items() if h.kind == "experiment"}
     now = time.time()
     live = {k: c for k, c in store.claims().items() if looks_live(c)}
+    announced = [r for r in store.runners().values() if looks_live(r)]
 
     if set_ is not None:
         names = planned_names(set_, data, store.path)
     else:
-        names = {k: r.name for k, r in latest.items()} | {k: c["name"] for k, c in live.items()}
+        names = {k: r.name for k, r in latest.items()} | {k: c.name for k, c in live.items()}
     rows = [row(key, name, latest.get(key), live.get(key), now) for key, name in names.items()]
 
     counts = {s: 0 for s in STATES}
@@ -67,14 +71,20 @@ def status(results: str | Path, set_: str | ExperimentSet | None = None, *, data
     timings = [h.seconds for h in latest.values() if h.ok and h.seconds is not None]
     median_s = statistics.median(timings) if timings else None
     left = sum(needs_running(key, latest.get(key)) for key in names)
+    if set_ is None and announced:  # one announcement per set: runners of one set share its plan
+        per_set = {r.set: r.left for r in sorted(announced, key=lambda r: r.heartbeat)}
+        left = sum(per_set.values())
+        counts[PENDING] = max(0, left - counts[RUNNING])
     eta_s = None
     if median_s is not None and left:
         elapsed = [now - datetime.fromisoformat(c.since).timestamp() for c in live.values()]
         running_left = sum(max(0.0, median_s - e) for e in elapsed)
-        # as many at a time as are running now: the runners' --jobs is not recorded anywhere else
-        eta_s = ((left - counts[RUNNING]) * median_s + running_left) / max(1, len(live))
-    runners = sorted({c.label for c in live.values()})
-    return SweepStatus(store.path, rows, counts, runners, median_s, eta_s, left, lock_warning(store.path))
+        # as many at a time as the runners run (their --jobs, where they announce it)
+        slots = sum(r.jobs for r in announced) or len(live)
+        eta_s = ((left - counts[RUNNING]) * median_s + running_left) / max(1, slots)
+    runners = sorted({c.label for c in live.values()} | {r.label for r in announced})
+    return SweepStatus(store.path, rows, counts, runners, median_s, eta_s, left, lock_warning(store.path),
+                       announced, live)
 
 
 def lock_warning(results: Path) -> str | None:
@@ -105,7 +115,8 @@ def row(key: str, name: str, head: Head | None, claim: Claim | None, now: float)
     if claim is not None and (head is None or not head.ok):
         age = now - claim.heartbeat  # by two clocks: a hint, never a verdict (claims.py)
         quiet = f" (no heartbeat for {age:.0f} s: paused?)" if age > STALE_S else ""
-        return Row(name, key, RUNNING, f"by {claim.label} since {claim.since}, last heartbeat {age:.0f}s ago{quiet}")
+        return Row(name, key, RUNNING, f"by {claim.label} since {claim.since}, last heartbeat {age:.0f}s ago{quiet}"
+                                       f"{doing(claim)}")
     if head is None:
         return Row(name, key, PENDING)
     if head.ok:
@@ -114,6 +125,16 @@ def row(key: str, name: str, head: Head | None, claim: Claim | None, now: float)
     if head.status == INTERRUPTED:
         return Row(name, key, INTERRUPTED, f"after {head.seconds or 0:.0f}s, {head.finished}")
     return Row(name, key, FAILED, head.error or "")
+
+
+def doing(claim: Claim) -> str:
+    """What a claimed experiment is doing, as its runner last published it: ', training 42%, about 3 min left'."""
+    if claim.phase is None:
+        return ""
+    fraction = f" {100 * claim.fraction:.0f}%" if claim.fraction is not None else ""
+    detail = f" ({claim.detail})" if claim.detail else ""
+    eta = f", about {duration(claim.eta_s)} left" if claim.eta_s is not None else ""
+    return f"; {claim.phase}{fraction}{detail}{eta}"
 
 
 SHOWN_WHEN_SUMMARISED = (RUNNING, FAILED, INTERRUPTED)

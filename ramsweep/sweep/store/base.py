@@ -42,9 +42,11 @@ from ramsweep.sweep.records import (
     ExperimentRecord,
     Head,
     RecordError,
+    Runner,
     latest,
     parse_claims,
     parse_record,
+    parse_runners,
 )
 from ramsweep.sweep.store.lock import INFO_NAME, folder_lock
 
@@ -116,29 +118,51 @@ class Store(ABC):
     # -- claims ----------------------------------------------------------------------------
 
     def claims(self) -> dict[str, Claim]:
-        """Claims by experiment key; {} when there are none. A plain read, like records()."""
-        try:
-            raw = self.claims_path.read_bytes()
-        except FileNotFoundError:
-            return {}
-        except OSError as e:
-            raise StoreError(f"{self.claims_path}: cannot read the claims file ({e.strerror})") from None
-        fix = f"when no runner is running on {self.path.name}, delete it: it holds no results"
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            raise StoreError(f"{self.claims_path}: not valid JSON ({e}); {fix}") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("claims"), dict):
-            raise StoreError(f"{self.claims_path}: not a claims file (expected {{\"claims\": {{...}}}}); {fix}")
+        """Claims by key; {} when there are none. A plain read, like records()."""
+        doc = self._claims_doc()
         try:
             return parse_claims(doc["claims"])
         except RecordError as err:
-            raise StoreError(f"{self.claims_path}: claim {err}; {fix}") from None
+            raise StoreError(f"{self.claims_path}: claim {err}; {self._claims_fix}") from None
 
-    def write_claims_locked(self, claims: dict[str, Claim]) -> None:
-        if not claims and not self.claims_path.exists():
+    def runners(self) -> dict[str, Runner]:
+        """The runners that announced themselves (claims.py), by owner id; {} when none did. A
+        runner killed outright stays until the next runner's heartbeat prunes it: readers judge
+        liveness themselves (claims.looks_live)."""
+        doc = self._claims_doc()
+        try:
+            return parse_runners(doc.get("runners", {}))
+        except RecordError as err:
+            raise StoreError(f"{self.claims_path}: runner {err}; {self._claims_fix}") from None
+
+    @property
+    def _claims_fix(self) -> str:
+        return f"when no runner is running on {self.path.name}, delete it: it holds no results"
+
+    def _claims_doc(self) -> dict:
+        try:
+            raw = self.claims_path.read_bytes()
+        except FileNotFoundError:
+            return {"claims": {}}
+        except OSError as e:
+            raise StoreError(f"{self.claims_path}: cannot read the claims file ({e.strerror})") from None
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise StoreError(f"{self.claims_path}: not valid JSON ({e}); {self._claims_fix}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("claims"), dict):
+            raise StoreError(f"{self.claims_path}: not a claims file (expected {{\"claims\": {{...}}}}); "
+                             f"{self._claims_fix}")
+        return doc
+
+    def write_claims_locked(self, claims: dict[str, Claim], runners: dict[str, Runner] | None = None) -> None:
+        """Replace the claims (and the runners, when given; else they are kept as they are)."""
+        if runners is None:
+            runners = self.runners()
+        if not claims and not runners and not self.claims_path.exists():
             return
-        doc = {"schema": SCHEMA, "claims": {k: c.model_dump() for k, c in claims.items()}}
+        doc = {"schema": SCHEMA, "claims": {k: c.model_dump(exclude_none=True) for k, c in claims.items()},
+               "runners": {k: r.model_dump() for k, r in runners.items()}}
         self.write_locked(self.claims_path, dumps(doc))
 
     def write_locked(self, path: Path, data: bytes) -> None:
