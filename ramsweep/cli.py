@@ -371,6 +371,30 @@ STATE_STYLE = {"failed": "red", "interrupted": "yellow", "running": "cyan", "pen
 
 @app.command()
 @user_errors
+def serve(
+    results: Annotated[Optional[list[Path]], typer.Argument(metavar="RESULTS...", help="Results files to show "
+                                                            "(default experiments/results.json).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on. Beyond this machine (e.g. 0.0.0.0) it needs "
+                                      "--token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: any free one).")] = 8765,
+    token: Annotated[Optional[str], typer.Option(envvar="RAMSWEEP_TOKEN", help="Required of every visitor: 'auto' "
+                                                 "generates one and prints the URL with it; or your own (at least "
+                                                 "16 characters; RAMSWEEP_TOKEN keeps it out of `ps`).")] = None,
+    allow_host: Annotated[Optional[list[str]], typer.Option(metavar="NAME", help="Another name the browser may "
+                                                            "reach this server by (checked against the Host "
+                                                            "header), e.g. a DNS name.")] = None,
+):
+    """A live, read-only web dashboard of a sweep, for a browser or a phone: runners and what
+    each experiment is doing, counts and time left, the latest results, leaderboards, grid
+    heatmaps and experiment cards, updated as results land. Writes nothing; safe beside runners."""
+    from ramsweep.serve import serve as run_server
+
+    run_server(results or [Path("experiments/results.json")], host=host, port=port, token=token,
+               allow_hosts=allow_host or [], say=lambda line: print(line, flush=True))
+
+
+@app.command()
+@user_errors
 def sets():
     """List the experiment sets and how many experiments each holds."""
     from ramsweep.sets import available_sets

@@ -62,7 +62,7 @@ def renderable(records: list[Record], by: Metric, filters: Filters = Filters(), 
         if roots:
             parts.append(lineage_tree(roots))
         for grid in grids(ranked, by):
-            parts += grid_view.rich_tables(grid, by, _formatter(by))
+            parts += grid_view.rich_tables(grid, by, formatter(by))
         searches = search_rows(ranked)
         if searches:
             parts.append(search_table(searches))
@@ -102,20 +102,20 @@ def search_table(rows: list[dict]) -> Table:
 
 
 # Ranking columns, most wanted first: at a narrow width the last ones are left out, and said so.
-_COLUMNS = ("#", "name", "tiers", "val PPL", "test PPL", "acc", "ctx", "cal.", "bpb", "s", "device")
+LEADERBOARD_COLUMNS = ("#", "name", "tiers", "val PPL", "test PPL", "acc", "ctx", "cal.", "bpb", "s", "device")
 _NEEDED = {80: 8, 100: 9, 120: 11}  # at least this wide: the first N columns
 
 
 def shown_columns(width: int) -> tuple[str, ...]:
     fitting = [n for w, n in sorted(_NEEDED.items()) if width >= w]
-    return _COLUMNS[: fitting[-1] if fitting else 6]
+    return LEADERBOARD_COLUMNS[: fitting[-1] if fitting else 6]
 
 
 def ranking_table(group: str, ranked: list[Record], by: Metric, width: int = 140) -> Table:
     floors = sorted({ppl(r.metrics.test.ppl_floor) for r in ranked if r.kind == "experiment"})
     direction = "lowest" if by.lower_is_better else "highest"
     columns = shown_columns(width)
-    left_out = [c for c in _COLUMNS if c not in columns]
+    left_out = [c for c in LEADERBOARD_COLUMNS if c not in columns]
     caption = (f"left out at this width: {', '.join(left_out)} (widen the terminal, or use --format md, csv or html)"
                if left_out else None)
     table = Table(title=f"{group}: ranked by {by.name}, {direction} first (PPL floor {', '.join(floors) or '—'}"
@@ -128,22 +128,31 @@ def ranking_table(group: str, ranked: list[Record], by: Metric, width: int = 140
             table.add_column(col, min_width=10 if col == "tiers" else None, no_wrap=col == "device")  # tiers wrap at ';'
         else:
             table.add_column(col, justify="right", no_wrap=True)
-    rank = 0
+    for cells in leaderboard_cells(ranked):
+        if cells["#"] == "":
+            table.add_row(*(cells.get(c, "") for c in columns), style="dim")
+        else:
+            table.add_row(*(cells[c] for c in columns))
+    return table
+
+
+def leaderboard_cells(ranked: list[Record]) -> list[dict[str, str]]:
+    """Each ranked record's cells by column (LEADERBOARD_COLUMNS), as the terminal and the dashboard show
+    them: experiments numbered in order, baselines unnumbered ("#" empty) in their place."""
+    out, rank = [], 0
     for r in ranked:
         v, t = r.metrics.validation, r.metrics.test
         if r.kind == "baseline":
-            cells = {"name": f"{r.name} (baseline)", "val PPL": ppl(v.ppl), "test PPL": ppl(t.ppl),
-                     "bpb": num(t.bpb, ".3f")}
-            table.add_row(*(cells.get(c, "") for c in columns), style="dim")
+            out.append({"#": "", "name": f"{r.name} (baseline)", "val PPL": ppl(v.ppl), "test PPL": ppl(t.ppl),
+                        "bpb": num(t.bpb, ".3f")})
             continue
         rank += 1
-        cells = {"#": str(rank), "name": r.name, "tiers": r.spec.tiers.replace(";", "; "), "ctx": str(r.spec.context),
-                 "val PPL": ppl(v.ppl), "test PPL": ppl(t.ppl),
-                 "cal.": ppl(t.calibrated.ppl if t.calibrated else None), "bpb": num(t.bpb, ".3f"),
-                 "acc": pct(t.accuracy, 1), "s": f"{(r.timing.train_s or 0) + (r.timing.eval_s or 0):.0f}",
-                 "device": _device(r)}
-        table.add_row(*(cells[c] for c in columns))
-    return table
+        out.append({"#": str(rank), "name": r.name, "tiers": r.spec.tiers.replace(";", "; "), "ctx": str(r.spec.context),
+                    "val PPL": ppl(v.ppl), "test PPL": ppl(t.ppl),
+                    "cal.": ppl(t.calibrated.ppl if t.calibrated else None), "bpb": num(t.bpb, ".3f"),
+                    "acc": pct(t.accuracy, 1), "s": f"{(r.timing.train_s or 0) + (r.timing.eval_s or 0):.0f}",
+                    "device": _device(r)})
+    return out
 
 
 def seeds_table(spreads: list, by: Metric, reference: str | None) -> Table:
@@ -228,7 +237,7 @@ def group_markdown(name: str, members: list[Record], by: Metric, filters: Filter
         lines += ["", "### Lineage (based_on): what each experiment changed, and how its figures moved", "",
                   *tree_lines(roots)]
     for grid in grids(ranked, by):
-        lines += ["", *grid_view.markdown_lines(grid, by, _formatter(by))]
+        lines += ["", *grid_view.markdown_lines(grid, by, formatter(by))]
     searches = search_rows(ranked)
     if searches:
         lines += ["", "### Connectivity search: the drawn wiring → the wiring chosen on validation (test read once)",
@@ -276,7 +285,7 @@ def _md_seeds(spreads: list, by: Metric, reference: str | None) -> list[str]:
               f"| {'≈' if noise else ''} |" for s, x, noise in spreads)]
 
 
-def _formatter(by: Metric):
+def formatter(by: Metric):
     """How a value of `by` is shown: PPLs as whole numbers, rates as percentages, else 4 digits."""
     if "ppl" in by.name:
         return ppl

@@ -100,7 +100,8 @@ class Tracker:
         if timed is None:
             return {"phase": r.phase, "detail": r.detail}
         done = sum(self.shares[name] for name in _ORDER[: _ORDER.index(timed)])
-        fraction = min(1.0, done + self.shares[timed] * min(1.0, max(0.0, r.fraction)))
+        within = 1.0 if r.phase == CALIBRATION else min(1.0, max(0.0, r.fraction))  # it ends validation's time
+        fraction = min(1.0, done + self.shares[timed] * within)
         elapsed = time.monotonic() - flight.started
         eta = None
         if r.eta_s is not None and timed == "train_s":  # a search knows its own time left

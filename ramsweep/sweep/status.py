@@ -16,7 +16,7 @@ from ramsweep.sets import load_set
 from ramsweep.sweep.claims import STALE_S, looks_live
 from ramsweep.sweep.plan import needs_running, plan
 from ramsweep.sweep.records import FAILED, INTERRUPTED, Claim, Head, Runner
-from ramsweep.sweep.store import cache_dir, open_store
+from ramsweep.sweep.store import Store, cache_dir, open_store
 from ramsweep.sweep.store.lock import SLOW_S, holder
 from ramsweep.text import ppl
 
@@ -46,11 +46,12 @@ class SweepStatus:
     claims: dict[str, Claim] = field(default_factory=dict)  # the live claims, with their progress
 
 
-def status(results: str | Path, set_: str | ExperimentSet | None = None, *, data=None) -> SweepStatus:
+def status(results: str | Path | Store, set_: str | ExperimentSet | None = None, *, data=None) -> SweepStatus:
     """Per experiment: done / failed / interrupted / running (by whom) / pending. Pending
     experiments are listed only with a set (`set_`: name, path or ExperimentSet); without one,
-    the live runners' announcements give how many are left (not which)."""
-    store = open_store(results)
+    the live runners' announcements give how many are left (not which). A Store given for
+    `results` is read from where it last stopped (serve follows a file so)."""
+    store = results if isinstance(results, Store) else open_store(results)
     if not store.path.exists() and set_ is None:
         raise StoreError(f"{store.path}: no such results file; name the one `ramsweep run` writes, "
                          f"or add --set to see what is pending")

@@ -82,6 +82,18 @@ class Store(ABC):
         """Every record, oldest first; [] when the file does not exist yet. Read from the file
         on each call (a big file's records are not kept in memory). No lock needed."""
 
+    @abstractmethod
+    def follow(self, mark) -> tuple[list[tuple[Record, int]], object, bool]:
+        """For a reader that follows the file (serve): the records added since `mark` (None: from
+        the start), each with where it lies in the file (for `record_at`), the mark to pass next
+        time, and whether the file was replaced since `mark` (then the records are all of them).
+        No lock; a reader's memory holds only what it keeps of them."""
+
+    @abstractmethod
+    def record_at(self, where: int) -> Record:
+        """The record `follow` placed at `where`, read again whole (StoreError if the file changed
+        under it: follow it again)."""
+
     def latest(self) -> dict[str, Record]:
         """The record that stands for each key, whole (one pass over the file)."""
         return latest(self.records())

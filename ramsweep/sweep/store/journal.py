@@ -51,6 +51,33 @@ class Journal(Store):
         last = _complete(tail) if tail.strip() else None  # a whole last record that lost its newline
         return found + ([last] if last else [])
 
+    def follow(self, mark) -> tuple[list[tuple[Record, int]], object, bool]:
+        """Only the complete lines after `mark` (inode, offset) are read: a line being appended is
+        read once its newline is there."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return [], None, mark is not None
+        inode, offset = mark if mark is not None else (None, 0)
+        replaced = inode != st.st_ino or st.st_size < offset
+        if replaced:
+            offset = 0
+        new = self._read_from(offset) or b""
+        complete = new[: new.rfind(b"\n") + 1]
+        lines, _, _ = _split(complete, offset, 0)
+        with gc_paused():
+            found = [(parse_stored(self, line, f"the line at byte {at}"), at) for _, at, line in lines]
+        return found, (st.st_ino, offset + len(complete)), replaced
+
+    def record_at(self, where: int) -> Record:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(where)
+                line = f.readline()
+        except OSError as e:
+            raise StoreError(f"{self.path}: cannot read the results file ({e.strerror})") from None
+        return parse_stored(self, line, f"the line at byte {where}")
+
     def extend_locked(self, records: list[Record]) -> None:
         self._catch_up()  # also refuses a damaged file before anything is written
         line = b"".join(dumps_line(r) for r in records)

@@ -32,6 +32,25 @@ class JsonDocument(Store):
     def records(self) -> list[Record]:
         return self._parse(self._results())
 
+    def follow(self, mark) -> tuple[list[tuple[Record, int]], object, bool]:
+        seen = self._stat()  # before reading: a replacement after it is seen next time
+        if seen == mark:
+            return [], mark, False
+        return [(r, i) for i, r in enumerate(self.records())], seen, True
+
+    def record_at(self, where: int) -> Record:
+        results = self._results()
+        if not 0 <= where < len(results):
+            raise StoreError(f"{self.path}: has no record {where + 1} (it changed since it was read)")
+        return parse_stored(self, results[where], f"record {where + 1}")
+
+    def _stat(self) -> tuple | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
     def extend_locked(self, records: list[Record]) -> None:
         results = self._results()  # read once: validated (if it changed) and rewritten from the same objects
         self._refresh(results)  # refuses a file that does not validate before anything is written
@@ -40,11 +59,7 @@ class JsonDocument(Store):
     def _refresh(self, results: list[dict] | None = None) -> None:
         """Validate the file again, and index it, only if it changed since the last time
         (`results`: its stored objects, when the caller has read them already)."""
-        try:
-            st = os.stat(self.path)
-            seen = (st.st_ino, st.st_size, st.st_mtime_ns)
-        except FileNotFoundError:
-            seen = None
+        seen = self._stat()
         if seen is not None and seen == self._seen:
             return
         heads: dict[str, Head] = {}

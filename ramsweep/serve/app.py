@@ -1,0 +1,237 @@
+"""`ramsweep serve`'s web app (Starlette): one page, its assets, a JSON API under /api/ and a
+stream of server-sent events. Every route is GET (HEAD): no route accepts a write, none
+changes anything or signals a process.
+
+One task looks at the files every LOOK_S (a stat each, and the bytes appended since) and wakes
+the event streams when something changed; requests only read what it keeps, so any number of
+open pages or scripts costs the runners nothing more than one viewer.
+
+Guards, outermost first: the Host header must name this server (DNS rebinding), then the
+token, when there is one (`?token=` once, then a cookie; `Authorization: Bearer` for scripts),
+compared in constant time. Responses carry a strict Content-Security-Policy: the page loads
+nothing from anywhere else, and no CORS header is ever sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+from collections import OrderedDict
+from pathlib import Path
+
+import anyio
+import orjson
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ramsweep.errors import ConfigError, StoreError
+from ramsweep.report.rows import metric
+from ramsweep.serve import views
+from ramsweep.serve.feed import Feed
+
+STATIC = Path(__file__).parent / "static"
+LOOK_S = 0.5  # how often the files are looked at: a new result shows within about a second
+KEEPALIVE_S = 15.0  # a comment on an idle event stream, so proxies and phones keep it open
+COOKIE = "ramsweep_session"
+HEADERS = {
+    "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",  # the token in a first URL never leaks through a link
+    "x-frame-options": "DENY",
+}
+API = {
+    "/api/status": "per results file: counts, time left, the runners and what each experiment in flight is doing",
+    "/api/records?limit=20": "the latest results, newest first, and the failed and interrupted experiments",
+    "/api/leaderboard?sort_by=val_ppl&top=20": "per data group, the best experiments by a metric (report's ranking)",
+    "/api/grids?sort_by=val_ppl": "the tier-bits grids: heatmap panels and main effects",
+    "/api/experiments/KEY": "one experiment's whole record and its card",
+    "/api/events": "server-sent events: `update` with /api/status's body whenever anything changed",
+}
+
+
+class Watcher:
+    """Looks at the files while the server runs; wakes whoever waits when something changed."""
+
+    def __init__(self, feed: Feed):
+        self.feed = feed
+        self.changed = asyncio.Event()
+        self._cache: OrderedDict = OrderedDict()
+
+    async def run(self) -> None:
+        while True:
+            if await anyio.to_thread.run_sync(self.feed.refresh):
+                self.changed.set()
+                self.changed = asyncio.Event()  # the next change wakes the next waiters
+            await asyncio.sleep(LOOK_S)
+
+    async def view(self, name: str, build, *args):
+        """A view of the feed as it stands, built once per version and arguments (in a thread:
+        a big grid's leaderboard takes a moment)."""
+        key = (name, self.feed.version, *args)
+        if key not in self._cache:
+            self._cache[key] = await anyio.to_thread.run_sync(build, self.feed, *args)
+            while len(self._cache) > 32:
+                self._cache.popitem(last=False)
+        return self._cache[key]
+
+
+def create_app(feed: Feed, *, token: str | None = None, hosts: list[str] | None = None) -> Starlette:
+    watcher = Watcher(feed)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await anyio.to_thread.run_sync(feed.refresh)
+        task = asyncio.create_task(watcher.run())
+        yield
+        task.cancel()
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"cache-control": "no-store"})
+
+    async def api(request: Request) -> Response:
+        return json({"endpoints": API, "read_only": True})
+
+    async def status(request: Request) -> Response:
+        return json(await watcher.view("status", views.status_view))
+
+    async def records(request: Request) -> Response:
+        return json(await watcher.view("records", views.records_view, bounded(request, "limit", 20, 1, 500)))
+
+    async def leaderboard(request: Request) -> Response:
+        by = sort_by(request)
+        return json(await watcher.view("leaderboard", views.leaderboard_view, by, bounded(request, "top", 20, 1, 1000)))
+
+    async def grids(request: Request) -> Response:
+        by = sort_by(request)
+        return json(await watcher.view("grids", views.grids_view, by))
+
+    async def experiment(request: Request) -> Response:
+        key = request.path_params["key"]
+        found = await watcher.view("experiment", views.experiment_view, key)
+        return json(found) if found is not None else json({"error": f"no experiment with key {key}"}, 404)
+
+    async def events(request: Request) -> Response:
+        async def stream():
+            yield "retry: 2000\n\n"  # a lost connection is retried after 2 s (then the page catches up)
+            while True:
+                waiting = watcher.changed
+                body = orjson.dumps(await watcher.view("status", views.status_view)).decode()
+                yield f"event: update\nid: {feed.version}\ndata: {body}\n\n"
+                while True:
+                    try:
+                        await asyncio.wait_for(waiting.wait(), KEEPALIVE_S)
+                        break
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        return json({"error": str(exc)}, 400)
+
+    async def unreadable(request: Request, exc: Exception) -> Response:
+        return json({"error": str(exc)}, 503)
+
+    routes = [
+        Route("/", index), Route("/api", api), Route("/api/", api), Route("/api/status", status),
+        Route("/api/records", records), Route("/api/leaderboard", leaderboard), Route("/api/grids", grids),
+        Route("/api/experiments/{key}", experiment), Route("/api/events", events),
+        Mount("/static", StaticFiles(directory=STATIC)),
+    ]
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=hosts or list(LOOPBACK_NAMES)),
+                  Middleware(Guard, token=token)]
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                     exception_handlers={ConfigError: refused, StoreError: unreadable})
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def json(body, status: int = 200) -> Response:
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status, media_type="application/json",
+                    headers={"cache-control": "no-store"})
+
+
+def sort_by(request: Request):
+    try:
+        return metric(request.query_params.get("sort_by", "val_ppl"))
+    except ConfigError as err:
+        raise ConfigError(str(err).replace("--sort-by", "sort_by", 1)) from None
+
+
+def bounded(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise ConfigError(f"{name}: '{raw}' is not a whole number from {lo} to {hi}")
+    return value
+
+
+def session_value(token: str) -> str:
+    """What the cookie holds: derived from the token, so the token itself is never stored."""
+    return hmac.new(token.encode(), b"ramsweep serve session", hashlib.sha256).hexdigest()
+
+
+class Guard:
+    """The token check (when the server has a token) and the security headers on every response."""
+
+    def __init__(self, app, token: str | None):
+        self.app, self.token = app, token
+        self.session = session_value(token) if token else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] += [(k.encode(), v.encode()) for k, v in HEADERS.items()]
+            await send(message)
+
+        refused = self.check(Request(scope)) if self.token else None
+        await (refused or self.app)(scope, receive, with_headers)
+
+    def check(self, request: Request) -> Response | None:
+        """None when the request may pass; else the response that refuses (or, for the page
+        opened with the right ?token=, sets the cookie)."""
+        given = request.query_params.get("token")
+        if given is not None:
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                return refuse(request, 403, "wrong token: use the URL `ramsweep serve` printed")
+            if request.url.path == "/":  # the page: keep the token in a cookie and drop it from the address bar
+                response = RedirectResponse("/", 303)
+                response.set_cookie(COOKIE, self.session, max_age=30 * 86400, httponly=True, samesite="strict")
+                return response
+            return None
+        bearer = request.headers.get("authorization", "")
+        if bearer.lower().startswith("bearer "):
+            ok = hmac.compare_digest(bearer[7:].strip().encode(), self.token.encode())
+            return None if ok else refuse(request, 403, "wrong token in the Authorization header")
+        cookie = request.cookies.get(COOKIE)
+        if cookie is not None:
+            ok = hmac.compare_digest(cookie.encode(), self.session.encode())
+            return None if ok else refuse(request, 403, "this page's session is from another server: open the URL "
+                                                        "`ramsweep serve` printed")
+        return refuse(request, 401, "this dashboard needs its token: open the URL `ramsweep serve` printed "
+                                    "(…/?token=…), or send `Authorization: Bearer TOKEN`")
+
+
+def refuse(request: Request, status: int, why: str) -> Response:
+    if request.url.path.startswith("/api"):
+        return json({"error": why}, status)
+    return PlainTextResponse(f"ramsweep serve: {why}\n", status)

@@ -1,0 +1,110 @@
+"""The dashboard's view of its results files, kept up to date by reading only what changed.
+
+A `Feed` follows each file (store.follow: a journal's new lines; a JSON document again when
+it was replaced) and keeps, per key, the standing record's Summary (~1.5 KB; records.py), where
+the whole record lies (for its card) and when it arrived. Claims and status are read again
+when the claims file or the results change. Nothing is ever written and no lock is taken
+(status's lock probe apart, which never waits): a viewer can neither slow nor break a runner.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ramsweep.errors import StoreError
+from ramsweep.sweep.records import Summary, add
+from ramsweep.sweep.status import SweepStatus, status
+from ramsweep.sweep.store import Store, open_store
+
+
+@dataclass
+class Followed:
+    """One results file as followed."""
+
+    store: Store
+    mark: object = None
+    latest: dict[str, Summary] = field(default_factory=dict)
+    where: dict[str, int] = field(default_factory=dict)  # key -> the standing record's place (record_at)
+    arrived: dict[str, int] = field(default_factory=dict)  # key -> arrival number of the standing record
+    claims_seen: tuple | None = None
+    status: SweepStatus | None = None
+    error: str | None = None  # why the file cannot be read now (the last good view is kept)
+
+
+class Feed:
+    def __init__(self, paths: list[str | os.PathLike]):
+        self.files = [Followed(open_store(p)) for p in paths]
+        self.version = 0  # bumped whenever what is shown changed
+        self.checked = 0.0  # time.time() of the last look at the files
+        self._arrivals = itertools.count(1)
+        self._shared: dict = {}  # one DataInfo per data group
+        self._lock = threading.Lock()  # one refresh at a time (they run in worker threads)
+
+    def refresh(self) -> bool:
+        """Read what changed since the last call; returns whether anything did."""
+        with self._lock:
+            changed = False
+            for f in self.files:
+                changed |= self._refresh(f)
+            if changed:
+                self.version += 1
+            self.checked = time.time()
+            return changed
+
+    def _refresh(self, f: Followed) -> bool:
+        try:
+            found, f.mark, replaced = f.store.follow(f.mark)
+            if replaced:
+                f.latest, f.where, f.arrived = {}, {}, {}
+            for record, where in found:
+                summary = Summary.of(record, self._shared)
+                before = f.latest.get(summary.key)
+                add(f.latest, summary)
+                if f.latest[summary.key] is not before:
+                    f.where[summary.key], f.arrived[summary.key] = where, next(self._arrivals)
+            claims = _stat(f.store.claims_path)
+            moved = bool(found) or replaced
+            if moved or claims != f.claims_seen or f.status is None or f.error is not None:
+                f.claims_seen = claims
+                f.status = status(f.store) if f.store.path.exists() or claims else None
+                moved = True
+            f.error = None
+            return moved
+        except StoreError as err:  # mid-repair, or damaged: say so, keep showing what was read
+            changed, f.error = f.error != str(err), str(err)
+            return changed
+
+    def summaries(self) -> list[Summary]:
+        """The record standing for each key over all the files (a key in several: the latest rule
+        applied in the order the files were given), each file's in arrival order."""
+        found: dict[str, Summary] = {}
+        for f in self.files:
+            for key in sorted(f.latest, key=f.arrived.__getitem__):
+                add(found, f.latest[key])
+        return list(found.values())
+
+    def newest(self, limit: int) -> list[tuple[Path, Summary]]:
+        """The `limit` records that arrived last, newest first, with their file."""
+        rows = [(f.arrived[k], f.store.path, s) for f in self.files for k, s in f.latest.items()]
+        rows.sort(key=lambda row: row[0], reverse=True)
+        return [(path, s) for _, path, s in rows[:limit]]
+
+    def record(self, key: str):
+        """The whole standing record of `key` (None if no file has it), read from its file."""
+        for f in reversed(self.files):
+            if key in f.where:
+                return f.store.record_at(f.where[key])
+        return None
+
+
+def _stat(path: Path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
