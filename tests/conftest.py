@@ -1,6 +1,17 @@
 """Shared test helpers and fixtures: one-line error checks, valid records made by hand, and a
 results path of each store kind."""
 
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
 
 from ramsweep.errors import ConfigError
@@ -59,3 +70,74 @@ def record(**fields):
 def results_path(request, tmp_path):
     """A results file path of each kind (the test runs once per kind)."""
     return tmp_path / request.param
+
+
+# ------------------------------------------------------------------ a real browser (Debian's chromium)
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"  # screenshots, kept by CI
+
+
+def browser(width: int, height: int):
+    """Headless chromium at a desktop size, or a phone's screen emulated below 500 px wide; its
+    console and network logs are kept (driver.get_log("browser" | "performance"))."""
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 f"--window-size={max(width, 500)},{height}"):  # a headless window is at least 500 px wide
+        options.add_argument(flag)
+    if width < 500:  # a phone: its screen, emulated
+        options.add_experimental_option("mobileEmulation", {"deviceMetrics": {"width": width, "height": height,
+                                                                              "pixelRatio": 3}})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
+
+
+def requested_urls(driver) -> set[str]:
+    messages = [json.loads(e["message"])["message"] for e in driver.get_log("performance")]
+    return {m["params"]["request"]["url"] for m in messages if m["method"] == "Network.requestWillBeSent"}
+
+
+# ------------------------------------------------------------------ a real dashboard beside the runners
+
+
+@contextmanager
+def dashboard(results, hammer: int = 0, every: float = 0.1):
+    """`ramsweep serve RESULTS` in its own process on a free port; yields its base URL. With
+    `hammer`, a client also sends up to that many requests to it meanwhile, one every `every`
+    seconds, each expected to succeed."""
+    proc = subprocess.Popen([sys.executable, "-m", "ramsweep", "serve", str(results), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "NUMBA_NUM_THREADS": "1"})
+    try:
+        line = ""
+        while "ramsweep serve: http" not in line:
+            line = proc.stdout.readline()
+            assert line, f"serve ended: {proc.stderr.read()}"
+        url = re.search(r"http://\S+/", line)[0].replace(re.search(r"//([^:/]+)", line)[1], "127.0.0.1", 1)
+        failures: list[str] = []
+        stop = threading.Event()
+        client = threading.Thread(target=_hammer, args=(url, hammer, every, stop, failures), daemon=True)
+        client.start()
+        yield url
+        stop.set()
+        client.join()
+        assert not failures, failures[:3]
+        assert proc.poll() is None, "the dashboard died"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def _hammer(url: str, n: int, every: float, stop: threading.Event, failures: list[str]) -> None:
+    routes = ("api/status", "api/records", "api/leaderboard", "api/grids", "")
+    for i in range(n):
+        if stop.wait(every):
+            return
+        try:
+            with urllib.request.urlopen(url + routes[i % len(routes)], timeout=10) as response:
+                response.read()
+        except Exception as e:  # noqa: BLE001 - every failure is reported by the test
+            failures.append(f"{routes[i % len(routes)]}: {e}")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from conftest import STORE_FILES
+from conftest import STORE_FILES, dashboard
 
 import ramsweep
 
@@ -77,21 +77,23 @@ def wait_for_line(proc, text: str) -> str:
 
 @pytest.mark.parametrize("name", STORE_FILES)
 def test_sigkill_at_20_random_instants_loses_and_duplicates_nothing(tmp_path, six, name):
+    """...with a dashboard open on the file and a client hammering its API: a viewer changes nothing."""
     reference = tmp_path / "reference.json"
     ramsweep.run_set(str(six), results=reference)
     results = tmp_path / name
     rng = np.random.default_rng(20)
     done: set[str] = set()
-    for _ in range(20):
-        proc = start(six, results)
-        time.sleep(rng.uniform(0.3, 4.5))  # startup is ~1.5 s, an experiment ~1.5 s
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-        now_done = ok_keys(results)  # parses, no duplicates
-        assert done <= now_done, "a finished result was lost"
-        done = now_done
-    final = start(six, results)
-    out, err = final.communicate()
+    with dashboard(results, hammer=300):
+        for _ in range(20):
+            proc = start(six, results)
+            time.sleep(rng.uniform(0.3, 4.5))  # startup is ~1.5 s, an experiment ~1.5 s
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+            now_done = ok_keys(results)  # parses, no duplicates
+            assert done <= now_done, "a finished result was lost"
+            done = now_done
+        final = start(six, results)
+        out, err = final.communicate()
     assert final.returncode == 0, err
     assert len(ok_keys(results)) == 6
     assert metrics_by_name(results) == metrics_by_name(reference)
@@ -101,9 +103,11 @@ def test_sigkill_at_20_random_instants_loses_and_duplicates_nothing(tmp_path, si
 
 
 def test_two_runners_together_split_the_set_and_run_each_experiment_once(results_path, six):
+    """...with a dashboard open on the file and a client hammering its API."""
     results = results_path
-    a, b = start(six, results), start(six, results)
-    (_, err_a), (_, err_b) = a.communicate(), b.communicate()
+    with dashboard(results, hammer=200):
+        a, b = start(six, results), start(six, results)
+        (_, err_a), (_, err_b) = a.communicate(), b.communicate()
     assert (a.returncode, b.returncode) == (0, 0), err_a + err_b
     assert [r["status"] for r in records(results)] == ["ok"] * 6 and len(ok_keys(results)) == 6
     assert err_a.count(" done e") >= 1 and err_b.count(" done e") >= 1, "one runner did all the work"

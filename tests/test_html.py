@@ -5,19 +5,15 @@ visible. A screenshot of each is kept in tests/artifacts/."""
 
 import itertools
 import json
-import shutil
-from pathlib import Path
 
 import pytest
-from conftest import baseline_record, experiment_record
+from conftest import ARTIFACTS, CHROMIUM, DRIVER, baseline_record, browser, experiment_record
 
 from ramsweep.report import report
 from ramsweep.sweep.records import parse_record
 from ramsweep.sweep.store import open_store
 
-webdriver = pytest.importorskip("selenium.webdriver")
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+pytest.importorskip("selenium.webdriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver")
 
 
@@ -38,19 +34,6 @@ def page(tmp_path_factory):
     path = folder / "report.html"
     path.write_text(report(store.path, "html"))
     return path
-
-
-def browser(width: int, height: int):
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 f"--window-size={max(width, 500)},{height}"):  # a headless window is at least 500 px wide
-        options.add_argument(flag)
-    if width < 500:  # a phone: its screen, emulated
-        options.add_experimental_option("mobileEmulation", {"deviceMetrics": {"width": width, "height": height,
-                                                                              "pixelRatio": 3}})
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
 
 
 @pytest.mark.parametrize("viewport, size", [("desktop", (1280, 900)), ("phone", (390, 844))])

@@ -3,13 +3,17 @@ that it follows a results file as records land, that it refuses what it must (fo
 headers, missing or wrong tokens, every write method, a public host without a token), that it
 writes nothing, and that runners publish what their experiments are doing."""
 
+import importlib.util
 import itertools
 import os
+import subprocess
+import sys
 import threading
 import time
 
+import orjson
 import pytest
-from conftest import baseline_record, experiment_record
+from conftest import ARTIFACTS, CHROMIUM, DRIVER, baseline_record, browser, dashboard, experiment_record, requested_urls
 from typer.testing import CliRunner
 
 from ramsweep.cli import app as cli
@@ -218,3 +222,93 @@ def test_a_runner_publishes_each_phase_and_itself_then_leaves_nothing(tmp_path, 
     assert seen_runners and {(r.set, r.planned, r.pid) for r in seen_runners} == {("three", 3, os.getpid())}
     assert min(r.left for r in seen_runners) < 3  # it counts down
     assert store.claims() == {} and store.runners() == {}  # nothing left behind
+
+
+# ------------------------------------------------------------------ in a real browser
+
+needs_browser = pytest.mark.skipif(not (CHROMIUM and DRIVER and importlib.util.find_spec("selenium")),
+                                   reason="needs Debian's chromium and chromium-driver, and selenium")
+
+
+def page_problems(driver, url: str) -> list:
+    """Console errors, and requests to anywhere but this server."""
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    elsewhere = [u for u in requested_urls(driver) if not u.startswith(url)]
+    return errors + elsewhere
+
+
+@needs_browser
+@pytest.mark.parametrize("viewport, size", [("desktop", (1280, 900)), ("phone", (390, 844))])
+def test_the_page_shows_the_sweep_with_nothing_from_elsewhere(tmp_path, viewport, size):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    grid_file(tmp_path / "r.jsonl")
+    with dashboard(tmp_path / "r.jsonl") as url:
+        driver = browser(*size)
+        try:
+            driver.get(url)
+            wait = WebDriverWait(driver, 10)
+            wait.until(lambda d: d.find_element(By.ID, "connection").text == "live")
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#leaderboards tbody tr")) == 9)  # 8 + baseline
+            first = driver.find_element(By.CSS_SELECTOR, "#leaderboards tbody tr[data-key]")
+            assert "grid_b08_08_08" in first.text  # the best by validation PPL
+            assert len(driver.find_elements(By.CSS_SELECTOR, ".heatmap td")) == 8  # 2 panels of 2 x 2
+            assert "broken" in driver.find_element(By.ID, "failed").text
+            assert driver.execute_script("return document.documentElement.scrollWidth") <= size[0]
+            ARTIFACTS.mkdir(exist_ok=True)
+            assert driver.save_screenshot(str(ARTIFACTS / f"dashboard-{viewport}.png"))
+            first.click()
+            wait.until(lambda d: "grid_b08_08_08" in d.find_element(By.ID, "card-body").text)
+            assert driver.find_element(By.ID, "card").is_displayed()
+            driver.save_screenshot(str(ARTIFACTS / f"dashboard-card-{viewport}.png"))
+            assert page_problems(driver, url) == []
+        finally:
+            driver.quit()
+
+
+@needs_browser
+def test_a_result_shows_on_the_open_page_within_5_s_of_landing(tmp_path):
+    """A real `ramsweep run` on the file the page shows: each result appears without a reload,
+    and the runner with what its experiment is doing."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    set_path = tmp_path / "three.yaml"
+    set_path.write_text("experiments:\n" + "".join(
+        f'  - {{name: live{b}, tiers: "rest,1,{b}", context: 1, negatives: 5}}\n' for b in (4, 5, 6)))
+    results = tmp_path / "r.jsonl"
+    with dashboard(results) as url:
+        driver = browser(390, 844)
+        try:
+            driver.get(url)
+            WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "connection").text == "live")
+            driver.execute_script("window.sameDocument = true")
+            run = subprocess.Popen([sys.executable, "-m", "ramsweep", "run", "--set", str(set_path), "--results",
+                                    str(results)], env={**os.environ, "RAMSWEEP_HEARTBEAT_S": "0.2"},
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            shown, saw_runner = set(), False
+            while len(shown) < 3:
+                assert run.poll() is None or len(landed(results)) > len(shown), run.stderr.read()
+                saw_runner |= "runner " in driver.find_element(By.ID, "files").text
+                for name in sorted(landed(results) - shown):
+                    WebDriverWait(driver, 5, poll_frequency=0.1).until(
+                        lambda d: name in d.find_element(By.ID, "latest").text, f"{name} not shown within 5 s")
+                    shown.add(name)
+                    if len(shown) == 1:
+                        driver.save_screenshot(str(ARTIFACTS / "dashboard-live-phone.png"))
+                time.sleep(0.05)
+            assert run.wait(60) == 0
+            assert saw_runner, "the page never showed the runner"
+            assert driver.execute_script("return window.sameDocument") is True  # no reload
+            assert page_problems(driver, url) == []
+        finally:
+            driver.quit()
+
+
+def landed(results) -> set[str]:
+    """Names of the experiments recorded so far (complete lines only)."""
+    if not results.exists():
+        return set()
+    lines = results.read_bytes().split(b"\n")[:-1]
+    return {r["name"] for r in map(orjson.loads, lines) if r.get("kind") == "experiment"}
