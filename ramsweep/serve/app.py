@@ -32,7 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ramsweep.errors import ConfigError, StoreError
-from ramsweep.report.rows import metric
+from ramsweep.report.rows import Metric, metric
 from ramsweep.serve import views
 from ramsweep.serve.feed import Feed
 
@@ -106,12 +106,11 @@ def create_app(feed: Feed, *, token: str | None = None, hosts: list[str] | None 
         return json(await watcher.view("records", views.records_view, bounded(request, "limit", 20, 1, 500)))
 
     async def leaderboard(request: Request) -> Response:
-        by = sort_by(request)
-        return json(await watcher.view("leaderboard", views.leaderboard_view, by, bounded(request, "top", 20, 1, 1000)))
+        by = sort_by(request)  # views are cached by the metric's name
+        return json(await watcher.view("leaderboard", views.leaderboard_view, by.name, bounded(request, "top", 20, 1, 1000)))
 
     async def grids(request: Request) -> Response:
-        by = sort_by(request)
-        return json(await watcher.view("grids", views.grids_view, by))
+        return json(await watcher.view("grids", views.grids_view, sort_by(request).name))
 
     async def experiment(request: Request) -> Response:
         key = request.path_params["key"]
@@ -161,7 +160,7 @@ def json(body, status: int = 200) -> Response:
                     headers={"cache-control": "no-store"})
 
 
-def sort_by(request: Request):
+def sort_by(request: Request) -> Metric:
     try:
         return metric(request.query_params.get("sort_by", "val_ppl"))
     except ConfigError as err:

@@ -21,6 +21,8 @@ from ramsweep.sweep.records import Summary, add
 from ramsweep.sweep.status import SweepStatus, status
 from ramsweep.sweep.store import Store, open_store
 
+BATCH = 500  # records read at a time from a journal
+
 
 @dataclass
 class Followed:
@@ -58,17 +60,21 @@ class Feed:
 
     def _refresh(self, f: Followed) -> bool:
         try:
-            found, f.mark, replaced = f.store.follow(f.mark)
-            if replaced:
-                f.latest, f.where, f.arrived = {}, {}, {}
-            for record, where in found:
-                summary = Summary.of(record, self._shared)
-                before = f.latest.get(summary.key)
-                add(f.latest, summary)
-                if f.latest[summary.key] is not before:
-                    f.where[summary.key], f.arrived[summary.key] = where, next(self._arrivals)
+            moved = False
+            while True:  # in batches: whole records are dropped as soon as they are summarised
+                found, f.mark, replaced = f.store.follow(f.mark, most=BATCH)
+                if replaced:
+                    f.latest, f.where, f.arrived = {}, {}, {}
+                for record, where in found:
+                    summary = Summary.of(record, self._shared)
+                    before = f.latest.get(summary.key)
+                    add(f.latest, summary)
+                    if f.latest[summary.key] is not before:
+                        f.where[summary.key], f.arrived[summary.key] = where, next(self._arrivals)
+                moved |= bool(found) or replaced
+                if len(found) < BATCH:
+                    break
             claims = _stat(f.store.claims_path)
-            moved = bool(found) or replaced
             if moved or claims != f.claims_seen or f.status is None or f.error is not None:
                 f.claims_seen = claims
                 f.status = status(f.store) if f.store.path.exists() or claims else None

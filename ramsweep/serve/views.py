@@ -12,7 +12,7 @@ from markdown_it import MarkdownIt
 
 from ramsweep.report.grid_view import Grid, grids
 from ramsweep.report.lineage import card
-from ramsweep.report.rows import Metric, group_of, groups, leaderboard, not_ok
+from ramsweep.report.rows import group_of, groups, leaderboard, metric, not_ok
 from ramsweep.report.tables import LEADERBOARD_COLUMNS, formatter, leaderboard_cells
 from ramsweep.serve.feed import Feed
 from ramsweep.sweep.claims import looks_live
@@ -77,9 +77,9 @@ def records_view(feed: Feed, limit: int = 20) -> dict:
     return {"version": feed.version, "latest": newest, "failed": failed[:limit], "failed_total": len(failed)}
 
 
-def leaderboard_view(feed: Feed, by: Metric, top: int = 20) -> dict:
+def leaderboard_view(feed: Feed, sort_by: str, top: int = 20) -> dict:
     """Per data group, its leaderboard (baselines in their place) as the report ranks it."""
-    out = []
+    by, out = metric(sort_by), []
     for name, members in groups(feed.summaries()).items():
         ranked = leaderboard(members, by)
         experiments = [r for r in ranked if r.kind == "experiment"]
@@ -93,8 +93,9 @@ def leaderboard_view(feed: Feed, by: Metric, top: int = 20) -> dict:
             "columns": list(LEADERBOARD_COLUMNS), "groups": out}
 
 
-def grids_view(feed: Feed, by: Metric) -> dict:
-    """Each grid of each group: its heatmap panels and main effects, in `by`."""
+def grids_view(feed: Feed, sort_by: str) -> dict:
+    """Each grid of each group: its heatmap panels and main effects, in the metric `sort_by`."""
+    by = metric(sort_by)
     fmt = formatter(by)
     out = []
     for name, members in groups(feed.summaries()).items():

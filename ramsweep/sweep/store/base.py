@@ -83,11 +83,12 @@ class Store(ABC):
         on each call (a big file's records are not kept in memory). No lock needed."""
 
     @abstractmethod
-    def follow(self, mark) -> tuple[list[tuple[Record, int]], object, bool]:
+    def follow(self, mark, most: int | None = None) -> tuple[list[tuple[Record, int]], object, bool]:
         """For a reader that follows the file (serve): the records added since `mark` (None: from
         the start), each with where it lies in the file (for `record_at`), the mark to pass next
         time, and whether the file was replaced since `mark` (then the records are all of them).
-        No lock; a reader's memory holds only what it keeps of them."""
+        A journal gives at most `most` records a call (call again until none come), a document
+        all of them. No lock."""
 
     @abstractmethod
     def record_at(self, where: int) -> Record:

@@ -51,9 +51,9 @@ class Journal(Store):
         last = _complete(tail) if tail.strip() else None  # a whole last record that lost its newline
         return found + ([last] if last else [])
 
-    def follow(self, mark) -> tuple[list[tuple[Record, int]], object, bool]:
-        """Only the complete lines after `mark` (inode, offset) are read: a line being appended is
-        read once its newline is there."""
+    def follow(self, mark, most: int | None = None) -> tuple[list[tuple[Record, int]], object, bool]:
+        """Only the complete lines after `mark` (inode, offset) are read, at most `most` of them:
+        a line being appended is read once its newline is there."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -63,7 +63,15 @@ class Journal(Store):
         if replaced:
             offset = 0
         new = self._read_from(offset) or b""
-        complete = new[: new.rfind(b"\n") + 1]
+        end = new.rfind(b"\n") + 1
+        if most is not None:
+            cut = -1
+            for _ in range(most):
+                cut = new.find(b"\n", cut + 1)
+                if cut < 0:
+                    break
+            end = min(end, cut + 1) if cut >= 0 else end
+        complete = new[:end]
         lines, _, _ = _split(complete, offset, 0)
         with gc_paused():
             found = [(parse_stored(self, line, f"the line at byte {at}"), at) for _, at, line in lines]

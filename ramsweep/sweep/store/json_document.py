@@ -32,7 +32,7 @@ class JsonDocument(Store):
     def records(self) -> list[Record]:
         return self._parse(self._results())
 
-    def follow(self, mark) -> tuple[list[tuple[Record, int]], object, bool]:
+    def follow(self, mark, most: int | None = None) -> tuple[list[tuple[Record, int]], object, bool]:
         seen = self._stat()  # before reading: a replacement after it is seen next time
         if seen == mark:
             return [], mark, False
