@@ -85,8 +85,10 @@ def test_the_cycle_finder_finds_cycles():
 
 def test_data_flows_one_way():
     graph = import_graph()
-    for reader in ("ramsweep.sweep.status", "ramsweep.report.tables"):
+    readers = ("ramsweep.sweep.status", "ramsweep.report.tables", "ramsweep.serve", "ramsweep.serve.app")
+    for reader in readers:
         assert not reaches(graph, reader, "ramsweep.sweep.runner"), f"{reader} imports the writer"
+        assert not reaches(graph, reader, "ramsweep.sweep.executors"), f"{reader} imports the executors"
     for engine_module in (m for m in graph if m.startswith("ramsweep.engine")):
         for upper in ("ramsweep.sweep", "ramsweep.cli", "ramsweep.report", "ramsweep.sets"):
             assert not any(t.startswith(upper) for t in graph[engine_module]), f"{engine_module} imports {upper}"
