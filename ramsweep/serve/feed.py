@@ -77,7 +77,7 @@ class Feed:
             claims = _stat(f.store.claims_path)
             if moved or claims != f.claims_seen or f.status is None or f.error is not None:
                 f.claims_seen = claims
-                f.status = status(f.store) if f.store.path.exists() or claims else None
+                f.status = status(f.store) if f.store.path.exists() else None  # a run writes its baselines first
                 moved = True
             f.error = None
             return moved
