@@ -104,11 +104,11 @@ def requested_urls(driver) -> set[str]:
 
 
 @contextmanager
-def dashboard(results, hammer: int = 0, every: float = 0.1):
-    """`ramsweep serve RESULTS` in its own process on a free port; yields its base URL. With
-    `hammer`, a client also sends up to that many requests to it meanwhile, one every `every`
-    seconds, each expected to succeed."""
-    proc = subprocess.Popen([sys.executable, "-m", "ramsweep", "serve", str(results), "--port", "0"],
+def dashboard(results, hammer: int = 0, every: float = 0.1, port: int = 0):
+    """`ramsweep serve RESULTS` in its own process (on a free port unless `port` is given); yields
+    its base URL. With `hammer`, a client also sends up to that many requests to it meanwhile,
+    one every `every` seconds, each expected to succeed."""
+    proc = subprocess.Popen([sys.executable, "-m", "ramsweep", "serve", str(results), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "NUMBA_NUM_THREADS": "1"})
     try:

@@ -306,6 +306,51 @@ def test_a_result_shows_on_the_open_page_within_5_s_of_landing(tmp_path):
             driver.quit()
 
 
+@needs_browser
+def test_a_page_that_lost_its_server_reconnects_and_catches_up(tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    results = tmp_path / "r.jsonl"
+    store = grid_file(results)
+    connection = lambda d: d.find_element(By.ID, "connection").text  # noqa: E731
+    driver = browser(1280, 900)
+    try:
+        with dashboard(results) as url:
+            port = int(url.rstrip("/").rsplit(":", 1)[1])
+            driver.get(url)
+            WebDriverWait(driver, 10).until(lambda d: connection(d) == "live")
+        WebDriverWait(driver, 10).until(lambda d: connection(d) != "live")  # the server is gone: it says so
+        store.append(parse_record(experiment_record("while_away", "kaway", val_ppl=10.0)))
+        with dashboard(results, port=port):
+            WebDriverWait(driver, 15).until(lambda d: "while_away" in d.find_element(By.ID, "latest").text)
+            WebDriverWait(driver, 5).until(lambda d: connection(d) == "live")
+    finally:
+        driver.quit()
+
+
+@needs_browser
+def test_without_server_sent_events_the_page_polls(tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    results = tmp_path / "r.jsonl"
+    store = grid_file(results)
+    driver = browser(390, 844)
+    try:
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": "delete window.EventSource;"})
+        with dashboard(results) as url:
+            driver.get(url)
+            latest = lambda d: d.find_element(By.ID, "latest").text  # noqa: E731
+            WebDriverWait(driver, 10).until(lambda d: "grid_b09_09_09" in latest(d))
+            assert "polling" in driver.find_element(By.ID, "connection").text
+            store.append(parse_record(experiment_record("polled", "kpolled", val_ppl=10.0)))
+            WebDriverWait(driver, 8).until(lambda d: "polled" in latest(d))  # one poll every 5 s
+            assert page_problems(driver, url) == []
+    finally:
+        driver.quit()
+
+
 def landed(results) -> set[str]:
     """Names of the experiments recorded so far (complete lines only)."""
     if not results.exists():

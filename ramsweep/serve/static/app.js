@@ -10,6 +10,7 @@ let shownVersion = null;   // the results version the lists were last loaded at
 let seenKeys = null;       // keys of the latest results already shown (null before the first load)
 let polling = null;
 let failures = 0;
+let streaming = false;    // the event stream is open
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -202,6 +203,7 @@ function listen() {
   const source = new EventSource("/api/events");
   source.addEventListener("open", () => {
     failures = 0;
+    streaming = true;
     stopPolling();
     setConnection("live", "live");
     shownVersion = null; // catch up on whatever landed while the stream was down
@@ -212,15 +214,17 @@ function listen() {
   });
   source.addEventListener("error", () => {
     failures += 1;
+    streaming = false;
     setConnection("lost", "reconnecting…");
-    if (failures >= 3) startPolling(); // keeps trying the stream meanwhile; polling stops once it opens
+    // the browser keeps retrying the stream meanwhile (unless it gave up: CLOSED); polling stops once it opens
+    if (failures >= 3 || source.readyState === EventSource.CLOSED) startPolling();
   });
 }
 
 async function poll() {
   try {
     renderStatus(await getJSON("/api/status"));
-    if (failures >= 3) setConnection("polling", `polling every ${POLL_MS / 1000} s`);
+    if (!streaming) setConnection("polling", `polling every ${POLL_MS / 1000} s`);
   } catch (error) {
     setConnection("lost", "server unreachable");
   }
