@@ -106,6 +106,12 @@ RESULTS = typer.Option(metavar="PATH", help="Results file, created if missing: a
 FULL_DATA = typer.Option("--full-data", help="Use whole splits, not the fast-mode prefixes.")
 JOBS = typer.Option("--jobs", "-j", min=1, metavar="N", help="Experiments run at once, in worker processes (the numba "
                     "threads are shared out between them).")
+EXECUTOR = typer.Option(metavar="KIND", help="local (this process, or --jobs worker processes) or dask (a Dask "
+                        "cluster: --workers N on this machine, or --scheduler's; needs the dist extra).")
+SCHEDULER = typer.Option(metavar="ADDRESS", help="With --executor dask: the scheduler to run on, e.g. "
+                         "tcp://head:8786 (start workers with `ramsweep worker`).")
+WORKERS = typer.Option(metavar="N", help="With --executor dask: a local cluster of N worker processes (one per GPU "
+                       "where there are GPUs).")
 RETRY = typer.Option(help="Run experiments whose last attempt failed again (interrupted ones always are).")
 DATA = typer.Option("--data", metavar="CORPUS", help="kjv (embedded; the default unless the set file has data:), "
                     "wikitext2 (a local copy, see --data-path) or text (any UTF-8 file or folder).")
@@ -138,7 +144,8 @@ def run_or_preview(exp_set, dry_run: bool, **options) -> None:
     from ramsweep.sweep import runner
 
     if dry_run:
-        options.pop("jobs")
+        for option in ("jobs", "executor", "scheduler", "workers"):
+            options.pop(option)
         sys.stdout.write(runner.dry_run(exp_set, **options))
         return
     with logging_to_stderr() as (progress, stage):
@@ -178,6 +185,9 @@ def run(
     tokenizer: Annotated[Optional[str], TOKENIZER] = None,
     tokenizer_files: Annotated[Optional[Path], TOKENIZER_FILES] = None,
     jobs: Annotated[int, JOBS] = 1,
+    executor: Annotated[str, EXECUTOR] = "local",
+    scheduler: Annotated[Optional[str], SCHEDULER] = None,
+    workers: Annotated[Optional[int], WORKERS] = None,
     retry_failed: Annotated[bool, RETRY] = True,
     force: Annotated[Optional[list[str]], FORCE] = None,
     device: Annotated[Optional[str], DEVICE] = None,
@@ -196,7 +206,7 @@ def run(
     run_or_preview(exp_set, dry_run, experiments=names([experiments]) or None, results=results,
                    data=data_spec(exp_set.data, data, data_path, tokenizer, tokenizer_files, full_data),
                    jobs=jobs, retry_failed=retry_failed, force=names(force), device=device,
-                   seeds=numbers(seeds, "--seeds"))
+                   seeds=numbers(seeds, "--seeds"), executor=executor, scheduler=scheduler, workers=workers)
 
 
 @app.command()
@@ -226,6 +236,9 @@ def grid(
     tokenizer: Annotated[Optional[str], TOKENIZER] = None,
     tokenizer_files: Annotated[Optional[Path], TOKENIZER_FILES] = None,
     jobs: Annotated[int, JOBS] = 1,
+    executor: Annotated[str, EXECUTOR] = "local",
+    scheduler: Annotated[Optional[str], SCHEDULER] = None,
+    workers: Annotated[Optional[int], WORKERS] = None,
     retry_failed: Annotated[bool, RETRY] = True,
     device: Annotated[Optional[str], DEVICE] = None,
     seeds: Annotated[Optional[str], SEEDS] = None,
@@ -244,7 +257,7 @@ def grid(
                        context=context, negatives=negatives, limit=limit, sample=sample, seed=seed)
     run_or_preview(exp_set, dry_run, results=results, jobs=jobs, retry_failed=retry_failed, device=device,
                    data=data_spec(exp_set.data, data, data_path, tokenizer, tokenizer_files, full_data),
-                   seeds=numbers(seeds, "--seeds"))
+                   seeds=numbers(seeds, "--seeds"), executor=executor, scheduler=scheduler, workers=workers)
 
 
 def numbers(option: str | None, flag: str) -> list[int] | None:
@@ -391,6 +404,32 @@ def serve(
 
     run_server(results or [Path("experiments/results.json")], host=host, port=port, token=token,
                allow_hosts=allow_host or [], say=lambda line: print(line, flush=True))
+
+
+@app.command()
+@user_errors
+def worker(
+    scheduler: Annotated[str, typer.Argument(metavar="SCHEDULER", help="The Dask scheduler, e.g. tcp://head:8786.")],
+    gpus: Annotated[Optional[str], typer.Option(metavar="IDS", help="GPUs to start workers on, e.g. 0,1 (default: "
+                                                "every GPU this machine shows; none: one CPU worker).")] = None,
+):
+    """Start this machine's Dask workers for `ramsweep run --executor dask --scheduler ...`: one
+    per GPU, each pinned to its GPU (CUDA_VISIBLE_DEVICES) and offering one GPU resource, so each
+    runs one experiment at a time; without GPUs, one worker. Runs until interrupted."""
+    from ramsweep.sweep.dask_executor import dask_modules, start_workers
+
+    dask_modules()
+    chosen = None if gpus is None else [g.strip() for g in gpus.split(",") if g.strip() and g.strip() != "none"]
+    processes = start_workers(scheduler, chosen)
+    err.print(f"ramsweep worker: {len(processes)} Dask worker(s) for {scheduler}; Ctrl-C stops them", highlight=False)
+    try:
+        for p in processes:
+            p.wait()
+    finally:
+        for p in processes:
+            p.terminate()
+        for p in processes:
+            p.wait()
 
 
 @app.command()

@@ -27,3 +27,10 @@ class StoreError(RamsweepError):
     """A results file cannot be read or written safely."""
 
     exit_code = 3
+
+
+class ExecutorLost(RamsweepError):
+    """The machines running the experiments are gone (a Dask scheduler lost): the results so far
+    are intact and a re-run resumes."""
+
+    exit_code = 4

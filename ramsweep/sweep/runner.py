@@ -25,7 +25,7 @@ from ramsweep.engine.backends import cpu as cpu_backend
 from ramsweep.engine.baselines import BASELINES, baselines
 from ramsweep.engine.devices import resolve
 from ramsweep.engine.layout import Frequencies, estimate_memory_bytes, layout_of
-from ramsweep.errors import ConfigError
+from ramsweep.errors import ConfigError, ExecutorLost
 from ramsweep.optimize.cpu import POOL_BYTES as SEARCH_ROWS_BYTES
 from ramsweep.sets import load_set
 from ramsweep.sweep.artifacts import folder_of
@@ -88,6 +88,9 @@ def run_set(
     force: list[str] = (),
     device: str | None = None,
     seeds: list[int] | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
+    workers: int | None = None,
     progress: Callable[[int, int], None] = lambda done, total: None,
     stage: Callable[[str], None] = lambda text: None,
 ) -> RunSummary:
@@ -95,8 +98,11 @@ def run_set(
     so that runners sharing the file split the work. SIGTERM / SIGINT / SIGHUP record the
     experiments in flight as interrupted and raise Interrupted (exit code 143 / 130 / 129).
     `progress(done, total)` follows the experiments; `stage(text)` says what a long wait is for
-    (loading the data, compiling the kernels), for a progress display."""
+    (loading the data, compiling the kernels), for a progress display. `executor` "dask" runs
+    the experiments on a Dask cluster: `scheduler`'s (tcp://HOST:PORT) or a local one of `workers`
+    processes (dask_executor.py); this process still claims and writes alone."""
     check_jobs(jobs)
+    check_executor(executor, jobs, scheduler, workers)
     with raising_on_signals():  # from the start: a stop while waiting for the lock or the data is a stop too
         sweep = prepare(set_, experiments=experiments, results=results, data=data, full_data=full_data,
                         retry_failed=retry_failed, force=force, device=device, seeds=seeds, stage=stage)
@@ -107,10 +113,20 @@ def run_set(
         progress(0, len(todo))  # the bar shows the whole night's size from the start
         stage("experiments" if kernels_cached() else "experiments (the first also compiles the kernels, once)")
         tracker = Tracker()
-        executor = (ProcessPool(jobs, sweep.data, cache_dir(sweep.store.path), tracker.update) if jobs > 1
-                    else InProcess(sweep.corpus, tracker.update))
+        if not todo:
+            pool: Executor = InProcess(sweep.corpus)  # nothing to run: no cluster to start
+        elif executor == "dask":
+            from ramsweep.sweep.dask_executor import DaskExecutor
+
+            stage("starting the Dask workers (each loads the data and compiles the kernels once)")
+            pool = DaskExecutor(sweep.data, cache_dir(sweep.store.path), tracker.update, scheduler=scheduler,
+                                 workers=workers)
+        elif jobs > 1:
+            pool = ProcessPool(jobs, sweep.data, cache_dir(sweep.store.path), tracker.update)
+        else:
+            pool = InProcess(sweep.corpus, tracker.update)
         summary = RunSummary(sweep.exp_set.name, sweep.store.path)
-        execute(sweep, executor, summary, lambda: progress(len(summary.ran) + len(summary.failed), len(todo)), tracker)
+        execute(sweep, pool, summary, lambda: progress(len(summary.ran) + len(summary.failed), len(todo)), tracker)
     done_here = set(summary.ran) | set(summary.failed)
     summary.skipped = [p.experiment.name for p in sweep.planned.values() if p.experiment.name not in done_here]
     return summary
@@ -125,6 +141,21 @@ def check_jobs(jobs: int) -> None:
     if jobs > cores:
         raise ConfigError(f"--jobs: {jobs} is more than this machine's {cores} cores; use at most {cores} "
                           "(each worker already runs its share of the numba threads)")
+
+
+def check_executor(executor: str, jobs: int, scheduler: str | None, workers: int | None) -> None:
+    if executor not in ("local", "dask"):
+        raise ConfigError(f"--executor: '{executor}' is not one of local, dask")
+    if executor == "local" and (scheduler or workers):
+        raise ConfigError(f"{'--scheduler' if scheduler else '--workers'}: goes with --executor dask; add it")
+    if executor == "dask":
+        if jobs > 1:
+            raise ConfigError("--jobs: with --executor dask the workers run the experiments; use --workers N "
+                              "(a local cluster) or --scheduler tcp://HOST:PORT instead")
+        if scheduler and workers:
+            raise ConfigError("--workers: a --scheduler has its own workers; give one or the other")
+        if workers is not None and (isinstance(workers, bool) or workers < 1):
+            raise ConfigError(f"--workers: {workers!r} is not a number of processes; use 1 or more")
 
 
 def kernels_cached() -> bool:
@@ -257,10 +288,14 @@ def execute(sweep: Sweep, executor: Executor, summary: RunSummary, progressed: C
     def wanted(key: str, latest) -> bool:
         return key not in attempted and needed(key, latest)
 
-    def complete(task: Task, record: ExperimentRecord | None) -> None:
-        flight = in_flight[task.key]
-        record = record or stopped_record(task, sweep.corpus, flight.started, time.monotonic() - flight.t0,
-                                          FAILED, "its worker process died (out of memory, or killed?)")
+    def complete(task: Task, record: ExperimentRecord | str | None) -> None:
+        flight = in_flight.get(task.key)
+        if flight is None:  # an executor ran it again after its result was in (Dask may): recorded once
+            log.info(f"{task.experiment.name} ended again on another worker; its result is recorded already")
+            return
+        if not isinstance(record, ExperimentRecord):  # the executor's word on why there is none, if any
+            record = stopped_record(task, sweep.corpus, flight.started, time.monotonic() - flight.t0, FAILED,
+                                    record or "its worker process died (out of memory, or killed?)")
         with deferred():  # a signal now is raised once the record is safe and off in_flight
             recorded = claims.finish(record, needed)
             del in_flight[task.key]
@@ -289,8 +324,9 @@ def execute(sweep: Sweep, executor: Executor, summary: RunSummary, progressed: C
                              f"({', '.join(sorted({c.label for c in held}))}); their claims are taken over if "
                              f"their heartbeats stop for {STALE_S:.0f} s")
                 time.sleep(POLL_S)
-        except Interrupted as e:
-            record_interrupted(sweep, claims, in_flight, summary, str(e))
+        except (Interrupted, ExecutorLost) as e:
+            record_interrupted(sweep, claims, in_flight, summary, str(e) if isinstance(e, Interrupted) else
+                               "the loss of its Dask scheduler")
             raise
         finally:
             executor.close()

@@ -1,0 +1,243 @@
+"""The Dask executor: experiments on the workers of a Dask cluster, one machine or many (the
+`dist` extra). It implements the executor seam (executors.py): the runner stays the only
+writer of the results file and the only holder of claims; a task returns its record by value.
+
+- **Workers**: a scheduler's (`--scheduler tcp://HOST:PORT`, workers started with `ramsweep
+  worker` or `dask worker`), or a local cluster of this machine's (`--workers N`): N worker
+  processes, the numba threads shared out; on a machine with GPUs, worker i sees GPU i alone
+  (CUDA_VISIBLE_DEVICES) and offers one `GPU` resource.
+- **One experiment per slot**: where the workers offer `GPU` resources, each experiment takes
+  one (one experiment per GPU at a time); otherwise each worker thread runs one.
+- **A worker that dies mid-experiment**: Dask runs the task again on another worker, up to
+  `distributed.scheduler.allowed-failures` times (RETRIES on a local cluster), then the
+  experiment is recorded failed with the cause. A task completed twice is recorded once: the
+  runner ignores a result it is not waiting for, and claims refuse a second record of a key.
+- **The scheduler lost**: `ExecutorLost`; the runner records the experiments in flight as
+  interrupted and stops with one line, every earlier result intact; a re-run resumes.
+- **Warm-up**: each worker loads the corpus and compiles the kernels once, before any task, under
+  a file lock, so the workers of one node never write numba's cache at the same time.
+- **Progress**: workers send what their experiments are doing as Dask events, at most one a
+  second each (progress.py), to the runner's heartbeat.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import CancelledError
+from pathlib import Path
+
+from ramsweep.config import Experiment
+from ramsweep.data import Corpus, DataSpec, load_corpus
+from ramsweep.errors import ConfigError, ExecutorLost
+from ramsweep.sweep.experiment import Task, run_experiment
+from ramsweep.sweep.progress import Report, Reporter, Throttled, ignore
+
+RETRIES = 3  # deaths of a worker running one experiment before it is recorded failed (Dask's default)
+CONNECT_S = 10.0
+REPORT_FIELDS = {f.name for f in dataclasses.fields(Report)}
+WARM_UP_LOCK = Path(tempfile.gettempdir()) / "ramsweep-numba-warm-up.lock"
+
+
+def dask_modules():
+    try:
+        import distributed
+    except ImportError as e:
+        raise ConfigError(f"--executor dask needs the dist extra ({e.name} is missing): pip install "
+                          "'ramsweep[dist]'") from None
+    return distributed
+
+
+# ------------------------------------------------------------------ on a worker
+
+_corpora: dict[str, Corpus] = {}
+
+
+def worker_corpus(data: DataSpec, cache_dir: str | None) -> Corpus:
+    """The corpus, loaded once per worker process (the token cache where this node has it)."""
+    key = data.model_dump_json()
+    if key not in _corpora:
+        cache = Path(cache_dir) if cache_dir and Path(cache_dir).is_dir() else None
+        _corpora[key] = load_corpus(data, cache_dir=cache)
+    return _corpora[key]
+
+
+def warm_up(data: DataSpec, cache_dir: str | None) -> str:
+    """Load the corpus and compile the CPU kernels by training and scoring a tiny model (a dense
+    and a sparse tier); one worker of a node at a time, so numba's cache is written once."""
+    from filelock import FileLock
+
+    from ramsweep.engine.evaluate import score
+    from ramsweep.engine.train import train
+
+    with FileLock(WARM_UP_LOCK):
+        corpus = worker_corpus(data, cache_dir)
+        exp = Experiment(name="warm-up", tiers="10,2,12;rest,1,4", context=1, negatives=2)
+        score(train(exp, corpus.train[:2000], corpus.vocab_size), corpus.validation[:200])
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
+def run_on_worker(task: Task, data: DataSpec, cache_dir: str | None, topic: str):
+    """A task: one experiment, its record returned by value."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    send = Throttled(lambda report: worker.log_event(topic, dataclasses.asdict(report)))
+    return run_experiment(task, worker_corpus(data, cache_dir), send)
+
+
+# ------------------------------------------------------------------ in the runner
+
+
+class DaskExecutor:
+    def __init__(self, data: DataSpec, cache_dir: Path | None, report: Reporter = ignore, *,
+                 scheduler: str | None = None, workers: int | None = None):
+        distributed = dask_modules()
+        self.data, self.cache_dir, self.report = data, str(cache_dir) if cache_dir else None, report
+        self.topic = f"ramsweep-progress-{uuid.uuid4().hex[:8]}"
+        self.cluster = None
+        if scheduler:
+            self.where = f"the Dask scheduler at {scheduler}"
+            try:
+                self.client = distributed.Client(scheduler, timeout=CONNECT_S)
+            except (OSError, TimeoutError) as e:
+                raise ConfigError(f"--scheduler {scheduler}: no Dask scheduler answers there ({e}); start one with "
+                                  "`dask scheduler`, or use --workers N for a cluster on this machine") from None
+        else:
+            self.cluster = local_cluster(workers or 1)
+            self.where = "the local Dask cluster"
+            self.client = distributed.Client(self.cluster)
+        # the client's own account of a lost scheduler is a page of tracebacks: ExecutorLost says it in one line
+        logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
+        self.client.subscribe_topic(self.topic, self._progress)
+        self.client.wait_for_workers(1, timeout=120)
+        self.client.run(warm_up, data, self.cache_dir)
+        self.futures: dict = {}  # Future -> Task
+
+    @property
+    def gpus(self) -> int:
+        return sum(int(w.get("resources", {}).get("GPU", 0)) for w in self._workers())
+
+    @property
+    def capacity(self) -> int:
+        """Experiments at once: one per GPU where the workers offer GPUs, else one per worker thread
+        (asked again each time: workers come and go)."""
+        return max(1, self.gpus or sum(w.get("nthreads", 1) for w in self._workers()))
+
+    def _workers(self) -> list[dict]:
+        return list(self.client.scheduler_info(n_workers=-1).get("workers", {}).values())
+
+    def submit(self, task: Task) -> None:
+        future = self.client.submit(run_on_worker, task, self.data, self.cache_dir, self.topic,
+                                    key=f"ramsweep-{task.experiment.name}-{uuid.uuid4().hex[:8]}", pure=False,
+                                    resources={"GPU": 1} if self.gpus else None)
+        self.futures[future] = task
+
+    def wait(self, timeout: float):
+        distributed = dask_modules()
+        if not self.futures:
+            time.sleep(timeout)
+            return []
+        try:
+            done, _ = distributed.wait(list(self.futures), timeout=timeout, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            self._check_connected()
+            return []
+        except CancelledError as e:  # FuturesCancelledError: the client gave up reconnecting
+            raise ExecutorLost(self._lost(str(e).splitlines()[-1].strip() or "its tasks were cancelled")) from None
+        ended = []
+        for future in done:
+            task = self.futures.pop(future)
+            if future.status == "finished":
+                ended.append((task, future.result()))
+            elif future.status == "error":
+                ended.append((task, cause_of(future.exception())))
+            else:  # cancelled by nobody here: the scheduler or the connection to it is gone
+                self.futures[future] = task
+                raise ExecutorLost(self._lost(f"a task was {future.status}"))
+        return ended
+
+    def _check_connected(self) -> None:
+        if self.client.status not in ("running", "connecting"):
+            raise ExecutorLost(self._lost(f"the client is {self.client.status}"))
+
+    def _lost(self, why: str) -> str:
+        return (f"{self.where} is gone ({why}); every result recorded so far is intact, and the experiments in "
+                "flight are recorded interrupted: run again to resume")
+
+    def _progress(self, event) -> None:
+        _, fields = event  # Dask adds the worker's address
+        self.report(Report(**{k: v for k, v in fields.items() if k in REPORT_FIELDS}))
+
+    def close(self) -> None:
+        """Cancel what still runs, and stop a local cluster's workers: nothing is left running."""
+        try:
+            if self.futures:
+                self.client.cancel(list(self.futures), force=True)
+            self.futures.clear()
+            self.client.close(timeout=10)
+        except Exception:  # noqa: BLE001 - a client whose scheduler is gone cannot close cleanly
+            pass
+        if self.cluster is not None:
+            self.cluster.close(timeout=20)
+
+
+def cause_of(error: BaseException) -> str:
+    name = type(error).__name__
+    if name == "KilledWorker":
+        return (f"its Dask worker died {RETRIES} times while running it (KilledWorker: out of memory, or killed?); "
+                "it was not retried again")
+    return f"{name} on its Dask worker: {error}"
+
+
+def local_cluster(workers: int):
+    """`workers` processes of this machine, each a Nanny (restarted if it dies); with GPUs here,
+    one worker per GPU at most, pinned to it."""
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    gpus = visible_gpus()
+    if gpus and workers > len(gpus):
+        raise ConfigError(f"--workers {workers}: this machine has {len(gpus)} GPU(s); use at most {len(gpus)} "
+                          "(one experiment per GPU)")
+    threads = max(1, cores // workers)
+    specs = {}
+    for i in range(workers):
+        env = {"NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": "1"}
+        options = {"nthreads": 1, "env": env, "silence_logs": 40, "memory_limit": 0}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i]
+            options["resources"] = {"GPU": 1}
+        specs[f"worker-{i}"] = {"cls": Nanny, "options": options}
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": None, "allowed_failures": RETRIES - 1}}
+    return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=40)
+
+
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use, as CUDA_VISIBLE_DEVICES would name them."""
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if given is not None:
+        return [g for g in given.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        found = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, line in enumerate(found.stdout.splitlines()) if line.startswith("GPU ")]
+
+
+def start_workers(scheduler: str, gpus: list[str] | None = None, threads: int | None = None) -> list[subprocess.Popen]:
+    """`ramsweep worker`: one `dask worker` per GPU of this node, each pinned to its GPU and
+    offering one GPU resource; with no GPU, one worker with all the cores."""
+    gpus = visible_gpus() if gpus is None else gpus
+    base = [sys.executable, "-m", "distributed.cli.dask_worker", scheduler, "--nworkers", "1", "--nthreads", "1",
+            "--memory-limit", "0"]
+    if not gpus:
+        return [subprocess.Popen(base, env={**os.environ, **({"NUMBA_NUM_THREADS": str(threads)} if threads else {})})]
+    return [subprocess.Popen([*base, "--resources", "GPU=1", "--name", f"{os.uname().nodename}-gpu{g}"],
+                             env={**os.environ, "CUDA_VISIBLE_DEVICES": g}) for g in gpus]
