@@ -79,7 +79,10 @@ def warm_up(data: DataSpec, cache_dir: str | None) -> str:
     with FileLock(WARM_UP_LOCK):
         corpus = worker_corpus(data, cache_dir)
         exp = Experiment(name="warm-up", tiers="10,2,12;rest,1,4", context=1, negatives=2)
-        score(train(exp, corpus.train[:2000], corpus.vocab_size), corpus.validation[:200])
+        tokens, held = corpus.train[:2000], corpus.validation[:200]
+        score(train(exp, tokens, corpus.vocab_size), held)
+    if visible_gpus():  # numba-cuda keeps no cache: each worker compiles its GPU kernels once, now
+        score(train(exp, tokens, corpus.vocab_size, device="cuda"), held, "cuda")
     return os.environ.get("CUDA_VISIBLE_DEVICES", "")
 
 
