@@ -68,9 +68,10 @@ def ramsweep(args: list[str], env: dict, cap: float) -> tuple[float, float | Non
 
 
 def experiments(results: Path) -> dict[str, dict]:
+    """name -> (metrics, timing) of the ok experiments (not the seeding one)."""
     found = [orjson.loads(line) for line in results.read_bytes().splitlines() if line.strip()]
-    return {r["name"]: r["metrics"] for r in found if r.get("kind") == "experiment" and r["status"] == "ok"
-            and r.get("set") != "warm"}
+    return {r["name"]: (r["metrics"], r["timing"]) for r in found if r.get("kind") == "experiment"
+            and r["status"] == "ok" and r.get("set") != "warm"}
 
 
 def main() -> None:
@@ -111,11 +112,13 @@ def main() -> None:
                 measured[label] = (done, rate, len(done) / wall)
                 print(f"{workload}, {label}: {len(done)} experiments in {wall:.0f} s ({first or 0:.0f} s before the "
                       f"first started), {rate * 60:.1f} experiments/min", flush=True)
+                print("  " + ", ".join(f"{n} {t['total_s']:.1f} s (train {t['train_s']:.1f})"
+                                       for n, (_, t) in done.items()))
                 if "Traceback" in err:
                     print(err[-3000:])
             (one, r1, w1), (many, rn, wn) = measured.values()
             both = set(one) & set(many)
-            same = all(one[n] == many[n] for n in both)
+            same = all(one[n][0] == many[n][0] for n in both)
             print(f"**{workload}: {rn / r1:.2f}x the throughput on {options.gpus} GPUs** from the first experiment's "
                   f"start ({wn / w1:.2f}x on whole wall time, the cluster's start included); metrics of the "
                   f"{len(both)} experiments both finished {'identical' if same else 'DIFFER'}\n", flush=True)

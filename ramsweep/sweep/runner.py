@@ -106,7 +106,7 @@ def run_set(
     with raising_on_signals():  # from the start: a stop while waiting for the lock or the data is a stop too
         sweep = prepare(set_, experiments=experiments, results=results, data=data, full_data=full_data,
                         retry_failed=retry_failed, force=force, device=device, seeds=seeds, stage=stage)
-        check_before_any_work(sweep)
+        sizes = check_before_any_work(sweep)
         record_baselines(sweep.store, sweep.corpus)
         todo = pending(sweep.planned, sweep.store.heads(), sweep.options)
         announce(sweep, todo, jobs)
@@ -126,7 +126,8 @@ def run_set(
         else:
             pool = InProcess(sweep.corpus, tracker.update)
         summary = RunSummary(sweep.exp_set.name, sweep.store.path)
-        execute(sweep, pool, summary, lambda: progress(len(summary.ran) + len(summary.failed), len(todo)), tracker)
+        execute(sweep, pool, summary, lambda: progress(len(summary.ran) + len(summary.failed), len(todo)), tracker,
+                sizes)
     done_here = set(summary.ran) | set(summary.failed)
     summary.skipped = [p.experiment.name for p in sweep.planned.values() if p.experiment.name not in done_here]
     return summary
@@ -265,10 +266,12 @@ def check_before_any_work(sweep: Sweep) -> dict[str, int]:
 
 
 def execute(sweep: Sweep, executor: Executor, summary: RunSummary, progressed: Callable[[], None],
-            tracker: Tracker | None = None) -> None:
+            tracker: Tracker | None = None, sizes: dict[str, int] | None = None) -> None:
     """Claim, submit and record until nothing this runner can do is left; wait for other
     runners' claims (taking them over if those runners die). The runner publishes itself and
-    its experiments' progress (`tracker`) with its heartbeat."""
+    its experiments' progress (`tracker`) with its heartbeat. With several slots and the
+    experiments' memory estimates (`sizes`), the biggest are claimed first: the longest then
+    start early and no slot is left running one alone at the end (longest first)."""
     tracker = tracker or Tracker()
 
     def about() -> dict:  # called under the lock, every heartbeat
@@ -279,6 +282,8 @@ def execute(sweep: Sweep, executor: Executor, summary: RunSummary, progressed: C
     claims = Claims(sweep.store, about=about, progress=tracker.published)
     attempted: set[str] = set()
     keys = [(k, p.experiment.name) for k, p in sweep.planned.items()]
+    if sizes and executor.capacity > 1:
+        keys.sort(key=lambda kn: -sizes.get(kn[0], 0))
     in_flight: dict[str, Flight] = {}
     waiting_on: set[str] = set()
 
