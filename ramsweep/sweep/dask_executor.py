@@ -209,7 +209,9 @@ def local_cluster(workers: int):
     if gpus and workers > len(gpus):
         raise ConfigError(f"--workers {workers}: this machine has {len(gpus)} GPU(s); use at most {len(gpus)} "
                           "(one experiment per GPU)")
-    threads = max(1, cores // workers)
+    # GPU workers spend most of an experiment waiting on their GPU: each keeps every core for its
+    # short CPU bursts (packing, layout); CPU workers share the cores out
+    threads = cores if gpus else max(1, cores // workers)
     specs = {}
     for i in range(workers):
         env = {"NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": "1"}
