@@ -198,7 +198,8 @@ def run(
 
     Several runners may share one results file (overlapping cron jobs): each claims an
     experiment before running it, so none runs twice. Exit code: 0 all done, 1 something
-    failed, 2 bad config, 3 results file unusable, 129/130/143 stopped (SIGHUP/SIGINT/SIGTERM).
+    failed, 2 bad config, 3 results file unusable, 4 Dask scheduler lost, 129/130/143 stopped
+    (SIGHUP/SIGINT/SIGTERM).
     """
     from ramsweep.sets import load_set
 

@@ -214,3 +214,13 @@ def test_executor_options_are_checked_before_any_work(tmp_path):
         result = CliRunner().invoke(app, ["run", "--set", set_path, "--results", str(tmp_path / "r.json"), *args])
         assert result.exit_code == 2 and fragment in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1
+
+
+def test_two_dask_runners_on_one_file_split_the_set_as_two_local_runners_do(tmp_path):
+    six = tiny_set(tmp_path, 6)
+    results = tmp_path / "r.jsonl"
+    a, b = (start(six, results, "--executor", "dask", "--workers", "1") for _ in range(2))
+    (_, err_a), (_, err_b) = a.communicate(), b.communicate()
+    assert (a.returncode, b.returncode) == (0, 0), err_a + err_b
+    assert [r["status"] for r in records(results)] == ["ok"] * 6 and len(ok_keys(results)) == 6
+    assert err_a.count(" done e") + err_b.count(" done e") == 6
