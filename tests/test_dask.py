@@ -45,14 +45,19 @@ def test_a_set_on_a_local_dask_cluster_gives_the_serial_results(tmp_path):
     assert metrics(tmp_path / "dask.jsonl") == metrics(tmp_path / "serial.jsonl")
 
 
-@linux
-def test_a_worker_killed_mid_experiment_costs_only_time(tmp_path):
+def two_busy_workers(tmp_path):
+    """A runner on a local cluster of 2 workers, each given an experiment of a 3-experiment set."""
     three = slow_set(tmp_path, 3)
-    results = tmp_path / "r.jsonl"
-    proc = start(three, results, "--executor", "dask", "--workers", "2")
+    proc = start(three, tmp_path / "r.jsonl", "--executor", "dask", "--workers", "2")
     wait_for_line(proc, " start s")
     wait_for_line(proc, " start s")
     wait_for(lambda: len(worker_pids(proc.pid)) >= 2)
+    return three, tmp_path / "r.jsonl", proc
+
+
+@linux
+def test_a_worker_killed_mid_experiment_costs_only_time(tmp_path):
+    three, results, proc = two_busy_workers(tmp_path)
     time.sleep(1.0)  # both workers are busy with an experiment
     os.kill(worker_pids(proc.pid)[0], signal.SIGKILL)
     _, err = proc.communicate()
@@ -150,13 +155,8 @@ def alive(pid: int) -> bool:
 
 @linux
 def test_sigterm_records_the_experiments_in_flight_and_leaves_no_process(tmp_path):
-    three = slow_set(tmp_path, 3)
-    results = tmp_path / "r.jsonl"
-    proc = start(three, results, "--executor", "dask", "--workers", "2")
-    wait_for_line(proc, " start s")
-    wait_for_line(proc, " start s")
+    three, results, proc = two_busy_workers(tmp_path)
     family = descendants(proc.pid)
-    assert len(worker_pids(proc.pid)) >= 2
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate()
     assert proc.returncode == 143, err

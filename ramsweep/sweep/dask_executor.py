@@ -41,6 +41,7 @@ from ramsweep.sweep.progress import Report, Reporter, Throttled, ignore
 
 RETRIES = 3  # deaths of a worker running one experiment before it is recorded failed (Dask's default)
 CONNECT_S = 10.0
+SLOTS_S = 10.0
 REPORT_FIELDS = {f.name for f in dataclasses.fields(Report)}
 WARM_UP_LOCK = Path(tempfile.gettempdir()) / "ramsweep-numba-warm-up.lock"
 
@@ -122,19 +123,16 @@ class DaskExecutor:
         self.client.wait_for_workers(1, timeout=120)
         self.client.run(warm_up, data, self.cache_dir)
         self.futures: dict = {}  # Future -> Task
+        self._count_slots()
 
-    @property
-    def gpus(self) -> int:
-        return sum(int(w.get("resources", {}).get("GPU", 0)) for w in self._workers())
-
-    @property
-    def capacity(self) -> int:
-        """Experiments at once: one per GPU where the workers offer GPUs, else one per worker thread
-        (asked again each time: workers come and go)."""
-        return max(1, self.gpus or sum(w.get("nthreads", 1) for w in self._workers()))
-
-    def _workers(self) -> list[dict]:
-        return list(self.client.scheduler_info(n_workers=-1).get("workers", {}).values())
+    def _count_slots(self) -> None:
+        """Experiments at once: one per GPU where the workers offer GPUs, else one per worker
+        thread. Counted again every SLOTS_S (workers come and go) by the runner's thread, never by
+        its heartbeat, which reads `capacity` under the results lock."""
+        workers = list(self.client.scheduler_info(n_workers=-1).get("workers", {}).values())
+        self.gpus = sum(int(w.get("resources", {}).get("GPU", 0)) for w in workers)
+        self.capacity = max(1, self.gpus or sum(w.get("nthreads", 1) for w in workers))
+        self._counted = time.monotonic()
 
     def submit(self, task: Task) -> None:
         future = self.client.submit(run_on_worker, task, self.data, self.cache_dir, self.topic,
@@ -144,6 +142,8 @@ class DaskExecutor:
 
     def wait(self, timeout: float):
         distributed = dask_modules()
+        if time.monotonic() - self._counted > SLOTS_S:
+            self._count_slots()
         if not self.futures:
             time.sleep(timeout)
             return []
