@@ -144,8 +144,7 @@ class DaskExecutor:
         distributed = dask_modules()
         if time.monotonic() - self._counted > SLOTS_S:
             self._count_slots()
-        if not self.futures:
-            time.sleep(timeout)
+        if not self.futures:  # the runner waits only with experiments in flight
             return []
         try:
             done, _ = distributed.wait(list(self.futures), timeout=timeout, return_when="FIRST_COMPLETED")
