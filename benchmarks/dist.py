@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--cap", type=float, default=540.0, help="seconds at most per way")
     parser.add_argument("--device", default="cuda", help="cpu: try the script on a machine without GPUs")
     parser.add_argument("--words", type=int, default=WORDS)
+    parser.add_argument("--threads", default="default",
+                        help="NUMBA_NUM_THREADS of each Dask worker, several ways comma-separated (default: all cores)")
     options = parser.parse_args()
     Path("experiments").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir="experiments") as tmp:
@@ -102,8 +104,11 @@ def main() -> None:
             what = ["run", "--set", "extended"] if workload == "extended" else ["grid", "--tiers", "3", "--limit",
                                                                                str(options.limit)]
             device = ["--device", options.device]
-            ways = {"1 GPU": (device, {"CUDA_VISIBLE_DEVICES": "0"}),
-                    f"{options.gpus} GPUs (dask)": ([*device, "--executor", "dask", "--workers", str(options.gpus)], {})}
+            ways = {"1 GPU": (device, {"CUDA_VISIBLE_DEVICES": "0"})}
+            for threads in options.threads.split(","):
+                env = {"NUMBA_NUM_THREADS": threads} if threads != "default" else {}
+                ways[f"{options.gpus} GPUs (dask, {threads} threads a worker)"] = (
+                    [*device, "--executor", "dask", "--workers", str(options.gpus)], env)
             measured = {}
             for label, (extra, env) in ways.items():
                 results = folder / f"{workload}-{len(measured)}.jsonl"
@@ -115,16 +120,22 @@ def main() -> None:
                 measured[label] = (done, rate, len(done) / wall)
                 print(f"{workload}, {label}: {len(done)} experiments in {wall:.0f} s ({first or 0:.0f} s before the "
                       f"first started), {rate * 60:.1f} experiments/min", flush=True)
-                print("  " + ", ".join(f"{n} {t['total_s']:.1f} s (train {t['train_s']:.1f})"
+                print("  " + ", ".join(f"{n} {t['total_s']:.1f} s (encode {t['encode_s']:.1f}, train {t['train_s']:.1f}, "
+                                       f"validation {t['validation_s']:.1f}, test {t['test_s']:.1f})"
                                        for n, (_, t) in done.items()))
                 if "Traceback" in err:
                     print(err[-3000:])
-            (one, r1, w1), (many, rn, wn) = measured.values()
-            both = set(one) & set(many)
-            same = all(one[n][0] == many[n][0] for n in both)
-            print(f"**{workload}: {rn / r1:.2f}x the throughput on {options.gpus} GPUs** from the first experiment's "
-                  f"start ({wn / w1:.2f}x on whole wall time, the cluster's start included); metrics of the "
-                  f"{len(both)} experiments both finished {'identical' if same else 'DIFFER'}\n", flush=True)
+            (one, r1, w1), *others = measured.values()
+            for label, (many, rn, wn) in zip(list(measured)[1:], others):
+                both = set(one) & set(many)
+                same = all(one[n][0] == many[n][0] for n in both)
+                phases = {p: sum(many[n][1][p] for n in both) / max(1e-9, sum(one[n][1][p] for n in both))
+                          for p in ("encode_s", "train_s", "validation_s", "test_s", "total_s")}
+                print(f"**{workload}, {label}: {rn / r1:.2f}x the throughput** from the first experiment's start "
+                      f"({wn / w1:.2f}x on whole wall time, the cluster's start included); metrics of the "
+                      f"{len(both)} experiments both finished {'identical' if same else 'DIFFER'}; time per phase "
+                      "against one GPU alone: " + ", ".join(f"{p[:-2]} {v:.2f}x" for p, v in phases.items()) + "\n",
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -184,26 +184,37 @@ def fit_temperature(s: Scores) -> float:
     """The temperature that minimises mean CE on these scores (pass validation scores only).
 
     CE is convex in beta = 1/T (log-sum-exp minus a linear term), with derivative
-    mean(E_beta[score] - target score): bisect on its sign over BETA_RANGE, in log space."""
+    g(beta) = mean(E_beta[score]) - mean(target score) and second derivative mean(Var_beta[score]):
+    Newton's method on g in u = ln beta, kept inside a bracket over BETA_RANGE that bisects
+    whenever a step would leave it. About 8 passes over the examples, where bisection took 62."""
     if s.ce.shape[0] == 0:
         return 1.0
+    hist, levels = np.ascontiguousarray(s.hist), np.ascontiguousarray(s.levels, dtype=np.float64)
+    mean, var = np.empty(hist.shape[0]), np.empty(hist.shape[0])
+    target = float(s.target_score.mean())
 
-    def slope(beta: float) -> float:
-        # per-row shift (no underflow), clipped at 0 (no 0 * inf above a row's top)
-        w = s.hist * np.exp(beta * np.minimum(s.levels[None, :] - top[:, None], 0.0))
-        return float(((w @ s.levels) / w.sum(axis=1) - s.target_score).mean())
+    def slope(u: float) -> tuple[float, float]:  # g and dg/du at beta = e^u
+        cpu.level_moments(hist, levels, math.exp(u), mean, var)
+        return float(mean.mean()) - target, math.exp(u) * float(var.mean())
 
-    top = np.where(s.hist > 0, s.levels, -np.inf).max(axis=1)
-
-    lo, hi = np.log(BETA_RANGE[0]), np.log(BETA_RANGE[1])
-    if slope(math.exp(lo)) >= 0:
+    lo, hi = math.log(BETA_RANGE[0]), math.log(BETA_RANGE[1])
+    if slope(lo)[0] >= 0:
         return 1 / BETA_RANGE[0]
-    if slope(math.exp(hi)) <= 0:
+    if slope(hi)[0] <= 0:
         return 1 / BETA_RANGE[1]
-    for _ in range(60):  # 2^-60 of the log range: far below any CE difference that shows
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if slope(math.exp(mid)) < 0 else (lo, mid)
-    return 1 / math.exp((lo + hi) / 2)
+    u = 0.0 if lo < 0.0 < hi else (lo + hi) / 2
+    for _ in range(200):
+        g, dg = slope(u)
+        if g == 0:
+            break
+        lo, hi = (u, hi) if g < 0 else (lo, u)
+        step = u - g / dg if dg > 0 else math.nan
+        nxt = step if lo < step < hi else (lo + hi) / 2
+        if abs(nxt - u) < 1e-13 or hi - lo < 1e-13:
+            u = nxt
+            break
+        u = nxt
+    return 1 / math.exp(u)
 
 
 def metrics(s: Scores, *, temperature: float | None = None, byte_lengths: np.ndarray | None = None) -> dict:

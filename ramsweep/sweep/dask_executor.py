@@ -209,8 +209,10 @@ def local_cluster(workers: int):
         raise ConfigError(f"--workers {workers}: this machine has {len(gpus)} GPU(s); use at most {len(gpus)} "
                           "(one experiment per GPU)")
     # GPU workers spend most of an experiment waiting on their GPU: each keeps every core for its
-    # short CPU bursts (packing, layout); CPU workers share the cores out
-    threads = cores if gpus else max(1, cores // workers)
+    # short CPU bursts (packing, layout); CPU workers share the cores out. NUMBA_NUM_THREADS, numba's
+    # own setting, is each worker's where the user gives it.
+    given = os.environ.get("NUMBA_NUM_THREADS", "").strip()
+    threads = int(given) if given.isdigit() and int(given) > 0 else cores if gpus else max(1, cores // workers)
     specs = {}
     for i in range(workers):
         env = {"NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": "1"}

@@ -279,3 +279,24 @@ def evaluate_tier(x, target_pos, masks, order, neurons, first, chunk, block,
                     empties += n_empty
                 best_score[e], best_pos[e] = bs, bp
                 empty_all[e] += empties
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def level_moments(hist, levels, beta, mean, var):
+    """Per example, the mean and variance of the score under softmax(beta x score) over its
+    clusters (hist: clusters per level): the temperature fit's slope and curvature. Each row
+    is one thread's, so the numbers do not depend on the thread count."""
+    for i in prange(hist.shape[0]):
+        top = -np.inf
+        for j in range(levels.shape[0]):
+            if hist[i, j] > 0 and levels[j] > top:
+                top = levels[j]
+        w_sum, m1, m2 = 0.0, 0.0, 0.0
+        for j in range(levels.shape[0]):
+            if hist[i, j] > 0:
+                w = hist[i, j] * np.exp(beta * (levels[j] - top))  # <= 0 exponent: no overflow
+                w_sum += w
+                m1 += w * levels[j]
+                m2 += w * levels[j] * levels[j]
+        mean[i] = m1 / w_sum
+        var[i] = max(m2 / w_sum - mean[i] * mean[i], 0.0)
