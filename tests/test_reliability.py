@@ -214,3 +214,36 @@ def test_a_claim_from_a_clock_a_day_off_is_judged_by_whether_its_heartbeat_moves
     assert "taking over e4 from runner far-away-host:4242" in err
     assert time.monotonic() - t0 < 60
     assert [r["status"] for r in records(results)] == ["ok"]
+
+
+def test_a_stop_whose_exception_a_finalizer_swallowed_still_stops_the_run(tmp_path, monkeypatch):
+    """numba-cuda frees device memory from weakref finalizers, and Python ignores an exception
+    raised in one: a SIGTERM handled there must still stop the sweep (it once ran on to the end)."""
+    import weakref
+
+    from ramsweep.sweep import executors
+    from ramsweep.sweep.interrupts import Interrupted
+    from ramsweep.sweep.runner import run_set
+
+    real = executors.run_experiment
+
+    def run_then_stop_in_a_finalizer(task, corpus, report):
+        record = real(task, corpus, report)
+
+        class Buffer:
+            pass
+
+        def free():
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(10_000))  # the handler runs here, inside the finalizer, and its raise is ignored
+
+        buffer = Buffer()
+        weakref.finalize(buffer, free)
+        del buffer
+        return record
+
+    monkeypatch.setattr(executors, "run_experiment", run_then_stop_in_a_finalizer)
+    results = tmp_path / "results.json"
+    with pytest.raises(Interrupted):
+        run_set(str(tiny_set(tmp_path, 3)), results=results)
+    assert [r["name"] for r in records(results) if r.get("kind") == "experiment"] == ["e4"]

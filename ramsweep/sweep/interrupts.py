@@ -30,9 +30,11 @@ class Interrupted(BaseException):
 
 
 _state = threading.local()  # deferring / pending, meaningful in the main thread only
+_received: list[int] = []  # every signal handled: a raise can be swallowed, the record of it cannot
 
 
 def _handler(signum, frame):
+    _received.append(signum)
     if getattr(_state, "deferring", 0):
         _state.pending = signum
     else:
@@ -45,6 +47,7 @@ def raising_on_signals():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _received.clear()
     previous = {s: signal.signal(s, _handler) for s in SIGNALS}
     try:
         yield
@@ -74,3 +77,12 @@ def raise_if_pending() -> None:
     if pending is not None:
         _state.pending = None
         raise Interrupted(pending)
+
+
+def raise_if_swallowed() -> None:
+    """Raise Interrupted for a signal whose exception never reached the runner. Python ignores
+    an exception raised in a finalizer (`Exception ignored in: <finalize object>`): a SIGTERM that
+    lands while numba-cuda frees device memory from a weakref callback would otherwise be lost,
+    and the sweep would run on. The runner calls this between steps."""
+    if _received:
+        raise Interrupted(_received[0])

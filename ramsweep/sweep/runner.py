@@ -32,7 +32,7 @@ from ramsweep.sweep.artifacts import folder_of
 from ramsweep.sweep.claims import STALE_S, Claims, looks_live
 from ramsweep.sweep.executors import Executor, InProcess, ProcessPool
 from ramsweep.sweep.experiment import Task, describe_record, environment, interrupted_record, now, stopped_record
-from ramsweep.sweep.interrupts import Interrupted, deferred, raising_on_signals
+from ramsweep.sweep.interrupts import Interrupted, deferred, raise_if_swallowed, raising_on_signals
 from ramsweep.sweep.plan import Options, Planned, baseline_key, needs_running, pending, plan
 from ramsweep.sweep.progress import Tracker
 from ramsweep.sweep.records import FAILED, OK, BaselineRecord, Claim, ExperimentRecord
@@ -316,6 +316,7 @@ def execute(sweep: Sweep, executor: Executor, summary: RunSummary, progressed: C
     with claims:
         try:
             while True:
+                raise_if_swallowed()
                 held = fill(sweep, executor, claims, keys, wanted, attempted, in_flight, tracker)
                 if in_flight:
                     for task, record in executor.wait(POLL_S):
