@@ -77,6 +77,7 @@ FIXES = {
     "dense_max_bits": "use a whole number from 0 to 64 (default 10)",
     "sparse_max_bits": "use a whole number from 0 to 64 (default 30)",
     "device": "use auto, cpu, cuda, metal, wgpu or hybrid (default auto)",
+    "lsh_bits": "use a whole number from 1 to 32: each LSH neuron holds 2^lsh_bits cells (default 20)",
     "memory": "use auto (DENSE or SPARSE by estimated fill, the default) or bits (by dense_max_bits alone)",
     "based_on": "give the name of another experiment of the same set",
     "description": "use a quoted string",
@@ -348,6 +349,7 @@ class Experiment(FrozenModel):
     seed: Annotated[StrictInt, Field(ge=0, le=2**64 - 1)] = 0
     dense_max_bits: Annotated[StrictInt, Field(ge=0, le=MAX_BITS)] = 10
     sparse_max_bits: Annotated[StrictInt, Field(ge=0, le=MAX_BITS)] = 30
+    lsh_bits: Annotated[StrictInt, Field(ge=1, le=32)] = 20  # tiers above sparse_max_bits: 2^lsh_bits cells a neuron
     memory: Literal["auto", "bits"] = "auto"
     device: Device = "auto"
     optimize: Optimize | None = None  # connectivity search (DESIGN.md §5); None: the drawn wiring
@@ -386,6 +388,12 @@ class Experiment(FrozenModel):
             )
         n_tiers = len(self.tiers.tiers)
         if self.optimize is not None:
+            for index, tier in enumerate(self.tiers.tiers, start=1):
+                if self.memory_kind(tier.bits) == "lsh":
+                    raise ConfigError(
+                        f"{self._where(self)}optimize: tier {index} \"{tier}\" has LSH memory (bits above "
+                        f"sparse_max_bits {self.sparse_max_bits}), which connectivity search does not support; "
+                        f"raise sparse_max_bits to {tier.bits} or drop optimize")
             named = [("tiers", t) for t in self.optimize.tiers or ()] + [("budgets", t) for t in self.optimize.budgets]
             for field, tier in named:
                 if tier >= n_tiers:
@@ -396,8 +404,14 @@ class Experiment(FrozenModel):
 
     def spec(self) -> dict[str, Any]:
         """The canonical JSON-able definition of what is computed (no name or notes)."""
-        # no optimize: the key of every experiment from before the search existed
-        return self.model_dump(mode="json", exclude=_SPEC_EXCLUDED | ({"optimize"} if self.optimize is None else set()))
+        # no optimize: the key of every experiment from before the search existed; lsh_bits only
+        # where a tier is hashed (it changes nothing elsewhere, and keys from before LSH stay)
+        unused = ({"optimize"} if self.optimize is None else set()) | (set() if self.hashed() else {"lsh_bits"})
+        return self.model_dump(mode="json", exclude=_SPEC_EXCLUDED | unused)
+
+    def hashed(self) -> bool:
+        """Some tier has LSH memory (its cells indexed by a hash of the address)."""
+        return any(self.memory_kind(t.bits) == "lsh" for t in self.tiers.tiers)
 
     def input_bits(self, vocab_size: int) -> int:
         """Width of one example's input: context x bits_per_token(vocab_size)."""

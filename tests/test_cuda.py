@@ -56,8 +56,11 @@ CASES = {
     "all_sparse": dict(tiers="rest,3,9", context=3, negatives=10, dense_max_bits=4, memory="bits"),
     # 37 + 31 + 3 neurons with EMPTY at 0.5: more score levels over the model than one tier has
     "many_levels": dict(tiers="2,37,6;3,31,5;rest,3,4", context=2, negatives=4, empty_value=0.5),
+    # LSH: 30 and 40-bit addresses hashed into 2^7 cells, stored SPARSE (training stays on the CPU)
+    "lsh": dict(tiers="3,3,30;rest,2,40", context=8, negatives=5, dense_max_bits=4, sparse_max_bits=12, lsh_bits=7,
+                memory="bits"),
 }
-VOCAB = {"mixed": 40, "two_words": 100, "all_sparse": 14, "many_levels": 20}  # small: the simulator is slow
+VOCAB = {"mixed": 40, "two_words": 100, "all_sparse": 14, "many_levels": 20, "lsh": 20}  # small: the simulator is slow
 
 
 @on_cuda
@@ -66,7 +69,7 @@ def test_cuda_training_writes_the_cpus_cells_and_scores_match(case):
     rng = np.random.default_rng(len(case))
     vocab = VOCAB[case]
     n_train, n_eval = (300, 120) if SIMULATED else (20_000, 5_000)
-    if SIMULATED and case in ("many_levels", "all_sparse", "two_words"):  # the slowest in the simulator
+    if SIMULATED and case in ("many_levels", "all_sparse", "two_words", "lsh"):  # the slowest in the simulator
         n_train, n_eval = 150, 50
     exp = Experiment(name=case, seed=7, **CASES[case])
     tokens, held_out = zipf(rng, n_train, vocab), zipf(rng, n_eval, vocab)
@@ -90,6 +93,21 @@ def test_cuda_metrics_equal_the_oracles():
     tokens, held_out = zipf(rng, 250, 40), zipf(rng, 90, 40)
     model = train(exp, tokens, 40, device="cuda")
     oracle = ReferenceModel(exp, tokens, 40)
+    assert cells(model) == oracle.cells
+    got, want = evaluate(model, held_out, device="cuda"), oracle.evaluate(held_out)
+    assert got["examples"] == want["examples"] and got["accuracy"] == want["accuracy"]
+    assert got["ce"] == pytest.approx(want["ce"], rel=1e-9)
+
+
+@on_cuda
+def test_cuda_lsh_metrics_equal_the_oracles():
+    rng = np.random.default_rng(6)
+    exp = Experiment(name="x", tiers="3,3,30;rest,2,40", context=8, negatives=5, sparse_max_bits=12, lsh_bits=6,
+                     seed=4)  # memory auto: the hashed cells stored DENSE
+    tokens, held_out = zipf(rng, 200 if SIMULATED else 5_000, 20), zipf(rng, 40 if SIMULATED else 2_000, 20)
+    model = train(exp, tokens, 20, device="cuda")
+    assert [(m.tier.memory, m.tier.backend) for m in model.memories] == [("lsh", "dense")] * 2
+    oracle = ReferenceModel(exp, tokens, 20)
     assert cells(model) == oracle.cells
     got, want = evaluate(model, held_out, device="cuda"), oracle.evaluate(held_out)
     assert got["examples"] == want["examples"] and got["accuracy"] == want["accuracy"]

@@ -322,3 +322,35 @@ def test_pext_and_bit_loop_addresses_agree():
     assert runs[1]["pext"] is False  # the generic target never emits BMI2
     assert runs[0]["cells"] == runs[1]["cells"] and len(runs[0]["cells"]) > 0
     assert runs[0]["metrics"] == runs[1]["metrics"]
+
+
+@pytest.mark.parametrize("tiers,context,sparse_max_bits,lsh_bits,memory", [
+    ("3,2,40;rest,1,64", 11, 30, 6, "bits"),  # 40 and 64 bits hashed into 64 cells, stored SPARSE
+    ("6,3,11;rest,2,14", 4, 10, 5, "bits"),  # any width when asked: sparse_max_bits below the tiers
+    ("6,3,11;rest,2,14", 4, 10, 9, "auto"),  # a small tier: the hashed cells stored DENSE
+])
+def test_lsh_tiers_match_oracle(tiers, context, sparse_max_bits, lsh_bits, memory):
+    rng = np.random.default_rng(17)
+    spec = dict(name="lsh", tiers=tiers, context=context, negatives=10, seed=9, dense_max_bits=1, memory=memory)
+    exp = Experiment(**spec, sparse_max_bits=sparse_max_bits, lsh_bits=lsh_bits)
+    train_tokens, valid = zipf_tokens(rng, 400), zipf_tokens(rng, 50)
+    model = train(exp, train_tokens, V)
+    assert [m.tier.memory for m in model.memories] == ["lsh", "lsh"]
+    assert {m.tier.backend for m in model.memories} == ({"sparse"} if memory == "bits" else {"dense"})
+    oracle = ReferenceModel(exp, train_tokens, V)
+    assert cells(model) == oracle.cells
+    assert max(a for _, _, a in oracle.cells) < 2**lsh_bits
+    assert_metrics_equal(evaluate(model, valid), oracle.evaluate(valid))
+    # the price of the hash: the distinct addresses written are those an unhashed model stores
+    plain = train(Experiment(**spec, sparse_max_bits=64), train_tokens, V)
+    for hashed, unhashed in zip(model.memories, plain.memories):
+        assert hashed.addresses == unhashed.cells_stored > hashed.cells_stored
+
+
+def test_lsh_bits_is_part_of_the_key_only_where_a_tier_is_hashed():
+    plain = dict(name="x", tiers="100,15,20;rest,5,8")
+    assert Experiment(**plain).spec() == Experiment(**plain, lsh_bits=12).spec()
+    assert "lsh_bits" not in Experiment(**plain).spec()
+    wide = dict(name="x", tiers="100,15,40;rest,5,8")
+    assert Experiment(**wide).spec() != Experiment(**wide, lsh_bits=12).spec()
+    assert Experiment(**wide).spec()["lsh_bits"] == 20

@@ -232,12 +232,14 @@ def test_grid_set_reads_a_local_grid_yaml_first_and_can_be_included(tmp_path, mo
     ("3,2,20;rest,2,16", {}),  # bound by the writes, not 2**bits
     ("rest,3,6", {"dense_max_bits": 0}),  # SPARSE at 6 bits: bound by 2**bits on busy neurons
     ("4,2,40;rest,2,12", {"context": 8, "sparse_max_bits": 64}),  # 8-byte keys
+    ("4,2,40;rest,2,12", {"context": 8, "lsh_bits": 9}),  # LSH: bound by 2**lsh_bits, keys of 4 bytes, hash words
+    ("4,2,40;rest,2,12", {"context": 8, "lsh_bits": 9, "memory": "auto"}),  # LSH stored DENSE
 ])
 def test_memory_estimate_is_an_upper_bound(tiers, fields):
     rng = np.random.default_rng(5)
     p = 1.0 / np.arange(1, 41)
     tokens = rng.choice(40, 3000, p=p / p.sum()).astype(np.int32)  # ids 40..47 never seen
-    exp = Experiment(name="m", tiers=tiers, negatives=10, memory="bits", **fields)
+    exp = Experiment(name="m", tiers=tiers, negatives=10, **{"memory": "bits", **fields})
     actual = sum(m.nbytes for m in train(exp, tokens, 48).memories)
     estimate = estimate_memory_bytes(layout_of(exp, Frequencies.of(tokens, 48)))
     assert actual <= estimate <= 4 * actual

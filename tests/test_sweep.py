@@ -187,13 +187,6 @@ def test_config_errors_stop_the_run_before_any_work(tmp_path):
         run_set(write_set(tmp_path), results=results, experiments=["nope"])
 
 
-def test_lsh_tiers_are_refused_up_front_until_implemented(tmp_path):
-    path = tmp_path / "lsh.yaml"
-    path.write_text('experiments:\n  - {name: huge, tiers: "rest,1,31", context: 4}\n')
-    with pytest.raises(ConfigError, match="LSH backend.*sparse_max_bits: 31"):
-        run_set(str(path), results=tmp_path / "r.json")
-
-
 # --- claims ----------------------------------------------------------------------------------
 
 def foreign_claim(key, host, pid, heartbeat):
@@ -325,3 +318,19 @@ def test_each_seed_is_its_own_result(tmp_path):
     assert done[0].metrics.test.ppl != done[1].metrics.test.ppl  # other connectivity, other figures
     again = run_set(write_set(tmp_path), results=results, experiments=["one"])  # seed 0 is the plain experiment
     assert again.ran == [] and again.skipped == ["one"]
+
+
+def test_an_lsh_tier_runs_end_to_end_and_its_record_and_card_say_what_the_hash_cost(tmp_path):
+    from ramsweep.report.lineage import card
+
+    path = tmp_path / "lsh.yaml"
+    path.write_text('experiments:\n  - {name: wide, tiers: "20,2,40;rest,1,8", context: 4, lsh_bits: 10}\n')
+    results = tmp_path / "results.json"
+    run_set(str(path), results=results)
+    record = next(r for r in open_store(results).records() if r.name == "wide")
+    assert record.ok and [t.backend for t in record.metrics.test.tiers] == ["lsh", "dense"]
+    first, rest = record.resources.lsh
+    assert rest is None and first.lsh_bits == 10
+    assert first.addresses > first.cells == record.resources.cells_stored[0] > 0
+    assert first.collided == first.addresses - first.cells
+    assert f"{first.addresses:,} distinct training addresses in {first.cells:,} cells" in "\n".join(card(record))

@@ -35,8 +35,11 @@ CASES = {  # as in test_cuda.py
     # 7 bits per token x 10 = 70 input bits: neurons read across two 64-bit words
     "two_words": dict(tiers="4,3,12;rest,2,6", context=10, negatives=3, dense_max_bits=8, memory="bits"),
     "all_sparse": dict(tiers="rest,3,11", context=3, negatives=10, dense_max_bits=4, memory="bits"),
+    # LSH: 30 and 40-bit addresses (wider than a u32) hashed into 2^7 cells, stored SPARSE
+    "lsh": dict(tiers="3,3,30;rest,2,40", context=8, negatives=5, dense_max_bits=4, sparse_max_bits=12, lsh_bits=7,
+                memory="bits"),
 }
-VOCAB = {"mixed": 40, "two_words": 100, "all_sparse": 30}
+VOCAB = {"mixed": 40, "two_words": 100, "all_sparse": 30, "lsh": 40}
 
 
 @cache
@@ -73,7 +76,7 @@ def test_wgpu_scores_match_the_cpu(case):
 def test_tables_over_the_buffer_cap_are_split_with_the_same_results(case, monkeypatch):
     model, held_out = trained(case)
     biggest = max(int(wgpu_backend.cluster_bytes(m.order, m.tier.neurons, m.tier.backend != DENSE, m.dense,
-                                                 m.offsets).max()) for m in model.memories)
+                                                 m.offsets, m.hashes.shape[0] > 0).max()) for m in model.memories)
     cap = biggest + 64  # the biggest cluster alone in its range
     monkeypatch.setattr(wgpu_backend, "BINDING_CAP", cap)
     monkeypatch.setattr(wgpu_backend, "CHUNK", 400)  # and chunks of examples, the last one padded
@@ -108,6 +111,19 @@ def test_wgpu_metrics_equal_the_oracles():
                      memory="bits")
     tokens, held_out = zipf(rng, 250, 40), zipf(rng, 90, 40)
     model, oracle = train(exp, tokens, 40), ReferenceModel(exp, tokens, 40)
+    got, want = evaluate(model, held_out, device="wgpu"), oracle.evaluate(held_out)
+    assert got["examples"] == want["examples"] and got["accuracy"] == want["accuracy"]
+    assert got["ce"] == pytest.approx(want["ce"], rel=1e-9)
+
+
+def test_wgpu_lsh_metrics_equal_the_oracles():
+    rng = np.random.default_rng(6)
+    exp = Experiment(name="x", tiers="3,3,30;rest,2,40", context=8, negatives=5, sparse_max_bits=12, lsh_bits=6,
+                     seed=4)  # memory auto: the hashed cells stored DENSE
+    tokens, held_out = zipf(rng, 300, 20), zipf(rng, 90, 20)
+    model, oracle = train(exp, tokens, 20), ReferenceModel(exp, tokens, 20)
+    assert [(m.tier.memory, m.tier.backend) for m in model.memories] == [("lsh", "dense")] * 2
+    assert wgpu_backend.why_not(model.memories[1].masks.shape[1], score_levels(model)[1][1], 6) is None
     got, want = evaluate(model, held_out, device="wgpu"), oracle.evaluate(held_out)
     assert got["examples"] == want["examples"] and got["accuracy"] == want["accuracy"]
     assert got["ce"] == pytest.approx(want["ce"], rel=1e-9)

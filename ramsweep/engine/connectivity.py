@@ -42,3 +42,20 @@ def draw_connectivity(seed, tier, n_neurons, bits, n_input):
             pool[j], pool[k] = pool[k], pool[j]
             conn[neuron, j] = pool[j]
     return conn
+
+
+LSH_SALT = np.uint64(int.from_bytes(b"lsh", "big"))
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def draw_hashes(seed, tier, n_neurons, bits, lsh_bits):
+    """(n_neurons, bits) uint32: each LSH neuron's H3 hash words q_j (DESIGN §3 "LSH memory"),
+    the top lsh_bits bits of a splitmix64 stream seeded by (seed, tier, neuron, "lsh"); the cell
+    of address a is the XOR of the q_j whose address bit j (column 0 the MSB) is 1."""
+    q = np.empty((n_neurons, bits), dtype=np.uint32)
+    for neuron in prange(n_neurons):
+        state = mix64(neuron_state(seed, tier, neuron) + LSH_SALT)
+        for j in range(bits):
+            q[neuron, j] = np.uint32(mix64(state) >> np.uint64(64 - lsh_bits))
+            state = state + GOLDEN
+    return q

@@ -143,15 +143,16 @@ def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Calla
             """The tier's clusters folded into examples [lo, hi) on one device."""
             out = [a[lo:hi] for a in per_example]  # views: the kernels write in place
             backend = None if on == "cpu" else gpu_backend(on)
-            if backend and backend.why_not(x.shape[1], level_table, tier.bits):
+            if backend and backend.why_not(x.shape[1], level_table, tier.cell_bits):
                 backend = None  # a tier beyond the GPU kernel's limits: the CPU engine, same results
             if backend is None:
                 per_cluster = max(1, mem.nbytes // max(1, tier.clusters))
                 chunk = DENSE_CHUNK if tier.backend == DENSE else max(DENSE_CHUNK, -(-(hi - lo) // numba.get_num_threads()))
-                cpu.evaluate_tier(x[lo:hi], target_pos[lo:hi], mem.masks, mem.order, tier.neurons, tier.first, chunk,
+                cpu.evaluate_tier(x[lo:hi], target_pos[lo:hi], mem.masks, mem.order, mem.hashes, tier.neurons,
+                                  tier.first, chunk,
                                   max(1, CACHE_BLOCK_BYTES // per_cluster), tier.backend != DENSE, *tables, *out)
             else:
-                backend.evaluate_tier(x[lo:hi], target_pos[lo:hi], mem.masks, mem.order, tier.neurons,
+                backend.evaluate_tier(x[lo:hi], target_pos[lo:hi], mem.masks, mem.order, mem.hashes, tier.neurons,
                                               tier.first, tier.backend != DENSE, *tables, *out)
 
         if device == "hybrid":
@@ -262,7 +263,7 @@ def tier_metrics(tier, in_tier, ce, correct, empty_all, empty_target, n_examples
         "clusters": tier.clusters,
         "neurons": tier.neurons,
         "bits": tier.bits,
-        "backend": tier.backend,
+        "backend": tier.memory,
         **summary(ce[in_tier], correct[in_tier]),
         "share": 100.0 * k / n_examples if n_examples else None,
         "empty_rate": float(empty_all.sum()) / lookups if lookups else None,

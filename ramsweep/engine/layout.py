@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ramsweep.config import MAX_CONTEXT, Experiment, bits_per_token
-from ramsweep.errors import ConfigError
 
-DENSE, SPARSE = "dense", "sparse"
+DENSE, SPARSE, LSH = "dense", "sparse", "lsh"
 DENSE_ALWAYS_BYTES = 256 * 2**20  # memory: auto makes a SPARSE tier DENSE when all of it fits here
 
 
@@ -24,11 +23,22 @@ class Tier:
     clusters: int
     neurons: int  # per cluster
     bits: int
-    backend: str  # DENSE | SPARSE
+    backend: str  # DENSE | SPARSE: how the cells are stored
+    lsh_bits: int = 0  # LSH memory: cells indexed by a 2^lsh_bits hash of the address (0: by the address)
 
     @property
     def n_neurons(self) -> int:
         return self.clusters * self.neurons
+
+    @property
+    def cell_bits(self) -> int:
+        """Width of a cell's index: the address, or its hash under LSH."""
+        return self.lsh_bits or self.bits
+
+    @property
+    def memory(self) -> str:
+        """The tier's memory as DESIGN §3 names it: dense, sparse or lsh (then stored dense or sparse)."""
+        return LSH if self.lsh_bits else self.backend
 
 
 @dataclass(frozen=True)
@@ -61,15 +71,8 @@ def cluster_order(train_tokens: np.ndarray, vocab_size: int) -> tuple[np.ndarray
 
 
 def check_supported(exp: Experiment, vocab_size: int) -> None:
-    """Everything that can be known wrong before training: data fit and available backends."""
+    """Everything that can be known wrong before training."""
     exp.check_against_data(vocab_size)
-    for index, spec in enumerate(exp.tiers.tiers, start=1):
-        if exp.memory_kind(spec.bits) not in (DENSE, SPARSE):
-            raise ConfigError(
-                f"experiment '{exp.name}': tiers: tier {index} \"{spec}\" needs the LSH backend "
-                f"(bits > sparse_max_bits {exp.sparse_max_bits}), which is not implemented yet; "
-                f"set sparse_max_bits: {spec.bits} to serve it with SPARSE memory"
-            )
 
 
 @dataclass(frozen=True)
@@ -107,14 +110,18 @@ class Frequencies:
             self._writes[(context, n_negatives)] = writes
         return self._writes[(context, n_negatives)]
 
-    def cells(self, context: int, n_negatives: int, first: int, count: int, bits: int, bound: bool) -> tuple[float, int]:
+    def cells(self, context: int, n_negatives: int, first: int, count: int, bits: int, bound: bool,
+              lsh_bits: int = 0) -> tuple[float, int]:
         """(mean, total) cells of the neurons of clusters [first, first + count): at the expected
-        fill (expected_cells), or at most (bound: min(2**bits, writes)). Kept per tier, as a grid
-        asks the same tier again in thousands of configs."""
-        key = (context, n_negatives, first, count, bits, bound)
+        fill (expected_cells), or at most (bound: min(2**bits, writes)). Under LSH the distinct
+        addresses fall into 2^lsh_bits cells. Kept per tier, as a grid asks the same tier again
+        in thousands of configs."""
+        key = (context, n_negatives, first, count, bits, bound, lsh_bits)
         if key not in self._cells:
             writes = self.writes(context, n_negatives)[first : first + count]
             cells = np.minimum(writes, 2 ** min(bits, 62)) if bound else expected_cells(bits, writes)
+            if lsh_bits:
+                cells = np.minimum(cells, 2**lsh_bits) if bound else expected_cells(lsh_bits, cells)
             self._cells[key] = (float(cells.mean()) if count else 0.0, int(np.ceil(cells).astype(np.int64).sum()))
         return self._cells[key]
 
@@ -133,10 +140,13 @@ def layout_of(exp: Experiment, freq: Frequencies) -> Layout:
     tier_of_position = np.empty(vocab_size, dtype=np.int16)
     for i, (spec, count) in enumerate(zip(exp.tiers.tiers, exp.tiers.cluster_counts(vocab_size))):
         backend = exp.memory_kind(spec.bits)
-        expected_mean = freq.cells(exp.context, n_negatives, first, count, spec.bits, bound=False)[0]
-        if backend == SPARSE and exp.memory == "auto" and dense_pays(spec.bits, count * spec.neurons, expected_mean):
+        lsh_bits = exp.lsh_bits if backend == LSH else 0
+        backend = SPARSE if backend == LSH else backend
+        cell_bits = lsh_bits or spec.bits
+        expected_mean = freq.cells(exp.context, n_negatives, first, count, spec.bits, False, lsh_bits)[0]
+        if backend == SPARSE and exp.memory == "auto" and dense_pays(cell_bits, count * spec.neurons, expected_mean):
             backend = DENSE
-        tiers.append(Tier(i, first, count, spec.neurons, spec.bits, backend))
+        tiers.append(Tier(i, first, count, spec.neurons, spec.bits, backend, lsh_bits))
         tier_of_position[first : first + count] = i
         first += count
     return Layout(
@@ -192,15 +202,16 @@ def expected_tier_bytes(layout: Layout, tier: Tier) -> int:
 
 def tier_cells(layout: Layout, tier: Tier, bound: bool) -> int:
     """Cells one neuron of each of the tier's clusters stores, summed over the clusters."""
-    return layout.frequencies.cells(layout.context, layout.n_negatives, tier.first, tier.clusters, tier.bits, bound)[1]
+    return layout.frequencies.cells(layout.context, layout.n_negatives, tier.first, tier.clusters, tier.bits, bound,
+                                    tier.lsh_bits)[1]
 
 
 def tier_bytes(layout: Layout, tier: Tier, cells: int) -> int:
     """One tier's arrays (train.TierMemory.nbytes) when its clusters' neurons store `cells`
     cells, summed over its clusters, each (SPARSE; a DENSE tier's size is fixed)."""
     words = (layout.n_input + 63) // 64
-    total = tier.n_neurons * (words * 8 + tier.bits * 2)  # masks uint64, order uint16
+    total = tier.n_neurons * (words * 8 + tier.bits * (2 + (4 if tier.lsh_bits else 0)))  # masks, order, hashes
     if tier.backend == DENSE:
-        return total + tier.n_neurons * max(1, (1 << tier.bits) // 16) * 4 + 8  # + (1,) offsets
-    cell_bytes = (4 if tier.bits <= 32 else 8) + 1
+        return total + tier.n_neurons * max(1, (1 << tier.cell_bits) // 16) * 4 + 8  # + (1,) offsets
+    cell_bytes = (4 if tier.cell_bits <= 32 else 8) + 1
     return total + cells * tier.neurons * cell_bytes + (tier.n_neurons + 1) * 8

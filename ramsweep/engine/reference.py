@@ -36,6 +36,18 @@ def connectivity(seed: int, tier: int, neuron: int, bits: int, n_input: int) -> 
     return pool[:bits]
 
 
+def lsh_words(seed: int, tier: int, neuron: int, bits: int, lsh_bits: int) -> list[int]:
+    """An LSH neuron's H3 hash words q_0..q_{bits-1}: the top lsh_bits bits of a splitmix64
+    stream seeded by (seed, tier, neuron, "lsh")."""
+    state = _mix64((_mix64((_mix64((_mix64(seed) + tier) & MASK64) + neuron) & MASK64)
+                    + int.from_bytes(b"lsh", "big")) & MASK64)
+    words = []
+    for _ in range(bits):
+        words.append(_mix64(state) >> (64 - lsh_bits))
+        state = (state + 0x9E3779B97F4A7C15) & MASK64
+    return words
+
+
 class ReferenceModel:
     def __init__(self, exp: Experiment, train_tokens, vocab_size: int, order=None, wiring=None):
         self.exp, self.V = exp, vocab_size
@@ -65,6 +77,11 @@ class ReferenceModel:
             .reshape(count * neurons, bits)
             for t, (_, count, neurons, bits) in enumerate(self.tiers)
         ]
+        # LSH tiers (bits above sparse_max_bits): a cell is h(a), the XOR of the neuron's hash
+        # words q_j at the address bits j (MSB = j 0) that are 1
+        self.hashes = [[lsh_words(exp.seed, t, n, bits, exp.lsh_bits) for n in range(count * neurons)]
+                       if exp.memory_kind(bits) == "lsh" else None
+                       for t, (_, count, neurons, bits) in enumerate(self.tiers)]
         self.cells: dict[tuple[int, int, int], int] = {}
         positions = range(exp.context, len(train_tokens)) if order is None else order
         for t in positions:
@@ -74,11 +91,19 @@ class ReferenceModel:
         return np.array([(tok >> (self.bpt - 1 - b)) & 1 for tok in context_tokens for b in range(self.bpt)])
 
     def addresses(self, x: np.ndarray, tier: int, cluster_pos: int) -> list[tuple[int, int]]:
-        """(neuron index in tier, address) for every neuron of one cluster."""
+        """(neuron index in tier, cell index) for every neuron of one cluster: the address, or
+        its hash in an LSH tier."""
         first, _, neurons, bits = self.tiers[tier]
         out = []
         for n in range((cluster_pos - first) * neurons, (cluster_pos - first + 1) * neurons):
-            out.append((n, sum(int(x[c]) << (bits - 1 - j) for j, c in enumerate(self.conn[tier][n]))))
+            a = sum(int(x[c]) << (bits - 1 - j) for j, c in enumerate(self.conn[tier][n]))
+            if self.hashes[tier] is not None:
+                h = 0
+                for j in range(bits):
+                    if (a >> (bits - 1 - j)) & 1:
+                        h ^= self.hashes[tier][n][j]
+                a = h
+            out.append((n, a))
         return out
 
     def _write(self, x, cluster_pos, value):

@@ -11,7 +11,7 @@ import numpy as np
 
 from ramsweep.config import Experiment
 from ramsweep.engine.backends import cpu
-from ramsweep.engine.connectivity import draw_connectivity
+from ramsweep.engine.connectivity import draw_connectivity, draw_hashes
 from ramsweep.engine.layout import DENSE, Layout, Tier, build_layout
 from ramsweep.errors import DataError
 
@@ -27,6 +27,8 @@ class TierMemory:
     offsets: np.ndarray  # (n_neurons + 1,) int64; (1,) when dense
     keys: np.ndarray  # sorted addresses per neuron: uint32 up to 32 bits, else uint64
     vals: np.ndarray  # (n_cells,) uint8 cell codes
+    hashes: np.ndarray = field(default_factory=lambda: cpu.NO_HASHES)  # LSH: (n_neurons, bits) uint32 hash words in address order
+    addresses: int = 0  # LSH: distinct training addresses, summed over the neurons (cells_stored or more)
 
     @property
     def cells_stored(self) -> int:
@@ -37,7 +39,8 @@ class TierMemory:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.masks, self.order, self.dense, self.offsets, self.keys, self.vals))
+        return sum(a.nbytes for a in (self.masks, self.order, self.dense, self.offsets, self.keys, self.vals,
+                                      self.hashes))
 
 
 @dataclass
@@ -120,7 +123,7 @@ def train(exp: Experiment, tokens: np.ndarray, vocab_size: int, examples: np.nda
     encode_s = time.perf_counter() - t0
     memories = []
     for tier, conn in zip(layout.tiers, connectivity):
-        memories.append(train_tier(layout, tier, conn, x, by_target, target_pos, device))
+        memories.append(train_tier(layout, tier, conn, x, by_target, target_pos, device, exp.seed))
         if progress is not None:
             progress(neuron_share(layout.tiers, tier.index))
     return Model(exp, layout, memories, connectivity, encode_s)
@@ -132,21 +135,36 @@ def neuron_share(tiers, index: int) -> float:
     return sum(t.n_neurons for t in tiers[: index + 1]) / max(1, total)
 
 
-def train_tier(layout, tier, conn, x, by_target, target_pos, device="cpu") -> TierMemory:
-    masks, order, _ = wire(conn, layout)
-    if device == "cuda":
+def train_tier(layout, tier, conn, x, by_target, target_pos, device="cpu", seed=0) -> TierMemory:
+    masks, order, perm = wire(conn, layout)
+    if device == "cuda" and not tier.lsh_bits:  # LSH tiers count their distinct addresses on the CPU
         from ramsweep.engine.backends import cuda  # numba-cuda only where a GPU is used
 
         if cuda.trains(x.shape[1], tier.backend != DENSE, tier.bits):
             return cuda_train_tier(layout, tier, x, target_pos, masks, order)
     offsets_t, examples_t = by_target()
-    common = (x, masks, order, tier.neurons, tier.first, layout.n_negatives, offsets_t, examples_t)
-    if tier.backend == DENSE:
+    hashes = hashes_of(seed, tier, perm)
+    common = (x, masks, order, hashes, tier.neurons, tier.first, layout.n_negatives, offsets_t, examples_t)
+    if tier.backend == DENSE and not tier.lsh_bits:
         dense = np.zeros((tier.n_neurons, max(1, (1 << tier.bits) // 16)), dtype=np.uint32)
         cpu.train_dense(*common, dense)
         return TierMemory(tier, masks, order, dense, np.zeros(1, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.uint8))
-    offsets, keys, vals = train_sparse(tier, layout, x.shape[0], offsets_t, common)
-    return TierMemory(tier, masks, order, np.zeros((0, 1), np.uint32), offsets, keys, vals)
+    offsets, keys, vals, addresses = train_sparse(tier, layout, x.shape[0], offsets_t, common)
+    if tier.backend == DENSE:  # LSH stored dense: trained sparse, so its distinct addresses are counted
+        dense = np.zeros((tier.n_neurons, max(1, (1 << tier.cell_bits) // 16)), dtype=np.uint32)
+        cpu.sparse_to_dense(offsets, keys, vals, dense)
+        return TierMemory(tier, masks, order, dense, np.zeros(1, np.int64), np.zeros(0, np.uint32),
+                          np.zeros(0, np.uint8), hashes, addresses)
+    return TierMemory(tier, masks, order, np.zeros((0, 1), np.uint32), offsets, keys, vals, hashes, addresses)
+
+
+def hashes_of(seed: int, tier: Tier, perm: np.ndarray) -> np.ndarray:
+    """An LSH tier's hash words, column k for the engine's address bit k (perm: wire's); a tier
+    without LSH gets NO_HASHES. XOR is order-free, so the cell is the one DESIGN §3 defines."""
+    if not tier.lsh_bits:
+        return cpu.NO_HASHES
+    q = draw_hashes(seed, tier.index, tier.n_neurons, tier.bits, tier.lsh_bits)
+    return np.ascontiguousarray(np.take_along_axis(q, perm, axis=1))
 
 
 def cuda_train_tier(layout, tier, x, target_pos, masks, order) -> TierMemory:
@@ -164,11 +182,14 @@ def cuda_train_tier(layout, tier, x, target_pos, masks, order) -> TierMemory:
 
 
 def train_sparse(tier, layout, n_examples, offsets_t, common):
-    """Sparse neurons in batches whose worst-case cell count fits SPARSE_BATCH_ENTRIES."""
+    """Sparse neurons in batches whose worst-case cell count fits SPARSE_BATCH_ENTRIES; with the
+    distinct addresses written, summed (LSH; else 0)."""
     clusters = tier.first + np.arange(tier.n_neurons) // tier.neurons
     bound = (offsets_t[clusters + 1] - offsets_t[clusters]) + np.where(clusters < layout.n_negatives, n_examples, 0)
-    key_dtype = np.uint32 if tier.bits <= 32 else np.uint64
+    bound = np.minimum(bound, 2 ** min(tier.cell_bits, 62))
+    key_dtype = np.uint32 if tier.cell_bits <= 32 else np.uint64
     counts = np.zeros(tier.n_neurons, dtype=np.int64)
+    addresses = np.zeros(tier.n_neurons, dtype=np.int64)
     keys_parts, vals_parts = [], []
     lo = 0
     while lo < tier.n_neurons:
@@ -177,7 +198,8 @@ def train_sparse(tier, layout, n_examples, offsets_t, common):
         np.cumsum(bound[lo:hi], out=starts[1:])
         keys_out = np.empty(starts[-1], dtype=key_dtype)
         vals_out = np.empty(starts[-1], dtype=np.uint8)
-        cpu.train_sparse_batch(*common, tier.bits, lo, starts, keys_out, vals_out, counts[lo:hi])
+        cpu.train_sparse_batch(*common, tier.cell_bits, lo, starts, keys_out, vals_out, counts[lo:hi],
+                               addresses[lo:hi])
         # Compact each neuron's used prefix into new arrays: views would keep the whole
         # worst-case batch alive until the end (gigabytes over a tier of negatives).
         used = [slice(starts[b], starts[b] + counts[lo + b]) for b in range(hi - lo)]
@@ -187,7 +209,7 @@ def train_sparse(tier, layout, n_examples, offsets_t, common):
         lo = hi
     offsets = np.zeros(tier.n_neurons + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    return offsets, np.concatenate(keys_parts), np.concatenate(vals_parts)
+    return offsets, np.concatenate(keys_parts), np.concatenate(vals_parts), int(addresses.sum())
 
 
 def cells(model: Model) -> dict[tuple[int, int, int], int]:
@@ -198,6 +220,9 @@ def cells(model: Model) -> dict[tuple[int, int, int], int]:
         tier = mem.tier
         _, _, perm = wire(conn, model.layout)
         for n, a, code in stored_cells(mem):
+            if tier.lsh_bits:  # a hash's cell is the same in any address order
+                out[(tier.index, n, a)] = code
+                continue
             bits = [(a >> (tier.bits - 1 - i)) & 1 for i in range(tier.bits)]
             out[(tier.index, n, sum(b << (tier.bits - 1 - int(perm[n, i])) for i, b in enumerate(bits)))] = code
     return out
@@ -207,7 +232,7 @@ def stored_cells(mem: TierMemory):
     """(neuron, engine address, code) of every non-EMPTY cell of one tier."""
     if mem.tier.backend == DENSE:
         codes = (mem.dense[:, :, None] >> (2 * np.arange(16, dtype=np.uint32))) & 3
-        codes = codes.reshape(mem.tier.n_neurons, -1)[:, : 1 << mem.tier.bits]
+        codes = codes.reshape(mem.tier.n_neurons, -1)[:, : 1 << mem.tier.cell_bits]
         for n, a in zip(*np.nonzero(codes)):
             yield int(n), int(a), int(codes[n, a])
     else:

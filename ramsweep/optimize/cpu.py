@@ -10,6 +10,7 @@ import numpy as np
 from numba import njit, prange
 
 from ramsweep.engine.backends.cpu import (
+    NO_HASHES,
     SCRATCH_MAX_BITS,
     address,
     cluster_reads,
@@ -69,7 +70,7 @@ def tier_state(x_fit, target_pos, masks, order, neurons, first, is_sparse, dense
     n_clusters = masks.shape[0] // neurons
     for e in prange(x_fit.shape[0]):
         for c in range(n_clusters):
-            n_true, n_empty = cluster_reads(x_fit, e, masks, order, c, neurons, is_sparse, dense, offsets, keys, vals)
+            n_true, n_empty = cluster_reads(x_fit, e, masks, order, NO_HASHES, c, neurons, is_sparse, dense, offsets, keys, vals)
             level = level_table[n_true, n_empty]
             hist[e, level] += 1
             if first + c < target_pos[e]:
@@ -155,7 +156,7 @@ def cluster_counts(x_fit, target_pos, masks, order, neurons, first, clusters, is
     for i in prange(clusters.shape[0]):
         c = clusters[i]
         for e in range(x_fit.shape[0]):
-            n_true, n_empty = cluster_reads(x_fit, e, masks, order, c, neurons, is_sparse, dense, offsets, keys, vals)
+            n_true, n_empty = cluster_reads(x_fit, e, masks, order, NO_HASHES, c, neurons, is_sparse, dense, offsets, keys, vals)
             counts[c, level_table[n_true, n_empty], np.int64(first + c == target_pos[e])] += 1
 
 

@@ -105,6 +105,11 @@ def card(r: ExperimentRecord) -> list[str]:
     for t in r.metrics.test.tiers:
         lines.append(f"| {t.tier} | {t.clusters:,} × {t.neurons} × {t.bits} | {t.backend} | {num(t.share, '.1f')} | "
                      f"{num(t.ppl)} | {pct(t.accuracy)} | {pct(t.empty_rate)} | {pct(t.target_empty_rate)} |")
+    for i, use in enumerate(getattr(res, "lsh", ()) or ()):
+        if use is not None:
+            lines.append(f"\nTier {i}'s LSH memory (2^{use.lsh_bits} cells a neuron): {use.addresses:,} distinct "
+                         f"training addresses in {use.cells:,} cells, {use.collided:,} "
+                         f"({pct(use.collided / use.addresses if use.addresses else None)}) sharing a cell.")
     if notes:
         lines += ["", "Notes:", "", *(f"> {line}" for line in notes.strip().splitlines())]
     return lines + [""]

@@ -75,7 +75,8 @@ def run_experiment(task: Task, corpus: Corpus, report: Reporter = ignore) -> Exp
             "peak_rss_mb": peak_rss_mb(),
             "memory_mb": sum(m.nbytes for m in model.memories) / 2**20,
             "cells_stored": [m.cells_stored for m in model.memories],
-            "backends": [m.tier.backend for m in model.memories],
+            "backends": [m.tier.memory for m in model.memories],
+            "lsh": [lsh_use(m) for m in model.memories],
         }
     except Exception as e:  # recorded, and the sweep goes on
         return stopped_record(task, corpus, started, time.perf_counter() - t0, FAILED,
@@ -87,6 +88,15 @@ def run_experiment(task: Task, corpus: Corpus, report: Reporter = ignore) -> Exp
                 "total_s": t3 - t0},
         resources=resources, **extra,
     )
+
+
+def lsh_use(memory) -> dict | None:
+    """An LSH tier's collisions (records.LshUse), None for a tier that is not hashed."""
+    if not memory.tier.lsh_bits:
+        return None
+    cells = memory.cells_stored
+    return {"lsh_bits": memory.tier.lsh_bits, "addresses": memory.addresses, "cells": cells,
+            "collided": memory.addresses - cells}
 
 
 def final_figures(model, corpus: Corpus, device: str, phase=lambda phase, fraction=0.0: None) -> tuple[dict, dict, float]:

@@ -110,6 +110,15 @@ class Timing(_Part):
         return None if self.validation_s is None else self.validation_s + (self.test_s or 0.0)
 
 
+class LshUse(_Part):
+    """The price of an LSH tier's hash: distinct training addresses that had to share a cell."""
+
+    lsh_bits: int
+    addresses: int  # distinct addresses written, summed over the tier's neurons
+    cells: int  # cells written (non-EMPTY)
+    collided: int  # addresses - cells: addresses that found their cell taken by another
+
+
 class Resources(_Part):
     device: str = "cpu"
     threads: int | None = None
@@ -117,6 +126,7 @@ class Resources(_Part):
     memory_mb: float | None = None
     cells_stored: tuple[int, ...] = ()
     backends: tuple[str, ...] = ()
+    lsh: tuple[LshUse | None, ...] = ()  # per tier; None where a tier is not hashed
 
 
 class _Record(_Part):

@@ -33,6 +33,7 @@ from numba.extending import intrinsic
 FALSE = np.uint32(1)
 TRUE = np.uint32(3)
 SCRATCH_MAX_BITS = 24  # up to here a sparse neuron dedupes through a 2^bits scratch table
+NO_HASHES = np.zeros((0, 1), dtype=np.uint32)  # the `hashes` of a tier without LSH
 
 
 ONE = np.uint64(1)
@@ -123,6 +124,26 @@ def dense_read(dense, n, a):
 
 
 @njit(cache=True, inline="always")
+def hashed(a, hashes, n):
+    """LSH: the cell of address a of neuron n, XOR of its hash words at the address's 1 bits
+    (hashes[n, k] belongs to address bit k counted from the MSB, in the engine's address order)."""
+    bits = hashes.shape[1]
+    h = np.uint64(0)
+    for k in range(bits):
+        if (a >> np.uint64(bits - 1 - k)) & ONE:
+            h ^= np.uint64(hashes[n, k])
+    return h
+
+
+@njit(cache=True, inline="always")
+def cell_of(x, e, masks, order, hashes, n):
+    """Where neuron n reads or writes for example e: its address, or the address's hash (LSH:
+    `hashes` has a row per neuron; (0, 1) otherwise)."""
+    a = address(x, e, masks, order, n)
+    return hashed(a, hashes, n) if hashes.shape[0] else a
+
+
+@njit(cache=True, inline="always")
 def sparse_read(offsets, keys, vals, n, a):
     lo, hi = offsets[n], offsets[n + 1]
     end = hi
@@ -138,18 +159,18 @@ def sparse_read(offsets, keys, vals, n, a):
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def train_dense(x, masks, order, neurons, first, n_negatives, by_target_offsets, by_target_examples, dense):
+def train_dense(x, masks, order, hashes, neurons, first, n_negatives, by_target_offsets, by_target_examples, dense):
     """by_target_examples: example indices (rows of x) grouped by target cluster position."""
     n_neurons = dense.shape[0]
     # Negative clusters see every example (FALSE; a target example's TRUE then wins by OR).
     n_negative_neurons = min(max(n_negatives - first, 0) * neurons, n_neurons)
     for n in prange(n_negative_neurons):
         for e in range(x.shape[0]):
-            dense_write(dense, n, address(x, e, masks, order, n), FALSE)
+            dense_write(dense, n, cell_of(x, e, masks, order, hashes, n), FALSE)
     for n in prange(n_neurons):
         c = first + n // neurons
         for i in range(by_target_offsets[c], by_target_offsets[c + 1]):
-            dense_write(dense, n, address(x, by_target_examples[i], masks, order, n), TRUE)
+            dense_write(dense, n, cell_of(x, by_target_examples[i], masks, order, hashes, n), TRUE)
 
 
 @njit(cache=True, nogil=True)
@@ -211,11 +232,11 @@ def writes(x, masks, order, n, negative, by_target_examples, t0, t1):
 
 
 @njit(cache=True, inline="always")
-def cluster_reads(x, e, masks, order, c, neurons, is_sparse, dense, offsets, keys, vals):
+def cluster_reads(x, e, masks, order, hashes, c, neurons, is_sparse, dense, offsets, keys, vals):
     """(TRUE, EMPTY) reads of cluster c's neurons (tier-local index) for example e."""
     n_true, n_empty = 0, 0
     for n in range(c * neurons, (c + 1) * neurons):
-        a = address(x, e, masks, order, n)
+        a = cell_of(x, e, masks, order, hashes, n)
         v = sparse_read(offsets, keys, vals, n, a) if is_sparse else dense_read(dense, n, a)
         n_true += v == 3
         n_empty += v == 0
@@ -223,14 +244,24 @@ def cluster_reads(x, e, masks, order, c, neurons, is_sparse, dense, offsets, key
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def train_sparse_batch(x, masks, order, neurons, first, n_negatives, by_target_offsets, by_target_examples,
-                       bits, lo, starts, keys_out, vals_out, counts):
-    """Cells of neurons lo .. lo+len(counts)-1; neuron lo+b may use keys_out[starts[b]:starts[b+1]]."""
+def train_sparse_batch(x, masks, order, hashes, neurons, first, n_negatives, by_target_offsets, by_target_examples,
+                       bits, lo, starts, keys_out, vals_out, counts, addresses):
+    """Cells of neurons lo .. lo+len(counts)-1; neuron lo+b may use keys_out[starts[b]:starts[b+1]].
+    LSH (`hashes` has rows): `bits` is the hash's width; the distinct addresses are found first
+    (their number goes to addresses[b]), then hashed and merged (their cells to counts[b])."""
     for b in prange(counts.shape[0]):
         n = lo + b
         c = first + n // neurons
         addrs, codes = writes(x, masks, order, n, c < n_negatives, by_target_examples, by_target_offsets[c],
                               by_target_offsets[c + 1])
+        if hashes.shape[0]:
+            distinct = np.empty_like(addrs)
+            merged = np.empty_like(codes)
+            d = collect_sorted(addrs, codes, distinct, merged, 0)
+            addresses[b] = d
+            for i in range(d):
+                distinct[i] = hashed(distinct[i], hashes, n)
+            addrs, codes = distinct[:d], merged[:d]
         if bits <= SCRATCH_MAX_BITS:
             counts[b] = _collect_scratch(addrs, codes, bits, keys_out, vals_out, starts[b])
         else:
@@ -238,7 +269,15 @@ def train_sparse_batch(x, masks, order, neurons, first, n_negatives, by_target_o
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def evaluate_tier(x, target_pos, masks, order, neurons, first, chunk, block,
+def sparse_to_dense(offsets, keys, vals, dense):
+    """The same cells, packed into a DENSE table (an LSH tier stored dense)."""
+    for n in prange(dense.shape[0]):
+        for i in range(offsets[n], offsets[n + 1]):
+            dense_write(dense, n, np.uint64(keys[i]), np.uint32(vals[i]))
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, chunk, block,
                   is_sparse, dense, offsets, keys, vals, score_table, level_table,
                   best_score, best_pos, target_score, empty_all, empty_target, hist):
     """Fold one tier's clusters into each example's score histogram and argmax.
@@ -262,7 +301,7 @@ def evaluate_tier(x, target_pos, masks, order, neurons, first, chunk, block,
                 for c in range(c0, c1):
                     n_true, n_empty = 0, 0
                     for n in range(c * neurons, (c + 1) * neurons):
-                        a = address(x, e, masks, order, n)
+                        a = cell_of(x, e, masks, order, hashes, n)
                         if is_sparse:
                             v = sparse_read(offsets, keys, vals, n, a)
                         else:

@@ -101,8 +101,9 @@ def _address2(x0, x1, order, n):
     return a
 
 
-# the CPU engine's binary search (plain Python), compiled again as a device function
+# the CPU engine's binary search and LSH hash (plain Python), compiled again as device functions
 _sparse_read = cuda.jit(device=True, inline=True)(cpu.sparse_read.py_func)
+_hashed = cuda.jit(device=True, inline=True)(cpu.hashed.py_func)
 
 
 @cuda.jit(device=True, inline=True)
@@ -123,7 +124,7 @@ def _load_x(x, e, xw):
 
 
 @cuda.jit
-def _evaluate(x, target_pos, order, neurons, first, per_block, is_sparse, dense, offsets, keys, vals,
+def _evaluate(x, target_pos, order, hashes, neurons, first, per_block, is_sparse, dense, offsets, keys, vals,
               level_table, hist, best_key, target_level, empty_all, empty_target):
     # levels x threads, sized at launch to the tier's levels (few: more blocks fit on an SM);
     # each count is at most per_block <= 65535
@@ -152,6 +153,8 @@ def _evaluate(x, target_pos, order, neurons, first, per_block, is_sparse, dense,
         for n in range(c * neurons, (c + 1) * neurons):
             # up to 128 input bits the context stays in registers (a uniform branch)
             a = _address2(x0, x1, order, n) if words <= 2 else _address(xw, order, n)
+            if hashes.shape[0] > 0:  # LSH: the address's cell is its hash
+                a = _hashed(a, hashes, n)
             # spelled out, not _read(): numba-cuda's simulator (CI) pays a Python call per lookup
             if is_sparse:
                 v = _sparse_read(offsets, keys, vals, n, a)
@@ -182,7 +185,7 @@ def why_not(words: int, level_table: np.ndarray, bits: int) -> str | None:
     return unsupported(words, len(tier_levels(level_table)[0]))
 
 
-def evaluate_tier(x, target_pos, masks, order, neurons, first, is_sparse, dense, offsets, keys, vals,
+def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, is_sparse, dense, offsets, keys, vals,
                   score_table, level_table, best_score, best_pos, target_score, empty_all, empty_target, hist):
     """cpu.evaluate_tier on the GPU (same arguments less chunk and block; same results)."""
     n = hist.shape[0]
@@ -192,6 +195,7 @@ def evaluate_tier(x, target_pos, masks, order, neurons, first, is_sparse, dense,
         raise ValueError(reason)
     n_clusters = order.shape[0] // neurons
     d_order = cuda.to_device(np.ascontiguousarray(order))
+    d_hashes = cuda.to_device(np.ascontiguousarray(hashes))
     d_tables = [cuda.to_device(np.ascontiguousarray(a)) for a in (dense, offsets, keys, vals)]
     d_level = cuda.to_device(local_table)
     scores = level_scores(score_table, level_table, hist.shape[1])[used]
@@ -208,7 +212,7 @@ def evaluate_tier(x, target_pos, masks, order, neurons, first, is_sparse, dense,
         per_block = -(-n_clusters // ranges)
         _evaluate[(x_blocks, -(-n_clusters // per_block)), THREADS, 0, len(used) * THREADS * 2](
             cuda.to_device(np.ascontiguousarray(x[e0:e1])), cuda.to_device(np.ascontiguousarray(target_pos[e0:e1])),
-            d_order, neurons, first, per_block, is_sparse, *d_tables, d_level,
+            d_order, d_hashes, neurons, first, per_block, is_sparse, *d_tables, d_level,
             d_hist, d_best, d_tlevel, d_empty, d_empty_t,
         )
         hist[e0:e1, used] += d_hist.copy_to_host()

@@ -8,7 +8,9 @@ CPU's, so what it reads and writes is all u32:
   inputs  (chunk, 2*words + 1)     each example's packed uint64 context as u32 pairs (low word
                                    first), then its target's cluster position
   order   (range neurons, bits)    uint16 bit indices widened; addresses are built MSB first,
-                                   so tiers wider than 32 bits are refused (keys are uint32)
+                                   so tiers wider than 32 bits are refused (keys are uint32);
+                                   under LSH followed by the range's hash words (the cell is
+                                   their XOR at the address's 1 bits: any width, no uint64)
   cells   dense rows (16 cells a u32) or the range's sparse keys
   offsets (range neurons + 1,)     into the range's keys, rebased to 0 so they fit a u32
   vals    the range's cell codes, 4 uint8 per u32
@@ -113,10 +115,12 @@ def why_not(words: int, level_table: np.ndarray, bits: int) -> str | None:
     return unsupported(bits, len(tier_levels(level_table)[0]), 2 * words + 1, binding_cap())
 
 
-def cluster_bytes(order, neurons, is_sparse, dense, offsets) -> np.ndarray:
-    """Bytes of each cluster's tables as uploaded (u32 order rows, dense rows or keys + vals)."""
+def cluster_bytes(order, neurons, is_sparse, dense, offsets, hashed=False) -> np.ndarray:
+    """Bytes of each cluster's tables as uploaded (u32 order rows and hash words, dense rows or
+    keys + vals)."""
     n_clusters = order.shape[0] // neurons
-    per_neuron = 4 * order.shape[1] + (4 + 5 * np.diff(offsets) if is_sparse else 4 * dense.shape[1])
+    per_neuron = 4 * order.shape[1] * (2 if hashed else 1) + (4 + 5 * np.diff(offsets) if is_sparse
+                                                             else 4 * dense.shape[1])
     return np.broadcast_to(per_neuron, (n_clusters * neurons,)).reshape(n_clusters, neurons).sum(axis=1)
 
 
@@ -137,10 +141,12 @@ def cluster_ranges(sizes: np.ndarray, cap: int, max_clusters: int) -> list[tuple
     return ranges
 
 
-def _tables(order, neurons, is_sparse, dense, offsets, keys, vals, c0, c1):
-    """The u32 tables (order, cells, offsets, vals) of clusters [c0, c1)."""
+def _tables(order, hashes, neurons, is_sparse, dense, offsets, keys, vals, c0, c1):
+    """The u32 tables (order then hash words, cells, offsets, vals) of clusters [c0, c1)."""
     n0, n1 = c0 * neurons, c1 * neurons
     rows = order[n0:n1].astype(np.uint32)
+    if hashes.shape[0]:
+        rows = np.concatenate([rows.ravel(), hashes[n0:n1].ravel()])
     if not is_sparse:
         return rows, dense[n0:n1], np.zeros(1, np.uint32), np.zeros(1, np.uint32)
     k0, k1 = int(offsets[n0]), int(offsets[n1])
@@ -165,15 +171,17 @@ def _scratch(device, nbytes: int):
     return device.create_buffer(size=nbytes, usage=usage)
 
 
-def _bind_groups(device, pipeline, ranges, chunk, row, order, neurons, first, is_sparse, dense, offsets, keys,
-                 vals, level_table, n_levels, d_inputs, d_hist, d_stats) -> list:
+def _bind_groups(device, pipeline, ranges, chunk, row, order, hashes, neurons, first, is_sparse, dense, offsets,
+                 keys, vals, level_table, n_levels, d_inputs, d_hist, d_stats) -> list:
     """One bind group per cluster range: its params and tables, and the shared chunk buffers."""
     d_levels = _buffer(device, level_table)
     groups = []
     for c0, c1 in ranges:
-        params = [chunk, row, order.shape[1], neurons, c0, c1, first, n_levels, int(is_sparse), dense.shape[1], 0, 0]
-        d_order, d_cells, d_offsets, d_vals = (_buffer(device, t) for t in
-                                               _tables(order, neurons, is_sparse, dense, offsets, keys, vals, c0, c1))
+        hashed = int(hashes.shape[0] > 0)
+        params = [chunk, row, order.shape[1], neurons, c0, c1, first, n_levels, int(is_sparse), dense.shape[1],
+                  hashed, (c1 - c0) * neurons * order.shape[1] * hashed]
+        d_order, d_cells, d_offsets, d_vals = (_buffer(device, t) for t in _tables(
+            order, hashes, neurons, is_sparse, dense, offsets, keys, vals, c0, c1))
         buffers = [_buffer(device, np.array(params), "UNIFORM"), d_inputs, d_order, d_levels, d_cells, d_offsets,
                    d_vals, d_hist, d_stats]  # in the shader's binding order
         entries = [{"binding": i, "resource": {"buffer": b, "offset": 0, "size": b.size}}
@@ -182,7 +190,7 @@ def _bind_groups(device, pipeline, ranges, chunk, row, order, neurons, first, is
     return groups
 
 
-def evaluate_tier(x, target_pos, masks, order, neurons, first, is_sparse, dense, offsets, keys, vals,
+def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, is_sparse, dense, offsets, keys, vals,
                   score_table, level_table, best_score, best_pos, target_score, empty_all, empty_target, hist):
     """cpu.evaluate_tier through wgpu (same arguments less chunk and block; same results)."""
     n = hist.shape[0]
@@ -191,7 +199,7 @@ def evaluate_tier(x, target_pos, masks, order, neurons, first, is_sparse, dense,
     row = 2 * x.shape[1] + 1
     used, local_table = tier_levels(level_table)
     n_levels = len(used)
-    reason = unsupported(order.shape[1], n_levels, row, cap)
+    reason = unsupported(32 if hashes.shape[0] else order.shape[1], n_levels, row, cap)  # a hash fits a u32
     if reason:
         raise ValueError(reason)
     n_clusters = order.shape[0] // neurons
@@ -199,10 +207,10 @@ def evaluate_tier(x, target_pos, masks, order, neurons, first, is_sparse, dense,
         return
     chunk = min(CHUNK, cap // (4 * max(n_levels, row, STATS)))
     chunk = -(-n // -(-n // chunk))  # equal chunks: the last one pads few rows
-    ranges = cluster_ranges(cluster_bytes(order, neurons, is_sparse, dense, offsets), cap,
+    ranges = cluster_ranges(cluster_bytes(order, neurons, is_sparse, dense, offsets, hashes.shape[0] > 0), cap,
                             max(1, NEURONS_PER_DISPATCH // neurons))
     d_inputs, d_hist, d_stats = (_scratch(device, 4 * chunk * k) for k in (row, n_levels, STATS))
-    groups = _bind_groups(device, pipeline, ranges, chunk, row, order, neurons, first, is_sparse, dense, offsets,
+    groups = _bind_groups(device, pipeline, ranges, chunk, row, order, hashes, neurons, first, is_sparse, dense, offsets,
                           keys, vals, local_table, n_levels, d_inputs, d_hist, d_stats)
     scores = level_scores(score_table, level_table, hist.shape[1])[used]
     rows = np.empty((chunk, row), dtype=np.uint32)  # padding rows: zero context, no target

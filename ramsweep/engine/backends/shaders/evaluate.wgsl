@@ -7,7 +7,7 @@
 struct Params {
     n_examples: u32,   // rows of `inputs` in this chunk
     row: u32,          // u32 words per row: the packed context (2 per uint64 word), then the target
-    bits: u32,         // address bits per neuron (<= 32)
+    bits: u32,         // address bits per neuron (<= 32, or any width when hashed)
     neurons: u32,      // neurons per cluster
     c0: u32,           // this range's clusters [c0, c1), counted within the tier
     c1: u32,
@@ -15,13 +15,13 @@ struct Params {
     n_levels: u32,     // columns of `hist`
     is_sparse: u32,
     dense_words: u32,  // u32 words per dense neuron row
-    pad0: u32,
-    pad1: u32,
+    hashed: u32,       // LSH: the cell is the XOR of the hash words at the address's 1 bits
+    hash_base: u32,    // LSH: where the range's hash words start in `order`, (range neurons, bits)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> inputs: array<u32>;       // (n_examples, row)
-@group(0) @binding(2) var<storage, read> order: array<u32>;        // (range neurons, bits) input bits, MSB first
+@group(0) @binding(2) var<storage, read> order: array<u32>;        // (range neurons, bits) input bits, MSB first; hash words
 @group(0) @binding(3) var<storage, read> level_table: array<u32>;  // (neurons+1, neurons+1): level of (n_true, n_empty)
 @group(0) @binding(4) var<storage, read> cells: array<u32>;        // dense (range neurons, dense_words); sparse keys
 @group(0) @binding(5) var<storage, read> offsets: array<u32>;      // sparse: (range neurons + 1,) into keys
@@ -29,11 +29,18 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> hist: array<u32>;   // (n_examples, n_levels) clusters per level
 @group(0) @binding(8) var<storage, read_write> stats: array<u32>;  // (n_examples, 5), see main
 
+// the neuron's cell index: its address, or under LSH the address's hash, built bit by bit, so
+// a hashed address of up to 64 bits never needs a 64-bit integer
 fn address(base: u32, n: u32) -> u32 {
     var a = 0u;
     for (var j = 0u; j < p.bits; j++) {
         let q = order[n * p.bits + j];
-        a = (a << 1u) | ((inputs[base + (q >> 5u)] >> (q & 31u)) & 1u);
+        let bit = (inputs[base + (q >> 5u)] >> (q & 31u)) & 1u;
+        if (p.hashed != 0u) {
+            a ^= select(0u, order[p.hash_base + n * p.bits + j], bit == 1u);
+        } else {
+            a = (a << 1u) | bit;
+        }
     }
     return a;
 }
