@@ -331,6 +331,23 @@ class Optimize(SearchBudget):
         return SearchBudget(**{**base, **self.budgets.get(tier, {})})
 
 
+class Gating(FrozenModel):
+    """Per-cluster gates (DESIGN.md §3 "Gating"): `neurons` gate neurons of `bits` bits per
+    cluster; a cluster whose gate is closed (fewer than ceil(neurons / 2) read TRUE) scores 0."""
+
+    neurons: Annotated[StrictInt, Field(ge=1, le=MAX_NEURONS)]
+    bits: Annotated[StrictInt, Field(ge=1, le=MAX_BITS)]
+
+    @classmethod
+    def _where(cls, data: Any) -> str:
+        return "gating: "
+
+    @property
+    def needed(self) -> int:
+        """Gate neurons that must read TRUE for the gate to be open."""
+        return -(-self.neurons // 2)
+
+
 # ---------------------------------------------------------------- experiments
 
 # Labels, and choices that change where and how fast but not what is computed (every device
@@ -353,6 +370,7 @@ class Experiment(FrozenModel):
     memory: Literal["auto", "bits"] = "auto"
     device: Device = "auto"
     optimize: Optimize | None = None  # connectivity search (DESIGN.md §5); None: the drawn wiring
+    gating: Gating | None = None  # per-cluster gates (DESIGN.md §3); None: every cluster always counts
     based_on: StrictStr | None = None
     description: StrictStr = ""  # why: the rationale, shown on the experiment's card
     notes: StrictStr = ""  # what the researcher saw, kept in the set file, shown on the card
@@ -387,6 +405,13 @@ class Experiment(FrozenModel):
                 f"{self.sparse_max_bits}; keep dense_max_bits <= sparse_max_bits (defaults 10, 30)"
             )
         n_tiers = len(self.tiers.tiers)
+        if self.gating is not None and self.memory_kind(self.gating.bits) == "lsh":
+            raise ConfigError(
+                f"{self._where(self)}gating: bits: {self.gating.bits} is above sparse_max_bits "
+                f"{self.sparse_max_bits}, and gate neurons do not take LSH memory; use at most {self.sparse_max_bits}")
+        if self.gating is not None and self.optimize is not None:
+            raise ConfigError(f"{self._where(self)}gating: connectivity search does not support gates yet; "
+                              "drop gating or optimize")
         if self.optimize is not None:
             for index, tier in enumerate(self.tiers.tiers, start=1):
                 if self.memory_kind(tier.bits) == "lsh":
@@ -406,7 +431,8 @@ class Experiment(FrozenModel):
         """The canonical JSON-able definition of what is computed (no name or notes)."""
         # no optimize: the key of every experiment from before the search existed; lsh_bits only
         # where a tier is hashed (it changes nothing elsewhere, and keys from before LSH stay)
-        unused = ({"optimize"} if self.optimize is None else set()) | (set() if self.hashed() else {"lsh_bits"})
+        unused = ({"optimize"} if self.optimize is None else set()) | (set() if self.hashed() else {"lsh_bits"}) \
+            | ({"gating"} if self.gating is None else set())
         return self.model_dump(mode="json", exclude=_SPEC_EXCLUDED | unused)
 
     def hashed(self) -> bool:

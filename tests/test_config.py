@@ -351,6 +351,16 @@ SET_ERRORS = [
     ("experiments:\n  - name: a\n    tiers: 'rest,5,8'\n  context: 4\n", ["YAML syntax error at line"]),
     ("experiments:\n  - name: a\n    tiers: 'rest,5,8'\n    name: b\n",
      ["line 4", "key 'name' appears twice"]),
+    ("experiments:\n  - {name: a, tiers: 'rest,5,8', gating: {neurons: 0, bits: 12}}\n",
+     ["experiment 'a'", "gating: neurons:", "from 1 to 65,536"]),
+    ("experiments:\n  - {name: a, tiers: 'rest,5,8', gating: {neurons: 8}}\n",
+     ["experiment 'a'", "gating: bits: missing"]),
+    ("experiments:\n  - {name: a, tiers: 'rest,5,8', gating: {neurons: 8, bits: 40}}\n",
+     ["experiment 'a'", "gating: bits: 40 is above sparse_max_bits 30", "use at most 30"]),
+    ("experiments:\n  - {name: a, tiers: 'rest,5,8', lsh_bits: 40}\n",
+     ["experiment 'a'", "lsh_bits:", "from 1 to 32"]),
+    ("experiments:\n  - {name: a, tiers: 'rest,5,40', optimize: {strategy: GA}}\n",
+     ["experiment 'a'", "optimize: tier 1", "LSH memory", "raise sparse_max_bits to 40"]),
 ]
 
 

@@ -115,6 +115,24 @@ def test_cuda_lsh_metrics_equal_the_oracles():
 
 
 @on_cuda
+def test_cuda_gated_scores_equal_the_cpus_and_the_oracles():
+    rng = np.random.default_rng(8)
+    exp = Experiment(name="g", tiers="3,3,7;rest,2,5", context=3, negatives=6, seed=3, dense_max_bits=6,
+                     memory="bits", gating={"neurons": 3, "bits": 8}, empty_value=0.5)  # sparse gate memory
+    tokens, held_out = zipf(rng, 200 if SIMULATED else 5_000, 30), zipf(rng, 40 if SIMULATED else 2_000, 30)
+    model = train(exp, tokens, 30, device="cuda")
+    cpu_s, gpu_s = score(model, held_out), score(model, held_out, device="cuda")
+    for name in ("hist", "correct", "target_tier", "target_score", "ce"):
+        assert np.array_equal(getattr(cpu_s, name), getattr(gpu_s, name)), name
+    for (a_open, a_target), (b_open, b_target) in zip(cpu_s.gates, gpu_s.gates):
+        assert np.array_equal(a_open, b_open) and np.array_equal(a_target, b_target)
+    oracle = ReferenceModel(exp, tokens, 30)
+    got, want = evaluate(model, held_out, device="cuda"), oracle.evaluate(held_out)
+    assert got["accuracy"] == want["accuracy"] and got["ce"] == pytest.approx(want["ce"], rel=1e-9)
+    assert [t["gate_open"] for t in got["tiers"]] == pytest.approx([t["gate_open"] for t in want["tiers"]], rel=1e-12)
+
+
+@on_cuda
 def test_hybrid_and_gpu_fallback_give_the_cpus_scores(monkeypatch):
     """Hybrid splits examples between the CPU threads and the GPU (the split moves with the
     measured throughput); a tier beyond the kernel's limits runs on the CPU instead."""

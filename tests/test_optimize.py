@@ -41,7 +41,7 @@ def oracle_simple(exp, train_tokens, fit_tokens, wiring):
     ref = ReferenceModel(exp, train_tokens, V, wiring=wiring)
     total = 0.0
     for t in range(exp.context, len(fit_tokens)):
-        scores, _ = ref.scores(ref.input_bits(fit_tokens[t - exp.context : t]))
+        scores = ref.scores(ref.input_bits(fit_tokens[t - exp.context : t]))[0]
         sign = -np.ones(V)
         sign[ref.position[int(fit_tokens[t])]] = 1
         total += float((scores * sign).sum())

@@ -334,3 +334,23 @@ def test_an_lsh_tier_runs_end_to_end_and_its_record_and_card_say_what_the_hash_c
     assert first.addresses > first.cells == record.resources.cells_stored[0] > 0
     assert first.collided == first.addresses - first.cells
     assert f"{first.addresses:,} distinct training addresses in {first.cells:,} cells" in "\n".join(card(record))
+
+
+def test_a_gated_experiment_records_and_shows_what_its_gates_did(tmp_path):
+    from ramsweep.report.lineage import card
+
+    path = tmp_path / "gated.yaml"
+    path.write_text('experiments:\n  - {name: gated, tiers: "20,3,8;rest,2,6", context: 3, negatives: 40, '
+                    'gating: {neurons: 3, bits: 8}}\n  - {name: plain, tiers: "20,3,8;rest,2,6", context: 3, '
+                    'negatives: 40}\n')
+    results = tmp_path / "results.json"
+    run_set(str(path), results=results)
+    gated, plain = sorted((r for r in open_store(results).records() if r.kind == "experiment"), key=lambda r: r.name)
+    assert gated.ok and plain.ok and gated.key != plain.key and "gating" not in plain.spec
+    for split in ("validation", "test"):
+        g, p = getattr(gated.metrics, split), getattr(plain.metrics, split)
+        assert g.ungated.ce == pytest.approx(p.ce, rel=1e-12)  # the same neurons, every gate open
+        assert all(0 <= t.gate_open <= 1 and 0 <= t.gate_target_open <= 1 for t in g.tiers)
+        assert p.ungated is None and all(t.gate_open is None for t in p.tiers)
+    assert "with every gate open" in "\n".join(card(gated))
+    assert "Gating" not in "\n".join(card(plain))

@@ -28,13 +28,23 @@ def neuron_state(seed, tier, neuron):
     return mix64(mix64(mix64(np.uint64(seed)) + np.uint64(tier)) + np.uint64(neuron))
 
 
+GATE_SALT = np.uint64(int.from_bytes(b"gate", "big"))
+
+
+@njit(cache=True, inline="always")
+def gate_state(seed, tier, neuron):
+    """A gate neuron's stream: seeded by (seed, "gate", tier, neuron)."""
+    return mix64(mix64(mix64(mix64(np.uint64(seed)) + GATE_SALT) + np.uint64(tier)) + np.uint64(neuron))
+
+
 @njit(cache=True, parallel=True, nogil=True)
-def draw_connectivity(seed, tier, n_neurons, bits, n_input):
-    """(n_neurons, bits) int32: input-bit positions; column 0 is the address's MSB."""
+def draw_connectivity(seed, tier, n_neurons, bits, n_input, gate=False):
+    """(n_neurons, bits) int32: input-bit positions; column 0 is the address's MSB. `gate`:
+    the tier's gate neurons' wiring (their own streams)."""
     conn = np.empty((n_neurons, bits), dtype=np.int32)
     for neuron in prange(n_neurons):
         pool = np.arange(n_input, dtype=np.int32)
-        state = neuron_state(seed, tier, neuron)
+        state = gate_state(seed, tier, neuron) if gate else neuron_state(seed, tier, neuron)
         for j in range(bits):
             r = mix64(state)  # splitmix64: output i mixes state + (i+1)·GOLDEN
             state = state + GOLDEN

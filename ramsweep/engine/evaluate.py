@@ -11,7 +11,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -63,6 +63,7 @@ class Scores:
     levels: np.ndarray  # (L,) the distinct score values
     hist: np.ndarray  # (n, L) int32: clusters of each example at each level
     empties: list  # per tier (empty_all, empty_target) counts per example
+    gates: list = field(default_factory=list)  # gated: per tier (open clusters, target's gate open) per example
 
 
 def gpu_backend(device: str):
@@ -117,10 +118,12 @@ def hybrid(run, n: int, throughput: dict, neurons: int) -> None:
         cpu_side.join()
 
 
-def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Callable[[float], None] | None = None) -> Scores:
+def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Callable[[float], None] | None = None,
+          gated: bool = True) -> Scores:
     """Run the kernels over one split on `device` ("cpu", "cuda", "wgpu", "metal" or "hybrid":
     each gives the same results). Never builds an examples × clusters matrix. `progress(fraction)`
-    is told after each tier."""
+    is told after each tier. A gated model is scored with its gates, unless `gated` is False (what
+    the gates did is measured against that)."""
     exp, layout = model.exp, model.layout
     tokens = np.ascontiguousarray(tokens, dtype=np.int32)
     examples = examples_of(tokens, exp.context)
@@ -131,11 +134,13 @@ def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Calla
     target_score = np.zeros(n)
     best_score, best_pos = np.full(n, -np.inf), np.zeros(n, dtype=np.int32)
     hist = np.zeros((n, len(levels)), dtype=np.int32)
-    empties = []
+    empties, opens = [], []
     total_neurons = sum(t.n_neurons for t in layout.tiers)
     for mem, level_table in zip(model.memories, level_tables):
         tier = mem.tier
+        gate = model.gates[tier.index] if model.gates and gated else None
         empty_all, empty_target = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        open_all, target_open = np.zeros(n if gate else 1, dtype=np.int64), np.zeros(n if gate else 1, dtype=np.int64)
         per_example = (best_score, best_pos, target_score, empty_all, empty_target, hist)
         tables = (mem.dense, mem.offsets, mem.keys, mem.vals, score_table(tier.neurons, exp.empty_value), level_table)
 
@@ -143,17 +148,21 @@ def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Calla
             """The tier's clusters folded into examples [lo, hi) on one device."""
             out = [a[lo:hi] for a in per_example]  # views: the kernels write in place
             backend = None if on == "cpu" else gpu_backend(on)
+            if backend and gate and not backend.GATES:
+                backend = None  # a backend without gates (wgpu): the CPU engine, same results
             if backend and backend.why_not(x.shape[1], level_table, tier.cell_bits):
                 backend = None  # a tier beyond the GPU kernel's limits: the CPU engine, same results
             if backend is None:
-                per_cluster = max(1, mem.nbytes // max(1, tier.clusters))
+                per_cluster = max(1, (mem.nbytes + (gate.nbytes if gate else 0)) // max(1, tier.clusters))
                 chunk = DENSE_CHUNK if tier.backend == DENSE else max(DENSE_CHUNK, -(-(hi - lo) // numba.get_num_threads()))
                 cpu.evaluate_tier(x[lo:hi], target_pos[lo:hi], mem.masks, mem.order, mem.hashes, tier.neurons,
                                   tier.first, chunk,
-                                  max(1, CACHE_BLOCK_BYTES // per_cluster), tier.backend != DENSE, *tables, *out)
+                                  max(1, CACHE_BLOCK_BYTES // per_cluster), tier.backend != DENSE, *tables, *out,
+                                  *gate_arguments(gate, mem.masks, mem.order, open_all, target_open, lo, hi))
             else:
                 backend.evaluate_tier(x[lo:hi], target_pos[lo:hi], mem.masks, mem.order, mem.hashes, tier.neurons,
-                                              tier.first, tier.backend != DENSE, *tables, *out)
+                                      tier.first, tier.backend != DENSE, *tables, *out,
+                                      *gate_arguments(gate, mem.masks, mem.order, open_all, target_open, lo, hi))
 
         if device == "hybrid":
             hybrid(run, n, model.throughput.setdefault(tier.index, {}), tier.n_neurons)
@@ -165,11 +174,22 @@ def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Calla
         else:
             run(device, 0, n)
         empties.append((empty_all, empty_target))
+        opens.append((open_all, target_open) if gate else None)
         if progress is not None:
             progress(neuron_share(layout.tiers, tier.index))
     sumexp = hist @ np.exp(levels)  # from the exact counts: the same on every backend
     return Scores(layout, [m.tier for m in model.memories], examples, np.log(sumexp) - target_score,
-                  best_pos == target_pos, layout.tier_of_position[target_pos], target_score, levels, hist, empties)
+                  best_pos == target_pos, layout.tier_of_position[target_pos], target_score, levels, hist, empties,
+                  opens if any(o is not None for o in opens) else [])
+
+
+def gate_arguments(gate, masks, order, open_all, target_open, lo: int, hi: int) -> tuple:
+    """cpu.evaluate_tier's gate arguments: the gate memory's tables, or a need of 0 (no gate)."""
+    if gate is None:
+        return 0, masks, order, 1, False, np.zeros((0, 1), np.uint32), np.zeros(1, np.int64), \
+            np.zeros(0, np.uint32), np.zeros(0, np.uint8), open_all, target_open
+    return (-(-gate.tier.neurons // 2), gate.masks, gate.order, gate.tier.neurons, gate.tier.backend != DENSE,
+            gate.dense, gate.offsets, gate.keys, gate.vals, open_all[lo:hi], target_open[lo:hi])
 
 
 def ce_at(s: Scores, temperature: float) -> np.ndarray:
@@ -218,9 +238,12 @@ def fit_temperature(s: Scores) -> float:
     return 1 / math.exp(u)
 
 
-def metrics(s: Scores, *, temperature: float | None = None, byte_lengths: np.ndarray | None = None) -> dict:
+def metrics(s: Scores, *, temperature: float | None = None, byte_lengths: np.ndarray | None = None,
+            ungated: Scores | None = None) -> dict:
     """Overall and per-tier metrics; `bpb` when the split's byte lengths are given; a
-    `calibrated` block at `temperature` when one is given."""
+    `calibrated` block at `temperature` when one is given. A gated model's tiers say how often
+    their gates opened; with `ungated` (the same split scored without gates) the metrics also
+    give the CE and accuracy the model had without them."""
     n = s.ce.shape[0]
     bytes_ = float(byte_lengths[s.positions].sum()) if byte_lengths is not None and n else None
     out = {**summary(s.ce, s.correct), "bpb": bits_per_byte(s.ce, bytes_),
@@ -232,14 +255,28 @@ def metrics(s: Scores, *, temperature: float | None = None, byte_lengths: np.nda
                              "bpb": bits_per_byte(ce_t, bytes_)}
     out["tiers"] = [tier_metrics(tier, s.target_tier == tier.index, s.ce, s.correct, empty_all, empty_target, n)
                     for tier, (empty_all, empty_target) in zip(s.tiers, s.empties)]
+    if ungated is not None:
+        without = summary(ungated.ce, ungated.correct)
+        out["ungated"] = {k: without[k] for k in ("ce", "ppl", "accuracy")}
+    for tier, row, opened in zip(s.tiers, out["tiers"], s.gates):
+        in_tier = s.target_tier == tier.index
+        open_all, target_open = opened
+        k = int(in_tier.sum())
+        row["gate_open"] = float(open_all.sum()) / (n * tier.clusters) if n else None
+        row["gate_target_open"] = float(target_open[in_tier].sum()) / k if k else None
+        if ungated is not None:
+            without = summary(ungated.ce[in_tier], ungated.correct[in_tier])
+            row["ungated_ce"], row["ungated_accuracy"] = without["ce"], without["accuracy"]
     return out
 
 
 def evaluate(model: Model, tokens: np.ndarray, *, temperature: float | None = None,
              byte_lengths: np.ndarray | None = None, device: str = "cpu",
              progress: Callable[[float], None] | None = None) -> dict:
-    """Metrics of `model` on one split (see metrics())."""
-    return metrics(score(model, tokens, device, progress), temperature=temperature, byte_lengths=byte_lengths)
+    """Metrics of `model` on one split (see metrics()); a gated model's with what it had without its gates."""
+    ungated = score(model, tokens, device, gated=False) if model.gates else None
+    return metrics(score(model, tokens, device, progress), temperature=temperature, byte_lengths=byte_lengths,
+                   ungated=ungated)
 
 
 def bits_per_byte(ce: np.ndarray, n_bytes: float | None) -> float | None:

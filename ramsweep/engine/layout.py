@@ -53,6 +53,10 @@ class Layout:
     tiers: tuple[Tier, ...]
     writes: np.ndarray  # (V,) int64: training writes each neuron of a cluster position receives
     frequencies: Frequencies  # what it was built from (planning estimates read its caches)
+    gates: tuple[Tier, ...] = ()  # gating: each tier's gate neurons (same index and clusters); () without
+
+    def gate_of(self, tier: Tier) -> Tier | None:
+        return self.gates[tier.index] if self.gates else None
 
     @property
     def n_input(self) -> int:
@@ -136,17 +140,22 @@ def layout_of(exp: Experiment, freq: Frequencies) -> Layout:
     order, position = freq.order, freq.position
     n_negatives = min(exp.negatives, freq.n_seen)  # "the most frequent tokens of the training split": seen ones
     writes = freq.writes(exp.context, n_negatives)
-    tiers, first = [], 0
+    tiers, gates, first = [], [], 0
     tier_of_position = np.empty(vocab_size, dtype=np.int16)
-    for i, (spec, count) in enumerate(zip(exp.tiers.tiers, exp.tiers.cluster_counts(vocab_size))):
-        backend = exp.memory_kind(spec.bits)
+
+    def tier(i: int, first: int, count: int, neurons: int, bits: int) -> Tier:
+        backend = exp.memory_kind(bits)
         lsh_bits = exp.lsh_bits if backend == LSH else 0
         backend = SPARSE if backend == LSH else backend
-        cell_bits = lsh_bits or spec.bits
-        expected_mean = freq.cells(exp.context, n_negatives, first, count, spec.bits, False, lsh_bits)[0]
-        if backend == SPARSE and exp.memory == "auto" and dense_pays(cell_bits, count * spec.neurons, expected_mean):
+        expected_mean = freq.cells(exp.context, n_negatives, first, count, bits, False, lsh_bits)[0]
+        if backend == SPARSE and exp.memory == "auto" and dense_pays(lsh_bits or bits, count * neurons, expected_mean):
             backend = DENSE
-        tiers.append(Tier(i, first, count, spec.neurons, spec.bits, backend, lsh_bits))
+        return Tier(i, first, count, neurons, bits, backend, lsh_bits)
+
+    for i, (spec, count) in enumerate(zip(exp.tiers.tiers, exp.tiers.cluster_counts(vocab_size))):
+        tiers.append(tier(i, first, count, spec.neurons, spec.bits))
+        if exp.gating is not None:  # the tier's gate neurons: the same clusters, their own shape
+            gates.append(tier(i, first, count, exp.gating.neurons, exp.gating.bits))
         tier_of_position[first : first + count] = i
         first += count
     return Layout(
@@ -160,6 +169,7 @@ def layout_of(exp: Experiment, freq: Frequencies) -> Layout:
         tiers=tuple(tiers),
         writes=writes,
         frequencies=freq,
+        gates=tuple(gates),
     )
 
 
@@ -192,7 +202,7 @@ def estimate_memory_bytes(layout: Layout) -> int:
     value byte (Frequencies.writes). Training's scratch (packed inputs, one sparse batch) is
     not counted.
     """
-    return sum(tier_bytes(layout, tier, tier_cells(layout, tier, bound=True)) for tier in layout.tiers)
+    return sum(tier_bytes(layout, tier, tier_cells(layout, tier, bound=True)) for tier in layout.tiers + layout.gates)
 
 
 def expected_tier_bytes(layout: Layout, tier: Tier) -> int:

@@ -23,10 +23,12 @@ def _mix64(x: int) -> int:
     return z ^ (z >> 31)
 
 
-def connectivity(seed: int, tier: int, neuron: int, bits: int, n_input: int) -> list[int]:
+def connectivity(seed: int, tier: int, neuron: int, bits: int, n_input: int, gate: bool = False) -> list[int]:
     """`bits` distinct input positions, uniform without replacement, from a splitmix64
-    generator seeded by (seed, tier, neuron); the first is the address's MSB."""
-    state = _mix64((_mix64((_mix64(seed) + tier) & MASK64) + neuron) & MASK64)
+    generator seeded by (seed, tier, neuron), or (seed, "gate", tier, neuron) for a gate
+    neuron; the first is the address's MSB."""
+    base = (_mix64(seed) + int.from_bytes(b"gate", "big")) & MASK64 if gate else seed
+    state = _mix64((_mix64((_mix64(base) + tier) & MASK64) + neuron) & MASK64)
     pool = list(range(n_input))
     for j in range(bits):
         r = _mix64(state)
@@ -83,6 +85,12 @@ class ReferenceModel:
                        if exp.memory_kind(bits) == "lsh" else None
                        for t, (_, count, neurons, bits) in enumerate(self.tiers)]
         self.cells: dict[tuple[int, int, int], int] = {}
+        # Gating: G gate neurons of B bits per cluster, wired by (seed, "gate", tier, neuron)
+        gating = exp.gating
+        self.gate_conn = [np.array([connectivity(exp.seed, t, n, gating.bits, n_input, gate=True)
+                                    for n in range(count * gating.neurons)], dtype=np.int64)
+                          for t, (_, count, _, _) in enumerate(self.tiers)] if gating else None
+        self.gate_cells: dict[tuple[int, int, int], int] = {}
         positions = range(exp.context, len(train_tokens)) if order is None else order
         for t in positions:
             self._train_example(train_tokens[t - exp.context : t], train_tokens[t])
@@ -106,11 +114,28 @@ class ReferenceModel:
             out.append((n, a))
         return out
 
+    def gate_addresses(self, x, tier: int, cluster_pos: int) -> list[tuple[int, int]]:
+        """(gate neuron index in tier, address) for every gate neuron of one cluster."""
+        first, g = self.tiers[tier][0], self.exp.gating.neurons
+        bits = self.exp.gating.bits
+        return [(n, sum(int(x[c]) << (bits - 1 - j) for j, c in enumerate(self.gate_conn[tier][n])))
+                for n in range((cluster_pos - first) * g, (cluster_pos - first + 1) * g)]
+
+    def gate_open(self, x, cluster_pos: int) -> bool:
+        """At least ceil(G/2) of the cluster's gate neurons read TRUE."""
+        tier = self.tier_of[cluster_pos]
+        trues = sum(self.gate_cells.get((tier, n, a), EMPTY) == TRUE for n, a in self.gate_addresses(x, tier, cluster_pos))
+        return trues >= math.ceil(self.exp.gating.neurons / 2)
+
     def _write(self, x, cluster_pos, value):
         tier = self.tier_of[cluster_pos]
         for n, a in self.addresses(x, tier, cluster_pos):
             key = (tier, n, a)
             self.cells[key] = max(self.cells.get(key, EMPTY), value)
+        if self.exp.gating:  # gate neurons are written exactly like the cluster's neurons
+            for n, a in self.gate_addresses(x, tier, cluster_pos):
+                key = (tier, n, a)
+                self.gate_cells[key] = max(self.gate_cells.get(key, EMPTY), value)
 
     def _train_example(self, context_tokens, target):
         x = self.input_bits(context_tokens)
@@ -120,32 +145,47 @@ class ReferenceModel:
             if c != target_pos:
                 self._write(x, c, FALSE)
 
-    def scores(self, x) -> np.ndarray:
+    def scores(self, x, gated: bool = True):
         """Mean over a cluster's neurons of TRUE→1, FALSE→0, EMPTY→empty_value, per cluster,
-        with the number of EMPTY cells each cluster read. The mean is taken as
-        (n_true + empty_value·n_empty) / neurons so that equal means compare equal bit for bit."""
+        with the number of EMPTY cells each cluster read and whether its gate is open. The mean
+        is taken as (n_true + empty_value·n_empty) / neurons so that equal means compare equal
+        bit for bit. A closed gate makes the score 0 (with `gated`)."""
         scores, empties = np.zeros(self.V), np.zeros(self.V, dtype=np.int64)
+        opened = np.ones(self.V, dtype=bool)
         for c in range(self.V):
             tier = self.tier_of[c]
             values = [self.cells.get((tier, n, a), EMPTY) for n, a in self.addresses(x, tier, c)]
             n_true, n_empty = values.count(TRUE), values.count(EMPTY)
             scores[c] = (n_true + self.exp.empty_value * n_empty) / len(values)
             empties[c] = n_empty
-        return scores, empties
+            if self.exp.gating and gated:
+                opened[c] = self.gate_open(x, c)
+                scores[c] = scores[c] if opened[c] else 0.0
+        return scores, empties, opened
 
-    def evaluate(self, tokens) -> dict:
+    def evaluate(self, tokens, gated: bool = True) -> dict:
         tokens = [int(t) for t in tokens]
         ctx = self.exp.context
-        rows = []  # (target tier, -ln p(target), correct, empties per tier, target's empties)
+        rows = []  # (target tier, -ln p(target), correct, empties per tier, target's empties, open per tier, target open)
+        tiers = np.array(self.tier_of)
         for t in range(ctx, len(tokens)):
-            scores, empties = self.scores(self.input_bits(tokens[t - ctx : t]))
+            scores, empties, opened = self.scores(self.input_bits(tokens[t - ctx : t]), gated)
             p = np.exp(scores) / np.exp(scores).sum()
             target_pos = self.position[tokens[t]]
-            tiers = np.array(self.tier_of)
             per_tier_empty = [int(empties[tiers == i].sum()) for i in range(len(self.tiers))]
+            per_tier_open = [int(opened[tiers == i].sum()) for i in range(len(self.tiers))]
             rows.append((self.tier_of[target_pos], -math.log(p[target_pos]), int(np.argmax(scores)) == target_pos,
-                         per_tier_empty, int(empties[target_pos])))
-        return self._metrics(rows)
+                         per_tier_empty, int(empties[target_pos]), per_tier_open, bool(opened[target_pos])))
+        out = self._metrics(rows)
+        if self.exp.gating and gated:  # what the gates did: the same split with every gate open
+            without = self.evaluate(tokens, gated=False)
+            out["ungated"] = {k: without[k] for k in ("ce", "ppl", "accuracy")}
+            for i, (row, plain) in enumerate(zip(out["tiers"], without["tiers"])):
+                sel = [r for r in rows if r[0] == i]
+                row["gate_open"] = sum(r[5][i] for r in rows) / (len(rows) * self.tiers[i][1]) if rows else None
+                row["gate_target_open"] = sum(r[6] for r in sel) / len(sel) if sel else None
+                row["ungated_ce"], row["ungated_accuracy"] = plain["ce"], plain["accuracy"]
+        return out
 
     def ce_at(self, tokens, temperature: float) -> float:
         """Mean -ln p(target) with p = softmax(scores / temperature)."""

@@ -51,6 +51,7 @@ class Model:
     connectivity: list[np.ndarray]  # per tier (n_neurons, bits) int32 input-bit positions (DESIGN §3)
     encode_s: float = 0.0  # layout + packing the training contexts, part of the train time
     throughput: dict = field(default_factory=dict)  # hybrid evaluation: tier -> device -> examples/s
+    gates: list[TierMemory] = field(default_factory=list)  # gating: each tier's gate neurons; [] without
 
 
 def examples_of(tokens: np.ndarray, context: int) -> np.ndarray:
@@ -121,12 +122,16 @@ def train(exp: Experiment, tokens: np.ndarray, vocab_size: int, examples: np.nda
     if device == "cpu":
         by_target()
     encode_s = time.perf_counter() - t0
-    memories = []
+    memories, gates = [], []
     for tier, conn in zip(layout.tiers, connectivity):
         memories.append(train_tier(layout, tier, conn, x, by_target, target_pos, device, exp.seed))
+        if layout.gates:  # trained exactly like the cluster's neurons, on their own wiring
+            gate = layout.gates[tier.index]
+            wiring = draw_connectivity(exp.seed, tier.index, gate.n_neurons, gate.bits, layout.n_input, True)
+            gates.append(train_tier(layout, gate, wiring, x, by_target, target_pos, device, exp.seed))
         if progress is not None:
             progress(neuron_share(layout.tiers, tier.index))
-    return Model(exp, layout, memories, connectivity, encode_s)
+    return Model(exp, layout, memories, connectivity, encode_s, gates=gates)
 
 
 def neuron_share(tiers, index: int) -> float:

@@ -105,6 +105,14 @@ def card(r: ExperimentRecord) -> list[str]:
     for t in r.metrics.test.tiers:
         lines.append(f"| {t.tier} | {t.clusters:,} × {t.neurons} × {t.bits} | {t.backend} | {num(t.share, '.1f')} | "
                      f"{num(t.ppl)} | {pct(t.accuracy)} | {pct(t.empty_rate)} | {pct(t.target_empty_rate)} |")
+    test = r.metrics.test
+    if test.ungated is not None:
+        lines += ["", f"Gating: test CE {num(test.ungated.ce, '.4f')} with every gate open, {num(test.ce, '.4f')} "
+                      f"with the gates; accuracy {pct(test.ungated.accuracy)} → {pct(test.accuracy)}.", "",
+                  "| tier | clusters open per example | target's gate open | CE without → with gates | "
+                  "accuracy without → with |", "|---|---|---|---|---|"]
+        lines += [f"| {t.tier} | {pct(t.gate_open)} | {pct(t.gate_target_open)} | {num(t.ungated_ce, '.4f')} → "
+                  f"{num(t.ce, '.4f')} | {pct(t.ungated_accuracy)} → {pct(t.accuracy)} |" for t in test.tiers]
     for i, use in enumerate(getattr(res, "lsh", ()) or ()):
         if use is not None:
             lines.append(f"\nTier {i}'s LSH memory (2^{use.lsh_bits} cells a neuron): {use.addresses:,} distinct "

@@ -106,7 +106,9 @@ def final_figures(model, corpus: Corpus, device: str, phase=lambda phase, fracti
     val_scores = score(model, corpus.validation, device, lambda f: phase(VALIDATION, f))
     phase(CALIBRATION)
     temperature = fit_temperature(val_scores)
-    validation = metrics(val_scores, temperature=temperature, byte_lengths=corpus.byte_lengths("validation"))
+    ungated = score(model, corpus.validation, device, gated=False) if model.gates else None
+    validation = metrics(val_scores, temperature=temperature, byte_lengths=corpus.byte_lengths("validation"),
+                         ungated=ungated)
     t = time.perf_counter()
     phase(TEST)
     test = evaluate(model, corpus.test, temperature=temperature, byte_lengths=corpus.byte_lengths("test"),

@@ -47,6 +47,16 @@ class TierMetrics(_Part):
     share: float | None = None  # % of the split's examples whose target is in this tier
     empty_rate: float | None = None
     target_empty_rate: float | None = None
+    gate_open: float | None = None  # gating: mean share of the tier's clusters open per example
+    gate_target_open: float | None = None  # gating: share of the tier's examples whose target's gate is open
+    ungated_ce: float | None = None  # gating: the tier's CE and accuracy with every gate open
+    ungated_accuracy: float | None = None
+
+
+class Ungated(_Part):
+    ce: float | None = None
+    ppl: float | None = None
+    accuracy: float | None = None
 
 
 class SplitMetrics(_Part):
@@ -57,6 +67,7 @@ class SplitMetrics(_Part):
     bpb: float | None = None
     ppl_floor: float | None = None
     calibrated: Calibrated | None = None
+    ungated: Ungated | None = None  # gating: the model's figures with every gate open
     tiers: tuple[TierMetrics, ...] = ()
 
 

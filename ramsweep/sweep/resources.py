@@ -22,7 +22,8 @@ def check_fits(exp: Experiment, layout: Layout, train_tokens: int, device: str) 
     machine's memory (the whole model), and on a CUDA GPU (its largest tier, since tiers are
     trained and evaluated one at a time, plus the packed training contexts and scratch).
     `layout` is the experiment's (layout.layout_of), `train_tokens` the training split's length."""
-    tiers = [expected_tier_bytes(layout, tier) for tier in layout.tiers]
+    tiers = [expected_tier_bytes(layout, tier) + (expected_tier_bytes(layout, layout.gates[tier.index]) if layout.gates
+                                                 else 0) for tier in layout.tiers]  # a tier with its gates
     x = max(0, train_tokens - exp.context) * ((layout.n_input + 63) // 64) * 8
     largest = tiers.index(max(tiers))
     where = f"tier {largest + 1} \"{exp.tiers.tiers[largest]}\" alone takes {tiers[largest] / GIB:.1f} GiB"

@@ -279,7 +279,9 @@ def sparse_to_dense(offsets, keys, vals, dense):
 @njit(cache=True, parallel=True, nogil=True)
 def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, chunk, block,
                   is_sparse, dense, offsets, keys, vals, score_table, level_table,
-                  best_score, best_pos, target_score, empty_all, empty_target, hist):
+                  best_score, best_pos, target_score, empty_all, empty_target, hist,
+                  g_need, g_masks, g_order, g_neurons, g_is_sparse, g_dense, g_offsets, g_keys, g_vals,
+                  open_all, target_open):
     """Fold one tier's clusters into each example's score histogram and argmax.
 
     score_table[t, e]: score of a cluster whose neurons read t TRUE and e EMPTY cells;
@@ -288,6 +290,11 @@ def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, chunk, bl
     backend. Clusters are visited in cluster order with a strict '>', so ties go to the
     earlier cluster. Blocks of `block` clusters keep their memory in cache while a chunk of
     `chunk` examples passes over it.
+
+    Gating (g_need > 0): cluster c's gate neurons are g_neurons rows of the g_ tables; with
+    fewer than g_need of them reading TRUE the gate is closed and the cluster scores 0 (level
+    level_table[0, 0]); its neurons are still read, so the EMPTY counts do not depend on gates.
+    open_all[e] counts the open clusters, target_open[e] is 1 when the target's gate is open.
     """
     n_examples = x.shape[0]
     n_clusters = masks.shape[0] // neurons
@@ -296,7 +303,7 @@ def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, chunk, bl
         for c0 in range(0, n_clusters, block):
             c1 = min(c0 + block, n_clusters)
             for e in range(e0, e1):
-                empties = 0
+                empties, opens = 0, 0
                 bs, bp = best_score[e], best_pos[e]
                 for c in range(c0, c1):
                     n_true, n_empty = 0, 0
@@ -308,8 +315,22 @@ def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, chunk, bl
                             v = dense_read(dense, n, a)
                         n_true += v == 3
                         n_empty += v == 0
-                    hist[e, level_table[n_true, n_empty]] += 1
-                    s = score_table[n_true, n_empty]
+                    level, s = level_table[n_true, n_empty], score_table[n_true, n_empty]
+                    if g_need > 0:
+                        g_true = 0
+                        for n in range(c * g_neurons, (c + 1) * g_neurons):
+                            a = address(x, e, g_masks, g_order, n)
+                            if g_is_sparse:
+                                g_true += sparse_read(g_offsets, g_keys, g_vals, n, a) == 3
+                            else:
+                                g_true += dense_read(g_dense, n, a) == 3
+                        if g_true >= g_need:
+                            opens += 1
+                            if first + c == target_pos[e]:
+                                target_open[e] = 1
+                        else:
+                            level, s = level_table[0, 0], score_table[0, 0]
+                    hist[e, level] += 1
                     if s > bs:
                         bs, bp = s, first + c
                     if first + c == target_pos[e]:
@@ -318,6 +339,8 @@ def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, chunk, bl
                     empties += n_empty
                 best_score[e], best_pos[e] = bs, bp
                 empty_all[e] += empties
+                if g_need > 0:
+                    open_all[e] += opens
 
 
 @njit(cache=True, parallel=True, nogil=True)

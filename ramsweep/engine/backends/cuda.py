@@ -35,6 +35,7 @@ SCAN_THREADS = 1024
 SCRATCH_MAX_BITS = 26  # a sparse neuron's dense scratch is 2^bits / 4 bytes (16 MiB at 26 bits)
 SCRATCH_BYTES = 1 << 30  # scratch of one sparse training batch
 
+GATES = True  # evaluates gated tiers (evaluate_tier's g_ arguments)
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)  # NUMBA_ENABLE_CUDASIM=1: kernels run on the CPU
 _available: bool | None = None
 
@@ -125,7 +126,8 @@ def _load_x(x, e, xw):
 
 @cuda.jit
 def _evaluate(x, target_pos, order, hashes, neurons, first, per_block, is_sparse, dense, offsets, keys, vals,
-              level_table, hist, best_key, target_level, empty_all, empty_target):
+              level_table, hist, best_key, target_level, empty_all, empty_target,
+              g_need, g_order, g_neurons, g_is_sparse, g_dense, g_offsets, g_keys, g_vals, open_all, target_open):
     # levels x threads, sized at launch to the tier's levels (few: more blocks fit on an SM);
     # each count is at most per_block <= 65535
     counts = cuda.shared.array(0, uint16)
@@ -148,6 +150,7 @@ def _evaluate(x, target_pos, order, hashes, neurons, first, per_block, is_sparse
     target = target_pos[e]
     best = uint64(0)
     empties = uint64(0)
+    opens = uint64(0)
     for c in range(c0, c1):
         n_true, n_empty = 0, 0
         for n in range(c * neurons, (c + 1) * neurons):
@@ -163,6 +166,21 @@ def _evaluate(x, target_pos, order, hashes, neurons, first, per_block, is_sparse
             n_true += v == 3
             n_empty += v == 0
         level = level_table[n_true, n_empty]
+        if g_need > 0:  # gating (cpu.evaluate_tier): a closed gate scores the cluster 0
+            g_true = 0
+            for n in range(c * g_neurons, (c + 1) * g_neurons):
+                a = _address2(x0, x1, g_order, n) if words <= 2 else _address(xw, g_order, n)
+                if g_is_sparse:
+                    v = _sparse_read(g_offsets, g_keys, g_vals, n, a)
+                else:
+                    v = (g_dense[n, a >> uint64(4)] >> uint32((a & uint64(15)) << uint64(1))) & uint32(3)
+                g_true += v == 3
+            if g_true >= g_need:
+                opens += uint64(1)
+                if first + c == target:
+                    target_open[e] = 1
+            else:
+                level = level_table[0, 0]
         counts[level * threads + tid] += uint16(1)
         # larger level first, then the earlier cluster: cpu.py's strict '>' in cluster order
         key = (uint64(level) << uint64(32)) | uint64(0xFFFFFFFF - (first + c))
@@ -178,6 +196,8 @@ def _evaluate(x, target_pos, order, hashes, neurons, first, per_block, is_sparse
             cuda.atomic.add(hist, (e, lv), int32(k))
     cuda.atomic.max(best_key, e, best)
     cuda.atomic.add(empty_all, e, empties)
+    if g_need > 0:
+        cuda.atomic.add(open_all, e, opens)
 
 
 def why_not(words: int, level_table: np.ndarray, bits: int) -> str | None:
@@ -186,7 +206,9 @@ def why_not(words: int, level_table: np.ndarray, bits: int) -> str | None:
 
 
 def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, is_sparse, dense, offsets, keys, vals,
-                  score_table, level_table, best_score, best_pos, target_score, empty_all, empty_target, hist):
+                  score_table, level_table, best_score, best_pos, target_score, empty_all, empty_target, hist,
+                  g_need=0, g_masks=None, g_order=None, g_neurons=1, g_is_sparse=False, g_dense=None, g_offsets=None,
+                  g_keys=None, g_vals=None, open_all=None, target_open=None):
     """cpu.evaluate_tier on the GPU (same arguments less chunk and block; same results)."""
     n = hist.shape[0]
     used, local_table = tier_levels(level_table)
@@ -198,6 +220,11 @@ def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, is_sparse
     d_hashes = cuda.to_device(np.ascontiguousarray(hashes))
     d_tables = [cuda.to_device(np.ascontiguousarray(a)) for a in (dense, offsets, keys, vals)]
     d_level = cuda.to_device(local_table)
+    if g_need > 0:
+        d_gates = [cuda.to_device(np.ascontiguousarray(a)) for a in (g_order, g_dense, g_offsets, g_keys, g_vals)]
+    else:  # no gate: placeholders of the right kinds
+        d_gates = [cuda.to_device(a) for a in (np.zeros((1, 1), np.uint16), np.zeros((1, 1), np.uint32),
+                                               np.zeros(2, np.int64), np.zeros(1, np.uint32), np.zeros(1, np.uint8))]
     scores = level_scores(score_table, level_table, hist.shape[1])[used]
     for e0 in range(0, n, CHUNK):
         e1 = min(e0 + CHUNK, n)
@@ -207,6 +234,8 @@ def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, is_sparse
         d_tlevel = cuda.to_device(np.full(m, -1, dtype=np.int32))
         d_empty = cuda.to_device(np.zeros(m, dtype=np.uint64))
         d_empty_t = cuda.to_device(np.zeros(m, dtype=np.int64))
+        d_open = cuda.to_device(np.zeros(m if g_need else 1, dtype=np.uint64))
+        d_topen = cuda.to_device(np.zeros(m if g_need else 1, dtype=np.int64))
         x_blocks = -(-m // THREADS)
         ranges = max(1, min(n_clusters, -(-TARGET_BLOCKS // x_blocks)), -(-n_clusters // 65535))
         per_block = -(-n_clusters // ranges)
@@ -214,6 +243,7 @@ def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, is_sparse
             cuda.to_device(np.ascontiguousarray(x[e0:e1])), cuda.to_device(np.ascontiguousarray(target_pos[e0:e1])),
             d_order, d_hashes, neurons, first, per_block, is_sparse, *d_tables, d_level,
             d_hist, d_best, d_tlevel, d_empty, d_empty_t,
+            g_need, d_gates[0], g_neurons, g_is_sparse, *d_gates[1:], d_open, d_topen,
         )
         hist[e0:e1, used] += d_hist.copy_to_host()
         key = d_best.copy_to_host()
@@ -227,6 +257,9 @@ def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, is_sparse
         target_score[e0:e1][hit] = scores[tlevel[hit]]
         empty_target[e0:e1][hit] = d_empty_t.copy_to_host()[hit]
         empty_all[e0:e1] += d_empty.copy_to_host().astype(empty_all.dtype)
+        if g_need:
+            open_all[e0:e1] += d_open.copy_to_host().astype(open_all.dtype)
+            target_open[e0:e1] |= d_topen.copy_to_host()
 
 
 # --- training --------------------------------------------------------------------------------

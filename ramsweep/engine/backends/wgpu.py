@@ -41,6 +41,7 @@ import numpy as np
 
 from ramsweep.engine.backends.levels import level_scores, tier_levels
 
+GATES = False  # gated tiers are evaluated by the CPU engine (DESIGN §3 asks gates of the CPU and CUDA)
 WORKGROUP = 64  # the shader's @workgroup_size
 CHUNK = 1 << 16  # examples per dispatch at most
 NEURONS_PER_DISPATCH = 1 << 12  # with CHUNK: at most 2^28 lookups (a fraction of a second) per dispatch
@@ -191,8 +192,12 @@ def _bind_groups(device, pipeline, ranges, chunk, row, order, hashes, neurons, f
 
 
 def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, is_sparse, dense, offsets, keys, vals,
-                  score_table, level_table, best_score, best_pos, target_score, empty_all, empty_target, hist):
-    """cpu.evaluate_tier through wgpu (same arguments less chunk and block; same results)."""
+                  score_table, level_table, best_score, best_pos, target_score, empty_all, empty_target, hist,
+                  g_need=0, *gates):
+    """cpu.evaluate_tier through wgpu (same arguments less chunk and block; same results). No
+    gates (GATES): g_need must be 0."""
+    if g_need:
+        raise ValueError("the wgpu kernel has no gates; score() evaluates gated tiers on the CPU engine")
     n = hist.shape[0]
     device, pipeline = _gpu()
     cap = binding_cap()
