@@ -41,9 +41,20 @@ from ramsweep.sweep.experiment import Task, run_experiment
 sys.path.insert(0, str(Path(__file__).parent))
 from engine import lookup_reference  # noqa: E402
 
+try:  # WGSL beside CUDA where wgpu finds this GPU (Vulkan): not a software rasteriser
+    from ramsweep.engine.backends import wgpu as wgpu_backend
+
+    wgpu_backend = wgpu_backend if wgpu_backend.is_real_gpu() else None
+except ImportError:
+    wgpu_backend = None
+
 CONFIGS = {
     "tier0_20bit": dict(tiers="100,15,20;400,10,12;rest,5,8", context=4),
     "five_tier_gradient": dict(tiers="50,37,22;50,31,20;400,11,12;20000,7,10;rest,3,11", context=8),
+    # the research's "extreme" widths: 40 bits in LSH memory (2^20 cells a neuron), 12 and 8 as usual
+    "tier0_40bit_lsh": dict(tiers="100,15,40;400,10,12;rest,5,8", context=4),
+    # tier0_20bit with the research's gates: 8 gate neurons of 12 bits per cluster
+    "tier0_20bit_gated": dict(tiers="100,15,20;400,10,12;rest,5,8", context=4, gating={"neurons": 8, "bits": 12}),
 }
 WIKITEXT2_SIZE = {"train": 2_400_000, "validation": 250_000, "test": 290_000}
 SLICE_EVAL = 20_000
@@ -136,6 +147,15 @@ def bench(corpus, name: str, gathers: dict) -> tuple[list[str], bool]:
     gpu_scores, gpu_eval = timed(score, on_cpu, held, "cuda")
     identical = same_cells(on_cpu, on_gpu) and same_scores(cpu_scores, gpu_scores)
     writes, lookups = work(exp, part, corpus.vocab_size, SLICE_EVAL)
+    beside = []
+    if wgpu_backend is not None:  # WGSL through Vulkan on the same GPU and slice
+        score(on_cpu, held[:500], "wgpu")  # the pipeline and its buffers, once
+        wgpu_scores, wgpu_eval = timed(score, on_cpu, held, "wgpu")
+        same = same_scores(cpu_scores, wgpu_scores)
+        identical &= same
+        beside = [f"\nWGSL on {wgpu_backend.adapter_info()['name']} ({corpus.name}, {name}, the same slice): "
+                  f"{lookups / wgpu_eval / 1e9:.1f} G lookups/s, {wgpu_eval / gpu_eval:.2f}x CUDA's time, "
+                  f"scores {'identical' if same else '**DIFFER**'}\n"]
     full_writes, full_lookups = work(exp, corpus.train, corpus.vocab_size, n_eval)
     eval_s = t.eval_s
     backends = "/".join(b[0].upper() for b in record.resources.backends)
@@ -146,7 +166,7 @@ def bench(corpus, name: str, gathers: dict) -> tuple[list[str], bool]:
         f"| {cpu_train / gpu_train:.0f}× ({writes / cpu_train / 1e9:.2f} vs {writes / gpu_train / 1e9:.1f} G/s) "
         f"| {cpu_eval / gpu_eval:.0f}× "
         f"({lookups / cpu_eval / 1e9:.2f} vs {lookups / gpu_eval / 1e9:.1f} G/s) "
-        f"| {'yes' if identical else '**NO**'} | {test.ppl:,.0f} |"
+        f"| {'yes' if identical else '**NO**'} | {test.ppl:,.0f} |", *beside
     ], identical
 
 
@@ -163,7 +183,7 @@ def extended(corpus, device: str) -> tuple[float, list[str]]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=("kjv", "zipf"))
-    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--configs", default="tier0_20bit,five_tier_gradient")
     parser.add_argument("--no-extended", action="store_true")
     options = parser.parse_args()
     kjv = load_corpus(DataSpec(corpus="kjv", tokenizer="gpt2", full_data=True))

@@ -333,7 +333,9 @@ def test_an_lsh_tier_runs_end_to_end_and_its_record_and_card_say_what_the_hash_c
     assert rest is None and first.lsh_bits == 10
     assert first.addresses > first.cells == record.resources.cells_stored[0] > 0
     assert first.collided == first.addresses - first.cells
-    assert f"{first.addresses:,} distinct training addresses in {first.cells:,} cells" in "\n".join(card(record))
+    assert first.neurons_counted == 40 and first.collided_share == first.collided / first.addresses
+    assert f"on 40 of its neurons, {first.addresses:,} distinct training addresses in {first.cells:,} cells" \
+        in "\n".join(card(record))
 
 
 def test_a_gated_experiment_records_and_shows_what_its_gates_did(tmp_path):

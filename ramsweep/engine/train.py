@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ class TierMemory:
     keys: np.ndarray  # sorted addresses per neuron: uint32 up to 32 bits, else uint64
     vals: np.ndarray  # (n_cells,) uint8 cell codes
     hashes: np.ndarray = field(default_factory=lambda: cpu.NO_HASHES)  # LSH: (n_neurons, bits) uint32 hash words in address order
-    addresses: int = 0  # LSH: distinct training addresses, summed over the neurons (cells_stored or more)
+    lsh_sample: tuple[int, int, int] | None = None  # LSH: (neurons counted, their distinct addresses, their cells)
 
     @property
     def cells_stored(self) -> int:
@@ -142,25 +143,51 @@ def neuron_share(tiers, index: int) -> float:
 
 def train_tier(layout, tier, conn, x, by_target, target_pos, device="cpu", seed=0) -> TierMemory:
     masks, order, perm = wire(conn, layout)
-    if device == "cuda" and not tier.lsh_bits:  # LSH tiers count their distinct addresses on the CPU
+    hashes = hashes_of(seed, tier, perm)
+    memory = None
+    if device == "cuda":
         from ramsweep.engine.backends import cuda  # numba-cuda only where a GPU is used
 
-        if cuda.trains(x.shape[1], tier.backend != DENSE, tier.bits):
-            return cuda_train_tier(layout, tier, x, target_pos, masks, order)
+        if cuda.trains(x.shape[1], tier.backend != DENSE, tier.cell_bits):
+            memory = cuda_train_tier(layout, tier, x, target_pos, masks, order, hashes)
+    if memory is None:
+        offsets_t, examples_t = by_target()
+        common = (x, masks, order, hashes, tier.neurons, tier.first, layout.n_negatives, offsets_t, examples_t)
+        if tier.backend == DENSE:
+            dense = np.zeros((tier.n_neurons, max(1, (1 << tier.cell_bits) // 16)), dtype=np.uint32)
+            cpu.train_dense(*common, dense)
+            memory = TierMemory(tier, masks, order, dense, np.zeros(1, np.int64), np.zeros(0, np.uint32),
+                                np.zeros(0, np.uint8), hashes)
+        else:
+            offsets, keys, vals = train_sparse(tier, layout, x.shape[0], offsets_t, common)
+            memory = TierMemory(tier, masks, order, np.zeros((0, 1), np.uint32), offsets, keys, vals, hashes)
+    if tier.lsh_bits:
+        memory = dataclasses.replace(memory, lsh_sample=lsh_sample(memory, layout, x, by_target))
+    return memory
+
+
+LSH_SAMPLE = 64  # neurons of an LSH tier whose distinct addresses are counted (a sort each)
+
+
+def lsh_sample(memory: TierMemory, layout, x, by_target) -> tuple[int, int, int]:
+    """(neurons, distinct addresses, cells) of LSH_SAMPLE evenly spaced neurons of a hashed
+    tier: what share of the addresses written had to share a cell, without sorting every
+    neuron's writes (a tier of negatives: millions each)."""
+    tier = memory.tier
+    sample = np.unique(np.linspace(0, tier.n_neurons - 1, min(LSH_SAMPLE, tier.n_neurons)).astype(np.int64))
     offsets_t, examples_t = by_target()
-    hashes = hashes_of(seed, tier, perm)
-    common = (x, masks, order, hashes, tier.neurons, tier.first, layout.n_negatives, offsets_t, examples_t)
-    if tier.backend == DENSE and not tier.lsh_bits:
-        dense = np.zeros((tier.n_neurons, max(1, (1 << tier.bits) // 16)), dtype=np.uint32)
-        cpu.train_dense(*common, dense)
-        return TierMemory(tier, masks, order, dense, np.zeros(1, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.uint8))
-    offsets, keys, vals, addresses = train_sparse(tier, layout, x.shape[0], offsets_t, common)
-    if tier.backend == DENSE:  # LSH stored dense: trained sparse, so its distinct addresses are counted
-        dense = np.zeros((tier.n_neurons, max(1, (1 << tier.cell_bits) // 16)), dtype=np.uint32)
-        cpu.sparse_to_dense(offsets, keys, vals, dense)
-        return TierMemory(tier, masks, order, dense, np.zeros(1, np.int64), np.zeros(0, np.uint32),
-                          np.zeros(0, np.uint8), hashes, addresses)
-    return TierMemory(tier, masks, order, np.zeros((0, 1), np.uint32), offsets, keys, vals, hashes, addresses)
+    distinct = np.zeros(sample.shape[0], dtype=np.int64)
+    cpu.distinct_addresses(x, memory.masks, memory.order, sample, tier.neurons, tier.first, layout.n_negatives,
+                           offsets_t, examples_t, distinct)
+    return int(sample.shape[0]), int(distinct.sum()), int(cells_per_neuron(memory)[sample].sum())
+
+
+def cells_per_neuron(memory: TierMemory) -> np.ndarray:
+    """Non-EMPTY cells of each neuron."""
+    if memory.tier.backend == DENSE:
+        w = memory.dense
+        return np.bitwise_count((w | (w >> 1)) & np.uint32(0x55555555)).sum(axis=1, dtype=np.int64)
+    return np.diff(memory.offsets)
 
 
 def hashes_of(seed: int, tier: Tier, perm: np.ndarray) -> np.ndarray:
@@ -172,29 +199,27 @@ def hashes_of(seed: int, tier: Tier, perm: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.take_along_axis(q, perm, axis=1))
 
 
-def cuda_train_tier(layout, tier, x, target_pos, masks, order) -> TierMemory:
+def cuda_train_tier(layout, tier, x, target_pos, masks, order, hashes) -> TierMemory:
     target_cluster = (target_pos - tier.first).astype(np.int32)
     target_cluster[(target_cluster < 0) | (target_cluster >= tier.clusters)] = -1
     n_negative_neurons = min(max(layout.n_negatives - tier.first, 0) * tier.neurons, tier.n_neurons)
     from ramsweep.engine.backends import cuda
 
-    found = cuda.train_tier(x, target_cluster, order, tier.neurons, n_negative_neurons, tier.bits,
-                            tier.backend != DENSE)
+    found = cuda.train_tier(x, target_cluster, order, tier.neurons, n_negative_neurons, tier.cell_bits,
+                            tier.backend != DENSE, hashes)
     if tier.backend == DENSE:
         return TierMemory(tier, masks, order, found[0], np.zeros(1, np.int64), np.zeros(0, np.uint32),
-                          np.zeros(0, np.uint8))
-    return TierMemory(tier, masks, order, np.zeros((0, 1), np.uint32), *found)
+                          np.zeros(0, np.uint8), hashes)
+    return TierMemory(tier, masks, order, np.zeros((0, 1), np.uint32), *found, hashes)
 
 
 def train_sparse(tier, layout, n_examples, offsets_t, common):
-    """Sparse neurons in batches whose worst-case cell count fits SPARSE_BATCH_ENTRIES; with the
-    distinct addresses written, summed (LSH; else 0)."""
+    """Sparse neurons in batches whose worst-case cell count fits SPARSE_BATCH_ENTRIES."""
     clusters = tier.first + np.arange(tier.n_neurons) // tier.neurons
     bound = (offsets_t[clusters + 1] - offsets_t[clusters]) + np.where(clusters < layout.n_negatives, n_examples, 0)
     bound = np.minimum(bound, 2 ** min(tier.cell_bits, 62))
     key_dtype = np.uint32 if tier.cell_bits <= 32 else np.uint64
     counts = np.zeros(tier.n_neurons, dtype=np.int64)
-    addresses = np.zeros(tier.n_neurons, dtype=np.int64)
     keys_parts, vals_parts = [], []
     lo = 0
     while lo < tier.n_neurons:
@@ -203,8 +228,7 @@ def train_sparse(tier, layout, n_examples, offsets_t, common):
         np.cumsum(bound[lo:hi], out=starts[1:])
         keys_out = np.empty(starts[-1], dtype=key_dtype)
         vals_out = np.empty(starts[-1], dtype=np.uint8)
-        cpu.train_sparse_batch(*common, tier.cell_bits, lo, starts, keys_out, vals_out, counts[lo:hi],
-                               addresses[lo:hi])
+        cpu.train_sparse_batch(*common, tier.cell_bits, lo, starts, keys_out, vals_out, counts[lo:hi])
         # Compact each neuron's used prefix into new arrays: views would keep the whole
         # worst-case batch alive until the end (gigabytes over a tier of negatives).
         used = [slice(starts[b], starts[b] + counts[lo + b]) for b in range(hi - lo)]
@@ -214,7 +238,7 @@ def train_sparse(tier, layout, n_examples, offsets_t, common):
         lo = hi
     offsets = np.zeros(tier.n_neurons + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    return offsets, np.concatenate(keys_parts), np.concatenate(vals_parts), int(addresses.sum())
+    return offsets, np.concatenate(keys_parts), np.concatenate(vals_parts)
 
 
 def cells(model: Model) -> dict[tuple[int, int, int], int]:

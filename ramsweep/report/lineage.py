@@ -115,9 +115,9 @@ def card(r: ExperimentRecord) -> list[str]:
                   f"{num(t.ce, '.4f')} | {pct(t.ungated_accuracy)} → {pct(t.accuracy)} |" for t in test.tiers]
     for i, use in enumerate(getattr(res, "lsh", ()) or ()):
         if use is not None:
-            lines.append(f"\nTier {i}'s LSH memory (2^{use.lsh_bits} cells a neuron): {use.addresses:,} distinct "
-                         f"training addresses in {use.cells:,} cells, {use.collided:,} "
-                         f"({pct(use.collided / use.addresses if use.addresses else None)}) sharing a cell.")
+            lines.append(f"\nTier {i}'s LSH memory (2^{use.lsh_bits} cells a neuron): on {use.neurons_counted} of its "
+                         f"neurons, {use.addresses:,} distinct training addresses in {use.cells:,} cells, "
+                         f"{use.collided:,} ({pct(use.collided_share)}) sharing a cell.")
     if notes:
         lines += ["", "Notes:", "", *(f"> {line}" for line in notes.strip().splitlines())]
     return lines + [""]

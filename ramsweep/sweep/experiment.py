@@ -91,12 +91,13 @@ def run_experiment(task: Task, corpus: Corpus, report: Reporter = ignore) -> Exp
 
 
 def lsh_use(memory) -> dict | None:
-    """An LSH tier's collisions (records.LshUse), None for a tier that is not hashed."""
-    if not memory.tier.lsh_bits:
+    """An LSH tier's collisions on its sample of neurons (records.LshUse); None for a tier that
+    is not hashed."""
+    if memory.lsh_sample is None:
         return None
-    cells = memory.cells_stored
-    return {"lsh_bits": memory.tier.lsh_bits, "addresses": memory.addresses, "cells": cells,
-            "collided": memory.addresses - cells}
+    neurons, addresses, cells = memory.lsh_sample
+    return {"lsh_bits": memory.tier.lsh_bits, "neurons_counted": neurons, "addresses": addresses, "cells": cells,
+            "collided": addresses - cells, "collided_share": (addresses - cells) / addresses if addresses else None}
 
 
 def final_figures(model, corpus: Corpus, device: str, phase=lambda phase, fraction=0.0: None) -> tuple[dict, dict, float]:

@@ -122,12 +122,15 @@ class Timing(_Part):
 
 
 class LshUse(_Part):
-    """The price of an LSH tier's hash: distinct training addresses that had to share a cell."""
+    """The price of an LSH tier's hash: distinct training addresses that had to share a cell,
+    counted on a sample of the tier's neurons (evenly spaced; each needs a sort of its writes)."""
 
     lsh_bits: int
-    addresses: int  # distinct addresses written, summed over the tier's neurons
-    cells: int  # cells written (non-EMPTY)
+    neurons_counted: int
+    addresses: int  # distinct addresses written, summed over the counted neurons
+    cells: int  # their cells written (non-EMPTY)
     collided: int  # addresses - cells: addresses that found their cell taken by another
+    collided_share: float | None = None  # collided / addresses
 
 
 class Resources(_Part):

@@ -245,23 +245,17 @@ def cluster_reads(x, e, masks, order, hashes, c, neurons, is_sparse, dense, offs
 
 @njit(cache=True, parallel=True, nogil=True)
 def train_sparse_batch(x, masks, order, hashes, neurons, first, n_negatives, by_target_offsets, by_target_examples,
-                       bits, lo, starts, keys_out, vals_out, counts, addresses):
+                       bits, lo, starts, keys_out, vals_out, counts):
     """Cells of neurons lo .. lo+len(counts)-1; neuron lo+b may use keys_out[starts[b]:starts[b+1]].
-    LSH (`hashes` has rows): `bits` is the hash's width; the distinct addresses are found first
-    (their number goes to addresses[b]), then hashed and merged (their cells to counts[b])."""
+    LSH (`hashes` has rows): the cells are the addresses' hashes, and `bits` the hash's width."""
     for b in prange(counts.shape[0]):
         n = lo + b
         c = first + n // neurons
         addrs, codes = writes(x, masks, order, n, c < n_negatives, by_target_examples, by_target_offsets[c],
                               by_target_offsets[c + 1])
         if hashes.shape[0]:
-            distinct = np.empty_like(addrs)
-            merged = np.empty_like(codes)
-            d = collect_sorted(addrs, codes, distinct, merged, 0)
-            addresses[b] = d
-            for i in range(d):
-                distinct[i] = hashed(distinct[i], hashes, n)
-            addrs, codes = distinct[:d], merged[:d]
+            for i in range(addrs.shape[0]):
+                addrs[i] = hashed(addrs[i], hashes, n)
         if bits <= SCRATCH_MAX_BITS:
             counts[b] = _collect_scratch(addrs, codes, bits, keys_out, vals_out, starts[b])
         else:
@@ -269,11 +263,20 @@ def train_sparse_batch(x, masks, order, hashes, neurons, first, n_negatives, by_
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def sparse_to_dense(offsets, keys, vals, dense):
-    """The same cells, packed into a DENSE table (an LSH tier stored dense)."""
-    for n in prange(dense.shape[0]):
-        for i in range(offsets[n], offsets[n + 1]):
-            dense_write(dense, n, np.uint64(keys[i]), np.uint32(vals[i]))
+def distinct_addresses(x, masks, order, sample, neurons, first, n_negatives, by_target_offsets, by_target_examples,
+                       out):
+    """out[i]: distinct addresses neuron sample[i] is written at (an LSH tier's count of what
+    its hash had to fold together: found by sorting, so done for a sample of neurons)."""
+    for i in prange(sample.shape[0]):
+        n = sample[i]
+        c = first + n // neurons
+        addrs, _ = writes(x, masks, order, n, c < n_negatives, by_target_examples, by_target_offsets[c],
+                          by_target_offsets[c + 1])
+        addrs.sort()
+        d = 0
+        for j in range(addrs.shape[0]):
+            d += j == 0 or addrs[j] != addrs[j - 1]
+        out[i] = d
 
 
 @njit(cache=True, parallel=True, nogil=True)

@@ -273,8 +273,17 @@ def _or_cell(cells, n, a, code):
         cuda.atomic.or_(cells, (n, w), bits)
 
 
+@cuda.jit(device=True, inline=True)
+def _cell(xw, order, hashes, n):
+    """Neuron n's cell for the context in xw: its address, or the address's hash (LSH)."""
+    a = _address(xw, order, n)
+    if hashes.shape[0] > 0:
+        a = _hashed(a, hashes, n)
+    return a
+
+
 @cuda.jit
-def _write_negatives(x, order, lo, hi, cells):
+def _write_negatives(x, order, hashes, lo, hi, cells):
     """FALSE at every example's address in neurons [lo, hi) (rows n - lo of cells)."""
     e = cuda.grid(1)
     if e >= x.shape[0]:
@@ -282,11 +291,11 @@ def _write_negatives(x, order, lo, hi, cells):
     xw = cuda.local.array(MAX_WORDS, uint64)
     _load_x(x, e, xw)
     for n in range(lo + cuda.blockIdx.y, hi, cuda.gridDim.y):
-        _or_cell(cells, n - lo, _address(xw, order, n), 1)
+        _or_cell(cells, n - lo, _cell(xw, order, hashes, n), 1)
 
 
 @cuda.jit
-def _write_targets(x, target_cluster, order, neurons, lo, hi, cells):
+def _write_targets(x, target_cluster, order, hashes, neurons, lo, hi, cells):
     """TRUE at each example's address in the neurons of its target cluster within [lo, hi)."""
     e = cuda.grid(1)
     if e >= x.shape[0] or target_cluster[e] < 0:
@@ -295,29 +304,31 @@ def _write_targets(x, target_cluster, order, neurons, lo, hi, cells):
     _load_x(x, e, xw)
     c = target_cluster[e]
     for n in range(max(lo, c * neurons), min(hi, (c + 1) * neurons)):
-        _or_cell(cells, n - lo, _address(xw, order, n), 3)
+        _or_cell(cells, n - lo, _cell(xw, order, hashes, n), 3)
 
 
-def _write(x_dev, target_cluster_dev, order_dev, neurons, n_negative_neurons, lo, hi, cells_dev):
+def _write(x_dev, target_cluster_dev, order_dev, hashes_dev, neurons, n_negative_neurons, lo, hi, cells_dev):
     n = x_dev.shape[0]
     blocks = -(-n // TRAIN_THREADS)
     neg_hi = min(hi, n_negative_neurons)
     if neg_hi > lo:
-        _write_negatives[(blocks, min(neg_hi - lo, 65535)), TRAIN_THREADS](x_dev, order_dev, lo, neg_hi, cells_dev)
-    _write_targets[blocks, TRAIN_THREADS](x_dev, target_cluster_dev, order_dev, neurons, lo, hi, cells_dev)
+        _write_negatives[(blocks, min(neg_hi - lo, 65535)), TRAIN_THREADS](x_dev, order_dev, hashes_dev, lo, neg_hi,
+                                                                           cells_dev)
+    _write_targets[blocks, TRAIN_THREADS](x_dev, target_cluster_dev, order_dev, hashes_dev, neurons, lo, hi, cells_dev)
 
 
-def train_tier(x, target_cluster, order, neurons, n_negative_neurons, bits, sparse):
+def train_tier(x, target_cluster, order, neurons, n_negative_neurons, bits, sparse, hashes=cpu.NO_HASHES):
     """The tier's cells: (dense,) for a dense tier, (offsets, keys, vals) for a sparse one.
 
     x: packed training contexts; target_cluster: each example's target cluster within this
-    tier, -1 outside it; the first n_negative_neurons neurons belong to negative clusters."""
+    tier, -1 outside it; the first n_negative_neurons neurons belong to negative clusters.
+    LSH: `hashes` has a row per neuron, and `bits` is the hash's width (the cells' index)."""
     n_neurons = order.shape[0]
-    x_dev, t_dev, o_dev = (cuda.to_device(np.ascontiguousarray(a)) for a in (x, target_cluster, order))
+    x_dev, t_dev, o_dev, h_dev = (cuda.to_device(np.ascontiguousarray(a)) for a in (x, target_cluster, order, hashes))
     words = max(1, (1 << bits) // 16)
     if not sparse:
         cells = cuda.to_device(np.zeros((n_neurons, words), dtype=np.uint32))
-        _write(x_dev, t_dev, o_dev, neurons, n_negative_neurons, 0, n_neurons, cells)
+        _write(x_dev, t_dev, o_dev, h_dev, neurons, n_negative_neurons, 0, n_neurons, cells)
         return (cells.copy_to_host(),)
     key_dtype = np.uint32 if bits <= 32 else np.uint64
     batch = max(1, SCRATCH_BYTES // (words * 4))
@@ -326,7 +337,7 @@ def train_tier(x, target_cluster, order, neurons, n_negative_neurons, bits, spar
     for lo in range(0, n_neurons, batch):
         hi = min(lo + batch, n_neurons)
         scratch = cuda.to_device(np.zeros((hi - lo, words), dtype=np.uint32))
-        _write(x_dev, t_dev, o_dev, neurons, n_negative_neurons, lo, hi, scratch)
+        _write(x_dev, t_dev, o_dev, h_dev, neurons, n_negative_neurons, lo, hi, scratch)
         d_counts = cuda.to_device(np.zeros(hi - lo, dtype=np.int64))
         _count_cells[(-(-words // TRAIN_THREADS), min(hi - lo, 65535)), TRAIN_THREADS](scratch, d_counts)
         counts[lo:hi] = d_counts.copy_to_host()
