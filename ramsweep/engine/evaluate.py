@@ -7,6 +7,7 @@ score value; every metric, at any temperature, is computed from that without new
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -21,12 +22,14 @@ from ramsweep.engine.layout import DENSE, Layout
 from ramsweep.engine.train import Model, examples_of, neuron_share, pack
 
 CACHE_BLOCK_BYTES = 256 * 1024  # memory of one block of clusters, kept hot while examples pass
+log = logging.getLogger("ramsweep")
 DENSE_CHUNK = 64  # examples per work item; sparse tiers give each thread one long slice instead,
 PROGRESS_BLOCK = 32_768  # examples per kernel call when someone follows the progress (CPU)
 # since their per-neuron tables are large and each should be fetched once per thread
 HYBRID_PROBE = 1024  # examples each side runs alone, at most, to measure its throughput on a new tier
 HYBRID_PROBE_LOOKUPS = 1 << 26  # ... and no more lookups than this
 HYBRID_MIN_SHARE = 0.03  # below this share of the work the CPU side costs more than it saves
+HYBRID_CPU_BLOCK_S = 0.1  # seconds of CPU work per block: what a CPU slower than measured can cost at most
 BETA_RANGE = (1e-3, 1e3)  # inverse temperatures searched: T from 0.001 to 1000
 
 
@@ -79,12 +82,15 @@ def gpu_backend(device: str):
     raise ValueError(f"unknown device {device!r}")
 
 
-def hybrid(run, n: int, throughput: dict, neurons: int) -> None:
+def hybrid(run, n: int, throughput: dict, neurons: int, tier: int = 0) -> None:
     """run(device, lo, hi) over examples [0, n), split between the GPU and the CPU threads in
     proportion to their throughput (examples/s on this tier), both at once. The first time a
     tier is seen, small slices on each measure it; every run refines it for the next split.
-    The CPU keeps one thread free to feed the GPU, and sits out when its share would be too
-    small to pay for the coordination."""
+    The CPU keeps one thread free to feed the GPU. It takes its share in small blocks from the
+    end, and stops when the GPU is done with its own, which then takes what the CPU left: a CPU
+    slower than measured (contention) costs at most one block. Hybrid stays out, and says so, when
+    the CPU's share is too small to pay for the coordination, or once a split tier took longer
+    than the GPU alone would have."""
     cpu_threads = max(1, numba.get_num_threads() - 1)
     probe = max(1, min(HYBRID_PROBE, HYBRID_PROBE_LOOKUPS // max(1, neurons)))  # ~0.1 s on the CPU
 
@@ -100,7 +106,9 @@ def hybrid(run, n: int, throughput: dict, neurons: int) -> None:
             throughput[on] = (hi - lo) / max(time.perf_counter() - t, 1e-9)
 
     lo = 0
-    if len(throughput) < 2:
+    if throughput.get("gpu_alone"):
+        return run("cuda", 0, n)
+    if "cpu" not in throughput or "cuda" not in throughput:
         if n < 8 * probe:
             return run("cuda", 0, n)
         for on in ("cuda", "cpu", "cuda", "cpu"):  # the second of each counts: the first may compile
@@ -108,14 +116,37 @@ def hybrid(run, n: int, throughput: dict, neurons: int) -> None:
             lo += probe
     share = throughput["cpu"] / (throughput["cuda"] + throughput["cpu"])
     if share < HYBRID_MIN_SHARE:
+        throughput["gpu_alone"] = True
+        log.info(f"hybrid: the CPU threads would take {100 * share:.1f}% of tier {tier}'s lookups, too little to "
+                 "pay for sharing: the GPU alone evaluates it")
         return timed("cuda", lo, n)
+    gpu_alone_s = (n - lo) / throughput["cuda"]  # what the GPU alone would take, as measured so far
     split = n - round((n - lo) * share)
-    cpu_side = threading.Thread(target=timed, args=("cpu", split, n))  # its kernels release the GIL
-    cpu_side.start()
+    block = max(probe, int(throughput["cpu"] * HYBRID_CPU_BLOCK_S))
+    done = threading.Event()
+    left = [n]  # the CPU's work goes down from n: [split, left[0]) is still untouched
+
+    def cpu_side():
+        while left[0] > split and not done.is_set():
+            start = max(split, left[0] - block)
+            timed("cpu", start, left[0])
+            left[0] = start
+
+    t0 = time.perf_counter()
+    cpu = threading.Thread(target=cpu_side)  # its kernels release the GIL
+    cpu.start()
     try:
         timed("cuda", lo, split)
     finally:
-        cpu_side.join()
+        done.set()
+        cpu.join()
+    if left[0] > split:  # what the CPU did not reach
+        run("cuda", split, left[0])
+    took = time.perf_counter() - t0
+    if took > gpu_alone_s * (1 + HYBRID_MIN_SHARE):
+        throughput["gpu_alone"] = True
+        log.info(f"hybrid: tier {tier} took {took:.2f} s split between the GPU and the CPU threads, where the GPU "
+                 f"alone takes about {gpu_alone_s:.2f} s: the GPU alone evaluates it from here on")
 
 
 def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Callable[[float], None] | None = None,
@@ -165,7 +196,7 @@ def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Calla
                                       *gate_arguments(gate, mem.masks, mem.order, open_all, target_open, lo, hi))
 
         if device == "hybrid":
-            hybrid(run, n, model.throughput.setdefault(tier.index, {}), tier.n_neurons)
+            hybrid(run, n, model.throughput.setdefault(tier.index, {}), tier.n_neurons, tier.index)
         elif device == "cpu" and progress is not None:  # in blocks, to tell how far it is
             before, share = neuron_share(layout.tiers, tier.index - 1), tier.n_neurons / total_neurons
             for lo in range(0, n, PROGRESS_BLOCK):
