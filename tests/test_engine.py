@@ -392,3 +392,29 @@ def engine_cells(mem, conn, layout):
     for n, a, code in stored_cells(mem):
         bits = [(a >> (mem.tier.bits - 1 - i)) & 1 for i in range(mem.tier.bits)]
         yield n, sum(b << (mem.tier.bits - 1 - int(perm[n, i])) for i, b in enumerate(bits)), code
+
+
+@pytest.mark.parametrize("fields", [
+    {"empty_value": 0.0},
+    {"empty_value": 0.5},  # a never-written cluster scores 0.5: it can be the argmax
+    {"empty_value": 0.5, "gating": {"neurons": 3, "bits": 6}},  # behind a gate it scores 0
+    {"dense_max_bits": 1, "memory": "bits"},  # SPARSE tiers
+])
+@pytest.mark.parametrize("seen,looked", [(20, [5, 10, 5]), (15, [5, 10, 0])])  # the rest: partly, or never written
+def test_skipping_never_written_clusters_changes_no_number(monkeypatch, fields, seen, looked):
+    from ramsweep.engine import evaluate as evaluate_module
+    from ramsweep.engine.evaluate import looked_up
+
+    rng = np.random.default_rng(31)
+    exp = Experiment(name="skip", tiers="5,3,7;10,2,6;rest,2,5", context=3, negatives=6, **fields)
+    train_tokens, valid = zipf_tokens(rng, 400, seen=seen), zipf_tokens(rng, 120)  # ids seen.. never trained
+    model = train(exp, train_tokens, V)
+    assert [looked_up(t, model.layout) for t in model.layout.tiers] == looked
+    skipped = score(model, valid)
+    monkeypatch.setattr(evaluate_module, "SKIP_NEVER_WRITTEN", False)
+    full = score(model, valid)
+    for name in ("ce", "correct", "target_score", "hist"):
+        assert np.array_equal(getattr(skipped, name), getattr(full, name)), name
+    for a, b in zip(skipped.empties + skipped.gates, full.empties + full.gates):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert (~skipped.correct).any() and skipped.correct.any()

@@ -355,4 +355,8 @@ def test_a_gated_experiment_records_and_shows_what_its_gates_did(tmp_path):
         assert all(0 <= t.gate_open <= 1 and 0 <= t.gate_target_open <= 1 for t in g.tiers)
         assert p.ungated is None and all(t.gate_open is None for t in p.tiers)
     assert "with every gate open" in "\n".join(card(gated))
+    # fast mode trains on part of the split: most of the rest tier's clusters are never written
+    first, rest = plain.resources.never_written
+    assert first == 0 and 0 < rest < plain.metrics.test.tiers[1].clusters
+    assert f"{rest:,} by tier" in "\n".join(card(plain))
     assert "Gating" not in "\n".join(card(plain))

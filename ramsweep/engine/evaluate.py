@@ -7,6 +7,7 @@ score value; every metric, at any temperature, is computed from that without new
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -29,6 +30,7 @@ PROGRESS_BLOCK = 32_768  # examples per kernel call when someone follows the pro
 HYBRID_PROBE = 1024  # examples each side runs alone, at most, to measure its throughput on a new tier
 HYBRID_PROBE_LOOKUPS = 1 << 26  # ... and no more lookups than this
 HYBRID_MIN_SHARE = 0.03  # below this share of the work the CPU side costs more than it saves
+SKIP_NEVER_WRITTEN = True  # clusters never written are scored in closed form, not looked up (tests turn it off)
 HYBRID_CPU_BLOCK_S = 0.1  # seconds of CPU work per block: what a CPU slower than measured can cost at most
 BETA_RANGE = (1e-3, 1e3)  # inverse temperatures searched: T from 0.001 to 1000
 
@@ -167,12 +169,15 @@ def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Calla
     hist = np.zeros((n, len(levels)), dtype=np.int32)
     empties, opens = [], []
     total_neurons = sum(t.n_neurons for t in layout.tiers)
-    for mem, level_table in zip(model.memories, level_tables):
-        tier = mem.tier
+    for full, level_table in zip(model.memories, level_tables):
+        tier = full.tier
         gate = model.gates[tier.index] if model.gates and gated else None
         empty_all, empty_target = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
         open_all, target_open = np.zeros(n if gate else 1, dtype=np.int64), np.zeros(n if gate else 1, dtype=np.int64)
         per_example = (best_score, best_pos, target_score, empty_all, empty_target, hist)
+        # the clusters after the last one ever written read EMPTY everywhere: not looked up
+        k = looked_up(tier, layout) if SKIP_NEVER_WRITTEN else tier.clusters
+        mem, gate = prefix(full, k), (prefix(gate, k) if gate else None)
         tables = (mem.dense, mem.offsets, mem.keys, mem.vals, score_table(tier.neurons, exp.empty_value), level_table)
 
         def run(on: str, lo: int, hi: int) -> None:
@@ -195,7 +200,9 @@ def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Calla
                                       tier.first, tier.backend != DENSE, *tables, *out,
                                       *gate_arguments(gate, mem.masks, mem.order, open_all, target_open, lo, hi))
 
-        if device == "hybrid":
+        if k == 0:
+            pass  # nothing written in this tier
+        elif device == "hybrid":
             hybrid(run, n, model.throughput.setdefault(tier.index, {}), tier.n_neurons, tier.index)
         elif device == "cpu" and progress is not None:  # in blocks, to tell how far it is
             before, share = neuron_share(layout.tiers, tier.index - 1), tier.n_neurons / total_neurons
@@ -204,6 +211,9 @@ def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Calla
                 progress(before + share * min(n, lo + PROGRESS_BLOCK) / n)
         else:
             run(device, 0, n)
+        if k < tier.clusters:
+            never_written(tier, k, gate is not None, tables[4], level_table, target_pos, best_score, best_pos,
+                          target_score, empty_all, empty_target, hist)
         empties.append((empty_all, empty_target))
         opens.append((open_all, target_open) if gate else None)
         if progress is not None:
@@ -212,6 +222,44 @@ def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Calla
     return Scores(layout, [m.tier for m in model.memories], examples, np.log(sumexp) - target_score,
                   best_pos == target_pos, layout.tier_of_position[target_pos], target_score, levels, hist, empties,
                   opens if any(o is not None for o in opens) else [])
+
+
+def looked_up(tier, layout) -> int:
+    """The tier's clusters up to its last one ever written in training (a target or a negative):
+    every neuron of a cluster after it reads EMPTY for any input, so its score is a constant.
+    Clusters are in training-frequency order, so these are the unseen tokens at the tier's end."""
+    written = np.flatnonzero(layout.writes[tier.first : tier.first + tier.clusters])
+    return int(written[-1]) + 1 if written.size else 0
+
+
+def prefix(memory, k: int):
+    """The memory of the tier's first k clusters: views, as the kernels read them."""
+    tier = memory.tier
+    if k == tier.clusters:
+        return memory
+    m = k * tier.neurons
+    dense = memory.dense[:m] if tier.backend == DENSE else memory.dense
+    offsets = memory.offsets if tier.backend == DENSE else memory.offsets[: m + 1]
+    return dataclasses.replace(memory, masks=memory.masks[:m], order=memory.order[:m], dense=dense, offsets=offsets,
+                               hashes=memory.hashes[:m] if memory.hashes.shape[0] else memory.hashes)
+
+
+def never_written(tier, k: int, gated: bool, scores, level_table, target_pos, best_score, best_pos, target_score,
+                  empty_all, empty_target, hist) -> None:
+    """Fold in the tier's clusters k.. in closed form: each reads EMPTY in all its neurons, so it
+    scores empty_value (0 behind a gate, which never opens), the same for every example."""
+    skipped = tier.clusters - k
+    t, e = (0, 0) if gated else (0, tier.neurons)
+    value, level = scores[t, e], level_table[t, e]
+    hist[:, level] += skipped
+    empty_all += skipped * tier.neurons
+    first = tier.first + k  # the earliest of them: it wins a tie with nothing (the rest come later)
+    better = value > best_score
+    best_score[better] = value
+    best_pos[better] = first
+    hit = (target_pos >= first) & (target_pos < tier.first + tier.clusters)
+    target_score[hit] = value
+    empty_target[hit] = tier.neurons
 
 
 def gate_arguments(gate, masks, order, open_all, target_open, lo: int, hi: int) -> tuple:

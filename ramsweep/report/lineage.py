@@ -92,6 +92,9 @@ def card(r: ExperimentRecord) -> list[str]:
               f"- set `{r.set}`, key `{r.key}`, status {r.status}, data {group_of(r.data)}"]
     if getattr(spec, "based_on", None):
         lines.append(f"- based on `{spec.based_on}`")
+    if res and any(res.never_written):
+        lines.append(f"- clusters never written in training, scored in closed form rather than looked up: "
+                     f"{', '.join(f'{k:,}' for k in res.never_written)} by tier")
     lines.append(f"- model memory {num(res.memory_mb if res else None, ',.1f')} MiB, train "
                  f"{num(r.timing.train_s, ',.1f')} s, evaluation {num(r.timing.eval_s, ',.1f')} s, on "
                  f"{res.device if res else 'cpu'}; finished {r.finished}")

@@ -25,7 +25,7 @@ import numba
 from ramsweep.config import Experiment
 from ramsweep.data import Corpus
 from ramsweep.engine.devices import describe, resolve, trains_on
-from ramsweep.engine.evaluate import evaluate, fit_temperature, metrics, score
+from ramsweep.engine.evaluate import evaluate, fit_temperature, looked_up, metrics, score
 from ramsweep.engine.train import drawn_connectivity, train
 from ramsweep.semantics import ENGINE_SEMANTICS_VERSION
 from ramsweep.sweep.artifacts import Checkpoints, save_connectivity
@@ -77,6 +77,8 @@ def run_experiment(task: Task, corpus: Corpus, report: Reporter = ignore) -> Exp
             "cells_stored": [m.cells_stored for m in model.memories],
             "backends": [m.tier.memory for m in model.memories],
             "lsh": [lsh_use(m) for m in model.memories],
+            # clusters never written in training: scored in closed form, never looked up
+            "never_written": [m.tier.clusters - looked_up(m.tier, model.layout) for m in model.memories],
         }
     except Exception as e:  # recorded, and the sweep goes on
         return stopped_record(task, corpus, started, time.perf_counter() - t0, FAILED,

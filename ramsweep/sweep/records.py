@@ -141,6 +141,7 @@ class Resources(_Part):
     cells_stored: tuple[int, ...] = ()
     backends: tuple[str, ...] = ()
     lsh: tuple[LshUse | None, ...] = ()  # per tier; None where a tier is not hashed
+    never_written: tuple[int, ...] = ()  # per tier: clusters no training example wrote, skipped in evaluation
 
 
 class _Record(_Part):
