@@ -16,3 +16,17 @@ def ppl(x: float | None) -> str:
 def pct(x: float | None, digits: int = 2) -> str:
     """A share (0.0785) as a percentage ('7.85%')."""
     return MISSING if x is None else f"{100 * x:.{digits}f}%"
+
+
+def calibrated(cal, temperature: bool = True) -> str:
+    """A calibrated PPL (records.Calibrated) with its temperature, or what the fit found instead:
+    at the highest temperature searched no temperature beats uniform guessing, and at the lowest
+    the number is the search's bound, not a fitted value."""
+    if cal is None or cal.ppl is None:
+        return MISSING
+    bound = getattr(cal, "bound", None)
+    if bound == "highest":
+        return "no temperature beats uniform"
+    if bound == "lowest":
+        return f"{ppl(cal.ppl)} (T at the search's lowest, {cal.temperature:.3g})"
+    return f"{ppl(cal.ppl)} (T={cal.temperature:.3g})" if temperature else ppl(cal.ppl)

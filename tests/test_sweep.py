@@ -360,3 +360,25 @@ def test_a_gated_experiment_records_and_shows_what_its_gates_did(tmp_path):
     assert first == 0 and 0 < rest < plain.metrics.test.tiers[1].clusters
     assert f"{rest:,} by tier" in "\n".join(card(plain))
     assert "Gating" not in "\n".join(card(plain))
+
+
+def test_a_fit_that_cannot_beat_uniform_says_so_in_the_record_the_log_and_the_report(tmp_path, caplog):
+    """EMPTY = 0.5 on tier0_20bit: unseen contexts read EMPTY, rare tokens score 0.5 where
+    frequent ones read FALSE, and the model is worse than uniform at every temperature; the fit
+    runs to its bound (T = 1000), which must not be printed as a result."""
+    from ramsweep.report import report
+
+    caplog.set_level("INFO", logger="ramsweep")
+    path = tmp_path / "half.yaml"
+    path.write_text('experiments:\n  - {name: half, tiers: "100,15,20;400,10,12;rest,5,8", context: 4, '
+                    'empty_value: 0.5}\n')
+    results = tmp_path / "results.json"
+    run_set(str(path), results=results)
+    record = next(r for r in open_store(results).records() if r.name == "half")
+    for split in (record.metrics.validation, record.metrics.test):
+        assert split.calibrated.bound == "highest" and split.calibrated.temperature == 1000.0
+    assert "no temperature beats uniform" in caplog.text
+    for format in ("md", "table"):
+        shown = report(results, format=format)
+        assert "no temperature beats uniform" in shown
+        assert "(1e+03)" not in shown

@@ -317,6 +317,17 @@ def fit_temperature(s: Scores) -> float:
     return 1 / math.exp(u)
 
 
+def temperature_bound(temperature: float) -> str | None:
+    """Which end of the search a fitted temperature sits at, if any: "highest" (T = 1000: CE
+    still falls toward uniform guessing, so no temperature beats uniform) or "lowest" (T = 0.001:
+    CE still falls as T shrinks); None for a temperature found inside the range."""
+    if temperature >= 1 / BETA_RANGE[0]:
+        return "highest"
+    if temperature <= 1 / BETA_RANGE[1]:
+        return "lowest"
+    return None
+
+
 def metrics(s: Scores, *, temperature: float | None = None, byte_lengths: np.ndarray | None = None,
             ungated: Scores | None = None) -> dict:
     """Overall and per-tier metrics; `bpb` when the split's byte lengths are given; a
@@ -331,7 +342,7 @@ def metrics(s: Scores, *, temperature: float | None = None, byte_lengths: np.nda
         ce_t = ce_at(s, temperature)
         mean = float(ce_t.mean()) if n else None
         out["calibrated"] = {"temperature": temperature, "ce": mean, "ppl": math.exp(mean) if n else None,
-                             "bpb": bits_per_byte(ce_t, bytes_)}
+                             "bpb": bits_per_byte(ce_t, bytes_), "bound": temperature_bound(temperature)}
     out["tiers"] = [tier_metrics(tier, s.target_tier == tier.index, s.ce, s.correct, empty_all, empty_target, n)
                     for tier, (empty_all, empty_target) in zip(s.tiers, s.empties)]
     if ungated is not None:

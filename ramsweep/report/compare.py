@@ -13,6 +13,7 @@ from rich.table import Table
 from ramsweep.errors import ConfigError
 from ramsweep.report.rows import group_of, load
 from ramsweep.sweep.records import ExperimentRecord
+from ramsweep.text import calibrated as calibrated_text
 from ramsweep.text import num, pct
 
 _SPEC_SHOWN = ("tiers", "context", "negatives", "empty_value", "seed", "dense_max_bits", "sparse_max_bits", "memory")
@@ -48,7 +49,7 @@ def figures(records: list[ExperimentRecord]) -> list[tuple[str, list[str]]]:
     for split in ("validation", "test"):
         ms = [getattr(r.metrics, split) for r in records]
         rows += [(f"{split} PPL", [num(m.ppl, ",.0f") for m in ms]),
-                 (f"{split} calibrated PPL", [num(m.calibrated.ppl if m.calibrated else None, ",.0f") for m in ms]),
+                 (f"{split} calibrated PPL", [calibrated_text(m.calibrated, temperature=False) for m in ms]),
                  (f"{split} bits per byte", [num(m.bpb, ".3f") for m in ms]),
                  (f"{split} accuracy", [pct(m.accuracy) for m in ms])]
     rows += [("model memory MiB", [num(r.resources.memory_mb if r.resources else None, ",.1f") for r in records]),

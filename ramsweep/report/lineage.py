@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from ramsweep.report.rows import group_of
 from ramsweep.sweep.records import ExperimentRecord
+from ramsweep.text import calibrated as calibrated_text
 from ramsweep.text import num, pct
 
 _COMPARED = ("tiers", "context", "negatives", "empty_value", "seed", "dense_max_bits", "sparse_max_bits",
@@ -101,7 +102,7 @@ def card(r: ExperimentRecord) -> list[str]:
     lines += ["", "| split | PPL | calibrated PPL | bits per byte | accuracy |", "|---|---|---|---|---|"]
     for split in ("validation", "test"):
         m = getattr(r.metrics, split)
-        lines.append(f"| {split} | {num(m.ppl)} | {num(m.calibrated.ppl if m.calibrated else None)} | "
+        lines.append(f"| {split} | {num(m.ppl)} | {calibrated_text(m.calibrated)} | "
                      f"{num(m.bpb, '.3f')} | {pct(m.accuracy)} |")
     lines += ["", "| tier | clusters × neurons × bits | memory | data % | test PPL | test acc | empty-hit | target empty-hit |",
               "|---|---|---|---|---|---|---|---|"]

@@ -31,6 +31,7 @@ from ramsweep.report.rows import (
     search_rows,
 )
 from ramsweep.sweep.records import ExperimentRecord
+from ramsweep.text import calibrated as calibrated_text
 from ramsweep.text import num, pct, ppl
 
 DEFAULT_SORT = "val_ppl"  # choosing on validation; test is shown beside it, never chosen on
@@ -149,7 +150,7 @@ def leaderboard_cells(ranked: list[Record]) -> list[dict[str, str]]:
         rank += 1
         out.append({"#": str(rank), "name": r.name, "tiers": r.spec.tiers.replace(";", "; "), "ctx": str(r.spec.context),
                     "val PPL": ppl(v.ppl), "test PPL": ppl(t.ppl),
-                    "cal.": ppl(t.calibrated.ppl if t.calibrated else None), "bpb": num(t.bpb, ".3f"),
+                    "cal.": calibrated_text(t.calibrated, temperature=False), "bpb": num(t.bpb, ".3f"),
                     "acc": pct(t.accuracy, 1), "s": f"{(r.timing.train_s or 0) + (r.timing.eval_s or 0):.0f}",
                     "device": _device(r)})
     return out
@@ -267,7 +268,7 @@ def _md_leaderboard(name: str, ranked: list[Record], by: Metric) -> list[str]:
             continue
         rank += 1
         cal = t.calibrated
-        calibrated = f"{ppl(cal.ppl if cal else None)} ({num(cal.temperature if cal else None, '.3g')})"
+        calibrated = calibrated_text(cal)
         lines.append(f"| {rank} | {r.name} | `{r.spec.tiers}` | {r.spec.context} | {ppl(v.ppl)} | {ppl(t.ppl)} "
                      f"| {calibrated} | {num(t.bpb, '.3f')} | {pct(t.accuracy)} | {ppl(t.ppl_floor)} "
                      f"| {r.resources.device if r.resources else 'cpu'} |")

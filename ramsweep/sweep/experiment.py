@@ -31,6 +31,7 @@ from ramsweep.semantics import ENGINE_SEMANTICS_VERSION
 from ramsweep.sweep.artifacts import Checkpoints, save_connectivity
 from ramsweep.sweep.progress import CALIBRATION, SEARCH, TEST, TRAINING, VALIDATION, Report, Reporter, ignore
 from ramsweep.sweep.records import FAILED, INTERRUPTED, OK, ExperimentRecord
+from ramsweep.text import calibrated as calibrated_text
 from ramsweep.text import ppl
 
 log = logging.getLogger("ramsweep")
@@ -195,8 +196,7 @@ def describe_record(r: ExperimentRecord) -> str:
         return f"FAILED {r.name}: {r.error}"
     v, t = r.metrics.validation, r.metrics.test
     bpb = f", bpb {t.bpb:.3f}" if t.bpb is not None else ""
-    calibrated = (f" (calibrated {t.calibrated.ppl:,.0f} at T={t.calibrated.temperature:.3g})"
-                  if t.calibrated and t.calibrated.ppl is not None else "")
+    calibrated = f" (calibrated: {calibrated_text(t.calibrated)})" if t.calibrated and t.calibrated.ppl is not None else ""
     return (f"done {r.name}: val PPL {ppl(v.ppl)}, test PPL {ppl(t.ppl)}{calibrated}{bpb}, test acc "
             f"{100 * (t.accuracy or 0):.2f}% in {r.timing.total_s:.1f}s")
 

@@ -32,6 +32,9 @@ class Calibrated(_Part):
     ce: float | None = None
     ppl: float | None = None
     bpb: float | None = None
+    # the fit ended at a bound of its search: "highest" (T = 1000, no temperature beats uniform
+    # guessing) or "lowest" (T = 0.001); None: a temperature inside the range
+    bound: str | None = None
 
 
 class TierMetrics(_Part):
