@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -78,6 +79,8 @@ FIXES = {
     "sparse_max_bits": "use a whole number from 0 to 64 (default 30)",
     "device": "use auto, cpu, cuda, metal, wgpu or hybrid (default auto)",
     "lsh_bits": "use a whole number from 1 to 32: each LSH neuron holds 2^lsh_bits cells (default 20)",
+    "encoding": "use native (the tokenizer's ids: sorted words, GPT-2's own; also spelt sorted), frequency or appearance",
+    "gray": "use true (Gray-code each id before its bits are read) or false (the default)",
     "memory": "use auto (DENSE or SPARSE by estimated fill, the default) or bits (by dense_max_bits alone)",
     "based_on": "give the name of another experiment of the same set",
     "description": "use a quoted string",
@@ -371,6 +374,9 @@ class Experiment(FrozenModel):
     device: Device = "auto"
     optimize: Optimize | None = None  # connectivity search (DESIGN.md §5); None: the drawn wiring
     gating: Gating | None = None  # per-cluster gates (DESIGN.md §3); None: every cluster always counts
+    # how token ids become input bits: a RAM neuron reads id bits, so the numbering is part of the model
+    encoding: Literal["native", "frequency", "appearance"] = "native"
+    gray: StrictBool = False
     based_on: StrictStr | None = None
     description: StrictStr = ""  # why: the rationale, shown on the experiment's card
     notes: StrictStr = ""  # what the researcher saw, kept in the set file, shown on the card
@@ -391,6 +397,11 @@ class Experiment(FrozenModel):
             return TierConfig.parse(value)
         except ConfigError as err:
             raise ConfigError(f"tiers: {err}") from None
+
+    @field_validator("encoding", mode="before")
+    @classmethod
+    def _sorted_is_native(cls, value: Any) -> Any:
+        return "native" if value == "sorted" else value  # the word tokenizer's own ids are in sorted order
 
     @field_serializer("tiers")
     def _tiers_as_text(self, tiers: TierConfig) -> str:
@@ -432,7 +443,8 @@ class Experiment(FrozenModel):
         # no optimize: the key of every experiment from before the search existed; lsh_bits only
         # where a tier is hashed (it changes nothing elsewhere, and keys from before LSH stay)
         unused = ({"optimize"} if self.optimize is None else set()) | (set() if self.hashed() else {"lsh_bits"}) \
-            | ({"gating"} if self.gating is None else set())
+            | ({"gating"} if self.gating is None else set()) \
+            | ({"encoding"} if self.encoding == "native" else set()) | (set() if self.gray else {"gray"})
         return self.model_dump(mode="json", exclude=_SPEC_EXCLUDED | unused)
 
     def hashed(self) -> bool:

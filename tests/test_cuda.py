@@ -59,8 +59,11 @@ CASES = {
     # LSH: 30 and 40-bit addresses hashed into 2^7 cells, stored SPARSE (training stays on the CPU)
     "lsh": dict(tiers="3,3,30;rest,2,40", context=8, negatives=5, dense_max_bits=4, sparse_max_bits=12, lsh_bits=7,
                 memory="bits"),
+    # ids numbered by first appearance and Gray-coded before their bits are read
+    "encoded": dict(tiers="3,3,8;rest,2,10", context=3, negatives=5, dense_max_bits=8, memory="bits",
+                    encoding="appearance", gray=True),
 }
-VOCAB = {"mixed": 40, "two_words": 100, "all_sparse": 14, "many_levels": 20, "lsh": 20}  # small: the simulator is slow
+VOCAB = {"mixed": 40, "two_words": 100, "all_sparse": 14, "many_levels": 20, "lsh": 20, "encoded": 30}  # small: the simulator is slow
 
 
 @on_cuda
@@ -69,7 +72,7 @@ def test_cuda_training_writes_the_cpus_cells_and_scores_match(case):
     rng = np.random.default_rng(len(case))
     vocab = VOCAB[case]
     n_train, n_eval = (300, 120) if SIMULATED else (20_000, 5_000)
-    if SIMULATED and case in ("many_levels", "all_sparse", "two_words", "lsh"):  # the slowest in the simulator
+    if SIMULATED and case in ("many_levels", "all_sparse", "two_words", "lsh", "encoded"):  # the slowest simulated
         n_train, n_eval = 150, 50
     exp = Experiment(name=case, seed=7, **CASES[case])
     tokens, held_out = zipf(rng, n_train, vocab), zipf(rng, n_eval, vocab)
@@ -97,6 +100,18 @@ def test_cuda_metrics_equal_the_oracles():
     got, want = evaluate(model, held_out, device="cuda"), oracle.evaluate(held_out)
     assert got["examples"] == want["examples"] and got["accuracy"] == want["accuracy"]
     assert got["ce"] == pytest.approx(want["ce"], rel=1e-9)
+
+
+@on_cuda
+@pytest.mark.parametrize("encoding", ["frequency", "appearance"])
+def test_cuda_encoded_metrics_equal_the_oracles(encoding):
+    rng = np.random.default_rng(9)
+    exp = Experiment(name="x", tiers="3,3,8;rest,2,6", context=3, negatives=5, seed=1, encoding=encoding, gray=True)
+    tokens, held_out = zipf(rng, 200 if SIMULATED else 5_000, 30), zipf(rng, 40 if SIMULATED else 2_000, 30)
+    model, oracle = train(exp, tokens, 30, device="cuda"), ReferenceModel(exp, tokens, 30)
+    assert cells(model) == oracle.cells
+    got, want = evaluate(model, held_out, device="cuda"), oracle.evaluate(held_out)
+    assert got["accuracy"] == want["accuracy"] and got["ce"] == pytest.approx(want["ce"], rel=1e-9)
 
 
 @on_cuda

@@ -418,3 +418,28 @@ def test_skipping_never_written_clusters_changes_no_number(monkeypatch, fields, 
     for a, b in zip(skipped.empties + skipped.gates, full.empties + full.gates):
         assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert (~skipped.correct).any() and skipped.correct.any()
+
+
+@pytest.mark.parametrize("encoding", ["native", "frequency", "appearance"])
+@pytest.mark.parametrize("gray", [False, True])
+def test_every_encoding_matches_oracle(encoding, gray):
+    rng = np.random.default_rng(41)
+    exp = Experiment(name="enc", tiers="4,3,9;rest,2,7", context=3, negatives=10, seed=2, dense_max_bits=8,
+                     memory="bits", encoding=encoding, gray=gray)
+    train_tokens, valid = zipf_tokens(rng, 400, seen=40), zipf_tokens(rng, 80)
+    model = train(exp, train_tokens, V)
+    oracle = ReferenceModel(exp, train_tokens, V)
+    assert cells(model) == oracle.cells
+    assert_metrics_equal(evaluate(model, valid), oracle.evaluate(valid))
+
+
+def test_an_encoding_changes_the_model_and_its_key_but_native_keeps_old_keys():
+    rng = np.random.default_rng(42)
+    train_tokens, valid = zipf_tokens(rng, 600), zipf_tokens(rng, 100)
+    base = dict(name="enc", tiers="4,3,9;rest,2,7", context=3, negatives=10)
+    results = {(e, g): evaluate(train(Experiment(**base, encoding=e, gray=g), train_tokens, V), valid)["ce"]
+               for e in ("native", "frequency", "appearance") for g in (False, True)}
+    assert len(set(results.values())) == 6  # the id bits a neuron reads are part of the model
+    assert Experiment(**base, encoding="sorted").spec() == Experiment(**base).spec()  # sorted is the words' native
+    assert "encoding" not in Experiment(**base).spec() and "gray" not in Experiment(**base).spec()
+    assert Experiment(**base, encoding="frequency").spec()["encoding"] == "frequency"

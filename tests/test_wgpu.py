@@ -38,8 +38,11 @@ CASES = {  # as in test_cuda.py
     # LSH: 30 and 40-bit addresses (wider than a u32) hashed into 2^7 cells, stored SPARSE
     "lsh": dict(tiers="3,3,30;rest,2,40", context=8, negatives=5, dense_max_bits=4, sparse_max_bits=12, lsh_bits=7,
                 memory="bits"),
+    # ids numbered by first appearance and Gray-coded before their bits are read
+    "encoded": dict(tiers="3,3,8;rest,2,10", context=3, negatives=5, dense_max_bits=8, memory="bits",
+                    encoding="appearance", gray=True),
 }
-VOCAB = {"mixed": 40, "two_words": 100, "all_sparse": 30, "lsh": 40}
+VOCAB = {"mixed": 40, "two_words": 100, "all_sparse": 30, "lsh": 40, "encoded": 30}
 
 
 @cache
@@ -114,6 +117,16 @@ def test_wgpu_metrics_equal_the_oracles():
     got, want = evaluate(model, held_out, device="wgpu"), oracle.evaluate(held_out)
     assert got["examples"] == want["examples"] and got["accuracy"] == want["accuracy"]
     assert got["ce"] == pytest.approx(want["ce"], rel=1e-9)
+
+
+@pytest.mark.parametrize("encoding", ["frequency", "appearance"])
+def test_wgpu_encoded_metrics_equal_the_oracles(encoding):
+    rng = np.random.default_rng(9)
+    exp = Experiment(name="x", tiers="3,3,8;rest,2,6", context=3, negatives=5, seed=1, encoding=encoding, gray=True)
+    tokens, held_out = zipf(rng, 300, 30), zipf(rng, 90, 30)
+    model, oracle = train(exp, tokens, 30), ReferenceModel(exp, tokens, 30)
+    got, want = evaluate(model, held_out, device="wgpu"), oracle.evaluate(held_out)
+    assert got["accuracy"] == want["accuracy"] and got["ce"] == pytest.approx(want["ce"], rel=1e-9)
 
 
 def test_wgpu_lsh_metrics_equal_the_oracles():

@@ -54,6 +54,7 @@ class Layout:
     writes: np.ndarray  # (V,) int64: training writes each neuron of a cluster position receives
     frequencies: Frequencies  # what it was built from (planning estimates read its caches)
     gates: tuple[Tier, ...] = ()  # gating: each tier's gate neurons (same index and clusters); () without
+    codes: np.ndarray | None = None  # (V,) int32: the input code of each token id (encoding); None: the id itself
 
     def gate_of(self, tier: Tier) -> Tier | None:
         return self.gates[tier.index] if self.gates else None
@@ -91,6 +92,7 @@ class Frequencies:
     n_seen: int
     counts: np.ndarray  # (V,) int64: occurrences of each token id in the whole split
     head: np.ndarray  # the first MAX_CONTEXT tokens: they are never a target
+    appearance: np.ndarray  # (V,) int32: token ids by first appearance in the split, then unseen ids ascending
     _writes: dict = field(default_factory=dict, compare=False, repr=False)
     _cells: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -100,8 +102,11 @@ class Frequencies:
         position = np.empty(vocab_size, dtype=np.int32)
         position[order] = np.arange(vocab_size, dtype=np.int32)
         counts = np.bincount(train_tokens, minlength=vocab_size).astype(np.int64)
+        seen, first = np.unique(train_tokens, return_index=True)
+        unseen = np.setdiff1d(np.arange(vocab_size), seen)
+        appearance = np.concatenate([seen[np.argsort(first)], unseen]).astype(np.int32)
         return cls(vocab_size, int(train_tokens.shape[0]), order, position, n_seen, counts,
-                   np.array(train_tokens[:MAX_CONTEXT], dtype=np.int64))
+                   np.array(train_tokens[:MAX_CONTEXT], dtype=np.int64), appearance)
 
     def writes(self, context: int, n_negatives: int) -> np.ndarray:
         """Training writes each neuron of a cluster receives, by cluster position: the examples
@@ -170,7 +175,26 @@ def layout_of(exp: Experiment, freq: Frequencies) -> Layout:
         writes=writes,
         frequencies=freq,
         gates=tuple(gates),
+        codes=input_codes(exp, freq),
     )
+
+
+def input_codes(exp: Experiment, freq: Frequencies) -> np.ndarray | None:
+    """Each token id's input code (DESIGN §3 "Input bits", under the experiment's `encoding`):
+    native, the id itself (None); frequency, its training-frequency rank (its cluster position);
+    appearance, the rank of its first appearance in the training split (unseen ids after, in
+    order). `gray` then takes each code's Gray code, so neighbouring ranks differ in one bit.
+    Every one is a permutation of 0..V-1, so the input keeps its width."""
+    if exp.encoding == "native" and not exp.gray:
+        return None
+    if exp.encoding == "frequency":
+        codes = freq.position.astype(np.int32)
+    elif exp.encoding == "appearance":
+        codes = np.empty(freq.vocab_size, dtype=np.int32)
+        codes[freq.appearance] = np.arange(freq.vocab_size, dtype=np.int32)
+    else:
+        codes = np.arange(freq.vocab_size, dtype=np.int32)
+    return codes ^ (codes >> 1) if exp.gray else codes
 
 
 def expected_cells(bits: int, writes: np.ndarray) -> np.ndarray:

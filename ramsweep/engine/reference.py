@@ -71,7 +71,17 @@ class ReferenceModel:
         # Negatives: the most frequent tokens of the training split.
         seen = [tok for tok in self.clusters if freq[tok] > 0]
         self.negatives = [self.position[tok] for tok in seen[: exp.negatives]]
-        # Input: each context token in ceil(log2 V) bits, oldest token first, MSB first.
+        # Input: each context token's code in ceil(log2 V) bits, oldest token first, MSB first. The
+        # code is the id (native), its frequency rank (= cluster position) or the rank of its first
+        # appearance in training (unseen ids after, ascending), Gray-coded when asked.
+        if exp.encoding == "frequency":
+            rank = dict(self.position)
+        elif exp.encoding == "appearance":
+            appearance = list(dict.fromkeys(train_tokens)) + [t for t in range(vocab_size) if freq[t] == 0]
+            rank = {tok: i for i, tok in enumerate(appearance)}
+        else:
+            rank = {tok: tok for tok in range(vocab_size)}
+        self.code = [rank[tok] ^ (rank[tok] >> 1) if exp.gray else rank[tok] for tok in range(vocab_size)]
         self.bpt = max(1, math.ceil(math.log2(vocab_size))) if vocab_size > 1 else 1
         n_input = exp.context * self.bpt
         self.conn = [np.asarray(c, dtype=np.int64) for c in wiring] if wiring is not None else [
@@ -96,7 +106,7 @@ class ReferenceModel:
             self._train_example(train_tokens[t - exp.context : t], train_tokens[t])
 
     def input_bits(self, context_tokens) -> np.ndarray:
-        return np.array([(tok >> (self.bpt - 1 - b)) & 1 for tok in context_tokens for b in range(self.bpt)])
+        return np.array([(self.code[tok] >> (self.bpt - 1 - b)) & 1 for tok in context_tokens for b in range(self.bpt)])
 
     def addresses(self, x: np.ndarray, tier: int, cluster_pos: int) -> list[tuple[int, int]]:
         """(neuron index in tier, cell index) for every neuron of one cluster: the address, or

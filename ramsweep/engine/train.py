@@ -63,7 +63,8 @@ def examples_of(tokens: np.ndarray, context: int) -> np.ndarray:
 def pack(tokens: np.ndarray, examples: np.ndarray, layout: Layout) -> np.ndarray:
     """(n_examples, words) uint64: each example's context tokens, packed (see cpu.py)."""
     words = (layout.n_input + 63) // 64
-    return cpu.pack_inputs(tokens, examples, layout.context, layout.bits_per_token, words)
+    codes = tokens if layout.codes is None else layout.codes[tokens]  # the encoding: ids as input codes
+    return cpu.pack_inputs(codes, examples, layout.context, layout.bits_per_token, words)
 
 
 def group_by_target(target_pos: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
