@@ -14,7 +14,7 @@ from ramsweep.config import Experiment, ExperimentSet, TierConfig, TierSpec, bit
 from ramsweep.sets import available_sets, load_set, sets_dirs
 
 REPO_SETS = Path(ramsweep.__file__).parent.parent / "sets"
-PACKAGED = ["asymmetric", "baseline", "extended", "gating", "grid", "quick", "search", "standard"]
+PACKAGED = ["asymmetric", "baseline", "claims", "extended", "gating", "grid", "quick", "search", "standard"]
 # Designed for GPT-2's vocabulary: their explicit counts (20,500) exceed 13,000 tokens.
 NEEDS_LARGE_VOCAB = {"five_tier_gradient", "five_tier_best_week5"}
 
@@ -464,7 +464,7 @@ def test_available_sets_lists_the_packaged_sets(tmp_path: Path, monkeypatch) -> 
     assert [name for name, _, _ in found] == PACKAGED
     counts = {name: count for name, count, _ in found}
     assert counts == {"quick": 4, "standard": 6, "extended": 10, "baseline": 9, "asymmetric": 6, "grid": 729,
-                      "search": 6, "gating": 18}
+                      "search": 6, "gating": 18, "claims": 48}
     assert all(description for _, _, description in found)
 
 
