@@ -506,7 +506,8 @@ def test_packaged_sets_match_the_seed_tables() -> None:
     found = {e.name: e for name in PACKAGED for e in load_set(name).experiments}
     for name, (tiers, context) in SEED_CONFIGS.items():
         assert (str(found[name].tiers), found[name].context) == (tiers, context), name
-    assert all(e.empty_value == 0.0 and e.description for e in found.values())
+    # EMPTY = 0.0 everywhere but in the claims set's deliberate test of the research's older 0.5
+    assert all((e.empty_value == 0.0) != ("empty_half" in e.name) and e.description for e in found.values())
 
 
 @pytest.mark.parametrize("set_name", PACKAGED)
