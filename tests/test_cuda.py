@@ -92,24 +92,25 @@ def test_cuda_training_writes_the_cpus_cells_and_scores_match(case):
 def test_cuda_metrics_equal_the_oracles():
     rng = np.random.default_rng(5)
     exp = Experiment(name="x", tiers="3,4,9;rest,2,6", context=3, negatives=5, dense_max_bits=7, memory="bits", seed=2)
-    tokens, held_out = zipf(rng, 250, 40), zipf(rng, 90, 40)
-    model = train(exp, tokens, 40, device="cuda")
-    oracle = ReferenceModel(exp, tokens, 40)
+    assert_cuda_matches_oracle(exp, zipf(rng, 250, 40), zipf(rng, 90, 40), 40)
+
+
+def assert_cuda_matches_oracle(exp, tokens, held_out, vocab):
+    """Trained on the GPU: the oracle's cells; evaluated there: the oracle's metrics. Returns the model."""
+    model, oracle = train(exp, tokens, vocab, device="cuda"), ReferenceModel(exp, tokens, vocab)
     assert cells(model) == oracle.cells
     got, want = evaluate(model, held_out, device="cuda"), oracle.evaluate(held_out)
     assert got["examples"] == want["examples"] and got["accuracy"] == want["accuracy"]
     assert got["ce"] == pytest.approx(want["ce"], rel=1e-9)
+    return model
 
 
 @on_cuda
 def test_cuda_encoded_metrics_equal_the_oracles():  # appearance and Gray: the "encoded" case above
     rng = np.random.default_rng(9)
     exp = Experiment(name="x", tiers="3,3,8;rest,2,6", context=3, negatives=5, seed=1, encoding="frequency")
-    tokens, held_out = zipf(rng, 200 if SIMULATED else 5_000, 30), zipf(rng, 40 if SIMULATED else 2_000, 30)
-    model, oracle = train(exp, tokens, 30, device="cuda"), ReferenceModel(exp, tokens, 30)
-    assert cells(model) == oracle.cells
-    got, want = evaluate(model, held_out, device="cuda"), oracle.evaluate(held_out)
-    assert got["accuracy"] == want["accuracy"] and got["ce"] == pytest.approx(want["ce"], rel=1e-9)
+    assert_cuda_matches_oracle(exp, zipf(rng, 200 if SIMULATED else 5_000, 30), zipf(rng, 40 if SIMULATED else 2_000, 30),
+                               30)
 
 
 @on_cuda
@@ -117,14 +118,9 @@ def test_cuda_lsh_metrics_equal_the_oracles():
     rng = np.random.default_rng(6)
     exp = Experiment(name="x", tiers="3,3,30;rest,2,40", context=8, negatives=5, sparse_max_bits=12, lsh_bits=6,
                      seed=4)  # memory auto: the hashed cells stored DENSE
-    tokens, held_out = zipf(rng, 200 if SIMULATED else 5_000, 20), zipf(rng, 40 if SIMULATED else 2_000, 20)
-    model = train(exp, tokens, 20, device="cuda")
+    model = assert_cuda_matches_oracle(exp, zipf(rng, 200 if SIMULATED else 5_000, 20),
+                                       zipf(rng, 40 if SIMULATED else 2_000, 20), 20)
     assert [(m.tier.memory, m.tier.backend) for m in model.memories] == [("lsh", "dense")] * 2
-    oracle = ReferenceModel(exp, tokens, 20)
-    assert cells(model) == oracle.cells
-    got, want = evaluate(model, held_out, device="cuda"), oracle.evaluate(held_out)
-    assert got["examples"] == want["examples"] and got["accuracy"] == want["accuracy"]
-    assert got["ce"] == pytest.approx(want["ce"], rel=1e-9)
 
 
 @on_cuda
