@@ -290,3 +290,38 @@ def test_a_search_shows_where_it_started_and_what_was_chosen(tmp_path):
     assert "| gats | ga+ts CE, 1 of 2 units beat their start | 9.34 → 9.31 | 9,000 → 8,500 | 8,800 → 8,400 |" in md
     assert "gats**: optimize none → ga+ts CE" in md
     assert "Connectivity search" in report(path)  # the terminal table too
+
+
+def test_the_claims_report_judges_each_claim_per_encoding_against_the_seed_spread(tmp_path):
+    """Asymmetric beats uniform 20 clearly, loses to uniform 8 clearly, and EMPTY 0.0 against
+    0.5 is within the spread; under another encoding the first claim reverses."""
+
+    from ramsweep.report import report
+    from ramsweep.report.claims import ASYMMETRIC, UNIFORM_8, UNIFORM_20
+
+    def runs(config, tiers, empty, encoding, ppls):
+        spec = {"tiers": tiers, "context": 4, "empty_value": empty}
+        if encoding != "native":
+            spec["encoding"] = encoding
+        return [experiment_record(name=f"{config}.{encoding}.s{seed}", key=f"{config}-{encoding}-{seed}", test_ppl=p,
+                                  spec={**spec, "name": f"{config}.{encoding}.s{seed}", "seed": seed})
+                for seed, p in enumerate(ppls)]
+
+    records = [baseline_record("unigram", 300.0)]
+    records += runs("asym", ASYMMETRIC, 0.0, "native", [100, 102, 101])
+    records += runs("u20", UNIFORM_20, 0.0, "native", [200, 201, 203])
+    records += runs("u8", UNIFORM_8, 0.0, "native", [50, 52, 51])
+    records += runs("half", ASYMMETRIC, 0.5, "native", [99, 104, 100])
+    records += runs("asym", ASYMMETRIC, 0.0, "appearance", [300, 302, 301])
+    records += runs("u20", UNIFORM_20, 0.0, "appearance", [200, 201, 203])
+    path = tmp_path / "claims.json"
+    path.write_bytes(orjson.dumps({"schema": 1, "results": records}))
+    text = report(path, format="claims")
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines() if line.startswith("| ")}
+    assert "**holds**" in rows[("asymmetric 20/12/8 beats uniform 20", "native")]
+    assert "**reversed**" in rows[("asymmetric 20/12/8 beats uniform 20", "appearance")]
+    assert "**reversed**" in rows[("asymmetric 20/12/8 beats uniform 8", "native")]
+    assert "within seed noise" in rows[("EMPTY = 0.0 beats EMPTY = 0.5 (asymmetric)", "native")]
+    assert ("asymmetric 20/12/8 beats uniform 8", "appearance") not in rows  # uniform 8 did not run there
+    assert "101 ± 1 (3 seeds)" in rows[("asymmetric 20/12/8 beats uniform 20", "native")]
+    assert "unigram 300" in text and "PPL floor" in text

@@ -1,0 +1,72 @@
+"""The research's claims, judged on a run of `sets/claims.yaml` (`ramsweep report --format claims`):
+per data group and input encoding, does each claim hold beyond the spread over seeds?
+
+A RAM neuron reads the bits of token ids, so how ids are numbered is part of the model: a claim
+that holds under one numbering and not under another is a claim about the numbering. Each
+claim compares two configurations run at the same seeds, on test PPL and on calibrated test PPL
+(the temperature fitted on validation). It holds when the first's mean is lower by more than two
+standard errors of the difference, is reversed when higher by as much, and is within seed noise
+otherwise (rows.Spread.within_noise_of).
+"""
+
+from __future__ import annotations
+
+from ramsweep.report.rows import Record, Seeds, Spread, groups, metric, seed_groups
+from ramsweep.text import ppl
+
+ASYMMETRIC = "100,15,20;400,10,12;rest,5,8"
+UNIFORM_20 = "100,15,20;400,10,20;rest,5,20"
+UNIFORM_8 = "100,15,8;400,10,8;rest,5,8"
+CLAIMS = (  # (claim, the configuration said to be better, the one it is said to beat): (tiers, empty_value)
+    ("asymmetric 20/12/8 beats uniform 20", (ASYMMETRIC, 0.0), (UNIFORM_20, 0.0)),
+    ("asymmetric 20/12/8 beats uniform 8", (ASYMMETRIC, 0.0), (UNIFORM_8, 0.0)),
+    ("EMPTY = 0.0 beats EMPTY = 0.5 (asymmetric)", (ASYMMETRIC, 0.0), (ASYMMETRIC, 0.5)),
+)
+METRICS = (("test PPL", metric("test_ppl")), ("calibrated test PPL", metric("test_cal_ppl")))
+
+
+def encoding_of(seeds: Seeds) -> str:
+    spec = seeds.records[0].spec
+    name = getattr(spec, "encoding", None) or "native"
+    return f"{name} + gray" if getattr(spec, "gray", False) else name
+
+
+def verdict(better: Spread, worse: Spread) -> str:
+    if better.within_noise_of(worse):
+        return "within seed noise"
+    return "**holds**" if better.mean < worse.mean else "**reversed**"
+
+
+def claims_markdown(records: list[Record]) -> str:
+    """One section per data group: its baselines and PPL floor, then each claim under each
+    encoding that ran both of its configurations."""
+    lines = ["## The research's claims, by input encoding", ""]
+    for group, members in groups(records).items():
+        by_config: dict[tuple[str, str, float], Seeds] = {}
+        for seeds in seed_groups(members):
+            spec = seeds.records[0].spec
+            by_config[(encoding_of(seeds), spec.tiers.replace(" ", ""), float(spec.empty_value))] = seeds
+        rows = []
+        for claim, a, b in CLAIMS:
+            for encoding in dict.fromkeys(e for e, _, _ in by_config):
+                better, worse = by_config.get((encoding, *a)), by_config.get((encoding, *b))
+                if better is None or worse is None:
+                    continue
+                cells = []
+                for _, m in METRICS:
+                    x, y = better.spread(m), worse.spread(m)
+                    cells += [x.text() if x else "—", y.text() if y else "—", verdict(x, y) if x and y else "—"]
+                rows.append(f"| {claim} | {encoding} | " + " | ".join(cells) + " |")
+        if not rows:
+            continue
+        experiments = [r for r in members if r.kind == "experiment" and r.metrics is not None]
+        floor = experiments[0].metrics.test.ppl_floor if experiments else None
+        baselines = ", ".join(f"{r.name} {ppl(r.metrics.test.ppl)}" for r in members if r.kind == "baseline" and r.ok)
+        lines += [f"### {group}", "",
+                  f"Test PPL of the baselines: {baselines or '—'}; the PPL floor (scores in [0, 1]): {ppl(floor)}.", "",
+                  "| claim | encoding | test PPL, first | test PPL, second | verdict | calibrated, first | "
+                  "calibrated, second | verdict |", "|---|---|---|---|---|---|---|---|", *rows, ""]
+    if len(lines) == 2:
+        lines.append("No configuration pair of the claims ran here: run `ramsweep run --set claims` first.")
+    return "\n".join(lines) + "\n"
+
