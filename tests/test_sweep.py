@@ -165,6 +165,27 @@ def test_force_runs_a_done_experiment_once_more_and_the_report_shows_the_newest(
         run_set(write_set(tmp_path), results=results, force=["nope"])
 
 
+def test_force_within_the_second_of_the_first_run_still_runs_again(tmp_path, monkeypatch):
+    """Records start in whole seconds; a forced run started later in that same second must still
+    see the earlier result as before it (fast experiments made this happen)."""
+    from datetime import UTC, datetime
+
+    from ramsweep.sweep import runner
+
+    second = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+    monkeypatch.setattr(experiment, "now", lambda: second.isoformat(timespec="seconds"))
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return second.replace(microsecond=500_000)
+
+    monkeypatch.setattr(runner, "datetime", Clock)
+    results = tmp_path / "results.json"
+    run_set(write_set(tmp_path), results=results)
+    assert run_set(write_set(tmp_path), results=results, force=["two"]).ran == ["two"]
+
+
 def test_a_process_pool_gives_the_same_numbers_as_one_process(tmp_path):
     serial, pooled = tmp_path / "serial.json", tmp_path / "pooled.json"
     run_set(write_set(tmp_path), results=serial)

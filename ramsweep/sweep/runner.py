@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numba
@@ -207,7 +208,9 @@ def prepare(set_: str | ExperimentSet, *, experiments=None, results=DEFAULT_RESU
     planned = plan(exp_set.experiments, corpus.fingerprint)
     force_names = set(force)
     forced = frozenset(p.key for p in planned.values() if p.experiment.name in force_names)
-    options = Options(retry_failed=retry_failed, forced=forced, since=now())
+    # to the microsecond: records start in whole seconds ("...:01+00:00" sorts before "...:01.5+00:00"),
+    # so a result from earlier in this very second still counts as before the forced run
+    options = Options(retry_failed=retry_failed, forced=forced, since=datetime.now(UTC).isoformat(timespec="microseconds"))
     return Sweep(exp_set, data, corpus, planned, store, options)
 
 
