@@ -70,7 +70,7 @@ def test_a_task_that_keeps_killing_its_worker_is_given_up_after_a_bounded_number
     from distributed import Client
     from distributed import wait as wait_futures
 
-    from ramsweep.sweep.dask_executor import RETRIES, cause_of, local_cluster
+    from ramsweep.sweep.dask_executor import RETRIES, cause_of, close_cluster, local_cluster
 
     tries = tmp_path / "tries"
 
@@ -79,11 +79,16 @@ def test_a_task_that_keeps_killing_its_worker_is_given_up_after_a_bounded_number
             f.write("x")
         os._exit(1)
 
-    with local_cluster(2) as cluster, Client(cluster) as client:
-        future = client.submit(die, pure=False)
-        wait_futures([future], timeout=120)
-        assert future.status == "error"
-        cause = cause_of(future.exception())
+    cluster = local_cluster(2)
+    try:
+        with Client(cluster) as client:
+            future = client.submit(die, pure=False)
+            wait_futures([future], timeout=120)
+            assert future.status == "error"
+            cause = cause_of(future.exception())
+            client.wait_for_workers(2, timeout=60)  # the Nannies start their workers again
+    finally:
+        close_cluster(cluster)
     assert len(tries.read_text()) == RETRIES
     assert "KilledWorker" in cause and f"died {RETRIES} times" in cause
 

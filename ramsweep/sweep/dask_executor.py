@@ -183,11 +183,27 @@ class DaskExecutor:
             if self.futures:
                 self.client.cancel(list(self.futures), force=True)
             self.futures.clear()
+            if self.cluster is not None:  # a Nanny restarting a dead worker must be done first
+                self.client.wait_for_workers(len(self.cluster.worker_spec), timeout=10)
             self.client.close(timeout=10)
         except Exception:  # noqa: BLE001 - a client whose scheduler is gone cannot close cleanly
             pass
         if self.cluster is not None:
-            self.cluster.close(timeout=20)
+            close_cluster(self.cluster)
+
+
+def close_cluster(cluster) -> None:
+    """Stop a local cluster. distributed's close fails ("can only join a started process") when a
+    Nanny is still starting a worker again after one died; once that start is over, closing again
+    stops it, so a few tries a second apart."""
+    for attempt in range(3):
+        try:
+            cluster.close(timeout=20)
+            return
+        except AssertionError:
+            if attempt == 2:
+                raise
+            time.sleep(1)
 
 
 def cause_of(error: BaseException) -> str:
