@@ -24,9 +24,8 @@ def calibrated(cal, temperature: bool = True) -> str:
     the number is the search's bound, not a fitted value."""
     if cal is None or cal.ppl is None:
         return MISSING
-    bound = getattr(cal, "bound", None)
-    if bound == "highest":
+    if cal.bound == "highest":
         return "no temperature beats uniform"
-    if bound == "lowest":
+    if cal.bound == "lowest":
         return f"{ppl(cal.ppl)} (T at the search's lowest, {cal.temperature:.3g})"
     return f"{ppl(cal.ppl)} (T={cal.temperature:.3g})" if temperature else ppl(cal.ppl)

@@ -56,9 +56,6 @@ class Layout:
     gates: tuple[Tier, ...] = ()  # gating: each tier's gate neurons (same index and clusters); () without
     codes: np.ndarray | None = None  # (V,) int32: the input code of each token id (encoding); None: the id itself
 
-    def gate_of(self, tier: Tier) -> Tier | None:
-        return self.gates[tier.index] if self.gates else None
-
     @property
     def n_input(self) -> int:
         return self.context * self.bits_per_token

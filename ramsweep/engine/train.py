@@ -33,10 +33,7 @@ class TierMemory:
 
     @property
     def cells_stored(self) -> int:
-        if self.tier.backend == DENSE:
-            w = self.dense
-            return int(np.bitwise_count((w | (w >> 1)) & np.uint32(0x55555555)).sum())
-        return int(self.keys.shape[0])
+        return int(cells_per_neuron(self).sum())
 
     @property
     def nbytes(self) -> int:
