@@ -177,7 +177,7 @@ def run(
     set_: Annotated[str, typer.Option("--set", metavar="SET", help="Set name (see `ramsweep sets`) or path to a "
                                       "YAML file.")],
     experiments: Annotated[Optional[str], typer.Option(metavar="NAMES", help="Comma-separated experiment names "
-                                                       "to run.")] = None,
+                                                       "to run (NAME alone: every seed NAME.sK of it).")] = None,
     results: Annotated[Path, RESULTS] = Path("experiments/results.json"),
     full_data: Annotated[bool, FULL_DATA] = False,
     data: Annotated[Optional[str], DATA] = None,

@@ -513,14 +513,18 @@ class ExperimentSet(FrozenModel):
         return self.model_copy(update={"experiments": kept})
 
     def select(self, names: Iterable[str]) -> "ExperimentSet":
-        """The named experiments only, in the set's order (unknown names are an error)."""
-        wanted, known = list(names), set(self.names())
-        unknown = [n for n in wanted if n not in known]
+        """The named experiments only, in the set's order (unknown names are an error). A name
+        without its seed suffix names every seed of it: `asymmetric` for asymmetric.s0, .s1, ..."""
+        names = list(names)
+        wanted = set(names)
+        unknown = [n for n in names if not any(n in (e.name, seed_base(e.name)) for e in self.experiments)]
         if unknown:
+            choices = list(dict.fromkeys(seed_base(n) for n in self.names()))
             raise ConfigError(
                 f"set '{self.name}': no experiment '{unknown[0]}'; "
-                f"choose from: {', '.join(self.names())}"
+                f"choose from: {', '.join(choices)} (a seed's name, NAME.sK, picks that seed alone)"
+                if len(choices) < len(self.names()) else
+                f"set '{self.name}': no experiment '{unknown[0]}'; choose from: {', '.join(choices)}"
             )
-        keep = set(wanted)
-        kept = tuple(e for e in self.experiments if e.name in keep)
+        kept = tuple(e for e in self.experiments if e.name in wanted or seed_base(e.name) in wanted)
         return self.model_copy(update={"experiments": kept})

@@ -412,6 +412,14 @@ def test_select_keeps_order_and_rejects_unknown_names() -> None:
     config_error(lambda: quick.select(["nope"]), "no experiment 'nope'", "tier0_16bit")
 
 
+def test_a_name_without_its_seed_selects_every_seed_of_it() -> None:
+    claims = load_set("claims")  # seeds: 3
+    assert claims.select(["uniform_8.native"]).names() == [f"uniform_8.native.s{k}" for k in range(3)]
+    assert claims.select(["uniform_8.native.s1"]).names() == ["uniform_8.native.s1"]
+    message = config_error(lambda: claims.select(["uniform_9"]), "no experiment 'uniform_9'", "uniform_8.native")
+    assert "uniform_8.native.s0" not in message  # the seeds are not listed one by one
+
+
 # ---------------------------------------------------------------- lookup order
 
 

@@ -40,7 +40,11 @@ def verdict(better: Spread, worse: Spread) -> str:
 def claims_markdown(records: list[Record]) -> str:
     """One section per data group: its baselines and PPL floor, then each claim under each
     encoding that ran both of its configurations."""
-    lines = ["## The research's claims, by input encoding", ""]
+    lines = ["## The research's claims, by input encoding", "",
+             "Each claim compares two configurations at the same seeds: \"first\" is said to beat \"second\". "
+             "A value is the mean over seeds ± their sample standard deviation; a claim **holds** (or is "
+             "**reversed**) when the means differ by more than two standard errors of the difference, and is "
+             "within seed noise otherwise. Calibrated: test PPL at the temperature fitted on validation.", ""]
     for group, members in groups(records).items():
         by_config: dict[tuple[str, str, float], Seeds] = {}
         for seeds in seed_groups(members):

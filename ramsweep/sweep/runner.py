@@ -206,7 +206,7 @@ def prepare(set_: str | ExperimentSet, *, experiments=None, results=DEFAULT_RESU
     stage(f"loading {data.corpus}/{data.tokenizer_name} ({'full' if data.full_data else 'fast'} mode)")
     corpus = load_corpus(data, cache_dir=cache_dir(store.path))
     planned = plan(exp_set.experiments, corpus.fingerprint)
-    force_names = set(force)
+    force_names = set(exp_set.select(force).names()) if force else set()  # a seedless name: all its seeds
     forced = frozenset(p.key for p in planned.values() if p.experiment.name in force_names)
     # to the microsecond: records start in whole seconds ("...:01+00:00" sorts before "...:01.5+00:00"),
     # so a result from earlier in this very second still counts as before the forced run

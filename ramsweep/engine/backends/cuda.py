@@ -1,9 +1,9 @@
 """CUDA kernels (numba-cuda): train and evaluate one tier on an NVIDIA GPU, giving exactly the
 cells and counts of cpu.py (DESIGN.md §3; shapes and cell codes as documented there).
 
-Evaluation: one thread per example, a block of THREADS consecutive examples (coalesced reads
-of the packed contexts) times a range of clusters, so the threads of a warp read the same
-neuron's cells at once. Each thread counts its clusters per score level (the tier's own
+Evaluation: each thread takes EX examples, a block of up to THREADS x EX examples times a
+range of clusters, so the threads of a warp read the same neuron's wiring and cells at once,
+and each thread decodes a neuron's wiring once for its EX contexts. Each thread counts its clusters per score level (the tier's own
 levels) in its own column of a shared-memory histogram and keeps its argmax as one integer
 key (level, then the earlier cluster), so nothing is ever compared as a float on the GPU; the
 host turns levels into scores. Examples go through in chunks of CHUNK, so device memory
@@ -25,8 +25,8 @@ from numba import cuda, int32, uint16, uint32, uint64
 from ramsweep.engine.backends import cpu
 from ramsweep.engine.backends.levels import level_scores, tier_levels
 
-THREADS = 128  # examples per evaluation block
-MAX_LEVELS = 128  # one tier's score levels: a shared histogram of up to MAX_LEVELS x THREADS uint16 = 32 KiB
+THREADS = 128  # threads of an evaluation block (fewer for tiers of many levels: block_threads)
+MAX_LEVELS = 128  # one tier's score levels: a shared histogram of MAX_LEVELS x EX x 32 uint16 = 32 KiB
 MAX_WORDS = 8  # packed input words per example (512 input bits)
 CHUNK = 1 << 16  # examples per launch
 TARGET_BLOCKS = 4096  # enough blocks per launch to fill a large GPU
@@ -91,20 +91,8 @@ def _address(xw, order, n):
     return a
 
 
-@cuda.jit(device=True, inline=True)
-def _address2(x0, x1, order, n):
-    """_address for inputs of at most two words, held in registers."""
-    a = uint64(0)
-    for j in range(order.shape[1]):
-        q = order[n, j]
-        w = x0 if q < 64 else x1
-        a = (a << uint64(1)) | ((w >> uint64(q & 63)) & uint64(1))
-    return a
-
-
-# the CPU engine's binary search and LSH hash (plain Python), compiled again as device functions
+# the CPU engine's binary search (plain Python), compiled again as a device function
 _sparse_read = cuda.jit(device=True, inline=True)(cpu.sparse_read.py_func)
-_hashed = cuda.jit(device=True, inline=True)(cpu.hashed.py_func)
 
 
 @cuda.jit(device=True, inline=True)
@@ -122,82 +110,226 @@ def _load_x(x, e, xw):
 
 
 # --- evaluation ------------------------------------------------------------------------------
+# A thread takes EX examples, so each neuron's wiring (uniform across the warp) is read and
+# decoded once for EX contexts; the contexts stay in registers (up to 128 input bits), and
+# addresses are 32-bit where the cells are (every tier but an unhashed sparse one above 32 bits).
+# Profiled on an H100 (ncu), the one-example kernel spent ~370 instructions a lookup on 64-bit
+# index arithmetic and was bound by issue, not by memory.
 
 
-@cuda.jit
-def _evaluate(x, target_pos, order, hashes, neurons, first, per_block, is_sparse, dense, offsets, keys, vals,
-              level_table, hist, best_key, target_level, empty_all, empty_target,
-              g_need, g_order, g_neurons, g_is_sparse, g_dense, g_offsets, g_keys, g_vals, open_all, target_open):
-    # levels x threads, sized at launch to the tier's levels (few: more blocks fit on an SM);
-    # each count is at most per_block <= 65535
-    counts = cuda.shared.array(0, uint16)
-    tid = cuda.threadIdx.x
-    threads = cuda.blockDim.x
-    e = cuda.blockIdx.x * threads + tid
-    n_levels = hist.shape[1]
-    for lv in range(n_levels):
-        counts[lv * threads + tid] = 0  # a thread's own column: no synchronisation needed
-    if e >= x.shape[0]:
-        return
-    words = x.shape[1]
-    xw = cuda.local.array(MAX_WORDS, uint64)
-    _load_x(x, e, xw)
-    x0 = xw[0]
-    x1 = xw[1] if words > 1 else uint64(0)
-    n_clusters = order.shape[0] // neurons
-    c0 = cuda.blockIdx.y * per_block
-    c1 = min(c0 + per_block, n_clusters)
-    target = target_pos[e]
-    best = uint64(0)
-    empties = uint64(0)
-    opens = uint64(0)
-    for c in range(c0, c1):
-        n_true, n_empty = 0, 0
-        for n in range(c * neurons, (c + 1) * neurons):
-            # up to 128 input bits the context stays in registers (a uniform branch)
-            a = _address2(x0, x1, order, n) if words <= 2 else _address(xw, order, n)
-            if hashes.shape[0] > 0:  # LSH: the address's cell is its hash
-                a = _hashed(a, hashes, n)
-            # spelled out, not _read(): numba-cuda's simulator (CI) pays a Python call per lookup
-            if is_sparse:
-                v = _sparse_read(offsets, keys, vals, n, a)
-            else:
-                v = (dense[n, a >> uint64(4)] >> uint32((a & uint64(15)) << uint64(1))) & uint32(3)
-            n_true += v == 3
-            n_empty += v == 0
-        level = level_table[n_true, n_empty]
-        if g_need > 0:  # gating (cpu.evaluate_tier): a closed gate scores the cluster 0
-            g_true = 0
-            for n in range(c * g_neurons, (c + 1) * g_neurons):
-                a = _address2(x0, x1, g_order, n) if words <= 2 else _address(xw, g_order, n)
-                if g_is_sparse:
-                    v = _sparse_read(g_offsets, g_keys, g_vals, n, a)
-                else:
-                    v = (g_dense[n, a >> uint64(4)] >> uint32((a & uint64(15)) << uint64(1))) & uint32(3)
-                g_true += v == 3
-            if g_true >= g_need:
-                opens += uint64(1)
-                if first + c == target:
-                    target_open[e] = 1
-            else:
-                level = level_table[0, 0]
-        counts[level * threads + tid] += uint16(1)
-        # larger level first, then the earlier cluster: cpu.py's strict '>' in cluster order
-        key = (uint64(level) << uint64(32)) | uint64(0xFFFFFFFF - (first + c))
-        if key > best:
-            best = key
-        if first + c == target:
-            target_level[e] = level
-            empty_target[e] = n_empty
-        empties += uint64(n_empty)
-    for lv in range(n_levels):
-        k = counts[lv * threads + tid]
-        if k != 0:
-            cuda.atomic.add(hist, (e, lv), int32(k))
-    cuda.atomic.max(best_key, e, best)
-    cuda.atomic.add(empty_all, e, empties)
-    if g_need > 0:
-        cuda.atomic.add(open_all, e, opens)
+def _kernels(A, EX: int):
+    """The evaluation and training kernels for addresses of type A (uint32 or uint64), EX
+    examples a thread. Compiled on first use, for the types they meet. Loops run on unsigned
+    counters: numba's signed ones pay a negative-index check at every array access."""
+    ZERO, ONE = A(0), A(1)
+    NOT_HERE = uint64(0xFFFFFFFFFFFFFFFF)  # no cluster of this tier
+
+    @cuda.jit(device=True, inline=True)
+    def cells(x, e, x0, x1, order, hashes, n, out):
+        """out[k] = neuron n's cell for example e[k] (first packed words x0[k], x1[k]): its
+        address, or the address's hash (LSH: the XOR of the hash words of the address's 1 bits,
+        cpu.hashed). The wiring is read once for the EX examples."""
+        for k in range(EX):
+            out[k] = ZERO
+        bits, words = uint64(order.shape[1]), x.shape[1]
+        j = uint64(0)
+        if hashes.shape[0] > 0:
+            while j < bits:
+                q = uint64(order[n, j])
+                h = A(hashes[n, j])
+                for k in range(EX):
+                    w = x0[k] if q < 64 else (x1[k] if words == 2 else x[e[k], q >> uint64(6)])
+                    if (w >> (q & uint64(63))) & uint64(1):
+                        out[k] ^= h
+                j += uint64(1)
+        elif words == 1:  # contexts of up to 64 bits: one register an example
+            while j < bits:
+                q = uint64(order[n, j])
+                for k in range(EX):
+                    out[k] = (out[k] << ONE) | A((x0[k] >> q) & uint64(1))
+                j += uint64(1)
+        else:
+            while j < bits:
+                q = uint64(order[n, j])
+                for k in range(EX):
+                    w = x0[k] if q < 64 else (x1[k] if words == 2 else x[e[k], q >> uint64(6)])
+                    out[k] = (out[k] << ONE) | A((w >> (q & uint64(63))) & uint64(1))
+                j += uint64(1)
+
+    @cuda.jit(device=True, inline=True)
+    def read(is_sparse, dense, offsets, keys, vals, n, a):
+        if is_sparse:
+            return _sparse_read(offsets, keys, vals, n, a)
+        return (dense[n, a >> A(4)] >> uint32((a & A(15)) << ONE)) & uint32(3)
+
+    @cuda.jit(device=True, inline=True)
+    def or_cell(cells_out, n, a, code):
+        bits = uint32(code) << uint32((a & A(15)) << ONE)
+        w = a >> A(4)
+        if cells_out[n, w] & bits != bits:  # cells only gain bits: skip the atomic when already set
+            cuda.atomic.or_(cells_out, (n, w), bits)
+
+    @cuda.jit(device=True, inline=True)
+    def load(x, first_e, stride, e, x0, x1):
+        """This thread's examples first_e + k * stride (the last example where past the end)."""
+        last = uint64(x.shape[0] - 1)
+        for k in range(EX):
+            e[k] = min(uint64(first_e + k * stride), last)
+            x0[k] = x[e[k], 0]
+            x1[k] = x[e[k], 1] if x.shape[1] > 1 else uint64(0)
+
+    @cuda.jit
+    def evaluate(x, target_pos, order, hashes, neurons, first, per_block, is_sparse, dense, offsets, keys, vals,
+                 level_table, hist, best_key, target_level, empty_all, empty_target,
+                 g_need, g_order, g_neurons, g_is_sparse, g_dense, g_offsets, g_keys, g_vals, open_all, target_open):
+        # levels x (EX x threads) counts, sized at launch to the tier's levels; each count is at
+        # most per_block <= 65535
+        counts = cuda.shared.array(0, uint16)
+        tid = cuda.threadIdx.x
+        threads = cuda.blockDim.x
+        span = threads * EX
+        n_levels = hist.shape[1]
+        for lv in range(n_levels):
+            for k in range(EX):
+                counts[lv * span + k * threads + tid] = 0  # this thread's own columns: no synchronisation
+        base = cuda.blockIdx.x * span + tid
+        if base >= x.shape[0]:
+            return
+        e = cuda.local.array(EX, uint64)
+        x0 = cuda.local.array(EX, uint64)
+        x1 = cuda.local.array(EX, uint64)
+        load(x, base, threads, e, x0, x1)
+        a = cuda.local.array(EX, A)
+        n_true = cuda.local.array(EX, int32)
+        n_empty = cuda.local.array(EX, int32)
+        g_true = cuda.local.array(EX, int32)
+        best = cuda.local.array(EX, uint64)
+        empties = cuda.local.array(EX, uint32)  # at most 65535 clusters x neurons
+        opens = cuda.local.array(EX, uint32)
+        target = cuda.local.array(EX, uint64)
+        u_neurons, u_g_neurons = uint64(neurons), uint64(g_neurons)
+        n_clusters = uint64(order.shape[0]) // u_neurons
+        for k in range(EX):
+            best[k] = uint64(0)
+            empties[k] = uint32(0)
+            opens[k] = uint32(0)
+            t = target_pos[e[k]] - first
+            target[k] = uint64(t) if 0 <= t < n_clusters else NOT_HERE
+        c = uint64(cuda.blockIdx.y) * uint64(per_block)
+        c1 = min(c + uint64(per_block), n_clusters)
+        while c < c1:
+            for k in range(EX):
+                n_true[k] = 0
+                n_empty[k] = 0
+            n, n_end = c * u_neurons, (c + uint64(1)) * u_neurons
+            while n < n_end:
+                cells(x, e, x0, x1, order, hashes, n, a)
+                for k in range(EX):
+                    v = read(is_sparse, dense, offsets, keys, vals, n, a[k])
+                    n_true[k] += v == 3
+                    n_empty[k] += v == 0
+                n += uint64(1)
+            if g_need > 0:  # gating (cpu.evaluate_tier): a closed gate scores the cluster 0
+                for k in range(EX):
+                    g_true[k] = 0
+                n, n_end = c * u_g_neurons, (c + uint64(1)) * u_g_neurons
+                while n < n_end:
+                    cells(x, e, x0, x1, g_order, hashes[:0], n, a)
+                    for k in range(EX):
+                        g_true[k] += read(g_is_sparse, g_dense, g_offsets, g_keys, g_vals, n, a[k]) == 3
+                    n += uint64(1)
+            # larger level first, then the earlier cluster: cpu.py's strict '>' in cluster order
+            rank = uint64(0xFFFFFFFF) - (uint64(first) + c)
+            for k in range(EX):
+                level = level_table[n_true[k], n_empty[k]]
+                if g_need > 0:
+                    if g_true[k] >= g_need:
+                        opens[k] += uint32(1)
+                        if c == target[k]:
+                            target_open[e[k]] = 1
+                    else:
+                        level = level_table[0, 0]
+                counts[level * span + k * threads + tid] += uint16(1)
+                key = (uint64(level) << uint64(32)) | rank
+                if key > best[k]:
+                    best[k] = key
+                if c == target[k]:
+                    target_level[e[k]] = level
+                    empty_target[e[k]] = n_empty[k]
+                empties[k] += uint32(n_empty[k])
+            c += uint64(1)
+        for k in range(EX):
+            if base + k * threads < x.shape[0]:  # not a repeat of the last example
+                for lv in range(n_levels):
+                    m = counts[lv * span + k * threads + tid]
+                    if m != 0:
+                        cuda.atomic.add(hist, (e[k], lv), int32(m))
+                cuda.atomic.max(best_key, e[k], best[k])
+                cuda.atomic.add(empty_all, e[k], uint64(empties[k]))
+                if g_need > 0:
+                    cuda.atomic.add(open_all, e[k], uint64(opens[k]))
+
+    @cuda.jit
+    def write_negatives(x, order, hashes, lo, hi, cells_out):
+        """FALSE at every example's cell in neurons [lo, hi) (rows n - lo of cells_out)."""
+        base = cuda.blockIdx.x * cuda.blockDim.x * EX + cuda.threadIdx.x
+        if base >= x.shape[0]:
+            return
+        e = cuda.local.array(EX, uint64)
+        x0 = cuda.local.array(EX, uint64)
+        x1 = cuda.local.array(EX, uint64)
+        a = cuda.local.array(EX, A)
+        load(x, base, cuda.blockDim.x, e, x0, x1)
+        n, u_lo, u_hi, step = uint64(lo + cuda.blockIdx.y), uint64(lo), uint64(hi), uint64(cuda.gridDim.y)
+        while n < u_hi:
+            cells(x, e, x0, x1, order, hashes, n, a)
+            for k in range(EX):
+                or_cell(cells_out, n - u_lo, a[k], 1)  # a repeated last example writes the same cell again
+            n += step
+
+    @cuda.jit
+    def write_targets(x, target_cluster, order, hashes, neurons, lo, hi, cells_out):
+        """TRUE at each example's cell in the neurons of its target cluster within [lo, hi): one
+        example a thread (EX is 1 here), since the examples' clusters differ."""
+        base = cuda.grid(1)
+        if base >= x.shape[0] or target_cluster[base] < 0:
+            return
+        e = cuda.local.array(EX, uint64)
+        x0 = cuda.local.array(EX, uint64)
+        x1 = cuda.local.array(EX, uint64)
+        a = cuda.local.array(EX, A)
+        load(x, base, 1, e, x0, x1)
+        c = target_cluster[base]
+        n, n_end, u_lo = uint64(max(lo, c * neurons)), uint64(min(hi, (c + 1) * neurons)), uint64(lo)
+        while n < n_end:
+            cells(x, e, x0, x1, order, hashes, n, a)
+            or_cell(cells_out, n - u_lo, a[0], 3)
+            n += uint64(1)
+
+    return evaluate, write_negatives, write_targets
+
+
+EX = 4  # examples a thread in evaluation and in writing negatives
+_compiled: dict = {}
+
+
+def kernels(wide: bool = False) -> tuple:
+    """(evaluate, write_negatives, write_targets), with 64-bit addresses where `wide` (the cells
+    of an unhashed sparse tier above 32 bits), else 32-bit."""
+    if wide not in _compiled:
+        A = uint64 if wide else uint32
+        evaluate, write_negatives, _ = _kernels(A, EX)
+        _compiled[wide] = evaluate, write_negatives, _kernels(A, 1)[2]
+    return _compiled[wide]
+
+
+def block_threads(levels: int) -> int:
+    """Threads of an evaluation block: the shared counts (levels x EX x threads uint16) stay
+    within 32 KiB, so several blocks fit on a multiprocessor."""
+    threads = THREADS
+    while threads > 32 and levels * EX * threads * 2 > 32 * 1024:
+        threads //= 2
+    return threads
 
 
 def why_not(words: int, level_table: np.ndarray, bits: int) -> str | None:
@@ -226,6 +358,8 @@ def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, is_sparse
         d_gates = [cuda.to_device(a) for a in (np.zeros((1, 1), np.uint16), np.zeros((1, 1), np.uint32),
                                                np.zeros(2, np.int64), np.zeros(1, np.uint32), np.zeros(1, np.uint8))]
     scores = level_scores(score_table, level_table, hist.shape[1])[used]
+    evaluate = kernels(is_sparse and keys.dtype == np.uint64 and hashes.shape[0] == 0)[0]
+    threads = block_threads(len(used))
     for e0 in range(0, n, CHUNK):
         e1 = min(e0 + CHUNK, n)
         m = e1 - e0
@@ -236,10 +370,10 @@ def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, is_sparse
         d_empty_t = cuda.to_device(np.zeros(m, dtype=np.int64))
         d_open = cuda.to_device(np.zeros(m if g_need else 1, dtype=np.uint64))
         d_topen = cuda.to_device(np.zeros(m if g_need else 1, dtype=np.int64))
-        x_blocks = -(-m // THREADS)
+        x_blocks = -(-m // (threads * EX))
         ranges = max(1, min(n_clusters, -(-TARGET_BLOCKS // x_blocks)), -(-n_clusters // 65535))
         per_block = -(-n_clusters // ranges)
-        _evaluate[(x_blocks, -(-n_clusters // per_block)), THREADS, 0, len(used) * THREADS * 2](
+        evaluate[(x_blocks, -(-n_clusters // per_block)), threads, 0, len(used) * EX * threads * 2](
             cuda.to_device(np.ascontiguousarray(x[e0:e1])), cuda.to_device(np.ascontiguousarray(target_pos[e0:e1])),
             d_order, d_hashes, neurons, first, per_block, is_sparse, *d_tables, d_level,
             d_hist, d_best, d_tlevel, d_empty, d_empty_t,
@@ -265,56 +399,15 @@ def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, is_sparse
 # --- training --------------------------------------------------------------------------------
 
 
-@cuda.jit(device=True, inline=True)
-def _or_cell(cells, n, a, code):
-    w = a >> uint64(4)
-    bits = uint32(code) << uint32((a & uint64(15)) << uint64(1))
-    if cells[n, w] & bits != bits:  # cells only gain bits: skip the atomic when already set
-        cuda.atomic.or_(cells, (n, w), bits)
-
-
-@cuda.jit(device=True, inline=True)
-def _cell(xw, order, hashes, n):
-    """Neuron n's cell for the context in xw: its address, or the address's hash (LSH)."""
-    a = _address(xw, order, n)
-    if hashes.shape[0] > 0:
-        a = _hashed(a, hashes, n)
-    return a
-
-
-@cuda.jit
-def _write_negatives(x, order, hashes, lo, hi, cells):
-    """FALSE at every example's address in neurons [lo, hi) (rows n - lo of cells)."""
-    e = cuda.grid(1)
-    if e >= x.shape[0]:
-        return
-    xw = cuda.local.array(MAX_WORDS, uint64)
-    _load_x(x, e, xw)
-    for n in range(lo + cuda.blockIdx.y, hi, cuda.gridDim.y):
-        _or_cell(cells, n - lo, _cell(xw, order, hashes, n), 1)
-
-
-@cuda.jit
-def _write_targets(x, target_cluster, order, hashes, neurons, lo, hi, cells):
-    """TRUE at each example's address in the neurons of its target cluster within [lo, hi)."""
-    e = cuda.grid(1)
-    if e >= x.shape[0] or target_cluster[e] < 0:
-        return
-    xw = cuda.local.array(MAX_WORDS, uint64)
-    _load_x(x, e, xw)
-    c = target_cluster[e]
-    for n in range(max(lo, c * neurons), min(hi, (c + 1) * neurons)):
-        _or_cell(cells, n - lo, _cell(xw, order, hashes, n), 3)
-
-
 def _write(x_dev, target_cluster_dev, order_dev, hashes_dev, neurons, n_negative_neurons, lo, hi, cells_dev):
     n = x_dev.shape[0]
-    blocks = -(-n // TRAIN_THREADS)
+    _, write_negatives, write_targets = kernels()  # trained cells have at most SCRATCH_MAX_BITS bits
     neg_hi = min(hi, n_negative_neurons)
     if neg_hi > lo:
-        _write_negatives[(blocks, min(neg_hi - lo, 65535)), TRAIN_THREADS](x_dev, order_dev, hashes_dev, lo, neg_hi,
-                                                                           cells_dev)
-    _write_targets[blocks, TRAIN_THREADS](x_dev, target_cluster_dev, order_dev, hashes_dev, neurons, lo, hi, cells_dev)
+        write_negatives[(-(-n // (TRAIN_THREADS * EX)), min(neg_hi - lo, 65535)), TRAIN_THREADS](
+            x_dev, order_dev, hashes_dev, lo, neg_hi, cells_dev)
+    write_targets[-(-n // TRAIN_THREADS), TRAIN_THREADS](x_dev, target_cluster_dev, order_dev, hashes_dev, neurons,
+                                                         lo, hi, cells_dev)
 
 
 def train_tier(x, target_cluster, order, neurons, n_negative_neurons, bits, sparse, hashes=cpu.NO_HASHES):

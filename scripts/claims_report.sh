@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The README's claims section: sets/claims.yaml (48 experiments) on the embedded corpus, whole
+# splits, with word tokens and with GPT-2 tokens, then `report --format claims` of each into
+# docs/claims.md. Runs the sets (resumable; skip with SKIP_RUN=1 when the results files are there).
+# Uniform 20's rare tiers are hours on a CPU: give it a GPU (DEVICE=cuda, the default here).
+#   scripts/claims_report.sh [RESULTS_FOLDER]      (default docs/claims: the results kept in git)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+results=${1:-docs/claims}
+ramsweep=${RAMSWEEP:-ramsweep}
+device=${DEVICE:-cuda}
+if [ -z "${SKIP_RUN:-}" ]; then
+    $ramsweep run --set claims --full-data --device "$device" --results "$results/words.jsonl"
+    $ramsweep run --set claims --full-data --tokenizer gpt2 --device "$device" --results "$results/gpt2.jsonl"
+fi
+{
+    $ramsweep report "$results/words.jsonl" --format claims
+    $ramsweep report "$results/gpt2.jsonl" --format claims | tail -n +3
+} > docs/claims.md
