@@ -35,7 +35,8 @@ from ramsweep.engine.devices import describe
 from ramsweep.engine.evaluate import score
 from ramsweep.engine.layout import build_layout
 from ramsweep.engine.train import train
-from ramsweep.sets import load_set
+from ramsweep.grid import grid_set
+from ramsweep.sets import load_grid, load_set
 from ramsweep.sweep.experiment import Task, run_experiment
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -180,11 +181,26 @@ def extended(corpus, device: str) -> tuple[float, list[str]]:
     return time.perf_counter() - t0, lines
 
 
+def grid(corpus, limit: int) -> tuple[float, int, int, list[str]]:
+    """The first `limit` configs of `ramsweep grid --tiers 3` (grid order: spread over the whole
+    space early) end to end on the GPU: (seconds, configs, the whole grid's size, slowest)."""
+    whole = grid_set(load_grid(), 3)
+    t0, times = time.perf_counter(), []
+    for exp in whole.experiments[:limit]:
+        record = run_experiment(Task(exp.model_copy(update={"device": "cuda"}), exp.name, "grid"), corpus)
+        assert record.ok, record.traceback
+        times.append((record.timing.total_s, f"{exp.tiers} {record.timing.total_s:.1f} s"))
+    slowest = [text for _, text in sorted(times, reverse=True)[:3]]
+    return time.perf_counter() - t0, min(limit, len(whole.experiments)), len(whole.experiments), slowest
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=("kjv", "zipf"))
     parser.add_argument("--configs", default="tier0_20bit,five_tier_gradient")
     parser.add_argument("--no-extended", action="store_true")
+    parser.add_argument("--grid", type=int, default=0, metavar="N",
+                        help="also time the first N configs of `grid --tiers 3` on the Zipf corpus (81: about 4 min)")
     options = parser.parse_args()
     kjv = load_corpus(DataSpec(corpus="kjv", tokenizer="gpt2", full_data=True))
     corpora = {"kjv": kjv, "zipf": zipf_corpus(kjv)}
@@ -210,6 +226,11 @@ def main():
             total, lines = extended(corpora["zipf"], device)
             print(f"\nExtended set ({len(lines)} experiments) on the Zipf corpus, device {device}: "
                   f"**{total:.0f} s** ({'; '.join(lines)})", flush=True)
+    if options.grid:
+        total, n, size, slowest = grid(corpora["zipf"], options.grid)
+        print(f"\nFirst {n} configs of `ramsweep grid --tiers 3` on the Zipf corpus, device cuda: **{total:.0f} s** "
+              f"({total / n:.1f} s a config; slowest: {'; '.join(slowest)}); the whole grid ({size}) at that rate: "
+              f"{total / n * size / 60:.0f} min (extrapolated)", flush=True)
     sys.exit(0 if all_identical else 1)
 
 

@@ -13,7 +13,4 @@ if [ -z "${SKIP_RUN:-}" ]; then
     $ramsweep run --set claims --full-data --device "$device" --results "$results/words.jsonl"
     $ramsweep run --set claims --full-data --tokenizer gpt2 --device "$device" --results "$results/gpt2.jsonl"
 fi
-{
-    $ramsweep report "$results/words.jsonl" --format claims
-    $ramsweep report "$results/gpt2.jsonl" --format claims | tail -n +3
-} > docs/claims.md
+$ramsweep report "$results/words.jsonl" "$results/gpt2.jsonl" --format claims > docs/claims.md

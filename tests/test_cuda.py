@@ -141,6 +141,14 @@ def test_cuda_gated_scores_equal_the_cpus_and_the_oracles():
     assert [t["gate_open"] for t in got["tiers"]] == pytest.approx([t["gate_open"] for t in want["tiers"]], rel=1e-12)
 
 
+@pytest.fixture(autouse=True)
+def hybrid_not_yet_decided():
+    """Hybrid's verdict holds for the process (a sweep): each test starts without one."""
+    evaluate_module.GPU_ALONE.clear()
+    yield
+    evaluate_module.GPU_ALONE.clear()
+
+
 @on_cuda
 def test_hybrid_that_does_not_pay_leaves_the_gpu_alone_and_says_so(caplog):
     caplog.set_level("INFO", logger="ramsweep")
@@ -150,16 +158,23 @@ def test_hybrid_that_does_not_pay_leaves_the_gpu_alone_and_says_so(caplog):
     want = score(model, held_out)
     # a CPU measured a trillion times slower than the GPU: its share is too small to pay
     model.throughput.update({0: {"cpu": 1.0, "cuda": 1e12}})
-    # a split that cannot beat the time measured for the GPU alone (a trillion examples a second)
-    model.throughput.update({1: {"cpu": 1e12, "cuda": 1e12}})
     got = score(model, held_out, "hybrid")
-    assert model.throughput[0]["gpu_alone"] and model.throughput[1]["gpu_alone"]
-    assert "too little to pay for sharing: the GPU alone evaluates it" in caplog.text
-    assert "the GPU alone evaluates it from here on" in caplog.text
-    again = score(model, held_out, "hybrid")  # the GPU alone, every tier
+    assert "too little to pay for sharing: the GPU alone evaluates every tier from here on" in caplog.text
+    assert set(model.throughput[1]) == set()  # the verdict holds for the process: tier 1 was not even measured
+    later = train(Experiment(name="h2", **CASES["mixed"]), zipf(rng, 300, 40), 40)
+    score(later, held_out, "hybrid")  # another experiment in the same sweep: no measuring, no split
+    assert all(not measured for measured in later.throughput.values())
+    # a split that cannot beat the time measured for the GPU alone (a trillion examples a second)
+    evaluate_module.GPU_ALONE.clear()
+    again_model = train(Experiment(name="h3", **CASES["mixed"]), zipf(rng, 300, 40), 40)
+    again_model.throughput.update({0: {"cpu": 1e12, "cuda": 1e12}})
+    again = score(again_model, held_out, "hybrid")
+    assert again_model.throughput[0]["gpu_alone"] and evaluate_module.GPU_ALONE
+    assert "split between the GPU and the CPU threads" in caplog.text
+    assert caplog.text.count("the GPU alone evaluates every tier from here on") == 2  # once for each verdict
     for name in ("hist", "correct", "target_score", "ce"):
         assert np.array_equal(getattr(got, name), getattr(want, name)), name
-        assert np.array_equal(getattr(again, name), getattr(want, name)), name
+        assert np.array_equal(getattr(again, name), getattr(score(again_model, held_out), name)), name
 
 
 @on_cuda

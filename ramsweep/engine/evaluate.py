@@ -29,6 +29,7 @@ PROGRESS_BLOCK = 32_768  # examples per kernel call when someone follows the pro
 # since their per-neuron tables are large and each should be fetched once per thread
 HYBRID_PROBE = 1024  # examples each side runs alone, at most, to measure its throughput on a new tier
 HYBRID_PROBE_LOOKUPS = 1 << 26  # ... and no more lookups than this
+HYBRID_GPU_PROBE_LOOKUPS = 1 << 30  # the GPU's slices: about 10 ms on an H100, past launch overheads
 HYBRID_MIN_SHARE = 0.03  # below this share of the work the CPU side costs more than it saves
 SKIP_NEVER_WRITTEN = True  # clusters never written are scored in closed form, not looked up (tests turn it off)
 HYBRID_CPU_BLOCK_S = 0.1  # seconds of CPU work per block: what a CPU slower than measured can cost at most
@@ -87,12 +88,15 @@ def gpu_backend(device: str):
 def hybrid(run, n: int, throughput: dict, neurons: int, tier: int = 0) -> None:
     """run(device, lo, hi) over examples [0, n), split between the GPU and the CPU threads in
     proportion to their throughput (examples/s on this tier), both at once. The first time a
-    tier is seen, small slices on each measure it; every run refines it for the next split.
-    The CPU keeps one thread free to feed the GPU. It takes its share in small blocks from the
-    end, and stops when the GPU is done with its own, which then takes what the CPU left: a CPU
-    slower than measured (contention) costs at most one block. Hybrid stays out, and says so, when
-    the CPU's share is too small to pay for the coordination, or once a split tier took longer
-    than the GPU alone would have."""
+    tier is seen, slices on each measure it; every run refines it for the next split. The CPU
+    keeps one thread free to feed the GPU. It takes its share in small blocks from the end, and
+    stops when the GPU is done with its own, which then takes what the CPU left: a CPU slower
+    than measured (contention) costs at most one block. Hybrid stays out, and says so, when the
+    CPU's share is too small to pay for the coordination, or once a split tier took longer than
+    the GPU alone would have: then the GPU alone evaluates every tier for the rest of the process
+    (a sweep asks the same machine again and again; measuring it anew would cost each time)."""
+    if throughput.get("gpu_alone") or GPU_ALONE:
+        return run("cuda", 0, n)
     cpu_threads = max(1, numba.get_num_threads() - 1)
     probe = max(1, min(HYBRID_PROBE, HYBRID_PROBE_LOOKUPS // max(1, neurons)))  # ~0.1 s on the CPU
 
@@ -108,19 +112,18 @@ def hybrid(run, n: int, throughput: dict, neurons: int, tier: int = 0) -> None:
             throughput[on] = (hi - lo) / max(time.perf_counter() - t, 1e-9)
 
     lo = 0
-    if throughput.get("gpu_alone"):
-        return run("cuda", 0, n)
     if "cpu" not in throughput or "cuda" not in throughput:
-        if n < 8 * probe:
+        # the GPU's slices large enough that launches and copies do not dominate its time
+        gpu_probe = max(probe, min(n // 16, HYBRID_GPU_PROBE_LOOKUPS // max(1, neurons)))
+        if n < 4 * (probe + gpu_probe):
             return run("cuda", 0, n)
-        for on in ("cuda", "cpu", "cuda", "cpu"):  # the second of each counts: the first may compile
-            timed(on, lo, lo + probe)
-            lo += probe
+        for on, size in (("cuda", gpu_probe), ("cpu", probe), ("cuda", gpu_probe), ("cpu", probe)):
+            timed(on, lo, lo + size)  # the second of each counts: the first may compile
+            lo += size
     share = throughput["cpu"] / (throughput["cuda"] + throughput["cpu"])
     if share < HYBRID_MIN_SHARE:
-        throughput["gpu_alone"] = True
-        log.info(f"hybrid: the CPU threads would take {100 * share:.1f}% of tier {tier}'s lookups, too little to "
-                 "pay for sharing: the GPU alone evaluates it")
+        stay_out(throughput, f"the CPU threads would take {100 * share:.1f}% of tier {tier}'s lookups, too little "
+                             "to pay for sharing")
         return timed("cuda", lo, n)
     gpu_alone_s = (n - lo) / throughput["cuda"]  # what the GPU alone would take, as measured so far
     split = n - round((n - lo) * share)
@@ -146,9 +149,19 @@ def hybrid(run, n: int, throughput: dict, neurons: int, tier: int = 0) -> None:
         run("cuda", split, left[0])
     took = time.perf_counter() - t0
     if took > gpu_alone_s * (1 + HYBRID_MIN_SHARE):
-        throughput["gpu_alone"] = True
-        log.info(f"hybrid: tier {tier} took {took:.2f} s split between the GPU and the CPU threads, where the GPU "
-                 f"alone takes about {gpu_alone_s:.2f} s: the GPU alone evaluates it from here on")
+        stay_out(throughput, f"tier {tier} took {took:.2f} s split between the GPU and the CPU threads, where the "
+                             f"GPU alone takes about {gpu_alone_s:.2f} s")
+
+
+GPU_ALONE: list[str] = []  # why hybrid left evaluation to the GPU alone in this process, once it has
+
+
+def stay_out(throughput: dict, why: str) -> None:
+    """Hybrid leaves this tier, and every tier after it in this process, to the GPU alone."""
+    throughput["gpu_alone"] = True
+    if not GPU_ALONE:
+        GPU_ALONE.append(why)
+        log.info(f"hybrid: {why}: the GPU alone evaluates every tier from here on")
 
 
 def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Callable[[float], None] | None = None,
@@ -179,6 +192,7 @@ def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Calla
         k = looked_up(tier, layout) if SKIP_NEVER_WRITTEN else tier.clusters
         mem, gate = prefix(full, k), (prefix(gate, k) if gate else None)
         tables = (mem.dense, mem.offsets, mem.keys, mem.vals, score_table(tier.neurons, exp.empty_value), level_table)
+        resident = {}  # a GPU's copy of the tier's tables: uploaded once for every call on this split
 
         def run(on: str, lo: int, hi: int) -> None:
             """The tier's clusters folded into examples [lo, hi) on one device."""
@@ -196,9 +210,15 @@ def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Calla
                                   max(1, CACHE_BLOCK_BYTES // per_cluster), tier.backend != DENSE, *tables, *out,
                                   *gate_arguments(gate, mem.masks, mem.order, open_all, target_open, lo, hi))
             else:
-                backend.evaluate_tier(x[lo:hi], target_pos[lo:hi], mem.masks, mem.order, mem.hashes, tier.neurons,
-                                      tier.first, tier.backend != DENSE, *tables, *out,
-                                      *gate_arguments(gate, mem.masks, mem.order, open_all, target_open, lo, hi))
+                m, g = mem, gate
+                if hasattr(backend, "upload"):
+                    if on not in resident:
+                        resident[on] = backend.upload(mem), (backend.upload(gate) if gate else None)
+                    m, g = resident[on]
+                backend.evaluate_tier(x[lo:hi], target_pos[lo:hi], m.masks, m.order, m.hashes, tier.neurons,
+                                      tier.first, tier.backend != DENSE, m.dense, m.offsets, m.keys, m.vals,
+                                      *tables[4:], *out, *gate_arguments(g, m.masks, m.order, open_all, target_open,
+                                                                         lo, hi))
 
         if k == 0:
             pass  # nothing written in this tier

@@ -6,6 +6,7 @@ kernels receive the arrays this builds, never the objects.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,6 +96,18 @@ class Frequencies:
 
     @classmethod
     def of(cls, train_tokens: np.ndarray, vocab_size: int) -> Frequencies:
+        """The counts of a training split. The last few splits counted are kept, by identity: a
+        sweep asks again for every experiment on the same corpus, whose arrays are never written."""
+        for ref, vocab, freq in _COUNTED:
+            if ref() is train_tokens and vocab == vocab_size:
+                return freq
+        freq = cls.count(train_tokens, vocab_size)
+        _COUNTED.insert(0, (weakref.ref(train_tokens), vocab_size, freq))
+        del _COUNTED[COUNTED_KEPT:]
+        return freq
+
+    @classmethod
+    def count(cls, train_tokens: np.ndarray, vocab_size: int) -> Frequencies:
         order, n_seen = cluster_order(train_tokens, vocab_size)
         position = np.empty(vocab_size, dtype=np.int32)
         position[order] = np.arange(vocab_size, dtype=np.int32)
@@ -130,6 +143,10 @@ class Frequencies:
                 cells = np.minimum(cells, 2**lsh_bits) if bound else expected_cells(lsh_bits, cells)
             self._cells[key] = (float(cells.mean()) if count else 0.0, int(np.ceil(cells).astype(np.int64).sum()))
         return self._cells[key]
+
+
+COUNTED_KEPT = 4  # training splits whose Frequencies are kept (a corpus, a search's part of it, ...)
+_COUNTED: list = []  # (weak reference to the token array, vocabulary size, Frequencies), newest first
 
 
 def build_layout(exp: Experiment, train_tokens: np.ndarray, vocab_size: int) -> Layout:

@@ -183,8 +183,9 @@ def lsh_sample(memory: TierMemory, layout, x, by_target) -> tuple[int, int, int]
 def cells_per_neuron(memory: TierMemory) -> np.ndarray:
     """Non-EMPTY cells of each neuron."""
     if memory.tier.backend == DENSE:
-        w = memory.dense
-        return np.bitwise_count((w | (w >> 1)) & np.uint32(0x55555555)).sum(axis=1, dtype=np.int64)
+        out = np.empty(memory.dense.shape[0], dtype=np.int64)
+        cpu.dense_cells(memory.dense, out)
+        return out
     return np.diff(memory.offsets)
 
 

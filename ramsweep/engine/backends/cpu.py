@@ -347,6 +347,17 @@ def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, chunk, bl
 
 
 @njit(cache=True, parallel=True, nogil=True)
+def dense_cells(dense, out):
+    """out[n] = non-EMPTY cells of dense neuron n (2-bit codes, 16 a word)."""
+    for n in prange(dense.shape[0]):
+        k = np.uint64(0)
+        for w in range(dense.shape[1]):
+            v = np.uint64(dense[n, w])
+            k += popcount((v | (v >> ONE)) & np.uint64(0x55555555))
+        out[n] = k
+
+
+@njit(cache=True, parallel=True, nogil=True)
 def level_moments(hist, levels, beta, mean, var):
     """Per example, the mean and variance of the score under softmax(beta x score) over its
     clusters (hist: clusters per level): the temperature fit's slope and curvature. Each row

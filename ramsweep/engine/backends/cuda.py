@@ -18,6 +18,8 @@ SCRATCH_MAX_BITS are trained on the CPU.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numba
 import numpy as np
 from numba import cuda, int32, uint16, uint32, uint64
@@ -337,6 +339,20 @@ def why_not(words: int, level_table: np.ndarray, bits: int) -> str | None:
     return unsupported(words, len(tier_levels(level_table)[0]))
 
 
+TABLES = ("order", "hashes", "dense", "offsets", "keys", "vals")  # what evaluation reads of a TierMemory
+
+
+def upload(memory):
+    """The memory with its tables on the GPU, for several evaluate_tier calls on one split (hybrid
+    makes several); freed with it."""
+    return dataclasses.replace(memory, **{k: _on_device(getattr(memory, k)) for k in TABLES})
+
+
+def _on_device(a):
+    """A host array copied to the GPU; a device array (upload's) as it is."""
+    return cuda.to_device(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a
+
+
 def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, is_sparse, dense, offsets, keys, vals,
                   score_table, level_table, best_score, best_pos, target_score, empty_all, empty_target, hist,
                   g_need=0, g_masks=None, g_order=None, g_neurons=1, g_is_sparse=False, g_dense=None, g_offsets=None,
@@ -348,18 +364,17 @@ def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, is_sparse
     if reason:
         raise ValueError(reason)
     n_clusters = order.shape[0] // neurons
-    d_order = cuda.to_device(np.ascontiguousarray(order))
-    d_hashes = cuda.to_device(np.ascontiguousarray(hashes))
-    d_tables = [cuda.to_device(np.ascontiguousarray(a)) for a in (dense, offsets, keys, vals)]
+    d_order, d_hashes = _on_device(order), _on_device(hashes)
+    d_tables = [_on_device(a) for a in (dense, offsets, keys, vals)]
     d_level = cuda.to_device(local_table)
     if g_need > 0:
-        d_gates = [cuda.to_device(np.ascontiguousarray(a)) for a in (g_order, g_dense, g_offsets, g_keys, g_vals)]
+        d_gates = [_on_device(a) for a in (g_order, g_dense, g_offsets, g_keys, g_vals)]
     else:  # no gate: placeholders of the right kinds
         d_gates = [cuda.to_device(a) for a in (np.zeros((1, 1), np.uint16), np.zeros((1, 1), np.uint32),
                                                np.zeros(2, np.int64), np.zeros(1, np.uint32), np.zeros(1, np.uint8))]
     scores = level_scores(score_table, level_table, hist.shape[1])[used]
     evaluate = kernels(is_sparse and keys.dtype == np.uint64 and hashes.shape[0] == 0)[0]
-    threads = block_threads(len(used))
+    most_threads = block_threads(len(used))
     for e0 in range(0, n, CHUNK):
         e1 = min(e0 + CHUNK, n)
         m = e1 - e0
@@ -370,6 +385,7 @@ def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, is_sparse
         d_empty_t = cuda.to_device(np.zeros(m, dtype=np.int64))
         d_open = cuda.to_device(np.zeros(m if g_need else 1, dtype=np.uint64))
         d_topen = cuda.to_device(np.zeros(m if g_need else 1, dtype=np.int64))
+        threads = min(most_threads, -(-m // (EX * 32)) * 32)  # few examples: no thread repeats the last one
         x_blocks = -(-m // (threads * EX))
         ranges = max(1, min(n_clusters, -(-TARGET_BLOCKS // x_blocks)), -(-n_clusters // 65535))
         per_block = -(-n_clusters // ranges)
@@ -404,7 +420,8 @@ def _write(x_dev, target_cluster_dev, order_dev, hashes_dev, neurons, n_negative
     _, write_negatives, write_targets = kernels()  # trained cells have at most SCRATCH_MAX_BITS bits
     neg_hi = min(hi, n_negative_neurons)
     if neg_hi > lo:
-        write_negatives[(-(-n // (TRAIN_THREADS * EX)), min(neg_hi - lo, 65535)), TRAIN_THREADS](
+        threads = min(TRAIN_THREADS, -(-n // (EX * 32)) * 32)
+        write_negatives[(-(-n // (threads * EX)), min(neg_hi - lo, 65535)), threads](
             x_dev, order_dev, hashes_dev, lo, neg_hi, cells_dev)
     write_targets[-(-n // TRAIN_THREADS), TRAIN_THREADS](x_dev, target_cluster_dev, order_dev, hashes_dev, neurons,
                                                          lo, hi, cells_dev)
