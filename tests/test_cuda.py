@@ -61,8 +61,13 @@ CASES = {
                 memory="bits"),
     # ids numbered by first appearance and Gray-coded before their bits are read
     "encoded": dict(tiers="3,3,7;rest,2,5", context=3, negatives=5, memory="bits", encoding="appearance", gray=True),
+    # unhashed sparse neurons of 34 bits (sparse_max_bits raised) and gates of 36: the kernels' 64-bit address
+    # build, chosen by the gate too (tier 0's own neurons have 9 bits)
+    "wide": dict(tiers="3,2,9;rest,2,34", context=9, negatives=4, dense_max_bits=4, sparse_max_bits=40, memory="bits",
+                 gating={"neurons": 2, "bits": 36}),
 }
-VOCAB = {"mixed": 40, "two_words": 100, "all_sparse": 14, "many_levels": 20, "lsh": 20, "encoded": 30}  # small: the simulator is slow
+VOCAB = {"mixed": 40, "two_words": 100, "all_sparse": 14, "many_levels": 20, "lsh": 20, "encoded": 30,
+         "wide": 12}  # small: the simulator is slow
 
 
 @on_cuda
@@ -71,10 +76,12 @@ def test_cuda_training_writes_the_cpus_cells_and_scores_match(case):
     rng = np.random.default_rng(len(case))
     vocab = VOCAB[case]
     n_train, n_eval = (300, 120) if SIMULATED else (20_000, 5_000)
-    if SIMULATED and case in ("many_levels", "all_sparse", "two_words", "lsh"):  # the slowest in the simulator
+    if SIMULATED and case in ("many_levels", "all_sparse", "two_words", "lsh", "wide"):  # the slowest in the simulator
         n_train, n_eval = 150, 50
     exp = Experiment(name=case, seed=7, **CASES[case])
     tokens, held_out = zipf(rng, n_train, vocab), zipf(rng, n_eval, vocab)
+    if case == "wide":  # 36-bit gates open only on contexts seen in training
+        held_out = tokens[: n_eval + exp.context]
     on_cpu, on_gpu = train(exp, tokens, vocab), train(exp, tokens, vocab, device="cuda")
     for a, b in zip(on_cpu.memories, on_gpu.memories):
         for name in ("dense", "offsets", "keys", "vals"):
@@ -150,12 +157,18 @@ def hybrid_not_yet_decided():
 
 
 @on_cuda
-def test_hybrid_that_does_not_pay_leaves_the_gpu_alone_and_says_so(caplog):
+def test_hybrid_that_does_not_pay_leaves_the_gpu_alone_and_says_so(caplog, monkeypatch):
     caplog.set_level("INFO", logger="ramsweep")
     rng = np.random.default_rng(4)
     model = train(Experiment(name="h", **CASES["mixed"]), zipf(rng, 300, 40), 40)
     held_out = zipf(rng, 150 if SIMULATED else 5_000, 40)
     want = score(model, held_out)
+    # a tier of a few milliseconds is too small to decide for the process: it alone stays out
+    small = train(Experiment(name="h0", **CASES["mixed"]), zipf(rng, 300, 40), 40)
+    small.throughput.update({0: {"cpu": 1.0, "cuda": 1e12}})
+    score(small, held_out, "hybrid")
+    assert small.throughput[0]["gpu_alone"] and not evaluate_module.GPU_ALONE
+    monkeypatch.setattr(evaluate_module, "HYBRID_VERDICT_S", 0.0)  # from here these tiny tiers decide for the process
     # a CPU measured a trillion times slower than the GPU: its share is too small to pay
     model.throughput.update({0: {"cpu": 1.0, "cuda": 1e12}})
     got = score(model, held_out, "hybrid")

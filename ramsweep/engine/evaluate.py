@@ -33,6 +33,7 @@ HYBRID_GPU_PROBE_LOOKUPS = 1 << 30  # the GPU's slices: about 10 ms on an H100, 
 HYBRID_MIN_SHARE = 0.03  # below this share of the work the CPU side costs more than it saves
 SKIP_NEVER_WRITTEN = True  # clusters never written are scored in closed form, not looked up (tests turn it off)
 HYBRID_CPU_BLOCK_S = 0.1  # seconds of CPU work per block: what a CPU slower than measured can cost at most
+HYBRID_VERDICT_S = 0.25  # a tier the GPU alone takes this long decides hybrid for the whole process
 BETA_RANGE = (1e-3, 1e3)  # inverse temperatures searched: T from 0.001 to 1000
 
 
@@ -93,8 +94,9 @@ def hybrid(run, n: int, throughput: dict, neurons: int, tier: int = 0) -> None:
     stops when the GPU is done with its own, which then takes what the CPU left: a CPU slower
     than measured (contention) costs at most one block. Hybrid stays out, and says so, when the
     CPU's share is too small to pay for the coordination, or once a split tier took longer than
-    the GPU alone would have: then the GPU alone evaluates every tier for the rest of the process
-    (a sweep asks the same machine again and again; measuring it anew would cost each time)."""
+    the GPU alone would have. A tier with work enough to time (HYBRID_VERDICT_S) then leaves every
+    tier to the GPU alone for the rest of the process: a sweep asks the same machine again and
+    again, and measuring it anew would cost each time."""
     if throughput.get("gpu_alone") or GPU_ALONE:
         return run("cuda", 0, n)
     cpu_threads = max(1, numba.get_num_threads() - 1)
@@ -121,11 +123,11 @@ def hybrid(run, n: int, throughput: dict, neurons: int, tier: int = 0) -> None:
             timed(on, lo, lo + size)  # the second of each counts: the first may compile
             lo += size
     share = throughput["cpu"] / (throughput["cuda"] + throughput["cpu"])
+    gpu_alone_s = (n - lo) / throughput["cuda"]  # what the GPU alone would take, as measured so far
     if share < HYBRID_MIN_SHARE:
         stay_out(throughput, f"the CPU threads would take {100 * share:.1f}% of tier {tier}'s lookups, too little "
-                             "to pay for sharing")
+                             "to pay for sharing", gpu_alone_s)
         return timed("cuda", lo, n)
-    gpu_alone_s = (n - lo) / throughput["cuda"]  # what the GPU alone would take, as measured so far
     split = n - round((n - lo) * share)
     block = max(probe, int(throughput["cpu"] * HYBRID_CPU_BLOCK_S))
     done = threading.Event()
@@ -150,16 +152,19 @@ def hybrid(run, n: int, throughput: dict, neurons: int, tier: int = 0) -> None:
     took = time.perf_counter() - t0
     if took > gpu_alone_s * (1 + HYBRID_MIN_SHARE):
         stay_out(throughput, f"tier {tier} took {took:.2f} s split between the GPU and the CPU threads, where the "
-                             f"GPU alone takes about {gpu_alone_s:.2f} s")
+                             f"GPU alone takes about {gpu_alone_s:.2f} s", gpu_alone_s)
 
 
 GPU_ALONE: list[str] = []  # why hybrid left evaluation to the GPU alone in this process, once it has
 
 
-def stay_out(throughput: dict, why: str) -> None:
-    """Hybrid leaves this tier, and every tier after it in this process, to the GPU alone."""
+def stay_out(throughput: dict, why: str, gpu_alone_s: float) -> None:
+    """Hybrid leaves this tier to the GPU alone; and every tier after it in this process, where
+    the verdict comes from a tier with work enough to time (small ones are noise)."""
     throughput["gpu_alone"] = True
-    if not GPU_ALONE:
+    if gpu_alone_s < HYBRID_VERDICT_S:
+        log.debug(f"hybrid: {why}: the GPU alone evaluates it")
+    elif not GPU_ALONE:
         GPU_ALONE.append(why)
         log.info(f"hybrid: {why}: the GPU alone evaluates every tier from here on")
 

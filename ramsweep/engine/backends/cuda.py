@@ -140,7 +140,7 @@ def _kernels(A, EX: int):
                 q = uint64(order[n, j])
                 h = A(hashes[n, j])
                 for k in range(EX):
-                    w = x0[k] if q < 64 else (x1[k] if words == 2 else x[e[k], q >> uint64(6)])
+                    w = x0[k] if q < uint64(64) else (x1[k] if words == 2 else x[e[k], q >> uint64(6)])
                     if (w >> (q & uint64(63))) & uint64(1):
                         out[k] ^= h
                 j += uint64(1)
@@ -154,7 +154,7 @@ def _kernels(A, EX: int):
             while j < bits:
                 q = uint64(order[n, j])
                 for k in range(EX):
-                    w = x0[k] if q < 64 else (x1[k] if words == 2 else x[e[k], q >> uint64(6)])
+                    w = x0[k] if q < uint64(64) else (x1[k] if words == 2 else x[e[k], q >> uint64(6)])
                     out[k] = (out[k] << ONE) | A((w >> (q & uint64(63))) & uint64(1))
                 j += uint64(1)
 
@@ -216,7 +216,7 @@ def _kernels(A, EX: int):
             empties[k] = uint32(0)
             opens[k] = uint32(0)
             t = target_pos[e[k]] - first
-            target[k] = uint64(t) if 0 <= t < n_clusters else NOT_HERE
+            target[k] = uint64(t) if t >= 0 and uint64(t) < n_clusters else NOT_HERE
         c = uint64(cuda.blockIdx.y) * uint64(per_block)
         c1 = min(c + uint64(per_block), n_clusters)
         while c < c1:
@@ -228,8 +228,8 @@ def _kernels(A, EX: int):
                 cells(x, e, x0, x1, order, hashes, n, a)
                 for k in range(EX):
                     v = read(is_sparse, dense, offsets, keys, vals, n, a[k])
-                    n_true[k] += v == 3
-                    n_empty[k] += v == 0
+                    n_true[k] += v == uint64(3)  # unsigned constants: numba compares uint64 with int64 as floats
+                    n_empty[k] += v == uint64(0)
                 n += uint64(1)
             if g_need > 0:  # gating (cpu.evaluate_tier): a closed gate scores the cluster 0
                 for k in range(EX):
@@ -238,7 +238,7 @@ def _kernels(A, EX: int):
                 while n < n_end:
                     cells(x, e, x0, x1, g_order, hashes[:0], n, a)
                     for k in range(EX):
-                        g_true[k] += read(g_is_sparse, g_dense, g_offsets, g_keys, g_vals, n, a[k]) == 3
+                        g_true[k] += read(g_is_sparse, g_dense, g_offsets, g_keys, g_vals, n, a[k]) == uint64(3)
                     n += uint64(1)
             # larger level first, then the earlier cluster: cpu.py's strict '>' in cluster order
             rank = uint64(0xFFFFFFFF) - (uint64(first) + c)
@@ -316,13 +316,19 @@ _compiled: dict = {}
 
 
 def kernels(wide: bool = False) -> tuple:
-    """(evaluate, write_negatives, write_targets), with 64-bit addresses where `wide` (the cells
-    of an unhashed sparse tier above 32 bits), else 32-bit."""
+    """(evaluate, write_negatives, write_targets), with 64-bit addresses where `wide`, else 32-bit
+    (see wide())."""
     if wide not in _compiled:
         A = uint64 if wide else uint32
         evaluate, write_negatives, _ = _kernels(A, EX)
         _compiled[wide] = evaluate, write_negatives, _kernels(A, 1)[2]
     return _compiled[wide]
+
+
+def wide(order, hashes) -> bool:
+    """Whether a neuron's cells need 64-bit addresses: more than 32 address bits, not hashed (an
+    LSH cell has at most 32 bits)."""
+    return hashes.shape[0] == 0 and order.shape[1] > 32
 
 
 def block_threads(levels: int) -> int:
@@ -373,7 +379,7 @@ def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, is_sparse
         d_gates = [cuda.to_device(a) for a in (np.zeros((1, 1), np.uint16), np.zeros((1, 1), np.uint32),
                                                np.zeros(2, np.int64), np.zeros(1, np.uint32), np.zeros(1, np.uint8))]
     scores = level_scores(score_table, level_table, hist.shape[1])[used]
-    evaluate = kernels(is_sparse and keys.dtype == np.uint64 and hashes.shape[0] == 0)[0]
+    evaluate = kernels(wide(order, hashes) or (g_need > 0 and wide(g_order, cpu.NO_HASHES)))[0]
     most_threads = block_threads(len(used))
     for e0 in range(0, n, CHUNK):
         e1 = min(e0 + CHUNK, n)
@@ -417,7 +423,7 @@ def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, is_sparse
 
 def _write(x_dev, target_cluster_dev, order_dev, hashes_dev, neurons, n_negative_neurons, lo, hi, cells_dev):
     n = x_dev.shape[0]
-    _, write_negatives, write_targets = kernels()  # trained cells have at most SCRATCH_MAX_BITS bits
+    _, write_negatives, write_targets = kernels(wide(order_dev, hashes_dev))
     neg_hi = min(hi, n_negative_neurons)
     if neg_hi > lo:
         threads = min(TRAIN_THREADS, -(-n // (EX * 32)) * 32)
