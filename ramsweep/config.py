@@ -520,11 +520,7 @@ class ExperimentSet(FrozenModel):
         unknown = [n for n in names if not any(n in (e.name, seed_base(e.name)) for e in self.experiments)]
         if unknown:
             choices = list(dict.fromkeys(seed_base(n) for n in self.names()))
-            raise ConfigError(
-                f"set '{self.name}': no experiment '{unknown[0]}'; "
-                f"choose from: {', '.join(choices)} (a seed's name, NAME.sK, picks that seed alone)"
-                if len(choices) < len(self.names()) else
-                f"set '{self.name}': no experiment '{unknown[0]}'; choose from: {', '.join(choices)}"
-            )
+            seeded = " (a seed's name, NAME.sK, picks that seed alone)" if len(choices) < len(self.names()) else ""
+            raise ConfigError(f"set '{self.name}': no experiment '{unknown[0]}'; choose from: {', '.join(choices)}{seeded}")
         kept = tuple(e for e in self.experiments if e.name in wanted or seed_base(e.name) in wanted)
         return self.model_copy(update={"experiments": kept})

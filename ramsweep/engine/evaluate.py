@@ -196,7 +196,7 @@ def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Calla
         # the clusters after the last one ever written read EMPTY everywhere: not looked up
         k = looked_up(tier, layout) if SKIP_NEVER_WRITTEN else tier.clusters
         mem, gate = prefix(full, k), (prefix(gate, k) if gate else None)
-        tables = (mem.dense, mem.offsets, mem.keys, mem.vals, score_table(tier.neurons, exp.empty_value), level_table)
+        scoring = (score_table(tier.neurons, exp.empty_value), level_table)
         resident = {}  # a GPU's copy of the tier's tables: uploaded once for every call on this split
 
         def run(on: str, lo: int, hi: int) -> None:
@@ -212,7 +212,8 @@ def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Calla
                 chunk = DENSE_CHUNK if tier.backend == DENSE else max(DENSE_CHUNK, -(-(hi - lo) // numba.get_num_threads()))
                 cpu.evaluate_tier(x[lo:hi], target_pos[lo:hi], mem.masks, mem.order, mem.hashes, tier.neurons,
                                   tier.first, chunk,
-                                  max(1, CACHE_BLOCK_BYTES // per_cluster), tier.backend != DENSE, *tables, *out,
+                                  max(1, CACHE_BLOCK_BYTES // per_cluster), tier.backend != DENSE, mem.dense, mem.offsets, mem.keys,
+                                  mem.vals, *scoring, *out,
                                   *gate_arguments(gate, mem.masks, mem.order, open_all, target_open, lo, hi))
             else:
                 m, g = mem, gate
@@ -222,7 +223,7 @@ def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Calla
                     m, g = resident[on]
                 backend.evaluate_tier(x[lo:hi], target_pos[lo:hi], m.masks, m.order, m.hashes, tier.neurons,
                                       tier.first, tier.backend != DENSE, m.dense, m.offsets, m.keys, m.vals,
-                                      *tables[4:], *out, *gate_arguments(g, m.masks, m.order, open_all, target_open,
+                                      *scoring, *out, *gate_arguments(g, m.masks, m.order, open_all, target_open,
                                                                          lo, hi))
 
         if k == 0:
@@ -237,7 +238,7 @@ def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Calla
         else:
             run(device, 0, n)
         if k < tier.clusters:
-            never_written(tier, k, gate is not None, tables[4], level_table, target_pos, best_score, best_pos,
+            never_written(tier, k, gate is not None, *scoring, target_pos, best_score, best_pos,
                           target_score, empty_all, empty_target, hist)
         empties.append((empty_all, empty_target))
         opens.append((open_all, target_open) if gate else None)

@@ -193,7 +193,8 @@ def prepare(set_: str | ExperimentSet, *, experiments=None, results=DEFAULT_RESU
         exp_set = exp_set.with_seeds(seed_list(seeds, 0))
     if experiments:
         exp_set = exp_set.select(experiments)
-    exp_set.select(force)  # unknown --force names are an error before any work
+    # unknown --force names are an error before any work; a name without its seed forces every seed
+    force_names = set(exp_set.select(force).names()) if force else set()
     if device is not None:  # --device: every experiment runs there (its key does not change)
         exp_set = exp_set.model_copy(update={"experiments": [e.model_copy(update={"device": device})
                                                              for e in exp_set.experiments]})
@@ -206,7 +207,6 @@ def prepare(set_: str | ExperimentSet, *, experiments=None, results=DEFAULT_RESU
     stage(f"loading {data.corpus}/{data.tokenizer_name} ({'full' if data.full_data else 'fast'} mode)")
     corpus = load_corpus(data, cache_dir=cache_dir(store.path))
     planned = plan(exp_set.experiments, corpus.fingerprint)
-    force_names = set(exp_set.select(force).names()) if force else set()  # a seedless name: all its seeds
     forced = frozenset(p.key for p in planned.values() if p.experiment.name in force_names)
     # to the microsecond: records start in whole seconds ("...:01+00:00" sorts before "...:01.5+00:00"),
     # so a result from earlier in this very second still counts as before the forced run

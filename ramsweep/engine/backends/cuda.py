@@ -3,10 +3,10 @@ cells and counts of cpu.py (DESIGN.md §3; shapes and cell codes as documented t
 
 Evaluation: each thread takes EX examples, a block of up to THREADS x EX examples times a
 range of clusters, so the threads of a warp read the same neuron's wiring and cells at once,
-and each thread decodes a neuron's wiring once for its EX contexts. Each thread counts its clusters per score level (the tier's own
-levels) in its own column of a shared-memory histogram and keeps its argmax as one integer
-key (level, then the earlier cluster), so nothing is ever compared as a float on the GPU; the
-host turns levels into scores. Examples go through in chunks of CHUNK, so device memory
+and each thread decodes a neuron's wiring once for its EX contexts. Each thread counts its
+clusters per score level (the tier's own levels) in its own columns of a shared-memory
+histogram and keeps its argmax as one integer key (level, then the earlier cluster), so nothing
+is ever compared as a float on the GPU; the host turns levels into scores. Examples go through in chunks of CHUNK, so device memory
 stays bounded for any split, and no examples x clusters matrix is ever made.
 
 Training: TRUE/FALSE writes are atomic ORs of 2-bit codes (the memory is order-independent,
@@ -114,7 +114,7 @@ def _load_x(x, e, xw):
 # --- evaluation ------------------------------------------------------------------------------
 # A thread takes EX examples, so each neuron's wiring (uniform across the warp) is read and
 # decoded once for EX contexts; the contexts stay in registers (up to 128 input bits), and
-# addresses are 32-bit where the cells are (every tier but an unhashed sparse one above 32 bits).
+# addresses are 32-bit unless a neuron or gate reads more than 32 unhashed bits (wide()).
 # Profiled on an H100 (ncu), the one-example kernel spent ~370 instructions a lookup on 64-bit
 # index arithmetic and was bound by issue, not by memory.
 
