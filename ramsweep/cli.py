@@ -418,20 +418,9 @@ def worker(
     """Start this machine's Dask workers for `ramsweep run --executor dask --scheduler ...`: one
     per GPU, each pinned to its GPU (CUDA_VISIBLE_DEVICES) and offering one GPU resource, so each
     runs one experiment at a time; without GPUs, one worker. Runs until interrupted."""
-    from ramsweep.sweep.dask_executor import dask_modules, start_workers
+    from ramsweep.sweep.dask_executor import run_workers
 
-    dask_modules()
-    chosen = None if gpus is None else [g.strip() for g in gpus.split(",") if g.strip() and g.strip() != "none"]
-    processes = start_workers(scheduler, chosen)
-    err.print(f"ramsweep worker: {len(processes)} Dask worker(s) for {scheduler}; Ctrl-C stops them", highlight=False)
-    try:
-        for p in processes:
-            p.wait()
-    finally:
-        for p in processes:
-            p.terminate()
-        for p in processes:
-            p.wait()
+    run_workers(scheduler, gpus, say=lambda line: err.print(line, highlight=False))
 
 
 @app.command()

@@ -263,3 +263,20 @@ def start_workers(scheduler: str, gpus: list[str] | None = None, threads: int | 
         return [subprocess.Popen(base, env={**os.environ, **({"NUMBA_NUM_THREADS": str(threads)} if threads else {})})]
     return [subprocess.Popen([*base, "--resources", "GPU=1", "--name", f"{os.uname().nodename}-gpu{g}"],
                              env={**os.environ, "CUDA_VISIBLE_DEVICES": g}) for g in gpus]
+
+
+def run_workers(scheduler: str, gpus: str | None, say=print) -> None:
+    """`ramsweep worker`: start this machine's workers (`gpus`: "0,1", "none", or None for every
+    GPU) and wait for them; they are stopped when this returns."""
+    dask_modules()
+    chosen = None if gpus is None else [g.strip() for g in gpus.split(",") if g.strip() and g.strip() != "none"]
+    processes = start_workers(scheduler, chosen)
+    say(f"ramsweep worker: {len(processes)} Dask worker(s) for {scheduler}; Ctrl-C stops them")
+    try:
+        for p in processes:
+            p.wait()
+    finally:
+        for p in processes:
+            p.terminate()
+        for p in processes:
+            p.wait()
