@@ -127,7 +127,7 @@ def test_a_failing_write_leaves_the_previous_file_intact(results_path, monkeypat
 def test_an_unusable_results_folder_is_a_one_line_store_error(tmp_path, results_path):
     (tmp_path / "afile").write_text("not a folder")
     path = tmp_path / "afile" / results_path.name
-    with pytest.raises(StoreError, match=f"afile/{results_path.name}: cannot lock"):
+    with pytest.raises(StoreError, match=f"afile/{results_path.name}: a part of the path is a file, not a folder"):
         open_store(path).append(record())
 
 

@@ -27,7 +27,9 @@ appended: O(1) per append, for big grids). `open_store(path)` picks by the file'
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
@@ -153,12 +155,9 @@ class Store(ABC):
         return f"when no runner is running on {self.path.name}, delete it: it holds no results"
 
     def _claims_doc(self) -> dict:
-        try:
-            raw = self.claims_path.read_bytes()
-        except FileNotFoundError:
+        raw = read_file(self.claims_path)
+        if raw is None:
             return {"claims": {}}
-        except OSError as e:
-            raise StoreError(f"{self.claims_path}: cannot read the claims file ({e.strerror})") from None
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
@@ -192,22 +191,81 @@ class Store(ABC):
 
     def read_bytes(self) -> bytes | None:
         """The file's bytes, None when it does not exist."""
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            raise StoreError(f"{self.path}: cannot read the results file ({e.strerror})") from None
+        return read_file(self.path)
+
+
+# A results file's name leaves room for the names made from it, which must fit the file system's
+# limit on one name too: the longest is the claims file's temporary `.NAME.claims.XXXXXXXX.tmp`.
+NAME_ROOM = len(".") + len(".claims") + len(".XXXXXXXX.tmp")
 
 
 def regular_file(path: Path) -> Path:
     """The results path with symbolic links followed; refused in one line unless it is a regular
-    file or does not exist yet (reading a FIFO or device would never end)."""
-    resolved = path.resolve()
-    if resolved.exists() and not resolved.is_file():
-        what = "a folder" if resolved.is_dir() else "not a regular file (a FIFO, device or socket)"
-        raise StoreError(f"{path}: is {what}; name a results file with --results")
+    file or does not exist yet in a folder that can hold it (reading a FIFO or device would
+    never end; a loop of links, a file in place of a folder, a missing permission or a name
+    too long would surface later as a traceback)."""
+    resolved = Path(os.path.realpath(path))
+    fix = "name a results file with --results"
+    try:
+        limit = os.pathconf(resolved.parent, "PC_NAME_MAX")
+    except OSError:  # no such folder yet, or not one: the usual limit; stat_of says what is wrong
+        limit = 255
+    if len(os.fsencode(resolved.name)) > limit - NAME_ROOM:
+        raise StoreError(f"{path}: its name is {len(os.fsencode(resolved.name))} bytes long; results files need names "
+                         f"of at most {limit - NAME_ROOM} (the files beside them add to it): {fix}")
+    st = stat_of(resolved, path)
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, device or socket)"
+        raise StoreError(f"{path}: is {what}; {fix}")
     return path if resolved == path.absolute() else resolved  # a link followed; else the path as given
+
+
+def stat_of(path: Path, named: Path | None = None) -> os.stat_result | None:
+    """os.stat, None when the file does not exist (its folders do); any other failure is one
+    StoreError naming `named` (the path as the user gave it) and why."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StoreError(f"{named or path}: {_why(e)}; name a results file with --results") from None
+
+
+@contextmanager
+def open_regular(path: Path):
+    """`path` opened for reading (a binary file object), None when it does not exist. Opened
+    without blocking and used only if it is a regular file: a path that became a FIFO or a
+    device since (a dashboard reads all night) is a StoreError, never a read that does not end."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield None
+        return
+    except OSError as e:
+        raise StoreError(f"{path}: cannot read it ({_why(e)})") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StoreError(f"{path}: is not a regular file any more (a folder, FIFO, device or socket); "
+                             "put the results file back")
+        try:
+            yield f
+        except OSError as e:
+            raise StoreError(f"{path}: cannot read it ({_why(e)})") from None
+
+
+def read_file(path: Path, offset: int = 0) -> bytes | None:
+    """The bytes of `path` from `offset` on (open_regular's rules), None when it does not exist."""
+    with open_regular(path) as f:
+        if f is None:
+            return None
+        f.seek(offset)
+        return f.read()
+
+
+def _why(e: OSError) -> str:
+    return {errno.ELOOP: "a loop of symbolic links", errno.ENOTDIR: "a part of the path is a file, not a folder",
+            errno.EACCES: "no permission to reach or read it", errno.ENAMETOOLONG: "a name in it is too long",
+            }.get(e.errno, e.strerror or str(e))
 
 
 def parse_stored(store: Store, value, where: str) -> Record:

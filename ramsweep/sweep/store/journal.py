@@ -5,23 +5,29 @@ records or 100,000. Readers keep what they parsed and read only the bytes added 
 runner that polls the store all night never parses a record twice. `jq . results.jsonl` and
 `pandas.read_json("results.jsonl", lines=True)` read it as it is.
 
-A torn last line (a power cut mid-append: bytes with no closing newline that are not a
-complete record) is not a record: readers skip it, and the next append first moves those
-bytes to `<file>.torn` (kept for inspection) and cuts the file back to its last complete
-line, so nothing before it is lost and nothing after it is glued to it. A last line that
-is a complete record but lacks its newline is kept and given one. Any other line that does
-not parse is damage, not a torn append: the store refuses to read or append, naming the line.
+A torn last line (a power cut mid-append) is not a record: readers skip it, and the next
+append first moves those bytes to `<file>.torn` (kept for inspection) and cuts the file back
+to its last complete line, so nothing before it is lost and nothing after it is glued to it.
+A tail is torn only when it could be a record being appended: it follows a complete line, and
+it is the start of a JSON object that stops before its end. A last line that is a complete
+record but lacks its newline is kept and given one. Anything else that does not parse is
+damage, not a torn append: a file with no complete line that is not one record (a JSON
+document on one line, any file named by mistake) is not a journal, and any bad line is named;
+the store refuses to read or append, and the file is never moved, cut or rewritten.
 """
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
+
+import orjson
 
 from ramsweep._io import FILE_MODE, fsync_dir
 from ramsweep.errors import StoreError
 from ramsweep.sweep.records import Head, RecordError, add, dumps_line, gc_paused, parse_record
-from ramsweep.sweep.store.base import Record, Store, parse_stored
+from ramsweep.sweep.store.base import Record, Store, open_regular, parse_stored, read_file, stat_of
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 16
@@ -39,30 +45,37 @@ class Journal(Store):
         self._heads: dict[str, Head] = {}
         self._torn_seen: int | None = None
         self._unterminated = False  # the last record read had no newline (yet)
+        self._seen: tuple | None = None  # (inode, size, mtime) when last caught up: unchanged, nothing to read
 
     def heads(self) -> dict[str, Head]:
         self._catch_up()
         return dict(self._heads)
 
     def records(self) -> list[Record]:
-        lines, _, tail = _split(self._read_from(0) or b"", 0, 0)
+        data = read_file(self.path) or b""
+        lines, _, tail = _split(data, 0, 0)
         with gc_paused():
             found = [parse_stored(self, line, f"line {number}") for number, _, line in lines]
-        last = _complete(tail) if tail.strip() else None  # a whole last record that lost its newline
+        last = self._tail(tail, len(data) - len(tail))  # a whole last record that lost its newline
         return found + ([last] if last else [])
 
     def follow(self, mark, most: int | None = None) -> tuple[list[tuple[Record, int]], object, bool]:
-        """Only the complete lines after `mark` (inode, offset) are read, at most `most` of them:
-        a line being appended is read once its newline is there."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
+        """Only the complete lines after `mark` are read, at most `most` of them: a line being
+        appended is read once its newline is there. The records before a bad line are given
+        (the next call names the line); a file unchanged since `mark` is not read again."""
+        st = stat_of(self.path)
+        if st is None:
             return [], None, mark is not None
-        inode, offset = mark if mark is not None else (None, 0)
+        inode, offset, seen = mark if mark is not None else (None, 0, None)
+        now = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if now == seen:  # e.g. a long torn tail that no newline ends yet: not read on every poll
+            return [], mark, False
         replaced = inode != st.st_ino or st.st_size < offset
         if replaced:
             offset = 0
-        new = self._read_from(offset) or b""
+        new = read_file(self.path, offset) or b""
+        if offset == 0 and new.strip() and not new.lstrip().startswith(b"{"):
+            raise self._not_a_journal()
         end = new.rfind(b"\n") + 1
         if most is not None:
             cut = -1
@@ -71,19 +84,24 @@ class Journal(Store):
                 if cut < 0:
                     break
             end = min(end, cut + 1) if cut >= 0 else end
-        complete = new[:end]
-        lines, _, _ = _split(complete, offset, 0)
+        lines, _, _ = _split(new[:end], offset, 0)
+        found = []
         with gc_paused():
-            found = [(parse_stored(self, line, f"the line at byte {at}"), at) for _, at, line in lines]
-        return found, (st.st_ino, offset + len(complete)), replaced
+            for _, at, line in lines:
+                try:
+                    found.append((parse_stored(self, line, f"the line at byte {at}"), at))
+                except StoreError:
+                    if not found:
+                        raise
+                    return found, (st.st_ino, at, None), replaced  # the good records first; the error next time
+        return found, (st.st_ino, offset + end, now if end == len(new) else None), replaced
 
     def record_at(self, where: int) -> Record:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(where)
-                line = f.readline()
-        except OSError as e:
-            raise StoreError(f"{self.path}: cannot read the results file ({e.strerror})") from None
+        with open_regular(self.path) as f:
+            if f is None:
+                raise StoreError(f"{self.path}: is gone (it changed since it was read)")
+            f.seek(where)
+            line = f.readline()
         return parse_stored(self, line, f"the line at byte {where}")
 
     def extend_locked(self, records: list[Record]) -> None:
@@ -104,8 +122,8 @@ class Journal(Store):
                 os.fsync(fd)
             except OSError as e:
                 os.ftruncate(fd, size)  # no half line stays behind: the file is as it was
-                raise StoreError(f"{self.path}: could not append ({e.strerror}); the earlier records "
-                                 "are intact") from None
+                raise StoreError(f"{self.path}: could not append ({e.strerror}); the file is as it was "
+                                 "before") from None
             if size == 0:
                 fsync_dir(self.path.parent)  # a new file: make its name durable too
         finally:
@@ -113,53 +131,61 @@ class Journal(Store):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _read_from(self, offset: int) -> bytes | None:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(offset)
-                return f.read()
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            raise StoreError(f"{self.path}: cannot read the results file ({e.strerror})") from None
-
     def _catch_up(self) -> None:
         """Validate and index the lines appended since the last call (all of them if the file
         was replaced)."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
+        st = stat_of(self.path)
+        if st is None:
             self._reset(None)
             return
-        except OSError as e:
-            raise StoreError(f"{self.path}: cannot read the results file ({e.strerror})") from None
         if st.st_ino != self._inode or st.st_size < self._offset:
             self._reset(st.st_ino)
-        if st.st_size == self._offset:
+        now = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if st.st_size == self._offset or now == self._seen:
             return
-        new = self._read_from(self._offset) or b""
+        new = read_file(self.path, self._offset) or b""
         start = self._offset
         if self._unterminated and new.startswith(b"\n"):  # the newline a writer added since
             new, start = new[1:], start + 1
-        self._unterminated = False
         lines, count, tail = _split(new, start, self._lines)
         with gc_paused():
             heads = [Head.of(parse_stored(self, line, f"line {number}"))
                      for number, offset, line in lines]
+        tail_at = start + len(new) - len(tail)
+        complete = self._tail(tail, tail_at)
         for head in heads:  # only once every new line validated: a refusal changes nothing
             add(self._heads, head)
-        self._lines, self._offset = count, start + len(new) - len(tail)
-        if tail.strip():
-            complete = _complete(tail)
-            if complete is not None:  # whole record, newline lost: it counts
-                self._lines += 1
-                add(self._heads, Head.of(complete))
-                self._offset += len(tail)
-                self._unterminated = True
-            elif self._torn_seen != self._offset:
-                self._torn_seen = self._offset
-                log.warning("%s: its last line (%d bytes) is a torn append, not a record; it is skipped, and "
-                            "the next append moves it to %s.torn", self.path, len(tail), self.path.name)
+        self._unterminated = False
+        self._lines, self._offset, self._seen = count, tail_at, now
+        if complete is not None:  # whole record, newline lost: it counts
+            self._lines += 1
+            add(self._heads, Head.of(complete))
+            self._offset += len(tail)
+            self._unterminated = True
+        elif tail.strip() and self._torn_seen != self._offset:
+            self._torn_seen = self._offset
+            log.warning("%s: its last line (%d bytes) is a torn append, not a record; it is skipped, and "
+                        "the next append moves it to %s.torn", self.path, len(tail), self.path.name)
+
+    def _tail(self, tail: bytes, at: int) -> Record | None:
+        """What the bytes after the last newline (at byte `at`) are: a whole record that lost its
+        newline (returned), nothing or a torn append (None), or damage (StoreError)."""
+        if not tail.strip():
+            return None
+        complete = _complete(tail)
+        if complete is not None:
+            return complete
+        if at == 0:
+            raise self._not_a_journal()
+        if not _torn(tail):
+            raise self.invalid(f"its last line (at byte {at})", RecordError("not a record, nor the start of one "
+                                                                             "being appended"))
+        return None
+
+    def _not_a_journal(self) -> StoreError:
+        return StoreError(f"{self.path}: not a ramsweep journal (no complete line, and not one record: a .jsonl "
+                          "results file holds one JSON record per line); it was left untouched: name another file "
+                          "with --results, or give a JSON document a .json name")
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -201,6 +227,19 @@ def _complete(tail: bytes) -> Record | None:
         return parse_record(tail)
     except RecordError:
         return None
+
+
+def _torn(tail: bytes) -> bool:
+    """Could `tail` be a record cut mid-append: the start of a JSON object that stops early?"""
+    if not tail.lstrip().startswith(b"{"):
+        return False
+    try:  # a cut may split a character: decode all but an unfinished last one
+        orjson.loads(codecs.getincrementaldecoder("utf-8")().decode(tail, final=False))
+    except UnicodeDecodeError:
+        return False
+    except orjson.JSONDecodeError as e:
+        return str(e).startswith("unexpected end of")
+    return False  # complete JSON, yet not a record: damage
 
 
 def _last_line_start(fd: int, size: int) -> int:

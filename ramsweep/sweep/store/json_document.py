@@ -8,13 +8,11 @@ earlier record, even one with fields this version does not know.
 
 from __future__ import annotations
 
-import os
-
 import orjson
 
 from ramsweep.errors import StoreError
 from ramsweep.sweep.records import Head, add, gc_paused
-from ramsweep.sweep.store.base import SCHEMA, Record, Store, dumps, parse_stored
+from ramsweep.sweep.store.base import SCHEMA, Record, Store, dumps, parse_stored, stat_of
 
 
 class JsonDocument(Store):
@@ -45,9 +43,8 @@ class JsonDocument(Store):
         return parse_stored(self, results[where], f"record {where + 1}")
 
     def _stat(self) -> tuple | None:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
+        st = stat_of(self.path)
+        if st is None:
             return None
         return st.st_ino, st.st_size, st.st_mtime_ns
 
