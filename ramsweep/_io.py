@@ -7,8 +7,10 @@ fsynced, so a crash at any instant leaves the old file or the new one, never a m
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,18 @@ def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+def open_regular(path: str | os.PathLike):
+    """`path` opened for binary reading, only if it is a regular file: opened without blocking
+    and checked before any read, so a FIFO or a device (a `--data-path /dev/zero`, a results path
+    that became a FIFO) is an OSError at once, never a read that does not end or fills memory."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise OSError(errno.EINVAL, "not a regular file (a folder, FIFO, device or socket)", str(path))
+    return f
 
 
 def fsync_dir(folder: Path) -> None:

@@ -204,6 +204,9 @@ def run(
     from ramsweep.sets import load_set
 
     exp_set = load_set(set_)
+    if experiments is not None and not names([experiments]):
+        raise RamsweepConfigError(f"--experiments: '{experiments}' names no experiment; give names such as "
+                                  "tier0_18bit,neurons_25_gradient, or leave it out to run the whole set")
     run_or_preview(exp_set, dry_run, experiments=names([experiments]) or None, results=results,
                    data=data_spec(exp_set.data, data, data_path, tokenizer, tokenizer_files, full_data),
                    jobs=jobs, retry_failed=retry_failed, force=names(force), device=device,
@@ -262,10 +265,15 @@ def grid(
 
 
 def numbers(option: str | None, flag: str) -> list[int] | None:
+    """A comma-separated option of whole numbers; None when not given (given empty is an error:
+    `--seeds ""` from an unset shell variable must not quietly run seed 0 alone)."""
     try:
-        return [int(n) for n in names([option])] or None
+        found = [int(n) for n in names([option])]
     except ValueError:
-        raise RamsweepConfigError(f"{flag}: '{option}' is not a comma-separated list of whole numbers, e.g. 15,10,5") from None
+        found = []
+    if option is not None and not found:
+        raise RamsweepConfigError(f"{flag}: '{option}' is not a comma-separated list of whole numbers, e.g. 15,10,5")
+    return found or None
 
 
 @app.command()
@@ -312,6 +320,10 @@ def report(
     if status not in (None, "ok", "failed", "interrupted"):
         raise RamsweepConfigError(f"--status: '{status}' is not one of ok, failed, interrupted")
     files, filters = results or [Path("experiments/results.json")], Filters(set=set_, name=name, top=limit, status=status)
+    if plots is not None:
+        from ramsweep.report.plots import plots_folder
+
+        plots_folder(plots)  # before the report, which is not printed twice
     if format == "table":  # straight to the console: colours and the terminal's width
         records, by = tables.read(files, sort)
         out.print(tables.renderable(records, by, filters, top, reference, out.width))
@@ -450,7 +462,8 @@ def convert(
     from ramsweep.sweep.store import convert as convert_store
     from ramsweep.sweep.store import kind_of
 
-    count = convert_store(source, target)
+    with logging_to_stderr():  # e.g. that a torn last line of the source was not copied
+        count = convert_store(source, target)
     out.print(f"copied {count:,} records from {source} ({kind_of(source)}) to {target} ({kind_of(target)})",
               highlight=False)
 

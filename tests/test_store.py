@@ -4,6 +4,8 @@ line) and `convert`."""
 
 import multiprocessing
 import os
+import subprocess
+import sys
 
 import orjson
 import pytest
@@ -239,3 +241,94 @@ def test_convert_between_a_relative_and_an_absolute_name_of_one_folder(tmp_path,
     open_store("a.json").append(record(key="k1"))
     assert convert("a.json", tmp_path / "b.jsonl") == 1  # one folder's lock, taken twice by one thread
     assert [r.key for r in open_store(tmp_path / "b.jsonl").records()] == ["k1"]
+
+
+# ---------------------------------------------------------------- a file that is not of its kind
+
+TINY_SET = 'experiments:\n  - {name: alpha, tiers: "30,2,6;rest,1,4", context: 2, negatives: 20}\n'
+NOT_A_JOURNAL = [b'{"schema": 1, "results": []}',  # a JSON document written on one line
+                 b"any file named by mistake, with no newline",
+                 bytes(b for b in range(256) if b != 0x0A)]  # binary, no newline
+
+
+@pytest.mark.parametrize("content", NOT_A_JOURNAL, ids=["document", "text", "binary"])
+def test_a_jsonl_that_is_not_a_journal_is_refused_by_every_command_and_never_touched(tmp_path, content):
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(content)
+    (tmp_path / "tiny.yaml").write_text(TINY_SET)
+    for args in (["run", "--set", tmp_path / "tiny.yaml", "--results", path], ["status", path],
+                 ["report", path], ["convert", path, tmp_path / "copy.json"]):
+        done = subprocess.run([sys.executable, "-m", "ramsweep", *map(str, args)], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "NUMBA_NUM_THREADS": "1"})
+        assert done.returncode == 3, (args[0], done.returncode, done.stdout, done.stderr)
+        assert done.stderr.count("\n") == 1 and "not a ramsweep journal" in done.stderr, done.stderr
+        assert path.read_bytes() == content
+        left = sorted(p.name for p in tmp_path.iterdir() if p.name != ".ramsweep.lock")  # the lock's name tag
+        assert left == ["results.jsonl", "tiny.yaml"]  # no .torn, no copy, no claims
+
+
+@pytest.mark.parametrize("tail", [b'{"kind": "experiment"}', b"plain text", b'["a list"'])
+def test_only_the_start_of_a_record_after_a_complete_line_is_a_torn_append(tmp_path, tail):
+    path = tmp_path / "results.jsonl"
+    open_store(path).append(record(key="k1"))
+    path.write_bytes(path.read_bytes() + tail)
+    before = path.read_bytes()
+    for call in (lambda: open_store(path).records(), lambda: open_store(path).heads(),
+                 lambda: open_store(path).append(record(key="k2"))):
+        with pytest.raises(StoreError, match="its last line .*not a record, nor the start of one"):
+            call()
+    assert path.read_bytes() == before and not (tmp_path / "results.jsonl.torn").exists()
+
+
+def test_a_follower_gets_the_records_before_a_bad_line_then_the_error(tmp_path):
+    path = tmp_path / "results.jsonl"
+    good = b"".join(orjson.dumps(experiment_record(key=k)) + b"\n" for k in ("k1", "k2"))
+    path.write_bytes(good + b"{half a rec\n" + orjson.dumps(experiment_record(key="k3")) + b"\n")
+    found, mark, _ = open_store(path).follow(None)
+    assert [r.key for r, _ in found] == ["k1", "k2"]
+    with pytest.raises(StoreError, match=f"the line at byte {len(good)}"):
+        open_store(path).follow(mark)
+
+
+def test_a_follower_does_not_read_an_unchanged_file_again(tmp_path, monkeypatch):
+    """An idle dashboard beside a journal with a long torn tail must not reread it every poll."""
+    from ramsweep.sweep.store import journal
+
+    path = tmp_path / "results.jsonl"
+    open_store(path).append(record(key="k1"))
+    with open(path, "ab") as f:
+        f.write(b'{"name": "' + b"x" * (4 << 20))  # a 4 MiB torn tail
+    reads, read_file = [], journal.read_file
+    monkeypatch.setattr(journal, "read_file", lambda *a: reads.append(a) or read_file(*a))
+    store, mark = open_store(path), None
+    for _ in range(5):
+        found, mark, _ = store.follow(mark)
+    assert len(reads) == 1
+    store.heads(), store.heads()
+    assert len(reads) == 2
+    with open(path, "ab") as f:
+        f.write(b'"}\n')  # the tail completed (as a bad record here): read once more, and refused
+    with pytest.raises(StoreError):
+        store.follow(mark)
+
+
+def test_convert_says_what_it_left_and_a_failed_write_leaves_no_target(tmp_path, monkeypatch, caplog):
+    from ramsweep.sweep.store import journal
+
+    source = tmp_path / "a.json"
+    open_store(source).append(record(key="k1"))
+    target = tmp_path / "b.jsonl"
+
+    def disk_full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal, "_write_all", disk_full)
+    with pytest.raises(StoreError, match="could not append .*as it was before") as info:
+        convert(source, target)
+    assert "intact" not in str(info.value) and not target.exists()
+    monkeypatch.undo()
+    assert convert(source, target) == 1  # the retry finds no half-written file in its way
+    torn = tmp_path / "c.jsonl"
+    torn.write_bytes(target.read_bytes() + orjson.dumps(experiment_record(key="k2"))[:90])
+    assert convert(torn, tmp_path / "d.json") == 1
+    assert "torn append" in caplog.text and "c.jsonl" in caplog.text

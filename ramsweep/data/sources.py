@@ -18,13 +18,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from ramsweep._io import open_regular
 from ramsweep.data.spec import DataSpec
 from ramsweep.errors import DataError
 
@@ -47,9 +50,16 @@ def resolve_source(spec: DataSpec) -> Source:
     """The source `spec` names; DataError if its files are missing or unreadable."""
     if spec.corpus == "kjv":
         return kjv_source()
-    path = Path(spec.path).expanduser().resolve()
-    if not path.exists():
-        raise DataError(f"--data-path {path} does not exist: {_PATH_HINT[spec.corpus]}")
+    path = Path(os.path.realpath(Path(spec.path).expanduser()))
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError(f"--data-path {path} does not exist: {_PATH_HINT[spec.corpus]}") from None
+    except OSError as e:
+        raise DataError(f"--data-path {spec.path}: cannot use it ({e.strerror}): {_PATH_HINT[spec.corpus]}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # reading a device or FIFO would never end
+        raise DataError(f"--data-path {spec.path}: is a FIFO, device or socket, not a file or folder: "
+                        f"{_PATH_HINT[spec.corpus]}")
     return wikitext_source(path) if spec.corpus == "wikitext2" else text_source(path)
 
 
@@ -282,7 +292,8 @@ def text_chunks(text: str, size: int = TEXT_CHUNK_CHARS) -> list[str]:
 
 def _read_bytes(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        with open_regular(path) as f:
+            return f.read()
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e}") from None
 

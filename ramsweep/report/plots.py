@@ -133,11 +133,26 @@ def save_all(records, by: Metric, filters, folder: Path) -> list[Path]:
     return written
 
 
+def plots_folder(folder: Path) -> Path:
+    """`--plots DIR` made ready before any report is printed: matplotlib there, DIR a folder
+    (created if missing); a one-line ConfigError otherwise."""
+    pyplot()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--plots {folder}: cannot be a folder of plots ({e.strerror}); name a folder") from None
+    return folder
+
+
 def save(fig, folder: Path, name: str) -> list[Path]:
     """A figure as NAME.svg and NAME.png in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.svg", folder / f"{name}.png"]
-    for path in paths:
-        fig.savefig(path, dpi=120, metadata=NO_METADATA if path.suffix == ".svg" else {"Software": None})
-    pyplot().close(fig)
+    try:
+        for path in paths:
+            fig.savefig(path, dpi=120, metadata=NO_METADATA if path.suffix == ".svg" else {"Software": None})
+    except OSError as e:
+        raise ConfigError(f"--plots {folder}: cannot write {path.name} ({e.strerror}); name a folder you can "
+                          "write to") from None
+    finally:
+        pyplot().close(fig)
     return paths

@@ -39,14 +39,18 @@ def convert(source: str | os.PathLike, target: str | os.PathLike) -> int:
     in order; returns how many. Holds the source's lock throughout, so no runner appends to it
     meanwhile, and refuses to overwrite an existing target."""
     src, dst = open_store(source), open_store(target)
-    if not src.path.exists():
-        raise StoreError(f"{src.path}: no such results file; name the file to convert")
-    if dst.path.exists():
-        raise StoreError(f"{dst.path}: already exists; name a new file to convert into")
     if dst.path.resolve() == src.path.resolve():
         raise StoreError(f"{dst.path}: is the source; name a new file")
     with src.locked():
+        if not src.path.exists():
+            raise StoreError(f"{src.path}: no such results file; name the file to convert")
         records = src.records()
         with dst.locked():
-            dst.extend_locked(records)
+            if dst.path.exists():
+                raise StoreError(f"{dst.path}: already exists; name a new file to convert into")
+            try:
+                dst.extend_locked(records)
+            except StoreError:
+                dst.path.unlink(missing_ok=True)  # ours, half written: a retry must find no file there
+                raise
     return len(records)

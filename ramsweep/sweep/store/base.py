@@ -36,7 +36,7 @@ from pathlib import Path
 
 import orjson
 
-from ramsweep._io import write_atomic
+from ramsweep._io import open_regular, write_atomic
 from ramsweep.errors import StoreError
 from ramsweep.sweep.records import (
     BaselineRecord,
@@ -232,21 +232,18 @@ def stat_of(path: Path, named: Path | None = None) -> os.stat_result | None:
 
 
 @contextmanager
-def open_regular(path: Path):
-    """`path` opened for reading (a binary file object), None when it does not exist. Opened
-    without blocking and used only if it is a regular file: a path that became a FIFO or a
-    device since (a dashboard reads all night) is a StoreError, never a read that does not end."""
+def reading(path: Path):
+    """`path` open for reading (_io.open_regular: a path that became a FIFO or a device since, as
+    a dashboard reading all night may meet, is refused, never read), None when it does not exist;
+    any failure is one StoreError."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        f = open_regular(path)
     except FileNotFoundError:
         yield None
         return
     except OSError as e:
-        raise StoreError(f"{path}: cannot read it ({_why(e)})") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise StoreError(f"{path}: is not a regular file any more (a folder, FIFO, device or socket); "
-                             "put the results file back")
+        raise StoreError(f"{path}: cannot read it ({_why(e)}); put the results file back or name another") from None
+    with f:
         try:
             yield f
         except OSError as e:
@@ -255,7 +252,7 @@ def open_regular(path: Path):
 
 def read_file(path: Path, offset: int = 0) -> bytes | None:
     """The bytes of `path` from `offset` on (open_regular's rules), None when it does not exist."""
-    with open_regular(path) as f:
+    with reading(path) as f:
         if f is None:
             return None
         f.seek(offset)

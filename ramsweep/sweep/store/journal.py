@@ -27,7 +27,7 @@ import orjson
 from ramsweep._io import FILE_MODE, fsync_dir
 from ramsweep.errors import StoreError
 from ramsweep.sweep.records import Head, RecordError, add, dumps_line, gc_paused, parse_record
-from ramsweep.sweep.store.base import Record, Store, open_regular, parse_stored, read_file, stat_of
+from ramsweep.sweep.store.base import Record, Store, parse_stored, read_file, reading, stat_of
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 16
@@ -57,6 +57,8 @@ class Journal(Store):
         with gc_paused():
             found = [parse_stored(self, line, f"line {number}") for number, _, line in lines]
         last = self._tail(tail, len(data) - len(tail))  # a whole last record that lost its newline
+        if last is None and tail.strip():
+            self._say_torn(len(tail))
         return found + ([last] if last else [])
 
     def follow(self, mark, most: int | None = None) -> tuple[list[tuple[Record, int]], object, bool]:
@@ -76,7 +78,7 @@ class Journal(Store):
         new = read_file(self.path, offset) or b""
         if offset == 0 and new.strip() and not new.lstrip().startswith(b"{"):
             raise self._not_a_journal()
-        end = new.rfind(b"\n") + 1
+        end = whole = new.rfind(b"\n") + 1
         if most is not None:
             cut = -1
             for _ in range(most):
@@ -94,10 +96,10 @@ class Journal(Store):
                     if not found:
                         raise
                     return found, (st.st_ino, at, None), replaced  # the good records first; the error next time
-        return found, (st.st_ino, offset + end, now if end == len(new) else None), replaced
+        return found, (st.st_ino, offset + end, now if end == whole else None), replaced
 
     def record_at(self, where: int) -> Record:
-        with open_regular(self.path) as f:
+        with reading(self.path) as f:
             if f is None:
                 raise StoreError(f"{self.path}: is gone (it changed since it was read)")
             f.seek(where)
@@ -164,8 +166,11 @@ class Journal(Store):
             self._unterminated = True
         elif tail.strip() and self._torn_seen != self._offset:
             self._torn_seen = self._offset
-            log.warning("%s: its last line (%d bytes) is a torn append, not a record; it is skipped, and "
-                        "the next append moves it to %s.torn", self.path, len(tail), self.path.name)
+            self._say_torn(len(tail))
+
+    def _say_torn(self, size: int) -> None:
+        log.warning("%s: its last line (%d bytes) is a torn append, not a record; it is skipped, and the next "
+                    "append moves it to %s.torn", self.path, size, self.path.name)
 
     def _tail(self, tail: bytes, at: int) -> Record | None:
         """What the bytes after the last newline (at byte `at`) are: a whole record that lost its
@@ -178,8 +183,8 @@ class Journal(Store):
         if at == 0:
             raise self._not_a_journal()
         if not _torn(tail):
-            raise self.invalid(f"its last line (at byte {at})", RecordError("not a record, nor the start of one "
-                                                                             "being appended"))
+            raise StoreError(f"{self.path}: its last line (at byte {at}) is not a record, nor the start of one "
+                             "being appended; the file was left untouched: repair or delete that line")
         return None
 
     def _not_a_journal(self) -> StoreError:
