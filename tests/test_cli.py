@@ -431,3 +431,99 @@ def test_report_filters_compare_and_html_through_the_cli(tmp_path, tiny):
     page = invoke("report", results, "-f", "html").stdout
     assert page.startswith("<!doctype html>") and "<svg" in page and "http://" not in page.replace(
         'xmlns="http://www.w3.org/2000/svg"', "").replace('xmlns:xlink="http://www.w3.org/1999/xlink"', "")
+
+
+# ---------------------------------------------------------------- hostile paths and options: one line, nothing touched
+
+def results_path_cases(tmp_path) -> dict[str, Path]:
+    """Results paths no command can use, each of which once gave a traceback."""
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "afile").write_text("a file, not a folder")
+    return {"a loop of symbolic links": tmp_path / "loop",
+            "a part of the path is a file, not a folder": tmp_path / "afile" / "r.jsonl",
+            "its name is 305 bytes long": tmp_path / ("a" * 300 + ".json")}
+
+
+def path_commands(results: Path, tiny: Path, other: Path) -> list[list]:
+    return [["run", "--set", tiny, "--results", results], ["run", "--set", tiny, "--results", results, "-n"],
+            ["grid", "--limit", "1", "--results", results], ["status", results], ["report", results],
+            ["compare", "alpha", "beta", "--results", results], ["convert", results, other],
+            ["convert", other, results]]
+
+
+def test_an_unusable_results_path_is_one_line_for_every_command(tmp_path, tiny):
+    other = tmp_path / "other.json"
+    assert invoke("run", "--set", tiny, "--results", other).exit_code == 0
+    before = other.read_bytes()
+    for why, results in results_path_cases(tmp_path).items():
+        for args in path_commands(results, tiny, other):
+            result = invoke(*args)
+            assert result.exit_code == 3, (args, result.exit_code, result.output)
+            assert result.stderr.count("\n") == 1 and why in result.stderr, (args, result.stderr)
+    assert other.read_bytes() == before
+
+
+def as_another_user() -> list[str]:
+    """A command prefix under which folder permissions hold: root ignores them, an unprivileged
+    user namespace (unshare --user: uid nobody) does not."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "--user", "true"]).returncode != 0:
+        pytest.skip("running as root, and no user namespace to drop the privilege in")
+    return ["unshare", "--user"]
+
+
+def test_a_results_folder_without_search_permission_is_one_line_for_every_command(tmp_path_factory):
+    prefix = as_another_user()
+    top = tmp_path_factory.mktemp("perm")
+    top.chmod(0o755)  # pytest's own folders are private: the other user must reach `top`
+    top.parent.chmod(0o755), top.parent.parent.chmod(0o755)
+    (top / "tiny.yaml").write_text(TINY)
+    (top / "tiny.yaml").chmod(0o644)
+    locked = top / "locked"
+    locked.mkdir(mode=0o600)  # readable, not searchable
+    try:
+        for args in path_commands(locked / "r.json", top / "tiny.yaml", top / "other.json"):
+            done = subprocess.run([*prefix, sys.executable, "-m", "ramsweep", *map(str, args)], capture_output=True,
+                                  text=True, timeout=120, env={**os.environ, "NUMBA_NUM_THREADS": "1"})
+            assert done.returncode in (2, 3), (args, done.returncode, done.stderr)
+            assert done.stderr.count("\n") == 1 and "no permission to reach or read it" in done.stderr, (args, done.stderr)
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--seeds", ""], "--seeds: '' is not a comma-separated list of whole numbers"),
+    (["--seeds", " , "], "--seeds: ' , ' is not a comma-separated list of whole numbers"),
+    (["--experiments", ""], "--experiments: '' names no experiment"),
+])
+def test_an_empty_list_option_is_an_error_not_ignored(tmp_path, tiny, args, says):
+    results = tmp_path / "results.json"
+    result = invoke("run", "--set", tiny, "--results", results, *args)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and says in result.stderr, result.output
+    assert not results.exists()
+
+
+@pytest.mark.parametrize("plots", ["a-file", "/dev/null", "a-file/below"])
+def test_report_plots_somewhere_unusable_is_one_line_before_any_report(tmp_path, tiny, plots):
+    results = tmp_path / "results.json"
+    assert invoke("run", "--set", tiny, "--results", results).exit_code == 0
+    (tmp_path / "a-file").write_text("keep me")
+    target = plots if plots.startswith("/") else tmp_path / plots
+    result = invoke("report", results, "--plots", target)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" and result.stderr.count("\n") == 1 and "--plots" in result.stderr, result.output
+    assert (tmp_path / "a-file").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "fifo"])
+def test_a_data_path_that_never_ends_is_one_line_not_a_hang_or_a_flood(tmp_path, tiny, source):
+    if source == "fifo":
+        os.mkfifo(tmp_path / "corpus.txt")
+        source = tmp_path / "corpus.txt"
+    results = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, "-m", "ramsweep", "run", "--set", str(tiny), "--results", str(results),
+                           "--data", "text", "--data-path", str(source)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, (done.returncode, done.stderr[-500:])
+    assert "--data-path" in done.stderr and "is a FIFO, device or socket" in done.stderr
+    assert not results.exists()

@@ -83,9 +83,10 @@ def load(paths: Iterable[str | Path]) -> list[Record]:
     latest rule applied to them in the order given)."""
     found: list[Record] = []
     for path in map(Path, paths):
-        if not path.exists():
+        store = open_store(path)  # a path no store can use is refused here, in one line
+        if not store.path.exists():
             raise StoreError(f"{path}: no such results file; run `ramsweep run --set quick` first or name another file")
-        found += open_store(path).records()
+        found += store.records()
     return list(latest(found).values())
 
 
