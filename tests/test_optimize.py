@@ -2,19 +2,27 @@
 deterministic, resumable and never reads test, and its result can be rebuilt from its file."""
 
 import dataclasses
+import json
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
+import orjson
 import pytest
 from conftest import config_error
+from typer.testing import CliRunner
 
+from ramsweep.cli import app
 from ramsweep.config import Experiment
 from ramsweep.data.corpus import Corpus
 from ramsweep.engine.evaluate import evaluate, score
 from ramsweep.engine.reference import ReferenceModel
 from ramsweep.engine.train import DENSE, drawn_connectivity, train
 from ramsweep.optimize import cpu as search_kernels
-from ramsweep.optimize.driver import decode, run_search
+from ramsweep.optimize.checkpoint import decode
+from ramsweep.optimize.driver import run_search
 from ramsweep.optimize.fitness import Examples, Fitness
 from ramsweep.sweep.artifacts import Checkpoints, load_connectivity
 from ramsweep.sweep.experiment import Task, run_experiment
@@ -133,9 +141,11 @@ def test_a_search_is_deterministic_and_resumes_as_if_never_stopped(strategy):
     assert comparable(run_search(*args)) == comparable(whole)  # same seed, same search
     assert whole.summary["evaluations"] > 0 and len(saved) >= 4
 
+    set_aside = []
     for stop in (1, len(saved) // 2, len(saved) - 2):  # killed after that checkpoint was written
-        resumed = run_search(*args, resume=saved[stop])
+        resumed = run_search(*args, resume={**saved[stop], "set_aside": set_aside.append})
         assert comparable(resumed) == comparable(whole)
+    assert set_aside == []  # each was valid, and resumed (not started over, which ends the same)
 
     other = run_search(exp.model_copy(update={"optimize": exp.optimize.model_copy(update={"seed": 1})}),
                        *args[1:])
@@ -233,3 +243,160 @@ def test_a_time_cap_stops_the_search_with_a_valid_result():
     assert out.summary["stopped"] == "time cap"
     assert out.state["unit"] == 0 and len(out.summary["history"]) == 1  # the first step, then the cap
     assert out.summary["fitness_after"]["value"] <= out.summary["fitness_before"]["value"]  # its best is kept
+
+
+# ---------------------------------------------------------------- a checkpoint that is not this search's
+
+SEARCH_SET = """
+experiments:
+  - name: s
+    tiers: "6,3,8;12,2,6;rest,2,5"
+    context: 3
+    negatives: 10
+    optimize: {strategy: GA+TS, generations: 3, population: 6, iterations: 3, neighbours: 5, mutation: 0.05,
+               ts_mutation: 0.02}
+"""
+
+# `ramsweep run` SIGKILLed once its checkpoint holds both a GA population and rewired neurons
+KILLED_AT_A_CHECKPOINT = """
+import json, os, signal
+from ramsweep.cli import main
+from ramsweep.sweep.artifacts import Checkpoints
+
+save = Checkpoints.save
+
+def save_then_die(self, saved):
+    save(self, saved)
+    meta = json.loads(saved["meta"])
+    if meta["moved"] and meta["state"]["ga"]:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+Checkpoints.save = save_then_die
+main()
+"""
+
+
+@pytest.fixture(scope="module")
+def killed_search(tmp_path_factory):
+    """(set file, text corpus, the record of an uninterrupted run, the checkpoint of a killed one)."""
+    folder = tmp_path_factory.mktemp("killed_search")
+    (folder / "search.yaml").write_text(SEARCH_SET)
+    words = zipf(np.random.default_rng(0), 8000, 60)
+    (folder / "corpus.txt").write_text("\n".join(" ".join(f"w{w}" for w in words[i : i + 20]) for i in range(0, 8000, 20)))
+    clean = run_cli(folder / "search.yaml", folder / "corpus.txt", folder / "clean" / "results.json")
+    assert clean.exit_code == 0, clean.output
+    (record,) = experiment_records(folder / "clean" / "results.json")
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_A_CHECKPOINT, "run", "--set", folder / "search.yaml",
+                             "--results", folder / "killed" / "results.json", "--data", "text",
+                             "--data-path", folder / "corpus.txt"], env={**os.environ, "NUMBA_NUM_THREADS": "1"},
+                            capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    checkpoint = folder / "killed" / "results.json.search" / f"{record['key']}.checkpoint.npz"
+    assert checkpoint.exists()
+    return folder / "search.yaml", folder / "corpus.txt", record, checkpoint
+
+
+def run_cli(set_path, corpus, results):
+    return CliRunner().invoke(app, ["run", "--set", str(set_path), "--results", str(results), "--data", "text",
+                                    "--data-path", str(corpus)])
+
+
+def experiment_records(results):
+    return [r for r in orjson.loads(results.read_bytes())["results"] if r.get("kind") != "baseline"]
+
+
+def figures(record):
+    """What a search decides, without its timings."""
+    search = {k: v for k, v in record["search"].items() if k != "search_s"}
+    search["history"] = [{k: v for k, v in h.items() if k != "elapsed_s"} for h in search["history"]]
+    return record["status"], record["metrics"], search
+
+
+def edited(change):
+    """The checkpoint's bytes after change(file meta, search meta, arrays)."""
+
+    def tamper(checkpoint):
+        with np.load(checkpoint) as z:
+            arrays = {k: z[k] for k in z.files}
+        outer = json.loads(arrays.pop("meta").tobytes())
+        inner = json.loads(outer["search"])
+        change(outer, inner, arrays)
+        outer["search"] = json.dumps(inner)
+        out = checkpoint.with_name("edited.npz")
+        np.savez(out, meta=np.frombuffer(json.dumps(outer).encode(), np.uint8), **arrays)
+        return out.read_bytes()
+
+    return tamper
+
+
+def moved_rows(inner, arrays):
+    return arrays[inner["moved"][0][2]["@array"]]
+
+
+def set_array(arrays, ref, value):
+    arrays[ref["@array"]] = value
+
+
+def candidate_rows(inner, arrays, member=1):
+    return arrays[inner["state"]["ga"]["population"][member][0]["@array"]]
+
+
+TAMPERED = {
+    "connection outside the input": edited(lambda o, i, a: moved_rows(i, a).__setitem__((0, 0), 100_000)),
+    "negative connection": edited(lambda o, i, a: moved_rows(i, a).__setitem__((0, 0), -1)),
+    "a neuron wired twice to one input": edited(
+        lambda o, i, a: moved_rows(i, a).__setitem__((0, 1), moved_rows(i, a)[0, 0])),
+    "GA candidate outside the input": edited(lambda o, i, a: candidate_rows(i, a).__setitem__((0, 0), 100_000)),
+    "GA candidate wired twice": edited(
+        lambda o, i, a: candidate_rows(i, a).__setitem__((0, 1), candidate_rows(i, a)[0, 0])),
+    "moved neuron outside the tier": edited(
+        lambda o, i, a: set_array(a, i["moved"][0][1], np.full_like(a[i["moved"][0][1]["@array"]], 10_000))),
+    "wrong shape": edited(
+        lambda o, i, a: set_array(a, i["state"]["ga"]["population"][1][0], candidate_rows(i, a)[:, :-1])),
+    "wrong dtype": edited(
+        lambda o, i, a: set_array(a, i["state"]["ga"]["population"][1][0], candidate_rows(i, a).astype(np.float64))),
+    "missing array": edited(lambda o, i, a: a.pop(i["state"]["ga"]["population"][1][0]["@array"])),
+    "missing state": edited(lambda o, i, a: i["state"].pop("rng")),
+    "missing GA state": edited(lambda o, i, a: i["state"]["ga"].pop("losses")),
+    "generation past the budget": edited(lambda o, i, a: i["state"]["ga"].__setitem__("generation", 99)),
+    "unit past the last": edited(lambda o, i, a: i["state"].__setitem__("unit", 7)),
+    "broken generator state": edited(lambda o, i, a: i["state"]["rng"]["state"].__setitem__("inc", -1)),
+    "another experiment's key": edited(lambda o, i, a: o.__setitem__("key", "0123456789abcdef")),
+    "another experiment's config": edited(
+        lambda o, i, a: i.__setitem__("experiment", {**i.get("experiment", {}), "context": 4})),
+    "garbage bytes": lambda checkpoint: b"PK\x03\x04" + bytes(range(256)) * 4,
+    "truncated": lambda checkpoint: checkpoint.read_bytes()[:-100],
+}
+
+
+@pytest.mark.parametrize("case", TAMPERED)
+def test_an_invalid_checkpoint_is_set_aside_and_the_search_starts_over(killed_search, tmp_path, case):
+    set_path, corpus, clean, checkpoint = killed_search
+    results = tmp_path / "results.json"
+    path = tmp_path / "results.json.search" / checkpoint.name
+    path.parent.mkdir()
+    bad = TAMPERED[case](checkpoint)
+    path.write_bytes(bad)
+
+    run = run_cli(set_path, corpus, results)
+    assert run.exit_code == 0, run.output
+    (record,) = experiment_records(results)
+    assert figures(record) == figures(clean)  # searched from the start: the uninterrupted run's figures
+    aside = path.with_name(path.name + ".invalid")
+    assert aside.read_bytes() == bad and not path.exists()  # kept for a look, never resumed
+    assert re.search(rf"search checkpoint \S*{re.escape(path.name)} .*; set aside as {re.escape(aside.name)}, "
+                     r"the search starts over", run.stderr), run.stderr
+
+
+def test_a_valid_checkpoint_of_a_killed_run_resumes(killed_search, tmp_path):
+    set_path, corpus, clean, checkpoint = killed_search
+    results = tmp_path / "results.json"
+    path = tmp_path / "results.json.search" / checkpoint.name
+    path.parent.mkdir()
+    path.write_bytes(checkpoint.read_bytes())
+    run = run_cli(set_path, corpus, results)
+    assert run.exit_code == 0, run.output
+    assert "resuming from its checkpoint" in run.stderr and "set aside" not in run.stderr
+    (record,) = experiment_records(results)
+    assert figures(record) == figures(clean)
+    assert not list(path.parent.glob("*.checkpoint.npz*"))  # removed at the end, nothing set aside

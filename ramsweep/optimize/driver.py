@@ -9,7 +9,6 @@ The test split is not an argument: nothing here can read it (DESIGN.md §3 "Spli
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from ramsweep.engine.layout import build_layout
 from ramsweep.engine.train import Model, train
 from ramsweep.errors import DataError
 from ramsweep.optimize import search
+from ramsweep.optimize.checkpoint import encode, restore
 from ramsweep.optimize.fitness import Examples, Fitness
 
 HISTORY_LINES = 1000  # a longer history (a per-cluster search) is kept as one line per unit
@@ -50,6 +50,8 @@ def run_search(exp: Experiment, train_tokens: np.ndarray, validation: np.ndarray
                device: str = "cpu", resume: dict | None = None, checkpoint: Callable[[dict], None] = lambda s: None,
                progress: Callable[[dict], None] = lambda p: None) -> Outcome:
     """Search `exp.optimize`, choose on validation, and return the start and chosen models.
+    `resume` is what `checkpoint` was handed last, resumed only if valid (checkpoint.py; then
+    its "set_aside", if it has one, is called with why, and the search starts over).
     `device` is a resolved engine device: training runs where the engine's does; candidates
     are evaluated on the GPU for cuda and hybrid, else on the CPU (same results everywhere)."""
     opt = exp.optimize
@@ -65,9 +67,9 @@ def run_search(exp: Experiment, train_tokens: np.ndarray, validation: np.ndarray
     scope = np.unique(np.concatenate([u.clusters(layout) for u in units]))
     fitness.set_scope(scope)
     before = fitness_summary(fitness)
-    state = search.new_state(opt) if resume is None else restore(fitness, resume)
+    state = search.new_state(opt) if resume is None else restore(fitness, resume, exp, units)
     deadline = opt.max_minutes * 60 if opt.max_minutes is not None else None
-    ctx = search.Context(fitness, opt, units, lambda s: checkpoint(encode(s, fitness)), progress, deadline)
+    ctx = search.Context(fitness, opt, units, lambda s: checkpoint(encode(s, fitness, exp)), progress, deadline)
     state = search.run(ctx, state)
     fitness.set_scope(scope)
     after = fitness_summary(fitness)
@@ -137,54 +139,3 @@ def per_tier(history: list[dict], units: list, layout) -> list[dict]:
         row["last"].append(last[u])
         row["elapsed_s"] = elapsed[u]
     return [{**row, "first": float(np.mean(row["first"])), "last": float(np.mean(row["last"]))} for row in out.values()]
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-def encode(state: dict, fitness: Fitness) -> dict:
-    """The search state as {"meta": JSON text, "arrays": {name: array}}: candidates become array
-    references, and the fitness state's connectivity is kept as its difference from the start."""
-    arrays: dict[str, np.ndarray] = {}
-
-    def walk(value):
-        if isinstance(value, np.ndarray):
-            name = f"a{len(arrays)}"
-            arrays[name] = value
-            return {"@array": name}
-        if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [walk(v) for v in value]
-        return value.item() if isinstance(value, np.generic) else value
-
-    moved = []
-    for t, (now, drawn) in enumerate(zip(fitness.conn, fitness.model.connectivity)):
-        neurons = np.flatnonzero((now != drawn).any(axis=1))
-        if neurons.shape[0]:
-            moved.append([t, walk(neurons), walk(now[neurons])])
-    meta = {"state": walk(state), "moved": moved}
-    return {"meta": json.dumps(meta), "arrays": arrays}  # json: the generator's state has 128-bit ints
-
-
-def decode(saved: dict) -> tuple[dict, list]:
-    arrays = saved["arrays"]
-
-    def walk(value):
-        if isinstance(value, dict):
-            return arrays[value["@array"]] if set(value) == {"@array"} else {k: walk(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        return value
-
-    meta = json.loads(saved["meta"])
-    return walk(meta["state"]), walk(meta["moved"])
-
-
-def restore(fitness: Fitness, saved: dict) -> dict:
-    """The state of a checkpoint, with the fitness moved to the connectivity it had then."""
-    state, moved = decode(saved)
-    if moved:
-        fitness.commit([(t, np.asarray(n, dtype=np.int64), np.asarray(rows, dtype=np.int32)) for t, n, rows in moved])
-    fitness.evaluations = state["evaluations"]
-    return state

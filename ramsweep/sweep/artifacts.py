@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +39,14 @@ def _read_npz(path: Path) -> tuple[dict, str] | None:
         with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files if k != "meta"}
             return arrays, z["meta"].tobytes().decode()
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, EOFError):
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError, EOFError):
         return None
 
 
 class Checkpoints:
-    """Save and load one experiment's search checkpoint (what driver.encode produces)."""
+    """Save and load one experiment's search checkpoint (what optimize/checkpoint.encode produces).
+    A checkpoint that does not read, or is not this search's, is set aside as `NAME.invalid`
+    (kept for a look, never resumed) and the search starts over."""
 
     def __init__(self, folder: Path, key: str):
         self.path = folder / f"{key}.checkpoint.npz"
@@ -55,7 +58,8 @@ class Checkpoints:
         write_atomic(self.path, _npz(saved["arrays"], meta))
 
     def load(self) -> dict | None:
-        """The last checkpoint, or None (none, or one that does not read: the search starts over)."""
+        """The last checkpoint, with its `set_aside` for the search to call if it finds it invalid;
+        None if there is none or it does not read (then it is set aside)."""
         if not self.path.exists():
             return None
         found = _read_npz(self.path)
@@ -63,10 +67,18 @@ class Checkpoints:
             meta = json.loads(found[1]) if found else None
         except ValueError:
             meta = None
-        if not meta or meta.get("key") != self.key:
-            log.warning(f"search checkpoint {self.path} does not read; the search starts over")
+        if not isinstance(meta, dict) or not isinstance(meta.get("search"), str):
+            self.set_aside("does not read")
             return None
-        return {"meta": meta["search"], "arrays": found[0]}
+        if meta.get("key") != self.key:
+            self.set_aside(f"belongs to experiment {meta.get('key')!r}")
+            return None
+        return {"meta": meta["search"], "arrays": found[0], "set_aside": self.set_aside}
+
+    def set_aside(self, why: str) -> None:
+        aside = self.path.with_name(self.path.name + ".invalid")
+        self.path.replace(aside)  # an older one of the same name was set aside before: the newest is kept
+        log.warning(f"search checkpoint {self.path} {why}; set aside as {aside.name}, the search starts over")
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
