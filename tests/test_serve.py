@@ -1,15 +1,23 @@
 """`ramsweep serve`: what the dashboard's API shows (the report's own rankings, grids and cards),
 that it follows a results file as records land, that it refuses what it must (foreign Host
 headers, missing or wrong tokens, every write method, a public host without a token), that it
-writes nothing, and that runners publish what their experiments are doing."""
+writes nothing, that runners publish what their experiments are doing, and that a real
+`ramsweep serve` keeps looking and says why when its files break, and refuses in one line what it
+cannot use."""
 
 import importlib.util
 import itertools
 import os
+import re
+import shutil
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
 
 import orjson
 import pytest
@@ -28,7 +36,8 @@ pytest.importorskip("httpx2")
 from starlette.testclient import TestClient  # noqa: E402
 
 from ramsweep.serve import allowed_hosts, resolve_token  # noqa: E402
-from ramsweep.serve.app import COOKIE, create_app  # noqa: E402
+from ramsweep.serve import app as app_module  # noqa: E402
+from ramsweep.serve.app import COOKIE, HEADERS, create_app  # noqa: E402
 from ramsweep.serve.feed import Feed  # noqa: E402
 
 TOKEN = "a-test-token-of-some-length"
@@ -170,6 +179,212 @@ def test_the_server_writes_nothing(tmp_path):
                     assert c.get(route).status_code in (200, 404)
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in tmp_path.iterdir()}
     assert after == before
+
+
+# ------------------------------------------------------------------ a real `ramsweep serve` under faults
+
+SERVE = [sys.executable, "-m", "ramsweep", "serve"]
+SERVE_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # this checkout's code, from any cwd
+# As root, permissions do not bind; setpriv drops the capabilities that override them.
+UNPRIVILEGED = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
+needs_permissions = pytest.mark.skipif(bool(UNPRIVILEGED) and not shutil.which("setpriv"),
+                                       reason="as root, needs setpriv to make permissions bind")
+
+
+@contextmanager
+def served(results, *args, prefix=()):
+    """`ramsweep serve RESULTS ARGS` in its own process on a free port: its base URL and process."""
+    proc = subprocess.Popen([*prefix, *SERVE, str(results), "--port", "0", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=SERVE_ENV)
+    try:
+        line = ""
+        while "ramsweep serve: http" not in line:
+            line = proc.stdout.readline()
+            assert line, f"serve ended: {proc.stderr.read()}"
+        yield "http://127.0.0.1:" + re.search(r":(\d+)/", line)[1], proc
+        assert proc.poll() is None, "the dashboard died"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def get(url: str, path: str, **headers) -> dict:
+    with urllib.request.urlopen(urllib.request.Request(url + path, headers=headers), timeout=10) as response:
+        return orjson.loads(response.read())
+
+
+def first_event(url: str) -> dict:
+    """The first `update` of the event stream: the status as it stands."""
+    with urllib.request.urlopen(url + "/api/events", timeout=10) as stream:
+        for line in stream:
+            if line.startswith(b"data: "):
+                return orjson.loads(line[6:])
+    raise AssertionError("the event stream ended")
+
+
+def until(check, seconds: float, what: str):
+    """Poll `check` until it returns something true (returned), failing after `seconds`."""
+    end = time.monotonic() + seconds
+    while not (found := check()):
+        assert time.monotonic() < end, f"not within {seconds} s: {what}"
+        time.sleep(0.1)
+    return found
+
+
+def shown(url: str) -> tuple[str | None, set[str]]:
+    """The file's error as the dashboard says it, and the names of the latest results it shows."""
+    return get(url, "/api/status")["files"][0]["error"], {r["name"] for r in get(url, "/api/records")["latest"]}
+
+
+def fifo(path):
+    os.replace(path, path.with_suffix(".kept"))
+    os.mkfifo(path)
+    return lambda: (path.unlink(), os.replace(path.with_suffix(".kept"), path))
+
+
+def link_loop(path):
+    os.replace(path, path.with_suffix(".kept"))
+    os.symlink(path.name, path)  # a link to itself
+    return lambda: (path.unlink(), os.replace(path.with_suffix(".kept"), path))
+
+
+def no_search_permission(path):
+    path.parent.chmod(0o600)
+    return lambda: path.parent.chmod(0o755)
+
+
+def file_in_place_of_its_folder(path):
+    folder = path.parent
+    os.replace(folder, folder.with_name("kept"))
+    folder.write_text("not a folder\n")
+    return lambda: (folder.unlink(), os.replace(folder.with_name("kept"), folder))
+
+
+@pytest.mark.parametrize("breaking", [fifo, link_loop, pytest.param(no_search_permission, marks=needs_permissions),
+                                      file_in_place_of_its_folder], ids=lambda f: f.__name__)
+def test_a_broken_results_path_is_said_and_the_page_recovers_once_it_is_restored(tmp_path, breaking):
+    """The dashboard keeps showing what it read and says why it cannot read more (on the API and
+    the event stream), never stops looking, and catches up once the file is back."""
+    results = tmp_path / "runs" / "r.jsonl"
+    results.parent.mkdir()
+    store = grid_file(results)
+    with served(results, prefix=UNPRIVILEGED if breaking is no_search_permission else ()) as (url, proc):
+        until(lambda: shown(url)[1] >= {"grid_b08_08_08", "broken"}, 10, "the results shown")
+        restore = breaking(results)
+        try:
+            error, names = until(lambda: (now := shown(url))[0] and now, 15, "the error shown")
+            assert str(results) in error and "\n" not in error
+            assert "grid_b08_08_08" in names  # what was read stays on the page
+            assert str(results) in first_event(url)["files"][0]["error"]
+        finally:
+            restore()
+        store.append(parse_record(experiment_record("after", "kafter", val_ppl=10.0)))
+        until(lambda: (now := shown(url))[0] is None and "after" in now[1], 15, "the recovery shown")
+        assert proc.poll() is None
+
+
+def test_a_journal_with_one_bad_line_shows_the_records_before_it(tmp_path):
+    results = tmp_path / "r.jsonl"
+    grid_file(results)
+    good = results.stat().st_size
+    with open(results, "ab") as f:
+        f.write(b"{not a record}\n" + orjson.dumps(experiment_record("after_the_bad_line", "kbad")) + b"\n")
+    with served(results) as (url, _):
+        error, names = until(lambda: (now := shown(url))[0] and now, 10, "the bad line named")
+        assert f"byte {good}" in error or "line 11" in error, error
+        assert {"grid_b08_08_08", "grid_b09_09_09", "broken"} <= names and "after_the_bad_line" not in names
+
+
+SERVE_REFUSES = {
+    "a symbolic-link loop": (lambda tmp: ["loop"], 3),
+    "a folder without search permission": (lambda tmp: ["locked/r.jsonl"], 3),
+    "a path under a file": (lambda tmp: ["a-file/r.jsonl"], 3),
+    "a 300-character name": (lambda tmp: ["x" * 294 + ".jsonl"], 3),
+    "--port -1": (lambda tmp: ["r.jsonl", "--port", "-1"], 2),
+    "--port 70000": (lambda tmp: ["r.jsonl", "--port", "70000"], 2),
+    "--allow-host *": (lambda tmp: ["r.jsonl", "--allow-host", "*"], 2),
+    "--allow-host *.example.com": (lambda tmp: ["r.jsonl", "--allow-host", "*.example.com"], 2),
+    "a token of 16 spaces": (lambda tmp: ["r.jsonl", "--host", "0.0.0.0", "--token", " " * 16], 2),
+    "a token of one character": (lambda tmp: ["r.jsonl", "--host", "0.0.0.0", "--token", "a" * 32], 2),
+}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=needs_permissions if "permission" in c else ())
+                                  for c in SERVE_REFUSES])
+def test_serve_refuses_what_it_cannot_use_in_one_line(tmp_path, case):
+    args, code = SERVE_REFUSES[case]
+    os.symlink("loop", tmp_path / "loop")
+    (tmp_path / "locked").mkdir(mode=0o600)
+    (tmp_path / "a-file").write_text("a file\n")
+    prefix = UNPRIVILEGED if "permission" in case else []
+    # --port 0 first: a --port under test comes after it and wins
+    argv = [*prefix, *SERVE, "--port", "0", *args(tmp_path)]
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=SERVE_ENV)
+    try:
+        out, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    lines = err.strip().splitlines()
+    assert proc.returncode == code and len(lines) == 1 and lines[0].startswith("ramsweep: error: "), (out, err)
+    flag = case.split()[0] if case.startswith("--") else "--token" if "token" in case else args(tmp_path)[0][:20]
+    assert flag in lines[0] and "ramsweep serve: http" not in out, (out, err)
+
+
+def test_the_host_check_refusal_carries_the_security_headers(tmp_path):
+    grid_file(tmp_path / "r.jsonl")
+    with served(tmp_path / "r.jsonl") as (url, _):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            get(url, "/api/status", Host="attacker.example")
+        assert refused.value.code == 400
+        for name, value in HEADERS.items():
+            assert refused.value.headers[name] == value, name
+
+
+def test_an_idle_dashboard_does_not_read_a_long_torn_tail_again(tmp_path):
+    """50 MB of a record being appended (no newline yet) costs one read, not one per look."""
+    results = tmp_path / "r.jsonl"
+    grid_file(results)
+    with open(results, "ab") as f:
+        f.write(b'{"kind": "experiment", "name": "' + b"x" * 50_000_000)
+    with served(results) as (url, proc):
+        until(lambda: "grid_b08_08_08" in shown(url)[1], 20, "the results shown")
+        time.sleep(1.0)  # the first reads are done
+        before, start = cpu_s(proc.pid), time.monotonic()
+        time.sleep(4.0)  # 8 looks
+        share = (cpu_s(proc.pid) - before) / (time.monotonic() - start)
+    assert share < 0.03, f"an idle dashboard used {share:.1%} of a core"
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds a process has used (user and system, /proc)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_read_that_does_not_return_is_said_and_the_dashboard_answers_meanwhile(tmp_path, monkeypatch):
+    """A hung network mount cannot be made in a test: a follow that blocks until released stands in."""
+    monkeypatch.setattr(app_module, "STALL_S", 0.5)
+    grid_file(tmp_path / "r.jsonl")
+    feed = Feed([tmp_path / "r.jsonl"])
+    store, release = feed.files[0].store, threading.Event()
+    follow = store.follow
+
+    def hung(*args, **kwargs):
+        release.wait()
+        return follow(*args, **kwargs)
+
+    with TestClient(create_app(feed), base_url="http://127.0.0.1") as c:
+        assert c.get("/api/status").json()["files"][0]["counts"]["done"] == 8
+        monkeypatch.setattr(store, "follow", hung)
+        try:
+            error = until(lambda: c.get("/api/status").json()["files"][0]["error"], 5, "the stall said")
+            assert "still reading" in error and str(tmp_path / "r.jsonl") in error
+            assert c.get("/api/records").json()["latest"]  # requests are answered meanwhile
+        finally:
+            release.set()
+        until(lambda: c.get("/api/status").json()["files"][0]["error"] is None, 5, "the stall over")
 
 
 # ------------------------------------------------------------------ runners publish their progress

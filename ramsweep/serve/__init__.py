@@ -12,13 +12,16 @@ import ipaddress
 import os
 import secrets
 import socket
+import string
 from collections.abc import Callable
+from urllib.parse import quote
 
 from ramsweep.errors import ConfigError
 
 DEFAULT_PORT = 8765
 GENERATE = "auto"  # --token auto: a fresh token, printed with the URL
 MIN_TOKEN = 16
+MIN_DISTINCT = 8  # different characters a token needs besides spaces: 16 spaces or "aaaa…" are no secret
 
 
 def is_loopback(host: str) -> bool:
@@ -32,12 +35,17 @@ def is_loopback(host: str) -> bool:
 
 def resolve_token(host: str, token: str | None) -> str | None:
     """The token to require: None on a loopback host without one; generated for `auto`;
-    refused (one line, exit 2) when a host beyond this machine has none or a short one."""
+    refused (one line, exit 2) when a host beyond this machine has none, or one short or
+    repetitive enough to guess."""
     if token == GENERATE:
         return secrets.token_urlsafe(24)
     if token is not None and len(token) < MIN_TOKEN:
         raise ConfigError(f"--token: {len(token)} characters is too short to guess-proof; give at least {MIN_TOKEN}, "
                           f"or --token {GENERATE} to have one generated")
+    distinct = len(set(token or "") - set(string.whitespace))
+    if token is not None and distinct < MIN_DISTINCT:
+        raise ConfigError(f"--token: it has {distinct} different characters besides spaces, too few to guess-proof; "
+                          f"give one with at least {MIN_DISTINCT}, or --token {GENERATE} to have one generated")
     if token is None and not is_loopback(host):
         raise ConfigError(f"--host {host}: other machines could read the dashboard without a token; add --token "
                           f"{GENERATE} (a token is generated and printed) or --token YOURS, or keep the default "
@@ -47,9 +55,15 @@ def resolve_token(host: str, token: str | None) -> str | None:
 
 def allowed_hosts(host: str, extra: list[str] = ()) -> list[str]:
     """The names a request's Host header may give: this machine's loopback names, and, when it
-    listens beyond them, the host it binds, its own names and addresses, and `extra`."""
+    listens beyond them, the host it binds, its own names and addresses, and `extra` (refused
+    with a wildcard, which would let any site's name in: the DNS-rebinding check undone)."""
     from ramsweep.serve.app import LOOPBACK_NAMES
 
+    for name in extra:
+        if "*" in name:
+            raise ConfigError(f"--allow-host {name}: a wildcard would let pages of any site that names this server "
+                              "read the dashboard (DNS rebinding); give each name the browser uses, e.g. --allow-host "
+                              "nas.lan, once per name")
     names = set(LOOPBACK_NAMES) | set(extra)
     if not is_loopback(host):
         wildcard = host in ("0.0.0.0", "::", "")
@@ -90,7 +104,7 @@ def serve(results: list[str | os.PathLike], *, host: str = "127.0.0.1", port: in
     except ImportError as e:
         raise ConfigError(f"ramsweep serve needs the serve extra ({e.name} is missing): pip install "
                           "'ramsweep[serve]'") from None
-    feed = Feed(results)  # a path that is a folder or a FIFO is refused here
+    feed = Feed(results)  # a path that cannot be a results file (a folder, a FIFO, out of reach) is refused here
     app = create_app(feed, token=token, hosts=allowed_hosts(host, list(allow_hosts)))
     sock = bind(host, port)
     bound = sock.getsockname()[1]
@@ -98,7 +112,7 @@ def serve(results: list[str | os.PathLike], *, host: str = "127.0.0.1", port: in
         if not f.store.path.exists():
             say(f"{f.store.path} does not exist yet: the page shows it once `ramsweep run` writes it")
     shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
-    query = f"?token={token}" if token else ""
+    query = f"?token={quote(token, safe='')}" if token else ""  # a token's & or # must not end the URL
     say(f"ramsweep serve: http://{shown}:{bound}/{query}  (read-only; Ctrl-C stops it)")
     if token and not is_loopback(host):
         say("the token is the key to this dashboard: share the URL only with who may read these results")
@@ -108,6 +122,8 @@ def serve(results: list[str | os.PathLike], *, host: str = "127.0.0.1", port: in
 
 
 def bind(host: str, port: int) -> socket.socket:
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: give a port from 0 to 65535 (0: any free one)")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -4,12 +4,14 @@ changes anything or signals a process.
 
 One task looks at the files every LOOK_S (a stat each, and the bytes appended since) and wakes
 the event streams when something changed; requests only read what it keeps, so any number of
-open pages or scripts costs the runners nothing more than one viewer.
+open pages or scripts costs the runners nothing more than one viewer. A file that cannot be
+read is said beside it on the page, and the task keeps looking (feed.py, Watcher.look).
 
-Guards, outermost first: the Host header must name this server (DNS rebinding), then the
-token, when there is one (`?token=` once, then a cookie; `Authorization: Bearer` for scripts),
-compared in constant time. Responses carry a strict Content-Security-Policy: the page loads
-nothing from anywhere else, and no CORS header is ever sent.
+Guards, outermost first: the security headers on every response, a strict
+Content-Security-Policy among them (the page loads nothing from anywhere else; no CORS header
+is ever sent); the Host header must name this server (DNS rebinding); then the token, when
+there is one (`?token=` once, then a cookie; `Authorization: Bearer` for scripts), compared in
+constant time.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -38,6 +41,7 @@ from ramsweep.serve.feed import Feed
 
 STATIC = Path(__file__).parent / "static"
 LOOK_S = 0.5  # how often the files are looked at: a new result shows within about a second
+STALL_S = 10.0  # a look not back by then is said on the page (a read that does not return)
 KEEPALIVE_S = 15.0  # a comment on an idle event stream, so proxies and phones keep it open
 COOKIE = "ramsweep_session"
 HEADERS = {
@@ -63,14 +67,37 @@ class Watcher:
     def __init__(self, feed: Feed):
         self.feed = feed
         self.changed = asyncio.Event()
+        self._announced = feed.version
         self._cache: OrderedDict = OrderedDict()
 
     async def run(self) -> None:
         while True:
-            if await anyio.to_thread.run_sync(self.feed.refresh):
-                self.changed.set()
-                self.changed = asyncio.Event()  # the next change wakes the next waiters
             await asyncio.sleep(LOOK_S)
+            await self.look()
+
+    async def look(self) -> None:
+        """One look at the files (Feed.refresh: it never raises), then wake the waiters if what
+        is shown changed. The look runs in a daemon thread of its own, and one not back within
+        STALL_S is left to finish and said on the page (Feed.stalled): a read that never returns
+        (a hung network mount) can neither freeze the page nor keep the server from exiting."""
+        loop = asyncio.get_running_loop()
+        back = loop.create_future()
+
+        def work():
+            try:
+                self.feed.refresh()
+            finally:
+                with contextlib.suppress(RuntimeError):  # the server has stopped meanwhile
+                    loop.call_soon_threadsafe(back.set_result, None)
+
+        threading.Thread(target=work, name="ramsweep serve: a look at the files", daemon=True).start()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(back), STALL_S)
+        self.feed.stalled(STALL_S)  # this look, or an earlier one it found still reading
+        if self.feed.version != self._announced:  # also when a stalled look came back since
+            self._announced = self.feed.version
+            self.changed.set()
+            self.changed = asyncio.Event()  # the next change wakes the next waiters
 
     async def view(self, name: str, build, *args):
         """A view of the feed as it stands, built once per version and arguments (in a thread:
@@ -88,7 +115,7 @@ def create_app(feed: Feed, *, token: str | None = None, hosts: list[str] | None 
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        await anyio.to_thread.run_sync(feed.refresh)
+        await watcher.look()
         task = asyncio.create_task(watcher.run())
         yield
         task.cancel()
@@ -146,7 +173,8 @@ def create_app(feed: Feed, *, token: str | None = None, hosts: list[str] | None 
         Route("/api/experiments/{key}", experiment), Route("/api/events", events),
         Mount("/static", StaticFiles(directory=STATIC)),
     ]
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=hosts or list(LOOPBACK_NAMES)),
+    middleware = [Middleware(SecurityHeaders),  # outermost: also on the Host check's refusals
+                  Middleware(TrustedHostMiddleware, allowed_hosts=hosts or list(LOOPBACK_NAMES)),
                   Middleware(Guard, token=token)]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                      exception_handlers={ConfigError: refused, StoreError: unreadable})
@@ -185,12 +213,11 @@ def session_value(token: str) -> str:
     return hmac.new(token.encode(), b"ramsweep serve session", hashlib.sha256).hexdigest()
 
 
-class Guard:
-    """The token check (when the server has a token) and the security headers on every response."""
+class SecurityHeaders:
+    """HEADERS on every response."""
 
-    def __init__(self, app, token: str | None):
-        self.app, self.token = app, token
-        self.session = session_value(token) if token else None
+    def __init__(self, app):
+        self.app = app
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -202,8 +229,19 @@ class Guard:
                 message["headers"] += [(k.encode(), v.encode()) for k, v in HEADERS.items()]
             await send(message)
 
-        refused = self.check(Request(scope)) if self.token else None
-        await (refused or self.app)(scope, receive, with_headers)
+        await self.app(scope, receive, with_headers)
+
+
+class Guard:
+    """The token check, when the server has a token."""
+
+    def __init__(self, app, token: str | None):
+        self.app, self.token = app, token
+        self.session = session_value(token) if token else None
+
+    async def __call__(self, scope, receive, send):
+        refused = self.check(Request(scope)) if self.token and scope["type"] == "http" else None
+        await (refused or self.app)(scope, receive, send)
 
     def check(self, request: Request) -> Response | None:
         """None when the request may pass; else the response that refuses (or, for the page

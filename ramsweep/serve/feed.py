@@ -5,11 +5,15 @@ it was replaced) and keeps, per key, the standing record's Summary (~1.5 KB; rec
 the whole record lies (for its card) and when it arrived. Claims and status are read again
 when the claims file or the results change. Nothing is ever written and no lock is taken
 (status's lock probe apart, which never waits): a viewer can neither slow nor break a runner.
+
+Whatever a read raises, the feed keeps the last good view, says why beside it, and looks again:
+a file that was moved, damaged, made a FIFO or put out of reach shows again once restored.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 import time
@@ -22,6 +26,7 @@ from ramsweep.sweep.status import SweepStatus, status
 from ramsweep.sweep.store import Store, open_store
 
 BATCH = 500  # records read at a time from a journal
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,18 +50,40 @@ class Feed:
         self.checked = 0.0  # time.time() of the last look at the files
         self._arrivals = itertools.count(1)
         self._shared: dict = {}  # one DataInfo per data group
-        self._lock = threading.Lock()  # one refresh at a time (they run in worker threads)
+        self._lock = threading.Lock()  # held by the refresh in progress, which may be stuck in a read
+        self._reading: tuple[Followed, float] | None = None  # the file being read, since (time.monotonic())
 
     def refresh(self) -> bool:
-        """Read what changed since the last call; returns whether anything did."""
-        with self._lock:
+        """Read what changed since the last call; returns whether anything did. Never raises
+        for a file (its error is kept instead), and returns False at once while an earlier
+        call is still reading: no caller ever waits behind a read that does not return."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
             changed = False
             for f in self.files:
+                self._reading = f, time.monotonic()
                 changed |= self._refresh(f)
             if changed:
                 self.version += 1
             self.checked = time.time()
             return changed
+        finally:
+            self._reading = None
+            self._lock.release()
+
+    def stalled(self, after_s: float) -> None:
+        """When the refresh in progress has been reading one file for `after_s` or more (a hung
+        network mount: a read no timeout reaches), say so as that file's error until it returns."""
+        reading = self._reading
+        if reading is None or time.monotonic() - reading[1] < after_s:
+            return
+        f = reading[0]
+        why = (f"{f.store.path}: still reading it after {after_s:g} s (a hung network mount?); the page "
+               "shows what was read before")
+        if f.error != why:
+            f.error = why
+            self.version += 1
 
     def _refresh(self, f: Followed) -> bool:
         try:
@@ -81,9 +108,13 @@ class Feed:
                 moved = True
             f.error = None
             return moved
-        except StoreError as err:  # mid-repair, or damaged: say so, keep showing what was read
-            changed, f.error = f.error != str(err), str(err)
-            return changed
+        except StoreError as err:  # mid-repair, damaged, not a file any more: say so, keep what was read
+            return _failed(f, str(err))
+        except OSError as err:  # out of reach: a symbolic-link loop, no permission, a file where a folder was
+            return _failed(f, f"{f.store.path}: cannot be read now ({err.strerror or err}); the page shows what "
+                              "was read before")
+        except Exception as err:  # noqa: BLE001 - a bug must not stop the dashboard: shown, logged whole
+            return _failed(f, f"{f.store.path}: reading it failed ({type(err).__name__}: {err})", trace=True)
 
     def summaries(self) -> list[Summary]:
         """The record standing for each key over all the files (a key in several: the latest rule
@@ -106,6 +137,16 @@ class Feed:
             if key in f.where:
                 return f.store.record_at(f.where[key])
         return None
+
+
+def _failed(f: Followed, why: str, trace: bool = False) -> bool:
+    """Keep `why` as the file's error (logged once, with the traceback if `trace`); returns
+    whether it is new."""
+    if why == f.error:
+        return False
+    log.warning("%s", why, exc_info=trace)
+    f.error = why
+    return True
 
 
 def _stat(path: Path) -> tuple | None:
