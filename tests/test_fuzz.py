@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 from conftest import baseline_record, experiment_record
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -199,3 +199,85 @@ def test_the_valid_files_the_fuzzers_start_from_are_read(tmp_path, name):
     path = tmp_path / name
     path.write_bytes(valid_results(name.split(".")[1]))
     assert len(open_store(path).records()) == 3
+
+
+# ---------------------------------------------------------------- any bytes, every command
+
+CORPUS_TEXT = "".join(f"line {i} of a small corpus with words {i % 7} and {i % 11}\n" for i in range(400))
+EVERY_COMMAND = [["run", "--set", "{set}", "--results", "{r}", "--data", "text", "--data-path", "{corpus}"],
+                 ["run", "--set", "{set}", "--results", "{r}", "--dry-run"], ["status", "{r}"], ["report", "{r}"],
+                 ["report", "{r}", "-f", "html"], ["report", "{r}", "-f", "csv"], ["compare", "a", "b", "--results", "{r}"],
+                 ["convert", "{r}", "{other}"]]
+
+
+def parses(path: Path) -> bool:
+    try:
+        open_store(path).records()
+    except StoreError:
+        return False
+    return True
+
+
+def check_every_command(folder: Path, name: str, content: bytes) -> None:
+    """Each command answers `content` as a results file with exit 0 or one line and an exit code;
+    a file that does not parse is never rewritten, replaced, moved or cut, nor set aside."""
+    path = folder / name
+    path.write_bytes(content)
+    st = path.stat()
+    unparsed = not parses(path)
+    (folder / "set.yaml").write_text('experiments:\n  - {name: a, tiers: "rest,1,4", context: 1, negatives: 5}\n')
+    (folder / "corpus.txt").write_text(CORPUS_TEXT)
+    for command in EVERY_COMMAND:
+        other = folder / ("copy.jsonl" if name.endswith(".json") else "copy.json")
+        args = [a.format(set=folder / "set.yaml", r=path, corpus=folder / "corpus.txt", other=other) for a in command]
+        with time_limit(60):
+            result = CliRunner().invoke(app, args)
+        assert result.exception is None or isinstance(result.exception, SystemExit), (args, result.exception)
+        if result.exit_code != 0:
+            assert result.stderr.count("\n") == 1 and result.stderr.startswith("ramsweep: error: "), (args, result.stderr)
+        if unparsed:
+            assert result.exit_code in (2, 3), (args, result.exit_code, result.output)
+            after = path.stat()
+            assert path.read_bytes() == content and (after.st_ino, after.st_mtime_ns) == (st.st_ino, st.st_mtime_ns)
+            assert not other.exists() and not Path(f"{path}.torn").exists(), args
+        other.unlink(missing_ok=True)
+        if name.endswith(".jsonl"):  # a journal only ever grows (a document that parses is rewritten whole)
+            kept_whole(path, content)
+
+
+def kept_whole(path: Path, content: bytes) -> None:
+    """Whatever ran, every byte of `content` is still in the file, or, for a journal's torn last
+    line (only after a complete line), in `<file>.torn`."""
+    torn = Path(f"{path}.torn")
+    moved = torn.read_bytes().removesuffix(b"\n") if torn.exists() else b""
+    kept = content[:len(content) - len(moved)]
+    assert content.endswith(moved) and path.read_bytes().startswith(kept)
+    if moved:
+        assert kept.endswith(b"\n") and kept.strip(), "a tail set aside that followed no complete line"
+
+
+ONE_LINE_DOCUMENT = orjson.dumps({"schema": 1, "results": [experiment_record("a", "ka")]})
+
+
+def any_results_bytes(kind: str):
+    return st.one_of(st.binary(max_size=300), results_files(kind), mutated(ONE_LINE_DOCUMENT),
+                     st.sampled_from([b"", b"\n", ONE_LINE_DOCUMENT, ONE_LINE_DOCUMENT + b"\n"]))
+
+
+EVERY_COMMAND_FUZZ = settings(max_examples=max(10, EXAMPLES // 5), deadline=None,
+                              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@EVERY_COMMAND_FUZZ
+@given(content=any_results_bytes("json"))
+def test_every_command_answers_any_json_results_bytes_and_never_rewrites_what_it_cannot_parse(tmp_path_factory,
+                                                                                                content):
+    check_every_command(tmp_path_factory.mktemp("any"), "results.json", content)
+
+
+@EVERY_COMMAND_FUZZ
+@given(content=any_results_bytes("jsonl"))
+@example(content=ONE_LINE_DOCUMENT)  # a JSON document on one line, named .jsonl: once moved aside whole
+def test_every_command_answers_any_jsonl_results_bytes_and_never_rewrites_what_it_cannot_parse(tmp_path_factory,
+                                                                                                 content):
+    check_every_command(tmp_path_factory.mktemp("any"), "results.jsonl", content)

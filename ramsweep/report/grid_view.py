@@ -15,6 +15,7 @@ from rich import box
 from rich.table import Table
 
 from ramsweep.config import TierConfig
+from ramsweep.errors import ConfigError
 from ramsweep.report.rows import Metric
 from ramsweep.sweep.records import ExperimentRecord
 
@@ -67,7 +68,10 @@ def grids(records: list[ExperimentRecord], by: Metric, smallest: int = 3) -> lis
     for r in records:
         if r.kind != "experiment" or not r.ok or (value := by.value(r)) is None:
             continue
-        tiers = TierConfig.parse(r.spec.tiers).tiers
+        try:
+            tiers = TierConfig.parse(r.spec.tiers).tiers
+        except ConfigError:  # a record edited or written by another version: shown, but in no grid
+            continue
         shape = ";".join(f"{'rest' if t.count is None else t.count},{t.neurons},B" for t in tiers)
         shape += f", context {r.spec.context}, negatives {r.spec.negatives}, empty value {r.spec.empty_value}"
         shapes.setdefault(shape, {}).setdefault(tuple(t.bits for t in tiers), []).append(value)
