@@ -82,6 +82,7 @@ def restore(fitness: Fitness, saved: dict, exp: Experiment, units: list[search.G
     except Invalid as e:
         saved.get("set_aside", lambda why: log.warning(f"search checkpoint {why}; the search starts over"))(str(e))
         return search.new_state(exp.optimize)
+    log.info(f"search {exp.name}: resuming from its checkpoint ({state['evaluations']:,} evaluations done)")
     if moved:
         fitness.commit([(t, neurons, rows) for t, neurons, rows in moved])
     fitness.evaluations = state["evaluations"]

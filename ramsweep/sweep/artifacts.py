@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ramsweep._io import write_atomic
+from ramsweep._io import open_regular, write_atomic
 
 log = logging.getLogger("ramsweep")
 
@@ -36,7 +36,9 @@ def _npz(arrays: dict[str, np.ndarray], meta: dict | str) -> bytes:
 
 def _read_npz(path: Path) -> tuple[dict, str] | None:
     try:
-        with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as z:
+        with open_regular(path) as f:  # a FIFO or device in its place is "does not read", not a hang
+            raw = f.read()
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files if k != "meta"}
             return arrays, z["meta"].tobytes().decode()
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError, EOFError):

@@ -128,8 +128,6 @@ def search(task: Task, corpus: Corpus, device: str, report: Reporter = ignore):
     exp = task.experiment
     checkpoints = Checkpoints(Path(task.artifacts), task.key) if task.artifacts else None
     resume = checkpoints.load() if checkpoints else None
-    if resume is not None:
-        log.info(f"search {exp.name}: resuming from its checkpoint")
     last, t0 = [0.0], time.monotonic()
     report(Report(task.key, SEARCH))
 
