@@ -406,7 +406,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port (0: any free one).")] = 8765,
     token: Annotated[Optional[str], typer.Option(envvar="RAMSWEEP_TOKEN", help="Required of every visitor: 'auto' "
                                                  "generates one and prints the URL with it; or your own (at least "
-                                                 "16 characters; RAMSWEEP_TOKEN keeps it out of `ps`).")] = None,
+                                                 "16 characters, 8 of them different; RAMSWEEP_TOKEN keeps it out of `ps`).")] = None,
     allow_host: Annotated[Optional[list[str]], typer.Option(metavar="NAME", help="Another name the browser may "
                                                             "reach this server by (checked against the Host "
                                                             "header), e.g. a DNS name.")] = None,

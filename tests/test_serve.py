@@ -304,6 +304,7 @@ SERVE_REFUSES = {
     "--port 70000": (lambda tmp: ["r.jsonl", "--port", "70000"], 2),
     "--allow-host *": (lambda tmp: ["r.jsonl", "--allow-host", "*"], 2),
     "--allow-host *.example.com": (lambda tmp: ["r.jsonl", "--allow-host", "*.example.com"], 2),
+    "--allow-host with a port": (lambda tmp: ["r.jsonl", "--allow-host", "nas.lan:8765"], 2),
     "a token of 16 spaces": (lambda tmp: ["r.jsonl", "--host", "0.0.0.0", "--token", " " * 16], 2),
     "a token of one character": (lambda tmp: ["r.jsonl", "--host", "0.0.0.0", "--token", "a" * 32], 2),
 }

@@ -53,6 +53,14 @@ def resolve_token(host: str, token: str | None) -> str | None:
     return token
 
 
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def allowed_hosts(host: str, extra: list[str] = ()) -> list[str]:
     """The names a request's Host header may give: this machine's loopback names, and, when it
     listens beyond them, the host it binds, its own names and addresses, and `extra` (refused
@@ -64,6 +72,9 @@ def allowed_hosts(host: str, extra: list[str] = ()) -> list[str]:
             raise ConfigError(f"--allow-host {name}: a wildcard would let pages of any site that names this server "
                               "read the dashboard (DNS rebinding); give each name the browser uses, e.g. --allow-host "
                               "nas.lan, once per name")
+        if ":" in name.strip("[]") and not _is_address(name.strip("[]")) or not name.strip():
+            raise ConfigError(f"--allow-host {name!r}: give a host name or address, without a port (the Host check "
+                              "ignores ports), e.g. --allow-host nas.lan")
     names = set(LOOPBACK_NAMES) | set(extra)
     if not is_loopback(host):
         wildcard = host in ("0.0.0.0", "::", "")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -41,6 +42,12 @@ class Followed:
     claims_seen: tuple | None = None
     status: SweepStatus | None = None
     error: str | None = None  # why the file cannot be read now (the last good view is kept)
+
+    def snapshot(self) -> tuple[dict[str, Summary], dict[str, float]]:
+        """Copies of `latest` and `arrived` for a request's thread, safe while a refresh adds to
+        them (a key it has just added to `latest`, not yet to `arrived`, counts as the newest)."""
+        latest, arrived = dict(self.latest), dict(self.arrived)
+        return latest, {k: arrived.get(k, math.inf) for k in latest}
 
 
 class Feed:
@@ -121,21 +128,23 @@ class Feed:
         applied in the order the files were given), each file's in arrival order."""
         found: dict[str, Summary] = {}
         for f in self.files:
-            for key in sorted(f.latest, key=f.arrived.__getitem__):
-                add(found, f.latest[key])
+            latest, arrived = f.snapshot()
+            for key in sorted(latest, key=arrived.__getitem__):
+                add(found, latest[key])
         return list(found.values())
 
     def newest(self, limit: int) -> list[tuple[Path, Summary]]:
         """The `limit` records that arrived last, newest first, with their file."""
-        rows = [(f.arrived[k], f.store.path, s) for f in self.files for k, s in f.latest.items()]
+        rows = [(arrived[k], f.store.path, s) for f in self.files for latest, arrived in [f.snapshot()]
+                for k, s in latest.items()]
         rows.sort(key=lambda row: row[0], reverse=True)
         return [(path, s) for _, path, s in rows[:limit]]
 
     def record(self, key: str):
         """The whole standing record of `key` (None if no file has it), read from its file."""
         for f in reversed(self.files):
-            if key in f.where:
-                return f.store.record_at(f.where[key])
+            if (where := f.where.get(key)) is not None:
+                return f.store.record_at(where)
         return None
 
 

@@ -46,6 +46,7 @@ class Journal(Store):
         self._torn_seen: int | None = None
         self._unterminated = False  # the last record read had no newline (yet)
         self._seen: tuple | None = None  # (inode, size, mtime) when last caught up: unchanged, nothing to read
+        self._refused: tuple | None = None  # ((inode, size, mtime), offset, why) of follow's last refusal
 
     def heads(self) -> dict[str, Head]:
         self._catch_up()
@@ -75,6 +76,17 @@ class Journal(Store):
         replaced = inode != st.st_ino or st.st_size < offset
         if replaced:
             offset = 0
+        if self._refused is not None and self._refused[:2] == (now, offset):
+            raise StoreError(self._refused[2])  # a damaged file not read again until it changes
+        try:
+            found, mark = self._follow(now, offset, most)
+        except StoreError as e:
+            self._refused = (now, offset, str(e))
+            raise
+        return found, mark, replaced
+
+    def _follow(self, now: tuple, offset: int, most: int | None) -> tuple[list[tuple[Record, int]], tuple]:
+        """follow's reading, from `offset` of the file whose (inode, size, mtime) is `now`."""
         new = read_file(self.path, offset) or b""
         if offset == 0 and new.strip() and not new.lstrip().startswith(b"{"):
             raise self._not_a_journal()
@@ -95,8 +107,8 @@ class Journal(Store):
                 except StoreError:
                     if not found:
                         raise
-                    return found, (st.st_ino, at, None), replaced  # the good records first; the error next time
-        return found, (st.st_ino, offset + end, now if end == whole else None), replaced
+                    return found, (now[0], at, None)  # the good records first; the error next time
+        return found, (now[0], offset + end, now if end == whole else None)
 
     def record_at(self, where: int) -> Record:
         with reading(self.path) as f:
