@@ -333,6 +333,15 @@ def test_serve_refuses_what_it_cannot_use_in_one_line(tmp_path, case):
     assert flag in lines[0] and "ramsweep serve: http" not in out, (out, err)
 
 
+def test_a_bugs_500_carries_the_security_headers_and_no_detail(tmp_path, monkeypatch):
+    feed = Feed([tmp_path / "r.jsonl"])
+    monkeypatch.setattr(feed, "newest", lambda limit: 1 / 0)
+    with TestClient(create_app(feed), base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
+        response = c.get("/api/records")
+    assert response.status_code == 500 and "ZeroDivisionError" in response.json()["error"]
+    assert all(response.headers.get(k) == v for k, v in HEADERS.items()), response.headers
+
+
 def test_the_host_check_refusal_carries_the_security_headers(tmp_path):
     grid_file(tmp_path / "r.jsonl")
     with served(tmp_path / "r.jsonl") as (url, _):

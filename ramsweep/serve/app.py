@@ -167,6 +167,12 @@ def create_app(feed: Feed, *, token: str | None = None, hosts: list[str] | None 
     async def unreadable(request: Request, exc: Exception) -> Response:
         return json({"error": str(exc)}, 503)
 
+    async def failed(request: Request, exc: Exception) -> Response:
+        """A bug's 500: Starlette sends it from outside every middleware, so it brings its own headers."""
+        response = json({"error": f"internal error ({type(exc).__name__}); the server's log has the details"}, 500)
+        response.headers.update(HEADERS)
+        return response
+
     routes = [
         Route("/", index), Route("/api", api), Route("/api/", api), Route("/api/status", status),
         Route("/api/records", records), Route("/api/leaderboard", leaderboard), Route("/api/grids", grids),
@@ -177,7 +183,7 @@ def create_app(feed: Feed, *, token: str | None = None, hosts: list[str] | None 
                   Middleware(TrustedHostMiddleware, allowed_hosts=hosts or list(LOOPBACK_NAMES)),
                   Middleware(Guard, token=token)]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                     exception_handlers={ConfigError: refused, StoreError: unreadable})
+                     exception_handlers={ConfigError: refused, StoreError: unreadable, Exception: failed})
 
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
