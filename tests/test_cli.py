@@ -171,7 +171,7 @@ def filling_the_disk(results):
 
 @pytest.mark.parametrize("name, says", [
     ("results.json", "could not write (No space left on device); the previous file is intact"),
-    ("results.jsonl", "could not append (No space left on device); the earlier records are intact"),
+    ("results.jsonl", "could not append (No space left on device); the file is as it was before"),
 ])
 def test_a_disk_full_mid_write_keeps_the_previous_file_and_exits_with_one_line(tmp_path, tiny, monkeypatch, name,
                                                                                says):
