@@ -6,6 +6,7 @@ runner with one line and the results intact."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -229,3 +230,92 @@ def test_two_dask_runners_on_one_file_split_the_set_as_two_local_runners_do(tmp_
     assert (a.returncode, b.returncode) == (0, 0), err_a + err_b
     assert [r["status"] for r in records(results)] == ["ok"] * 6 and len(ok_keys(results)) == 6
     assert err_a.count(" done e") + err_b.count(" done e") == 6
+
+
+def run_cli(*args, env=ENV, timeout=60):
+    return subprocess.run([sys.executable, "-m", "ramsweep", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+@pytest.mark.parametrize(("args", "env", "says"), [
+    (["--workers", str(CORES + 1)], ENV, f"--workers: {CORES + 1} is more than this machine's {CORES} cores"),
+    (["--workers", "3"], {**ENV, "CUDA_VISIBLE_DEVICES": "0,1"}, "--workers: 3 is more than this machine's 2 GPU(s)"),
+    (["--scheduler", ""], ENV, "--scheduler: '' is not a Dask scheduler address; use tcp://HOST:PORT"),
+    (["--scheduler", "foo"], ENV, "--scheduler: 'foo' is not a Dask scheduler address"),
+    (["--scheduler", "tcp://127.0.0.1"], ENV, "is not a Dask scheduler address"),  # no port
+    (["--scheduler", "http://127.0.0.1:8787"], ENV, "that is a web address"),
+    (["--scheduler", "inproc://127.0.0.1/1/1"], ENV, "inproc reaches only a scheduler inside the same process"),
+    (["--scheduler", "ucx://127.0.0.1:8786"], ENV, "UCX needs the ucx-py library"),
+    (["--scheduler", "tls://127.0.0.1:8786"], ENV, "TLS needs certificates"),
+])
+def test_dask_options_that_cannot_work_are_refused_before_anything_is_written(tmp_path, args, env, says):
+    results = tmp_path / "r.jsonl"
+    done = run_cli("run", "--set", str(tiny_set(tmp_path, 1)), "--results", str(results), "--executor", "dask", *args,
+                   env=env)
+    assert done.returncode == 2 and says in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert not results.exists()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["foo"], "SCHEDULER: 'foo' is not a Dask scheduler address"),
+    (["tls://127.0.0.1:8786"], "TLS needs certificates"),
+    (["tcp://127.0.0.1:9", "--gpus", "abc"], "--gpus: 'abc' is not a list of this machine's GPUs"),
+    (["tcp://127.0.0.1:9", "--gpus", "0,0"], "--gpus: '0,0' is not a list of this machine's GPUs"),
+    ([f"tcp://127.0.0.1:{closed_port()}", "--gpus", "none"], "no Dask scheduler answers there"),
+])
+def test_ramsweep_worker_that_cannot_start_says_one_line_and_fails(args, says):
+    env = {**ENV, "CUDA_VISIBLE_DEVICES": "0", "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2"}
+    done = run_cli("worker", *args, env=env)
+    assert done.returncode == 2 and says in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory):
+    address = tmp_path_factory.mktemp("scheduler") / "scheduler.json"
+    proc = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--port", "0", "--no-dashboard",
+                             "--scheduler-file", str(address)], env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: address.exists() and "tcp://" in address.read_text())
+        yield __import__("json").loads(address.read_text())["address"]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def spawned(pid: int) -> bool:
+    try:
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def started_worker(scheduler: str):
+    """`ramsweep worker` with its Dask worker process running (a spawned process below it)."""
+    proc = subprocess.Popen([sys.executable, "-m", "ramsweep", "worker", scheduler, "--gpus", "none"], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: proc.poll() is not None or any(spawned(p) for p in descendants(proc.pid)), timeout=30)
+    assert proc.poll() is None, proc.stderr.read()
+    return proc, descendants(proc.pid)
+
+
+@linux
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130),
+                                              (signal.SIGKILL, -9)])
+def test_ramsweep_worker_stopped_by_any_signal_leaves_no_process(scheduler, signum, code):
+    proc, family = started_worker(scheduler)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err
+    # (a worker process SIGKILL catches mid-start may print multiprocessing's traceback: not ours to silence)
+    assert signum == signal.SIGKILL or "Traceback" not in err
+    wait_for(lambda: not any(alive(p) for p in family), timeout=5)  # none left under PID 1

@@ -182,3 +182,53 @@ def test_killing_one_worker_fails_only_its_own_experiment(tmp_path):
     assert sorted(r["name"] for r in records(results) if r["status"] == "ok") == sorted(
         {"e4", "e5", "e6"} - {failed[0]["name"]}), "a healthy sibling was failed with the dead worker"
     assert "Traceback" not in err
+
+
+def pid_gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] == "Z"
+    except OSError:
+        return True
+
+
+def threads(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/status").read_text().split("Threads:")[1].split()[0])
+    except (OSError, IndexError):
+        return 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the workers through Linux's /proc")
+def test_jobs_workers_die_with_a_sigkilled_runner_even_while_they_start(tmp_path):
+    """The README promises a second; killed while its workers still import (the slowest case for a
+    watchdog, which can only start after them), they are gone within it."""
+    proc = start(tiny_set(tmp_path, 3), tmp_path / "results.jsonl", "--jobs", "2")
+    wait_for_line(proc, " start e")
+    wait_for(lambda: len(worker_pids(proc.pid)) == 2, timeout=30)
+    workers = worker_pids(proc.pid)
+    t0 = time.monotonic()
+    proc.kill()
+    proc.communicate()
+    wait_for(lambda: all(pid_gone(w) for w in workers), timeout=10)
+    assert time.monotonic() - t0 < 1.0
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the workers through Linux's /proc")
+def test_jobs_workers_die_with_a_sigkilled_runner_even_when_they_cannot_run(tmp_path):
+    """A worker that gets no CPU (stopped here; a busy machine, a long call holding the GIL) cannot
+    watch its parent: the kernel ends it with the parent all the same."""
+    proc = start(tiny_set(tmp_path, 3), tmp_path / "results.jsonl", "--jobs", "2")
+    wait_for_line(proc, " start e")
+    wait_for(lambda: len(worker_pids(proc.pid)) == 2 and all(threads(w) > 1 for w in worker_pids(proc.pid)),
+             timeout=30)  # past their start: running, with their threads
+    workers = worker_pids(proc.pid)
+    try:
+        for w in workers:
+            os.kill(w, signal.SIGSTOP)
+        proc.kill()
+        proc.wait()  # not communicate(): workers left alive would hold its pipes open
+        wait_for(lambda: all(pid_gone(w) for w in workers), timeout=2)
+    finally:
+        for w in workers:
+            if not pid_gone(w):
+                os.kill(w, signal.SIGKILL)

@@ -5,7 +5,8 @@ writer of the results file and the only holder of claims; a task returns its rec
 - **Workers**: a scheduler's (`--scheduler tcp://HOST:PORT`, workers started with `ramsweep
   worker` or `dask worker`), or a local cluster of this machine's (`--workers N`): N worker
   processes, the numba threads shared out; on a machine with GPUs, worker i sees GPU i alone
-  (CUDA_VISIBLE_DEVICES) and offers one `GPU` resource.
+  (CUDA_VISIBLE_DEVICES) and offers one `GPU` resource. Both options are checked before anything
+  is written: tcp:// addresses only, at most one worker per core (per GPU where there are GPUs).
 - **One experiment per slot**: where the workers offer `GPU` resources, each experiment takes
   one (one experiment per GPU at a time); otherwise each worker thread runs one.
 - **A worker that dies mid-experiment**: Dask runs the task again on another worker, up to
@@ -22,21 +23,25 @@ writer of the results file and the only holder of claims; a task returns its rec
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
+import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from concurrent.futures import CancelledError
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ramsweep.config import Experiment
 from ramsweep.data import Corpus, DataSpec, load_corpus
 from ramsweep.errors import ConfigError, ExecutorLost
+from ramsweep.sweep.executors import cores
 from ramsweep.sweep.experiment import Task, run_experiment
+from ramsweep.sweep.interrupts import SIGNALS, Interrupted
 from ramsweep.sweep.progress import Report, Reporter, Throttled, ignore
 
 RETRIES = 3  # deaths of a worker running one experiment before it is recorded failed (Dask's default)
@@ -214,21 +219,58 @@ def cause_of(error: BaseException) -> str:
     return f"{name} on its Dask worker: {error}"
 
 
-def local_cluster(workers: int):
-    """`workers` processes of this machine, each a Nanny (restarted if it dies); with GPUs here,
-    one worker per GPU at most, pinned to it."""
-    from distributed import Nanny, Scheduler, SpecCluster
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def check_workers(workers: int) -> None:
+    """--workers: at most one per GPU where this machine has GPUs (each worker is pinned to a GPU of
+    its own), else at most one per core (each runs its share of the numba threads, as --jobs does).
+    More only share the same cores or GPUs and multiply the processes and the memory."""
+    if isinstance(workers, bool) or workers < 1:
+        raise ConfigError(f"--workers: {workers!r} is not a number of processes; use 1 or more")
     gpus = visible_gpus()
     if gpus and workers > len(gpus):
-        raise ConfigError(f"--workers {workers}: this machine has {len(gpus)} GPU(s); use at most {len(gpus)} "
-                          "(one experiment per GPU)")
+        raise ConfigError(f"--workers: {workers} is more than this machine's {len(gpus)} GPU(s); use at most "
+                          f"{len(gpus)} (each worker is pinned to a GPU of its own)")
+    if not gpus and workers > cores():
+        raise ConfigError(f"--workers: {workers} is more than this machine's {cores()} cores; use at most {cores()} "
+                          "(each worker runs its share of the numba threads)")
+
+
+def check_scheduler(address: str, name: str = "--scheduler") -> None:
+    """A scheduler address is tcp://HOST:PORT: the one protocol that works with no more setup (tls
+    needs certificates, ucx its own library, inproc one process), refused in one line up front."""
+    scheme = address.partition("://")[0].lower() if "://" in address else ""
+    if scheme in SCHEME_HINTS:
+        raise ConfigError(f"{name}: {address!r}: {SCHEME_HINTS[scheme]}; use tcp://HOST:PORT, e.g. tcp://head:8786")
+    try:
+        parts = urlsplit(address)
+        port = parts.port
+    except ValueError:  # a port that is not a number, or out of range
+        port = None
+    if scheme != "tcp" or not parts.hostname or not port or parts.path or parts.query or parts.fragment:
+        raise ConfigError(f"{name}: {address!r} is not a Dask scheduler address; use tcp://HOST:PORT, "
+                          "e.g. tcp://head:8786")
+
+
+SCHEME_HINTS = {
+    "tls": "TLS needs certificates, which ramsweep does not set up (tunnel tcp through ssh to encrypt it)",
+    "wss": "TLS needs certificates, which ramsweep does not set up (tunnel tcp through ssh to encrypt it)",
+    "ucx": "UCX needs the ucx-py library and its hardware, which ramsweep does not use",
+    "inproc": "inproc reaches only a scheduler inside the same process (use --workers N for this machine)",
+    "http": "that is a web address (the dashboard's?); a scheduler listens on tcp, port 8786 by default",
+    "https": "that is a web address (the dashboard's?); a scheduler listens on tcp, port 8786 by default",
+}
+
+
+def local_cluster(workers: int):
+    """`workers` processes of this machine (check_workers), each a Nanny (restarted if it dies); with
+    GPUs here, each pinned to one of them."""
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    gpus = visible_gpus()
     # GPU workers spend most of an experiment waiting on their GPU: each keeps every core for its
     # short CPU bursts (packing, layout); CPU workers share the cores out. NUMBA_NUM_THREADS, numba's
     # own setting, is each worker's where the user gives it.
     given = os.environ.get("NUMBA_NUM_THREADS", "").strip()
-    threads = int(given) if given.isdigit() and int(given) > 0 else cores if gpus else max(1, cores // workers)
+    threads = int(given) if given.isdigit() and int(given) > 0 else cores() if gpus else max(1, cores() // workers)
     specs = {}
     for i in range(workers):
         env = {"NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": "1"}
@@ -253,30 +295,67 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(found.stdout.splitlines()) if line.startswith("GPU ")]
 
 
-def start_workers(scheduler: str, gpus: list[str] | None = None, threads: int | None = None) -> list[subprocess.Popen]:
-    """`ramsweep worker`: one `dask worker` per GPU of this node, each pinned to its GPU and
-    offering one GPU resource; with no GPU, one worker with all the cores."""
-    gpus = visible_gpus() if gpus is None else gpus
-    base = [sys.executable, "-m", "distributed.cli.dask_worker", scheduler, "--nworkers", "1", "--nthreads", "1",
-            "--memory-limit", "0"]
-    if not gpus:
-        return [subprocess.Popen(base, env={**os.environ, **({"NUMBA_NUM_THREADS": str(threads)} if threads else {})})]
-    return [subprocess.Popen([*base, "--resources", "GPU=1", "--name", f"{os.uname().nodename}-gpu{g}"],
-                             env={**os.environ, "CUDA_VISIBLE_DEVICES": g}) for g in gpus]
+def chosen_gpus(gpus: str | None) -> list[str]:
+    """`ramsweep worker --gpus`: None for every GPU here, "none" for none, else ids of GPUs this
+    machine shows, comma-separated, each once (two workers on one GPU would share its memory)."""
+    here = visible_gpus()
+    if gpus is None:
+        return here
+    if gpus.strip() == "none":
+        return []
+    ids = [g.strip() for g in gpus.split(",")]
+    if not set(ids) <= set(here) or len(set(ids)) < len(ids):
+        shown = f"its GPUs are {','.join(here)}" if here else "it shows no GPU"
+        raise ConfigError(f"--gpus: {gpus!r} is not a list of this machine's GPUs, each once ({shown}); use e.g. "
+                          f"--gpus {','.join(here) or 'none'}")
+    return ids
 
 
 def run_workers(scheduler: str, gpus: str | None, say=print) -> None:
-    """`ramsweep worker`: start this machine's workers (`gpus`: "0,1", "none", or None for every
-    GPU) and wait for them; they are stopped when this returns."""
+    """`ramsweep worker`: this machine's Dask workers for `scheduler`, one per GPU chosen (chosen_gpus),
+    each pinned to its GPU and offering one GPU resource, or one worker with every core. Each is a
+    Nanny in this process, whose worker process distributed ends the moment this process is gone,
+    SIGKILL included. SIGTERM, SIGINT and SIGHUP close the workers and raise Interrupted (exit 143,
+    130, 129); a scheduler that never answers is a ConfigError, one that goes away ExecutorLost."""
     dask_modules()
-    chosen = None if gpus is None else [g.strip() for g in gpus.split(",") if g.strip() and g.strip() != "none"]
-    processes = start_workers(scheduler, chosen)
-    say(f"ramsweep worker: {len(processes)} Dask worker(s) for {scheduler}; Ctrl-C stops them")
+    check_scheduler(scheduler, "SCHEDULER")
+    options = [{"resources": {"GPU": 1}, "name": f"{os.uname().nodename}-gpu{g}", "env": {"CUDA_VISIBLE_DEVICES": g}}
+               for g in chosen_gpus(gpus)] or [{}]
+    signum = asyncio.run(serve_workers(scheduler, options, say))
+    say(f"ramsweep worker: stopped by {signal.Signals(signum).name}; its Dask workers are closed")
+    raise Interrupted(signum)
+
+
+async def serve_workers(scheduler: str, options: list[dict], say) -> int:
+    """Run a Nanny per options until a stop signal, which it returns, always closing them."""
+    from distributed import Nanny
+
+    loop = asyncio.get_running_loop()
+    stop: asyncio.Future[int] = loop.create_future()
+    for s in SIGNALS:
+        loop.add_signal_handler(s, lambda s=s: stop.done() or stop.set_result(s))
+    # the nannies' own account of a failure is INFO lines and tracebacks (a scheduler gone makes them
+    # race their workers' exits): this says it in one line. The workers still log their warnings.
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    nannies = [Nanny(scheduler, nthreads=1, memory_limit=0, silence_logs=logging.WARNING, **o) for o in options]
+
+    async def work() -> None:
+        try:
+            await asyncio.gather(*nannies)
+        except Exception as e:  # noqa: BLE001 - distributed's "Nanny failed to start" hides the cause
+            raise ConfigError(f"SCHEDULER {scheduler}: no Dask scheduler answers there ({e.__cause__ or e}); start "
+                              "one with `dask scheduler --port PORT`, or check the address") from None
+        say(f"ramsweep worker: {len(nannies)} Dask worker(s) for {scheduler}; Ctrl-C stops them")
+        await asyncio.gather(*(n.finished() for n in nannies))
+        raise ExecutorLost(f"the Dask scheduler at {scheduler} closed this machine's workers (gone, or told them to "
+                           "stop); start `ramsweep worker` again once it is back")
+
+    working = asyncio.ensure_future(work())
     try:
-        for p in processes:
-            p.wait()
+        await asyncio.wait([working, stop], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for p in processes:
-            p.terminate()
-        for p in processes:
-            p.wait()
+        working.cancel()
+        await asyncio.gather(*(n.close(timeout=10) for n in nannies), return_exceptions=True)
+    if not stop.done():
+        working.result()  # its error
+    return stop.result()

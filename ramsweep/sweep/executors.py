@@ -13,12 +13,17 @@ process, with what its experiments are doing.
   place. Workers are spawned, not forked (numba's thread pool does not survive a fork), get an
   equal share of the numba threads, ignore SIGINT and SIGHUP (they reach the whole process
   group; the parent decides), load the corpus once, and die with the parent, SIGKILL included:
-  a watchdog thread ends the worker within a second of its parent's death, whatever it runs
-  (the kernels release the GIL), and a worker waiting for work ends when the pipe closes.
+  on Linux the kernel kills the worker with its parent (PR_SET_PDEATHSIG), asked for before the
+  worker imports anything heavy (this module imports numba and the engine only where it runs
+  them, so a spawned worker reaches `_serve` in tens of milliseconds, not the second or more
+  its imports take on a busy machine); elsewhere a watchdog thread ends it within ORPHAN_CHECK_S
+  of its parent's death, whatever it runs (the kernels release the GIL). A worker waiting for
+  work also ends when the pipe closes.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -28,17 +33,24 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_ready
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import numba
-
-from ramsweep.data import Corpus, DataSpec, load_corpus
-from ramsweep.sweep.experiment import Task, run_experiment
 from ramsweep.sweep.progress import Report, Reporter, Throttled, ignore
-from ramsweep.sweep.records import ExperimentRecord
 
-Ended = list[tuple[Task, ExperimentRecord | None]]
-ORPHAN_CHECK_S = 0.5
+if TYPE_CHECKING:  # the engine is imported where it runs: see the module's docstring
+    from ramsweep.data import Corpus, DataSpec
+    from ramsweep.sweep.experiment import Task
+    from ramsweep.sweep.records import ExperimentRecord
+
+    Ended = list[tuple[Task, ExperimentRecord | None]]
+
+ORPHAN_CHECK_S = 0.2
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class Executor(Protocol):
@@ -64,6 +76,8 @@ class InProcess:
         self.queued.append(task)
 
     def wait(self, timeout: float) -> Ended:
+        from ramsweep.sweep.experiment import run_experiment
+
         ended = []
         while self.queued:
             task = self.queued.pop(0)
@@ -83,6 +97,8 @@ class _Worker:
 
 class ProcessPool:
     def __init__(self, jobs: int, data: DataSpec, cache_dir: Path | None, report: Reporter = ignore):
+        import numba
+
         self.capacity, self.report = jobs, report
         self.data, self.cache_dir = data, cache_dir
         self.threads = max(1, numba.config.NUMBA_NUM_THREADS // jobs)
@@ -122,10 +138,10 @@ class ProcessPool:
 
     def _start(self) -> _Worker:
         parent, child = self.context.Pipe()
-        process = self.context.Process(target=_serve, args=(child, os.getpid(), self.threads, self.data,
-                                                            self.cache_dir), daemon=True, name="ramsweep-worker")
+        process = self.context.Process(target=_serve, args=(child, os.getpid()), daemon=True, name="ramsweep-worker")
         process.start()
         child.close()  # the worker's end lives in the worker only: its death closes the pipe
+        parent.send((self.threads, self.data, self.cache_dir))  # through the pipe: unpickling it imports the engine
         worker = _Worker(process, parent)
         self.workers.append(worker)
         return worker
@@ -137,11 +153,21 @@ class ProcessPool:
         self.workers.remove(worker)
 
 
-def _serve(conn: Connection, parent: int, threads: int, data: DataSpec, cache_dir: Path | None) -> None:
-    """A worker's life: run each task sent, send back its record, until the parent goes."""
-    threading.Thread(target=_die_with, args=(parent,), name="ramsweep-orphan-watch", daemon=True).start()
+def _serve(conn: Connection, parent: int) -> None:
+    """A worker's life: die with the parent first, then load, then run each task sent and send
+    back its record, until the parent goes."""
+    _die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    import numba
+
+    from ramsweep.data import load_corpus
+    from ramsweep.sweep.experiment import run_experiment
+
+    try:
+        threads, data, cache_dir = conn.recv()
+    except (EOFError, OSError):
+        return
     numba.set_num_threads(threads)
     corpus = load_corpus(data, cache_dir=cache_dir)  # the parent filled the token cache already
     while True:
@@ -154,7 +180,24 @@ def _serve(conn: Connection, parent: int, threads: int, data: DataSpec, cache_di
 
 
 def _die_with(parent: int) -> None:
-    """End this worker at once when its parent is gone (then it is some other process's child)."""
+    """End this worker when its parent is gone (then it is some other process's child): at once on
+    Linux, where the kernel sends SIGKILL, else from a thread that looks every ORPHAN_CHECK_S. (The
+    kernel's parent is the thread that started the worker: the runner's main thread, which submits.)"""
+    if _kill_me_with_my_parent():
+        if os.getppid() != parent:  # it died before the request: nothing will send the signal
+            os._exit(1)
+        return
+    threading.Thread(target=_watch, args=(parent,), name="ramsweep-orphan-watch", daemon=True).start()
+
+
+def _kill_me_with_my_parent() -> bool:
+    try:
+        return ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # not Linux: no prctl
+        return False
+
+
+def _watch(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(ORPHAN_CHECK_S)
     os._exit(1)

@@ -31,7 +31,7 @@ from ramsweep.optimize.cpu import POOL_BYTES as SEARCH_ROWS_BYTES
 from ramsweep.sets import load_set
 from ramsweep.sweep.artifacts import folder_of
 from ramsweep.sweep.claims import STALE_S, Claims, looks_live
-from ramsweep.sweep.executors import Executor, InProcess, ProcessPool
+from ramsweep.sweep.executors import Executor, InProcess, ProcessPool, cores
 from ramsweep.sweep.experiment import Task, describe_record, environment, interrupted_record, now, stopped_record
 from ramsweep.sweep.interrupts import Interrupted, deferred, raise_if_swallowed, raising_on_signals
 from ramsweep.sweep.plan import Options, Planned, baseline_key, needs_running, pending, plan
@@ -137,27 +137,33 @@ def run_set(
 def check_jobs(jobs: int) -> None:
     """--jobs between 1 and this machine's cores: each worker runs numba threads and holds a
     model, so more workers than cores only share the cores and multiply the memory."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"--jobs: {jobs!r} is not a number of processes; use 1 or more")
-    if jobs > cores:
-        raise ConfigError(f"--jobs: {jobs} is more than this machine's {cores} cores; use at most {cores} "
+    if jobs > cores():
+        raise ConfigError(f"--jobs: {jobs} is more than this machine's {cores()} cores; use at most {cores()} "
                           "(each worker already runs its share of the numba threads)")
 
 
 def check_executor(executor: str, jobs: int, scheduler: str | None, workers: int | None) -> None:
+    """The executor options, before anything is read or written (an empty --scheduler included)."""
+    from ramsweep.sweep.dask_executor import check_scheduler, check_workers, dask_modules
+
     if executor not in ("local", "dask"):
         raise ConfigError(f"--executor: '{executor}' is not one of local, dask")
-    if executor == "local" and (scheduler or workers):
-        raise ConfigError(f"{'--scheduler' if scheduler else '--workers'}: goes with --executor dask; add it")
+    if scheduler is not None:
+        check_scheduler(scheduler)
+    if executor == "local" and (scheduler is not None or workers is not None):
+        raise ConfigError(f"{'--scheduler' if scheduler is not None else '--workers'}: goes with --executor dask; "
+                          "add it")
     if executor == "dask":
+        dask_modules()
         if jobs > 1:
             raise ConfigError("--jobs: with --executor dask the workers run the experiments; use --workers N "
                               "(a local cluster) or --scheduler tcp://HOST:PORT instead")
-        if scheduler and workers:
+        if scheduler is not None and workers is not None:
             raise ConfigError("--workers: a --scheduler has its own workers; give one or the other")
-        if workers is not None and (isinstance(workers, bool) or workers < 1):
-            raise ConfigError(f"--workers: {workers!r} is not a number of processes; use 1 or more")
+        if workers is not None:
+            check_workers(workers)
 
 
 def kernels_cached() -> bool:
