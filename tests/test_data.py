@@ -654,14 +654,16 @@ def test_wikitext_file_errors(wiki, monkeypatch):
     data_error(lambda: load_corpus(wiki_spec(raw)), "split test has no tokens", "wiki.test.raw")
     (raw / "wiki.test.raw").write_bytes(b" = Title = \n caf\xe9 \n")
     data_error(lambda: load_corpus(wiki_spec(raw)), "wiki.test.raw", "not UTF-8", "byte 16")
-    real = Path.read_bytes
+    from ramsweep.data import sources
 
-    def deny(self):
-        if self.name == "wiki.valid.raw":
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self)
+    real = sources.open_regular
 
-    monkeypatch.setattr(Path, "read_bytes", deny)
+    def deny(path):
+        if Path(path).name == "wiki.valid.raw":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(sources, "open_regular", deny)
     data_error(lambda: load_corpus(wiki_spec(raw)), "cannot read", "wiki.valid.raw",
                "Permission denied")
 

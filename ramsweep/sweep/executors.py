@@ -76,8 +76,6 @@ class InProcess:
         self.queued.append(task)
 
     def wait(self, timeout: float) -> Ended:
-        from ramsweep.sweep.experiment import run_experiment
-
         ended = []
         while self.queued:
             task = self.queued.pop(0)
@@ -153,6 +151,13 @@ class ProcessPool:
         self.workers.remove(worker)
 
 
+def run_experiment(task: Task, corpus: Corpus, report: Reporter) -> ExperimentRecord:
+    """sweep.experiment's, imported on first use (see the module's docstring)."""
+    from ramsweep.sweep.experiment import run_experiment as run
+
+    return run(task, corpus, report)
+
+
 def _serve(conn: Connection, parent: int) -> None:
     """A worker's life: die with the parent first, then load, then run each task sent and send
     back its record, until the parent goes."""
@@ -162,7 +167,6 @@ def _serve(conn: Connection, parent: int) -> None:
     import numba
 
     from ramsweep.data import load_corpus
-    from ramsweep.sweep.experiment import run_experiment
 
     try:
         threads, data, cache_dir = conn.recv()
