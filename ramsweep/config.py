@@ -264,7 +264,7 @@ Probability = Annotated[StrictFloat, Field(ge=0.0, le=1.0)]
 
 
 class SearchBudget(FrozenModel):
-    """How much one GA or tabu search may do (DESIGN.md §5; defaults are the research's)."""
+    """How much one GA or tabu search may do (docs/design.md §5; defaults are the research's)."""
 
     population: Annotated[StrictInt, Field(ge=2, le=10_000)] = 30
     generations: Annotated[StrictInt, Field(ge=0, le=100_000)] = 50
@@ -288,7 +288,7 @@ class SearchBudget(FrozenModel):
 
 
 class Optimize(SearchBudget):
-    """An experiment's `optimize:` block: search the neurons' connections (DESIGN.md §5).
+    """An experiment's `optimize:` block: search the neurons' connections (docs/design.md §5).
 
     Part of the experiment's key. Fitness is measured on the last `fitness_fraction` of the
     training split, which the search's training never sees; the final connectivity is chosen
@@ -335,7 +335,7 @@ class Optimize(SearchBudget):
 
 
 class Gating(FrozenModel):
-    """Per-cluster gates (DESIGN.md §3 "Gating"): `neurons` gate neurons of `bits` bits per
+    """Per-cluster gates (docs/design.md §3 "Gating"): `neurons` gate neurons of `bits` bits per
     cluster; a cluster whose gate is closed (fewer than ceil(neurons / 2) read TRUE) scores 0."""
 
     neurons: Annotated[StrictInt, Field(ge=1, le=MAX_NEURONS)]
@@ -372,8 +372,8 @@ class Experiment(FrozenModel):
     lsh_bits: Annotated[StrictInt, Field(ge=1, le=32)] = 20  # tiers above sparse_max_bits: 2^lsh_bits cells a neuron
     memory: Literal["auto", "bits"] = "auto"
     device: Device = "auto"
-    optimize: Optimize | None = None  # connectivity search (DESIGN.md §5); None: the drawn wiring
-    gating: Gating | None = None  # per-cluster gates (DESIGN.md §3); None: every cluster always counts
+    optimize: Optimize | None = None  # connectivity search (docs/design.md §5); None: the drawn wiring
+    gating: Gating | None = None  # per-cluster gates (docs/design.md §3); None: every cluster always counts
     # how token ids become input bits: a RAM neuron reads id bits, so the numbering is part of the model
     encoding: Literal["native", "frequency", "appearance"] = "native"
     gray: StrictBool = False

@@ -1,4 +1,4 @@
-"""The numba engine against the numpy oracle (DESIGN.md §3 is normative)."""
+"""The numba engine against the numpy oracle (docs/design.md §3 is normative)."""
 
 import math
 

@@ -1,5 +1,5 @@
 """The package's import graph: no cycles (function-local imports counted), and the one-way flow
-of DESIGN.md §1 (readers never import the writer; the engine knows nothing of sweeps or the CLI)."""
+of docs/design.md §1 (readers never import the writer; the engine knows nothing of sweeps or the CLI)."""
 
 import ast
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Connectivity search (DESIGN.md §5): the incremental fitness is exact, the search is
+"""Connectivity search (docs/design.md §5): the incremental fitness is exact, the search is
 deterministic, resumable and never reads test, and its result can be rebuilt from its file."""
 
 import dataclasses

@@ -1,4 +1,4 @@
-"""Seeded connectivity: which input bits each neuron observes (DESIGN.md §3 "Connectivity").
+"""Seeded connectivity: which input bits each neuron observes (docs/design.md §3 "Connectivity").
 
 Every neuron has its own splitmix64 stream seeded by (experiment seed, tier, neuron), so a
 neuron's wiring never depends on how many other neurons exist or on the order they are
@@ -59,7 +59,7 @@ LSH_SALT = np.uint64(int.from_bytes(b"lsh", "big"))
 
 @njit(cache=True, parallel=True, nogil=True)
 def draw_hashes(seed, tier, n_neurons, bits, lsh_bits):
-    """(n_neurons, bits) uint32: each LSH neuron's H3 hash words q_j (DESIGN §3 "LSH memory"),
+    """(n_neurons, bits) uint32: each LSH neuron's H3 hash words q_j (docs/design.md §3 "LSH memory"),
     the top lsh_bits bits of a splitmix64 stream seeded by (seed, tier, neuron, "lsh"); the cell
     of address a is the XOR of the q_j whose address bit j (column 0 the MSB) is 1."""
     q = np.empty((n_neurons, bits), dtype=np.uint32)

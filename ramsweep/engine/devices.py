@@ -1,6 +1,6 @@
 """Which device runs the engine: `auto`, `cpu`, `cuda`, `metal`, `wgpu` or `hybrid`.
 
-Every device gives the same cells and metrics (DESIGN.md §3), so the device is not part of
+Every device gives the same cells and metrics (docs/design.md §3), so the device is not part of
 an experiment's key: it only decides where the lookups run. GPU backends are optional extras,
 imported only when asked for or probed.
 

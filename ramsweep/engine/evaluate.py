@@ -1,4 +1,4 @@
-"""Evaluate a trained model on a split: overall and per-tier metrics (DESIGN.md §3), bits per
+"""Evaluate a trained model on a split: overall and per-tier metrics (docs/design.md §3), bits per
 byte, and CE/PPL at a softmax temperature fitted on validation only.
 
 `score()` runs the kernels once and keeps, per example, how many clusters reached each distinct

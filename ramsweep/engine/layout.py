@@ -1,6 +1,6 @@
 """Where every cluster and neuron lives: cluster order, tiers, negatives, memory backends.
 
-Pure numpy and plain data (DESIGN.md §3 "Clusters and tiers", "Memory backends"); the
+Pure numpy and plain data (docs/design.md §3 "Clusters and tiers", "Memory backends"); the
 kernels receive the arrays this builds, never the objects.
 """
 
@@ -38,7 +38,7 @@ class Tier:
 
     @property
     def memory(self) -> str:
-        """The tier's memory as DESIGN §3 names it: dense, sparse or lsh (then stored dense or sparse)."""
+        """The tier's memory as docs/design.md §3 names it: dense, sparse or lsh (then stored dense or sparse)."""
         return LSH if self.lsh_bits else self.backend
 
 
@@ -194,7 +194,7 @@ def layout_of(exp: Experiment, freq: Frequencies) -> Layout:
 
 
 def input_codes(exp: Experiment, freq: Frequencies) -> np.ndarray | None:
-    """Each token id's input code (DESIGN §3 "Input bits", under the experiment's `encoding`):
+    """Each token id's input code (docs/design.md §3 "Input bits", under the experiment's `encoding`):
     native, the id itself (None); frequency, its training-frequency rank (its cluster position);
     appearance, the rank of its first appearance in the training split (unseen ids after, in
     order). `gray` then takes each code's Gray code, so neighbouring ranks differ in one bit.

@@ -1,4 +1,4 @@
-"""The oracle: DESIGN.md §3 transcribed line by line in plain Python and numpy.
+"""The oracle: docs/design.md §3 transcribed line by line in plain Python and numpy.
 
 Slow on purpose and shares no code with the numba engine beyond config parsing, so the
 tests can hold every backend to it. Cells live in a dict {(tier, neuron, address): code}.

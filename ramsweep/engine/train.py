@@ -1,4 +1,4 @@
-"""Train a tiered RAM LM: build the layout, wire the neurons, write the cells (DESIGN.md §3)."""
+"""Train a tiered RAM LM: build the layout, wire the neurons, write the cells (docs/design.md §3)."""
 
 from __future__ import annotations
 
@@ -46,14 +46,14 @@ class Model:
     exp: Experiment
     layout: Layout
     memories: list[TierMemory]
-    connectivity: list[np.ndarray]  # per tier (n_neurons, bits) int32 input-bit positions (DESIGN §3)
+    connectivity: list[np.ndarray]  # per tier (n_neurons, bits) int32 input-bit positions (docs/design.md §3)
     encode_s: float = 0.0  # layout + packing the training contexts, part of the train time
     throughput: dict = field(default_factory=dict)  # hybrid evaluation: tier -> device -> examples/s
     gates: list[TierMemory] = field(default_factory=list)  # gating: each tier's gate neurons; [] without
 
 
 def examples_of(tokens: np.ndarray, context: int) -> np.ndarray:
-    """Positions t >= context of a split, each one example (DESIGN.md §3 "Examples")."""
+    """Positions t >= context of a split, each one example (docs/design.md §3 "Examples")."""
     return np.arange(context, tokens.shape[0], dtype=np.int64)
 
 
@@ -73,7 +73,7 @@ def group_by_target(target_pos: np.ndarray, vocab_size: int) -> tuple[np.ndarray
 
 
 def drawn_connectivity(exp: Experiment, layout: Layout) -> list[np.ndarray]:
-    """Each tier's seeded connectivity (DESIGN §3): what a model is wired with unless a search
+    """Each tier's seeded connectivity (docs/design.md §3): what a model is wired with unless a search
     found better."""
     return [draw_connectivity(exp.seed, t.index, t.n_neurons, t.bits, layout.n_input) for t in layout.tiers]
 
@@ -81,7 +81,7 @@ def drawn_connectivity(exp: Experiment, layout: Layout) -> list[np.ndarray]:
 def wire(conn: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(masks, order, perm): connections (neurons, bits) as packed-input bits (see cpu.py).
 
-    Input bit p is bit bpt-1-(p % bpt) of context token p // bpt (MSB first, DESIGN §3);
+    Input bit p is bit bpt-1-(p % bpt) of context token p // bpt (MSB first, docs/design.md §3);
     packing stores a token's bit i at k*bpt + i. Address order is by word, high bit first;
     perm[n, i] is the connection (column of the drawn connectivity) at address bit i.
     """
@@ -191,7 +191,7 @@ def cells_per_neuron(memory: TierMemory) -> np.ndarray:
 
 def hashes_of(seed: int, tier: Tier, perm: np.ndarray) -> np.ndarray:
     """An LSH tier's hash words, column k for the engine's address bit k (perm: wire's); a tier
-    without LSH gets NO_HASHES. XOR is order-free, so the cell is the one DESIGN §3 defines."""
+    without LSH gets NO_HASHES. XOR is order-free, so the cell is the one docs/design.md §3 defines."""
     if not tier.lsh_bits:
         return cpu.NO_HASHES
     q = draw_hashes(seed, tier.index, tier.n_neurons, tier.bits, tier.lsh_bits)
@@ -242,7 +242,7 @@ def train_sparse(tier, layout, n_examples, offsets_t, common):
 
 def cells(model: Model) -> dict[tuple[int, int, int], int]:
     """Every non-EMPTY cell as {(tier, neuron, address): code}, addresses in the connection
-    order of DESIGN §3 (the oracle's), undoing the engine's sorted order; for tests."""
+    order of docs/design.md §3 (the oracle's), undoing the engine's sorted order; for tests."""
     out = {}
     for mem, conn in zip(model.memories, model.connectivity):
         tier = mem.tier

@@ -1,5 +1,5 @@
 """A search's checkpoint: its state as JSON and arrays (`encode`, `decode`), and `restore`,
-which resumes only a checkpoint this search could have written (DESIGN.md §5).
+which resumes only a checkpoint this search could have written (docs/design.md §5).
 
 A checkpoint is read back from a file that a user, a full disk or another version may have
 changed. One resumed with a connection outside the input, a neuron wired twice to one input,

@@ -4,7 +4,7 @@
     search (search.py) on the fitness slice ──► candidates: the start, the best found
     each candidate retrained on the whole training split ──► the best on validation
 
-The test split is not an argument: nothing here can read it (DESIGN.md §3 "Splits").
+The test split is not an argument: nothing here can read it (docs/design.md §3 "Splits").
 """
 
 from __future__ import annotations

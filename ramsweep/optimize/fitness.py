@@ -1,4 +1,4 @@
-"""Exact incremental fitness of rewired neurons (DESIGN.md §5 "Incremental evaluation").
+"""Exact incremental fitness of rewired neurons (docs/design.md §5 "Incremental evaluation").
 
 Training is order-free and a neuron's memory depends only on its own connections and the
 training data, so a candidate that rewires k neurons needs only those k neurons retrained,

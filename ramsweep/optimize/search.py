@@ -1,4 +1,4 @@
-"""Connectivity search: GA, tabu search, GA then TS, and per-cluster (DESIGN.md §5).
+"""Connectivity search: GA, tabu search, GA then TS, and per-cluster (docs/design.md §5).
 
 A search is a sequence of *units*, each a genome (contiguous neuron ranges of tiers) searched
 with one budget: GA, TS and GA+TS have one unit per searched tier (the research optimised its

@@ -1,6 +1,6 @@
 """Executors run experiments and hand their records back; the runner alone claims and writes.
 
-The seam (DESIGN.md §1): an executor has `capacity` slots; `submit(task)` starts a task in a
+The seam (docs/design.md §1): an executor has `capacity` slots; `submit(task)` starts a task in a
 free slot; `wait(timeout)` returns the tasks that ended within `timeout` seconds with their
 records (None: the process running it died, so the runner records a failure for that task
 alone); `close()` stops everything still running. A Dask executor implements the same four.

@@ -1,4 +1,4 @@
-"""Keys, and the one rule for what still needs running (DESIGN.md §4).
+"""Keys, and the one rule for what still needs running (docs/design.md §4).
 
 The runner, the claims, `status` and `run --dry-run` all ask `needs_running`; nothing else
 decides whether an experiment is done.

@@ -1,4 +1,4 @@
-"""Typed result records: one per experiment run or count-model baseline (DESIGN.md §4).
+"""Typed result records: one per experiment run or count-model baseline (docs/design.md §4).
 
 The only module that knows a record's fields: the runner builds records here, the stores
 validate them here, and status, report and serve read their attributes, never raw keys.

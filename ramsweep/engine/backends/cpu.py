@@ -14,7 +14,7 @@ Shapes used throughout:
   masks     (n_neurons, words) uint64  per neuron, the packed bits it reads in each word
   order     (n_neurons, bits) uint16   the same bits as indices, in address order: by word, and
                                        high bit first within a word (column 0 is the MSB)
-Addresses are labels (DESIGN.md §3): a neuron's address lists its input bits in this sorted
+Addresses are labels (docs/design.md §3): a neuron's address lists its input bits in this sorted
 order rather than in connection order, so one BMI2 `pext` per word builds it. CPUs without a
 fast pext walk `order` instead and get the same address.
   dense     (n_neurons, words) uint32  16 cells per word, cell a at bits 2(a%16)..+1 of word a//16

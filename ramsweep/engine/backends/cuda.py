@@ -1,5 +1,5 @@
 """CUDA kernels (numba-cuda): train and evaluate one tier on an NVIDIA GPU, giving exactly the
-cells and counts of cpu.py (DESIGN.md §3; shapes and cell codes as documented there).
+cells and counts of cpu.py (docs/design.md §3; shapes and cell codes as documented there).
 
 Evaluation: each thread takes EX examples, a block of up to THREADS x EX examples times a
 range of clusters, so the threads of a warp read the same neuron's wiring and cells at once,

@@ -1,5 +1,5 @@
 """wgpu evaluation kernel (WebGPU: Metal on macOS, Vulkan elsewhere): evaluate one tier with
-exactly the counts and argmax of cpu.evaluate_tier (DESIGN.md §3; shapes and cell codes as
+exactly the counts and argmax of cpu.evaluate_tier (docs/design.md §3; shapes and cell codes as
 documented in cpu.py). Training stays on the CPU engine.
 
 The WGSL kernel (shaders/evaluate.wgsl) runs one invocation per example over a range of the
@@ -41,7 +41,7 @@ import numpy as np
 
 from ramsweep.engine.backends.levels import level_scores, tier_levels
 
-GATES = False  # gated tiers are evaluated by the CPU engine (DESIGN §3 asks gates of the CPU and CUDA)
+GATES = False  # gated tiers are evaluated by the CPU engine (docs/design.md §3 asks gates of the CPU and CUDA)
 WORKGROUP = 64  # the shader's @workgroup_size
 CHUNK = 1 << 16  # examples per dispatch at most
 NEURONS_PER_DISPATCH = 1 << 12  # with CHUNK: at most 2^28 lookups (a fraction of a second) per dispatch

@@ -1,4 +1,4 @@
-"""The results store interface and its contract (DESIGN.md §4; Optuna's BaseStorage is the model).
+"""The results store interface and its contract (docs/design.md §4; Optuna's BaseStorage is the model).
 
 Contract, kept by every kind and checked by one test suite run on each (tests/test_store.py):
 
