@@ -52,6 +52,9 @@ class JsonDocument(Store):
         results = self._results()  # read once: validated (if it changed) and rewritten from the same objects
         self._refresh(results)  # refuses a file that does not validate before anything is written
         self.write_locked(self.path, dumps({"schema": SCHEMA, "results": [*results, *(r.dump() for r in records)]}))
+        for record in records:  # the index follows our own write: the next heads() need not read it again
+            add(self._heads, Head.of(record))
+        self._seen = self._stat()
 
     def _refresh(self, results: list[dict] | None = None) -> None:
         """Validate the file again, and index it, only if it changed since the last time
