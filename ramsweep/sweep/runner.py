@@ -27,7 +27,6 @@ from ramsweep.engine.baselines import BASELINES, baselines
 from ramsweep.engine.devices import resolve
 from ramsweep.engine.layout import Frequencies, estimate_memory_bytes, layout_of
 from ramsweep.errors import ConfigError, ExecutorLost
-from ramsweep.optimize.cpu import POOL_BYTES as SEARCH_ROWS_BYTES
 from ramsweep.sets import load_set
 from ramsweep.sweep.artifacts import folder_of
 from ramsweep.sweep.claims import STALE_S, Claims, looks_live
@@ -270,7 +269,9 @@ def check_before_any_work(sweep: Sweep) -> dict[str, int]:
         check_fits(exp, layout, freq.tokens, devices.setdefault(exp.device, resolve(exp.device)))
         sizes[key] = estimate_memory_bytes(layout)
         if exp.optimize is not None:  # the search's model, a retrained candidate beside the start, its rows
-            sizes[key] = 3 * sizes[key] + SEARCH_ROWS_BYTES
+            from ramsweep.optimize.cpu import POOL_BYTES  # the search's kernels: imported only for a search
+
+            sizes[key] = 3 * sizes[key] + POOL_BYTES
     return sizes
 
 
