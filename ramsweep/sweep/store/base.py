@@ -39,10 +39,9 @@ import orjson
 from ramsweep._io import open_regular, write_atomic
 from ramsweep.errors import StoreError
 from ramsweep.sweep.records import (
-    BaselineRecord,
     Claim,
-    ExperimentRecord,
     Head,
+    Record,
     RecordError,
     Runner,
     latest,
@@ -53,7 +52,6 @@ from ramsweep.sweep.records import (
 from ramsweep.sweep.store.lock import INFO_NAME, folder_lock
 
 SCHEMA = 1
-Record = ExperimentRecord | BaselineRecord
 
 
 def dumps(doc) -> bytes:
