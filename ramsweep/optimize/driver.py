@@ -28,7 +28,7 @@ HISTORY_LINES = 1000  # a longer history (a per-cluster search) is kept as one l
 
 
 @dataclass
-class Outcome:
+class SearchOutcome:
     start: Model  # the drawn connectivity, trained on the whole training split
     chosen: Model  # the candidate best on validation (may be `start`)
     chosen_label: str
@@ -48,7 +48,7 @@ def split_for_fitness(tokens: np.ndarray, fraction: float, context: int) -> tupl
 
 def run_search(exp: Experiment, train_tokens: np.ndarray, validation: np.ndarray, vocab_size: int, *,
                device: str = "cpu", resume: dict | None = None, checkpoint: Callable[[dict], None] = lambda s: None,
-               progress: Callable[[dict], None] = lambda p: None) -> Outcome:
+               progress: Callable[[dict], None] = lambda p: None) -> SearchOutcome:
     """Search `exp.optimize`, choose on validation, and return the start and chosen models.
     `resume` is what `checkpoint` was handed last, resumed only if valid (checkpoint.py; then
     its "set_aside", if it has one, is called with why, and the search starts over).
@@ -90,7 +90,7 @@ def run_search(exp: Experiment, train_tokens: np.ndarray, validation: np.ndarray
                "fitness_before": before, "fitness_after": after, "selection": selection, "chosen": label,
                "history": state["history"] if len(state["history"]) <= HISTORY_LINES else
                per_tier(state["history"], units, layout)}
-    return Outcome(chosen[0], chosen[1], label, summary, state)
+    return SearchOutcome(chosen[0], chosen[1], label, summary, state)
 
 
 def fitness_summary(fitness: Fitness) -> dict:

@@ -95,7 +95,7 @@ class Observations:
 
 
 @dataclass
-class Outcome:
+class ClaimAttempt:
     """What one claim attempt found."""
 
     key: str | None = None  # the key claimed, None when nothing could be
@@ -121,10 +121,10 @@ class Claims:
         self._guard = threading.Lock()  # `held` is shared with the heartbeat thread
 
     def claim_next(self, keys: Iterable[tuple[str, str]], wanted: Callable[[str, Head | None], bool],
-                   set_name: str) -> Outcome:
+                   set_name: str) -> ClaimAttempt:
         """Claim the first (key, name) for which `wanted(key, the Head of its latest record, or None)`
         holds and that no live runner holds. Reading the results and claiming happen under one lock."""
-        out = Outcome()
+        out = ClaimAttempt()
         with self.store.locked():
             latest = self.store.heads()
             claims = self.store.claims()
