@@ -11,7 +11,9 @@ sets.py's; the tier-bits grid is grid.py's.
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -67,24 +69,9 @@ def seed_list(value: Any, first: int) -> list[int]:
         return list(value)
     raise ConfigError(f"seeds: {short(value)} is not a number of seeds or a list of seeds; {fix}")
 
-# The fix shown after a bad value, by field name.
+# The fix shown after a bad value, by field name: tier and search fields here; an experiment's
+# fields carry theirs in their Role, added below the Experiment model.
 FIXES = {
-    "name": "use only letters, digits, '_', '.' and '-' (e.g. tier0_20bit)",
-    "tiers": TIER_FORM,
-    "context": "use a whole number of tokens from 1 to 16 (default 4)",
-    "negatives": "use a whole number from 0 to 2**31 - 1 (default 1000)",
-    "empty_value": "use a number from 0.0 (abstain, the default) to 1.0",
-    "seed": "use a whole number from 0 to 2**64 - 1",
-    "dense_max_bits": "use a whole number from 0 to 64 (default 10)",
-    "sparse_max_bits": "use a whole number from 0 to 64 (default 30)",
-    "device": "use auto, cpu, cuda, metal, wgpu or hybrid (default auto)",
-    "lsh_bits": "use a whole number from 1 to 32: each LSH neuron holds 2^lsh_bits cells (default 20)",
-    "encoding": "use native (the tokenizer's ids: sorted words, GPT-2's own; also spelt sorted), frequency or appearance",
-    "gray": "use true (Gray-code each id before its bits are read) or false (the default)",
-    "memory": "use auto (DENSE or SPARSE by estimated fill, the default) or bits (by dense_max_bits alone)",
-    "based_on": "give the name of another experiment of the same set",
-    "description": "use a quoted string",
-    "notes": "use a quoted string (a YAML block `notes: |` keeps line breaks)",
     "count": "use a whole number from 1 to 2**31 - 1 (or rest for the last tier)",
     "neurons": "use a whole number from 1 to 65,536",
     "bits": f"use a whole number from 1 to {MAX_BITS}",
@@ -127,13 +114,17 @@ class FrozenModel(BaseModel):
     def _where(cls, data: Any) -> str:
         return ""
 
+    @classmethod
+    def _fixes(cls) -> Mapping[str, str]:
+        return FIXES
+
     @model_validator(mode="wrap")
     @classmethod
     def _one_line_errors(cls, data: Any, handler: Any) -> Any:
         try:
             return handler(data)
         except ValidationError as err:
-            raise ConfigError(cls._where(data) + one_line(err, cls.model_fields, FIXES)) from None
+            raise ConfigError(cls._where(data) + one_line(err, cls.model_fields, cls._fixes())) from None
         except ConfigError as err:
             raise ConfigError(cls._where(data) + str(err)) from None
 
@@ -353,33 +344,111 @@ class Gating(FrozenModel):
 
 # ---------------------------------------------------------------- experiments
 
-# Labels, and choices that change where and how fast but not what is computed (every device
-# and memory backend gives the same cells and metrics): not part of the experiment's key.
-_SPEC_EXCLUDED = {"name", "based_on", "description", "notes", "device", "memory"}
+@dataclass(frozen=True)
+class Role:
+    """What an Experiment field is part of, declared once on the field (`Annotated[..., Role(...)]`);
+    the key (`Experiment.spec`), sets' fixes, `compare`, the lineage, seed groups and the report's
+    columns all read it from there (`roles`).
+
+    `key`: "default" puts the field in the key only where it differs from its default, so a field
+    added later leaves every older key as it was; "always" puts it in at every value; "never" keeps
+    it out (a label, or a choice of where and how fast that every device and memory kind computes
+    alike). `used`, where given, also keeps it out of the key wherever it changes nothing (keys from
+    before it stay). `compared`: compare and the lineage name it when it differs (default: a key
+    field). `column`: a column of the csv and json rows."""
+
+    fix: str  # shown after a bad value
+    key: Literal["default", "always", "never"] = "default"
+    used: Callable[["Experiment"], bool] | None = None
+    compared: bool | None = None
+    column: bool = False
+
+    @property
+    def shown(self) -> bool:
+        return self.key != "never" if self.compared is None else self.compared
+
+    def in_key(self, exp: "Experiment", name: str) -> bool:
+        """Whether this field of `exp` goes into its key."""
+        if self.key == "never" or (self.key == "default" and getattr(exp, name) == type(exp).model_fields[name].default):
+            return False
+        return self.used is None or self.used(exp)
+
+
+def roles(model: type[BaseModel] | None = None) -> dict[str, Role]:
+    """The registry of experiment fields: each field of `model` (default the Experiment model,
+    looked up when called, so a test may stand a wider one in) with its Role, in declaration order.
+    A field without one is a TypeError at import: adding a field means deciding its roles."""
+    return _roles(model or Experiment)
+
+
+@cache
+def _roles(model: type[BaseModel]) -> dict[str, Role]:
+    found = {}
+    for name, info in model.model_fields.items():
+        role = next((m for m in info.metadata if isinstance(m, Role)), None)
+        if role is None:
+            raise TypeError(f"{model.__name__}.{name} has no Role: declare what it is part of")
+        found[name] = role
+    return found
+
+
+def defaults(model: type[BaseModel] | None = None) -> dict[str, Any]:
+    """Each experiment field's default as stored (None where it has none): what a record written
+    before the field existed is read as."""
+    return {name: None if info.is_required() else info.default
+            for name, info in (model or Experiment).model_fields.items()}
+
+
+_LABEL = {"key": "never", "compared": False}  # a label's roles: in no key, named by no comparison
 
 
 class Experiment(FrozenModel):
-    """One experiment: what to compute (spec) plus its name and notes."""
+    """One experiment: what to compute (spec) plus its name and notes. Each field's Role says
+    whether it is part of the key, of the compared config and a report column."""
 
-    name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
-    tiers: TierConfig
-    context: Annotated[StrictInt, Field(ge=1, le=MAX_CONTEXT)] = 4
-    negatives: Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)] = 1000
-    empty_value: Annotated[StrictFloat, Field(ge=0.0, le=1.0)] = 0.0
-    seed: Annotated[StrictInt, Field(ge=0, le=2**64 - 1)] = 0
-    dense_max_bits: Annotated[StrictInt, Field(ge=0, le=MAX_BITS)] = 10
-    sparse_max_bits: Annotated[StrictInt, Field(ge=0, le=MAX_BITS)] = 30
-    lsh_bits: Annotated[StrictInt, Field(ge=1, le=32)] = 20  # tiers above sparse_max_bits: 2^lsh_bits cells a neuron
-    memory: Literal["auto", "bits"] = "auto"
-    device: Device = "auto"
-    optimize: Optimize | None = None  # connectivity search (docs/design.md §5); None: the drawn wiring
-    gating: Gating | None = None  # per-cluster gates (docs/design.md §3); None: every cluster always counts
+    name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]+$"),
+                    Role("use only letters, digits, '_', '.' and '-' (e.g. tier0_20bit)", **_LABEL)]
+    tiers: Annotated[TierConfig, Role(TIER_FORM, key="always", column=True)]
+    context: Annotated[StrictInt, Field(ge=1, le=MAX_CONTEXT),
+                       Role("use a whole number of tokens from 1 to 16 (default 4)", key="always", column=True)] = 4
+    negatives: Annotated[StrictInt, Field(ge=0, le=MAX_COUNT),
+                         Role("use a whole number from 0 to 2**31 - 1 (default 1000)", key="always", column=True)] = 1000
+    empty_value: Annotated[StrictFloat, Field(ge=0.0, le=1.0),
+                           Role("use a number from 0.0 (abstain, the default) to 1.0", key="always", column=True)] = 0.0
+    seed: Annotated[StrictInt, Field(ge=0, le=2**64 - 1),
+                    Role("use a whole number from 0 to 2**64 - 1", key="always", column=True)] = 0
+    dense_max_bits: Annotated[StrictInt, Field(ge=0, le=MAX_BITS),
+                              Role("use a whole number from 0 to 64 (default 10)", key="always")] = 10
+    sparse_max_bits: Annotated[StrictInt, Field(ge=0, le=MAX_BITS),
+                               Role("use a whole number from 0 to 64 (default 30)", key="always")] = 30
+    # tiers above sparse_max_bits: 2^lsh_bits cells a neuron; in the key only where a tier is hashed
+    lsh_bits: Annotated[StrictInt, Field(ge=1, le=32), Role(
+        "use a whole number from 1 to 32: each LSH neuron holds 2^lsh_bits cells (default 20)",
+        key="always", used=lambda e: e.hashed())] = 20
+    # shown by compare, as it changes the model's memory and time, though never its figures
+    memory: Annotated[Literal["auto", "bits"], Role(
+        "use auto (DENSE or SPARSE by estimated fill, the default) or bits (by dense_max_bits alone)",
+        key="never", compared=True)] = "auto"
+    device: Annotated[Device, Role("use auto, cpu, cuda, metal, wgpu or hybrid (default auto)", **_LABEL)] = "auto"
+    # connectivity search (docs/design.md §5); None: the drawn wiring
+    optimize: Annotated[Optimize | None, Role("give a block of search fields, e.g. {strategy: GA+TS}")] = None
+    # per-cluster gates (docs/design.md §3); None: every cluster always counts
+    gating: Annotated[Gating | None, Role("give gate neurons and bits, e.g. {neurons: 5, bits: 12}")] = None
     # how token ids become input bits: a RAM neuron reads id bits, so the numbering is part of the model
-    encoding: Literal["native", "frequency", "appearance"] = "native"
-    gray: StrictBool = False
-    based_on: StrictStr | None = None
-    description: StrictStr = ""  # why: the rationale, shown on the experiment's card
-    notes: StrictStr = ""  # what the researcher saw, kept in the set file, shown on the card
+    encoding: Annotated[Literal["native", "frequency", "appearance"], Role(
+        "use native (the tokenizer's ids: sorted words, GPT-2's own; also spelt sorted), frequency or appearance",
+        column=True)] = "native"
+    gray: Annotated[StrictBool, Role(
+        "use true (Gray-code each id before its bits are read) or false (the default)", column=True)] = False
+    based_on: Annotated[StrictStr | None, Role("give the name of another experiment of the same set", **_LABEL)] = None
+    # why: the rationale, shown on the experiment's card
+    description: Annotated[StrictStr, Role("use a quoted string", **_LABEL)] = ""
+    # what the researcher saw, kept in the set file, shown on the card
+    notes: Annotated[StrictStr, Role("use a quoted string (a YAML block `notes: |` keeps line breaks)", **_LABEL)] = ""
+
+    @classmethod
+    def _fixes(cls) -> Mapping[str, str]:
+        return FIXES | {name: role.fix for name, role in roles(cls).items()}
 
     @classmethod
     def _where(cls, data: Any) -> str:
@@ -439,13 +508,11 @@ class Experiment(FrozenModel):
         return self
 
     def spec(self) -> dict[str, Any]:
-        """The canonical JSON-able definition of what is computed (no name or notes)."""
-        # no optimize: the key of every experiment from before the search existed; lsh_bits only
-        # where a tier is hashed (it changes nothing elsewhere, and keys from before LSH stay)
-        unused = ({"optimize"} if self.optimize is None else set()) | (set() if self.hashed() else {"lsh_bits"}) \
-            | ({"gating"} if self.gating is None else set()) \
-            | ({"encoding"} if self.encoding == "native" else set()) | (set() if self.gray else {"gray"})
-        return self.model_dump(mode="json", exclude=_SPEC_EXCLUDED | unused)
+        """The canonical JSON-able definition of what is computed: the fields their Role puts in
+        the key (no name or notes; optimize, gating, encoding and gray only where set, so keys from
+        before them stay)."""
+        left_out = {name for name, role in roles(type(self)).items() if not role.in_key(self, name)}
+        return self.model_dump(mode="json", exclude=left_out)
 
     def hashed(self) -> bool:
         """Some tier has LSH memory (its cells indexed by a hash of the address)."""
@@ -477,6 +544,9 @@ class Experiment(FrozenModel):
                     f"{bits_per_token(vocab_size)} bits per token for {vocab_size:,} tokens); "
                     f"lower its bits to at most {width} or raise context"
                 )
+
+
+FIXES.update({name: role.fix for name, role in roles(Experiment).items()})
 
 
 class ExperimentSet(FrozenModel):

@@ -556,3 +556,28 @@ def test_bad_seeds_are_one_line_errors(tmp_path: Path, seeds: str, fragment: str
     path = tmp_path / "bad.yaml"
     path.write_text(f'experiments:\n  - {{name: a, tiers: "rest,5,8", seeds: {seeds}}}\n')
     config_error(lambda: load_set(str(path)), "bad.yaml", "experiment 'a'", fragment)
+
+
+def test_every_experiment_field_declares_its_roles_once() -> None:
+    """config.roles is the registry: the key holds the fields it says, only where they are set
+    (lsh_bits only where a tier is hashed), and a field without a Role cannot be declared."""
+    from typing import Annotated
+
+    from ramsweep.config import FIXES, Role, roles
+
+    found = roles()
+    assert list(found) == list(Experiment.model_fields)
+    assert all(FIXES[name] == role.fix for name, role in found.items())
+    assert {n for n, r in found.items() if r.key == "never"} == {"name", "based_on", "description", "notes", "device",
+                                                                 "memory"}
+    every = Experiment(name="a", tiers="100,15,40;rest,5,8", optimize=None, gating={"neurons": 3, "bits": 8},
+                       encoding="appearance", gray=True)
+    assert set(every.spec()) == {n for n, r in found.items() if r.key != "never"} - {"optimize"}
+    assert "lsh_bits" not in Experiment(name="a", tiers="100,15,20;rest,5,8", lsh_bits=12).spec()
+
+    class Unsure(Experiment):
+        extra: Annotated[int, "no role"] = 0
+
+    with pytest.raises(TypeError, match="Unsure.extra has no Role"):
+        roles(Unsure)
+    assert Role("fix").shown and not Role("fix", key="never").shown and Role("fix", key="never", compared=True).shown

@@ -325,3 +325,87 @@ def test_the_claims_report_judges_each_claim_per_encoding_against_the_seed_sprea
     assert ("asymmetric 20/12/8 beats uniform 8", "appearance") not in rows  # uniform 8 did not run there
     assert "101 ± 1 (3 seeds)" in rows[("asymmetric 20/12/8 beats uniform 20", "native")]
     assert "unigram 300" in text and "PPL floor" in text
+
+
+def from_experiment(exp, key=None, val_ppl=9000.0):
+    """A stored record of `exp` as the runner writes it: its whole dump as the spec, its key."""
+    from ramsweep.sweep.plan import experiment_key
+
+    return experiment_record(exp.name, key or experiment_key(exp, DATA["fingerprint"]), val_ppl=val_ppl,
+                             spec=exp.model_dump(mode="json"))
+
+
+@pytest.mark.parametrize("field, value, was, now", [
+    ("encoding", "frequency", "native", "frequency"),
+    ("gating", {"neurons": 5, "bits": 12}, "none", "5 gate neurons of 12 bits"),
+    ("optimize", {"strategy": "ts", "fitness": "accuracy"}, "none", "ts ACCURACY"),
+    ("gray", True, "False", "True"),
+])
+def test_compare_and_lineage_name_a_difference_in_any_key_field(tmp_path, field, value, was, now):
+    """Two experiments whose keys differ by one field only: compare and the lineage name it."""
+    from typer.testing import CliRunner
+
+    from ramsweep.cli import app
+    from ramsweep.config import Experiment
+    from ramsweep.report import compare
+
+    base = Experiment(name="base", tiers="100,15,20;rest,5,8")
+    other = Experiment(name="other", tiers="100,15,20;rest,5,8", based_on="base", **{field: value})
+    one, two = from_experiment(base), from_experiment(other, val_ppl=8000.0)
+    assert one["key"] != two["key"]
+    path = add(tmp_path / "r.jsonl", one, two)
+    assert compare.differences(compare.chosen([path], ["base", "other"])) == [(field, [was, now])]
+    side = CliRunner().invoke(app, ["compare", "base", "other", "--results", str(path), "--format", "md"])
+    assert side.exit_code == 0 and f"| {field} | {was} | {now} |" in side.stdout
+    tree = report(path, "md")
+    assert f"**other**: {field} {was} → {now}; val PPL 9,000 → 8,000" in tree and "same config" not in tree
+
+
+def test_blocks_alike_in_brief_are_told_apart_by_their_entries_and_old_records_read_as_defaults(tmp_path):
+    from ramsweep.config import Experiment
+    from ramsweep.report import compare
+
+    tiers = "100,15,20;rest,5,8"
+    small = Experiment(name="small", tiers=tiers, optimize={"population": 10})
+    large = Experiment(name="large", tiers=tiers, optimize={"population": 20})
+    old = experiment_record("old", "ko")  # written before encoding, gating and gray existed: read at their defaults
+    new = from_experiment(Experiment(name="new", tiers=tiers, negatives=1000))
+    path = add(tmp_path / "r.jsonl", from_experiment(small), from_experiment(large), old, new)
+    assert compare.differences(compare.chosen([path], ["small", "large"])) == [
+        ("optimize", ["ga+ts CE, population 10", "ga+ts CE, population 20"])]
+    assert compare.differences(compare.chosen([path], ["old", "new"])) == []
+
+
+def test_a_field_added_in_one_place_is_in_the_key_compare_lineage_and_csv(tmp_path, monkeypatch):
+    """The registry is the model: a field declared once with its Role reaches the key, sets'
+    fixes, compare, the lineage, the seed groups and the csv, and leaves every older key as it was."""
+    from typing import Annotated
+
+    from pydantic import Field, StrictFloat
+
+    from ramsweep import config
+    from ramsweep.config import Experiment, Role
+    from ramsweep.errors import ConfigError
+    from ramsweep.report import compare
+    from ramsweep.report.rows import seed_groups
+    from ramsweep.sweep.plan import experiment_key
+
+    class Wider(Experiment):
+        dropout: Annotated[StrictFloat, Field(ge=0.0, le=1.0), Role("use a share from 0.0 to 1.0", column=True)] = 0.0
+
+    monkeypatch.setattr(config, "Experiment", Wider)
+    tiers, fp = "100,15,20;rest,5,8", DATA["fingerprint"]
+    assert experiment_key(Wider(name="a", tiers=tiers), fp) == experiment_key(Experiment(name="a", tiers=tiers), fp)
+    dropped = Wider(name="dropped", tiers=tiers, based_on="plain", dropout=0.25)
+    assert dropped.spec()["dropout"] == 0.25
+    assert experiment_key(dropped, fp) != experiment_key(Wider(name="a", tiers=tiers), fp)
+    with pytest.raises(ConfigError, match="dropout: .*; use a share from 0.0 to 1.0"):
+        Wider(name="a", tiers=tiers, dropout=2.0)
+
+    plain = experiment_record("plain", experiment_key(Experiment(name="plain", tiers=tiers), fp), val_ppl=9000.0)
+    path = add(tmp_path / "r.jsonl", plain, from_experiment(dropped, val_ppl=8000.0))
+    assert compare.differences(compare.chosen([path], ["plain", "dropped"])) == [("dropout", ["0.0", "0.25"])]
+    assert "**dropped**: dropout 0.0 → 0.25; val PPL 9,000 → 8,000" in report(path, "md")
+    assert len(seed_groups(load([path]))) == 2
+    rows = {r["name"]: r for r in csv.DictReader(io.StringIO(report(path, "csv")))}
+    assert rows["dropped"]["dropout"] == "0.25" and rows["plain"]["dropout"] == "0.0"

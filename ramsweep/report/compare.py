@@ -11,12 +11,10 @@ from rich.console import Group
 from rich.table import Table
 
 from ramsweep.errors import ConfigError
-from ramsweep.report.rows import group_of, load
+from ramsweep.report.rows import config_differences, group_of, load
 from ramsweep.sweep.records import ExperimentRecord
 from ramsweep.text import calibrated as calibrated_text
 from ramsweep.text import num, pct
-
-_SPEC_SHOWN = ("tiers", "context", "negatives", "empty_value", "seed", "dense_max_bits", "sparse_max_bits", "memory")
 
 
 def chosen(results: Sequence[str | Path], names: Sequence[str]) -> list[ExperimentRecord]:
@@ -36,11 +34,9 @@ def chosen(results: Sequence[str | Path], names: Sequence[str]) -> list[Experime
 
 
 def differences(records: list[ExperimentRecord]) -> list[tuple[str, list[str]]]:
-    """(field, value per experiment) of the config fields and data that differ between them."""
-    rows = [("data", [group_of(r.data) for r in records])]
-    for field in _SPEC_SHOWN:
-        rows.append((field, [str(getattr(r.spec, field, None)) for r in records]))  # extras read as attributes
-    return [(field, values) for field, values in rows if len(set(values)) > 1]
+    """(field, value per experiment) of the data and the compared fields (config.Role) that differ."""
+    data = [group_of(r.data) for r in records]
+    return ([("data", data)] if len(set(data)) > 1 else []) + config_differences(records)
 
 
 def figures(records: list[ExperimentRecord]) -> list[tuple[str, list[str]]]:
@@ -74,7 +70,7 @@ def renderable(records: list[ExperimentRecord]) -> Group:
         if diff[0][0] == "data":
             parts.append("note: these ran on different data; their PPLs are not comparable")
     else:
-        parts.append("The configs are the same (another seed, device or memory choice aside).")
+        parts.append("The configs are the same (another device aside).")
     parts.append(_table("Figures", names, figures(records)))
     return Group(*parts)
 

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ramsweep.report.rows import group_of
+from ramsweep.report.rows import config_differences, group_of
 from ramsweep.sweep.records import ExperimentRecord
 from ramsweep.text import calibrated as calibrated_text
 from ramsweep.text import num, pct
-
-_COMPARED = ("tiers", "context", "negatives", "empty_value", "seed", "dense_max_bits", "sparse_max_bits",
-             "optimize")
 
 
 @dataclass
@@ -33,20 +30,9 @@ def lineage(records: list[ExperimentRecord]) -> list[Node]:
         if parent is None:
             roots.append(node)
             continue
-        node.changes = [(f, _shown(f, getattr(parent.record.spec, f, None)), _shown(f, getattr(node.record.spec, f, None)))
-                        for f in _COMPARED if getattr(parent.record.spec, f, None) != getattr(node.record.spec, f, None)]
+        node.changes = [(f, was, now) for f, (was, now) in config_differences([parent.record, node.record])]
         parent.children.append(node)
     return [root for root in roots if root.children]
-
-
-def _shown(field: str, value) -> str:
-    """A spec field as a lineage line shows it (a search block by its strategy and fitness)."""
-    if field == "optimize":
-        if not value:
-            return "none"
-        how = value["per_cluster"] if value.get("strategy") == "per-cluster" else ""
-        return f"{value.get('strategy')} {how} {str(value.get('fitness', '')).upper()}".replace("  ", " ")
-    return str(value)
 
 
 def moved(child: ExperimentRecord, parent: ExperimentRecord) -> str:

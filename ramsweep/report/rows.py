@@ -11,15 +11,16 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
-from ramsweep.config import seed_base
+from ramsweep.config import Role, defaults, roles, seed_base
 from ramsweep.errors import ConfigError, StoreError
-from ramsweep.sweep.records import BaselineRecord, DataInfo, ExperimentRecord, SplitMetrics, gc_paused, latest
+from ramsweep.sweep.records import BaselineRecord, DataInfo, ExperimentRecord, Spec, SplitMetrics, gc_paused, latest
 from ramsweep.sweep.store import open_store
 
 Record = ExperimentRecord | BaselineRecord
@@ -133,9 +134,66 @@ def not_ok(records: list[Record], filters: Filters = Filters()) -> list[Record]:
     return [r for r in records if not r.ok and filters.keep(r)]
 
 
-# ---------------------------------------------------------------- seeds
+# ---------------------------------------------------------------- configs, by the fields' roles
 
-_NOT_CONFIG = {"name", "seed", "description", "based_on", "device", "memory"}  # labels, speed, the seed itself
+
+def config(spec: Spec, where: Callable[[Role], bool]) -> dict[str, Any]:
+    """The fields of a stored spec whose Role `where` picks (config.roles), in declaration order;
+    a field the record predates reads as its default, so an old record is not told apart from a
+    new one by a field it could not have set."""
+    stored = spec.model_dump()
+    picked = roles()
+    return {name: stored.get(name, default) for name, default in defaults().items() if where(picked[name])}
+
+
+def config_differences(records: list[ExperimentRecord]) -> list[tuple[str, list[str]]]:
+    """(field, value per record as text) of each compared field (Role.shown) that differs."""
+    configs = [config(r.spec, lambda role: role.shown) for r in records]
+    out = []
+    for name in configs[0] if configs else ():
+        values = [c[name] for c in configs]
+        if any(v != values[0] for v in values[1:]):
+            out.append((name, texts(name, values)))
+    return out
+
+
+def _search(block: Mapping) -> str:
+    how = block.get("per_cluster") if block.get("strategy") == "per-cluster" else ""
+    return " ".join(str(p) for p in (block.get("strategy"), how, str(block.get("fitness", "")).upper()) if p)
+
+
+# How a block (a field holding a mapping) is named beside a none or another block; a block
+# without one is named by its entries.
+_BRIEF: dict[str, Callable[[Mapping], str]] = {
+    "optimize": _search,
+    "gating": lambda g: f"{g.get('neurons')} gate neurons of {g.get('bits')} bits",
+}
+
+
+def texts(name: str, values: list[Any]) -> list[str]:
+    """One field's differing values as text: "none" for an unset block; a block by its brief
+    and, where the briefs do not tell the blocks apart, by the entries that differ between them."""
+    blocks = [v for v in values if isinstance(v, Mapping)]
+    brief = _BRIEF.get(name)
+    briefs = {brief(b) for b in blocks} if brief else set()
+    differ = [k for k in dict.fromkeys(k for b in blocks for k in b)
+              if len({orjson.dumps(b.get(k), option=orjson.OPT_SORT_KEYS) for b in blocks}) > 1]
+    alike = len(blocks) > 1 and len(briefs) < 2
+
+    def one(value: Any) -> str:
+        if value is None:
+            return "none"
+        if not isinstance(value, Mapping):
+            return str(value)
+        if alike:  # the same brief (or none): the entries tell them apart
+            parts = [brief(value)] if brief else []
+            return ", ".join(parts + [f"{k} {value.get(k)}" for k in differ])
+        return brief(value) if brief else ", ".join(f"{k} {v}" for k, v in value.items()) or "{}"
+
+    return [one(v) for v in values]
+
+
+# ---------------------------------------------------------------- seeds
 
 
 @dataclass(frozen=True)
@@ -180,8 +238,9 @@ def seed_groups(records: Iterable[Record]) -> list[Seeds]:
     found: dict[str, list[ExperimentRecord]] = {}
     for r in records:
         if r.kind == "experiment" and r.ok:
-            config = {k: v for k, v in r.spec.model_dump().items() if k not in _NOT_CONFIG}
-            found.setdefault(orjson.dumps(config, option=orjson.OPT_SORT_KEYS).decode(), []).append(r)
+            same = config(r.spec, lambda role: role.key != "never")  # what is computed, the seed apart
+            same.pop("seed", None)
+            found.setdefault(orjson.dumps(same, option=orjson.OPT_SORT_KEYS).decode(), []).append(r)
     return [Seeds(seed_base(rs[0].name), tuple(rs)) for rs in found.values()]
 
 
@@ -221,15 +280,16 @@ def wide_rows(records: list[Record], by: Metric) -> list[dict]:
 
 def _wide(r: Record, rank: int | None) -> dict:
     d = r.data
+    columns = config(r.spec, lambda role: role.column) if r.kind == "experiment" else \
+        {name: None for name, role in roles().items() if role.column}  # a baseline has no config
     row = {"group": group_of(d), "rank": rank, "kind": r.kind, "name": r.name, "key": r.key, "status": r.status,
-           "set": getattr(r, "set", None), "seed": None, "tiers": None, "context": None, "negatives": None,
-           "empty_value": None, "corpus": d.corpus, "tokenizer": d.tokenizer, "vocab_size": d.vocab_size,
+           "set": getattr(r, "set", None), **columns,
+           "corpus": d.corpus, "tokenizer": d.tokenizer, "vocab_size": d.vocab_size,
            "full_data": d.full_data, "fingerprint": d.fingerprint, "device": None, "started": r.started,
            "finished": r.finished, "train_s": r.timing.train_s, "eval_s": r.timing.eval_s,
            "total_s": r.timing.total_s if r.ok else r.timing.elapsed_s, "error": r.error}
     if r.kind == "experiment":
-        row.update(seed=r.spec.seed, tiers=r.spec.tiers, context=r.spec.context, negatives=r.spec.negatives,
-                   empty_value=r.spec.empty_value, device=r.resources.device if r.resources else None)
+        row["device"] = r.resources.device if r.resources else None
     for short, split in SPLITS.items():
         s = getattr(r.metrics, split) if r.metrics else SplitMetrics()
         cal = s.calibrated
