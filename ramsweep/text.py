@@ -26,6 +26,8 @@ def calibrated(cal, temperature: bool = True) -> str:
         return MISSING
     if cal.bound == "highest":
         return "no temperature beats uniform"
+    if cal.temperature is None or not temperature:  # a record written without it (by hand, or older)
+        return ppl(cal.ppl)
     if cal.bound == "lowest":
         return f"{ppl(cal.ppl)} (T at the search's lowest, {cal.temperature:.3g})"
-    return f"{ppl(cal.ppl)} (T={cal.temperature:.3g})" if temperature else ppl(cal.ppl)
+    return f"{ppl(cal.ppl)} (T={cal.temperature:.3g})"

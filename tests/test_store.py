@@ -334,3 +334,14 @@ def test_convert_says_what_it_left_and_a_failed_write_leaves_no_target(tmp_path,
     torn.write_bytes(target.read_bytes() + orjson.dumps(experiment_record(key="k2"))[:90])
     assert convert(torn, tmp_path / "d.json") == 1
     assert "torn append" in caplog.text and "c.jsonl" in caplog.text
+
+
+@pytest.mark.parametrize("blank", [b"\t", b" \n\n  "])
+def test_blanks_without_a_newline_are_ended_not_set_aside(tmp_path, blank):
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(blank)
+    store = open_store(path)
+    assert store.records() == []
+    store.append(record(key="k1"))
+    assert path.read_bytes().startswith(blank) and not (tmp_path / "results.jsonl.torn").exists()
+    assert [r.key for r in open_store(path).records()] == ["k1"]

@@ -212,7 +212,7 @@ class Journal(Store):
             return size
         start = _last_line_start(fd, size)
         tail = os.pread(fd, size - start, start)
-        if _complete(tail) is not None:
+        if not tail.strip() or _complete(tail) is not None:  # blanks, or a whole record: ended, not moved
             _write_all(fd, b"\n")
             return size + 1
         with open(str(self.path) + ".torn", "ab") as kept:
