@@ -1,4 +1,6 @@
-"""CUDA ≡ CPU: the same cells and the same scores, counts and metrics.
+"""What is the CUDA backend's own: hybrid evaluation, its 64-bit address build, its memory check
+and the search's kernels. That its cells and scores are the CPU's and its metrics the oracle's
+is the Backend contract (test_backends.py).
 
 On a machine with an NVIDIA GPU these run on it. Elsewhere (CI) the one test
 `test_cuda_kernels_in_the_simulator` runs this file again in a subprocess under numba-cuda's
@@ -11,17 +13,14 @@ import subprocess
 import sys
 
 import numpy as np
-import orjson
 import pytest
+from test_backends import CASES, tiny_set, trained, zipf
 
 from ramsweep.config import Experiment
-from ramsweep.data.spec import DataSpec
 from ramsweep.engine import evaluate as evaluate_module
-from ramsweep.engine.evaluate import evaluate, score
-from ramsweep.engine.reference import ReferenceModel
-from ramsweep.engine.train import cells, train
+from ramsweep.engine.evaluate import score
+from ramsweep.engine.train import train
 from ramsweep.errors import ConfigError
-from ramsweep.report import report
 from ramsweep.sweep.runner import run_set
 
 cuda_backend = pytest.importorskip("ramsweep.engine.backends.cuda", reason="numba-cuda is not installed")
@@ -42,110 +41,15 @@ def small_blocks(monkeypatch):
             monkeypatch.setattr(search_backend, name, value)
 
 
-def zipf(rng, n, vocab):
-    p = 1.0 / np.arange(1, vocab + 1)
-    return rng.choice(vocab, n, p=p / p.sum()).astype(np.int32)
-
-
-CASES = {
-    # dense and sparse tiers, negatives spanning tiers, ties, empty_value 0.5
-    "mixed": dict(tiers="3,4,9;5,3,7;rest,2,5", context=3, negatives=6, dense_max_bits=6, memory="bits", empty_value=0.5),
-    # 7 bits per token x 10 = 70 input bits: neurons read across two 64-bit words
-    "two_words": dict(tiers="4,3,12;rest,2,6", context=10, negatives=3, dense_max_bits=8, memory="bits"),
-    # 2^9 cells = 32 words per neuron: two tiles of the simulator's 16-thread compaction scan
-    "all_sparse": dict(tiers="rest,3,9", context=3, negatives=10, dense_max_bits=4, memory="bits"),
-    # 37 + 31 + 3 neurons with EMPTY at 0.5: more score levels over the model than one tier has
-    "many_levels": dict(tiers="2,37,6;3,31,5;rest,3,4", context=2, negatives=4, empty_value=0.5),
-    # LSH: 30 and 40-bit addresses hashed into 2^7 cells, stored SPARSE (training stays on the CPU)
-    "lsh": dict(tiers="3,3,30;rest,2,40", context=8, negatives=5, dense_max_bits=4, sparse_max_bits=12, lsh_bits=7,
-                memory="bits"),
-    # ids numbered by first appearance and Gray-coded before their bits are read
-    "encoded": dict(tiers="3,3,7;rest,2,5", context=3, negatives=5, memory="bits", encoding="appearance", gray=True),
-    # unhashed sparse neurons of 34 bits (sparse_max_bits raised) and gates of 36: the kernels' 64-bit address
-    # build, chosen by the gate too (tier 0's own neurons have 9 bits)
-    "wide": dict(tiers="3,2,9;rest,2,34", context=9, negatives=4, dense_max_bits=4, sparse_max_bits=40, memory="bits",
-                 gating={"neurons": 2, "bits": 36}),
-}
-VOCAB = {"mixed": 40, "two_words": 100, "all_sparse": 14, "many_levels": 20, "lsh": 20, "encoded": 30,
-         "wide": 12}  # small: the simulator is slow
-
-
-@on_cuda
-@pytest.mark.parametrize("case", CASES)
-def test_cuda_training_writes_the_cpus_cells_and_scores_match(case):
-    rng = np.random.default_rng(len(case))
-    vocab = VOCAB[case]
-    n_train, n_eval = (300, 120) if SIMULATED else (20_000, 5_000)
-    if SIMULATED and case in ("many_levels", "all_sparse", "two_words", "lsh", "wide"):  # the slowest in the simulator
-        n_train, n_eval = 150, 50
-    exp = Experiment(name=case, seed=7, **CASES[case])
-    tokens, held_out = zipf(rng, n_train, vocab), zipf(rng, n_eval, vocab)
-    if case == "wide":  # 36-bit gates open only on contexts seen in training
-        held_out = tokens[: n_eval + exp.context]
-    on_cpu, on_gpu = train(exp, tokens, vocab), train(exp, tokens, vocab, device="cuda")
-    for a, b in zip(on_cpu.memories, on_gpu.memories):
-        for name in ("dense", "offsets", "keys", "vals"):
-            assert np.array_equal(getattr(a, name), getattr(b, name)), (a.tier, name)
-            assert getattr(a, name).dtype == getattr(b, name).dtype
-
-    cpu_s, gpu_s = score(on_cpu, held_out), score(on_cpu, held_out, device="cuda")
-    for name in ("hist", "correct", "target_tier", "target_score", "ce"):
-        assert np.array_equal(getattr(cpu_s, name), getattr(gpu_s, name)), name
-    for (a_all, a_t), (b_all, b_t) in zip(cpu_s.empties, gpu_s.empties):
-        assert np.array_equal(a_all, b_all) and np.array_equal(a_t, b_t)
-
-
-@on_cuda
-def test_cuda_metrics_equal_the_oracles():
-    rng = np.random.default_rng(5)
-    exp = Experiment(name="x", tiers="3,4,9;rest,2,6", context=3, negatives=5, dense_max_bits=7, memory="bits", seed=2)
-    assert_cuda_matches_oracle(exp, zipf(rng, 250, 40), zipf(rng, 90, 40), 40)
-
-
-def assert_cuda_matches_oracle(exp, tokens, held_out, vocab):
-    """Trained on the GPU: the oracle's cells; evaluated there: the oracle's metrics. Returns the model."""
-    model, oracle = train(exp, tokens, vocab, device="cuda"), ReferenceModel(exp, tokens, vocab)
-    assert cells(model) == oracle.cells
-    got, want = evaluate(model, held_out, device="cuda"), oracle.evaluate(held_out)
-    assert got["examples"] == want["examples"] and got["accuracy"] == want["accuracy"]
-    assert got["ce"] == pytest.approx(want["ce"], rel=1e-9)
-    return model
-
-
-@on_cuda
-def test_cuda_encoded_metrics_equal_the_oracles():  # appearance and Gray: the "encoded" case above
-    rng = np.random.default_rng(9)
-    exp = Experiment(name="x", tiers="3,3,8;rest,2,6", context=3, negatives=5, seed=1, encoding="frequency")
-    assert_cuda_matches_oracle(exp, zipf(rng, 200 if SIMULATED else 5_000, 30), zipf(rng, 40 if SIMULATED else 2_000, 30),
-                               30)
-
-
-@on_cuda
-def test_cuda_lsh_metrics_equal_the_oracles():
-    rng = np.random.default_rng(6)
-    exp = Experiment(name="x", tiers="3,3,30;rest,2,40", context=8, negatives=5, sparse_max_bits=12, lsh_bits=6,
-                     seed=4)  # memory auto: the hashed cells stored DENSE
-    model = assert_cuda_matches_oracle(exp, zipf(rng, 200 if SIMULATED else 5_000, 20),
-                                       zipf(rng, 40 if SIMULATED else 2_000, 20), 20)
-    assert [(m.tier.memory, m.tier.backend) for m in model.memories] == [("lsh", "dense")] * 2
-
-
-@on_cuda
-def test_cuda_gated_scores_equal_the_cpus_and_the_oracles():
-    rng = np.random.default_rng(8)
-    exp = Experiment(name="g", tiers="3,3,7;rest,2,5", context=3, negatives=6, seed=3, dense_max_bits=6,
-                     memory="bits", gating={"neurons": 3, "bits": 8}, empty_value=0.5)  # sparse gate memory
-    tokens, held_out = zipf(rng, 120 if SIMULATED else 5_000, 30), zipf(rng, 30 if SIMULATED else 2_000, 30)
-    model = train(exp, tokens, 30, device="cuda")
-    cpu_s, gpu_s = score(model, held_out), score(model, held_out, device="cuda")
-    for name in ("hist", "correct", "target_tier", "target_score", "ce"):
-        assert np.array_equal(getattr(cpu_s, name), getattr(gpu_s, name)), name
-    for (a_open, a_target), (b_open, b_target) in zip(cpu_s.gates, gpu_s.gates):
-        assert np.array_equal(a_open, b_open) and np.array_equal(a_target, b_target)
-    oracle = ReferenceModel(exp, tokens, 30)
-    got, want = evaluate(model, held_out, device="cuda"), oracle.evaluate(held_out)
-    assert got["accuracy"] == want["accuracy"] and got["ce"] == pytest.approx(want["ce"], rel=1e-9)
-    assert [t["gate_open"] for t in got["tiers"]] == pytest.approx([t["gate_open"] for t in want["tiers"]], rel=1e-12)
+def test_addresses_past_32_bits_take_the_64_bit_kernels():
+    """Unhashed neurons of more than 32 bits (the contract's "wide" case, gates included) need
+    64-bit addresses; a hashed cell never does."""
+    _, model, _ = trained("wide")
+    tier, gate = model.memories[1].arrays(), model.gates[0].arrays()
+    assert cuda_backend.wide(tier.order, tier.hashes) and cuda_backend.wide(gate.order, gate.hashes)
+    assert not cuda_backend.wide(model.memories[0].order, model.memories[0].hashes)
+    _, lsh, _ = trained("lsh")
+    assert not cuda_backend.wide(lsh.memories[1].order, lsh.memories[1].hashes)
 
 
 @pytest.fixture(autouse=True)
@@ -212,19 +116,6 @@ def test_hybrid_and_gpu_fallback_give_the_cpus_scores(monkeypatch):
             assert np.array_equal(getattr(got, name), getattr(want, name)), name
 
 
-WORDS = "the lord said unto moses and aaron of israel land house king people day god son".split()
-
-
-def tiny_set(tmp_path):
-    """A one-experiment set file and a tiny text corpus (ten 1 kB chunks) to run it on."""
-    rng = np.random.default_rng(0)
-    text = tmp_path / "tiny.txt"
-    text.write_text("\n".join(" ".join(rng.choice(WORDS, 220)) for _ in range(10)) + "\n")
-    (tmp_path / "set.yaml").write_text(
-        'experiments:\n  - name: e\n    tiers: "4,3,7;rest,2,5"\n    context: 2\n    negatives: 4\n')
-    return str(tmp_path / "set.yaml"), DataSpec(corpus="text", path=str(text))
-
-
 @on_cuda
 def test_a_model_too_big_for_the_gpu_is_refused_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setattr(cuda_backend, "free_memory", lambda: 2**30)
@@ -233,22 +124,6 @@ def test_a_model_too_big_for_the_gpu_is_refused_before_any_work(tmp_path, monkey
                                           r"1.0 GiB free on cuda: .*use --device cpu$"):
         run_set(set_file, results=tmp_path / "results.json", data=data, device="cuda")
     assert not (tmp_path / "results.json").exists()
-
-
-@on_cuda
-def test_a_gpu_run_and_a_cpu_run_of_a_set_agree(tmp_path):
-    """The same set on both devices: the same keys and numbers; the record and the report
-    say which device ran."""
-    set_file, data = tiny_set(tmp_path)
-    found = {}
-    for device in ("cpu", "cuda"):
-        results = tmp_path / device / "results.json"
-        run_set(set_file, results=results, data=data, device=device)
-        found[device] = [r for r in orjson.loads(results.read_bytes())["results"] if r.get("kind") != "baseline"]
-        assert device in report(results, format="md")
-    (cpu_run,), (gpu_run,) = found["cpu"], found["cuda"]
-    assert cpu_run["key"] == gpu_run["key"] and cpu_run["metrics"] == gpu_run["metrics"]
-    assert cpu_run["resources"]["device"] == "cpu" and gpu_run["resources"]["device"].startswith("cuda: ")
 
 
 @on_cuda

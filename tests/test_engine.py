@@ -242,47 +242,6 @@ def test_temperature_fit_survives_rows_whose_best_level_is_far_below_the_top():
         assert np.all(np.isfinite(ce_at(s, 1 / BETA_RANGE[1])))
 
 
-def test_blocked_chunked_and_batched_paths_match_oracle(monkeypatch):
-    """Tiny cache blocks, work chunks and sparse batches force every loop boundary."""
-    from ramsweep.engine import evaluate as evaluate_module
-    from ramsweep.engine import train as train_module
-
-    monkeypatch.setattr(evaluate_module, "CACHE_BLOCK_BYTES", 64)
-    monkeypatch.setattr(evaluate_module, "DENSE_CHUNK", 3)
-    monkeypatch.setattr(train_module, "SPARSE_BATCH_ENTRIES", 200)
-    rng = np.random.default_rng(11)
-    exp = Experiment(name="x", tiers="3,4,14;9,3,9;rest,2,12", context=4, negatives=7, dense_max_bits=9, memory="bits",
-                     empty_value=0.5, seed=5)
-    train_tokens, valid = zipf_tokens(rng, 700, seen=44), zipf_tokens(rng, 400)
-    model = train(exp, train_tokens, V)
-    oracle = ReferenceModel(exp, train_tokens, V)
-    assert cells(model) == oracle.cells
-    assert_metrics_equal(evaluate(model, valid), oracle.evaluate(valid))
-
-
-def test_sparse_training_memory_stays_near_one_batch(monkeypatch):
-    """Every neuron of a tier of negatives sees every example: its worst case is reserved a
-    batch at a time, and only the used cells may outlive the batch (a regression: views of
-    each batch once kept them all, 9 GB for a 170 MB model on GPT-2 KJV)."""
-    import tracemalloc
-
-    from ramsweep.engine import train as train_module
-
-    batch = 1 << 16
-    monkeypatch.setattr(train_module, "SPARSE_BATCH_ENTRIES", batch)
-    rng = np.random.default_rng(3)
-    tokens = zipf_tokens(rng, 20_000)
-    exp = Experiment(name="x", tiers="40,4,10;rest,1,3", context=3, negatives=40, dense_max_bits=8, memory="bits")
-    train(exp, tokens, V)  # numba compiled and warm before measuring
-    tracemalloc.start()
-    model = train(exp, tokens, V)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    worst_case = 160 * 20_000 * 5  # 160 neurons, every example, key + value bytes
-    assert model.memories[0].keys.nbytes < worst_case / 10  # the cells are few: 10-bit addresses
-    assert peak < 3 * batch * 5 + 4 * model.memories[0].nbytes + 20_000 * 40, peak
-
-
 FALLBACK_SCRIPT = """
 import json, sys
 import numpy as np

@@ -18,15 +18,14 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
+from ramsweep.engine import backends
 from ramsweep.engine.backends import cpu
+from ramsweep.engine.backends.base import Batch, TierArrays
 from ramsweep.engine.layout import DENSE, Layout
 from ramsweep.engine.train import Model, examples_of, neuron_share, pack
 
-CACHE_BLOCK_BYTES = 256 * 1024  # memory of one block of clusters, kept hot while examples pass
 log = logging.getLogger("ramsweep")
-DENSE_CHUNK = 64  # examples per work item; sparse tiers give each thread one long slice instead,
 PROGRESS_BLOCK = 32_768  # examples per kernel call when someone follows the progress (CPU)
-# since their per-neuron tables are large and each should be fetched once per thread
 HYBRID_PROBE = 1024  # examples each side runs alone, at most, to measure its throughput on a new tier
 HYBRID_PROBE_LOOKUPS = 1 << 26  # ... and no more lookups than this
 HYBRID_GPU_PROBE_LOOKUPS = 1 << 30  # the GPU's slices: about 10 ms on an H100, past launch overheads
@@ -73,19 +72,6 @@ class Scores:
     gates: list = field(default_factory=list)  # gated: per tier (open clusters, target's gate open) per example
 
 
-def gpu_backend(device: str):
-    """The kernels module of a GPU device; imported only when used (optional extras)."""
-    if device == "cuda":
-        from ramsweep.engine.backends import cuda
-
-        return cuda
-    if device in ("wgpu", "metal"):
-        from ramsweep.engine.backends import wgpu
-
-        return wgpu
-    raise ValueError(f"unknown device {device!r}")
-
-
 def hybrid(run, n: int, throughput: dict, neurons: int, tier: int = 0) -> None:
     """run(device, lo, hi) over examples [0, n), split between the GPU and the CPU threads in
     proportion to their throughput (examples/s on this tier), both at once. The first time a
@@ -129,7 +115,17 @@ def hybrid(run, n: int, throughput: dict, neurons: int, tier: int = 0) -> None:
                              "to pay for sharing", gpu_alone_s)
         return timed("cuda", lo, n)
     split = n - round((n - lo) * share)
-    block = max(probe, int(throughput["cpu"] * HYBRID_CPU_BLOCK_S))
+    t0 = time.perf_counter()
+    both_at_once(run, timed, lo, split, n, max(probe, int(throughput["cpu"] * HYBRID_CPU_BLOCK_S)))
+    took = time.perf_counter() - t0
+    if took > gpu_alone_s * (1 + HYBRID_MIN_SHARE):
+        stay_out(throughput, f"tier {tier} took {took:.2f} s split between the GPU and the CPU threads, where the "
+                             f"GPU alone takes about {gpu_alone_s:.2f} s", gpu_alone_s)
+
+
+def both_at_once(run, timed, lo: int, split: int, n: int, block: int) -> None:
+    """The GPU takes examples [lo, split) while the CPU threads take [split, n) in blocks from the
+    end, until the GPU is done; the GPU then takes what the CPU did not reach."""
     done = threading.Event()
     left = [n]  # the CPU's work goes down from n: [split, left[0]) is still untouched
 
@@ -139,7 +135,6 @@ def hybrid(run, n: int, throughput: dict, neurons: int, tier: int = 0) -> None:
             timed("cpu", start, left[0])
             left[0] = start
 
-    t0 = time.perf_counter()
     cpu = threading.Thread(target=cpu_side)  # its kernels release the GIL
     cpu.start()
     try:
@@ -149,10 +144,6 @@ def hybrid(run, n: int, throughput: dict, neurons: int, tier: int = 0) -> None:
         cpu.join()
     if left[0] > split:  # what the CPU did not reach
         run("cuda", split, left[0])
-    took = time.perf_counter() - t0
-    if took > gpu_alone_s * (1 + HYBRID_MIN_SHARE):
-        stay_out(throughput, f"tier {tier} took {took:.2f} s split between the GPU and the CPU threads, where the "
-                             f"GPU alone takes about {gpu_alone_s:.2f} s", gpu_alone_s)
 
 
 GPU_ALONE: list[str] = []  # why hybrid left evaluation to the GPU alone in this process, once it has
@@ -182,72 +173,68 @@ def score(model: Model, tokens: np.ndarray, device: str = "cpu", progress: Calla
     target_pos = layout.position[tokens[examples]].astype(np.int32)
     x = pack(tokens, examples, layout)
     levels, level_tables = score_levels(model)
-    target_score = np.zeros(n)
-    best_score, best_pos = np.full(n, -np.inf), np.zeros(n, dtype=np.int32)
-    hist = np.zeros((n, len(levels)), dtype=np.int32)
+    running = dict(x=x, target_pos=target_pos, best_score=np.full(n, -np.inf), best_pos=np.zeros(n, dtype=np.int32),
+                   target_score=np.zeros(n), hist=np.zeros((n, len(levels)), dtype=np.int32))
     empties, opens = [], []
-    total_neurons = sum(t.n_neurons for t in layout.tiers)
     for full, level_table in zip(model.memories, level_tables):
         tier = full.tier
         gate = model.gates[tier.index] if model.gates and gated else None
-        empty_all, empty_target = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-        open_all, target_open = np.zeros(n if gate else 1, dtype=np.int64), np.zeros(n if gate else 1, dtype=np.int64)
-        per_example = (best_score, best_pos, target_score, empty_all, empty_target, hist)
+        batch = Batch(**running, empty_all=np.zeros(n, dtype=np.int64), empty_target=np.zeros(n, dtype=np.int64),
+                      open_all=np.zeros(n, dtype=np.int64) if gate else None,
+                      target_open=np.zeros(n, dtype=np.int64) if gate else None)
         # the clusters after the last one ever written read EMPTY everywhere: not looked up
         k = looked_up(tier, layout) if SKIP_NEVER_WRITTEN else tier.clusters
-        mem, gate = prefix(full, k), (prefix(gate, k) if gate else None)
-        scoring = (score_table(tier.neurons, exp.empty_value), level_table)
-        resident = {}  # a GPU's copy of the tier's tables: uploaded once for every call on this split
-
-        def run(on: str, lo: int, hi: int) -> None:
-            """The tier's clusters folded into examples [lo, hi) on one device."""
-            out = [a[lo:hi] for a in per_example]  # views: the kernels write in place
-            backend = None if on == "cpu" else gpu_backend(on)
-            if backend and gate and not backend.GATES:
-                backend = None  # a backend without gates (wgpu): the CPU engine, same results
-            if backend and backend.why_not(x.shape[1], level_table, tier.cell_bits):
-                backend = None  # a tier beyond the GPU kernel's limits: the CPU engine, same results
-            if backend is None:
-                per_cluster = max(1, (mem.nbytes + (gate.nbytes if gate else 0)) // max(1, tier.clusters))
-                chunk = DENSE_CHUNK if tier.backend == DENSE else max(DENSE_CHUNK, -(-(hi - lo) // numba.get_num_threads()))
-                cpu.evaluate_tier(x[lo:hi], target_pos[lo:hi], mem.masks, mem.order, mem.hashes, tier.neurons,
-                                  tier.first, chunk,
-                                  max(1, CACHE_BLOCK_BYTES // per_cluster), tier.backend != DENSE, mem.dense, mem.offsets, mem.keys,
-                                  mem.vals, *scoring, *out,
-                                  *gate_arguments(gate, mem.masks, mem.order, open_all, target_open, lo, hi))
-            else:
-                m, g = mem, gate
-                if hasattr(backend, "upload"):
-                    if on not in resident:
-                        resident[on] = backend.upload(mem), (backend.upload(gate) if gate else None)
-                    m, g = resident[on]
-                backend.evaluate_tier(x[lo:hi], target_pos[lo:hi], m.masks, m.order, m.hashes, tier.neurons,
-                                      tier.first, tier.backend != DENSE, m.dense, m.offsets, m.keys, m.vals,
-                                      *scoring, *out, *gate_arguments(g, m.masks, m.order, open_all, target_open,
-                                                                         lo, hi))
-
-        if k == 0:
-            pass  # nothing written in this tier
-        elif device == "hybrid":
-            hybrid(run, n, model.throughput.setdefault(tier.index, {}), tier.n_neurons, tier.index)
-        elif device == "cpu" and progress is not None:  # in blocks, to tell how far it is
-            before, share = neuron_share(layout.tiers, tier.index - 1), tier.n_neurons / total_neurons
-            for lo in range(0, n, PROGRESS_BLOCK):
-                run(device, lo, min(n, lo + PROGRESS_BLOCK))
-                progress(before + share * min(n, lo + PROGRESS_BLOCK) / n)
-        else:
-            run(device, 0, n)
+        arrays = prefix(full, k).arrays(score_table=score_table(tier.neurons, exp.empty_value), level_table=level_table,
+                                        gate=prefix(gate, k).arrays() if gate else None,
+                                        gate_need=-(-gate.tier.neurons // 2) if gate else 0)
+        if k > 0:
+            fold(arrays, batch, device, model.throughput.setdefault(tier.index, {}), tier,
+                 within(progress, layout.tiers, tier))
         if k < tier.clusters:
-            never_written(tier, k, gate is not None, *scoring, target_pos, best_score, best_pos,
-                          target_score, empty_all, empty_target, hist)
-        empties.append((empty_all, empty_target))
-        opens.append((open_all, target_open) if gate else None)
+            never_written(tier, k, arrays, batch)
+        empties.append((batch.empty_all, batch.empty_target))
+        opens.append((batch.open_all, batch.target_open) if gate else None)
         if progress is not None:
             progress(neuron_share(layout.tiers, tier.index))
+    best_pos, target_score, hist = running["best_pos"], running["target_score"], running["hist"]
     sumexp = hist @ np.exp(levels)  # from the exact counts: the same on every backend
     return Scores(layout, [m.tier for m in model.memories], examples, np.log(sumexp) - target_score,
                   best_pos == target_pos, layout.tier_of_position[target_pos], target_score, levels, hist, empties,
                   opens if any(o is not None for o in opens) else [])
+
+
+def within(progress: Callable[[float], None] | None, tiers, tier) -> Callable[[float], None] | None:
+    """`progress` told the split's fraction done from the fraction of one tier done (None: no one follows)."""
+    if progress is None:
+        return None
+    before, share = neuron_share(tiers, tier.index - 1), tier.n_neurons / sum(t.n_neurons for t in tiers)
+    return lambda done: progress(before + share * done)
+
+
+def fold(arrays: TierArrays, batch: Batch, device: str, throughput: dict, tier, progress=None) -> None:
+    """Fold one tier's clusters into every example of `batch` on `device`: hybrid splits the
+    examples between the GPU and the CPU threads; the CPU goes in blocks when someone follows
+    its progress (told the fraction of the tier done). Each device runs the tier on the backend
+    backends.choose() gives it, whose tables are uploaded once for every call on this split."""
+    resident = {}  # device -> (its backend for this tier, the tier's tables where it reads them)
+
+    def run(on: str, lo: int, hi: int) -> None:
+        """The tier's clusters folded into examples [lo, hi) on one device."""
+        if on not in resident:
+            chosen = backends.choose(on, arrays)
+            resident[on] = chosen, chosen.upload(arrays)
+        chosen, tables = resident[on]
+        chosen.evaluate(tables, batch.part(lo, hi))
+
+    n = len(batch)
+    if device == "hybrid":
+        hybrid(run, n, throughput, tier.n_neurons, tier.index)
+    elif device == "cpu" and progress is not None:  # in blocks, to tell how far it is
+        for lo in range(0, n, PROGRESS_BLOCK):
+            run(device, lo, min(n, lo + PROGRESS_BLOCK))
+            progress(min(n, lo + PROGRESS_BLOCK) / n)
+    else:
+        run(device, 0, n)
 
 
 def looked_up(tier, layout) -> int:
@@ -270,31 +257,21 @@ def prefix(memory, k: int):
                                hashes=memory.hashes[:m] if memory.hashes.shape[0] else memory.hashes)
 
 
-def never_written(tier, k: int, gated: bool, scores, level_table, target_pos, best_score, best_pos, target_score,
-                  empty_all, empty_target, hist) -> None:
+def never_written(tier, k: int, arrays: TierArrays, batch: Batch) -> None:
     """Fold in the tier's clusters k.. in closed form: each reads EMPTY in all its neurons, so it
     scores empty_value (0 behind a gate, which never opens), the same for every example."""
     skipped = tier.clusters - k
-    t, e = (0, 0) if gated else (0, tier.neurons)
-    value, level = scores[t, e], level_table[t, e]
-    hist[:, level] += skipped
-    empty_all += skipped * tier.neurons
+    t, e = (0, 0) if arrays.gate is not None else (0, tier.neurons)
+    value, level = arrays.score_table[t, e], arrays.level_table[t, e]
+    batch.hist[:, level] += skipped
+    batch.empty_all[:] += skipped * tier.neurons
     first = tier.first + k  # the earliest of them: it wins a tie with nothing (the rest come later)
-    better = value > best_score
-    best_score[better] = value
-    best_pos[better] = first
-    hit = (target_pos >= first) & (target_pos < tier.first + tier.clusters)
-    target_score[hit] = value
-    empty_target[hit] = tier.neurons
-
-
-def gate_arguments(gate, masks, order, open_all, target_open, lo: int, hi: int) -> tuple:
-    """cpu.evaluate_tier's gate arguments: the gate memory's tables, or a need of 0 (no gate)."""
-    if gate is None:
-        return 0, masks, order, 1, False, np.zeros((0, 1), np.uint32), np.zeros(1, np.int64), \
-            np.zeros(0, np.uint32), np.zeros(0, np.uint8), open_all, target_open
-    return (-(-gate.tier.neurons // 2), gate.masks, gate.order, gate.tier.neurons, gate.tier.backend != DENSE,
-            gate.dense, gate.offsets, gate.keys, gate.vals, open_all[lo:hi], target_open[lo:hi])
+    better = value > batch.best_score
+    batch.best_score[better] = value
+    batch.best_pos[better] = first
+    hit = (batch.target_pos >= first) & (batch.target_pos < tier.first + tier.clusters)
+    batch.target_score[hit] = value
+    batch.empty_target[hit] = tier.neurons
 
 
 def ce_at(s: Scores, temperature: float) -> np.ndarray:

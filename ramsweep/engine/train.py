@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ramsweep.config import Experiment
+from ramsweep.engine import backends
 from ramsweep.engine.backends import cpu
+from ramsweep.engine.backends.base import TierArrays, TrainingSet
 from ramsweep.engine.connectivity import draw_connectivity, draw_hashes
 from ramsweep.engine.layout import DENSE, Layout, Tier, build_layout
 from ramsweep.errors import DataError
-
-SPARSE_BATCH_ENTRIES = 1 << 26  # bounds the scratch of one sparse training batch (~0.6 GB)
 
 
 @dataclass
@@ -39,6 +39,18 @@ class TierMemory:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.masks, self.order, self.dense, self.offsets, self.keys, self.vals,
                                       self.hashes))
+
+    def arrays(self, **evaluation) -> TierArrays:
+        """The tier as the backends' kernels read it; `evaluation`: its score tables and gate."""
+        tier = self.tier
+        return TierArrays(tier.neurons, tier.first, tier.cell_bits, tier.backend != DENSE, self.masks, self.order,
+                          self.hashes, self.dense, self.offsets, self.keys, self.vals, **evaluation)
+
+    @classmethod
+    def of(cls, tier: Tier, arrays: TierArrays) -> TierMemory:
+        """The memory of a tier a backend trained."""
+        return cls(tier, arrays.masks, arrays.order, arrays.dense, arrays.offsets, arrays.keys, arrays.vals,
+                   arrays.hashes)
 
 
 @dataclass
@@ -101,7 +113,7 @@ def train(exp: Experiment, tokens: np.ndarray, vocab_size: int, examples: np.nda
           progress: Callable[[float], None] | None = None) -> Model:
     """Train on `tokens` (the training split). `examples` may reorder the positions written;
     the memory does not depend on that order. `device` "cuda" writes the cells on the GPU
-    (the same cells; a tier beyond its kernels, see cuda.trains, stays on the CPU).
+    (the same cells; a tier beyond its kernels, see Backend.cannot_train, stays on the CPU).
     `connectivity` replaces the drawn wiring (a search's result); `layout` is the cluster
     order and tiers to use when they come from other tokens than these (a search trains on
     part of the training split but keeps the whole split's clusters). `progress(fraction)` is
@@ -121,13 +133,14 @@ def train(exp: Experiment, tokens: np.ndarray, vocab_size: int, examples: np.nda
     if device == "cpu":
         by_target()
     encode_s = time.perf_counter() - t0
+    data = TrainingSet(x, target_pos, layout.n_negatives, by_target)
     memories, gates = [], []
     for tier, conn in zip(layout.tiers, connectivity):
-        memories.append(train_tier(layout, tier, conn, x, by_target, target_pos, device, exp.seed))
+        memories.append(train_tier(layout, tier, conn, data, device, exp.seed))
         if layout.gates:  # trained exactly like the cluster's neurons, on their own wiring
             gate = layout.gates[tier.index]
             wiring = draw_connectivity(exp.seed, tier.index, gate.n_neurons, gate.bits, layout.n_input, True)
-            gates.append(train_tier(layout, gate, wiring, x, by_target, target_pos, device, exp.seed))
+            gates.append(train_tier(layout, gate, wiring, data, device, exp.seed))
         if progress is not None:
             progress(neuron_share(layout.tiers, tier.index))
     return Model(exp, layout, memories, connectivity, encode_s, gates=gates)
@@ -139,28 +152,15 @@ def neuron_share(tiers, index: int) -> float:
     return sum(t.n_neurons for t in tiers[: index + 1]) / max(1, total)
 
 
-def train_tier(layout, tier, conn, x, by_target, target_pos, device="cpu", seed=0) -> TierMemory:
+def train_tier(layout, tier, conn, data: TrainingSet, device="cpu", seed=0) -> TierMemory:
+    """One tier's memory, its cells written by `device`'s backend (or the CPU engine's, the same
+    cells, where that backend cannot: backends.choose)."""
     masks, order, perm = wire(conn, layout)
-    hashes = hashes_of(seed, tier, perm)
-    memory = None
-    if device == "cuda":
-        from ramsweep.engine.backends import cuda  # numba-cuda only where a GPU is used
-
-        if cuda.trains(x.shape[1], tier.backend != DENSE, tier.cell_bits):
-            memory = cuda_train_tier(layout, tier, x, target_pos, masks, order, hashes)
-    if memory is None:
-        offsets_t, examples_t = by_target()
-        common = (x, masks, order, hashes, tier.neurons, tier.first, layout.n_negatives, offsets_t, examples_t)
-        if tier.backend == DENSE:
-            dense = np.zeros((tier.n_neurons, max(1, (1 << tier.cell_bits) // 16)), dtype=np.uint32)
-            cpu.train_dense(*common, dense)
-            memory = TierMemory(tier, masks, order, dense, np.zeros(1, np.int64), np.zeros(0, np.uint32),
-                                np.zeros(0, np.uint8), hashes)
-        else:
-            offsets, keys, vals = train_sparse(tier, layout, x.shape[0], offsets_t, common)
-            memory = TierMemory(tier, masks, order, np.zeros((0, 1), np.uint32), offsets, keys, vals, hashes)
+    wiring = TierArrays(tier.neurons, tier.first, tier.cell_bits, tier.backend != DENSE, masks, order,
+                        hashes_of(seed, tier, perm))
+    memory = TierMemory.of(tier, backends.choose(device, wiring, training=True).train(wiring, data))
     if tier.lsh_bits:
-        memory = dataclasses.replace(memory, lsh_sample=lsh_sample(memory, layout, x, by_target))
+        memory = dataclasses.replace(memory, lsh_sample=lsh_sample(memory, layout, data.x, data.by_target))
     return memory
 
 
@@ -196,48 +196,6 @@ def hashes_of(seed: int, tier: Tier, perm: np.ndarray) -> np.ndarray:
         return cpu.NO_HASHES
     q = draw_hashes(seed, tier.index, tier.n_neurons, tier.bits, tier.lsh_bits)
     return np.ascontiguousarray(np.take_along_axis(q, perm, axis=1))
-
-
-def cuda_train_tier(layout, tier, x, target_pos, masks, order, hashes) -> TierMemory:
-    target_cluster = (target_pos - tier.first).astype(np.int32)
-    target_cluster[(target_cluster < 0) | (target_cluster >= tier.clusters)] = -1
-    n_negative_neurons = min(max(layout.n_negatives - tier.first, 0) * tier.neurons, tier.n_neurons)
-    from ramsweep.engine.backends import cuda
-
-    found = cuda.train_tier(x, target_cluster, order, tier.neurons, n_negative_neurons, tier.cell_bits,
-                            tier.backend != DENSE, hashes)
-    if tier.backend == DENSE:
-        return TierMemory(tier, masks, order, found[0], np.zeros(1, np.int64), np.zeros(0, np.uint32),
-                          np.zeros(0, np.uint8), hashes)
-    return TierMemory(tier, masks, order, np.zeros((0, 1), np.uint32), *found, hashes)
-
-
-def train_sparse(tier, layout, n_examples, offsets_t, common):
-    """Sparse neurons in batches whose worst-case cell count fits SPARSE_BATCH_ENTRIES."""
-    clusters = tier.first + np.arange(tier.n_neurons) // tier.neurons
-    bound = (offsets_t[clusters + 1] - offsets_t[clusters]) + np.where(clusters < layout.n_negatives, n_examples, 0)
-    bound = np.minimum(bound, 2 ** min(tier.cell_bits, 62))
-    key_dtype = np.uint32 if tier.cell_bits <= 32 else np.uint64
-    counts = np.zeros(tier.n_neurons, dtype=np.int64)
-    keys_parts, vals_parts = [], []
-    lo = 0
-    while lo < tier.n_neurons:
-        hi = lo + max(1, int(np.searchsorted(np.cumsum(bound[lo:]), SPARSE_BATCH_ENTRIES, side="right")))
-        starts = np.zeros(hi - lo + 1, dtype=np.int64)
-        np.cumsum(bound[lo:hi], out=starts[1:])
-        keys_out = np.empty(starts[-1], dtype=key_dtype)
-        vals_out = np.empty(starts[-1], dtype=np.uint8)
-        cpu.train_sparse_batch(*common, tier.cell_bits, lo, starts, keys_out, vals_out, counts[lo:hi])
-        # Compact each neuron's used prefix into new arrays: views would keep the whole
-        # worst-case batch alive until the end (gigabytes over a tier of negatives).
-        used = [slice(starts[b], starts[b] + counts[lo + b]) for b in range(hi - lo)]
-        keys_parts.append(np.concatenate([keys_out[u] for u in used]))
-        vals_parts.append(np.concatenate([vals_out[u] for u in used]))
-        del keys_out, vals_out
-        lo = hi
-    offsets = np.zeros(tier.n_neurons + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return offsets, np.concatenate(keys_parts), np.concatenate(vals_parts)
 
 
 def cells(model: Model) -> dict[tuple[int, int, int], int]:

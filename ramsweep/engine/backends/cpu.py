@@ -21,6 +21,7 @@ fast pext walk `order` instead and get the same address.
   sparse    offsets (n_neurons+1,) int64; keys (n_cells,) sorted per neuron; vals (n_cells,) uint8
 """
 
+import dataclasses
 import platform
 
 import numba
@@ -376,3 +377,88 @@ def level_moments(hist, levels, beta, mean, var):
                 m2 += w * levels[j] * levels[j]
         mean[i] = m1 / w_sum
         var[i] = max(m2 / w_sum - mean[i] * mean[i], 0.0)
+
+
+# --- the CPU backend (base.Backend): the kernels above, called with one TierArrays ------------
+
+CACHE_BLOCK_BYTES = 256 * 1024  # memory of one block of clusters, kept hot while examples pass
+DENSE_CHUNK = 64  # examples per work item; sparse tiers give each thread one long slice instead,
+# since their per-neuron tables are large and each should be fetched once per thread
+SPARSE_BATCH_ENTRIES = 1 << 26  # bounds the scratch of one sparse training batch (~0.6 GB)
+# a tier without gates: the kernels' gate arguments, of the types a gate's have (one compilation)
+NO_GATE = (np.zeros((0, 1), np.uint32), np.zeros(1, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.uint8))
+NO_COUNTS = np.zeros(1, np.int64)  # open_all and target_open without gates: never written
+
+
+class CPU:
+    """The CPU engine: trains and evaluates every tier (the reference the other backends match)."""
+
+    name = "cpu"
+    trains = gates = lsh = True
+
+    def cannot_train(self, tier) -> str | None:
+        return None
+
+    def cannot_evaluate(self, tier) -> str | None:
+        return None
+
+    def upload(self, tier):
+        return tier
+
+    def train(self, tier, data):
+        offsets_t, examples_t = data.by_target()
+        common = (data.x, tier.masks, tier.order, tier.hashes, tier.neurons, tier.first, data.n_negatives, offsets_t,
+                  examples_t)
+        if not tier.is_sparse:
+            dense = np.zeros((tier.n_neurons, max(1, (1 << tier.bits) // 16)), dtype=np.uint32)
+            train_dense(*common, dense)
+            return dataclasses.replace(tier, dense=dense)
+        offsets, keys, vals = train_sparse(tier, data, offsets_t, common)
+        return dataclasses.replace(tier, offsets=offsets, keys=keys, vals=vals)
+
+    def evaluate(self, tier, batch) -> None:
+        # blocks of clusters whose memory stays in cache while a chunk of examples passes over it
+        block = max(1, CACHE_BLOCK_BYTES // max(1, tier.nbytes // max(1, tier.n_clusters)))
+        chunk = max(DENSE_CHUNK, -(-len(batch) // numba.get_num_threads())) if tier.is_sparse else DENSE_CHUNK
+        gate = tier.gate
+        if gate is None:
+            gating = (0, tier.masks, tier.order, 1, False, *NO_GATE, NO_COUNTS, NO_COUNTS)
+        else:
+            gating = (tier.gate_need, gate.masks, gate.order, gate.neurons, gate.is_sparse, gate.dense, gate.offsets,
+                      gate.keys, gate.vals, batch.open_all, batch.target_open)
+        evaluate_tier(batch.x, batch.target_pos, tier.masks, tier.order, tier.hashes, tier.neurons, tier.first, chunk,
+                      block, tier.is_sparse, tier.dense, tier.offsets, tier.keys, tier.vals, tier.score_table,
+                      tier.level_table, batch.best_score, batch.best_pos, batch.target_score, batch.empty_all,
+                      batch.empty_target, batch.hist, *gating)
+
+
+BACKEND = CPU()
+
+
+def train_sparse(tier, data, offsets_t, common):
+    """Sparse neurons in batches whose worst-case cell count fits SPARSE_BATCH_ENTRIES: (offsets,
+    keys, vals)."""
+    clusters = tier.first + np.arange(tier.n_neurons) // tier.neurons
+    bound = (offsets_t[clusters + 1] - offsets_t[clusters]) + np.where(clusters < data.n_negatives, data.x.shape[0], 0)
+    bound = np.minimum(bound, 2 ** min(tier.bits, 62))
+    key_dtype = np.uint32 if tier.bits <= 32 else np.uint64
+    counts = np.zeros(tier.n_neurons, dtype=np.int64)
+    keys_parts, vals_parts = [], []
+    lo = 0
+    while lo < tier.n_neurons:
+        hi = lo + max(1, int(np.searchsorted(np.cumsum(bound[lo:]), SPARSE_BATCH_ENTRIES, side="right")))
+        starts = np.zeros(hi - lo + 1, dtype=np.int64)
+        np.cumsum(bound[lo:hi], out=starts[1:])
+        keys_out = np.empty(starts[-1], dtype=key_dtype)
+        vals_out = np.empty(starts[-1], dtype=np.uint8)
+        train_sparse_batch(*common, tier.bits, lo, starts, keys_out, vals_out, counts[lo:hi])
+        # Compact each neuron's used prefix into new arrays: views would keep the whole
+        # worst-case batch alive until the end (gigabytes over a tier of negatives).
+        used = [slice(starts[b], starts[b] + counts[lo + b]) for b in range(hi - lo)]
+        keys_parts.append(np.concatenate([keys_out[u] for u in used]))
+        vals_parts.append(np.concatenate([vals_out[u] for u in used]))
+        del keys_out, vals_out
+        lo = hi
+    offsets = np.zeros(tier.n_neurons + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets, np.concatenate(keys_parts), np.concatenate(vals_parts)

@@ -37,7 +37,6 @@ SCAN_THREADS = 1024
 SCRATCH_MAX_BITS = 26  # a sparse neuron's dense scratch is 2^bits / 4 bytes (16 MiB at 26 bits)
 SCRATCH_BYTES = 1 << 30  # scratch of one sparse training batch
 
-GATES = True  # evaluates gated tiers (evaluate_tier's g_ arguments)
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)  # NUMBA_ENABLE_CUDASIM=1: kernels run on the CPU
 _available: bool | None = None
 
@@ -65,11 +64,6 @@ def free_memory() -> int:
     if SIMULATOR:
         return 1 << 40
     return int(cuda.current_context().get_memory_info()[0])
-
-
-def trains(words: int, sparse: bool, bits: int) -> bool:
-    """These kernels can write a tier's cells (else the CPU engine does, with the same cells)."""
-    return words <= MAX_WORDS and (not sparse or bits <= SCRATCH_MAX_BITS)
 
 
 def unsupported(words: int, levels: int) -> str | None:
@@ -340,112 +334,127 @@ def block_threads(levels: int) -> int:
     return threads
 
 
-def why_not(words: int, level_table: np.ndarray, bits: int) -> str | None:
-    """Why these kernels cannot evaluate a tier (None: they can); the CPU engine then does."""
-    return unsupported(words, len(tier_levels(level_table)[0]))
-
-
-TABLES = ("order", "hashes", "dense", "offsets", "keys", "vals")  # what evaluation reads of a TierMemory
-
-
-def upload(memory):
-    """The memory with its tables on the GPU, for several evaluate_tier calls on one split (hybrid
-    makes several); freed with it."""
-    return dataclasses.replace(memory, **{k: _on_device(getattr(memory, k)) for k in TABLES})
-
-
 def _on_device(a):
     """A host array copied to the GPU; a device array (upload's) as it is."""
     return cuda.to_device(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a
 
 
-def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, is_sparse, dense, offsets, keys, vals,
-                  score_table, level_table, best_score, best_pos, target_score, empty_all, empty_target, hist,
-                  g_need=0, g_masks=None, g_order=None, g_neurons=1, g_is_sparse=False, g_dense=None, g_offsets=None,
-                  g_keys=None, g_vals=None, open_all=None, target_open=None):
-    """cpu.evaluate_tier on the GPU (same arguments less chunk and block; same results)."""
-    n = hist.shape[0]
-    used, local_table = tier_levels(level_table)
-    reason = unsupported(x.shape[1], len(used))
+TABLES = ("order", "hashes", "dense", "offsets", "keys", "vals")  # what the kernels read of a TierArrays
+
+
+def upload(tier):
+    """The tier with its tables (and its gate's) on the GPU; host arrays are copied, device arrays
+    kept. masks and the score tables stay on the host (the kernels read `order` and levels)."""
+    gate = upload(tier.gate) if tier.gate is not None else None
+    return dataclasses.replace(tier, gate=gate, **{k: _on_device(getattr(tier, k)) for k in TABLES})
+
+
+def _no_gate() -> list:
+    """The gate tables of a tier without gates: placeholders of the right kinds."""
+    return [cuda.to_device(a) for a in (np.zeros((1, 1), np.uint16), np.zeros((1, 1), np.uint32), np.zeros(2, np.int64),
+                                        np.zeros(1, np.uint32), np.zeros(1, np.uint8))]
+
+
+def _evaluate_chunk(evaluate, tier, d_level, gate, batch, scores, most_threads) -> None:
+    """One launch over the examples of `batch` (at most CHUNK): the tier's clusters folded into
+    each, then merged into the batch's running results on the host."""
+    m, n_levels, n_clusters = len(batch), len(scores), tier.n_clusters
+    d_hist = cuda.to_device(np.zeros((m, n_levels), dtype=np.int32))
+    d_best = cuda.to_device(np.zeros(m, dtype=np.uint64))
+    d_tlevel = cuda.to_device(np.full(m, -1, dtype=np.int32))
+    d_empty = cuda.to_device(np.zeros(m, dtype=np.uint64))
+    d_empty_t = cuda.to_device(np.zeros(m, dtype=np.int64))
+    d_open = cuda.to_device(np.zeros(m if tier.gate_need else 1, dtype=np.uint64))
+    d_topen = cuda.to_device(np.zeros(m if tier.gate_need else 1, dtype=np.int64))
+    threads = min(most_threads, -(-m // (EX * 32)) * 32)  # few examples: no thread repeats the last one
+    x_blocks = -(-m // (threads * EX))
+    ranges = max(1, min(n_clusters, -(-TARGET_BLOCKS // x_blocks)), -(-n_clusters // 65535))
+    per_block = -(-n_clusters // ranges)
+    g_order, g_dense, g_offsets, g_keys, g_vals = gate
+    g = tier.gate
+    evaluate[(x_blocks, -(-n_clusters // per_block)), threads, 0, n_levels * EX * threads * 2](
+        cuda.to_device(np.ascontiguousarray(batch.x)), cuda.to_device(np.ascontiguousarray(batch.target_pos)),
+        tier.order, tier.hashes, tier.neurons, tier.first, per_block, tier.is_sparse, tier.dense, tier.offsets,
+        tier.keys, tier.vals, d_level, d_hist, d_best, d_tlevel, d_empty, d_empty_t,
+        tier.gate_need, g_order, g.neurons if g else 1, g.is_sparse if g else False, g_dense, g_offsets, g_keys,
+        g_vals, d_open, d_topen,
+    )
+    batch.hist[:, scores.used] += d_hist.copy_to_host()
+    key = d_best.copy_to_host()
+    tier_score = scores.values[(key >> np.uint64(32)).astype(np.int64)]
+    tier_pos = (np.uint64(0xFFFFFFFF) - (key & np.uint64(0xFFFFFFFF))).astype(batch.best_pos.dtype)
+    better = tier_score > batch.best_score  # strict: an earlier tier keeps a tie
+    batch.best_score[better] = tier_score[better]
+    batch.best_pos[better] = tier_pos[better]
+    tlevel = d_tlevel.copy_to_host()
+    hit = tlevel >= 0
+    batch.target_score[hit] = scores.values[tlevel[hit]]
+    batch.empty_target[hit] = d_empty_t.copy_to_host()[hit]
+    batch.empty_all[:] += d_empty.copy_to_host().astype(batch.empty_all.dtype)
+    if tier.gate_need:
+        batch.open_all[:] += d_open.copy_to_host().astype(batch.open_all.dtype)
+        batch.target_open[:] |= d_topen.copy_to_host()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Levels:
+    """The tier's own score levels: the model's levels it reaches and their scores."""
+
+    used: np.ndarray  # (tier levels,) columns of the batch's hist
+    values: np.ndarray  # (tier levels,) float64 score of each
+
+    def __len__(self) -> int:
+        return self.used.shape[0]
+
+
+def evaluate_tier(tier, batch) -> None:
+    """cpu.evaluate_tier on the GPU (the same results): CHUNK examples a launch."""
+    used, local_table = tier_levels(tier.level_table)
+    reason = unsupported(batch.x.shape[1], len(used))
     if reason:
         raise ValueError(reason)
-    n_clusters = order.shape[0] // neurons
-    d_order, d_hashes = _on_device(order), _on_device(hashes)
-    d_tables = [_on_device(a) for a in (dense, offsets, keys, vals)]
+    tier = upload(tier)
     d_level = cuda.to_device(local_table)
-    if g_need > 0:
-        d_gates = [_on_device(a) for a in (g_order, g_dense, g_offsets, g_keys, g_vals)]
-    else:  # no gate: placeholders of the right kinds
-        d_gates = [cuda.to_device(a) for a in (np.zeros((1, 1), np.uint16), np.zeros((1, 1), np.uint32),
-                                               np.zeros(2, np.int64), np.zeros(1, np.uint32), np.zeros(1, np.uint8))]
-    scores = level_scores(score_table, level_table, hist.shape[1])[used]
-    evaluate = kernels(wide(order, hashes) or (g_need > 0 and wide(g_order, cpu.NO_HASHES)))[0]
+    gate = [tier.gate.order, tier.gate.dense, tier.gate.offsets, tier.gate.keys, tier.gate.vals] if tier.gate_need \
+        else _no_gate()
+    scores = _Levels(used, level_scores(tier.score_table, tier.level_table, batch.hist.shape[1])[used])
+    evaluate = kernels(wide(tier.order, tier.hashes) or (tier.gate_need > 0 and wide(tier.gate.order, cpu.NO_HASHES)))[0]
     most_threads = block_threads(len(used))
-    for e0 in range(0, n, CHUNK):
-        e1 = min(e0 + CHUNK, n)
-        m = e1 - e0
-        d_hist = cuda.to_device(np.zeros((m, len(used)), dtype=np.int32))
-        d_best = cuda.to_device(np.zeros(m, dtype=np.uint64))
-        d_tlevel = cuda.to_device(np.full(m, -1, dtype=np.int32))
-        d_empty = cuda.to_device(np.zeros(m, dtype=np.uint64))
-        d_empty_t = cuda.to_device(np.zeros(m, dtype=np.int64))
-        d_open = cuda.to_device(np.zeros(m if g_need else 1, dtype=np.uint64))
-        d_topen = cuda.to_device(np.zeros(m if g_need else 1, dtype=np.int64))
-        threads = min(most_threads, -(-m // (EX * 32)) * 32)  # few examples: no thread repeats the last one
-        x_blocks = -(-m // (threads * EX))
-        ranges = max(1, min(n_clusters, -(-TARGET_BLOCKS // x_blocks)), -(-n_clusters // 65535))
-        per_block = -(-n_clusters // ranges)
-        evaluate[(x_blocks, -(-n_clusters // per_block)), threads, 0, len(used) * EX * threads * 2](
-            cuda.to_device(np.ascontiguousarray(x[e0:e1])), cuda.to_device(np.ascontiguousarray(target_pos[e0:e1])),
-            d_order, d_hashes, neurons, first, per_block, is_sparse, *d_tables, d_level,
-            d_hist, d_best, d_tlevel, d_empty, d_empty_t,
-            g_need, d_gates[0], g_neurons, g_is_sparse, *d_gates[1:], d_open, d_topen,
-        )
-        hist[e0:e1, used] += d_hist.copy_to_host()
-        key = d_best.copy_to_host()
-        tier_score = scores[(key >> np.uint64(32)).astype(np.int64)]
-        tier_pos = (np.uint64(0xFFFFFFFF) - (key & np.uint64(0xFFFFFFFF))).astype(best_pos.dtype)
-        better = tier_score > best_score[e0:e1]  # strict: an earlier tier keeps a tie
-        best_score[e0:e1][better] = tier_score[better]
-        best_pos[e0:e1][better] = tier_pos[better]
-        tlevel = d_tlevel.copy_to_host()
-        hit = tlevel >= 0
-        target_score[e0:e1][hit] = scores[tlevel[hit]]
-        empty_target[e0:e1][hit] = d_empty_t.copy_to_host()[hit]
-        empty_all[e0:e1] += d_empty.copy_to_host().astype(empty_all.dtype)
-        if g_need:
-            open_all[e0:e1] += d_open.copy_to_host().astype(open_all.dtype)
-            target_open[e0:e1] |= d_topen.copy_to_host()
+    for e0 in range(0, len(batch), CHUNK):
+        _evaluate_chunk(evaluate, tier, d_level, gate, batch.part(e0, min(e0 + CHUNK, len(batch))), scores,
+                        most_threads)
 
 
 # --- training --------------------------------------------------------------------------------
 
 
-def _write(x_dev, target_cluster_dev, order_dev, hashes_dev, neurons, n_negative_neurons, lo, hi, cells_dev):
+def _write(x_dev, target_cluster_dev, tier, n_negative_neurons, lo, hi, cells_dev):
+    """TRUE and FALSE codes of neurons [lo, hi) of `tier` (uploaded) into rows n - lo of cells_dev."""
     n = x_dev.shape[0]
-    _, write_negatives, write_targets = kernels(wide(order_dev, hashes_dev))
+    _, write_negatives, write_targets = kernels(wide(tier.order, tier.hashes))
     neg_hi = min(hi, n_negative_neurons)
     if neg_hi > lo:
         threads = min(TRAIN_THREADS, -(-n // (EX * 32)) * 32)
         write_negatives[(-(-n // (threads * EX)), min(neg_hi - lo, 65535)), threads](
-            x_dev, order_dev, hashes_dev, lo, neg_hi, cells_dev)
-    write_targets[-(-n // TRAIN_THREADS), TRAIN_THREADS](x_dev, target_cluster_dev, order_dev, hashes_dev, neurons,
-                                                         lo, hi, cells_dev)
+            x_dev, tier.order, tier.hashes, lo, neg_hi, cells_dev)
+    write_targets[-(-n // TRAIN_THREADS), TRAIN_THREADS](x_dev, target_cluster_dev, tier.order, tier.hashes,
+                                                         tier.neurons, lo, hi, cells_dev)
 
 
-def train_tier(x, target_cluster, order, neurons, n_negative_neurons, bits, sparse, hashes=cpu.NO_HASHES):
-    """The tier's cells: (dense,) for a dense tier, (offsets, keys, vals) for a sparse one.
-
-    x: packed training contexts; target_cluster: each example's target cluster within this
-    tier, -1 outside it; the first n_negative_neurons neurons belong to negative clusters.
-    LSH: `hashes` has a row per neuron, and `bits` is the hash's width (the cells' index)."""
-    n_neurons = order.shape[0]
-    x_dev, t_dev, o_dev, h_dev = (cuda.to_device(np.ascontiguousarray(a)) for a in (x, target_cluster, order, hashes))
+def train_tier(tier, data):
+    """The tier with its cells: dense rows, or sparse offsets, keys and vals; the first neurons,
+    of negative clusters, are written FALSE at every example (LSH: `bits` is the hash's width)."""
+    target_cluster = (data.target_pos - tier.first).astype(np.int32)
+    target_cluster[(target_cluster < 0) | (target_cluster >= tier.n_clusters)] = -1
+    n_negative_neurons = min(max(data.n_negatives - tier.first, 0) * tier.neurons, tier.n_neurons)
+    n_neurons, bits = tier.n_neurons, tier.bits
+    x_dev, t_dev = (cuda.to_device(np.ascontiguousarray(a)) for a in (data.x, target_cluster))
+    on_gpu = dataclasses.replace(tier, order=_on_device(tier.order), hashes=_on_device(tier.hashes))
     words = max(1, (1 << bits) // 16)
-    if not sparse:
+    if not tier.is_sparse:
         cells = cuda.to_device(np.zeros((n_neurons, words), dtype=np.uint32))
-        _write(x_dev, t_dev, o_dev, h_dev, neurons, n_negative_neurons, 0, n_neurons, cells)
-        return (cells.copy_to_host(),)
+        _write(x_dev, t_dev, on_gpu, n_negative_neurons, 0, n_neurons, cells)
+        return dataclasses.replace(tier, dense=cells.copy_to_host())
     key_dtype = np.uint32 if bits <= 32 else np.uint64
     batch = max(1, SCRATCH_BYTES // (words * 4))
     counts = np.zeros(n_neurons, dtype=np.int64)
@@ -453,7 +462,7 @@ def train_tier(x, target_cluster, order, neurons, n_negative_neurons, bits, spar
     for lo in range(0, n_neurons, batch):
         hi = min(lo + batch, n_neurons)
         scratch = cuda.to_device(np.zeros((hi - lo, words), dtype=np.uint32))
-        _write(x_dev, t_dev, o_dev, h_dev, neurons, n_negative_neurons, lo, hi, scratch)
+        _write(x_dev, t_dev, on_gpu, n_negative_neurons, lo, hi, scratch)
         d_counts = cuda.to_device(np.zeros(hi - lo, dtype=np.int64))
         _count_cells[(-(-words // TRAIN_THREADS), min(hi - lo, 65535)), TRAIN_THREADS](scratch, d_counts)
         counts[lo:hi] = d_counts.copy_to_host()
@@ -467,7 +476,36 @@ def train_tier(x, target_cluster, order, neurons, n_negative_neurons, bits, spar
         del scratch
     offsets = np.zeros(n_neurons + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    return offsets, np.concatenate(keys_parts), np.concatenate(vals_parts)
+    return dataclasses.replace(tier, offsets=offsets, keys=np.concatenate(keys_parts), vals=np.concatenate(vals_parts))
+
+
+class Cuda:
+    """The CUDA kernels: train and evaluate on an NVIDIA GPU (or numba-cuda's simulator)."""
+
+    name = "cuda"
+    trains = gates = lsh = True
+
+    def cannot_train(self, tier) -> str | None:
+        if tier.masks.shape[1] > MAX_WORDS:
+            return f"{tier.masks.shape[1] * 64} packed input bits exceed the CUDA kernels' {MAX_WORDS * 64}"
+        if tier.is_sparse and tier.bits > SCRATCH_MAX_BITS:
+            return f"a sparse {tier.bits}-bit tier is wider than the CUDA training scratch's {SCRATCH_MAX_BITS} bits"
+        return None
+
+    def cannot_evaluate(self, tier) -> str | None:
+        return unsupported(tier.masks.shape[1], len(tier_levels(tier.level_table)[0]))
+
+    def upload(self, tier):
+        return upload(tier)
+
+    def train(self, tier, data):
+        return train_tier(tier, data)
+
+    def evaluate(self, tier, batch) -> None:
+        evaluate_tier(tier, batch)
+
+
+BACKEND = Cuda()
 
 
 @cuda.jit(device=True, inline=True)

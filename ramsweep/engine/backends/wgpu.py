@@ -19,8 +19,8 @@ CPU's, so what it reads and writes is all u32:
                                    target's EMPTY reads, all EMPTY reads
 Scores are integer levels (the tier's own, renumbered from level_table); the host turns levels
 into scores and merges tiers with a strict '>', so an earlier tier keeps a tie, as on the CPU.
-A tier beyond the kernel (wider than 32 bits) gets a reason from why_not(), and score() runs
-it on the CPU engine instead; evaluate_tier() itself raises ValueError for one.
+A tier beyond the kernel (wider than 32 bits) gets a reason from cannot_evaluate(), and score()
+runs it on the CPU engine instead; evaluate_tier() itself raises ValueError for one.
 
 One storage buffer may hold at most maxStorageBufferBindingSize bytes (128 MiB on Vulkan and
 lavapipe): the tier's clusters are cut into consecutive ranges whose tables fit under that
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -41,7 +42,6 @@ import numpy as np
 
 from ramsweep.engine.backends.levels import level_scores, tier_levels
 
-GATES = False  # gated tiers are evaluated by the CPU engine (docs/design.md §3 asks gates of the CPU and CUDA)
 WORKGROUP = 64  # the shader's @workgroup_size
 CHUNK = 1 << 16  # examples per dispatch at most
 NEURONS_PER_DISPATCH = 1 << 12  # with CHUNK: at most 2^28 lookups (a fraction of a second) per dispatch
@@ -111,18 +111,20 @@ def unsupported(bits: int, levels: int, row: int, cap: int) -> str | None:
     return None
 
 
-def why_not(words: int, level_table: np.ndarray, bits: int) -> str | None:
+def cannot_evaluate(tier) -> str | None:
     """Why this kernel cannot evaluate a tier (None: it can); the CPU engine then does."""
-    return unsupported(bits, len(tier_levels(level_table)[0]), 2 * words + 1, binding_cap())
+    if tier.gate is not None:
+        return "the wgpu kernel has no gates; score() evaluates gated tiers on the CPU engine"
+    bits = 32 if tier.hashed else tier.order.shape[1]  # a hash fits a u32
+    return unsupported(bits, len(tier_levels(tier.level_table)[0]), 2 * tier.masks.shape[1] + 1, binding_cap())
 
 
-def cluster_bytes(order, neurons, is_sparse, dense, offsets, hashed=False) -> np.ndarray:
+def cluster_bytes(tier) -> np.ndarray:
     """Bytes of each cluster's tables as uploaded (u32 order rows and hash words, dense rows or
     keys + vals)."""
-    n_clusters = order.shape[0] // neurons
-    per_neuron = 4 * order.shape[1] * (2 if hashed else 1) + (4 + 5 * np.diff(offsets) if is_sparse
-                                                             else 4 * dense.shape[1])
-    return np.broadcast_to(per_neuron, (n_clusters * neurons,)).reshape(n_clusters, neurons).sum(axis=1)
+    per_neuron = 4 * tier.order.shape[1] * (2 if tier.hashed else 1) + (4 + 5 * np.diff(tier.offsets) if tier.is_sparse
+                                                                       else 4 * tier.dense.shape[1])
+    return np.broadcast_to(per_neuron, (tier.n_neurons,)).reshape(tier.n_clusters, tier.neurons).sum(axis=1)
 
 
 def cluster_ranges(sizes: np.ndarray, cap: int, max_clusters: int) -> list[tuple[int, int]]:
@@ -142,18 +144,19 @@ def cluster_ranges(sizes: np.ndarray, cap: int, max_clusters: int) -> list[tuple
     return ranges
 
 
-def _tables(order, hashes, neurons, is_sparse, dense, offsets, keys, vals, c0, c1):
+def _tables(tier, c0, c1):
     """The u32 tables (order then hash words, cells, offsets, vals) of clusters [c0, c1)."""
-    n0, n1 = c0 * neurons, c1 * neurons
-    rows = order[n0:n1].astype(np.uint32)
-    if hashes.shape[0]:
-        rows = np.concatenate([rows.ravel(), hashes[n0:n1].ravel()])
-    if not is_sparse:
-        return rows, dense[n0:n1], np.zeros(1, np.uint32), np.zeros(1, np.uint32)
-    k0, k1 = int(offsets[n0]), int(offsets[n1])
+    n0, n1 = c0 * tier.neurons, c1 * tier.neurons
+    rows = tier.order[n0:n1].astype(np.uint32)
+    if tier.hashed:
+        rows = np.concatenate([rows.ravel(), tier.hashes[n0:n1].ravel()])
+    if not tier.is_sparse:
+        return rows, tier.dense[n0:n1], np.zeros(1, np.uint32), np.zeros(1, np.uint32)
+    k0, k1 = int(tier.offsets[n0]), int(tier.offsets[n1])
     packed = np.zeros(-(-(k1 - k0) // 4) * 4, dtype=np.uint8)
-    packed[: k1 - k0] = vals[k0:k1]
-    return rows, keys[k0:k1].astype(np.uint32), (offsets[n0 : n1 + 1] - k0).astype(np.uint32), packed.view(np.uint32)
+    packed[: k1 - k0] = tier.vals[k0:k1]
+    return (rows, tier.keys[k0:k1].astype(np.uint32), (tier.offsets[n0 : n1 + 1] - k0).astype(np.uint32),
+            packed.view(np.uint32))
 
 
 def _buffer(device, a: np.ndarray, usage: str = "STORAGE"):
@@ -172,17 +175,45 @@ def _scratch(device, nbytes: int):
     return device.create_buffer(size=nbytes, usage=usage)
 
 
-def _bind_groups(device, pipeline, ranges, chunk, row, order, hashes, neurons, first, is_sparse, dense, offsets,
-                 keys, vals, level_table, n_levels, d_inputs, d_hist, d_stats) -> list:
+@dataclass(frozen=True)
+class _Plan:
+    """How one tier goes through the kernel: its examples in chunks, its clusters in ranges."""
+
+    chunk: int  # examples a dispatch (the last chunk padded)
+    row: int  # u32 words of an example in `inputs`
+    used: np.ndarray  # the model's levels the tier reaches: hist's columns of the tier's levels
+    local_table: np.ndarray  # level_table renumbered into them
+    scores: np.ndarray  # the score of each
+    ranges: list  # [(c0, c1)] cluster ranges, one dispatch each
+
+
+def _plan(tier, batch) -> _Plan:
+    """The tier's plan on this device; ValueError for a tier beyond the kernel."""
+    cap = binding_cap()
+    row = 2 * batch.x.shape[1] + 1
+    used, local_table = tier_levels(tier.level_table)
+    if tier.gate is not None:
+        raise ValueError("the wgpu kernel has no gates; score() evaluates gated tiers on the CPU engine")
+    reason = unsupported(32 if tier.hashed else tier.order.shape[1], len(used), row, cap)  # a hash fits a u32
+    if reason:
+        raise ValueError(reason)
+    n = len(batch)
+    chunk = min(CHUNK, cap // (4 * max(len(used), row, STATS)))
+    chunk = -(-n // -(-n // chunk)) if n else chunk  # equal chunks: the last one pads few rows
+    ranges = cluster_ranges(cluster_bytes(tier), cap, max(1, NEURONS_PER_DISPATCH // tier.neurons))
+    scores = level_scores(tier.score_table, tier.level_table, batch.hist.shape[1])[used]
+    return _Plan(chunk, row, used, local_table, scores, ranges)
+
+
+def _bind_groups(device, pipeline, tier, plan: _Plan, d_inputs, d_hist, d_stats) -> list:
     """One bind group per cluster range: its params and tables, and the shared chunk buffers."""
-    d_levels = _buffer(device, level_table)
+    d_levels = _buffer(device, plan.local_table)
     groups = []
-    for c0, c1 in ranges:
-        hashed = int(hashes.shape[0] > 0)
-        params = [chunk, row, order.shape[1], neurons, c0, c1, first, n_levels, int(is_sparse), dense.shape[1],
-                  hashed, (c1 - c0) * neurons * order.shape[1] * hashed]
-        d_order, d_cells, d_offsets, d_vals = (_buffer(device, t) for t in _tables(
-            order, hashes, neurons, is_sparse, dense, offsets, keys, vals, c0, c1))
+    for c0, c1 in plan.ranges:
+        hashed = int(tier.hashed)
+        params = [plan.chunk, plan.row, tier.order.shape[1], tier.neurons, c0, c1, tier.first, len(plan.used),
+                  int(tier.is_sparse), tier.dense.shape[1], hashed, (c1 - c0) * tier.neurons * tier.order.shape[1] * hashed]
+        d_order, d_cells, d_offsets, d_vals = (_buffer(device, t) for t in _tables(tier, c0, c1))
         buffers = [_buffer(device, np.array(params), "UNIFORM"), d_inputs, d_order, d_levels, d_cells, d_offsets,
                    d_vals, d_hist, d_stats]  # in the shader's binding order
         entries = [{"binding": i, "resource": {"buffer": b, "offset": 0, "size": b.size}}
@@ -191,41 +222,24 @@ def _bind_groups(device, pipeline, ranges, chunk, row, order, hashes, neurons, f
     return groups
 
 
-def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, is_sparse, dense, offsets, keys, vals,
-                  score_table, level_table, best_score, best_pos, target_score, empty_all, empty_target, hist,
-                  g_need=0, *gates):
-    """cpu.evaluate_tier through wgpu (same arguments less chunk and block; same results). No
-    gates (GATES): g_need must be 0."""
-    if g_need:
-        raise ValueError("the wgpu kernel has no gates; score() evaluates gated tiers on the CPU engine")
-    n = hist.shape[0]
-    device, pipeline = _gpu()
-    cap = binding_cap()
-    row = 2 * x.shape[1] + 1
-    used, local_table = tier_levels(level_table)
-    n_levels = len(used)
-    reason = unsupported(32 if hashes.shape[0] else order.shape[1], n_levels, row, cap)  # a hash fits a u32
-    if reason:
-        raise ValueError(reason)
-    n_clusters = order.shape[0] // neurons
-    if n == 0 or n_clusters == 0:
+def evaluate_tier(tier, batch) -> None:
+    """cpu.evaluate_tier through wgpu (the same results); no gates (ValueError for a gated tier)."""
+    plan = _plan(tier, batch)
+    if len(batch) == 0 or tier.n_clusters == 0:
         return
-    chunk = min(CHUNK, cap // (4 * max(n_levels, row, STATS)))
-    chunk = -(-n // -(-n // chunk))  # equal chunks: the last one pads few rows
-    ranges = cluster_ranges(cluster_bytes(order, neurons, is_sparse, dense, offsets, hashes.shape[0] > 0), cap,
-                            max(1, NEURONS_PER_DISPATCH // neurons))
-    d_inputs, d_hist, d_stats = (_scratch(device, 4 * chunk * k) for k in (row, n_levels, STATS))
-    groups = _bind_groups(device, pipeline, ranges, chunk, row, order, hashes, neurons, first, is_sparse, dense, offsets,
-                          keys, vals, local_table, n_levels, d_inputs, d_hist, d_stats)
-    scores = level_scores(score_table, level_table, hist.shape[1])[used]
-    rows = np.empty((chunk, row), dtype=np.uint32)  # padding rows: zero context, no target
+    device, pipeline = _gpu()
+    chunk, n_levels = plan.chunk, len(plan.used)
+    d_inputs, d_hist, d_stats = (_scratch(device, 4 * chunk * k) for k in (plan.row, n_levels, STATS))
+    groups = _bind_groups(device, pipeline, tier, plan, d_inputs, d_hist, d_stats)
+    rows = np.empty((chunk, plan.row), dtype=np.uint32)  # padding rows: zero context, no target
     zeros = np.zeros(chunk * max(n_levels, STATS), dtype=np.uint32)
-    for e0 in range(0, n, chunk):
-        m = min(chunk, n - e0)
+    for e0 in range(0, len(batch), chunk):
+        part = batch.part(e0, min(e0 + chunk, len(batch)))
+        m = len(part)
         rows[:] = 0
-        rows[:m, :-1] = np.ascontiguousarray(x[e0 : e0 + m], dtype="<u8").view("<u4")
+        rows[:m, :-1] = np.ascontiguousarray(part.x, dtype="<u8").view("<u4")
         rows[:, -1] = NO_TARGET
-        rows[:m, -1] = target_pos[e0 : e0 + m]
+        rows[:m, -1] = part.target_pos
         device.queue.write_buffer(d_inputs, 0, rows)
         device.queue.write_buffer(d_hist, 0, zeros[: chunk * n_levels])
         device.queue.write_buffer(d_stats, 0, zeros[: chunk * STATS])
@@ -238,20 +252,45 @@ def evaluate_tier(x, target_pos, masks, order, hashes, neurons, first, is_sparse
             compute.end()
             device.queue.submit([encoder.finish()])
         got = np.frombuffer(device.queue.read_buffer(d_hist), dtype=np.uint32).reshape(chunk, n_levels)
-        hist[e0 : e0 + m, used] += got[:m].astype(hist.dtype)
+        part.hist[:, plan.used] += got[:m].astype(part.hist.dtype)
         stats = np.frombuffer(device.queue.read_buffer(d_stats), dtype=np.uint32).reshape(chunk, STATS)[:m]
-        sl = slice(e0, e0 + m)
-        _merge(stats, scores, first, best_score[sl], best_pos[sl], target_score[sl], empty_all[sl], empty_target[sl])
+        _merge(stats, plan.scores, tier.first, part)
 
 
-def _merge(stats, scores, first, best_score, best_pos, target_score, empty_all, empty_target):
-    """Fold one chunk's tier results into the running ones (views of the caller's arrays)."""
+def _merge(stats, scores, first, batch) -> None:
+    """Fold one chunk's tier results into the batch's running ones."""
     best_level, best_c, target_level, target_empty, empties = stats.T.astype(np.int64)
     tier_score = scores[best_level - 1]  # every example met at least one cluster
-    better = tier_score > best_score  # strict: an earlier tier keeps a tie
-    best_score[better] = tier_score[better]
-    best_pos[better] = first + best_c[better]
+    better = tier_score > batch.best_score  # strict: an earlier tier keeps a tie
+    batch.best_score[better] = tier_score[better]
+    batch.best_pos[better] = first + best_c[better]
     hit = target_level > 0
-    target_score[hit] = scores[target_level[hit] - 1]
-    empty_target[hit] = target_empty[hit]
-    empty_all += empties
+    batch.target_score[hit] = scores[target_level[hit] - 1]
+    batch.empty_target[hit] = target_empty[hit]
+    batch.empty_all[:] += empties
+
+
+class Wgpu:
+    """The WGSL evaluation kernel through wgpu; training, and gated tiers, on the CPU engine."""
+
+    name = "wgpu"
+    trains = gates = False  # docs/design.md §3 asks gates of the CPU and CUDA
+    lsh = True
+
+    def cannot_train(self, tier) -> str | None:
+        return "the wgpu backend has no training kernel"
+
+    def cannot_evaluate(self, tier) -> str | None:
+        return cannot_evaluate(tier)
+
+    def upload(self, tier):
+        return tier  # each evaluate() builds its buffers: one call per tier and split
+
+    def train(self, tier, data):
+        raise ValueError("the wgpu backend has no training kernel; the CPU engine trains for it")
+
+    def evaluate(self, tier, batch) -> None:
+        evaluate_tier(tier, batch)
+
+
+BACKEND = Wgpu()
