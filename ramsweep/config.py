@@ -544,6 +544,12 @@ class Experiment(FrozenModel):
                     f"{bits_per_token(vocab_size)} bits per token for {vocab_size:,} tokens); "
                     f"lower its bits to at most {width} or raise context"
                 )
+        if self.gating is not None and self.gating.bits > width:  # its wiring could not be drawn
+            raise ConfigError(
+                f"experiment '{self.name}': gating: bits {self.gating.bits} is more than the input's "
+                f"{width} bits (context {self.context} x {bits_per_token(vocab_size)} bits per token for "
+                f"{vocab_size:,} tokens); lower the gates' bits to at most {width} or raise context"
+            )
 
 
 FIXES.update({name: role.fix for name, role in roles(Experiment).items()})

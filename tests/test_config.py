@@ -1,5 +1,7 @@
 """Tests for ramsweep.config: tier strings, experiments, YAML sets and their error messages."""
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -239,6 +241,19 @@ def test_check_against_data_accepts_fitting_configs() -> None:
 def test_check_against_data_errors(tiers: str, context: int, vocab: int, fragments) -> None:
     exp = Experiment(name="exp1", tiers=tiers, context=context)
     config_error(lambda: exp.check_against_data(vocab), "experiment 'exp1'", "tiers:", *fragments)
+
+
+def test_gates_wider_than_the_input_are_a_config_error_not_a_crash(tmp_path) -> None:
+    """Their wiring cannot be drawn (it once crashed the process in the kernel that draws it)."""
+    exp = Experiment(name="exp1", tiers="10,2,4;rest,1,4", context=1, gating={"neurons": 2, "bits": 20})
+    config_error(lambda: exp.check_against_data(13_000), "experiment 'exp1'", "gating: bits 20",
+                 "the input's 14 bits", "at most 14")
+    (tmp_path / "s.yaml").write_text('experiments:\n  - {name: g, tiers: "10,2,4;rest,1,4", context: 1, '
+                                     "gating: {neurons: 2, bits: 20}}\n")
+    done = subprocess.run([sys.executable, "-m", "ramsweep", "run", "--set", str(tmp_path / "s.yaml"), "--results",
+                           str(tmp_path / "r.json")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "gating: bits 20" in done.stderr, done.stderr
+    assert not (tmp_path / "r.json").exists()
 
 
 # ---------------------------------------------------------------- set files

@@ -20,10 +20,9 @@ import orjson
 
 from ramsweep.config import Role, defaults, roles, seed_base
 from ramsweep.errors import ConfigError, StoreError
-from ramsweep.sweep.records import BaselineRecord, DataInfo, ExperimentRecord, Spec, SplitMetrics, gc_paused, latest
+from ramsweep.sweep.records import DataInfo, ExperimentRecord, Record, Spec, SplitMetrics, gc_paused, latest
 from ramsweep.sweep.store import open_store
 
-Record = ExperimentRecord | BaselineRecord
 SPLITS = {"val": "validation", "test": "test"}
 # per split: name -> (lower is better, value)
 _SPLIT_METRICS: dict[str, tuple[bool, Callable[[SplitMetrics], float | None]]] = {
