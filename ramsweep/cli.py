@@ -284,8 +284,8 @@ def report(
                                                             "as one.")] = None,
     format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="table, md, csv (one wide row per "
                                         "record), json, html (one self-contained file with the plots; "
-                                        "`> report.html`), or claims (the research's claims by input encoding, "
-                                        "from a run of the claims set).")] = "table",
+                                        "`> report.html`), or findings (the research's findings by input "
+                                        "encoding, from a run of the findings set).")] = "table",
     sort_by: Annotated[str, typer.Option("--sort-by", metavar="METRIC", help="val_ppl (default), test_ppl, "
                                          "val_cal_ppl, test_bpb, val_acc, ... or a tier's, e.g. tier0.val_ppl; "
                                          "each in its own direction.")] = "val_ppl",

@@ -16,7 +16,7 @@ from ramsweep.config import Experiment, ExperimentSet, TierConfig, TierSpec, bit
 from ramsweep.sets import available_sets, load_set, sets_dirs
 
 REPO_SETS = Path(ramsweep.__file__).parent.parent / "sets"
-PACKAGED = ["asymmetric", "baseline", "claims", "extended", "gating", "grid", "quick", "search", "standard"]
+PACKAGED = ["asymmetric", "baseline", "extended", "findings", "gating", "grid", "quick", "search", "standard"]
 # Designed for GPT-2's vocabulary: their explicit counts (20,500) exceed 13,000 tokens.
 NEEDS_LARGE_VOCAB = {"five_tier_gradient", "five_tier_best_week5"}
 
@@ -428,10 +428,10 @@ def test_select_keeps_order_and_rejects_unknown_names() -> None:
 
 
 def test_a_name_without_its_seed_selects_every_seed_of_it() -> None:
-    claims = load_set("claims")  # seeds: 3
-    assert claims.select(["uniform_8.native"]).names() == [f"uniform_8.native.s{k}" for k in range(3)]
-    assert claims.select(["uniform_8.native.s1"]).names() == ["uniform_8.native.s1"]
-    message = config_error(lambda: claims.select(["uniform_9"]), "no experiment 'uniform_9'", "uniform_8.native")
+    findings = load_set("findings")  # seeds: 3
+    assert findings.select(["uniform_8.native"]).names() == [f"uniform_8.native.s{k}" for k in range(3)]
+    assert findings.select(["uniform_8.native.s1"]).names() == ["uniform_8.native.s1"]
+    message = config_error(lambda: findings.select(["uniform_9"]), "no experiment 'uniform_9'", "uniform_8.native")
     assert "uniform_8.native.s0" not in message  # the seeds are not listed one by one
 
 
@@ -487,7 +487,7 @@ def test_available_sets_lists_the_packaged_sets(tmp_path: Path, monkeypatch) -> 
     assert [name for name, _, _ in found] == PACKAGED
     counts = {name: count for name, count, _ in found}
     assert counts == {"quick": 4, "standard": 6, "extended": 10, "baseline": 9, "asymmetric": 6, "grid": 729,
-                      "search": 6, "gating": 18, "claims": 48}
+                      "search": 6, "gating": 18, "findings": 48}
     assert all(description for _, _, description in found)
 
 
@@ -529,7 +529,7 @@ def test_packaged_sets_match_the_seed_tables() -> None:
     found = {e.name: e for name in PACKAGED for e in load_set(name).experiments}
     for name, (tiers, context) in SEED_CONFIGS.items():
         assert (str(found[name].tiers), found[name].context) == (tiers, context), name
-    # EMPTY = 0.0 everywhere but in the claims set's deliberate test of the research's older 0.5
+    # EMPTY = 0.0 everywhere but in the findings set's deliberate test of the research's older 0.5
     assert all((e.empty_value == 0.0) != ("empty_half" in e.name) and e.description for e in found.values())
 
 

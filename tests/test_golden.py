@@ -1,5 +1,5 @@
 """Every key and figure pinned: the experiments of tests/fixtures/golden.yaml (the quick set,
-the claims set's first experiments under each input encoding, a gated, a hashed and a searched
+the findings set's first experiments under each input encoding, a gated, a hashed and a searched
 experiment) run on the embedded corpus in fast mode and give the keys and figures stored in
 golden.json before the engine was refactored. A refactor that changes a number fails here; a
 change of the semantics changes ENGINE_SEMANTICS_VERSION, the keys, and this file, knowingly

@@ -292,12 +292,12 @@ def test_a_search_shows_where_it_started_and_what_was_chosen(tmp_path):
     assert "Connectivity search" in report(path)  # the terminal table too
 
 
-def test_the_claims_report_judges_each_claim_per_encoding_against_the_seed_spread(tmp_path):
+def test_the_findings_report_judges_each_finding_per_encoding_against_the_seed_spread(tmp_path):
     """Asymmetric beats uniform 20 clearly, loses to uniform 8 clearly, and EMPTY 0.0 against
-    0.5 is within the spread; under another encoding the first claim reverses."""
+    0.5 is within the spread; under another encoding the first finding reverses."""
 
     from ramsweep.report import report
-    from ramsweep.report.claims import ASYMMETRIC, UNIFORM_8, UNIFORM_20
+    from ramsweep.report.findings import ASYMMETRIC, UNIFORM_8, UNIFORM_20
 
     def runs(config, tiers, empty, encoding, ppls):
         spec = {"tiers": tiers, "context": 4, "empty_value": empty}
@@ -314,9 +314,9 @@ def test_the_claims_report_judges_each_claim_per_encoding_against_the_seed_sprea
     records += runs("half", ASYMMETRIC, 0.5, "native", [99, 104, 100])
     records += runs("asym", ASYMMETRIC, 0.0, "appearance", [300, 302, 301])
     records += runs("u20", UNIFORM_20, 0.0, "appearance", [200, 201, 203])
-    path = tmp_path / "claims.json"
+    path = tmp_path / "findings.json"
     path.write_bytes(orjson.dumps({"schema": 1, "results": records}))
-    text = report(path, format="claims")
+    text = report(path, format="findings")
     rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines() if line.startswith("| ")}
     assert "**holds**" in rows[("asymmetric 20/12/8 beats uniform 20", "native")]
     assert "**reversed**" in rows[("asymmetric 20/12/8 beats uniform 20", "appearance")]

@@ -14,11 +14,11 @@ from rich.console import Console
 
 from ramsweep.errors import ConfigError
 from ramsweep.report import html
-from ramsweep.report.claims import claims_markdown
+from ramsweep.report.findings import findings_markdown
 from ramsweep.report.rows import Filters, columns, wide_rows
 from ramsweep.report.tables import DEFAULT_SORT, markdown, read, renderable
 
-FORMATS = ("table", "md", "csv", "json", "html", "claims")
+FORMATS = ("table", "md", "csv", "json", "html", "findings")
 
 
 def report(results: str | Path | Sequence[str | Path], format: str = "table", top: int = 3,
@@ -40,8 +40,8 @@ def report(results: str | Path | Sequence[str | Path], format: str = "table", to
         return buf.getvalue()
     if format == "md":
         return markdown(records, by, filters, top, reference, cards)
-    if format == "claims":  # the research's claims by input encoding (sets/claims.yaml)
-        return claims_markdown([r for r in records if filters.keep(r)])
+    if format == "findings":  # the research's findings by input encoding (sets/findings.yaml)
+        return findings_markdown([r for r in records if filters.keep(r)])
     if format == "html":
         return html.render(records, by, filters, top, reference)
     console = Console(file=io.StringIO(), width=width, color_system=None)

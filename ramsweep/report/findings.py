@@ -1,9 +1,9 @@
-"""The research's claims, judged on a run of `sets/claims.yaml` (`ramsweep report --format claims`):
-per data group and input encoding, does each claim hold beyond the spread over seeds?
+"""The research's findings, judged on a run of `sets/findings.yaml` (`ramsweep report --format findings`):
+per data group and input encoding, does each finding hold beyond the spread over seeds?
 
-A RAM neuron reads the bits of token ids, so how ids are numbered is part of the model: a claim
-that holds under one numbering and not under another is a claim about the numbering. Each
-claim compares two configurations run at the same seeds, on test PPL and on calibrated test PPL
+A RAM neuron reads the bits of token ids, so how ids are numbered is part of the model: a finding
+that holds under one numbering and not under another is a finding about the numbering. Each
+finding compares two configurations run at the same seeds, on test PPL and on calibrated test PPL
 (the temperature fitted on validation). It holds when the first's mean is lower by more than two
 standard errors of the difference, is reversed when higher by as much, and is within seed noise
 otherwise (rows.Spread.within_noise_of).
@@ -17,7 +17,7 @@ from ramsweep.text import ppl
 ASYMMETRIC = "100,15,20;400,10,12;rest,5,8"
 UNIFORM_20 = "100,15,20;400,10,20;rest,5,20"
 UNIFORM_8 = "100,15,8;400,10,8;rest,5,8"
-CLAIMS = (  # (claim, the configuration said to be better, the one it is said to beat): (tiers, empty_value)
+FINDINGS = (  # (finding, the configuration said to be better, the one it is said to beat): (tiers, empty_value)
     ("asymmetric 20/12/8 beats uniform 20", (ASYMMETRIC, 0.0), (UNIFORM_20, 0.0)),
     ("asymmetric 20/12/8 beats uniform 8", (ASYMMETRIC, 0.0), (UNIFORM_8, 0.0)),
     ("EMPTY = 0.0 beats EMPTY = 0.5 (asymmetric)", (ASYMMETRIC, 0.0), (ASYMMETRIC, 0.5)),
@@ -37,12 +37,12 @@ def verdict(better: Spread, worse: Spread) -> str:
     return "**holds**" if better.mean < worse.mean else "**reversed**"
 
 
-def claims_markdown(records: list[Record]) -> str:
-    """One section per data group: its baselines and PPL floor, then each claim under each
+def findings_markdown(records: list[Record]) -> str:
+    """One section per data group: its baselines and PPL floor, then each finding under each
     encoding that ran both of its configurations."""
-    lines = ["## The research's claims, by input encoding", "",
-             "Each claim compares two configurations at the same seeds: \"first\" is said to beat \"second\". "
-             "A value is the mean over seeds ± their sample standard deviation; a claim **holds** (or is "
+    lines = ["## The research's findings, by input encoding", "",
+             "Each finding compares two configurations at the same seeds: \"first\" is said to beat \"second\". "
+             "A value is the mean over seeds ± their sample standard deviation; a finding **holds** (or is "
              "**reversed**) when the means differ by more than two standard errors of the difference, and is "
              "within seed noise otherwise. Calibrated: test PPL at the temperature fitted on validation.", ""]
     for group, members in groups(records).items():
@@ -51,7 +51,7 @@ def claims_markdown(records: list[Record]) -> str:
             spec = seeds.records[0].spec
             by_config[(encoding_of(seeds), spec.tiers.replace(" ", ""), float(spec.empty_value))] = seeds
         rows = []
-        for claim, a, b in CLAIMS:
+        for finding, a, b in FINDINGS:
             for encoding in dict.fromkeys(e for e, _, _ in by_config):
                 better, worse = by_config.get((encoding, *a)), by_config.get((encoding, *b))
                 if better is None or worse is None:
@@ -60,7 +60,7 @@ def claims_markdown(records: list[Record]) -> str:
                 for _, m in METRICS:
                     x, y = better.spread(m), worse.spread(m)
                     cells += [x.text() if x else "—", y.text() if y else "—", verdict(x, y) if x and y else "—"]
-                rows.append(f"| {claim} | {encoding} | " + " | ".join(cells) + " |")
+                rows.append(f"| {finding} | {encoding} | " + " | ".join(cells) + " |")
         if not rows:
             continue
         experiments = [r for r in members if r.kind == "experiment" and r.metrics is not None]
@@ -68,9 +68,9 @@ def claims_markdown(records: list[Record]) -> str:
         baselines = ", ".join(f"{r.name} {ppl(r.metrics.test.ppl)}" for r in members if r.kind == "baseline" and r.ok)
         lines += [f"### {group}", "",
                   f"Test PPL of the baselines: {baselines or '—'}; the PPL floor (scores in [0, 1]): {ppl(floor)}.", "",
-                  "| claim | encoding | test PPL, first | test PPL, second | verdict | calibrated, first | "
+                  "| finding | encoding | test PPL, first | test PPL, second | verdict | calibrated, first | "
                   "calibrated, second | verdict |", "|---|---|---|---|---|---|---|---|", *rows, ""]
     if len(lines) == 2:
-        lines.append("No configuration pair of the claims ran here: run `ramsweep run --set claims` first.")
+        lines.append("No configuration pair of the findings ran here: run `ramsweep run --set findings` first.")
     return "\n".join(lines) + "\n"
 
