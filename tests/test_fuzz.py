@@ -150,7 +150,7 @@ def results_files(kind: str):
 def check_results_file(path: Path, content: bytes) -> None:
     path.write_bytes(content)
     with time_limit():
-        for read in (lambda: open_store(path).heads(), lambda: open_store(path).records(),
+        for read in (lambda: open_store(path).summaries(), lambda: open_store(path).records(),
                      lambda: status(path), lambda: report(path, "csv"), lambda: report(path, "table")):
             try:
                 read()

@@ -51,7 +51,7 @@ def test_latest_is_the_newest_ok_record_else_the_newest(results_path):
         store.append(r)
     latest = store.latest()
     assert latest["k1"] == rows[1] and latest["k2"] == rows[4]
-    heads = open_store(results_path).heads()  # what planning and claims read: the same records
+    heads = open_store(results_path).summaries()  # what planning and claims read: the same records
     assert {k: (h.status, h.test_ppl) for k, h in heads.items()} == {"k1": ("ok", 5.0), "k2": ("interrupted", None)}
 
 
@@ -176,7 +176,7 @@ def test_a_torn_last_line_is_skipped_then_set_aside_and_nothing_before_it_is_los
     with open(path, "ab") as f:
         f.write(torn)
     assert [r.key for r in open_store(path).records()] == ["k1", "k2"]
-    assert sorted(open_store(path).heads()) == ["k1", "k2"]  # what runners and status read
+    assert sorted(open_store(path).summaries()) == ["k1", "k2"]  # what runners and status read
     assert "torn append" in caplog.text
     store.append(record(key="k4"))
     assert path.read_bytes().startswith(intact)  # every earlier byte is still there
@@ -273,7 +273,7 @@ def test_only_the_start_of_a_record_after_a_complete_line_is_a_torn_append(tmp_p
     open_store(path).append(record(key="k1"))
     path.write_bytes(path.read_bytes() + tail)
     before = path.read_bytes()
-    for call in (lambda: open_store(path).records(), lambda: open_store(path).heads(),
+    for call in (lambda: open_store(path).records(), lambda: open_store(path).summaries(),
                  lambda: open_store(path).append(record(key="k2"))):
         with pytest.raises(StoreError, match="its last line .*not a record, nor the start of one"):
             call()
@@ -304,7 +304,7 @@ def test_a_follower_does_not_read_an_unchanged_file_again(tmp_path, monkeypatch)
     for _ in range(5):
         found, mark, _ = store.follow(mark)
     assert len(reads) == 1
-    store.heads(), store.heads()
+    store.summaries(), store.summaries()
     assert len(reads) == 2
     with open(path, "ab") as f:
         f.write(b'"}\n')  # the tail completed (as a bad record here): read once more, and refused

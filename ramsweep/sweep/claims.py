@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ramsweep.sweep.records import Claim, ExperimentRecord, Head, Runner
+from ramsweep.sweep.records import Claim, ExperimentRecord, Runner, Summary
 from ramsweep.sweep.store import Store
 from ramsweep.sweep.store.lock import seconds_from_environment
 
@@ -120,13 +120,13 @@ class Claims:
         self._stop = threading.Event()
         self._guard = threading.Lock()  # `held` is shared with the heartbeat thread
 
-    def claim_next(self, keys: Iterable[tuple[str, str]], wanted: Callable[[str, Head | None], bool],
+    def claim_next(self, keys: Iterable[tuple[str, str]], wanted: Callable[[str, Summary | None], bool],
                    set_name: str) -> ClaimAttempt:
-        """Claim the first (key, name) for which `wanted(key, the Head of its latest record, or None)`
+        """Claim the first (key, name) for which `wanted(key, the Summary of its latest record, or None)`
         holds and that no live runner holds. Reading the results and claiming happen under one lock."""
         out = ClaimAttempt()
         with self.store.locked():
-            latest = self.store.heads()
+            latest = self.store.summaries()
             claims = self.store.claims()
             now = time.monotonic()
             for key, name in keys:
@@ -148,12 +148,12 @@ class Claims:
                 break
         return out
 
-    def finish(self, record: ExperimentRecord, needed: Callable[[str, Head | None], bool]) -> bool:
+    def finish(self, record: ExperimentRecord, needed: Callable[[str, Summary | None], bool]) -> bool:
         """Record a result and drop its claim, in one locked step. The result is not recorded
         when `needed(key, latest)` says the experiment is done already (this runner's claim was
         taken over and the other runner finished first): returns whether it was recorded."""
         with self.store.locked():
-            recorded = needed(record.key, self.store.heads().get(record.key))
+            recorded = needed(record.key, self.store.summaries().get(record.key))
             if recorded:
                 self.store.append_locked(record)
             self._drop_locked({record.key})

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ramsweep._io import digest
 from ramsweep.config import Experiment
 from ramsweep.semantics import ENGINE_SEMANTICS_VERSION
-from ramsweep.sweep.records import FAILED, INTERRUPTED, Head
+from ramsweep.sweep.records import FAILED, INTERRUPTED, Summary
 
 
 def experiment_key(exp: Experiment, data_fingerprint: str) -> str:
@@ -51,8 +51,8 @@ class Options:
     since: str = ""
 
 
-def needs_running(key: str, latest: Head | None, options: Options = Options()) -> bool:
-    """THE rule. `latest` stands for the key's latest record (records.latest's rule: a Head or the
+def needs_running(key: str, latest: Summary | None, options: Options = Options()) -> bool:
+    """THE rule. `latest` stands for the key's latest record (records.latest's rule: a Summary or the
     record itself), None when it has none."""
     if latest is None:
         return True
@@ -61,7 +61,7 @@ def needs_running(key: str, latest: Head | None, options: Options = Options()) -
     return latest.status == INTERRUPTED or (latest.status == FAILED and options.retry_failed)
 
 
-def pending(planned: Mapping[str, Planned], latest: Mapping[str, Head],
+def pending(planned: Mapping[str, Planned], latest: Mapping[str, Summary],
             options: Options = Options()) -> list[Planned]:
     """The planned experiments that still need running, in plan order."""
     return [p for key, p in planned.items() if needs_running(key, latest.get(key), options)]

@@ -300,35 +300,6 @@ def dumps_line(record: ExperimentRecord | BaselineRecord) -> bytes:
     return orjson.dumps(record.dump(), option=orjson.OPT_SORT_KEYS) + b"\n"
 
 
-@dataclass(frozen=True, slots=True)
-class Head:
-    """What planning, claims and `status` need of a record: a few hundred bytes, kept for every
-    record of a file, where a whole record is ~20 KB in memory (a 100,000-record grid's would
-    take 2 GB in every runner)."""
-
-    kind: str
-    name: str
-    key: str
-    status: str
-    started: str
-    finished: str | None
-    seconds: float | None  # total_s of an ok run, elapsed_s of one that stopped
-    val_ppl: float | None
-    test_ppl: float | None
-    error: str | None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == OK
-
-    @classmethod
-    def of(cls, r: ExperimentRecord | BaselineRecord) -> Head:
-        m = r.metrics
-        return cls(r.kind, r.name, r.key, r.status, r.started, r.finished,
-                   r.timing.total_s if r.ok else r.timing.elapsed_s,
-                   m.validation.ppl if m else None, m.test.ppl if m else None, r.error)
-
-
 def latest(records) -> dict[str, ExperimentRecord | BaselineRecord]:
     """The record that stands for each key: its newest `ok` record, else its newest record.
     (A --force re-run that failed leaves the key done; a retried failure that succeeded is done.)"""
@@ -339,7 +310,7 @@ def latest(records) -> dict[str, ExperimentRecord | BaselineRecord]:
 
 
 def add(found: dict, r) -> None:
-    """Fold one more (newer) record or Head into a `latest` mapping."""
+    """Fold one more (newer) record or Summary into a `latest` mapping."""
     if r.ok or not (r.key in found and found[r.key].ok):
         found[r.key] = r
 
@@ -402,6 +373,19 @@ class Summary:
     @property
     def ok(self) -> bool:
         return self.status == OK
+
+    @property
+    def seconds(self) -> float | None:
+        """total_s of an ok run, elapsed_s of one that stopped."""
+        return self.timing.total_s if self.ok else self.timing.elapsed_s
+
+    @property
+    def val_ppl(self) -> float | None:
+        return self.metrics.validation.ppl if self.metrics else None
+
+    @property
+    def test_ppl(self) -> float | None:
+        return self.metrics.test.ppl if self.metrics else None
 
     @classmethod
     def of(cls, r: ExperimentRecord | BaselineRecord, shared: dict | None = None) -> Summary:

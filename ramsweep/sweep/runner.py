@@ -108,7 +108,7 @@ def run_set(
                         retry_failed=retry_failed, force=force, device=device, seeds=seeds, stage=stage)
         sizes = check_before_any_work(sweep)
         record_baselines(sweep.store, sweep.corpus)
-        todo = pending(sweep.planned, sweep.store.heads(), sweep.options)
+        todo = pending(sweep.planned, sweep.store.summaries(), sweep.options)
         announce(sweep, todo, jobs)
         progress(0, len(todo))  # the bar shows the whole night's size from the start
         stage("experiments" if kernels_cached() else "experiments (the first also compiles the kernels, once)")
@@ -180,7 +180,7 @@ def announce(sweep: Sweep, todo: list[Planned], jobs: int) -> None:
              f"{sweep.corpus.tokenizer} ({'full' if sweep.data.full_data else 'fast'} mode), results {path}")
     if not todo:
         log.info(f"nothing to run: all {planned} experiments of set {sweep.exp_set.name} are done in {path}")
-    elif sweep.store.kind == "document" and len(sweep.store.heads()) + len(todo) > BIG_DOCUMENT:
+    elif sweep.store.kind == "document" and len(sweep.store.summaries()) + len(todo) > BIG_DOCUMENT:
         journal = path.with_suffix(".jsonl")
         how = (f"ramsweep convert {path} {journal}, then run with --results {journal}" if path.exists()
                else f"run with --results {journal}")
@@ -207,7 +207,7 @@ def prepare(set_: str | ExperimentSet, *, experiments=None, results=DEFAULT_RESU
     if full_data:
         data = data.model_copy(update={"full_data": True})
     store = open_store(results)  # a results path that is no file is refused before anything is written
-    store.heads()  # and so is a record that does not validate,
+    store.summaries()  # and so is a record that does not validate,
     store.claims()  # or a claim
     stage(f"loading {data.corpus}/{data.tokenizer_name} ({'full' if data.full_data else 'fast'} mode)")
     corpus = load_corpus(data, cache_dir=cache_dir(store.path))
@@ -225,7 +225,7 @@ def dry_run(set_: str | ExperimentSet, **options) -> str:
     done, claimed by another runner, failed and kept), then the counts. Runs and writes nothing."""
     sweep = prepare(set_, **options)
     estimates = check_before_any_work(sweep)
-    latest = sweep.store.heads()
+    latest = sweep.store.summaries()
     claims = {k: c for k, c in sweep.store.claims().items() if looks_live(c)}
     counts: Counter[str] = Counter()
     lines, sizes = [], []
@@ -285,8 +285,8 @@ def execute(sweep: Sweep, executor: Executor, summary: RunSummary, progressed: C
     tracker = tracker or Tracker()
 
     def about() -> dict:  # called under the lock, every heartbeat
-        heads = sweep.store.heads()
-        left = sum(needs_running(key, heads.get(key), sweep.options) for key in sweep.planned)
+        latest = sweep.store.summaries()
+        left = sum(needs_running(key, latest.get(key), sweep.options) for key in sweep.planned)
         return {"set": sweep.exp_set.name, "planned": len(sweep.planned), "left": left, "jobs": executor.capacity}
 
     claims = Claims(sweep.store, about=about, progress=tracker.published)
@@ -388,7 +388,7 @@ def record_baselines(store: Store, corpus: Corpus) -> None:
     once per data fingerprint per results file: the report shows them beside the experiments."""
     keys = {name: baseline_key(name, corpus.fingerprint) for name in BASELINES}
     with deferred(), store.locked():  # checked and added under the lock: two runners never both add them
-        latest = store.heads()
+        latest = store.summaries()
         missing = [name for name, key in keys.items() if needs_running(key, latest.get(key))]
         if not missing:
             return

@@ -15,7 +15,7 @@ from ramsweep.errors import StoreError
 from ramsweep.sets import load_set
 from ramsweep.sweep.claims import STALE_S, looks_live
 from ramsweep.sweep.plan import needs_running, plan
-from ramsweep.sweep.records import FAILED, INTERRUPTED, Claim, Head, Runner
+from ramsweep.sweep.records import FAILED, INTERRUPTED, Claim, Runner, Summary
 from ramsweep.sweep.store import Store, cache_dir, open_store
 from ramsweep.sweep.store.lock import SLOW_S, holder
 from ramsweep.text import ppl
@@ -55,7 +55,7 @@ def status(results: str | Path | Store, set_: str | ExperimentSet | None = None,
     if not store.path.exists() and set_ is None:
         raise StoreError(f"{store.path}: no such results file; name the one `ramsweep run` writes, "
                          f"or add --set to see what is pending")
-    latest = {k: h for k, h in store.heads().items() if h.kind == "experiment"}
+    latest = {k: h for k, h in store.summaries().items() if h.kind == "experiment"}
     now = time.time()
     live = {k: c for k, c in store.claims().items() if looks_live(c)}
     announced = [r for r in store.runners().values() if looks_live(r)]
@@ -112,7 +112,7 @@ def planned_names(set_: str | ExperimentSet, data, results: Path) -> dict[str, s
     return {key: p.experiment.name for key, p in plan(exp_set.experiments, fingerprint).items()}
 
 
-def row(key: str, name: str, head: Head | None, claim: Claim | None, now: float) -> Row:
+def row(key: str, name: str, head: Summary | None, claim: Claim | None, now: float) -> Row:
     if claim is not None and (head is None or not head.ok):
         age = now - claim.heartbeat  # by two clocks: a hint, never a verdict (claims.py)
         quiet = f" (no heartbeat for {age:.0f} s: paused?)" if age > STALE_S else ""

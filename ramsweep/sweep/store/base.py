@@ -4,8 +4,9 @@ Contract, kept by every kind and checked by one test suite run on each (tests/te
 
 - **Append-only.** A record, once appended, is never changed, reordered or dropped.
   `records()` returns every record, oldest first; `latest()` the record that stands for
-  each key (records.latest: its newest ok record, else its newest), and `heads()` a few
-  hundred bytes of each of those, which is all that planning and claims read.
+  each key (records.latest: its newest ok record, else its newest), and `summaries()` a
+  Summary of each of those (~1.5 KB, where a whole record is ~20 KB in memory), which is all
+  that planning, claims, status and the dashboard read.
 - **Safe across processes.** Any number of processes, on one host or sharing a local file
   system, may append to one store at once: appends are serialised by an exclusive lock on
   the file's folder (lock.py: it survives the deletion of any file) and none is lost or
@@ -40,10 +41,10 @@ from ramsweep._io import open_regular, write_atomic
 from ramsweep.errors import StoreError
 from ramsweep.sweep.records import (
     Claim,
-    Head,
     Record,
     RecordError,
     Runner,
+    Summary,
     latest,
     parse_claims,
     parse_record,
@@ -68,12 +69,13 @@ class Store(ABC):
     def __init__(self, path: str | os.PathLike):
         self.path = regular_file(Path(path))
         self.claims_path = Path(str(self.path) + ".claims")
+        self._shared: dict = {}  # one DataInfo per data group, shared by the summaries (records.Summary.of)
 
     # -- records ---------------------------------------------------------------------------
 
     @abstractmethod
-    def heads(self) -> dict[str, Head]:
-        """The Head of the record that stands for each key (records.latest's rule), every record
+    def summaries(self) -> dict[str, Summary]:
+        """The Summary of the record that stands for each key (records.latest's rule), every record
         of the file validated on the way. Cheap to call again: only what was appended since is
         read. No lock needed."""
 

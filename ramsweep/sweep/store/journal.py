@@ -26,7 +26,7 @@ import orjson
 
 from ramsweep._io import FILE_MODE, fsync_dir
 from ramsweep.errors import StoreError
-from ramsweep.sweep.records import Head, RecordError, add, dumps_line, gc_paused, parse_record
+from ramsweep.sweep.records import RecordError, Summary, add, dumps_line, gc_paused, parse_record
 from ramsweep.sweep.store.base import Record, Store, parse_stored, read_file, reading, stat_of
 
 log = logging.getLogger(__name__)
@@ -42,15 +42,15 @@ class Journal(Store):
 
     def _reset(self, inode: int | None) -> None:
         self._inode, self._offset, self._lines = inode, 0, 0
-        self._heads: dict[str, Head] = {}
+        self._summaries: dict[str, Summary] = {}
         self._torn_seen: int | None = None
         self._unterminated = False  # the last record read had no newline (yet)
         self._seen: tuple | None = None  # (inode, size, mtime) when last caught up: unchanged, nothing to read
         self._refused: tuple | None = None  # ((inode, size, mtime), offset, why) of follow's last refusal
 
-    def heads(self) -> dict[str, Head]:
+    def summaries(self) -> dict[str, Summary]:
         self._catch_up()
-        return dict(self._heads)
+        return dict(self._summaries)
 
     def records(self) -> list[Record]:
         data = read_file(self.path) or b""
@@ -163,17 +163,17 @@ class Journal(Store):
             new, start = new[1:], start + 1
         lines, count, tail = _split(new, start, self._lines)
         with gc_paused():
-            heads = [Head.of(parse_stored(self, line, f"line {number}"))
+            found = [Summary.of(parse_stored(self, line, f"line {number}"), self._shared)
                      for number, offset, line in lines]
         tail_at = start + len(new) - len(tail)
         complete = self._tail(tail, tail_at)
-        for head in heads:  # only once every new line validated: a refusal changes nothing
-            add(self._heads, head)
+        for summary in found:  # only once every new line validated: a refusal changes nothing
+            add(self._summaries, summary)
         self._unterminated = False
         self._lines, self._offset, self._seen = count, tail_at, now
         if complete is not None:  # whole record, newline lost: it counts
             self._lines += 1
-            add(self._heads, Head.of(complete))
+            add(self._summaries, Summary.of(complete, self._shared))
             self._offset += len(tail)
             self._unterminated = True
         elif tail.strip() and self._torn_seen != self._offset:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import orjson
 
 from ramsweep.errors import StoreError
-from ramsweep.sweep.records import Head, add, gc_paused
+from ramsweep.sweep.records import Summary, add, gc_paused
 from ramsweep.sweep.store.base import SCHEMA, Record, Store, dumps, parse_stored, stat_of
 
 
@@ -21,11 +21,11 @@ class JsonDocument(Store):
     def __init__(self, path):
         super().__init__(path)
         self._seen: tuple | None = None  # (inode, size, mtime) of the file last validated
-        self._heads: dict[str, Head] = {}
+        self._summaries: dict[str, Summary] = {}
 
-    def heads(self) -> dict[str, Head]:
+    def summaries(self) -> dict[str, Summary]:
         self._refresh()
-        return dict(self._heads)
+        return dict(self._summaries)
 
     def records(self) -> list[Record]:
         return self._parse(self._results())
@@ -52,8 +52,8 @@ class JsonDocument(Store):
         results = self._results()  # read once: validated (if it changed) and rewritten from the same objects
         self._refresh(results)  # refuses a file that does not validate before anything is written
         self.write_locked(self.path, dumps({"schema": SCHEMA, "results": [*results, *(r.dump() for r in records)]}))
-        for record in records:  # the index follows our own write: the next heads() need not read it again
-            add(self._heads, Head.of(record))
+        for record in records:  # the index follows our own write: the next summaries() need not read it again
+            add(self._summaries, Summary.of(record, self._shared))
         self._seen = self._stat()
 
     def _refresh(self, results: list[dict] | None = None) -> None:
@@ -62,10 +62,10 @@ class JsonDocument(Store):
         seen = self._stat()
         if seen is not None and seen == self._seen:
             return
-        heads: dict[str, Head] = {}
+        found: dict[str, Summary] = {}
         for record in self._parse(self._results() if results is None else results):
-            add(heads, Head.of(record))
-        self._heads, self._seen = heads, seen
+            add(found, Summary.of(record, self._shared))
+        self._summaries, self._seen = found, seen
 
     def _parse(self, results: list[dict]) -> list[Record]:
         with gc_paused():
