@@ -51,6 +51,7 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
+@pytest.mark.slow
 def test_run_then_rerun_then_report(tmp_path, tiny):
     results = tmp_path / "out" / "results.json"
     first = invoke("run", "--set", tiny, "--results", results)
@@ -173,6 +174,7 @@ def filling_the_disk(results):
     ("results.json", "could not write (No space left on device); the previous file is intact"),
     ("results.jsonl", "could not append (No space left on device); the file is as it was before"),
 ])
+@pytest.mark.slow
 def test_a_disk_full_mid_write_keeps_the_previous_file_and_exits_with_one_line(tmp_path, tiny, monkeypatch, name,
                                                                                says):
     results = tmp_path / name
@@ -272,6 +274,7 @@ def test_grid_dry_run_counts_and_runs_nothing(tmp_path):
     assert bad.exit_code == 2 and bad.stderr.startswith("ramsweep: error: --bits:")
 
 
+@pytest.mark.slow
 def test_grid_runs_its_configs_as_ordinary_experiments(tmp_path):
     results = tmp_path / "results.json"
     args = ("grid", "--tiers", "1", "--bits", "4-5", "--context", "1", "--negatives", "5", "--results", results)
@@ -288,6 +291,7 @@ def cron_lines() -> list[str]:
     return [line.split(None, 5)[5] for line in lines[start:start + 2]]
 
 
+@pytest.mark.slow
 def test_the_readme_cron_recipe_works_and_two_overlapping_jobs_share_the_set(tmp_path):
     home = tmp_path / "home"
     install = home / "ramsweep"

@@ -37,6 +37,7 @@ def metrics(results):
     return {r["name"]: r["metrics"] for r in records(results) if r["status"] == "ok"}
 
 
+@pytest.mark.slow
 def test_a_set_on_a_local_dask_cluster_gives_the_serial_results(tmp_path):
     four = tiny_set(tmp_path, 4)
     ramsweep.run_set(str(four), results=tmp_path / "serial.jsonl")
@@ -56,6 +57,7 @@ def two_busy_workers(tmp_path):
     return three, tmp_path / "r.jsonl", proc
 
 
+@pytest.mark.slow
 @linux
 def test_a_worker_killed_mid_experiment_costs_only_time(tmp_path):
     three, results, proc = two_busy_workers(tmp_path)
@@ -159,6 +161,7 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @linux
 def test_sigterm_records_the_experiments_in_flight_and_leaves_no_process(tmp_path):
     three, results, proc = two_busy_workers(tmp_path)
@@ -174,6 +177,7 @@ def test_sigterm_records_the_experiments_in_flight_and_leaves_no_process(tmp_pat
     assert again.returncode == 0 and len(ok_keys(results)) == 3, err
 
 
+@pytest.mark.slow
 @linux
 def test_a_lost_scheduler_stops_the_runner_with_one_line_and_a_rerun_resumes(tmp_path):
     three = slow_set(tmp_path, 3)
@@ -222,6 +226,7 @@ def test_executor_options_are_checked_before_any_work(tmp_path):
         assert len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_two_dask_runners_on_one_file_split_the_set_as_two_local_runners_do(tmp_path):
     six = tiny_set(tmp_path, 6)
     results = tmp_path / "r.jsonl"

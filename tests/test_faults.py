@@ -75,6 +75,7 @@ def wait_for_line(proc, text: str) -> str:
     return seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", STORE_FILES)
 def test_sigkill_at_20_random_instants_loses_and_duplicates_nothing(tmp_path, six, name):
     """...with a dashboard open on the file and a client hammering its API: a viewer changes nothing."""
@@ -102,6 +103,7 @@ def test_sigkill_at_20_random_instants_loses_and_duplicates_nothing(tmp_path, si
         assert all(line.startswith(b"{") and line.endswith(b"}") for line in results.read_bytes().splitlines())
 
 
+@pytest.mark.slow
 def test_two_runners_together_split_the_set_and_run_each_experiment_once(results_path, six):
     """...with a dashboard open on the file and a client hammering its API."""
     results = results_path
@@ -114,6 +116,7 @@ def test_two_runners_together_split_the_set_and_run_each_experiment_once(results
     assert err_a.count(" done e") + err_b.count(" done e") == 6
 
 
+@pytest.mark.slow
 def test_a_killed_runners_claim_is_taken_over(results_path, six):
     results = results_path
     claims = results_path.parent / (results_path.name + ".claims")
@@ -136,6 +139,7 @@ def test_a_killed_runners_claim_is_taken_over(results_path, six):
 
 @pytest.mark.parametrize(("signum", "code", "jobs"), [(signal.SIGTERM, 143, "1"), (signal.SIGINT, 130, "1"),
                                                        (signal.SIGTERM, 143, "2")])
+@pytest.mark.slow
 def test_a_signal_records_the_experiments_in_flight_as_interrupted(tmp_path, signum, code, jobs):
     three = tiny_set(tmp_path, 3)
     results = tmp_path / "results.json"

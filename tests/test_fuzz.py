@@ -268,6 +268,7 @@ EVERY_COMMAND_FUZZ = settings(max_examples=max(10, EXAMPLES // 5), deadline=None
                               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @EVERY_COMMAND_FUZZ
 @given(content=any_results_bytes("json"))
 def test_every_command_answers_any_json_results_bytes_and_never_rewrites_what_it_cannot_parse(tmp_path_factory,
@@ -275,6 +276,7 @@ def test_every_command_answers_any_json_results_bytes_and_never_rewrites_what_it
     check_every_command(tmp_path_factory.mktemp("any"), "results.json", content)
 
 
+@pytest.mark.slow
 @EVERY_COMMAND_FUZZ
 @given(content=any_results_bytes("jsonl"))
 @example(content=ONE_LINE_DOCUMENT)  # a JSON document on one line, named .jsonl: once moved aside whole

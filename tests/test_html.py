@@ -151,6 +151,7 @@ def opened(driver, page, requested: list[str]) -> set[str]:
     return ({u for u in urls.values() if not u.startswith("data:")} - {page.as_uri()}) | set(requested)
 
 
+@pytest.mark.slow
 def test_markup_in_set_and_results_files_is_shown_as_text_and_runs_nothing(hostile_page, listener):
     from selenium.webdriver.common.by import By
 

@@ -33,6 +33,7 @@ def slow_set(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_a_runner_paused_past_the_stale_time_does_not_record_a_second_result(tmp_path):
     results = tmp_path / "results.jsonl"
     paused = run_env(slow_set(tmp_path), results, FAST_CLAIMS)
@@ -67,6 +68,7 @@ def hold_the_lock(results: Path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 @LINUX
 def test_deleting_the_lock_file_under_a_paused_holder_loses_nothing(tmp_path):
     results = tmp_path / "results.jsonl"
@@ -190,6 +192,7 @@ def test_claims_that_do_not_validate_name_the_claim_and_field(tmp_path):
     assert claims.read_bytes() == orjson.dumps(bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("skew_s", [86400.0, -86400.0])
 def test_a_claim_from_a_clock_a_day_off_is_judged_by_whether_its_heartbeat_moves(tmp_path, skew_s):
     one = tiny_set(tmp_path, 1)

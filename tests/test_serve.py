@@ -352,6 +352,7 @@ def test_the_host_check_refusal_carries_the_security_headers(tmp_path):
             assert refused.value.headers[name] == value, name
 
 
+@pytest.mark.slow
 def test_an_idle_dashboard_does_not_read_a_long_torn_tail_again(tmp_path):
     """50 MB of a record being appended (no newline yet) costs one read, not one per look."""
     results = tmp_path / "r.jsonl"
@@ -492,6 +493,7 @@ def test_the_page_shows_the_sweep_with_nothing_from_elsewhere(tmp_path, viewport
             driver.quit()
 
 
+@pytest.mark.slow
 @needs_browser
 def test_a_result_shows_on_the_open_page_within_5_s_of_landing(tmp_path):
     """A real `ramsweep run` on the file the page shows: each result appears without a reload,
@@ -531,6 +533,7 @@ def test_a_result_shows_on_the_open_page_within_5_s_of_landing(tmp_path):
             driver.quit()
 
 
+@pytest.mark.slow
 @needs_browser
 def test_a_page_that_lost_its_server_reconnects_and_catches_up(tmp_path):
     from selenium.webdriver.common.by import By
@@ -554,6 +557,7 @@ def test_a_page_that_lost_its_server_reconnects_and_catches_up(tmp_path):
         driver.quit()
 
 
+@pytest.mark.slow
 @needs_browser
 def test_without_server_sent_events_the_page_polls(tmp_path):
     from selenium.webdriver.common.by import By
