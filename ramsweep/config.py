@@ -440,6 +440,9 @@ class Experiment(FrozenModel):
         column=True)] = "native"
     gray: Annotated[StrictBool, Role(
         "use true (Gray-code each id before its bits are read) or false (the default)", column=True)] = False
+    # the model (engine/architecture.py); in the key only when not the first architecture, tiered
+    architecture: Annotated[Literal["tiered"], Role("use tiered (one cluster per token; the default)",
+                                                    column=True)] = "tiered"
     based_on: Annotated[StrictStr | None, Role("give the name of another experiment of the same set", **_LABEL)] = None
     # why: the rationale, shown on the experiment's card
     description: Annotated[StrictStr, Role("use a quoted string", **_LABEL)] = ""

@@ -134,21 +134,23 @@ def test_full_data_is_other_data_so_it_runs_again(tmp_path, monkeypatch):
 
 
 def test_a_failing_experiment_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    real_train = experiment.train
+    from ramsweep.engine import tiered
+
+    real_train = tiered.train
 
     def flaky(exp, *args, **kwargs):
         if exp.name == "one":
             raise RuntimeError("boom")
         return real_train(exp, *args, **kwargs)
 
-    monkeypatch.setattr(experiment, "train", flaky)
+    monkeypatch.setattr(tiered, "train", flaky)
     results = tmp_path / "results.json"
     summary = run_set(write_set(tmp_path), results=results)
     assert summary.failed == ["one"] and summary.ran == ["two"]
     failed = read(results)["results"][0]
     assert failed["status"] == "failed" and failed["error"] == "RuntimeError: boom"
     assert "Traceback" in failed["traceback"]
-    monkeypatch.setattr(experiment, "train", real_train)
+    monkeypatch.setattr(tiered, "train", real_train)
     kept = run_set(write_set(tmp_path), results=results, retry_failed=False)
     assert kept.ran == [] and kept.skipped == ["one", "two"]
     assert run_set(write_set(tmp_path), results=results).ran == ["one"]  # failed runs are retried

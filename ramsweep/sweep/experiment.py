@@ -24,12 +24,11 @@ import numba
 
 from ramsweep.config import Experiment
 from ramsweep.data import Corpus
+from ramsweep.engine import architecture
 from ramsweep.engine.devices import describe, resolve, trains_on
-from ramsweep.engine.evaluate import evaluate, fit_temperature, looked_up, metrics, score
-from ramsweep.engine.train import drawn_connectivity, train
 from ramsweep.semantics import ENGINE_SEMANTICS_VERSION
 from ramsweep.sweep.artifacts import Checkpoints, save_connectivity
-from ramsweep.sweep.progress import CALIBRATION, SEARCH, TEST, TRAINING, VALIDATION, Report, Reporter, ignore
+from ramsweep.sweep.progress import SEARCH, TRAINING, Report, Reporter, ignore
 from ramsweep.sweep.records import FAILED, INTERRUPTED, OK, ExperimentRecord
 from ramsweep.text import calibrated as calibrated_text
 from ramsweep.text import ppl
@@ -53,78 +52,39 @@ def run_experiment(task: Task, corpus: Corpus, report: Reporter = ignore) -> Exp
     `report` is told what it is doing (progress.py)."""
     exp, started, t0 = task.experiment, now(), time.perf_counter()
     try:
-        device = resolve(exp.device)
+        arch, device = architecture.of(exp), resolve(exp.device)
         found = None
         if exp.optimize is not None:
             found = search(task, corpus, device, report)
             model = found.chosen
         else:
             report(Report(task.key, TRAINING))
-            model = train(exp, corpus.train, corpus.vocab_size, device=trains_on(device),
-                          progress=lambda f: report(Report(task.key, TRAINING, f)))
+            model = arch.train(exp, corpus, trains_on(device), lambda f: report(Report(task.key, TRAINING, f)))
         t1 = time.perf_counter()
-        validation, test, t2 = final_figures(model, corpus, device, lambda phase, f=0.0: report(Report(task.key, phase, f)))
+        validation, test, t2 = arch.figures(model, corpus, device, lambda phase, f=0.0: report(Report(task.key, phase, f)))
         t3 = time.perf_counter()
         extra = {}
         if found is not None:  # the start's figures beside the chosen one's (test decided nothing)
-            before = (validation, test) if found.start is found.chosen else final_figures(found.start, corpus, device)[:2]
+            before = (validation, test) if found.start is found.chosen else arch.figures(found.start, corpus, device)[:2]
             extra["search"] = {**found.summary, "before": {"validation": before[0], "test": before[1]},
                                "connectivity": save_found(task, found)}
-        resources = {
-            "device": describe(device),
-            "threads": numba.get_num_threads(),
-            "peak_rss_mb": peak_rss_mb(),
-            "memory_mb": sum(m.nbytes for m in model.memories) / 2**20,
-            "cells_stored": [m.cells_stored for m in model.memories],
-            "backends": [m.tier.memory for m in model.memories],
-            "lsh": [lsh_use(m) for m in model.memories],
-            # clusters never written in training: scored in closed form, never looked up
-            "never_written": [m.tier.clusters - looked_up(m.tier, model.layout) for m in model.memories],
-        }
+        resources = {"device": describe(device), "threads": numba.get_num_threads(), "peak_rss_mb": peak_rss_mb(),
+                     **arch.resources(model)}
     except Exception as e:  # recorded, and the sweep goes on
         return stopped_record(task, corpus, started, time.perf_counter() - t0, FAILED,
                               f"{type(e).__name__}: {e}", traceback.format_exc())
     return ExperimentRecord(
         **_base(task, corpus, started), status=OK,
         metrics={"validation": validation, "test": test},
-        timing={"encode_s": model.encode_s, "train_s": t1 - t0, "validation_s": t2 - t1, "test_s": t3 - t2,
+        timing={**arch.timing(model), "train_s": t1 - t0, "validation_s": t2 - t1, "test_s": t3 - t2,
                 "total_s": t3 - t0},
         resources=resources, **extra,
     )
 
 
-def lsh_use(memory) -> dict | None:
-    """An LSH tier's collisions on its sample of neurons (records.LshUse); None for a tier that
-    is not hashed."""
-    if memory.lsh_sample is None:
-        return None
-    neurons, addresses, cells = memory.lsh_sample
-    return {"lsh_bits": memory.tier.lsh_bits, "neurons_counted": neurons, "addresses": addresses, "cells": cells,
-            "collided": addresses - cells, "collided_share": (addresses - cells) / addresses if addresses else None}
-
-
-def final_figures(model, corpus: Corpus, device: str, phase=lambda phase, fraction=0.0: None) -> tuple[dict, dict, float]:
-    """Validation metrics with the temperature fitted there, then test at that temperature:
-    test is evaluated for the figures only and decides nothing. `phase(name, fraction)` follows it."""
-    phase(VALIDATION)
-    val_scores = score(model, corpus.validation, device, lambda f: phase(VALIDATION, f))
-    phase(CALIBRATION)
-    temperature = fit_temperature(val_scores)
-    ungated = score(model, corpus.validation, device, gated=False) if model.gates else None
-    validation = metrics(val_scores, temperature=temperature, byte_lengths=corpus.byte_lengths("validation"),
-                         ungated=ungated)
-    t = time.perf_counter()
-    phase(TEST)
-    test = evaluate(model, corpus.test, temperature=temperature, byte_lengths=corpus.byte_lengths("test"),
-                    device=device, progress=lambda f: phase(TEST, f))
-    return validation, test, t
-
-
 def search(task: Task, corpus: Corpus, device: str, report: Reporter = ignore):
-    """The experiment's connectivity search (optimize/driver.py), resumed from its checkpoint
-    when an earlier run stopped mid-way; the checkpoint is removed when the search ends."""
-    from ramsweep.optimize.driver import run_search  # numba kernels of the search: only where used
-
+    """The experiment's search (its architecture's), resumed from its checkpoint when an earlier
+    run stopped mid-way; the checkpoint is removed when the search ends."""
     exp = task.experiment
     checkpoints = Checkpoints(Path(task.artifacts), task.key) if task.artifacts else None
     resume = checkpoints.load() if checkpoints else None
@@ -139,9 +99,8 @@ def search(task: Task, corpus: Corpus, device: str, report: Reporter = ignore):
             last[0] = time.monotonic()
             log.info(describe_progress(exp, p))
 
-    found = run_search(exp, corpus.train, corpus.validation, corpus.vocab_size, device=device,
-                       resume=resume, checkpoint=checkpoints.save if checkpoints else (lambda s: None),
-                       progress=progress)
+    found = architecture.of(exp).search(exp, corpus, device, resume,
+                                        checkpoints.save if checkpoints else (lambda s: None), progress)
     if checkpoints:
         checkpoints.remove()
     return found
@@ -164,9 +123,8 @@ def save_found(task: Task, found) -> dict | None:
     """Where the chosen connectivity is kept (relative to the results' folder), and its digest."""
     if not task.artifacts:
         return None
-    model = found.chosen
-    path = save_connectivity(Path(task.artifacts), task.key, model.connectivity,
-                             drawn_connectivity(model.exp, model.layout),
+    chosen, drawn = architecture.of(task.experiment).wiring(found.chosen)
+    path = save_connectivity(Path(task.artifacts), task.key, chosen, drawn,
                              {"experiment": task.experiment.name, "key": task.key, "chosen": found.chosen_label})
     return {"file": str(Path(Path(task.artifacts).name) / path.name), "sha256": sha256(path.read_bytes()).hexdigest()}
 

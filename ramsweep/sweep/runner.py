@@ -22,10 +22,11 @@ import numpy as np
 
 from ramsweep.config import ExperimentSet, seed_list
 from ramsweep.data import Corpus, DataSpec, load_corpus
+from ramsweep.engine import architecture
 from ramsweep.engine.backends import cpu as cpu_backend
 from ramsweep.engine.baselines import BASELINES, baselines
 from ramsweep.engine.devices import resolve
-from ramsweep.engine.layout import Frequencies, estimate_memory_bytes, layout_of
+from ramsweep.engine.layout import Frequencies
 from ramsweep.errors import ConfigError, ExecutorLost
 from ramsweep.sets import load_set
 from ramsweep.sweep.artifacts import folder_of
@@ -265,9 +266,9 @@ def check_before_any_work(sweep: Sweep) -> dict[str, int]:
     sizes = {}
     for key, p in sweep.planned.items():
         exp = p.experiment
-        layout = layout_of(exp, freq)  # checks the config against the data first
-        check_fits(exp, layout, freq.tokens, devices.setdefault(exp.device, resolve(exp.device)))
-        sizes[key] = estimate_memory_bytes(layout)
+        plan = architecture.of(exp).plan(exp, freq)  # checks the config against the data first
+        check_fits(exp, plan, freq.tokens, devices.setdefault(exp.device, resolve(exp.device)))
+        sizes[key] = plan.bound_bytes
         if exp.optimize is not None:  # the search's model, a retrained candidate beside the start, its rows
             from ramsweep.optimize.cpu import POOL_BYTES  # the search's kernels: imported only for a search
 
