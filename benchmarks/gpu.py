@@ -159,7 +159,7 @@ def bench(corpus, name: str, gathers: dict) -> tuple[list[str], bool]:
                   f"scores {'identical' if same else '**DIFFER**'}\n"]
     full_writes, full_lookups = work(exp, corpus.train, corpus.vocab_size, n_eval)
     eval_s = t.eval_s
-    backends = "/".join(b[0].upper() for b in record.resources.backends)
+    backends = "/".join(b[0].upper() for b in record.resources.memories)
     return [
         f"| {corpus.name} | {name} ({backends}) | {t.train_s:.1f} | {eval_s:.1f} | **{t.total_s:.1f}** "
         f"| {full_writes / t.train_s / 1e9:.1f} | {full_lookups / eval_s / 1e9:.1f} "

@@ -526,7 +526,7 @@ class Experiment(FrozenModel):
         return self.context * bits_per_token(vocab_size)
 
     def memory_kind(self, bits: int) -> Literal["dense", "sparse", "lsh"]:
-        """Memory backend for a tier of `bits` inputs under this experiment's thresholds (by
+        """Memory kind of a tier of `bits` inputs under this experiment's thresholds (by
         bits alone; with memory: auto, layout.py may still make a SPARSE tier DENSE by fill)."""
         if bits <= self.dense_max_bits:
             return "dense"

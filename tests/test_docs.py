@@ -57,9 +57,9 @@ def test_every_reference_names_a_section_and_bullet_that_exist():
 
 
 def test_the_reference_pattern_reads_the_forms_in_use():
-    text = 'see docs/design.md §3 "Clusters and tiers", "Memory backends"; and docs/design.md §3b.'
+    text = 'see docs/design.md §3 "Clusters and tiers", "Memory kinds"; and docs/design.md §3b.'
     assert [(m.group(1), re.findall(r'"([^"]+)"', m.group(2))) for m in REFERENCE.finditer(text)] == [
-        ("3", ["Clusters and tiers", "Memory backends"]), ("3b", [])]
+        ("3", ["Clusters and tiers", "Memory kinds"]), ("3b", [])]
 
 
 def tracked_files() -> list[Path]:

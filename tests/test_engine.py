@@ -70,7 +70,7 @@ def test_sparse_tiers_match_oracle(tiers, context):
                      dense_max_bits=1, memory="bits", sparse_max_bits=64)
     train_tokens, valid = zipf_tokens(rng, 400), zipf_tokens(rng, 50)
     model = train(exp, train_tokens, V)
-    assert {m.tier.backend for m in model.memories} == {"sparse"}
+    assert {m.tier.storage for m in model.memories} == {"sparse"}
     oracle = ReferenceModel(exp, train_tokens, V)
     assert cells(model) == oracle.cells
     assert_metrics_equal(evaluate(model, valid), oracle.evaluate(valid))
@@ -83,12 +83,12 @@ def test_dense_and_sparse_give_identical_metrics(empty_value):
     spec = dict(name="x", tiers="5,4,10;15,3,8;rest,2,6", context=3, negatives=25, empty_value=empty_value)
     dense = train(Experiment(**spec, dense_max_bits=10, memory="bits"), train_tokens, V)
     sparse = train(Experiment(**spec, dense_max_bits=1, memory="bits"), train_tokens, V)
-    assert [m.tier.backend for m in dense.memories] == ["dense"] * 3
-    assert [m.tier.backend for m in sparse.memories] == ["sparse"] * 3
+    assert [m.tier.storage for m in dense.memories] == ["dense"] * 3
+    assert [m.tier.storage for m in sparse.memories] == ["sparse"] * 3
     assert cells(dense) == cells(sparse)
     got, want = evaluate(sparse, valid), evaluate(dense, valid)
     for tier in got["tiers"]:
-        tier["backend"] = "dense"  # the one field allowed to differ
+        tier["backend"] = "dense"  # the one field allowed to differ (the memory kind)
     assert got == want
 
 
@@ -105,15 +105,15 @@ def test_memory_auto_chooses_each_tier_by_fill_and_changes_no_number(monkeypatch
     small_always_dense = train(Experiment(**spec), train_tokens, V)
     monkeypatch.setattr(layout_module, "DENSE_ALWAYS_BYTES", 0)
     by_fill = train(Experiment(**spec), train_tokens, V)
-    assert [m.tier.backend for m in by_bits.memories] == ["sparse", "sparse"]
-    assert [m.tier.backend for m in by_fill.memories] == ["dense", "sparse"]
-    assert [m.tier.backend for m in small_always_dense.memories] == ["dense", "dense"]
+    assert [m.tier.storage for m in by_bits.memories] == ["sparse", "sparse"]
+    assert [m.tier.storage for m in by_fill.memories] == ["dense", "sparse"]
+    assert [m.tier.storage for m in small_always_dense.memories] == ["dense", "dense"]
     want = evaluate(by_bits, valid)
     for model in (by_fill, small_always_dense):
         assert cells(model) == cells(by_bits)
         got = evaluate(model, valid)
         for g, w in zip(got["tiers"], want["tiers"]):
-            g["backend"] = w["backend"]  # the one field allowed to differ
+            g["backend"] = w["backend"]  # the one field allowed to differ (the memory kind)
         assert got == want
 
 
@@ -295,7 +295,7 @@ def test_lsh_tiers_match_oracle(tiers, context, sparse_max_bits, lsh_bits, memor
     train_tokens, valid = zipf_tokens(rng, 400), zipf_tokens(rng, 50)
     model = train(exp, train_tokens, V)
     assert [m.tier.memory for m in model.memories] == ["lsh", "lsh"]
-    assert {m.tier.backend for m in model.memories} == ({"sparse"} if memory == "bits" else {"dense"})
+    assert {m.tier.storage for m in model.memories} == ({"sparse"} if memory == "bits" else {"dense"})
     oracle = ReferenceModel(exp, train_tokens, V)
     assert cells(model) == oracle.cells
     assert max(a for _, _, a in oracle.cells) < 2**lsh_bits

@@ -66,7 +66,7 @@ def test_incremental_fitness_equals_a_full_retrain(kind, empty_value):
     exp = Experiment(name="x", tiers="3,3,27;6,2,5;rest,2,9", context=5, negatives=6, empty_value=empty_value,
                      dense_max_bits=6, memory="bits")
     model = train(exp, part, V)
-    assert [m.tier.backend for m in model.memories] == ["sparse", DENSE, "sparse"]
+    assert [m.tier.storage for m in model.memories] == ["sparse", DENSE, "sparse"]
     examples = Examples.of(part, model.layout), Examples.of(fit, model.layout)
     fitness = Fitness(model, *examples, kind)
     grouped = Fitness(model, *examples, kind, pool_bytes=1)  # rows for 32 neurons at a time: moves go in groups
@@ -98,7 +98,7 @@ def test_incremental_fitness_equals_a_full_retrain(kind, empty_value):
     for t, neurons, rows in changes:
         mem = retrained.memories[t]
         pool, slots = np.zeros((len(neurons), x.shape[0]), np.uint8), np.arange(len(neurons))
-        search_kernels.memory_rows(x, mem.masks, mem.order, neurons.astype(np.int64), mem.tier.backend != DENSE,
+        search_kernels.memory_rows(x, mem.masks, mem.order, neurons.astype(np.int64), mem.tier.storage != DENSE,
                                    mem.dense, mem.offsets, mem.keys, mem.vals, pool, slots)
         keys = [(t, int(n), r.astype(np.int32).tobytes()) for n, r in zip(neurons, rows)]
         got = fitness.kernels.read_rows([fitness.pool.slot_of[k] for k in keys])

@@ -351,7 +351,7 @@ def test_an_lsh_tier_runs_end_to_end_and_its_record_and_card_say_what_the_hash_c
     results = tmp_path / "results.json"
     run_set(str(path), results=results)
     record = next(r for r in open_store(results).records() if r.name == "wide")
-    assert record.ok and [t.backend for t in record.metrics.test.tiers] == ["lsh", "dense"]
+    assert record.ok and [t.memory for t in record.metrics.test.tiers] == ["lsh", "dense"]
     first, rest = record.resources.lsh
     assert rest is None and first.lsh_bits == 10
     assert first.addresses > first.cells == record.resources.cells_stored[0] > 0

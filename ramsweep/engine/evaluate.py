@@ -251,8 +251,8 @@ def prefix(memory, k: int):
     if k == tier.clusters:
         return memory
     m = k * tier.neurons
-    dense = memory.dense[:m] if tier.backend == DENSE else memory.dense
-    offsets = memory.offsets if tier.backend == DENSE else memory.offsets[: m + 1]
+    dense = memory.dense[:m] if tier.storage == DENSE else memory.dense
+    offsets = memory.offsets if tier.storage == DENSE else memory.offsets[: m + 1]
     return dataclasses.replace(memory, masks=memory.masks[:m], order=memory.order[:m], dense=dense, offsets=offsets,
                                hashes=memory.hashes[:m] if memory.hashes.shape[0] else memory.hashes)
 
@@ -393,7 +393,7 @@ def tier_metrics(tier, in_tier, ce, correct, empty_all, empty_target, n_examples
         "clusters": tier.clusters,
         "neurons": tier.neurons,
         "bits": tier.bits,
-        "backend": tier.memory,
+        "backend": tier.memory,  # the record's name for the memory kind (records.TierMetrics.memory)
         **summary(ce[in_tier], correct[in_tier]),
         "share": 100.0 * k / n_examples if n_examples else None,
         "empty_rate": float(empty_all.sum()) / lookups if lookups else None,

@@ -1,6 +1,6 @@
-"""Where every cluster and neuron lives: cluster order, tiers, negatives, memory backends.
+"""Where every cluster and neuron lives: cluster order, tiers, negatives, memory kinds.
 
-Pure numpy and plain data (docs/design.md §3 "Clusters and tiers", "Memory backends"); the
+Pure numpy and plain data (docs/design.md §3 "Clusters and tiers", "Memory kinds"); the
 kernels receive the arrays this builds, never the objects.
 """
 
@@ -24,7 +24,7 @@ class Tier:
     clusters: int
     neurons: int  # per cluster
     bits: int
-    backend: str  # DENSE | SPARSE: how the cells are stored
+    storage: str  # DENSE | SPARSE: how the cells are stored (an LSH tier's hashed cells too)
     lsh_bits: int = 0  # LSH memory: cells indexed by a 2^lsh_bits hash of the address (0: by the address)
 
     @property
@@ -39,7 +39,7 @@ class Tier:
     @property
     def memory(self) -> str:
         """The tier's memory as docs/design.md §3 names it: dense, sparse or lsh (then stored dense or sparse)."""
-        return LSH if self.lsh_bits else self.backend
+        return LSH if self.lsh_bits else self.storage
 
 
 @dataclass(frozen=True)
@@ -163,13 +163,13 @@ def layout_of(exp: Experiment, freq: Frequencies) -> Layout:
     tier_of_position = np.empty(vocab_size, dtype=np.int16)
 
     def tier(i: int, first: int, count: int, neurons: int, bits: int) -> Tier:
-        backend = exp.memory_kind(bits)
-        lsh_bits = exp.lsh_bits if backend == LSH else 0
-        backend = SPARSE if backend == LSH else backend
+        storage = exp.memory_kind(bits)
+        lsh_bits = exp.lsh_bits if storage == LSH else 0
+        storage = SPARSE if storage == LSH else storage
         expected_mean = freq.cells(exp.context, n_negatives, first, count, bits, False, lsh_bits)[0]
-        if backend == SPARSE and exp.memory == "auto" and dense_pays(lsh_bits or bits, count * neurons, expected_mean):
-            backend = DENSE
-        return Tier(i, first, count, neurons, bits, backend, lsh_bits)
+        if storage == SPARSE and exp.memory == "auto" and dense_pays(lsh_bits or bits, count * neurons, expected_mean):
+            storage = DENSE
+        return Tier(i, first, count, neurons, bits, storage, lsh_bits)
 
     for i, (spec, count) in enumerate(zip(exp.tiers.tiers, exp.tiers.cluster_counts(vocab_size))):
         tiers.append(tier(i, first, count, spec.neurons, spec.bits))
@@ -259,7 +259,7 @@ def tier_bytes(layout: Layout, tier: Tier, cells: int) -> int:
     cells, summed over its clusters, each (SPARSE; a DENSE tier's size is fixed)."""
     words = (layout.n_input + 63) // 64
     total = tier.n_neurons * (words * 8 + tier.bits * (2 + (4 if tier.lsh_bits else 0)))  # masks, order, hashes
-    if tier.backend == DENSE:
+    if tier.storage == DENSE:
         return total + tier.n_neurons * max(1, (1 << tier.cell_bits) // 16) * 4 + 8  # + (1,) offsets
     cell_bytes = (4 if tier.cell_bits <= 32 else 8) + 1
     return total + cells * tier.neurons * cell_bytes + (tier.n_neurons + 1) * 8

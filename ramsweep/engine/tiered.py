@@ -58,7 +58,7 @@ class Tiered:
         return {
             "memory_mb": sum(m.nbytes for m in model.memories) / 2**20,
             "cells_stored": [m.cells_stored for m in model.memories],
-            "backends": [m.tier.memory for m in model.memories],
+            "backends": [m.tier.memory for m in model.memories],  # the record's name for the memory kinds
             "lsh": [lsh_use(m) for m in model.memories],
             # clusters never written in training: scored in closed form, never looked up
             "never_written": [m.tier.clusters - looked_up(m.tier, model.layout) for m in model.memories],

@@ -43,7 +43,7 @@ class TierMemory:
     def arrays(self, **evaluation) -> TierArrays:
         """The tier as the backends' kernels read it; `evaluation`: its score tables and gate."""
         tier = self.tier
-        return TierArrays(tier.neurons, tier.first, tier.cell_bits, tier.backend != DENSE, self.masks, self.order,
+        return TierArrays(tier.neurons, tier.first, tier.cell_bits, tier.storage != DENSE, self.masks, self.order,
                           self.hashes, self.dense, self.offsets, self.keys, self.vals, **evaluation)
 
     @classmethod
@@ -156,7 +156,7 @@ def train_tier(layout, tier, conn, data: TrainingSet, device="cpu", seed=0) -> T
     """One tier's memory, its cells written by `device`'s backend (or the CPU engine's, the same
     cells, where that backend cannot: backends.choose)."""
     masks, order, perm = wire(conn, layout)
-    wiring = TierArrays(tier.neurons, tier.first, tier.cell_bits, tier.backend != DENSE, masks, order,
+    wiring = TierArrays(tier.neurons, tier.first, tier.cell_bits, tier.storage != DENSE, masks, order,
                         hashes_of(seed, tier, perm))
     memory = TierMemory.of(tier, backends.choose(device, wiring, training=True).train(wiring, data))
     if tier.lsh_bits:
@@ -182,7 +182,7 @@ def lsh_sample(memory: TierMemory, layout, x, by_target) -> tuple[int, int, int]
 
 def cells_per_neuron(memory: TierMemory) -> np.ndarray:
     """Non-EMPTY cells of each neuron."""
-    if memory.tier.backend == DENSE:
+    if memory.tier.storage == DENSE:
         out = np.empty(memory.dense.shape[0], dtype=np.int64)
         cpu.dense_cells(memory.dense, out)
         return out
@@ -216,7 +216,7 @@ def cells(model: Model) -> dict[tuple[int, int, int], int]:
 
 def stored_cells(mem: TierMemory):
     """(neuron, engine address, code) of every non-EMPTY cell of one tier."""
-    if mem.tier.backend == DENSE:
+    if mem.tier.storage == DENSE:
         codes = (mem.dense[:, :, None] >> (2 * np.arange(16, dtype=np.uint32))) & 3
         codes = codes.reshape(mem.tier.n_neurons, -1)[:, : 1 << mem.tier.cell_bits]
         for n, a in zip(*np.nonzero(codes)):

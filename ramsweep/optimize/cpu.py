@@ -174,7 +174,7 @@ class Kernels:
         self.target_level = np.zeros(n, dtype=np.int32)
         for mem, table in zip(memories, level_tables):
             tier = mem.tier
-            tier_state(fit.x, fit.target_pos, mem.masks, mem.order, tier.neurons, tier.first, tier.backend != "dense",
+            tier_state(fit.x, fit.target_pos, mem.masks, mem.order, tier.neurons, tier.first, tier.storage != "dense",
                        mem.dense, mem.offsets, mem.keys, mem.vals, table, self.hist, self.before, self.target_level)
         self.rows = np.zeros((0, n), dtype=np.uint8)
 
@@ -192,7 +192,7 @@ class Kernels:
 
     def memory_rows(self, tier_index: int, neurons, slots) -> None:
         mem = self.memories[tier_index]
-        memory_rows(self.fit_x, mem.masks, mem.order, neurons, mem.tier.backend != "dense", mem.dense, mem.offsets,
+        memory_rows(self.fit_x, mem.masks, mem.order, neurons, mem.tier.storage != "dense", mem.dense, mem.offsets,
                     mem.keys, mem.vals, self.rows, slots)
 
     def apply(self, offsets, old_slots, new_slots, positions, tiers, write: bool, want_levels: bool):

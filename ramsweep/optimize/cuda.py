@@ -226,7 +226,7 @@ class Kernels:
         for t, mem in enumerate(memories):
             order, dense, offsets, keys, vals = self.memory(t)
             _tier_state[-(-n // THREADS), THREADS](self.fit_x, self.target_pos, order, mem.tier.neurons,
-                                                   mem.tier.first, mem.tier.backend != DENSE, dense, offsets, keys,
+                                                   mem.tier.first, mem.tier.storage != DENSE, dense, offsets, keys,
                                                    vals, self.level_tables[t], self.hist, self.before,
                                                    self.target_level)
         self.rows = cuda.device_array((0, n), dtype=np.uint8)
@@ -281,7 +281,7 @@ class Kernels:
 
     def memory_rows(self, tier_index: int, neurons, slots) -> None:
         order, dense, offsets, keys, vals = self.memory(tier_index)
-        sparse = self.memories[tier_index].tier.backend != DENSE
+        sparse = self.memories[tier_index].tier.storage != DENSE
         _memory_rows[(_grid(self.n), len(neurons)), THREADS](self.fit_x, order, cuda.to_device(neurons), sparse,
                                                              dense, offsets, keys, vals, self.rows,
                                                              cuda.to_device(slots))

@@ -157,7 +157,7 @@ class Fitness:
             counts = np.zeros((tier.clusters, len(self.levels), 2), dtype=np.int64)
             local = mine - tier.first
             cpu.cluster_counts(self.fit.x, self.fit.target_pos, mem.masks, mem.order, tier.neurons, tier.first,
-                               local, tier.backend != DENSE, mem.dense, mem.offsets, mem.keys, mem.vals, table, counts)
+                               local, tier.storage != DENSE, mem.dense, mem.offsets, mem.keys, mem.vals, table, counts)
             self.simple[mine] = self._simple_of(counts[local])
 
     def _simple_of(self, counts: np.ndarray) -> np.ndarray:

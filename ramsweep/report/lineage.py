@@ -93,7 +93,7 @@ def card(r: ExperimentRecord) -> list[str]:
     lines += ["", "| tier | clusters × neurons × bits | memory | data % | test PPL | test acc | empty-hit | target empty-hit |",
               "|---|---|---|---|---|---|---|---|"]
     for t in r.metrics.test.tiers:
-        lines.append(f"| {t.tier} | {t.clusters:,} × {t.neurons} × {t.bits} | {t.backend} | {num(t.share, '.1f')} | "
+        lines.append(f"| {t.tier} | {t.clusters:,} × {t.neurons} × {t.bits} | {t.memory} | {num(t.share, '.1f')} | "
                      f"{num(t.ppl)} | {pct(t.accuracy)} | {pct(t.empty_rate)} | {pct(t.target_empty_rate)} |")
     test = r.metrics.test
     if test.ungated is not None:

@@ -298,7 +298,7 @@ def _wide(r: Record, rank: int | None) -> dict:
         for t in s.tiers:
             p = f"tier{t.tier}"
             row |= {f"{p}_clusters": t.clusters, f"{p}_neurons": t.neurons, f"{p}_bits": t.bits,
-                    f"{p}_memory": t.backend, f"{p}.{short}_share": t.share, f"{p}.{short}_ppl": t.ppl,
+                    f"{p}_memory": t.memory, f"{p}.{short}_share": t.share, f"{p}.{short}_ppl": t.ppl,
                     f"{p}.{short}_acc": t.accuracy, f"{p}.{short}_empty": t.empty_rate,
                     f"{p}.{short}_target_empty": t.target_empty_rate}
     return row

@@ -197,7 +197,7 @@ def tier_table(record: ExperimentRecord) -> Table:
         table.add_column(col, justify="right", no_wrap=True)
     for tier in t.tiers:
         table.add_row(str(tier.tier), f"{tier.clusters:,}", str(tier.neurons), str(tier.bits),
-                      tier.backend, num(tier.share, ".1f"), ppl(tier.ppl), pct(tier.accuracy, 1),
+                      tier.memory, num(tier.share, ".1f"), ppl(tier.ppl), pct(tier.accuracy, 1),
                       pct(tier.empty_rate, 1), pct(tier.target_empty_rate, 1))
     return table
 
@@ -230,7 +230,7 @@ def group_markdown(name: str, members: list[Record], by: Metric, filters: Filter
         lines += ["", f"### {r.name} (test split, per tier)", "",
                   "| tier | clusters | neurons | bits | memory | data % | PPL | acc | empty % | target empty % |",
                   "|------|----------|---------|------|--------|--------|-----|-----|---------|----------------|"]
-        lines += [f"| {t.tier} | {t.clusters:,} | {t.neurons} | {t.bits} | {t.backend} | {num(t.share, '.1f')} | "
+        lines += [f"| {t.tier} | {t.clusters:,} | {t.neurons} | {t.bits} | {t.memory} | {num(t.share, '.1f')} | "
                   f"{ppl(t.ppl)} | {pct(t.accuracy)} | {pct(t.empty_rate)} | {pct(t.target_empty_rate)} |"
                   for t in r.metrics.test.tiers]
     roots = lineage(ranked)

@@ -42,7 +42,7 @@ class TierMetrics(_Part):
     clusters: int
     neurons: int
     bits: int
-    backend: str
+    backend: str  # the tier's memory kind (dense, sparse or lsh), stored under its first name: see `memory`
     examples: int = 0
     ce: float | None = None
     ppl: float | None = None
@@ -54,6 +54,12 @@ class TierMetrics(_Part):
     gate_target_open: float | None = None  # gating: share of the tier's examples whose target's gate is open
     ungated_ce: float | None = None  # gating: the tier's CE and accuracy with every gate open
     ungated_accuracy: float | None = None
+
+    @property
+    def memory(self) -> str:
+        """How the tier's cells are stored (docs/design.md §3 "Memory kinds"). The stored field
+        keeps the name it was first written with, so every record reads and copies unchanged."""
+        return self.backend
 
 
 class Ungated(_Part):
@@ -142,9 +148,13 @@ class Resources(_Part):
     peak_rss_mb: float | None = None
     memory_mb: float | None = None
     cells_stored: tuple[int, ...] = ()
-    backends: tuple[str, ...] = ()
+    backends: tuple[str, ...] = ()  # per tier, its memory kind: stored under its first name, see `memories`
     lsh: tuple[LshUse | None, ...] = ()  # per tier; None where a tier is not hashed
     never_written: tuple[int, ...] = ()  # per tier: clusters no training example wrote, skipped in evaluation
+
+    @property
+    def memories(self) -> tuple[str, ...]:
+        return self.backends
 
 
 class _Record(_Part):
