@@ -37,20 +37,45 @@ def gate_state(seed, tier, neuron):
     return mix64(mix64(mix64(mix64(np.uint64(seed)) + GATE_SALT) + np.uint64(tier)) + np.uint64(neuron))
 
 
+BIT_SALT = np.uint64(int.from_bytes(b"bit", "big"))
+
+
+@njit(cache=True, inline="always")
+def bit_state(seed, cluster, neuron):
+    """A bitwise model's neuron's stream (docs/design.md §3c "Sizes"): seeded by (seed, "bit", cluster, neuron)."""
+    return mix64(mix64(mix64(mix64(np.uint64(seed)) + BIT_SALT) + np.uint64(cluster)) + np.uint64(neuron))
+
+
+@njit(cache=True, inline="always")
+def shuffle_into(row, state, n_input):
+    """row[j], j < len(row): a partial Fisher–Yates shuffle of 0..n_input-1 drawn from the
+    splitmix64 stream at `state` (output i mixes state + (i+1)·GOLDEN)."""
+    pool = np.arange(n_input, dtype=np.int32)
+    for j in range(row.shape[0]):
+        r = mix64(state)
+        state = state + GOLDEN
+        k = j + np.int64(r % np.uint64(n_input - j))
+        pool[j], pool[k] = pool[k], pool[j]
+        row[j] = pool[j]
+
+
 @njit(cache=True, parallel=True, nogil=True)
 def draw_connectivity(seed, tier, n_neurons, bits, n_input, gate=False):
     """(n_neurons, bits) int32: input-bit positions; column 0 is the address's MSB. `gate`:
     the tier's gate neurons' wiring (their own streams)."""
     conn = np.empty((n_neurons, bits), dtype=np.int32)
     for neuron in prange(n_neurons):
-        pool = np.arange(n_input, dtype=np.int32)
-        state = gate_state(seed, tier, neuron) if gate else neuron_state(seed, tier, neuron)
-        for j in range(bits):
-            r = mix64(state)  # splitmix64: output i mixes state + (i+1)·GOLDEN
-            state = state + GOLDEN
-            k = j + np.int64(r % np.uint64(n_input - j))
-            pool[j], pool[k] = pool[k], pool[j]
-            conn[neuron, j] = pool[j]
+        shuffle_into(conn[neuron], gate_state(seed, tier, neuron) if gate else neuron_state(seed, tier, neuron), n_input)
+    return conn
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def draw_bit_connectivity(seed, cluster, n_neurons, bits, n_input):
+    """(n_neurons, bits) int32: the wiring of a bitwise model's bit cluster, from the (seed, "bit",
+    cluster, neuron) streams; column 0 is the address's MSB."""
+    conn = np.empty((n_neurons, bits), dtype=np.int32)
+    for neuron in prange(n_neurons):
+        shuffle_into(conn[neuron], bit_state(seed, cluster, neuron), n_input)
     return conn
 
 
