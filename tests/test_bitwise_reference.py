@@ -277,3 +277,15 @@ def test_bands_must_cover_the_vocabulary():
 def test_bands_follow_the_training_frequency_order():
     tokens = [2, 2, 2, 0, 0, 1, 3]  # counts 2, 1, 3, 1: order 2, 0, 1, 3
     assert bw.frequency_positions(tokens, 5).tolist() == [1, 2, 0, 3, 4]
+
+
+@pytest.mark.parametrize("gray", [False, True])
+def test_the_expected_score_equals_the_enumeration(gray):
+    """E_T[s] over the real tokens (a temperature fit's slope) in closed form."""
+    rng = np.random.default_rng(12)
+    for V in [*range(1, 120), 256, 50_257]:
+        p = random_p(rng, 6 if V < 1000 else 4, bits_per_token(V))
+        s = bw.token_scores(p, bw.real_codes(V, gray))
+        for T in (1.0, 0.37, 2.5):
+            w = np.exp(s / T - np.logaddexp.reduce(s / T, axis=1, keepdims=True))
+            assert bw.expected_score(p, V, gray, T) == pytest.approx((w * s).sum(axis=1), rel=1e-11, abs=1e-11), (V, T)

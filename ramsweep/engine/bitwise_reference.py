@@ -240,19 +240,44 @@ def branch_points(vocab_size: int, n_bits: int, gray: bool) -> tuple[int, list[i
     return (k ^ (k >> 1) if gray else k), [j for j in range(n_bits) if code_bit(k, j, n_bits)]
 
 
+def star_terms(p: np.ndarray, vocab_size: int, gray: bool):
+    """The subcubes' bits j, and per bit (n, B): c*'s log term ("on"), the other one ("off"), and
+    the two logs ln(1 - P_i), ln P_i."""
+    n_bits = p.shape[1]
+    c_star, branches = branch_points(vocab_size, n_bits, gray)
+    s1, s0 = np.log(p), np.log1p(-p)
+    star = np.array([code_bit(c_star, i, n_bits) for i in range(n_bits)], dtype=bool)
+    return branches, np.where(star, s1, s0), np.where(star, s0, s1), s0, s1
+
+
+def below(x: np.ndarray) -> np.ndarray:
+    """(n, B): Σ_{i>j} x[:, i] at each j."""
+    return np.cumsum(x[:, ::-1], axis=1)[:, ::-1] - x
+
+
 def log_normaliser(p: np.ndarray, vocab_size: int, gray: bool = False, temperature: float = 1.0) -> np.ndarray:
     """(n,) log Σ_{u real} exp(s(u)/T) in O(B) per example: the subcube of bit j contributes c*'s
     terms above j, the other term at j and, below j, log(e^{w_i(0)} + e^{w_i(1)}) per bit."""
-    n_bits = p.shape[1]
-    c_star, branches = branch_points(vocab_size, n_bits, gray)
-    w1, w0 = np.log(p) / temperature, np.log1p(-p) / temperature
-    star = np.array([code_bit(c_star, i, n_bits) for i in range(n_bits)], dtype=bool)
-    on, off = np.where(star, w1, w0), np.where(star, w0, w1)  # c*'s term at each bit, and the other one
-    free = np.logaddexp(w0, w1)
-    above = np.cumsum(on, axis=1) - on  # Σ_{i<j} of c*'s terms
-    below = np.cumsum(free[:, ::-1], axis=1)[:, ::-1] - free  # Σ_{i>j} of the free bits
-    terms = [above[:, j] + off[:, j] + below[:, j] for j in branches] + [on.sum(axis=1)]
+    branches, on, off, s0, s1 = star_terms(p, vocab_size, gray)
+    on, off, free = on / temperature, off / temperature, np.logaddexp(s0 / temperature, s1 / temperature)
+    above, rest = np.cumsum(on, axis=1) - on, below(free)  # Σ_{i<j} of c*'s terms; Σ_{i>j} of the free bits
+    terms = [above[:, j] + off[:, j] + rest[:, j] for j in branches] + [on.sum(axis=1)]
     return np.logaddexp.reduce(np.stack(terms, axis=1), axis=1)
+
+
+def expected_score(p: np.ndarray, vocab_size: int, gray: bool = False, temperature: float = 1.0) -> np.ndarray:
+    """(n,) E_T[s] = Σ_{u real} p_T(u) s(u) in O(B): the slope of log_normaliser in 1/T, which a
+    temperature fit needs (CE's slope in 1/T is mean(E_T[s]) - mean(s(target))). Per subcube, the
+    fixed bits' terms plus each free bit's mean under its own two-way softmax, weighted by the
+    subcube's share of the normaliser."""
+    branches, on, off, s0, s1 = star_terms(p, vocab_size, gray)
+    free_log = np.logaddexp(s0 / temperature, s1 / temperature)
+    free_mean = s0 * np.exp(s0 / temperature - free_log) + s1 * np.exp(s1 / temperature - free_log)
+    above, rest_log, rest_mean = np.cumsum(on, axis=1) - on, below(free_log), below(free_mean)
+    logs = [(above[:, j] + off[:, j]) / temperature + rest_log[:, j] for j in branches] + [on.sum(axis=1) / temperature]
+    means = [above[:, j] + off[:, j] + rest_mean[:, j] for j in branches] + [on.sum(axis=1)]
+    logs, means = np.stack(logs, axis=1), np.stack(means, axis=1)
+    return (np.exp(logs - np.logaddexp.reduce(logs, axis=1, keepdims=True)) * means).sum(axis=1)
 
 
 def best_code(p: np.ndarray, vocab_size: int, gray: bool = False) -> np.ndarray:
