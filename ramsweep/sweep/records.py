@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
 
+from ramsweep.config import bitwise_shape
 from ramsweep.messages import field_path, one_line
 
 OK, FAILED, INTERRUPTED = "ok", "failed", "interrupted"
@@ -68,6 +69,33 @@ class Ungated(_Part):
     accuracy: float | None = None
 
 
+class BitMetrics(_Part):
+    """One bit cluster of a bitwise model (docs/design.md §3c "Metrics beyond the tiered ones")."""
+
+    bit: int  # 0 the most significant
+    neurons: int
+    bits: int
+    accuracy: float | None = None  # P > 0.5 against the target's bit
+    ce: float | None = None  # binary cross-entropy, nats
+    mean_p: float | None = None
+    empty: float | None = None  # share of lookups that found no decision
+    undecided: float | None = None  # share of examples whose P is exactly 0.5
+
+
+class BandMetrics(_Part):
+    """The examples whose target is in one frequency band (a bitwise model's per-band figures)."""
+
+    band: int
+    first: int  # its first position in the training frequency order
+    tokens: int
+    examples: int = 0
+    share: float | None = None  # % of the split's examples
+    ce: float | None = None
+    ppl: float | None = None
+    accuracy: float | None = None
+    calibrated_ce: float | None = None
+
+
 class SplitMetrics(_Part):
     examples: int = 0
     ce: float | None = None
@@ -78,6 +106,8 @@ class SplitMetrics(_Part):
     calibrated: Calibrated | None = None
     ungated: Ungated | None = None  # gating: the model's figures with every gate open
     tiers: tuple[TierMetrics, ...] = ()
+    bits: tuple[BitMetrics, ...] = ()  # a bitwise model's bit clusters
+    bands: tuple[BandMetrics, ...] = ()  # a bitwise model's frequency bands
 
 
 class Metrics(_Part):
@@ -110,11 +140,17 @@ class Spec(_Part):
     """The resolved experiment as it ran (config.Experiment dumped; tiers as text)."""
 
     name: str
-    tiers: str
+    tiers: str | None = None  # a tiered experiment's; a bitwise one has its `bitwise` block instead
     context: int
     negatives: int = 1000
     empty_value: float = 0.0
     seed: int = 0
+
+    @property
+    def shape(self) -> str:
+        """What the model is, in one line (config.Experiment.shape)."""
+        bitwise = getattr(self, "bitwise", None)
+        return bitwise_shape(bitwise) if self.tiers is None and bitwise else str(self.tiers)
 
 
 class Timing(_Part):
@@ -331,7 +367,8 @@ def add(found: dict, r) -> None:
 @dataclass(frozen=True, slots=True)
 class SpecSummary:
     name: str
-    tiers: str
+    tiers: str | None
+    shape: str
     context: int
     negatives: int
     empty_value: float
@@ -406,7 +443,7 @@ class Summary:
         spec = None
         if r.kind == "experiment":
             s = r.spec
-            spec = SpecSummary(s.name, s.tiers, s.context, s.negatives, s.empty_value, s.seed)
+            spec = SpecSummary(s.name, s.tiers, s.shape, s.context, s.negatives, s.empty_value, s.seed)
         metrics = None
         if r.metrics is not None:
             metrics = MetricsSummary(*(SplitSummary(m.ppl, m.ce, m.accuracy, m.bpb, m.ppl_floor, m.calibrated)
