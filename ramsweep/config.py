@@ -25,6 +25,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    ValidationInfo,
     field_serializer,
     field_validator,
     model_validator,
@@ -342,6 +343,62 @@ class Gating(FrozenModel):
         return -(-self.neurons // 2)
 
 
+class Bitwise(FrozenModel):
+    """One cluster per output bit (docs/design.md §3c): `neurons` of `bits` bits per cluster, one
+    number for every cluster or a list of one per cluster (its length is checked against the
+    vocabulary's bits, docs/design.md §3c "Output code"); each neuron trains on a `sample_rate`
+    share of the examples; `cell_mode` says what a cell holds."""
+
+    neurons: Annotated[StrictInt, Field(ge=1, le=MAX_NEURONS)] | tuple[Annotated[StrictInt, Field(ge=1, le=MAX_NEURONS)], ...]
+    bits: Annotated[StrictInt, Field(ge=1, le=MAX_BITS)] | tuple[Annotated[StrictInt, Field(ge=1, le=MAX_BITS)], ...]
+    sample_rate: Annotated[StrictFloat | StrictInt, Field(gt=0, le=1)] = 1.0
+    cell_mode: Literal["ternary", "quad_binary", "quad_weighted"] = "ternary"
+
+    @classmethod
+    def _where(cls, data: Any) -> str:
+        return "bitwise: "
+
+    @field_validator("neurons", "bits", mode="before")
+    @classmethod
+    def _one_or_a_list(cls, value: Any, info: ValidationInfo) -> Any:
+        whole = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+        if isinstance(value, list | tuple) and value and all(whole(v) for v in value):
+            return tuple(value)
+        if not whole(value):
+            raise ConfigError(f"{info.field_name}: {short(value)} is not a whole number or a list of them; "
+                              f"{BITWISE_FIXES[info.field_name]}")
+        return value
+
+    @classmethod
+    def _fixes(cls) -> Mapping[str, str]:
+        return BITWISE_FIXES
+
+    def per_cluster(self, clusters: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Neurons and bits of each of `clusters` bit clusters."""
+        return tuple(_each(self.neurons, clusters)), tuple(_each(self.bits, clusters))
+
+
+def _each(value: int | tuple[int, ...], clusters: int) -> tuple[int, ...]:
+    return (value,) * clusters if isinstance(value, int) else value
+
+
+def bitwise_shape(block: Mapping[str, Any]) -> str:
+    """A bitwise block (as stored) in one line, e.g. 'bitwise 200x20 quad_weighted r=0.25'."""
+    sizes = lambda v: str(v) if isinstance(v, int) else "[" + ",".join(map(str, v)) + "]"  # noqa: E731
+    return (f"bitwise {sizes(block['neurons'])}x{sizes(block['bits'])} {block.get('cell_mode', 'ternary')} "
+            f"r={block.get('sample_rate', 1.0):g}")
+
+
+BITWISE_FIXES = {
+    "neurons": "give one whole number from 1 to 65,536 for every bit cluster, or a list of one per cluster",
+    "bits": "give one whole number from 1 to 64 for every bit cluster, or a list of one per cluster",
+    "sample_rate": "give a share of the examples above 0 and at most 1 (the research's best: 0.25; default 1.0)",
+    "cell_mode": "use ternary (majority vote; EMPTY on a tie reads empty_value), quad_binary or quad_weighted "
+                 "(saturating counters, in example order)",
+}
+TIERED_ONLY = ("negatives", "dense_max_bits", "sparse_max_bits", "lsh_bits", "memory", "optimize", "gating")
+
+
 # ---------------------------------------------------------------- experiments
 
 @dataclass(frozen=True)
@@ -402,25 +459,31 @@ def defaults(model: type[BaseModel] | None = None) -> dict[str, Any]:
 _LABEL = {"key": "never", "compared": False}  # a label's roles: in no key, named by no comparison
 
 
+def _tiered(exp: "Experiment") -> bool:
+    """A tiered experiment's field: in its key; a bitwise experiment has none of it."""
+    return exp.architecture == "tiered"
+
+
 class Experiment(FrozenModel):
     """One experiment: what to compute (spec) plus its name and notes. Each field's Role says
     whether it is part of the key, of the compared config and a report column."""
 
     name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]+$"),
                     Role("use only letters, digits, '_', '.' and '-' (e.g. tier0_20bit)", **_LABEL)]
-    tiers: Annotated[TierConfig, Role(TIER_FORM, key="always", column=True)]
+    tiers: Annotated[TierConfig | None, Role(TIER_FORM, key="always", column=True, used=_tiered)] = None
     context: Annotated[StrictInt, Field(ge=1, le=MAX_CONTEXT),
                        Role("use a whole number of tokens from 1 to 16 (default 4)", key="always", column=True)] = 4
     negatives: Annotated[StrictInt, Field(ge=0, le=MAX_COUNT),
-                         Role("use a whole number from 0 to 2**31 - 1 (default 1000)", key="always", column=True)] = 1000
+                         Role("use a whole number from 0 to 2**31 - 1 (default 1000)", key="always", column=True,
+                              used=_tiered)] = 1000
     empty_value: Annotated[StrictFloat, Field(ge=0.0, le=1.0),
                            Role("use a number from 0.0 (abstain, the default) to 1.0", key="always", column=True)] = 0.0
     seed: Annotated[StrictInt, Field(ge=0, le=2**64 - 1),
                     Role("use a whole number from 0 to 2**64 - 1", key="always", column=True)] = 0
     dense_max_bits: Annotated[StrictInt, Field(ge=0, le=MAX_BITS),
-                              Role("use a whole number from 0 to 64 (default 10)", key="always")] = 10
+                              Role("use a whole number from 0 to 64 (default 10)", key="always", used=_tiered)] = 10
     sparse_max_bits: Annotated[StrictInt, Field(ge=0, le=MAX_BITS),
-                               Role("use a whole number from 0 to 64 (default 30)", key="always")] = 30
+                               Role("use a whole number from 0 to 64 (default 30)", key="always", used=_tiered)] = 30
     # tiers above sparse_max_bits: 2^lsh_bits cells a neuron; in the key only where a tier is hashed
     lsh_bits: Annotated[StrictInt, Field(ge=1, le=32), Role(
         "use a whole number from 1 to 32: each LSH neuron holds 2^lsh_bits cells (default 20)",
@@ -441,8 +504,12 @@ class Experiment(FrozenModel):
     gray: Annotated[StrictBool, Role(
         "use true (Gray-code each id before its bits are read) or false (the default)", column=True)] = False
     # the model (engine/architecture.py); in the key only when not the first architecture, tiered
-    architecture: Annotated[Literal["tiered"], Role("use tiered (one cluster per token; the default)",
-                                                    column=True)] = "tiered"
+    architecture: Annotated[Literal["tiered"], Role(
+        "use tiered (one cluster per token; the default): bitwise (docs/design.md §3c) is not runnable yet",
+        column=True)] = "tiered"
+    # one cluster per output bit (docs/design.md §3c); only with architecture: bitwise
+    bitwise: Annotated[Bitwise | None, Role("give neurons and bits, e.g. {neurons: 200, bits: 20, sample_rate: 0.25, "
+                                            "cell_mode: quad_weighted}")] = None
     based_on: Annotated[StrictStr | None, Role("give the name of another experiment of the same set", **_LABEL)] = None
     # why: the rationale, shown on the experiment's card
     description: Annotated[StrictStr, Role("use a quoted string", **_LABEL)] = ""
@@ -476,8 +543,30 @@ class Experiment(FrozenModel):
         return "native" if value == "sorted" else value  # the word tokenizer's own ids are in sorted order
 
     @field_serializer("tiers")
-    def _tiers_as_text(self, tiers: TierConfig) -> str:
-        return str(tiers)
+    def _tiers_as_text(self, tiers: TierConfig | None) -> str | None:
+        return None if tiers is None else str(tiers)
+
+    @model_validator(mode="after")
+    def _fields_of_its_architecture(self) -> Self:
+        where = self._where(self)
+        if self.architecture == "tiered":
+            if self.tiers is None:
+                raise ConfigError(f"{where}tiers: missing; {TIER_FORM}, or set architecture: bitwise with a bitwise: block")
+            if self.bitwise is not None:
+                raise ConfigError(f"{where}bitwise: goes with architecture: bitwise; add that, or drop the block")
+            return self
+        if self.bitwise is None:
+            raise ConfigError(f"{where}bitwise: missing; a bitwise experiment needs e.g. bitwise: {{neurons: 200, "
+                              "bits: 20, sample_rate: 0.25, cell_mode: quad_weighted}")
+        if self.tiers is not None:
+            raise ConfigError(f"{where}tiers: is for the tiered architecture; a bitwise experiment's shape is its "
+                              "bitwise: block (drop tiers)")
+        defaults = type(self).model_fields
+        for name in TIERED_ONLY:
+            if getattr(self, name) != defaults[name].default:
+                raise ConfigError(f"{where}{name}: is a tiered experiment's field, which a bitwise experiment does not "
+                                  "have; drop it (or use architecture: tiered)")
+        return self
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> Self:
@@ -487,6 +576,8 @@ class Experiment(FrozenModel):
                 f"{self._where(self)}dense_max_bits: {self.dense_max_bits} is above sparse_max_bits "
                 f"{self.sparse_max_bits}; keep dense_max_bits <= sparse_max_bits (defaults 10, 30)"
             )
+        if self.tiers is None:  # bitwise: checked by _fields_of_its_architecture
+            return self
         n_tiers = len(self.tiers.tiers)
         if self.gating is not None and self.memory_kind(self.gating.bits) == "lsh":
             raise ConfigError(
@@ -519,7 +610,7 @@ class Experiment(FrozenModel):
 
     def hashed(self) -> bool:
         """Some tier has LSH memory (its cells indexed by a hash of the address)."""
-        return any(self.memory_kind(t.bits) == "lsh" for t in self.tiers.tiers)
+        return self.tiers is not None and any(self.memory_kind(t.bits) == "lsh" for t in self.tiers.tiers)
 
     def input_bits(self, vocab_size: int) -> int:
         """Width of one example's input: context x bits_per_token(vocab_size)."""
@@ -532,8 +623,15 @@ class Experiment(FrozenModel):
             return "dense"
         return "sparse" if bits <= self.sparse_max_bits else "lsh"
 
+    @property
+    def shape(self) -> str:
+        """What the model is, in one line: its tiers, or its bit clusters."""
+        return str(self.tiers) if self.bitwise is None else bitwise_shape(self.bitwise.model_dump())
+
     def check_against_data(self, vocab_size: int) -> None:
-        """Raise ConfigError if the tiers don't fit this vocabulary or its input width."""
+        """Raise ConfigError if the tiers (or bit clusters) don't fit this vocabulary or its input width."""
+        if self.bitwise is not None:
+            return self._check_bitwise(vocab_size)
         try:
             self.tiers.cluster_counts(vocab_size)
         except ConfigError as err:
@@ -553,6 +651,20 @@ class Experiment(FrozenModel):
                 f"{width} bits (context {self.context} x {bits_per_token(vocab_size)} bits per token for "
                 f"{vocab_size:,} tokens); lower the gates' bits to at most {width} or raise context"
             )
+
+    def _check_bitwise(self, vocab_size: int) -> None:
+        clusters, width = bits_per_token(vocab_size), self.input_bits(vocab_size)
+        where = f"experiment '{self.name}': bitwise: "
+        for field in ("neurons", "bits"):
+            value = getattr(self.bitwise, field)
+            if not isinstance(value, int) and len(value) != clusters:
+                raise ConfigError(f"{where}{field}: {len(value)} values for {clusters} bit clusters ({vocab_size:,} "
+                                  f"tokens need {clusters} bits); give {clusters}, or one number for all")
+        for cluster, bits in enumerate(self.bitwise.per_cluster(clusters)[1]):
+            if bits > width:
+                raise ConfigError(f"{where}bits: cluster {cluster} has {bits} bits but the input is only {width} bits "
+                                  f"wide (context {self.context} x {bits_per_token(vocab_size)} bits per token); lower "
+                                  f"its bits to at most {width} or raise context")
 
 
 FIXES.update({name: role.fix for name, role in roles(Experiment).items()})

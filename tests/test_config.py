@@ -587,8 +587,11 @@ def test_every_experiment_field_declares_its_roles_once() -> None:
                                                                  "memory"}
     every = Experiment(name="a", tiers="100,15,40;rest,5,8", optimize=None, gating={"neurons": 3, "bits": 8},
                        encoding="appearance", gray=True)
-    # tiered is the only architecture so far: at its default, out of the key (every older key stays)
-    assert set(every.spec()) == {n for n, r in found.items() if r.key != "never"} - {"optimize", "architecture"}
+    # a tiered experiment: architecture at its default and no bitwise block, out of the key (older keys stay)
+    assert set(every.spec()) == {n for n, r in found.items() if r.key != "never"} - {"optimize", "architecture",
+                                                                                     "bitwise"}
+    config_error(lambda: Experiment(name="b", architecture="bitwise", bitwise={"neurons": 3, "bits": 8}),
+                 "architecture:", "not runnable yet")  # until its engine is registered
     assert "lsh_bits" not in Experiment(name="a", tiers="100,15,20;rest,5,8", lsh_bits=12).spec()
 
     class Unsure(Experiment):

@@ -49,7 +49,8 @@ def findings_markdown(records: list[Record]) -> str:
         by_config: dict[tuple[str, str, float], Seeds] = {}
         for seeds in seed_groups(members):
             spec = seeds.records[0].spec
-            by_config[(encoding_of(seeds), spec.tiers.replace(" ", ""), float(spec.empty_value))] = seeds
+            if spec.tiers is not None:  # the findings compare tiered configurations
+                by_config[(encoding_of(seeds), spec.tiers.replace(" ", ""), float(spec.empty_value))] = seeds
         rows = []
         for finding, a, b in FINDINGS:
             for encoding in dict.fromkeys(e for e, _, _ in by_config):

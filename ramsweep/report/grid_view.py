@@ -68,6 +68,8 @@ def grids(records: list[ExperimentRecord], by: Metric, smallest: int = 3) -> lis
     for r in records:
         if r.kind != "experiment" or not r.ok or (value := by.value(r)) is None:
             continue
+        if r.spec.tiers is None:  # a bitwise experiment: no tier-bits grid
+            continue
         try:
             tiers = TierConfig.parse(r.spec.tiers).tiers
         except ConfigError:  # a record edited or written by another version: shown, but in no grid

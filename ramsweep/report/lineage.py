@@ -74,7 +74,7 @@ def card(r: ExperimentRecord) -> list[str]:
     notes = getattr(spec, "notes", "") or ""
     if description:
         lines += [f"*{description}*", ""]
-    lines += [f"- config: `{spec.tiers}`, context {spec.context}, negatives {spec.negatives}, empty value "
+    lines += [f"- config: `{spec.shape}`, context {spec.context}, negatives {spec.negatives}, empty value "
               f"{spec.empty_value}, seed {spec.seed}",
               f"- set `{r.set}`, key `{r.key}`, status {r.status}, data {group_of(r.data)}"]
     if getattr(spec, "based_on", None):

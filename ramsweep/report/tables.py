@@ -148,7 +148,7 @@ def leaderboard_cells(ranked: list[Record]) -> list[dict[str, str]]:
                         "bpb": num(t.bpb, ".3f")})
             continue
         rank += 1
-        out.append({"#": str(rank), "name": r.name, "tiers": r.spec.tiers.replace(";", "; "), "ctx": str(r.spec.context),
+        out.append({"#": str(rank), "name": r.name, "tiers": r.spec.shape.replace(";", "; "), "ctx": str(r.spec.context),
                     "val PPL": ppl(v.ppl), "test PPL": ppl(t.ppl),
                     "cal.": calibrated_text(t.calibrated, temperature=False), "bpb": num(t.bpb, ".3f"),
                     "acc": pct(t.accuracy, 1), "s": f"{(r.timing.train_s or 0) + (r.timing.eval_s or 0):.0f}",
@@ -269,7 +269,7 @@ def _md_leaderboard(name: str, ranked: list[Record], by: Metric) -> list[str]:
         rank += 1
         cal = t.calibrated
         calibrated = calibrated_text(cal)
-        lines.append(f"| {rank} | {r.name} | `{r.spec.tiers}` | {r.spec.context} | {ppl(v.ppl)} | {ppl(t.ppl)} "
+        lines.append(f"| {rank} | {r.name} | `{r.spec.shape}` | {r.spec.context} | {ppl(v.ppl)} | {ppl(t.ppl)} "
                      f"| {calibrated} | {num(t.bpb, '.3f')} | {pct(t.accuracy)} | {ppl(t.ppl_floor)} "
                      f"| {r.resources.device if r.resources else 'cpu'} |")
     return lines

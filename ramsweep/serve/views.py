@@ -60,7 +60,7 @@ def record_row(r, path=None) -> dict:
     m = r.metrics
     v, t = (m.validation, m.test) if m is not None else (None, None)
     row = {"key": r.key, "name": r.name, "kind": r.kind, "set": r.set, "status": r.status, "group": group_of(r.data),
-           "tiers": r.spec.tiers if r.spec else None, "finished": r.finished, "error": r.error,
+           "tiers": r.spec.shape if r.spec else None, "finished": r.finished, "error": r.error,
            "val_ppl": v.ppl if v else None, "test_ppl": t.ppl if t else None,
            "test_acc": t.accuracy if t else None, "seconds": r.timing.total_s if r.ok else r.timing.elapsed_s,
            "text": {"val_ppl": ppl(v.ppl if v else None), "test_ppl": ppl(t.ppl if t else None),

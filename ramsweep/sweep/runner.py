@@ -234,7 +234,7 @@ def dry_run(set_: str | ExperimentSet, **options) -> str:
         outcome, detail = dry_outcome(sweep, p.key, latest.get(p.key), claims.get(p.key))
         counts[outcome] += 1
         sizes.append(estimates[p.key])
-        lines.append(f"{i:>6}  {p.experiment.name:<22} {str(p.experiment.tiers):<34} {mib(sizes[-1]):>12}  "
+        lines.append(f"{i:>6}  {p.experiment.name:<22} {p.experiment.shape:<34} {mib(sizes[-1]):>12}  "
                      f"{outcome}{detail}")
     told = ", ".join(f"{n:,} {state}" for state, n in counts.most_common())
     lines.append(f"{len(sizes):,} experiments in set {sweep.exp_set.name} ({told}); memory per experiment at "
@@ -368,7 +368,7 @@ def fill(sweep: Sweep, executor: Executor, claims: Claims, keys, wanted, attempt
         with deferred():  # a signal mid-submit would leave a half-started worker
             in_flight[got.key] = Flight(task)
             executor.submit(task)
-        log.info(f"start {exp.name} [{exp.tiers}] context {exp.context}")  # in flight: a stop now records it
+        log.info(f"start {exp.name} [{exp.shape}] context {exp.context}")  # in flight: a stop now records it
     return []
 
 
