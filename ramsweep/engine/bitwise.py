@@ -1,0 +1,687 @@
+"""The bitwise model's CPU engine (numba): docs/design.md §3c, with bitwise_reference's cells and metrics.
+
+One cluster per bit of the token's code. Training is neuron-parallel (a neuron's cells are its
+own, so the quad modes' sequential, order-exact counters need no atomics); evaluation is
+example-parallel. Input packing and address building are the tiered CPU engine's (cpu.py):
+a neuron's address lists its input bits in sorted order (one `pext` per word), a fixed
+bijection of the oracle's connection-order address, so the metrics are the oracle's and
+`cells` maps addresses back for the tests.
+
+Cell codes (u8, and 2-bit in DENSE ternary):
+  ternary  0 EMPTY (never written, or as many 0s as 1s), 1 FALSE, 3 TRUE: the tiered codes
+  quad     0 never written (reads c = 1 but holds no decision), 1 + c for a written counter c
+Memory per cluster:
+  DENSE    ternary (n_neurons, max(1, 2**bits // 16)) uint32, 16 2-bit cells a word (cpu.dense_read);
+           quad (n_neurons, 2**bits) uint8, one code a cell
+  SPARSE   offsets (n_neurons + 1,) int64; keys (n_cells,) uint32 (uint64 above 32 bits), each
+           neuron's written addresses ascending; vals (n_cells,) uint8 codes. Ternary ties are
+           dropped (they read EMPTY, as an absent key does); every written quad cell is kept.
+Shapes: x (n_examples, words) uint64 packed contexts (cpu.py); t (n_examples,) int64 target
+positions (the sampling hash's e); y (n_examples,) uint8 the target code's bit of one cluster.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ramsweep.config import bits_per_token
+from ramsweep.engine import bitwise_reference as oracle
+from ramsweep.engine.backends.cpu import SPARSE_BATCH_ENTRIES, address, dense_read, dense_write, sparse_read
+from ramsweep.engine.connectivity import draw_bit_connectivity, mix64
+from ramsweep.engine.layout import DENSE, DENSE_ALWAYS_BYTES, SPARSE, expected_cells
+from ramsweep.engine.reference import MASK64
+from ramsweep.engine.train import pack, wire
+
+TERNARY, QUAD_BINARY, QUAD_WEIGHTED = oracle.TERNARY, oracle.QUAD_BINARY, oracle.QUAD_WEIGHTED
+P_MIN = oracle.P_MIN
+SAMPLE_SALT = np.uint64(oracle.SAMPLE_SALT)
+ALL_KEPT = np.uint64(1 << 53)  # R at sample_rate 1: every top-53-bit draw is below it
+DENSE_MAX_BITS = 34  # beyond, a DENSE neuron (>= 4 GiB) is never worth it, as layout.dense_pays
+TERNARY_DENSE_MAX_BITS = 24  # DENSE ternary counts in a (2**bits,) int32 table per thread: 64 MiB at most
+
+
+# ---- kernels: sampling and training ---------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def sample_state(seed, cluster, neuron):
+    """S = mix(mix(mix(mix(seed) + "sample") + cluster) + neuron) (docs/design.md §3c "Sampling")."""
+    return mix64(mix64(mix64(mix64(seed) + SAMPLE_SALT) + np.uint64(cluster)) + np.uint64(neuron))
+
+
+@njit(cache=True, inline="always")
+def keeps(state, t, threshold):
+    """Whether the neuron of sampling state S trains on the example at position t: top 53 bits of
+    mix(S + t) below R (every draw is, at R = 2^53: no hash needed)."""
+    return threshold >= ALL_KEPT or (mix64(state + np.uint64(t)) >> np.uint64(11)) < threshold
+
+
+@njit(cache=True, inline="always")
+def quad_step(code, y):
+    """The code after writing bit y to a quad cell of code `code` (0: never written, c = 1)."""
+    c = 1 if code == 0 else np.int64(code) - 1
+    c = min(c + 1, 3) if y else max(c - 1, 0)
+    return np.uint8(c + 1)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def count_kept(t, seed, cluster, n_neurons, threshold):
+    """(n_neurons,) int64: the examples each neuron of the cluster keeps."""
+    kept = np.zeros(n_neurons, dtype=np.int64)
+    for n in prange(n_neurons):
+        state = sample_state(seed, cluster, n)
+        for e in range(t.shape[0]):
+            kept[n] += keeps(state, t[e], threshold)
+    return kept
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def train_dense(x, t, y, masks, order, seed, cluster, threshold, workers, dense32, dense8):
+    """DENSE cells of one cluster: quad into dense8 (n_neurons, 2**bits) uint8, each write applied
+    in ascending t; ternary into dense32 (n_neurons, words) uint32 2-bit cells, from each worker's
+    (2**bits,) int32 net counts (#1 − #0, any order). Each worker takes neurons w, w + workers, …"""
+    n_neurons, quad = masks.shape[0], dense8.shape[0] > 0
+    for w in prange(workers):
+        count = np.zeros(0 if quad else 1 << order.shape[1], dtype=np.int32)
+        for n in range(w, n_neurons, workers):
+            state = sample_state(seed, cluster, n)
+            for e in range(x.shape[0]):
+                if keeps(state, t[e], threshold):
+                    a = address(x, e, masks, order, n)
+                    if quad:
+                        dense8[n, a] = quad_step(dense8[n, a], y[e])
+                    else:
+                        count[a] += 2 * np.int32(y[e]) - 1
+            for a in range(count.shape[0]):
+                if count[a] != 0:
+                    dense_write(dense32, n, np.uint64(a), np.uint32(3 if count[a] > 0 else 1))
+                    count[a] = 0
+
+
+@njit(cache=True, nogil=True)
+def fold_runs(addrs, ys, quad, keys_out, vals_out, start):
+    """One neuron's kept writes (addresses, bits, in ascending t) as sorted cells at keys_out[start:]:
+    a stable sort by address keeps ascending t within an address, then each run folds in order
+    (a quad counter step by step; a ternary net count, kept only when not a tie). Returns the count."""
+    idx = np.argsort(addrs, kind="mergesort")
+    w, i = start, 0
+    while i < idx.shape[0]:
+        a, acc, j = addrs[idx[i]], 0, i
+        code = np.uint8(0)
+        while j < idx.shape[0] and addrs[idx[j]] == a:
+            if quad:
+                code = quad_step(code, ys[idx[j]])
+            else:
+                acc += 1 if ys[idx[j]] else -1
+            j += 1
+        if quad or acc != 0:
+            keys_out[w] = a
+            vals_out[w] = code if quad else (3 if acc > 0 else 1)
+            w += 1
+        i = j
+    return w - start
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def train_sparse_batch(x, t, y, masks, order, seed, cluster, threshold, quad, lo, kept, starts, keys_out, vals_out,
+                       counts):
+    """SPARSE cells of neurons lo .. lo + len(counts) − 1: neuron lo + b's at keys_out[starts[b]:],
+    at most starts[b + 1] − starts[b]; counts[b] is how many it wrote."""
+    for b in prange(counts.shape[0]):
+        n = lo + b
+        state = sample_state(seed, cluster, n)
+        addrs = np.empty(kept[n], dtype=np.uint64)  # (kept,) in ascending t
+        ys = np.empty(kept[n], dtype=np.uint8)
+        k = 0
+        for e in range(x.shape[0]):
+            if keeps(state, t[e], threshold):
+                addrs[k] = address(x, e, masks, order, n)
+                ys[k] = y[e]
+                k += 1
+        counts[b] = fold_runs(addrs, ys, quad, keys_out, vals_out, starts[b])
+
+
+# ---- kernels: evaluation --------------------------------------------------------------------------
+
+@njit(cache=True, parallel=True, nogil=True)
+def read_cluster(x, masks, order, is_sparse, dense32, dense8, offsets, keys, vals, values, takes_empty, no_decision,
+                 empty_value, p, empty):
+    """Per example, P = (Σ decided values + empty_value · #EMPTY) / neurons, unclamped, into p
+    (n_examples,) float64, and the lookups holding no decision into empty (n_examples,) int64.
+    values, takes_empty, no_decision (5,): by cell code. Quad values are multiples of 0.25, so
+    every sum is exact in any order; ternary's is the count of TRUE."""
+    n_neurons = masks.shape[0]
+    for e in prange(x.shape[0]):
+        decided, n_empty, n_none = 0.0, 0, 0
+        for n in range(n_neurons):
+            a = address(x, e, masks, order, n)
+            if is_sparse:
+                code = sparse_read(offsets, keys, vals, n, a)
+            elif dense8.shape[0]:
+                code = np.uint32(dense8[n, a])
+            else:
+                code = dense_read(dense32, n, a)
+            if takes_empty[code]:
+                n_empty += 1
+            else:
+                decided += values[code]
+            n_none += no_decision[code]
+        p[e] = (decided + empty_value * n_empty) / n_neurons
+        empty[e] = n_none
+
+
+@njit(cache=True, inline="always")
+def logaddexp(a, b):
+    top = max(a, b)
+    return top + math.log1p(math.exp(-abs(a - b)))
+
+
+@njit(cache=True, inline="always")
+def logsumexp(terms, m):
+    top = terms[0]
+    for k in range(1, m):
+        top = max(top, terms[k])
+    total = 0.0
+    for k in range(m):
+        total += math.exp(terms[k] - top)
+    return top + math.log(total)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def target_scores(log_p, log_q, target_codes):
+    """(n,) s(target) = Σ_i the selected log term, in ascending i from 0 (as the oracle's enumeration)."""
+    n, n_bits = log_p.shape
+    s = np.empty(n)
+    for e in prange(n):
+        acc = 0.0
+        for i in range(n_bits):
+            acc += log_p[e, i] if (target_codes[e] >> (n_bits - 1 - i)) & 1 else log_q[e, i]
+        s[e] = acc
+    return s
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def closed_forms(log_p, log_q, star, branch, temperature, want_mean, out):
+    """Per example: log Σ_{u real} exp(s(u)/T) into out (n,), or, with want_mean, E_T[s] (docs/design.md
+    §3c "Closed forms"): c*'s terms, and per branch bit j the subcube agreeing with c* above j,
+    differing at j and free below. star, branch (B,) bool: c*'s bits, the branch bits."""
+    n, n_bits = log_p.shape
+    for e in prange(n):
+        rest_log = np.zeros(n_bits)  # Σ_{i>j} log(e^{w_i(0)} + e^{w_i(1)})
+        rest_mean = np.zeros(n_bits)  # Σ_{i>j} the free bit's mean term under its two-way softmax
+        for j in range(n_bits - 2, -1, -1):
+            s0, s1 = log_q[e, j + 1], log_p[e, j + 1]
+            free = logaddexp(s0 / temperature, s1 / temperature)
+            rest_log[j] = rest_log[j + 1] + free
+            rest_mean[j] = rest_mean[j + 1] + s0 * math.exp(s0 / temperature - free) + s1 * math.exp(
+                s1 / temperature - free)
+        logs, means = np.empty(n_bits + 1), np.empty(n_bits + 1)
+        above, m = 0.0, 0
+        for j in range(n_bits):
+            on, off = (log_p[e, j], log_q[e, j]) if star[j] else (log_q[e, j], log_p[e, j])
+            if branch[j]:
+                logs[m] = (above + off) / temperature + rest_log[j]
+                means[m] = above + off + rest_mean[j]
+                m += 1
+            above += on
+        logs[m], means[m] = above / temperature, above
+        m += 1
+        log_z = logsumexp(logs, m)
+        if want_mean:
+            mean = 0.0
+            for k in range(m):
+                mean += math.exp(logs[k] - log_z) * means[k]
+            out[e] = mean
+        else:
+            out[e] = log_z
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def best_codes(log_p, log_q, star, branch):
+    """(n,) int64 the real code of highest s, ties to the lowest: of c* and each subcube's best
+    (free bits 1 where ln P > ln(1 − P), else 0). Each candidate's s is summed in ascending i from
+    0, the enumeration's sum, so ties fall exactly as there."""
+    n, n_bits = log_p.shape
+    best = np.empty(n, dtype=np.int64)
+    for e in prange(n):
+        best_s, best_c = -np.inf, np.int64(-1)
+        for j in range(-1, n_bits):  # j = -1: c* itself
+            if j >= 0 and not branch[j]:
+                continue
+            s, c = 0.0, np.int64(0)
+            for i in range(n_bits):
+                bit = star[i] if (j < 0 or i < j) else (not star[i] if i == j else log_p[e, i] > log_q[e, i])
+                s += log_p[e, i] if bit else log_q[e, i]
+                c = (c << 1) | np.int64(bit)
+            if best_c < 0 or s > best_s or (s == best_s and c < best_c):
+                best_s, best_c = s, c
+        best[e] = best_c
+    return best
+
+
+# ---- the model -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InputBits:
+    """The input's shape, as train.pack and train.wire read it from a tiered Layout."""
+
+    context: int
+    bits_per_token: int
+    codes: np.ndarray  # (V,) int64: each token id's code, input and output
+
+    @property
+    def n_input(self) -> int:
+        return self.context * self.bits_per_token
+
+
+@dataclass
+class BitCluster:
+    """One bit cluster's wiring and cells (layouts: the module docstring)."""
+
+    storage: str  # DENSE | SPARSE
+    conn: np.ndarray  # (neurons, bits) int32 input positions, column 0 the oracle's MSB
+    masks: np.ndarray  # (neurons, words) uint64 packed input bits each neuron reads
+    order: np.ndarray  # (neurons, bits) uint16 the same bits in the engine's address order
+    dense: np.ndarray  # DENSE: ternary (neurons, words) uint32, quad (neurons, 2**bits) uint8; SPARSE: (0, 1) uint32
+    offsets: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))  # SPARSE (neurons + 1,) int64
+    keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint32))  # SPARSE (n_cells,) sorted per neuron
+    vals: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint8))  # SPARSE (n_cells,) codes
+
+    @property
+    def neurons(self) -> int:
+        return self.conn.shape[0]
+
+    @property
+    def bits(self) -> int:
+        return self.conn.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.conn, self.masks, self.order, self.dense, self.offsets, self.keys, self.vals))
+
+
+@dataclass
+class Model:
+    """A trained bitwise model: the oracle's BitwiseModel with the engine's cells."""
+
+    vocab_size: int
+    context: int
+    codes: np.ndarray  # (V,) int64: each token id's code
+    position: np.ndarray  # (V,) int64: each token id's training-frequency position (bands)
+    gray: bool  # whether the real codes are the Gray images of 0..V-1 (the closed forms' c*)
+    cell_mode: str
+    empty_value: float
+    clusters: list[BitCluster]
+
+    @property
+    def n_bits(self) -> int:
+        return len(self.clusters)
+
+    @property
+    def inputs(self) -> InputBits:
+        return InputBits(self.context, bits_per_token(self.vocab_size), self.codes)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.nbytes for c in self.clusters)
+
+
+def frequency_positions(train_tokens: np.ndarray, vocab_size: int) -> np.ndarray:
+    """(V,) int64: each token's position in the training frequency order (descending count, ties
+    and unseen tokens by ascending id; a stable sort keeps ascending ids among equals)."""
+    counts = np.bincount(train_tokens, minlength=vocab_size)
+    position = np.empty(vocab_size, dtype=np.int64)
+    position[np.argsort(-counts, kind="stable")] = np.arange(vocab_size)
+    return position
+
+
+def real_codes_are_gray(codes: np.ndarray) -> bool:
+    """Whether the codes are the Gray images of 0..V-1 (False when they are 0..V-1 itself: for
+    V a power of two both hold and either decomposition of the cube is exact)."""
+    k = np.arange(codes.shape[0], dtype=np.int64)
+    ordered = np.sort(codes)
+    if np.array_equal(ordered, k):
+        return False
+    if np.array_equal(ordered, np.sort(k ^ (k >> 1))):
+        return True
+    raise ValueError("codes must be a permutation of 0..V-1 or of their Gray codes (bitwise_reference.token_codes)")
+
+
+# ---- memory: kinds, sizes, the estimate before training ----------------------------------------------
+
+def dense_row_bytes(cell_mode: str, bits: int) -> int:
+    """One DENSE neuron: 2 bits a ternary cell (in u32 words), 1 byte a quad cell."""
+    return max(1, (1 << bits) // 16) * 4 if cell_mode == TERNARY else 1 << bits
+
+
+def sparse_cell_bytes(bits: int) -> int:
+    return (4 if bits <= 32 else 8) + 1
+
+
+def choose_storage(memory: str, cell_mode: str, neurons: int, bits: int, kept_writes: float) -> str:
+    """DENSE or SPARSE for one cluster. `memory`: "dense", "sparse" or "auto" (layout.dense_pays'
+    rule: DENSE when the cluster fits DENSE_ALWAYS_BYTES, or when a DENSE neuron costs no more than
+    a SPARSE one at the expected fill of `kept_writes` writes a neuron)."""
+    dense_max = TERNARY_DENSE_MAX_BITS if cell_mode == TERNARY else DENSE_MAX_BITS
+    if memory == DENSE and bits > dense_max:
+        raise ValueError(f"memory: dense holds {cell_mode} cells of at most {dense_max} bits, got {bits}: use auto")
+    if memory in (DENSE, SPARSE):
+        return memory
+    if memory != "auto":
+        raise ValueError(f"memory must be auto, dense or sparse, got {memory!r}")
+    if bits > dense_max:
+        return SPARSE
+    row = dense_row_bytes(cell_mode, bits)
+    if row * neurons <= DENSE_ALWAYS_BYTES:
+        return DENSE
+    return DENSE if row <= float(expected_cells(bits, np.float64(kept_writes))) * sparse_cell_bytes(bits) else SPARSE
+
+
+def cluster_bytes(storage: str, cell_mode: str, neurons: int, bits: int, n_input: int, cells: float) -> int:
+    """BitCluster.nbytes when each SPARSE neuron stores `cells` cells (a DENSE cluster's size is fixed)."""
+    wiring = neurons * (bits * 4 + ((n_input + 63) // 64) * 8 + bits * 2)  # conn, masks, order
+    if storage == DENSE:
+        return wiring + neurons * dense_row_bytes(cell_mode, bits) + 8  # + the (1,) offsets
+    return wiring + int(math.ceil(cells)) * neurons * sparse_cell_bytes(bits) + (neurons + 1) * 8
+
+
+def estimate_memory_bytes(vocab_size: int, context: int, n_examples: int, *, neurons, bits, sample_rate: float,
+                          cell_mode: str, memory: str = "auto", bound: bool = True) -> int:
+    """The trained model's nbytes before any training, from the sizes and the training examples
+    alone: each SPARSE neuron stores at most min(2**bits, its kept writes) cells, its kept writes
+    taken at their expectation n_examples · sample_rate (`bound`), or the expected distinct cells
+    of that many writes spread evenly (layout.expected_cells: the planning figure)."""
+    n_bits = bits_per_token(vocab_size)
+    neurons, bits = oracle.per_cluster(neurons, n_bits, "neurons"), oracle.per_cluster(bits, n_bits, "bits")
+    kept = n_examples * sample_rate
+    total = 0
+    for n, b in zip(neurons, bits):
+        cells = min(2.0**b, kept) if bound else float(expected_cells(b, np.float64(kept)))
+        total += cluster_bytes(choose_storage(memory, cell_mode, n, b, kept), cell_mode, n, b, context * n_bits, cells)
+    return total
+
+
+# ---- training ---------------------------------------------------------------------------------------
+
+NO_DENSE32, NO_DENSE8 = np.zeros((0, 1), dtype=np.uint32), np.zeros((0, 1), dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What every cluster trains on: the packed contexts and the targets' codes."""
+
+    x: np.ndarray  # (n_examples, words) uint64 packed contexts
+    t: np.ndarray  # (n_examples,) int64 target positions, ascending
+    target_codes: np.ndarray  # (n_examples,) int64
+    n_bits: int
+    seed: np.uint64
+    threshold: np.uint64  # R = ceil(r · 2^53)
+
+    def y(self, cluster: int) -> np.ndarray:
+        """(n_examples,) uint8: the targets' bit `cluster` (0 the MSB)."""
+        return ((self.target_codes >> (self.n_bits - 1 - cluster)) & 1).astype(np.uint8)
+
+
+def train(train_tokens, vocab_size: int, *, codes, context: int, neurons, bits, seed: int, sample_rate: float = 1.0,
+          cell_mode: str = TERNARY, empty_value: float = 0.0, memory: str = "auto") -> Model:
+    """Train every bit cluster on every example (positions t >= context): the oracle's train, with
+    each cluster stored DENSE or SPARSE (`memory`: auto, dense or sparse; the same cells)."""
+    tokens = np.ascontiguousarray(train_tokens, dtype=np.int64)
+    n_bits = bits_per_token(vocab_size)
+    neurons, bits = oracle.per_cluster(neurons, n_bits, "neurons"), oracle.per_cluster(bits, n_bits, "bits")
+    if cell_mode not in oracle.CELL_MODES:
+        raise ValueError(f"unknown cell_mode {cell_mode!r}: one of {', '.join(oracle.CELL_MODES)}")
+    if not all(1 <= b <= min(64, context * n_bits) for b in bits) or min(neurons) < 1:
+        raise ValueError(f"bits must be 1..{min(64, context * n_bits)} and neurons at least 1, got {bits}, {neurons}")
+    codes = np.asarray(codes, dtype=np.int64)
+    inputs = InputBits(context, n_bits, codes)
+    t = np.arange(context, tokens.shape[0], dtype=np.int64)
+    data = TrainingSet(pack(tokens, t, inputs), t, codes[tokens[t]], n_bits, np.uint64(seed & MASK64),
+                       np.uint64(oracle.sample_threshold(sample_rate)))
+    clusters = [train_cluster(data, inputs, i, neurons[i], bits[i], cell_mode,
+                              choose_storage(memory, cell_mode, neurons[i], bits[i], t.shape[0] * sample_rate))
+                for i in range(n_bits)]
+    return Model(vocab_size, context, codes, frequency_positions(tokens, vocab_size), real_codes_are_gray(codes),
+                 cell_mode, empty_value, clusters)
+
+
+def train_cluster(data: TrainingSet, inputs: InputBits, i: int, neurons: int, bits: int, cell_mode: str,
+                  storage: str) -> BitCluster:
+    """Bit cluster i's wiring ((seed, "bit", i, neuron) streams) and cells."""
+    conn = draw_bit_connectivity(int(data.seed), i, neurons, bits, inputs.n_input)
+    masks, order, _ = wire(conn, inputs)
+    common = (data.x, data.t, data.y(i), masks, order, data.seed, i, data.threshold)
+    if storage == DENSE:
+        quad = cell_mode != TERNARY
+        dense = np.zeros((neurons, dense_row_bytes(cell_mode, bits) // (1 if quad else 4)),
+                         dtype=np.uint8 if quad else np.uint32)
+        train_dense(*common, numba.get_num_threads(), NO_DENSE32 if quad else dense, dense if quad else NO_DENSE8)
+        return BitCluster(DENSE, conn, masks, order, dense)
+    offsets, keys, vals = train_sparse(common, cell_mode != TERNARY, neurons, bits)
+    return BitCluster(SPARSE, conn, masks, order, NO_DENSE32, offsets, keys, vals)
+
+
+def train_sparse(common: tuple, quad: bool, neurons: int, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(offsets, keys, vals) of a SPARSE cluster, in batches of neurons whose kept writes (an exact
+    bound of their cells) fit SPARSE_BATCH_ENTRIES."""
+    _, t, _, _, _, seed, cluster, threshold = common
+    kept = count_kept(t, seed, cluster, neurons, threshold)
+    bound = np.minimum(kept, 2 ** min(bits, 62))
+    key_dtype = np.uint32 if bits <= 32 else np.uint64
+    counts = np.zeros(neurons, dtype=np.int64)
+    keys_parts, vals_parts, lo = [], [], 0
+    while lo < neurons:
+        hi = lo + max(1, int(np.searchsorted(np.cumsum(bound[lo:]), SPARSE_BATCH_ENTRIES, side="right")))
+        starts = np.zeros(hi - lo + 1, dtype=np.int64)
+        np.cumsum(bound[lo:hi], out=starts[1:])
+        keys_out, vals_out = np.empty(starts[-1], dtype=key_dtype), np.empty(starts[-1], dtype=np.uint8)
+        train_sparse_batch(*common, quad, lo, kept, starts, keys_out, vals_out, counts[lo:hi])
+        used = [slice(starts[b], starts[b] + counts[lo + b]) for b in range(hi - lo)]  # copies: free the batch
+        keys_parts.append(np.concatenate([keys_out[u] for u in used]))
+        vals_parts.append(np.concatenate([vals_out[u] for u in used]))
+        lo = hi
+    offsets = np.zeros(neurons + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets, np.concatenate(keys_parts), np.concatenate(vals_parts)
+
+
+def cells(model: Model) -> list[dict]:
+    """Per bit cluster {(neuron, address): state} of every cell holding something, addresses in the
+    oracle's connection order: ternary ±1 (the sign of the net count; ties and EMPTY left out),
+    quad the counter c of every written cell. For tests against the oracle's cells."""
+    out = []
+    for cluster in model.clusters:
+        neuron, addr, code = stored_cells(cluster, model.cell_mode)
+        _, _, perm = wire(cluster.conn, model.inputs)  # perm[n, k]: the connection at engine address bit k
+        k = np.arange(cluster.bits)
+        bit = (addr[:, None] >> (cluster.bits - 1 - k)[None, :].astype(np.uint64)) & np.uint64(1)  # (cells, bits)
+        shift = (cluster.bits - 1 - perm[neuron]).astype(np.uint64)  # (cells, bits)
+        oracle_addr = np.bitwise_or.reduce(bit << shift, axis=1)
+        state = code.astype(np.int64) - 1 if model.cell_mode != TERNARY else np.where(code == 3, 1, -1)
+        out.append({(int(n), int(a)): int(s) for n, a, s in zip(neuron, oracle_addr, state)})
+    return out
+
+
+def stored_cells(cluster: BitCluster, cell_mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(neuron, engine address (uint64), code) of every non-zero code, DENSE or SPARSE."""
+    if cluster.storage == SPARSE:
+        neuron = np.repeat(np.arange(cluster.neurons), np.diff(cluster.offsets))
+        keep = cluster.vals != 0
+        return neuron[keep], cluster.keys[keep].astype(np.uint64), cluster.vals[keep]
+    if cell_mode == TERNARY:
+        codes = (cluster.dense[:, :, None] >> (2 * np.arange(16, dtype=np.uint32))) & 3
+        codes = codes.reshape(cluster.neurons, -1)[:, : 1 << cluster.bits]
+    else:
+        codes = cluster.dense
+    neuron, addr = np.nonzero(codes)
+    return neuron, addr.astype(np.uint64), codes[neuron, addr]
+
+
+# ---- evaluation ---------------------------------------------------------------------------------------
+
+def code_tables(cell_mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(5,) by cell code: the value read, whether it reads empty_value (ternary EMPTY), whether it
+    holds no decision (ternary EMPTY; a quad cell never written, which reads c = 1)."""
+    values, takes_empty, no_decision = np.zeros(5), np.zeros(5, dtype=np.bool_), np.zeros(5, dtype=np.int64)
+    no_decision[0] = 1
+    if cell_mode == TERNARY:
+        values[3], takes_empty[0] = 1.0, True
+    else:
+        quad = oracle.QUAD_VALUES[cell_mode]
+        values[0], values[1:] = quad[oracle.QUAD_START], quad
+    return values, takes_empty, no_decision
+
+
+@dataclass
+class Scores:
+    """One split looked up: per example its position, target, bit probabilities (clamped), the
+    lookups that found no decision, the two logarithms of each P_i, s(target) and the best code."""
+
+    positions: np.ndarray  # (n,) int64 split positions t >= context
+    targets: np.ndarray  # (n,) int64 token ids
+    p: np.ndarray  # (n, B) float64 clamped bit probabilities
+    empty: np.ndarray  # (n, B) int64 lookups per cluster that found no decision
+    log_p: np.ndarray  # (n, B) ln P_i, as the oracle takes it (np.log on the (n, B) array)
+    log_q: np.ndarray  # (n, B) ln(1 − P_i) as log1p(−P_i)
+    target_s: np.ndarray  # (n,) s(target)
+    best: np.ndarray  # (n,) int64 the real code of highest s, ties to the lowest
+
+
+def score(model: Model, tokens) -> Scores:
+    """Look up every example of a split (positions t >= context): bit probabilities, then s(target)
+    and the best code by the closed forms."""
+    tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+    t = np.arange(model.context, max(model.context, tokens.shape[0]), dtype=np.int64)
+    x = pack(tokens, t, model.inputs)
+    p = np.empty((t.shape[0], model.n_bits))  # (n, B) C order, as the oracle's: the same np.log
+    empty = np.empty((t.shape[0], model.n_bits), dtype=np.int64)
+    tables = code_tables(model.cell_mode)
+    for i, cluster in enumerate(model.clusters):
+        quad_dense = cluster.storage == DENSE and cluster.dense.dtype == np.uint8
+        col, col_empty = np.empty(t.shape[0]), np.empty(t.shape[0], dtype=np.int64)
+        read_cluster(x, cluster.masks, cluster.order, cluster.storage == SPARSE,
+                     NO_DENSE32 if quad_dense else cluster.dense, cluster.dense if quad_dense else NO_DENSE8,
+                     cluster.offsets, cluster.keys, cluster.vals, *tables, float(model.empty_value), col, col_empty)
+        p[:, i], empty[:, i] = col, col_empty
+    p = np.clip(p, P_MIN, 1.0 - P_MIN)
+    log_p, log_q = np.log(p), np.log1p(-p)
+    star, branch = branches(model)
+    targets = tokens[t]
+    return Scores(t, targets, p, empty, log_p, log_q, target_scores(log_p, log_q, model.codes[targets]),
+                  best_codes(log_p, log_q, star, branch))
+
+
+def branches(model: Model) -> tuple[np.ndarray, np.ndarray]:
+    """(B,) bool each: c*'s bits and the branch bits (K = V − 1's ones), MSB first (§3c "Closed forms")."""
+    c_star, branch = oracle.branch_points(model.vocab_size, model.n_bits, model.gray)
+    i = np.arange(model.n_bits)
+    return ((c_star >> (model.n_bits - 1 - i)) & 1).astype(np.bool_), np.isin(i, branch)
+
+
+def log_normaliser(model: Model, sc: Scores, temperature: float = 1.0) -> np.ndarray:
+    """(n,) log Σ_{u real} exp(s(u)/T)."""
+    out = np.empty(sc.p.shape[0])
+    closed_forms(sc.log_p, sc.log_q, *branches(model), float(temperature), False, out)
+    return out
+
+
+def expected_score(model: Model, sc: Scores, temperature: float = 1.0) -> np.ndarray:
+    """(n,) E_T[s] over the real tokens: a temperature fit's slope."""
+    out = np.empty(sc.p.shape[0])
+    closed_forms(sc.log_p, sc.log_q, *branches(model), float(temperature), True, out)
+    return out
+
+
+def ce(model: Model, sc: Scores, temperature: float = 1.0) -> np.ndarray:
+    """(n,) −ln p(target), p normalised over the V real tokens at temperature T."""
+    return log_normaliser(model, sc, temperature) - sc.target_s / temperature
+
+
+def correct(model: Model, sc: Scores) -> np.ndarray:
+    """(n,) whether the target's code is the best code (ties to the lowest code)."""
+    return sc.best == model.codes[sc.targets]
+
+
+def fit_temperature(model: Model, sc: Scores) -> float:
+    """The oracle's fit: the T in [0.001, 1000] minimising mean CE, by bisection in u = ln(1/T) on
+    the slope mean(E_T[s]) − mean(s(target)), the same steps and stopping width, E_T[s] in closed form."""
+    if sc.targets.shape[0] == 0:
+        return 1.0
+    target = float(sc.target_s.mean())
+
+    def slope(u: float) -> float:
+        return float(expected_score(model, sc, math.exp(-u)).mean()) - target
+
+    lo, hi = math.log(oracle.BETA_RANGE[0]), math.log(oracle.BETA_RANGE[1])
+    if slope(lo) >= 0:
+        return 1 / oracle.BETA_RANGE[0]
+    if slope(hi) <= 0:
+        return 1 / oracle.BETA_RANGE[1]
+    while hi - lo > 1e-12:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if slope(mid) < 0 else (lo, mid)
+    return math.exp(-(lo + hi) / 2)
+
+
+# ---- metrics: the oracle's dict, field for field ------------------------------------------------------
+
+def metrics(model: Model, sc: Scores, *, temperature: float | None = None, bands: Sequence | None = None,
+            byte_lengths=None) -> dict:
+    """Overall (CE, PPL, accuracy, bpb), `calibrated` at `temperature`, per bit cluster, and per
+    frequency band of the target when `bands` are given: bitwise_reference.metrics' dict."""
+    ce_1, right = ce(model, sc), correct(model, sc)
+    n_bytes = float(np.asarray(byte_lengths)[sc.positions].sum()) if byte_lengths is not None and len(ce_1) else None
+    out = {**oracle.summary(ce_1, right), "bpb": oracle.bits_per_byte(ce_1, n_bytes)}
+    ce_t = ce(model, sc, temperature) if temperature is not None else None
+    if temperature is not None:
+        mean = float(ce_t.mean()) if len(ce_1) else None
+        out["calibrated"] = {"temperature": temperature, "ce": mean, "ppl": math.exp(mean) if len(ce_1) else None,
+                             "bpb": oracle.bits_per_byte(ce_t, n_bytes), "bound": oracle.temperature_bound(temperature)}
+    out["bits"] = bit_metrics(model, sc)
+    if bands is not None:
+        out["bands"] = band_metrics(model, sc, bands, ce_1, right, ce_t)
+    return out
+
+
+def bit_metrics(model: Model, sc: Scores) -> list[dict]:
+    """Per bit cluster: accuracy of P_i > 0.5, binary CE, mean P_i, `empty` and `undecided` shares
+    (the oracle's expressions on the same (n, B) array, so the same floats)."""
+    out = []
+    for i, cluster in enumerate(model.clusters):
+        y = (model.codes[sc.targets] >> (model.n_bits - 1 - i)) & 1
+        p, n = sc.p[:, i], len(sc.targets)
+        out.append({
+            "bit": i, "neurons": cluster.neurons, "bits": cluster.bits,
+            "accuracy": float(((p > 0.5) == (y == 1)).mean()) if n else None,
+            "ce": float(-np.where(y == 1, np.log(p), np.log1p(-p)).mean()) if n else None,
+            "mean_p": float(p.mean()) if n else None,
+            "empty": float(sc.empty[:, i].sum()) / (n * cluster.neurons) if n else None,
+            "undecided": float((p == 0.5).mean()) if n else None,
+        })
+    return out
+
+
+def band_metrics(model: Model, sc: Scores, bands: Sequence, ce_1, right, ce_t) -> list[dict]:
+    """CE, PPL, accuracy (and calibrated CE) of the examples grouped by their target's frequency band."""
+    of_position = oracle.band_of_position(model.vocab_size, bands)
+    band, sizes = of_position[model.position[sc.targets]], np.bincount(of_position)
+    out = []
+    for k, size in enumerate(sizes):
+        sel = band == k
+        row = {"band": k, "first": int(sizes[:k].sum()), "tokens": int(size), **oracle.summary(ce_1[sel], right[sel]),
+               "share": 100.0 * float(sel.sum()) / len(sel) if len(sel) else None}
+        if ce_t is not None:
+            row["calibrated_ce"] = float(ce_t[sel].mean()) if sel.any() else None
+        out.append(row)
+    return out
+
+
+def evaluate(model: Model, tokens, *, temperature: float | None = None, bands: Sequence | None = None,
+             byte_lengths=None) -> dict:
+    """Metrics of `model` on one split (see metrics())."""
+    return metrics(model, score(model, tokens), temperature=temperature, bands=bands, byte_lengths=byte_lengths)
