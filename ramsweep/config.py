@@ -504,9 +504,8 @@ class Experiment(FrozenModel):
     gray: Annotated[StrictBool, Role(
         "use true (Gray-code each id before its bits are read) or false (the default)", column=True)] = False
     # the model (engine/architecture.py); in the key only when not the first architecture, tiered
-    architecture: Annotated[Literal["tiered"], Role(
-        "use tiered (one cluster per token; the default): bitwise (docs/design.md §3c) is not runnable yet",
-        column=True)] = "tiered"
+    architecture: Annotated[Literal["tiered", "bitwise"], Role(
+        "use tiered (one cluster per token; the default) or bitwise (one cluster per output bit)", column=True)] = "tiered"
     # one cluster per output bit (docs/design.md §3c); only with architecture: bitwise
     bitwise: Annotated[Bitwise | None, Role("give neurons and bits, e.g. {neurons: 200, bits: 20, sample_rate: 0.25, "
                                             "cell_mode: quad_weighted}")] = None

@@ -88,3 +88,33 @@ def test_every_experiment_names_a_registered_architecture():
     exp = Experiment(name="a", tiers="rest,2,4")
     assert exp.architecture in architecture.ARCHITECTURES
     assert architecture.of(exp) is tiered.ARCHITECTURE and "architecture" not in exp.spec()  # old keys stay
+
+
+def test_a_bitwise_experiment_runs_through_the_sweep_and_equals_the_oracle():
+    """architecture: bitwise through run_experiment (train, calibrate on validation, test): the
+    record's figures are the oracle's (docs/design.md §3c) at the record's temperature."""
+    from test_optimize import small_corpus
+
+    from ramsweep.config import Experiment
+    from ramsweep.engine import bitwise_reference as oracle
+    from ramsweep.engine.bitwise_output import bands
+    from ramsweep.sweep.experiment import Task, run_experiment
+
+    corpus = small_corpus(vocab=45)  # 6 bit clusters; 45 is not a power of two
+    for cell_mode, rate in (("quad_weighted", 0.25), ("ternary", 1.0)):
+        exp = Experiment(name="bw", architecture="bitwise", context=2, encoding="frequency", gray=True,
+                         bitwise={"neurons": [3, 4, 5, 6, 7, 8], "bits": 6, "sample_rate": rate, "cell_mode": cell_mode})
+        record = run_experiment(Task(exp, "k", "s"), corpus)
+        assert record.ok, record.error
+        codes = oracle.token_codes(corpus.train, 45, "frequency", True)
+        model = oracle.train(corpus.train, 45, codes=codes, context=2, neurons=[3, 4, 5, 6, 7, 8], bits=6, seed=0,
+                             sample_rate=rate, cell_mode=cell_mode)
+        t = record.metrics.test.calibrated.temperature
+        want = oracle.evaluate(model, corpus.test, temperature=t, bands=bands(45))
+        got = record.metrics.test
+        assert (got.examples, got.accuracy) == (want["examples"], want["accuracy"])
+        assert got.ce == pytest.approx(want["ce"], rel=1e-12) and got.calibrated.ce == pytest.approx(
+            want["calibrated"]["ce"], rel=1e-12)
+        assert [b.ce for b in got.bits] == pytest.approx([b["ce"] for b in want["bits"]], rel=1e-12)
+        assert [b.examples for b in got.bands] == [b["examples"] for b in want["bands"]]
+        assert record.resources.device.startswith("cpu") and len(record.resources.memories) == 6

@@ -16,7 +16,7 @@ from ramsweep.config import Experiment, ExperimentSet, TierConfig, TierSpec, bit
 from ramsweep.sets import available_sets, load_set, sets_dirs
 
 REPO_SETS = Path(ramsweep.__file__).parent.parent / "sets"
-PACKAGED = ["asymmetric", "baseline", "extended", "findings", "gating", "grid", "quick", "search", "standard"]
+PACKAGED = ["asymmetric", "baseline", "bitwise", "extended", "findings", "gating", "grid", "quick", "search", "standard"]
 # Designed for GPT-2's vocabulary: their explicit counts (20,500) exceed 13,000 tokens.
 NEEDS_LARGE_VOCAB = {"five_tier_gradient", "five_tier_best_week5"}
 
@@ -256,6 +256,30 @@ def test_gates_wider_than_the_input_are_a_config_error_not_a_crash(tmp_path) -> 
     assert not (tmp_path / "r.json").exists()
 
 
+BW = {"neurons": 200, "bits": 20, "sample_rate": 0.25, "cell_mode": "quad_weighted"}
+
+
+@pytest.mark.parametrize("fields, vocab, fragments", [
+    ({"bitwise": {**BW, "neurons": [200, 100]}}, 13_814, ("bitwise: neurons: 2 values for 14 bit clusters", "give 14")),
+    ({"bitwise": {**BW, "bits": 60}}, 13_814, ("bits: cluster 0 has 60 bits", "only 56 bits wide", "raise context")),
+    ({"bitwise": {**BW, "sample_rate": 0}}, None, ("bitwise: sample_rate: must be greater than 0", "at most 1")),
+    ({"bitwise": {**BW, "sample_rate": 1.5}}, None, ("bitwise: sample_rate:", "at most 1")),
+    ({"bitwise": {**BW, "cell_mode": "quad"}}, None, ("bitwise: cell_mode:", "quad_weighted")),
+    ({"bitwise": {**BW, "neurons": "many"}}, None, ("bitwise: neurons:", "a list of one per cluster")),
+    ({"bitwise": BW, "tiers": "rest,5,8"}, None, ("tiers: is for the tiered architecture",)),
+    ({"bitwise": BW, "negatives": 10}, None, ("negatives: is a tiered experiment's field",)),
+    ({"bitwise": BW, "gating": {"neurons": 3, "bits": 8}}, None, ("gating: is a tiered experiment's field",)),
+    ({}, None, ("bitwise: missing", "neurons: 200")),
+])
+def test_every_bad_bitwise_value_is_one_line_naming_the_field_and_the_fix(fields, vocab, fragments) -> None:
+    make = lambda: Experiment(name="exp1", architecture="bitwise", **fields)  # noqa: E731
+    config_error((lambda: make().check_against_data(vocab)) if vocab else make, "experiment 'exp1'", *fragments)
+
+
+def test_a_bitwise_block_needs_architecture_bitwise() -> None:
+    config_error(lambda: Experiment(name="exp1", tiers="rest,5,8", bitwise=BW), "bitwise: goes with architecture: bitwise")
+
+
 # ---------------------------------------------------------------- set files
 
 
@@ -487,7 +511,7 @@ def test_available_sets_lists_the_packaged_sets(tmp_path: Path, monkeypatch) -> 
     assert [name for name, _, _ in found] == PACKAGED
     counts = {name: count for name, count, _ in found}
     assert counts == {"quick": 4, "standard": 6, "extended": 10, "baseline": 9, "asymmetric": 6, "grid": 729,
-                      "search": 6, "gating": 18, "findings": 48}
+                      "search": 6, "gating": 18, "findings": 48, "bitwise": 87}
     assert all(description for _, _, description in found)
 
 
@@ -590,8 +614,8 @@ def test_every_experiment_field_declares_its_roles_once() -> None:
     # a tiered experiment: architecture at its default and no bitwise block, out of the key (older keys stay)
     assert set(every.spec()) == {n for n, r in found.items() if r.key != "never"} - {"optimize", "architecture",
                                                                                      "bitwise"}
-    config_error(lambda: Experiment(name="b", architecture="bitwise", bitwise={"neurons": 3, "bits": 8}),
-                 "architecture:", "not runnable yet")  # until its engine is registered
+    bitwise = Experiment(name="b", architecture="bitwise", bitwise={"neurons": 3, "bits": 8}, empty_value=0.5)
+    assert set(bitwise.spec()) == {"architecture", "bitwise", "context", "empty_value", "seed"}  # no tiered field
     assert "lsh_bits" not in Experiment(name="a", tiers="100,15,20;rest,5,8", lsh_bits=12).spec()
 
     class Unsure(Experiment):

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from ramsweep.config import Experiment
 
 # architecture name -> the module that implements it (imported when an experiment needs it)
-ARCHITECTURES = {"tiered": "ramsweep.engine.tiered"}
+ARCHITECTURES = {"tiered": "ramsweep.engine.tiered", "bitwise": "ramsweep.engine.bitwise_output"}
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def renderable(records: list[Record], by: Metric, filters: Filters = Filters(), 
         spreads = by_seeds(ranked, by, reference)
         if any(x.n > 1 for _, x, _ in spreads):
             parts.append(seeds_table(spreads, by, reference))
-        parts += [tier_table(r) for r in ranked if r.kind == "experiment"][:top]
+        parts += [tier_table(r) for r in ranked if r.kind == "experiment" and r.metrics.test.tiers][:top]
         roots = lineage(ranked)
         if roots:
             parts.append(lineage_tree(roots))

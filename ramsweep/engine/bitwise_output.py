@@ -1,0 +1,107 @@
+"""The bitwise-output architecture (docs/design.md §3c): one cluster per bit of a token's code.
+
+This module is its face towards the sweep (engine/architecture.py); its engine is
+engine/bitwise.py (numba, CPU), held to the oracle in engine/bitwise_reference.py. Its units are
+its bit clusters. Its CUDA and WGSL kernels are not built yet: every device runs it on the CPU
+engine, and the record's device says so. Per-band figures use the tiered model's bands: the
+100 most frequent tokens, the next 400, the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import cache
+
+from ramsweep.config import Experiment, bits_per_token
+from ramsweep.engine import bitwise, bitwise_reference
+from ramsweep.engine.architecture import Plan
+from ramsweep.engine.devices import describe
+from ramsweep.errors import ConfigError
+
+log = logging.getLogger("ramsweep")
+BANDS = (100, 400)  # then the rest: the tiered model's 100 / 400 / rest, so the two compare band by band
+VALIDATION, CALIBRATION, TEST = "validation", "calibration", "test"  # progress.py's phases
+
+
+def bands(vocab_size: int) -> tuple:
+    """BANDS within `vocab_size` tokens, then "rest" (a small vocabulary has fewer bands)."""
+    counts, left = [], vocab_size
+    for count in BANDS:
+        if left <= count:
+            break
+        counts.append(count)
+        left -= count
+    return (*counts, "rest")
+
+
+class BitwiseOutput:
+    name = "bitwise"
+
+    def plan(self, exp: Experiment, freq) -> Plan:
+        exp.check_against_data(freq.vocab_size)
+        clusters = bits_per_token(freq.vocab_size)
+        neurons, bits = exp.bitwise.per_cluster(clusters)
+        examples = max(0, freq.tokens - exp.context)
+        unit_bytes = tuple(self._bytes(exp, freq.vocab_size, examples, n, b, bound=False) for n, b in zip(neurons, bits))
+        bound = sum(self._bytes(exp, freq.vocab_size, examples, n, b, bound=True) for n, b in zip(neurons, bits))
+        units = tuple(f"bit cluster {i} ({n} neurons of {b} bits)" for i, (n, b) in enumerate(zip(neurons, bits)))
+        return Plan(units, unit_bytes, bound, exp.input_bits(freq.vocab_size))
+
+    @staticmethod
+    def _bytes(exp: Experiment, vocab_size: int, examples: int, neurons: int, bits: int, bound: bool) -> int:
+        """One bit cluster's arrays (every cluster given this one's size, divided back out)."""
+        clusters = bits_per_token(vocab_size)
+        return bitwise.estimate_memory_bytes(vocab_size, exp.context, examples, neurons=neurons, bits=bits,
+                                             sample_rate=exp.bitwise.sample_rate, cell_mode=exp.bitwise.cell_mode,
+                                             bound=bound) // clusters
+
+    def train(self, exp: Experiment, corpus, device: str, progress):
+        on_cpu(device)
+        b = exp.bitwise
+        codes = bitwise_reference.token_codes(corpus.train, corpus.vocab_size, exp.encoding, exp.gray)
+        model = bitwise.train(corpus.train, corpus.vocab_size, codes=codes, context=exp.context, neurons=b.neurons,
+                              bits=b.bits, seed=exp.seed, sample_rate=b.sample_rate, cell_mode=b.cell_mode,
+                              empty_value=exp.empty_value)
+        progress(1.0)
+        return model
+
+    def search(self, exp: Experiment, corpus, device: str, resume, checkpoint, progress):
+        raise ConfigError(f"experiment '{exp.name}': optimize: a bitwise model's search is not built yet")
+
+    def figures(self, model, corpus, device: str, phase=lambda phase, fraction=0.0: None) -> tuple[dict, dict, float]:
+        phase(VALIDATION)
+        val_scores = bitwise.score(model, corpus.validation)
+        phase(CALIBRATION)
+        temperature = bitwise.fit_temperature(model, val_scores)
+        split_bands = bands(model.vocab_size)
+        validation = bitwise.metrics(model, val_scores, temperature=temperature, bands=split_bands,
+                                     byte_lengths=corpus.byte_lengths("validation"))
+        t = time.perf_counter()
+        phase(TEST)
+        test = bitwise.evaluate(model, corpus.test, temperature=temperature, bands=split_bands,
+                                byte_lengths=corpus.byte_lengths("test"))
+        return validation, test, t
+
+    def resources(self, model) -> dict:
+        return {"device": describe("cpu"),  # every device runs it on the CPU engine (its GPU kernels come later)
+                "memory_mb": model.nbytes / 2**20,
+                "cells_stored": [len(bitwise.stored_cells(c, model.cell_mode)[0]) for c in model.clusters],
+                "backends": [c.storage for c in model.clusters]}  # the record's name for the memory kinds
+
+    def timing(self, model) -> dict:
+        return {}
+
+    def wiring(self, model) -> tuple[list, list]:
+        conn = [c.conn for c in model.clusters]
+        return conn, conn
+
+
+@cache
+def on_cpu(device: str) -> None:
+    """Say once a process that a GPU device runs bitwise experiments on the CPU engine."""
+    if device != "cpu":
+        log.info(f"bitwise experiments run on the CPU engine: their {device} kernels are not built yet")
+
+
+ARCHITECTURE = BitwiseOutput()
