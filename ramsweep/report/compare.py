@@ -1,5 +1,6 @@
 """`ramsweep compare A B [C ...]`: experiments side by side: what differs in their configs,
-then every figure (per split, then per tier), one column per experiment."""
+then every figure (per split, then per tier; with a bitwise experiment among them, per tier or
+frequency band by the tokens they cover, then per bit cluster), one column per experiment."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from rich.console import Group
 from rich.table import Table
 
 from ramsweep.errors import ConfigError
+from ramsweep.report.bitwise import frequency_ranges, is_bitwise, ranks
 from ramsweep.report.rows import config_differences, group_of, load
-from ramsweep.sweep.records import ExperimentRecord
+from ramsweep.sweep.records import BandMetrics, ExperimentRecord, TierMetrics
 from ramsweep.text import calibrated as calibrated_text
 from ramsweep.text import num, pct
 
@@ -40,7 +42,8 @@ def differences(records: list[ExperimentRecord]) -> list[tuple[str, list[str]]]:
 
 
 def figures(records: list[ExperimentRecord]) -> list[tuple[str, list[str]]]:
-    """Every figure as (label, value per experiment): per split, then per tier."""
+    """Every figure as (label, value per experiment): per split, then per tier (with a bitwise
+    experiment: by_frequency and by_bit)."""
     rows: list[tuple[str, list[str]]] = []
     for split in ("validation", "test"):
         ms = [getattr(r.metrics, split) for r in records]
@@ -51,6 +54,8 @@ def figures(records: list[ExperimentRecord]) -> list[tuple[str, list[str]]]:
     rows += [("model memory MiB", [num(r.resources.memory_mb if r.resources else None, ",.1f") for r in records]),
              ("train + eval s", [num((r.timing.train_s or 0) + (r.timing.eval_s or 0), ",.1f") for r in records]),
              ("device", [r.resources.device if r.resources else "cpu" for r in records])]
+    if any(is_bitwise(r) for r in records):
+        return rows + by_frequency(records) + by_bit(records)
     for i in range(max(len(r.metrics.test.tiers) for r in records)):
         tiers = [r.metrics.test.tiers[i] if i < len(r.metrics.test.tiers) else None for r in records]
         rows += [(f"tier {i} shape", [f"{t.clusters:,} x {t.neurons} x {t.bits} bits" if t else "—" for t in tiers]),
@@ -58,6 +63,48 @@ def figures(records: list[ExperimentRecord]) -> list[tuple[str, list[str]]]:
                  (f"tier {i} test accuracy", [pct(t.accuracy if t else None) for t in tiers]),
                  (f"tier {i} empty-hit rate", [pct(t.empty_rate if t else None) for t in tiers]),
                  (f"tier {i} target empty-hit rate", [pct(t.target_empty_rate if t else None) for t in tiers])]
+    return rows
+
+
+def by_frequency(records: list[ExperimentRecord]) -> list[tuple[str, list[str]]]:
+    """Tiers and bands by the tokens they cover (positions in the training frequency order): a
+    tiered model's tier and a bitwise model's band over the same tokens score the same examples,
+    so they share rows, per split; a range only some experiments cover is "—" for the others."""
+    rows: list[tuple[str, list[str]]] = []
+    for split in ("validation", "test"):
+        parts = [{(first, count): (name, m) for first, count, name, m in frequency_ranges(r, split)} for r in records]
+        for first, count in sorted({k for p in parts for k in p}):
+            held = [p.get((first, count), (None, None)) for p in parts]
+            names = " / ".join(dict.fromkeys(name for name, _ in held if name))
+            label = f"{names} (tokens {ranks(first, count)}) {split}"
+            ms = [m for _, m in held]
+            tiers = [m if isinstance(m, TierMetrics) else None for m in ms]
+            if split == "test" and any(tiers):
+                rows.append((f"{label[:-len(split) - 1]} tier shape", [
+                    f"{t.clusters:,} x {t.neurons} x {t.bits} bits" if t else "—" for t in tiers]))
+            rows += [(f"{label} data %", [num(getattr(m, "share", None), ".1f") for m in ms]),
+                     (f"{label} PPL", [num(getattr(m, "ppl", None), ",.0f") for m in ms]),
+                     (f"{label} CE", [num(getattr(m, "ce", None), ".4f") for m in ms])]
+            if any(isinstance(m, BandMetrics) for m in ms):
+                rows.append((f"{label} calibrated CE", [num(getattr(m, "calibrated_ce", None), ".4f") for m in ms]))
+            rows.append((f"{label} accuracy", [pct(getattr(m, "accuracy", None)) for m in ms]))
+            if split == "test" and any(tiers):
+                rows += [(f"{label} empty-hit rate", [pct(t.empty_rate if t else None) for t in tiers]),
+                         (f"{label} target empty-hit rate", [pct(t.target_empty_rate if t else None) for t in tiers])]
+    return rows
+
+
+def by_bit(records: list[ExperimentRecord]) -> list[tuple[str, list[str]]]:
+    """Each bit cluster's figures (test split), for the bitwise experiments ("—" for a tiered one)."""
+    rows: list[tuple[str, list[str]]] = []
+    for i in range(max(len(r.metrics.test.bits) for r in records)):
+        bits = [r.metrics.test.bits[i] if i < len(r.metrics.test.bits) else None for r in records]
+        rows += [(f"bit {i} shape", [f"{b.neurons} x {b.bits} bits" if b else "—" for b in bits]),
+                 (f"bit {i} test accuracy", [pct(b.accuracy if b else None) for b in bits]),
+                 (f"bit {i} test binary CE", [num(b.ce if b else None, ".4f") for b in bits]),
+                 (f"bit {i} test mean P", [num(b.mean_p if b else None, ".3f") for b in bits]),
+                 (f"bit {i} test empty", [pct(b.empty if b else None) for b in bits]),
+                 (f"bit {i} test undecided", [pct(b.undecided if b else None) for b in bits])]
     return rows
 
 

@@ -1,11 +1,14 @@
 """Lineage and experiment cards: what each experiment changed against the one it is
 `based_on`, how its figures moved, and one card per experiment with everything known of it
-(rationale, notes, parent, figures per split and per tier, model memory, time, device)."""
+(rationale, notes, parent, figures per split and per tier, or per bit cluster and per frequency
+band for a bitwise experiment, model memory, time, device)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
+from ramsweep.report.bitwise import BAND_COLUMNS, BIT_COLUMNS, band_cells, bit_cells, is_bitwise, md_table
 from ramsweep.report.rows import config_differences, group_of
 from ramsweep.sweep.records import ExperimentRecord
 from ramsweep.text import calibrated as calibrated_text
@@ -74,9 +77,7 @@ def card(r: ExperimentRecord) -> list[str]:
     notes = getattr(spec, "notes", "") or ""
     if description:
         lines += [f"*{description}*", ""]
-    lines += [f"- config: `{spec.shape}`, context {spec.context}, negatives {spec.negatives}, empty value "
-              f"{spec.empty_value}, seed {spec.seed}",
-              f"- set `{r.set}`, key `{r.key}`, status {r.status}, data {group_of(r.data)}"]
+    lines += [_config_line(r), f"- set `{r.set}`, key `{r.key}`, status {r.status}, data {group_of(r.data)}"]
     if getattr(spec, "based_on", None):
         lines.append(f"- based on `{spec.based_on}`")
     if res and any(res.never_written):
@@ -90,6 +91,8 @@ def card(r: ExperimentRecord) -> list[str]:
         m = getattr(r.metrics, split)
         lines.append(f"| {split} | {num(m.ppl)} | {calibrated_text(m.calibrated)} | "
                      f"{num(m.bpb, '.3f')} | {pct(m.accuracy)} |")
+    if is_bitwise(r):
+        return lines + _bitwise_lines(r) + _notes(notes)
     lines += ["", "| tier | clusters × neurons × bits | memory | data % | test PPL | test acc | empty-hit | target empty-hit |",
               "|---|---|---|---|---|---|---|---|"]
     for t in r.metrics.test.tiers:
@@ -108,8 +111,35 @@ def card(r: ExperimentRecord) -> list[str]:
             lines.append(f"\nTier {i}'s LSH memory (2^{use.lsh_bits} cells a neuron): on {use.neurons_counted} of its "
                          f"neurons, {use.addresses:,} distinct training addresses in {use.cells:,} cells, "
                          f"{use.collided:,} ({pct(use.collided_share)}) sharing a cell.")
+    return lines + _notes(notes)
+
+
+def _config_line(r: ExperimentRecord) -> str:
+    spec = r.spec
+    if not is_bitwise(r):
+        return (f"- config: `{spec.shape}`, context {spec.context}, negatives {spec.negatives}, empty value "
+                f"{spec.empty_value}, seed {spec.seed}")
+    block = getattr(spec, "bitwise", None) or {}
+    empty = f", empty value {spec.empty_value}" if block.get("cell_mode", "ternary") == "ternary" else ""
+    code = getattr(spec, "encoding", "native") + (", gray" if getattr(spec, "gray", False) else "")
+    return f"- config: `{spec.shape}` (architecture bitwise), context {spec.context}, code {code}{empty}, seed {spec.seed}"
+
+
+def _bitwise_lines(r: ExperimentRecord) -> list[str]:
+    """A bitwise card's breakdowns (test split): its bit clusters, then the frequency bands of the
+    target (the examples a tiered model's tiers of the same sizes score, so they compare)."""
+    test = r.metrics.test
+    memories = Counter(r.resources.memories if r.resources else ())
+    kinds = ", ".join(f"{n} {kind}" for kind, n in memories.items())
+    return ["", f"Per bit cluster, test split{f' (memory: {kinds})' if kinds else ''}:", "",
+            *md_table(BIT_COLUMNS, [bit_cells(b) for b in test.bits]),
+            "", "Per frequency band of the target, test split:", "",
+            *md_table(BAND_COLUMNS, [band_cells(b) for b in test.bands])]
+
+
+def _notes(notes: str) -> list[str]:
     if notes:
-        lines += ["", "Notes:", "", *(f"> {line}" for line in notes.strip().splitlines())]
-    return lines + [""]
+        return ["", "Notes:", "", *(f"> {line}" for line in notes.strip().splitlines()), ""]
+    return [""]
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from ramsweep.config import Role, defaults, roles, seed_base
+from ramsweep.config import Role, bitwise_shape, defaults, roles, seed_base
 from ramsweep.errors import ConfigError, StoreError
 from ramsweep.sweep.records import DataInfo, ExperimentRecord, Record, Spec, SplitMetrics, gc_paused, latest
 from ramsweep.sweep.store import open_store
@@ -36,6 +36,13 @@ _TIER_METRICS = {"ppl": True, "acc": False, "empty": True, "target_empty": True,
 _TIER_FIELDS = {"ppl": "ppl", "acc": "accuracy", "empty": "empty_rate", "target_empty": "target_empty_rate",
                 "share": "share"}
 _TIER_NAME = re.compile(r"tier(\d+)\.(val|test)_(" + "|".join(_TIER_METRICS) + ")")
+# a bitwise record's parts (docs/design.md §3c): per frequency band of the target, per bit cluster;
+# name -> (lower is better, field)
+_BAND_METRICS = {"ppl": (True, "ppl"), "ce": (True, "ce"), "cal_ce": (True, "calibrated_ce"), "acc": (False, "accuracy"),
+                 "share": (False, "share")}
+_BIT_METRICS = {"acc": (False, "accuracy"), "ce": (True, "ce"), "mean_p": (False, "mean_p"), "empty": (True, "empty"),
+                "undecided": (True, "undecided")}
+_PART_NAME = re.compile(r"(band|bit)(\d+)\.(val|test)_(\w+)")
 
 
 @dataclass(frozen=True)
@@ -53,12 +60,14 @@ class Metric:
 
 
 def metric_names() -> list[str]:
-    return [f"{s}_{m}" for s in SPLITS for m in _SPLIT_METRICS] + ["tierN.val_ppl, tierN.test_acc, ..."]
+    return [f"{s}_{m}" for s in SPLITS for m in _SPLIT_METRICS] + [
+        "tierN.val_ppl, tierN.test_acc, ...", "bandN.val_ppl, bandN.test_cal_ce, ...", "bitN.val_acc, bitN.test_ce, ..."]
 
 
 def metric(name: str) -> Metric:
     """A metric by name: val_ppl (the default), test_ppl, val_cal_ppl, test_bpb, val_acc, ... or a
-    tier's, e.g. tier0.val_ppl, tier1.test_acc, tier2.val_empty."""
+    tier's, e.g. tier0.val_ppl, tier1.test_acc, tier2.val_empty, or a bitwise model's band's or bit
+    cluster's, e.g. band0.val_ppl, band2.test_cal_ce, bit3.val_acc, bit0.test_undecided."""
     split, _, base = name.partition("_")
     if split in SPLITS and base in _SPLIT_METRICS:
         lower, get = _SPLIT_METRICS[base]
@@ -67,12 +76,23 @@ def metric(name: str) -> Metric:
     if found:
         index, split, base = int(found[1]), SPLITS[found[2]], found[3]
         return Metric(name, _TIER_METRICS[base], lambda r: _tier_value(r, split, index, _TIER_FIELDS[base]))
+    found = _PART_NAME.fullmatch(name)
+    if found and found[4] in (_BAND_METRICS if found[1] == "band" else _BIT_METRICS):
+        part, index, split = found[1] + "s", int(found[2]), SPLITS[found[3]]
+        lower, field = (_BAND_METRICS if part == "bands" else _BIT_METRICS)[found[4]]
+        return Metric(name, lower, lambda r: _part_value(r, split, part, index, field))
     raise ConfigError(f"--sort-by: '{name}' is not a metric; use one of {', '.join(metric_names())}")
 
 
 def _tier_value(record: Record, split: str, index: int, field: str) -> float | None:
     tiers = getattr(record.metrics, split).tiers
     return getattr(tiers[index], field) if index < len(tiers) else None
+
+
+def _part_value(record: Record, split: str, part: str, index: int, field: str) -> float | None:
+    """A band's or bit cluster's figure; None for a record without it (a Summary holds none)."""
+    parts = getattr(getattr(record.metrics, split), part, ())
+    return getattr(parts[index], field) if index < len(parts) else None
 
 
 # ---------------------------------------------------------------- reading and grouping
@@ -153,6 +173,9 @@ def config_differences(records: list[ExperimentRecord]) -> list[tuple[str, list[
         values = [c[name] for c in configs]
         if any(v != values[0] for v in values[1:]):
             out.append((name, texts(name, values)))
+    if len({c.get("architecture") for c in configs}) > 1:  # tiers and bitwise block: one shape each
+        shapes = ("shape", [r.spec.shape for r in records])
+        out = [shapes if f == "tiers" else (f, v) for f, v in out if f != "bitwise"]
     return out
 
 
@@ -166,6 +189,7 @@ def _search(block: Mapping) -> str:
 _BRIEF: dict[str, Callable[[Mapping], str]] = {
     "optimize": _search,
     "gating": lambda g: f"{g.get('neurons')} gate neurons of {g.get('bits')} bits",
+    "bitwise": bitwise_shape,
 }
 
 
@@ -282,7 +306,7 @@ def _wide(r: Record, rank: int | None) -> dict:
     columns = config(r.spec, lambda role: role.column) if r.kind == "experiment" else \
         {name: None for name, role in roles().items() if role.column}  # a baseline has no config
     row = {"group": group_of(d), "rank": rank, "kind": r.kind, "name": r.name, "key": r.key, "status": r.status,
-           "set": getattr(r, "set", None), **columns,
+           "set": getattr(r, "set", None), **columns, **_bitwise_config(r),
            "corpus": d.corpus, "tokenizer": d.tokenizer, "vocab_size": d.vocab_size,
            "full_data": d.full_data, "fingerprint": d.fingerprint, "device": None, "started": r.started,
            "finished": r.finished, "train_s": r.timing.train_s, "eval_s": r.timing.eval_s,
@@ -301,6 +325,33 @@ def _wide(r: Record, rank: int | None) -> dict:
                     f"{p}_memory": t.memory, f"{p}.{short}_share": t.share, f"{p}.{short}_ppl": t.ppl,
                     f"{p}.{short}_acc": t.accuracy, f"{p}.{short}_empty": t.empty_rate,
                     f"{p}.{short}_target_empty": t.target_empty_rate}
+        row |= _bitwise_columns(s, short)
+    return row
+
+
+def _bitwise_config(r: Record) -> dict:
+    """A bitwise experiment's shape and block as columns (its sizes per cluster are the bitN_ ones)."""
+    block = getattr(r.spec, "bitwise", None) if r.kind == "experiment" and r.spec.tiers is None else None
+    if not block:
+        return {}
+    return {"bitwise": r.spec.shape, "bitwise_cell_mode": block.get("cell_mode"),
+            "bitwise_sample_rate": block.get("sample_rate")}
+
+
+def _bitwise_columns(s: SplitMetrics, short: str) -> dict:
+    """A bitwise record's split, per frequency band of the target (band0 beside tier0 where they
+    cover the same tokens) and per bit cluster; nothing for a tiered record."""
+    row: dict = {}
+    for b in s.bands:
+        p = f"band{b.band}"
+        row |= {f"{p}_first": b.first, f"{p}_tokens": b.tokens, f"{p}.{short}_examples": b.examples,
+                f"{p}.{short}_share": b.share, f"{p}.{short}_ppl": b.ppl, f"{p}.{short}_ce": b.ce,
+                f"{p}.{short}_cal_ce": b.calibrated_ce, f"{p}.{short}_acc": b.accuracy}
+    for b in s.bits:
+        p = f"bit{b.bit}"
+        row |= {f"{p}_neurons": b.neurons, f"{p}_bits": b.bits, f"{p}.{short}_acc": b.accuracy,
+                f"{p}.{short}_ce": b.ce, f"{p}.{short}_mean_p": b.mean_p, f"{p}.{short}_empty": b.empty,
+                f"{p}.{short}_undecided": b.undecided}
     return row
 
 

@@ -15,7 +15,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.tree import Tree
 
-from ramsweep.report import grid_view
+from ramsweep.report import bitwise, grid_view
 from ramsweep.report.grid_view import grids
 from ramsweep.report.lineage import Node, card, lineage, moved, tree_lines
 from ramsweep.report.rows import (
@@ -47,7 +47,8 @@ def read(results: str | Path | Sequence[str | Path], sort_by: str = DEFAULT_SORT
 def renderable(records: list[Record], by: Metric, filters: Filters = Filters(), top: int = 3,
                reference: str | None = None, width: int = 140) -> Group:
     """Per group: the leaderboard, its configurations over their seeds (where any ran at more
-    than one), the per-tier breakdown (test split) of its `top` first experiments, and its
+    than one), the per-tier breakdown (test split) of its `top` first experiments (per bit
+    cluster and per frequency band for a bitwise one), and its
     failed and interrupted experiments."""
     if not records:
         return Group("no records in this results file yet")
@@ -58,7 +59,8 @@ def renderable(records: list[Record], by: Metric, filters: Filters = Filters(), 
         spreads = by_seeds(ranked, by, reference)
         if any(x.n > 1 for _, x, _ in spreads):
             parts.append(seeds_table(spreads, by, reference))
-        parts += [tier_table(r) for r in ranked if r.kind == "experiment" and r.metrics.test.tiers][:top]
+        for r in [r for r in ranked if r.kind == "experiment"][:top]:
+            parts += bitwise.rich_tables(r) if bitwise.is_bitwise(r) else [tier_table(r)]
         roots = lineage(ranked)
         if roots:
             parts.append(lineage_tree(roots))
@@ -113,7 +115,8 @@ def shown_columns(width: int) -> tuple[str, ...]:
 
 
 def ranking_table(group: str, ranked: list[Record], by: Metric, width: int = 140) -> Table:
-    floors = sorted({ppl(r.metrics.test.ppl_floor) for r in ranked if r.kind == "experiment"})
+    floors = sorted({ppl(r.metrics.test.ppl_floor) for r in ranked
+                     if r.kind == "experiment" and not bitwise.is_bitwise(r)})  # no floor for bitwise (§3c)
     direction = "lowest" if by.lower_is_better else "highest"
     columns = shown_columns(width)
     left_out = [c for c in LEADERBOARD_COLUMNS if c not in columns]
@@ -221,12 +224,15 @@ def markdown(records: list[Record], by: Metric, filters: Filters, top: int, refe
 
 def group_markdown(name: str, members: list[Record], by: Metric, filters: Filters, top: int,
                    reference: str | None = None, cards: int = 0) -> str:
-    """One group: leaderboard, seeds, per-tier breakdowns, lineage, grids, the first `cards`
-    experiment cards, failures."""
+    """One group: leaderboard, seeds, per-tier breakdowns (per bit cluster and per band for a
+    bitwise experiment), lineage, grids, the first `cards` experiment cards, failures."""
     ranked = leaderboard(members, by, filters)
     experiments = [r for r in ranked if r.kind == "experiment"]
     lines = _md_leaderboard(name, ranked, by) + _md_seeds(by_seeds(ranked, by, reference), by, reference)
     for r in experiments[:top]:
+        if bitwise.is_bitwise(r):
+            lines += bitwise.markdown_lines(r)
+            continue
         lines += ["", f"### {r.name} (test split, per tier)", "",
                   "| tier | clusters | neurons | bits | memory | data % | PPL | acc | empty % | target empty % |",
                   "|------|----------|---------|------|--------|--------|-----|-----|---------|----------------|"]

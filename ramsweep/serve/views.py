@@ -10,6 +10,7 @@ from datetime import datetime
 
 from markdown_it import MarkdownIt
 
+from ramsweep.report.bitwise import is_bitwise
 from ramsweep.report.grid_view import Grid, grids
 from ramsweep.report.lineage import card
 from ramsweep.report.rows import group_of, groups, leaderboard, metric, not_ok
@@ -87,7 +88,7 @@ def leaderboard_view(feed: Feed, sort_by: str, top: int = 20) -> dict:
         shown = [r for r in ranked if r.kind == "baseline" or id(r) in kept]
         cells = leaderboard_cells(shown)
         rows = [{"key": r.key, "baseline": r.kind == "baseline", "cells": c} for r, c in zip(shown, cells)]
-        floors = sorted({ppl(r.metrics.test.ppl_floor) for r in experiments})
+        floors = sorted({ppl(r.metrics.test.ppl_floor) for r in experiments if not is_bitwise(r)})  # none: §3c
         out.append({"group": name, "experiments": len(experiments), "ppl_floor": floors, "rows": rows})
     return {"version": feed.version, "sort_by": by.name, "lower_is_better": by.lower_is_better,
             "columns": list(LEADERBOARD_COLUMNS), "groups": out}
