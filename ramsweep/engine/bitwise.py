@@ -317,6 +317,8 @@ class Model:
     cell_mode: str
     empty_value: float
     clusters: list[BitCluster]
+    device: str = "cpu"  # where it was trained: "cpu", or "cuda" (bitwise_cuda)
+    gpu: list | None = field(default=None, repr=False, compare=False)  # bitwise_cuda's device tables, uploaded once
 
     @property
     def n_bits(self) -> int:
@@ -428,9 +430,10 @@ class TrainingSet:
 
 
 def train(train_tokens, vocab_size: int, *, codes, context: int, neurons, bits, seed: int, sample_rate: float = 1.0,
-          cell_mode: str = TERNARY, empty_value: float = 0.0, memory: str = "auto") -> Model:
+          cell_mode: str = TERNARY, empty_value: float = 0.0, memory: str = "auto", device: str = "cpu") -> Model:
     """Train every bit cluster on every example (positions t >= context): the oracle's train, with
-    each cluster stored DENSE or SPARSE (`memory`: auto, dense or sparse; the same cells)."""
+    each cluster stored DENSE or SPARSE (`memory`: auto, dense or sparse; the same cells), on the
+    CPU or (`device` "cuda") by bitwise_cuda's kernels."""
     tokens = np.ascontiguousarray(train_tokens, dtype=np.int64)
     n_bits = bits_per_token(vocab_size)
     neurons, bits = oracle.per_cluster(neurons, n_bits, "neurons"), oracle.per_cluster(bits, n_bits, "bits")
@@ -443,11 +446,16 @@ def train(train_tokens, vocab_size: int, *, codes, context: int, neurons, bits, 
     t = np.arange(context, tokens.shape[0], dtype=np.int64)
     data = TrainingSet(pack(tokens, t, inputs), t, codes[tokens[t]], n_bits, np.uint64(seed & MASK64),
                        np.uint64(oracle.sample_threshold(sample_rate)))
-    clusters = [train_cluster(data, inputs, i, neurons[i], bits[i], cell_mode,
-                              choose_storage(memory, cell_mode, neurons[i], bits[i], t.shape[0] * sample_rate))
-                for i in range(n_bits)]
+    specs = [(i, neurons[i], bits[i], choose_storage(memory, cell_mode, neurons[i], bits[i], t.shape[0] * sample_rate))
+             for i in range(n_bits)]
+    if device == "cuda":
+        from ramsweep.engine import bitwise_cuda
+
+        clusters, on_gpu = bitwise_cuda.train_clusters(data, inputs, specs, cell_mode)
+    else:
+        clusters, on_gpu = [train_cluster(data, inputs, i, n, b, cell_mode, storage) for i, n, b, storage in specs], None
     return Model(vocab_size, context, codes, frequency_positions(tokens, vocab_size), real_codes_are_gray(codes),
-                 cell_mode, empty_value, clusters)
+                 cell_mode, empty_value, clusters, device, on_gpu)
 
 
 def train_cluster(data: TrainingSet, inputs: InputBits, i: int, neurons: int, bits: int, cell_mode: str,
@@ -552,22 +560,34 @@ class Scores:
     best: np.ndarray  # (n,) int64 the real code of highest s, ties to the lowest
 
 
-def score(model: Model, tokens) -> Scores:
-    """Look up every example of a split (positions t >= context): bit probabilities, then s(target)
-    and the best code by the closed forms."""
-    tokens = np.ascontiguousarray(tokens, dtype=np.int64)
-    t = np.arange(model.context, max(model.context, tokens.shape[0]), dtype=np.int64)
-    x = pack(tokens, t, model.inputs)
-    p = np.empty((t.shape[0], model.n_bits))  # (n, B) C order, as the oracle's: the same np.log
-    empty = np.empty((t.shape[0], model.n_bits), dtype=np.int64)
+def read_clusters(model: Model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, B) unclamped P and (n, B) int64 lookups holding no decision, every cluster read on the CPU."""
+    p = np.empty((x.shape[0], model.n_bits))  # (n, B) C order, as the oracle's: the same np.log
+    empty = np.empty((x.shape[0], model.n_bits), dtype=np.int64)
     tables = code_tables(model.cell_mode)
     for i, cluster in enumerate(model.clusters):
         quad_dense = cluster.storage == DENSE and cluster.dense.dtype == np.uint8
-        col, col_empty = np.empty(t.shape[0]), np.empty(t.shape[0], dtype=np.int64)
+        col, col_empty = np.empty(x.shape[0]), np.empty(x.shape[0], dtype=np.int64)
         read_cluster(x, cluster.masks, cluster.order, cluster.storage == SPARSE,
                      NO_DENSE32 if quad_dense else cluster.dense, cluster.dense if quad_dense else NO_DENSE8,
                      cluster.offsets, cluster.keys, cluster.vals, *tables, float(model.empty_value), col, col_empty)
         p[:, i], empty[:, i] = col, col_empty
+    return p, empty
+
+
+def score(model: Model, tokens, device: str = "cpu") -> Scores:
+    """Look up every example of a split (positions t >= context): bit probabilities (on the CPU, or
+    with `device` "cuda" by bitwise_cuda's kernel, the same floats), then s(target) and the best
+    code by the closed forms."""
+    tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+    t = np.arange(model.context, max(model.context, tokens.shape[0]), dtype=np.int64)
+    x = pack(tokens, t, model.inputs)
+    if device == "cuda":
+        from ramsweep.engine import bitwise_cuda
+
+        p, empty = bitwise_cuda.read_clusters(model, x)
+    else:
+        p, empty = read_clusters(model, x)
     p = np.clip(p, P_MIN, 1.0 - P_MIN)
     log_p, log_q = np.log(p), np.log1p(-p)
     star, branch = branches(model)
@@ -682,6 +702,6 @@ def band_metrics(model: Model, sc: Scores, bands: Sequence, ce_1, right, ce_t) -
 
 
 def evaluate(model: Model, tokens, *, temperature: float | None = None, bands: Sequence | None = None,
-             byte_lengths=None) -> dict:
-    """Metrics of `model` on one split (see metrics())."""
-    return metrics(model, score(model, tokens), temperature=temperature, bands=bands, byte_lengths=byte_lengths)
+             byte_lengths=None, device: str = "cpu") -> dict:
+    """Metrics of `model` on one split (see metrics()), its lookups on `device` (cpu or cuda)."""
+    return metrics(model, score(model, tokens, device), temperature=temperature, bands=bands, byte_lengths=byte_lengths)

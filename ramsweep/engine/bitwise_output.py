@@ -2,8 +2,10 @@
 
 This module is its face towards the sweep (engine/architecture.py); its engine is
 engine/bitwise.py (numba, CPU), held to the oracle in engine/bitwise_reference.py. Its units are
-its bit clusters. Its CUDA and WGSL kernels are not built yet: every device runs it on the CPU
-engine, and the record's device says so. Per-band figures use the tiered model's bands: the
+its bit clusters. On cuda (and hybrid, which runs it on the GPU alone) it trains and looks up
+with engine/bitwise_cuda.py's kernels (the same cells and metrics; SPARSE clusters train on the
+CPU engine); every other device runs the CPU engine, and the record's device says which ran it.
+Its WGSL kernels are not built yet. Per-band figures use the tiered model's bands: the
 100 most frequent tokens, the next 400, the rest.
 """
 
@@ -57,12 +59,11 @@ class BitwiseOutput:
                                              bound=bound) // clusters
 
     def train(self, exp: Experiment, corpus, device: str, progress):
-        on_cpu(device)
         b = exp.bitwise
         codes = bitwise_reference.token_codes(corpus.train, corpus.vocab_size, exp.encoding, exp.gray)
         model = bitwise.train(corpus.train, corpus.vocab_size, codes=codes, context=exp.context, neurons=b.neurons,
                               bits=b.bits, seed=exp.seed, sample_rate=b.sample_rate, cell_mode=b.cell_mode,
-                              empty_value=exp.empty_value)
+                              empty_value=exp.empty_value, device=engine_device(device))
         progress(1.0)
         return model
 
@@ -70,8 +71,9 @@ class BitwiseOutput:
         raise ConfigError(f"experiment '{exp.name}': optimize: a bitwise model's search is not built yet")
 
     def figures(self, model, corpus, device: str, phase=lambda phase, fraction=0.0: None) -> tuple[dict, dict, float]:
+        device = engine_device(device)
         phase(VALIDATION)
-        val_scores = bitwise.score(model, corpus.validation)
+        val_scores = bitwise.score(model, corpus.validation, device)
         phase(CALIBRATION)
         temperature = bitwise.fit_temperature(model, val_scores)
         split_bands = bands(model.vocab_size)
@@ -80,11 +82,11 @@ class BitwiseOutput:
         t = time.perf_counter()
         phase(TEST)
         test = bitwise.evaluate(model, corpus.test, temperature=temperature, bands=split_bands,
-                                byte_lengths=corpus.byte_lengths("test"))
+                                byte_lengths=corpus.byte_lengths("test"), device=device)
         return validation, test, t
 
     def resources(self, model) -> dict:
-        return {"device": describe("cpu"),  # every device runs it on the CPU engine (its GPU kernels come later)
+        return {"device": describe(model.device),  # cuda where its kernels ran, else cpu
                 "memory_mb": model.nbytes / 2**20,
                 "cells_stored": [len(bitwise.stored_cells(c, model.cell_mode)[0]) for c in model.clusters],
                 "backends": [c.storage for c in model.clusters]}  # the record's name for the memory kinds
@@ -97,9 +99,17 @@ class BitwiseOutput:
         return conn, conn
 
 
+def engine_device(device: str) -> str:
+    """The bitwise engine's device for a resolved one: cuda for cuda and hybrid (the GPU alone), else cpu."""
+    if device in ("cuda", "hybrid"):
+        return "cuda"
+    on_cpu(device)
+    return "cpu"
+
+
 @cache
 def on_cpu(device: str) -> None:
-    """Say once a process that a GPU device runs bitwise experiments on the CPU engine."""
+    """Say once a process that a GPU device without bitwise kernels runs them on the CPU engine."""
     if device != "cpu":
         log.info(f"bitwise experiments run on the CPU engine: their {device} kernels are not built yet")
 

@@ -1,0 +1,366 @@
+"""CUDA kernels (numba-cuda) for the bitwise model (docs/design.md §3c), giving exactly the CPU
+engine's (engine/bitwise.py) cells and, through it, its metrics.
+
+Evaluation (`read_clusters`, the heavy part: examples × clusters × neurons lookups): one thread
+an example, one launch a bit cluster; each thread builds every neuron's address from the packed
+context (the engine's address order, `order`), reads the DENSE cell or binary-searches the SPARSE
+keys, and sums the decided values in integer QUARTERS (every value is a multiple of 0.25: ternary
+TRUE 4, quad (0, 1, 3, 4) or (0, 0, 4, 4)), with the EMPTY and no-decision counts. The host turns
+them into P = (quarters / 4 + empty_value · #EMPTY) / neurons, the CPU engine's expression on the
+same exact operands, so P is the same float (no float is summed on the GPU, where a fused
+multiply-add could round differently); logs, closed forms and metrics are then the CPU engine's.
+A cluster's tables go to the GPU once per model (kept in `Model.gpu`; a model trained here keeps
+the tables it trained in), a split's packed contexts once per split.
+
+Training (`train_clusters`), with the sampling hash in the kernels exactly as the CPU's: S =
+mix(mix(mix(mix(seed) + "sample") + i) + n), keep iff (mix(S + t) ≫ 11) < R, in uint64 arithmetic.
+- DENSE ternary: one thread an example, neurons over the grid's y; each kept write is an
+  atomicAdd of ±1 on an int32 net count (any order gives the same counts), then a fold kernel
+  turns each 16 counts into a word of 2-bit codes (sign: TRUE, FALSE, EMPTY on 0), in batches of
+  neurons whose counts fit COUNT_BYTES.
+- DENSE quad: order-exact. SPLITS threads a neuron, of every quad cluster in one launch; each
+  walks all the examples in ascending t and applies the saturating steps to the cells it owns
+  (address mod SPLITS), so each cell sees exactly its writes in ascending t, the sequential result.
+- SPARSE clusters train on the CPU engine (their sorted cells are its fold_runs; their lookups
+  run here).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda, int32, int64, uint8, uint32, uint64
+
+from ramsweep.engine import bitwise
+from ramsweep.engine.backends.cuda import SIMULATOR, _sparse_read, available, device_name, free_memory
+from ramsweep.engine.connectivity import GOLDEN, MIX1, MIX2, draw_bit_connectivity
+from ramsweep.engine.layout import DENSE, SPARSE
+from ramsweep.engine.train import wire
+
+__all__ = ["available", "device_name", "free_memory", "read_clusters", "train_clusters"]
+
+THREADS = 128  # threads of a block (the simulator's tests shrink it)
+SPLITS = 8  # threads a neuron in quad training, each owning the addresses a ≡ k (mod SPLITS); a power of two
+COUNT_BYTES = 1 << 30  # int32 net counts of one ternary training batch
+QUAD_BYTES = 1 << 33  # DENSE quad cells trained in one launch (clusters grouped up to this)
+SALT = uint64(bitwise.SAMPLE_SALT)
+ALL_KEPT = uint64(bitwise.ALL_KEPT)
+KIND_TERNARY, KIND_QUAD, KIND_SPARSE = 0, 1, 2
+
+
+# --- device functions ------------------------------------------------------------------------
+
+
+@cuda.jit(device=True, inline=True)
+def _mix(x):
+    """splitmix64's finaliser (connectivity.mix64), mod 2^64."""
+    z = x + GOLDEN
+    z = (z ^ (z >> uint64(30))) * MIX1
+    z = (z ^ (z >> uint64(27))) * MIX2
+    return z ^ (z >> uint64(31))
+
+
+@cuda.jit(device=True, inline=True)
+def _sample_state(seed, cluster, neuron):
+    return _mix(_mix(_mix(_mix(seed) + SALT) + uint64(cluster)) + uint64(neuron))
+
+
+@cuda.jit(device=True, inline=True)
+def _keeps(state, t, threshold):
+    return threshold >= ALL_KEPT or (_mix(state + uint64(t)) >> uint64(11)) < threshold
+
+
+@cuda.jit(device=True, inline=True)
+def _address(x, e, order, n, bits):
+    """Neuron n's address for example e: its input bits in the engine's order (cpu.address)."""
+    a = uint64(0)
+    for j in range(bits):
+        q = uint64(order[n, j])
+        a = (a << uint64(1)) | ((x[e, q >> uint64(6)] >> (q & uint64(63))) & uint64(1))
+    return a
+
+
+# --- evaluation ------------------------------------------------------------------------------
+
+
+@cuda.jit
+def _read_cluster(x, order, kind, dense32, dense8, offsets, keys, vals, quarters, takes_empty, no_decision, row,
+                  out_quarters, out_empty, out_none):
+    """Per example e: Σ decided values in quarters, #EMPTY (reads empty_value), #no decision, into
+    row `row` of the outputs."""
+    e = cuda.grid(1)
+    if e >= x.shape[0]:
+        return
+    n_neurons, bits = order.shape[0], order.shape[1]
+    q_sum, n_empty, n_none = int64(0), int32(0), int32(0)
+    for n in range(n_neurons):
+        a = _address(x, e, order, n, bits)
+        if kind == KIND_SPARSE:
+            code = _sparse_read(offsets, keys, vals, n, a)
+        elif kind == KIND_QUAD:
+            code = uint32(dense8[n, a])
+        else:
+            code = (dense32[n, a >> uint64(4)] >> uint32((a & uint64(15)) << uint64(1))) & uint32(3)
+        if takes_empty[code]:
+            n_empty += int32(1)
+        else:
+            q_sum += quarters[code]
+        n_none += no_decision[code]
+    out_quarters[row, e] = q_sum
+    out_empty[row, e] = n_empty
+    out_none[row, e] = n_none
+
+
+# --- training --------------------------------------------------------------------------------
+
+
+@cuda.jit
+def _count_ternary(x, t, codes, shift, order, seed, cluster, threshold, lo, hi, counts):
+    """Net counts (#1 − #0) of neurons [lo, hi) into rows n − lo of counts: thread = example."""
+    e = cuda.grid(1)
+    if e >= x.shape[0]:
+        return
+    delta = int32(1) if (codes[e] >> shift) & 1 else int32(-1)
+    bits = order.shape[1]
+    n = lo + cuda.blockIdx.y
+    while n < hi:
+        if _keeps(_sample_state(seed, cluster, n), t[e], threshold):
+            a = _address(x, e, order, n, bits)
+            cuda.atomic.add(counts, (n - lo, int64(a)), delta)
+        n += cuda.gridDim.y
+
+
+@cuda.jit
+def _fold_ternary(counts, lo, dense32):
+    """Each word of 16 cells of neurons lo + row: TRUE (3) where the net count is positive, FALSE (1)
+    where negative, EMPTY (0) on a tie or no write."""
+    w = cuda.grid(1)
+    if w >= dense32.shape[1]:
+        return
+    size = counts.shape[1]
+    for r in range(cuda.blockIdx.y, counts.shape[0], cuda.gridDim.y):
+        word = uint32(0)
+        for i in range(16):
+            a = w * 16 + i
+            if a < size:
+                c = counts[r, a]
+                if c > 0:
+                    word |= uint32(3) << uint32(2 * i)
+                elif c < 0:
+                    word |= uint32(1) << uint32(2 * i)
+        dense32[lo + r, w] = word
+
+
+@cuda.jit
+def _train_quad(x, t, codes, n_bits, seed, threshold, pair_slot, pair_cluster, pair_neuron, order, bits, row_start,
+                cells):
+    """Thread g: neuron pair_neuron[p] of bit cluster pair_cluster[p], p = g // SPLITS (its launch slot
+    pair_slot[p]: order[slot] the cluster's (neurons, max bits) wiring, bits[slot] its width, its
+    cells at row_start[slot] + n · 2**bits of the flat cells), owning the addresses ≡ g (mod SPLITS).
+    It walks every example in ascending t: each owned cell sees its kept writes in that order, so
+    its counter is the sequential one exactly (code 0 never written, else 1 + c)."""
+    g = cuda.grid(1)
+    if g >= pair_slot.shape[0] * SPLITS:
+        return
+    p, k = g // SPLITS, uint64(g % SPLITS)
+    slot, cluster, n = pair_slot[p], pair_cluster[p], pair_neuron[p]
+    width = bits[slot]
+    wiring = order[slot]
+    base = row_start[slot] + int64(n) * (int64(1) << int64(width))
+    state = _sample_state(seed, cluster, n)
+    shift = n_bits - 1 - cluster
+    for e in range(x.shape[0]):
+        if _keeps(state, t[e], threshold):
+            a = _address(x, e, wiring, n, width)
+            if (a & uint64(SPLITS - 1)) == k:
+                i = base + int64(a)
+                code = int32(cells[i])
+                c = int32(1) if code == 0 else code - int32(1)
+                if (codes[e] >> shift) & 1:
+                    c = min(c + int32(1), int32(3))
+                else:
+                    c = max(c - int32(1), int32(0))
+                cells[i] = uint8(c + int32(1))
+
+
+@cuda.jit
+def _zero8(a):
+    i = cuda.grid(1)
+    if i < a.shape[0]:
+        a[i] = uint8(0)
+
+
+@cuda.jit
+def _zero32(a):
+    r, w = cuda.grid(2)
+    if r < a.shape[0] and w < a.shape[1]:
+        a[r, w] = 0
+
+
+def _zeros(shape, dtype):
+    """A device array of zeros, made on the device (no host buffer of its size)."""
+    d = cuda.device_array(shape, dtype=dtype)
+    if d.size == 0:
+        return d
+    if d.ndim == 1:
+        _zero8[-(-d.shape[0] // THREADS), THREADS](d)
+    else:
+        rows, cols = (2, 4) if SIMULATOR else (8, 32)
+        _zero32[(-(-d.shape[0] // rows), -(-d.shape[1] // cols)), (rows, cols)](d)
+    return d
+
+
+# --- host side: training -----------------------------------------------------------------------
+
+
+def _blocks(n: int) -> int:
+    return max(1, -(-n // THREADS))
+
+
+def train_clusters(data, inputs, specs, cell_mode: str) -> tuple[list, list]:
+    """(clusters, device tables) for bitwise.train's specs [(cluster, neurons, bits, storage)]: DENSE
+    clusters trained by the kernels (their tables stay on the GPU for evaluation, and are copied to
+    the host), SPARSE ones by the CPU engine."""
+    quad = cell_mode != bitwise.TERNARY
+    wired = {i: _wiring(data, inputs, i, neurons, bits) for i, neurons, bits, _ in specs}
+    clusters: dict[int, bitwise.BitCluster] = {}
+    tables: list = [None] * len(specs)
+    dense = [spec for spec in specs if spec[3] == DENSE]
+    for i, neurons, bits, storage in specs:
+        if storage == SPARSE:
+            clusters[i] = bitwise.train_cluster(data, inputs, i, neurons, bits, cell_mode, SPARSE)
+    if dense:
+        x, t, codes = (cuda.to_device(np.ascontiguousarray(a)) for a in (data.x, data.t, data.target_codes))
+        common = (x, t, codes, data.n_bits, data.seed, data.threshold)
+        if quad:
+            for group in _groups(dense):
+                for (i, *_), d_cells in zip(group, _train_quad_group(common, group, wired)):
+                    conn, masks, order, d_order = wired[i]
+                    clusters[i] = bitwise.BitCluster(DENSE, conn, masks, order, d_cells.copy_to_host())
+                    tables[i] = (KIND_QUAD, d_order, d_cells)
+        else:
+            for i, neurons, bits, _ in dense:
+                conn, masks, order, d_order = wired[i]
+                d_cells = _train_ternary(common, i, neurons, bits, d_order)
+                clusters[i] = bitwise.BitCluster(DENSE, conn, masks, order, d_cells.copy_to_host())
+                tables[i] = (KIND_TERNARY, d_order, d_cells)
+    return [clusters[i] for i, *_ in specs], tables
+
+
+def _wiring(data, inputs, i: int, neurons: int, bits: int):
+    conn = draw_bit_connectivity(int(data.seed), i, neurons, bits, inputs.n_input)
+    masks, order, _ = wire(conn, inputs)
+    return conn, masks, order, cuda.to_device(np.ascontiguousarray(order))
+
+
+def _train_ternary(common, i: int, neurons: int, bits: int, d_order):
+    """One DENSE ternary cluster's (neurons, words) uint32 cells on the GPU."""
+    x, t, codes, n_bits, seed, threshold = common
+    size = 1 << bits
+    d_cells = _zeros((neurons, max(1, size // 16)), np.uint32)
+    batch = max(1, COUNT_BYTES // (size * 4))
+    for lo in range(0, neurons, batch):
+        hi = min(lo + batch, neurons)
+        counts = _zeros((hi - lo, size), np.int32)
+        _count_ternary[(_blocks(x.shape[0]), min(hi - lo, 65535)), THREADS](
+            x, t, codes, n_bits - 1 - i, d_order, seed, uint64(i), threshold, lo, hi, counts)
+        _fold_ternary[(_blocks(d_cells.shape[1]), min(hi - lo, 65535)), THREADS](counts, lo, d_cells)
+        del counts
+    return d_cells
+
+
+def _groups(dense: list) -> list[list]:
+    """DENSE quad clusters grouped so that each group's cells fit QUAD_BYTES (a lone larger one
+    goes alone)."""
+    groups, current, size = [], [], 0
+    for spec in dense:
+        nbytes = spec[1] << spec[2]
+        if current and size + nbytes > QUAD_BYTES:
+            groups.append(current)
+            current, size = [], 0
+        current.append(spec)
+        size += nbytes
+    return groups + ([current] if current else [])
+
+
+def _train_quad_group(common, group: list, wired: dict) -> list:
+    """The group's DENSE quad cells, one launch for all its neurons: per cluster a (neurons, 2**bits)
+    uint8 device array (views of one flat buffer)."""
+    x, t, codes, n_bits, seed, threshold = common
+    sizes = [neurons << bits for _, neurons, bits, _ in group]
+    row_start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    flat = _zeros(int(sum(sizes)), np.uint8)
+    max_neurons, max_bits = max(s[1] for s in group), max(s[2] for s in group)
+    order = np.zeros((len(group), max_neurons, max_bits), dtype=np.uint16)
+    for slot, (i, neurons, bits, _) in enumerate(group):
+        order[slot, :neurons, :bits] = wired[i][2]
+    slot_of = np.concatenate([np.full(s[1], k, dtype=np.int64) for k, s in enumerate(group)])
+    cluster_of = np.concatenate([np.full(s[1], s[0], dtype=np.int64) for s in group])
+    neuron_of = np.concatenate([np.arange(s[1], dtype=np.int64) for s in group])
+    bits = np.array([s[2] for s in group], dtype=np.int64)
+    threads = slot_of.shape[0] * SPLITS
+    _train_quad[_blocks(threads), THREADS](x, t, codes, n_bits, seed, threshold, *(
+        cuda.to_device(a) for a in (slot_of, cluster_of, neuron_of, order, bits, row_start)), flat)
+    return [flat[start:start + size].reshape(neurons, 1 << b)
+            for start, size, (_, neurons, b, _) in zip(row_start, sizes, group)]
+
+
+# --- host side: evaluation ---------------------------------------------------------------------
+
+_NONE32, _NONE8 = np.zeros((1, 1), dtype=np.uint32), np.zeros((1, 1), dtype=np.uint8)
+
+
+def _upload(model) -> list:
+    """Each cluster's (kind, order, cells) on the GPU, once per model (training's own where it trained
+    here); SPARSE cells as (offsets, keys, vals)."""
+    if model.gpu is None:
+        model.gpu = [None] * model.n_bits
+    for i, cluster in enumerate(model.clusters):
+        if model.gpu[i] is not None:
+            continue
+        order = cuda.to_device(np.ascontiguousarray(cluster.order))
+        if cluster.storage == SPARSE:
+            model.gpu[i] = (KIND_SPARSE, order, tuple(cuda.to_device(a) for a in (cluster.offsets, cluster.keys,
+                                                                                   cluster.vals)))
+        else:
+            kind = KIND_QUAD if cluster.dense.dtype == np.uint8 else KIND_TERNARY
+            model.gpu[i] = (kind, order, cuda.to_device(cluster.dense))
+    return model.gpu
+
+
+def _code_tables(cell_mode: str):
+    """bitwise.code_tables with the values as integer quarters (all are multiples of 0.25)."""
+    values, takes_empty, no_decision = bitwise.code_tables(cell_mode)
+    quarters = (values * 4).astype(np.int64)
+    assert np.array_equal(quarters / 4.0, values)
+    return quarters, takes_empty.astype(np.int32), no_decision.astype(np.int32)
+
+
+def read_clusters(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """bitwise.read_clusters on the GPU: (n, B) unclamped P (the same floats) and (n, B) int64
+    lookups holding no decision."""
+    n = x.shape[0]
+    p = np.empty((n, model.n_bits))
+    empty = np.empty((n, model.n_bits), dtype=np.int64)
+    if n == 0:
+        return p, empty
+    tables = _upload(model)
+    d_x = cuda.to_device(np.ascontiguousarray(x))
+    quarters, takes_empty, no_decision = (cuda.to_device(a) for a in _code_tables(model.cell_mode))
+    out_q = cuda.device_array((model.n_bits, n), dtype=np.int64)
+    out_empty = cuda.device_array((model.n_bits, n), dtype=np.int32)
+    out_none = cuda.device_array((model.n_bits, n), dtype=np.int32)
+    none32, none8 = cuda.to_device(_NONE32), cuda.to_device(_NONE8)
+    no_sparse = tuple(cuda.to_device(a) for a in (np.zeros(2, np.int64), np.zeros(1, np.uint32), np.zeros(1, np.uint8)))
+    for i, (kind, order, cells) in enumerate(tables):
+        dense32 = cells if kind == KIND_TERNARY else none32
+        dense8 = cells if kind == KIND_QUAD else none8
+        offsets, keys, vals = cells if kind == KIND_SPARSE else no_sparse
+        _read_cluster[_blocks(n), THREADS](d_x, order, kind, dense32, dense8, offsets, keys, vals, quarters,
+                                           takes_empty, no_decision, i, out_q, out_empty, out_none)
+    q, n_empty, n_none = out_q.copy_to_host(), out_empty.copy_to_host(), out_none.copy_to_host()
+    for i, cluster in enumerate(model.clusters):
+        # the CPU engine's (decided + empty_value · n_empty) / neurons, on the same exact operands
+        p[:, i] = (q[i] / 4.0 + model.empty_value * n_empty[i].astype(np.int64)) / cluster.neurons
+        empty[:, i] = n_none[i]
+    return p, empty
+
