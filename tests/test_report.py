@@ -2,6 +2,7 @@
 direction, filters, several files, failed experiments shown, and every output format."""
 
 import csv
+import functools
 import io
 import itertools
 
@@ -14,6 +15,7 @@ from ramsweep.report import report
 from ramsweep.report.rows import Filters, load, metric
 from ramsweep.sweep.records import parse_record
 from ramsweep.sweep.store import open_store
+from ramsweep.text import pct
 
 GPT2 = {**DATA, "tokenizer": "gpt2", "vocab_size": 50257, "fingerprint": "gp"}
 
@@ -409,3 +411,148 @@ def test_a_field_added_in_one_place_is_in_the_key_compare_lineage_and_csv(tmp_pa
     assert len(seed_groups(load([path]))) == 2
     rows = {r["name"]: r for r in csv.DictReader(io.StringIO(report(path, "csv")))}
     assert rows["dropped"]["dropout"] == "0.25" and rows["plain"]["dropout"] == "0.0"
+
+
+# ---------------------------------------------------------------- bitwise and tiered records, run for real
+
+
+@functools.cache
+def bitwise_and_tiered() -> tuple[dict, dict]:
+    """A bitwise and a tiered experiment run on one small corpus (600 tokens: the bands 100 /
+    400 / rest are the tiered experiment's tiers), as the runner stores them."""
+    from test_optimize import small_corpus
+
+    from ramsweep.config import Experiment
+    from ramsweep.sweep.experiment import Task, run_experiment
+
+    corpus = small_corpus(vocab=600)  # 10 bit clusters
+    bw = Experiment(name="bw", architecture="bitwise", context=2,
+                    bitwise={"neurons": list(range(3, 13)), "bits": 6, "sample_rate": 0.5, "cell_mode": "quad_weighted"})
+    tiered = Experiment(name="tiered", tiers="100,3,6;400,2,6;rest,2,5", context=2, negatives=10)
+    records = [run_experiment(Task(exp, f"k{exp.name}", "s"), corpus) for exp in (bw, tiered)]
+    assert all(r.ok for r in records), [r.error for r in records]
+    return tuple(r.dump() for r in records)
+
+
+def bitwise_file(path, *extra):
+    bw, tiered = bitwise_and_tiered()
+    base = baseline_record("uniform", 600.0)
+    return add(path, bw, tiered, {**base, "data": bw["data"]}, *extra)
+
+
+def test_bitwise_and_tiered_rank_together_and_each_shows_its_own_breakdown(tmp_path):
+    """One leaderboard for both architectures (same data), the bitwise one without a PPL floor;
+    the top experiments' breakdowns: per tier for the tiered one, per bit cluster and per band
+    for the bitwise one, with the record's numbers, in the table, markdown and HTML."""
+    path = bitwise_file(tmp_path / "r.jsonl")
+    bw, tiered = (parse_record(r) for r in bitwise_and_tiered())
+    rows = {r["name"]: r for r in json_rows(path)}
+    assert len({r["group"] for r in rows.values()}) == 1
+    ranked = sorted((rows[n] for n in ("bw", "tiered")), key=lambda r: r["rank"])
+    assert [r["rank"] for r in ranked] == [1, 2] and [r["val_ppl"] for r in ranked] == sorted(
+        [bw.metrics.validation.ppl, tiered.metrics.validation.ppl])
+    assert (rows["bw"]["architecture"], rows["tiered"]["architecture"]) == ("bitwise", "tiered")
+
+    md = report(path, "md")
+    assert md.count("ranked by val_ppl") == 1
+    t = bw.metrics.test
+    assert (f"| bw | `bitwise [3,4,5,6,7,8,9,10,11,12]x6 quad_weighted r=0.5` | 2 | {bw.metrics.validation.ppl:,.0f} "
+            f"| {t.ppl:,.0f} |") in md
+    assert f"| {pct(t.accuracy)} | — | cpu |" in md  # no PPL floor for a bitwise model (§3c)
+    assert f"| {pct(tiered.metrics.test.accuracy)} | {tiered.metrics.test.ppl_floor:,.0f} | cpu |" in md
+    assert "### tiered (test split, per tier)" in md and "### bw (test split, per tier)" not in md
+    assert "### bw (test split, per bit cluster)" in md and "### bw (test split, per frequency band of the target)" in md
+    b = t.bits[9]
+    assert (f"| 9 | 12 | 6 | {pct(b.accuracy)} | {b.ce:.4f} | {b.mean_p:.3f} | {pct(b.empty)} | "
+            f"{pct(b.undecided)} |") in md
+    assert [(n.first, n.tokens) for n in t.bands] == [(0, 100), (100, 400), (500, 100)]
+    for n, ranks in zip(t.bands, ("1–100", "101–500", "501–600")):
+        assert (f"| {n.band} | {ranks} | {n.tokens} | {n.share:.1f} | {n.ppl:,.0f} | {n.ce:.4f} | "
+                f"{n.calibrated_ce:.4f} | {pct(n.accuracy)} |") in md
+
+    table = report(path, "table", width=160)
+    assert "bitwise [3,4,5,6,7,8,9,10,11,12]x6" in table and "tiered — test PPL" in table
+    assert f"bw — test PPL {t.ppl:,.0f}, per bit cluster" in table and "bw — test, per frequency band" in table
+    assert f"PPL floor {tiered.metrics.test.ppl_floor:,.0f};" in table  # the tiered floor alone
+    page = report(path, "html")
+    assert "bw (test split, per bit cluster)" in page and "<td>501–600</td>" in page
+    assert f"<td>{t.bands[2].calibrated_ce:.4f}</td>" in page
+
+
+def test_a_bitwise_card_shows_its_bit_clusters_and_bands(tmp_path):
+    path = bitwise_file(tmp_path / "r.jsonl")
+    bw = parse_record(bitwise_and_tiered()[0])
+    cards = report(path, "md", cards=5)
+    cards = {c.split("\n")[0]: c for c in cards[cards.index("### Experiment cards"):].split("\n### ")}
+    card, tiered_card = cards["bw"], cards["tiered"]
+    assert "- config: `bitwise [3,4,5,6,7,8,9,10,11,12]x6 quad_weighted r=0.5` (architecture bitwise), context 2" in card
+    assert "negatives" not in card and "| tier |" not in card
+    assert "Per bit cluster, test split (memory: 10 dense):" in card and "Per frequency band of the target" in card
+    b, n = bw.metrics.test.bits[0], bw.metrics.test.bands[0]
+    assert f"| 0 | 3 | 6 | {pct(b.accuracy)} | {b.ce:.4f} |" in card
+    assert f"| 0 | 1–100 | 100 | {n.share:.1f} | {n.ppl:,.0f} |" in card
+    assert "negatives 10" in tiered_card and "| tier | clusters × neurons × bits |" in tiered_card
+
+
+def test_csv_rows_carry_every_band_and_bit_cluster(tmp_path):
+    path = bitwise_file(tmp_path / "r.jsonl")
+    bw, tiered = (parse_record(r) for r in bitwise_and_tiered())
+    rows = {r["name"]: r for r in csv.DictReader(io.StringIO(report(path, "csv")))}
+    one = rows["bw"]
+    for short, split in (("val", bw.metrics.validation), ("test", bw.metrics.test)):
+        for n in split.bands:
+            p = f"band{n.band}"
+            assert (one[f"{p}_first"], one[f"{p}_tokens"]) == (str(n.first), str(n.tokens))
+            assert [float(one[f"{p}.{short}_{k}"]) for k in ("ppl", "ce", "cal_ce", "acc", "share")] == [
+                n.ppl, n.ce, n.calibrated_ce, n.accuracy, n.share]
+        for b in split.bits:
+            p = f"bit{b.bit}"
+            assert [float(one[f"{p}.{short}_{k}"]) for k in ("acc", "ce", "mean_p", "empty", "undecided")] == [
+                b.accuracy, b.ce, b.mean_p, b.empty, b.undecided]
+    assert (one["bit9_neurons"], one["bit9_bits"], one["bitwise_cell_mode"], one["bitwise_sample_rate"]) == (
+        "12", "6", "quad_weighted", "0.5")
+    assert one["tiers"] == "" and one["tier0.test_ppl"] == "" and one["test_ppl_floor"] == ""
+    assert rows["tiered"]["band0.test_ppl"] == "" and float(rows["tiered"]["tier0.test_ppl"]) == \
+        tiered.metrics.test.tiers[0].ppl
+    assert float(rows["tiered"]["tier0.test_share"]) == float(one["band0.test_share"])  # the same examples
+    by_band = sorted(json_rows(path, sort_by="band1.test_acc"), key=lambda r: r["rank"] or 99)
+    assert by_band[0]["name"] == "bw" and metric("bit3.val_undecided").lower_is_better
+    with pytest.raises(ConfigError, match="'band0.val_foo' is not a metric"):
+        metric("band0.val_foo")
+
+
+def test_compare_names_the_architectures_and_sets_bands_beside_the_tiers_they_match(tmp_path):
+    """A tiered and a bitwise experiment: the shapes and architectures differ; each band sits
+    beside the tier covering the same tokens (the same examples), per split; a tier no band
+    matches has rows of its own."""
+    from ramsweep.report import compare
+
+    bw, tiered = bitwise_and_tiered()
+    other = {**tiered, "name": "coarse", "key": "kc", "spec": {**tiered["spec"], "name": "coarse",
+                                                            "tiers": "50,3,6;rest,2,5"}}
+    other["metrics"] = {s: {**m, "tiers": [{**m["tiers"][0], "clusters": 50}, {**m["tiers"][2], "tier": 1,
+                                                                              "clusters": 550}]}
+                        for s, m in tiered["metrics"].items()}
+    path = add(tmp_path / "r.jsonl", bw, tiered, other)
+    records = compare.chosen([path], ["bw", "tiered"])
+    assert compare.differences(records) == [
+        ("shape", ["bitwise [3,4,5,6,7,8,9,10,11,12]x6 quad_weighted r=0.5", "100,3,6;400,2,6;rest,2,5"]),
+        ("negatives", ["—", "10"]), ("architecture", ["bitwise", "tiered"])]
+    figures = dict(compare.figures(records))
+    b, t = records[0].metrics, records[1].metrics
+    for split in ("validation", "test"):
+        for i, ranks in enumerate(("1–100", "101–500", "501–600")):
+            label = f"band {i} / tier {i} (tokens {ranks}) {split}"
+            band, tier = getattr(b, split).bands[i], getattr(t, split).tiers[i]
+            assert figures[f"{label} PPL"] == [f"{band.ppl:,.0f}", f"{tier.ppl:,.0f}"]
+            assert figures[f"{label} data %"] == [f"{band.share:.1f}"] * 2  # the same examples
+            assert figures[f"{label} calibrated CE"] == [f"{band.calibrated_ce:.4f}", "—"]
+    assert figures["band 0 / tier 0 (tokens 1–100) test empty-hit rate"] == ["—", pct(t.test.tiers[0].empty_rate)]
+    assert figures["bit 9 shape"] == ["12 x 6 bits", "—"]
+    assert figures["bit 9 test binary CE"] == [f"{b.test.bits[9].ce:.4f}", "—"]
+
+    figures = dict(compare.figures(compare.chosen([path], ["bw", "coarse"])))
+    assert figures["tier 0 (tokens 1–50) test PPL"][0] == "—" and figures["band 0 (tokens 1–100) test PPL"][1] == "—"
+    side = compare.markdown(records)
+    assert "| shape | bitwise [3,4,5,6,7,8,9,10,11,12]x6 quad_weighted r=0.5 | 100,3,6;400,2,6;rest,2,5 |" in side
+    assert "| architecture | bitwise | tiered |" in side

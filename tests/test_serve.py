@@ -90,6 +90,31 @@ def test_the_api_shows_what_the_report_shows(results_path):
         assert c.get("/api/records", params={"limit": "0"}).status_code == 400
 
 
+def test_the_dashboard_ranks_bitwise_beside_tiered_and_its_card_shows_bits_and_bands(tmp_path):
+    """Real runs of both architectures on one corpus: one leaderboard (the bitwise shape in the
+    shape column, no PPL floor of its own), and the bitwise card's per-bit and per-band tables."""
+    from test_report import bitwise_and_tiered
+
+    bw, tiered = bitwise_and_tiered()
+    path = tmp_path / "r.jsonl"
+    store = open_store(path)
+    for row in (bw, tiered):
+        store.append(parse_record(row))
+    record = parse_record(bw)
+    with client(path) as c:
+        group, = c.get("/api/leaderboard").json()["groups"]
+        cells = {row["cells"]["name"]: row["cells"] for row in group["rows"]}
+        assert cells["bw"]["tiers"] == "bitwise [3,4,5,6,7,8,9,10,11,12]x6 quad_weighted r=0.5"
+        assert cells["bw"]["test PPL"] == f"{record.metrics.test.ppl:,.0f}" and set(cells) == {"bw", "tiered"}
+        assert group["ppl_floor"] == [f"{tiered['metrics']['test']['ppl_floor']:,.0f}"]
+        card = c.get("/api/experiments/kbw").json()["card_html"]
+    assert "Per bit cluster, test split" in card and "Per frequency band of the target, test split" in card
+    bit, band = record.metrics.test.bits[9], record.metrics.test.bands[2]
+    assert (f"<td>9</td>\n<td>12</td>\n<td>6</td>\n<td>{100 * bit.accuracy:.2f}%</td>\n<td>{bit.ce:.4f}</td>"
+            in card)
+    assert f"<td>501–600</td>\n<td>100</td>\n<td>{band.share:.1f}</td>\n<td>{band.ppl:,.0f}</td>" in card
+
+
 def test_a_record_is_shown_as_text_never_as_markup(tmp_path):
     sneaky = experiment_record("x<script>alert(1)</script>", "ks")
     sneaky["spec"] = {**sneaky["spec"], "description": "<img src=x onerror=alert(1)>"}

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from ramsweep.config import Role, bitwise_shape, defaults, roles, seed_base
+from ramsweep.config import TIERED_ONLY, Role, bitwise_shape, defaults, roles, seed_base
 from ramsweep.errors import ConfigError, StoreError
 from ramsweep.sweep.records import DataInfo, ExperimentRecord, Record, Spec, SplitMetrics, gc_paused, latest
 from ramsweep.sweep.store import open_store
@@ -166,7 +166,9 @@ def config(spec: Spec, where: Callable[[Role], bool]) -> dict[str, Any]:
 
 
 def config_differences(records: list[ExperimentRecord]) -> list[tuple[str, list[str]]]:
-    """(field, value per record as text) of each compared field (Role.shown) that differs."""
+    """(field, value per record as text) of each compared field (Role.shown) that differs; between
+    architectures, their shapes (tiers, bitwise block) as one `shape` and a tiered-only field as
+    "—" for a bitwise record."""
     configs = [config(r.spec, lambda role: role.shown) for r in records]
     out = []
     for name in configs[0] if configs else ():
@@ -175,7 +177,9 @@ def config_differences(records: list[ExperimentRecord]) -> list[tuple[str, list[
             out.append((name, texts(name, values)))
     if len({c.get("architecture") for c in configs}) > 1:  # tiers and bitwise block: one shape each
         shapes = ("shape", [r.spec.shape for r in records])
-        out = [shapes if f == "tiers" else (f, v) for f, v in out if f != "bitwise"]
+        bitwise = [c.get("architecture") == "bitwise" for c in configs]
+        out = [shapes if f == "tiers" else (f, ["—" if b else t for b, t in zip(bitwise, v)] if f in TIERED_ONLY else v)
+               for f, v in out if f != "bitwise"]
     return out
 
 
