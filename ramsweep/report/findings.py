@@ -65,7 +65,7 @@ def findings_markdown(records: list[Record]) -> str:
         if not rows:
             continue
         experiments = [r for r in members if r.kind == "experiment" and r.metrics is not None]
-        floor = experiments[0].metrics.test.ppl_floor if experiments else None
+        floor = next((r.metrics.test.ppl_floor for r in experiments if r.metrics.test.ppl_floor is not None), None)
         baselines = ", ".join(f"{r.name} {ppl(r.metrics.test.ppl)}" for r in members if r.kind == "baseline" and r.ok)
         lines += [f"### {group}", "",
                   f"Test PPL of the baselines: {baselines or '—'}; the PPL floor (scores in [0, 1]): {ppl(floor)}.", "",
