@@ -3,6 +3,16 @@
 
     python benchmarks/bitwise.py            # a small and a medium case, DENSE and SPARSE (~30 s on 2 cores)
     python benchmarks/bitwise.py --small    # the small case only
+    python benchmarks/bitwise.py --gpu      # CUDA: a WikiText-2-size experiment end to end, the size grid
+
+--gpu (an NVIDIA GPU; engine/bitwise_cuda.py): a synthetic Zipf corpus the size of WikiText-2
+(2.4 M / 250 k / 290 k tokens over 50,257 ids, drawn as benchmarks/gpu.py draws it) and the
+research's best config (16 clusters × 200 neurons × 20 bits, context 4, sample rate 0.25,
+quad_weighted): end to end through run_experiment on cuda (train, validation scores and
+temperature, test), after a warm-up that compiles the kernels, with the engine's phases timed
+apart; then CUDA against the CPU engine on the same slice (the first 1/8 of the training split,
+20 k validation examples: cells, P and every metric must be identical); then the 16-config size
+grid of sets/bitwise.yaml (neurons 50/100/150/200 × bits 14/16/18/20, seed 0) end to end on cuda.
 
 The oracle is a Python loop per (example, neuron) and enumerates all V tokens per example, so it
 runs on a prefix of the engine's data; throughput is per unit of work (training: examples ×
@@ -14,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from dataclasses import dataclass
 
@@ -94,10 +105,126 @@ def table(rows: list[dict]) -> list[str]:
     return out
 
 
+# ---- --gpu: CUDA against the CPU engine ------------------------------------------------------------
+
+WIKITEXT2_SIZE = {"train": 2_400_000, "validation": 250_000, "test": 290_000}
+GPT2_VOCAB = 50_257
+BEST = dict(neurons=200, bits=20, sample_rate=0.25, cell_mode=oracle.QUAD_WEIGHTED)
+
+
+def zipf_corpus(vocab_size: int = GPT2_VOCAB):
+    """WikiText-2-sized i.i.d. Zipf splits over `vocab_size` ids, as benchmarks/gpu.py draws them."""
+    from ramsweep.data import Corpus
+
+    rng = np.random.default_rng(0)
+    p = 1.0 / np.arange(1, vocab_size + 1)
+    split = {s: rng.choice(vocab_size, n, p=p / p.sum()).astype(np.int32) for s, n in WIKITEXT2_SIZE.items()}
+    return Corpus(name="zipf", tokenizer="word", vocab=tuple(f"w{i}" for i in range(vocab_size)), full_data=True,
+                  fingerprint="zipf-bitwise-benchmark", variant="synthetic", path=None, source_sha256="0" * 64,
+                  tokenizer_files={}, token_bytes={s: np.full(n, 4, np.int32) for s, n in WIKITEXT2_SIZE.items()},
+                  **split)
+
+
+def run_on(exp, corpus, device: str):
+    from ramsweep.sweep.experiment import Task, run_experiment
+
+    t = time.perf_counter()
+    record = run_experiment(Task(exp.model_copy(update={"device": device}), exp.name, "bench"), corpus)
+    assert record.ok, record.traceback
+    return record, time.perf_counter() - t
+
+
+def phases(corpus, device: str) -> dict:
+    """The engine's phases of the best config on `device`, timed apart (the sweep's path, without records)."""
+    from ramsweep.engine.bitwise_output import bands
+
+    codes = oracle.token_codes(corpus.train, corpus.vocab_size, "frequency")
+    out = {}
+    model, out["train"] = timed(engine.train, corpus.train, corpus.vocab_size, codes=codes, context=4, seed=0,
+                                device=device, **BEST)
+    scores, out["validation"] = timed(engine.score, model, corpus.validation, device)
+    temperature, out["temperature"] = timed(engine.fit_temperature, model, scores)
+    _, out["test"] = timed(engine.evaluate, model, corpus.test, temperature=temperature, bands=bands(corpus.vocab_size),
+                           device=device)
+    out["storage"] = sorted({c.storage for c in model.clusters})
+    return out
+
+
+def same_on_slice(corpus) -> tuple[bool, dict]:
+    """CPU engine and CUDA on the first 1/8 of the training split and 20 k validation examples:
+    (cells, P and metrics identical, seconds by (engine, phase))."""
+    train, valid = corpus.train[: len(corpus.train) // 8], corpus.validation[:20_004]
+    codes = oracle.token_codes(train, corpus.vocab_size, "frequency")
+    seconds, models, results = {}, {}, {}
+    for device in ("cpu", "cuda"):
+        models[device], seconds[device, "train"] = timed(engine.train, train, corpus.vocab_size, codes=codes, context=4,
+                                                         seed=0, device=device, **BEST)
+        results[device], seconds[device, "eval"] = timed(engine.score, models[device], valid, device)
+    cpu, gpu = models["cpu"], models["cuda"]
+    same = all(np.array_equal(getattr(a, k), getattr(b, k)) for a, b in zip(cpu.clusters, gpu.clusters)
+               for k in ("dense", "offsets", "keys", "vals"))
+    same &= all(np.array_equal(getattr(results["cpu"], k), getattr(results["cuda"], k))
+                for k in ("p", "empty", "target_s", "best"))
+    same &= engine.metrics(cpu, results["cpu"], temperature=1.0) == engine.metrics(gpu, results["cuda"], temperature=1.0)
+    return same, seconds
+
+
+def gpu_main() -> None:
+    from ramsweep.config import Experiment
+    from ramsweep.engine.devices import describe
+    from ramsweep.sets import load_set
+
+    corpus = zipf_corpus()
+    exp = Experiment(name="bw_200x20_qw", architecture="bitwise", context=4, bitwise=BEST)
+    tiny = dataclass_replace_splits(corpus, 20_000)
+    run_on(exp, tiny, "cuda")  # warm-up: compiles every kernel (and the CPU engine's) for these types
+    phases(tiny, "cuda")
+    print(f"## Bitwise model on CUDA ({describe('cuda')}; CPU engine: {numba.get_num_threads()} numba threads)\n")
+    print("Synthetic Zipf corpus of WikiText-2's size: 2.4 M / 250 k / 290 k tokens over 50,257 ids; "
+          "16 bit clusters × 200 neurons × 20 bits, context 4, sample rate 0.25, quad_weighted.\n")
+    record, wall = run_on(exp, corpus, "cuda")
+    part = phases(corpus, "cuda")
+    print("| run | end to end s | train s | validation lookups s | temperature fit s | test (lookups + metrics) s "
+          "| memory | test CE |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| run_experiment, device cuda | **{wall:.2f}** (record {record.timing.total_s:.2f}) | {part['train']:.2f} | "
+          f"{part['validation']:.2f} | {part['temperature']:.2f} | {part['test']:.2f} | "
+          f"{record.resources.memory_mb:,.0f} MiB {'/'.join(part['storage'])} | {record.metrics.test.ce:.4f} |")
+    same, seconds = same_on_slice(corpus)
+    print("\nSame slice (the first 300 k training tokens, 20 k validation examples), CPU engine against CUDA:\n")
+    print("| phase | CPU engine s | CUDA s | CUDA vs CPU | cells, P and metrics identical |")
+    print("|---|---|---|---|---|")
+    for phase in ("train", "eval"):
+        c, g = seconds["cpu", phase], seconds["cuda", phase]
+        print(f"| {phase} | {c:.2f} | {g:.3f} | {c / g:,.1f}× | {'yes' if same else '**NO**'} |")
+    grid = {e.name: e for e in load_set("bitwise").experiments if e.name.startswith("size_") and e.seed == 0}
+    t0, times = time.perf_counter(), []
+    for e in grid.values():
+        record, wall = run_on(e, corpus, "cuda")
+        times.append(f"{e.name.split('.')[0]} {wall:.1f} s")
+    total = time.perf_counter() - t0
+    print(f"\nSize grid ({len(grid)} configs: neurons 50/100/150/200 × bits 14/16/18/20, seed 0) end to end on cuda: "
+          f"**{total:.1f} s** ({'; '.join(times)})")
+    sys.exit(0 if same else 1)
+
+
+def dataclass_replace_splits(corpus, n: int):
+    """The corpus with each split cut to its first n tokens (a warm-up of the same types)."""
+    import dataclasses
+
+    return dataclasses.replace(corpus, train=corpus.train[:n], validation=corpus.validation[:n], test=corpus.test[:n],
+                               token_bytes={k: v[:n] for k, v in corpus.token_bytes.items()},
+                               fingerprint=corpus.fingerprint + f"-{n}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="the small case only")
+    parser.add_argument("--gpu", action="store_true", help="CUDA: WikiText-2-size end to end, CPU vs CUDA, size grid")
     args = parser.parse_args()
+    if args.gpu:
+        gpu_main()
+        return
     rows = [run_case(case) for case in CASES[: 1 if args.small else None]]
     print(f"## Bitwise CPU engine vs the numpy oracle ({numba.get_num_threads()} threads; context 4, "
           f"sample rate 0.25, quad_weighted, frequency codes, Zipf tokens; metrics equal on the oracle's data)\n")
