@@ -136,16 +136,16 @@ def run_on(exp, corpus, device: str):
 
 def phases(corpus, device: str) -> dict:
     """The engine's phases of the best config on `device`, timed apart (the sweep's path, without records)."""
-    from ramsweep.engine.bitwise_output import bands
+    from ramsweep.engine.bitwise_output import bands, kernels
 
     codes = oracle.token_codes(corpus.train, corpus.vocab_size, "frequency")
-    out = {}
+    out, gpu = {}, kernels(device)
     model, out["train"] = timed(engine.train, corpus.train, corpus.vocab_size, codes=codes, context=4, seed=0,
-                                device=device, **BEST)
-    scores, out["validation"] = timed(engine.score, model, corpus.validation, device)
+                                gpu=gpu, **BEST)
+    scores, out["validation"] = timed(engine.score, model, corpus.validation, gpu)
     temperature, out["temperature"] = timed(engine.fit_temperature, model, scores)
     _, out["test"] = timed(engine.evaluate, model, corpus.test, temperature=temperature, bands=bands(corpus.vocab_size),
-                           device=device)
+                           gpu=gpu)
     out["storage"] = sorted({c.storage for c in model.clusters})
     return out
 
@@ -155,11 +155,13 @@ def same_on_slice(corpus) -> tuple[bool, dict]:
     (cells, P and metrics identical, seconds by (engine, phase))."""
     train, valid = corpus.train[: len(corpus.train) // 8], corpus.validation[:20_004]
     codes = oracle.token_codes(train, corpus.vocab_size, "frequency")
+    from ramsweep.engine.bitwise_output import kernels
+
     seconds, models, results = {}, {}, {}
     for device in ("cpu", "cuda"):
         models[device], seconds[device, "train"] = timed(engine.train, train, corpus.vocab_size, codes=codes, context=4,
-                                                         seed=0, device=device, **BEST)
-        results[device], seconds[device, "eval"] = timed(engine.score, models[device], valid, device)
+                                                         seed=0, gpu=kernels(device), **BEST)
+        results[device], seconds[device, "eval"] = timed(engine.score, models[device], valid, kernels(device))
     cpu, gpu = models["cpu"], models["cuda"]
     same = all(np.array_equal(getattr(a, k), getattr(b, k)) for a, b in zip(cpu.clusters, gpu.clusters)
                for k in ("dense", "offsets", "keys", "vals"))

@@ -73,18 +73,18 @@ def check(vocab_size, context, mode, rate, memory, neurons, bits, n_train, n_eva
     kwargs = dict(codes=codes, context=context, neurons=neurons, bits=bits, seed=seed, sample_rate=rate,
                   cell_mode=mode, empty_value=empty_value, memory=memory)
     cpu = engine.train(tokens, vocab_size, **kwargs)
-    gpu = engine.train(tokens, vocab_size, **kwargs, device="cuda")
+    gpu = engine.train(tokens, vocab_size, **kwargs, gpu=bitwise_cuda)
     assert gpu.device == "cuda" and cpu.device == "cpu"
     same_model(cpu, gpu)
     want = engine.score(cpu, valid)
     for model in (gpu, cpu):
-        got = engine.score(model, valid, "cuda")
+        got = engine.score(model, valid, bitwise_cuda)
         same_scores(want, got)
     temperature = engine.fit_temperature(cpu, want)
     assert engine.fit_temperature(gpu, got) == temperature
     bands = (2, 3, "rest") if vocab_size > 5 else ("rest",)
     for split in (valid, test):
-        assert engine.evaluate(gpu, split, temperature=temperature, bands=bands, device="cuda") == engine.evaluate(
+        assert engine.evaluate(gpu, split, temperature=temperature, bands=bands, gpu=bitwise_cuda) == engine.evaluate(
             cpu, split, temperature=temperature, bands=bands)
 
 
@@ -115,9 +115,9 @@ def test_tables_go_to_the_gpu_once_per_model():
     model = engine.train(tokens, 13, codes=bw.token_codes(tokens, 13, "native"), context=2, neurons=2, bits=4, seed=1,
                          cell_mode=bw.QUAD_WEIGHTED)
     assert model.gpu is None
-    engine.score(model, tokens[:40], "cuda")
+    engine.score(model, tokens[:40], bitwise_cuda)
     tables = list(model.gpu)
-    engine.score(model, tokens[40:80], "cuda")
+    engine.score(model, tokens[40:80], bitwise_cuda)
     assert all(a is b for a, b in zip(tables, model.gpu))
 
 

@@ -317,7 +317,7 @@ class Model:
     cell_mode: str
     empty_value: float
     clusters: list[BitCluster]
-    device: str = "cpu"  # where it was trained: "cpu", or "cuda" (bitwise_cuda)
+    device: str = "cpu"  # where it was trained: "cpu", or "cuda" (engine/bitwise_cuda.py)
     gpu: list | None = field(default=None, repr=False, compare=False)  # bitwise_cuda's device tables, uploaded once
 
     @property
@@ -430,10 +430,11 @@ class TrainingSet:
 
 
 def train(train_tokens, vocab_size: int, *, codes, context: int, neurons, bits, seed: int, sample_rate: float = 1.0,
-          cell_mode: str = TERNARY, empty_value: float = 0.0, memory: str = "auto", device: str = "cpu") -> Model:
+          cell_mode: str = TERNARY, empty_value: float = 0.0, memory: str = "auto", gpu=None) -> Model:
     """Train every bit cluster on every example (positions t >= context): the oracle's train, with
     each cluster stored DENSE or SPARSE (`memory`: auto, dense or sparse; the same cells), on the
-    CPU or (`device` "cuda") by bitwise_cuda's kernels."""
+    CPU or by `gpu`'s kernels (engine/bitwise_cuda.py: it builds on this module, so it is handed
+    in, not imported here)."""
     tokens = np.ascontiguousarray(train_tokens, dtype=np.int64)
     n_bits = bits_per_token(vocab_size)
     neurons, bits = oracle.per_cluster(neurons, n_bits, "neurons"), oracle.per_cluster(bits, n_bits, "bits")
@@ -448,14 +449,12 @@ def train(train_tokens, vocab_size: int, *, codes, context: int, neurons, bits, 
                        np.uint64(oracle.sample_threshold(sample_rate)))
     specs = [(i, neurons[i], bits[i], choose_storage(memory, cell_mode, neurons[i], bits[i], t.shape[0] * sample_rate))
              for i in range(n_bits)]
-    if device == "cuda":
-        from ramsweep.engine import bitwise_cuda
-
-        clusters, on_gpu = bitwise_cuda.train_clusters(data, inputs, specs, cell_mode)
+    if gpu is not None:
+        clusters, on_gpu = gpu.train_clusters(data, inputs, specs, cell_mode)
     else:
         clusters, on_gpu = [train_cluster(data, inputs, i, n, b, cell_mode, storage) for i, n, b, storage in specs], None
     return Model(vocab_size, context, codes, frequency_positions(tokens, vocab_size), real_codes_are_gray(codes),
-                 cell_mode, empty_value, clusters, device, on_gpu)
+                 cell_mode, empty_value, clusters, "cpu" if gpu is None else gpu.NAME, on_gpu)
 
 
 def train_cluster(data: TrainingSet, inputs: InputBits, i: int, neurons: int, bits: int, cell_mode: str,
@@ -575,17 +574,15 @@ def read_clusters(model: Model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p, empty
 
 
-def score(model: Model, tokens, device: str = "cpu") -> Scores:
+def score(model: Model, tokens, gpu=None) -> Scores:
     """Look up every example of a split (positions t >= context): bit probabilities (on the CPU, or
-    with `device` "cuda" by bitwise_cuda's kernel, the same floats), then s(target) and the best
-    code by the closed forms."""
+    by `gpu`'s kernel, engine/bitwise_cuda.py: the same floats), then s(target) and the best code by
+    the closed forms."""
     tokens = np.ascontiguousarray(tokens, dtype=np.int64)
     t = np.arange(model.context, max(model.context, tokens.shape[0]), dtype=np.int64)
     x = pack(tokens, t, model.inputs)
-    if device == "cuda":
-        from ramsweep.engine import bitwise_cuda
-
-        p, empty = bitwise_cuda.read_clusters(model, x)
+    if gpu is not None:
+        p, empty = gpu.read_clusters(model, x)
     else:
         p, empty = read_clusters(model, x)
     p = np.clip(p, P_MIN, 1.0 - P_MIN)
@@ -702,6 +699,6 @@ def band_metrics(model: Model, sc: Scores, bands: Sequence, ce_1, right, ce_t) -
 
 
 def evaluate(model: Model, tokens, *, temperature: float | None = None, bands: Sequence | None = None,
-             byte_lengths=None, device: str = "cpu") -> dict:
-    """Metrics of `model` on one split (see metrics()), its lookups on `device` (cpu or cuda)."""
-    return metrics(model, score(model, tokens, device), temperature=temperature, bands=bands, byte_lengths=byte_lengths)
+             byte_lengths=None, gpu=None) -> dict:
+    """Metrics of `model` on one split (see metrics()), its lookups on the CPU or by `gpu`'s kernels."""
+    return metrics(model, score(model, tokens, gpu), temperature=temperature, bands=bands, byte_lengths=byte_lengths)

@@ -42,6 +42,7 @@ THREADS = 128  # threads of a block (the simulator's tests shrink it)
 SPLITS = 8  # threads a neuron in quad training, each owning the addresses a ≡ k (mod SPLITS); a power of two
 COUNT_BYTES = 1 << 30  # int32 net counts of one ternary training batch
 QUAD_BYTES = 1 << 33  # DENSE quad cells trained in one launch (clusters grouped up to this)
+NAME = "cuda"  # the device a model trained here names (bitwise.Model.device)
 SALT = uint64(bitwise.SAMPLE_SALT)
 ALL_KEPT = uint64(bitwise.ALL_KEPT)
 KIND_TERNARY, KIND_QUAD, KIND_SPARSE = 0, 1, 2

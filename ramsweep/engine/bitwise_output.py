@@ -63,7 +63,7 @@ class BitwiseOutput:
         codes = bitwise_reference.token_codes(corpus.train, corpus.vocab_size, exp.encoding, exp.gray)
         model = bitwise.train(corpus.train, corpus.vocab_size, codes=codes, context=exp.context, neurons=b.neurons,
                               bits=b.bits, seed=exp.seed, sample_rate=b.sample_rate, cell_mode=b.cell_mode,
-                              empty_value=exp.empty_value, device=engine_device(device))
+                              empty_value=exp.empty_value, gpu=kernels(device))
         progress(1.0)
         return model
 
@@ -71,9 +71,9 @@ class BitwiseOutput:
         raise ConfigError(f"experiment '{exp.name}': optimize: a bitwise model's search is not built yet")
 
     def figures(self, model, corpus, device: str, phase=lambda phase, fraction=0.0: None) -> tuple[dict, dict, float]:
-        device = engine_device(device)
+        gpu = kernels(device)
         phase(VALIDATION)
-        val_scores = bitwise.score(model, corpus.validation, device)
+        val_scores = bitwise.score(model, corpus.validation, gpu)
         phase(CALIBRATION)
         temperature = bitwise.fit_temperature(model, val_scores)
         split_bands = bands(model.vocab_size)
@@ -82,7 +82,7 @@ class BitwiseOutput:
         t = time.perf_counter()
         phase(TEST)
         test = bitwise.evaluate(model, corpus.test, temperature=temperature, bands=split_bands,
-                                byte_lengths=corpus.byte_lengths("test"), device=device)
+                                byte_lengths=corpus.byte_lengths("test"), gpu=gpu)
         return validation, test, t
 
     def resources(self, model) -> dict:
@@ -99,12 +99,15 @@ class BitwiseOutput:
         return conn, conn
 
 
-def engine_device(device: str) -> str:
-    """The bitwise engine's device for a resolved one: cuda for cuda and hybrid (the GPU alone), else cpu."""
+def kernels(device: str):
+    """The bitwise engine's GPU kernels for a resolved device (engine/bitwise_cuda.py for cuda and
+    hybrid, the GPU alone), or None: the CPU engine."""
     if device in ("cuda", "hybrid"):
-        return "cuda"
+        from ramsweep.engine import bitwise_cuda  # numba-cuda: only where it runs
+
+        return bitwise_cuda
     on_cpu(device)
-    return "cpu"
+    return None
 
 
 @cache
