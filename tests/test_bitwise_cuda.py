@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 import pytest
+from test_bitwise import corpus  # its first-order chain: a learnable successor, and noise
 
 from ramsweep.config import bits_per_token
 from ramsweep.engine import bitwise as engine
@@ -39,15 +40,6 @@ def small_blocks(monkeypatch):
             monkeypatch.setattr(bitwise_cuda, name, value)
 
 
-def corpus(vocab_size: int, n: int, seed: int) -> np.ndarray:
-    """test_bitwise's first-order chain (a learnable successor, and noise)."""
-    rng = np.random.default_rng(seed)
-    tokens = np.empty(n, dtype=np.int64)
-    tokens[0] = 0
-    jump = rng.integers(0, vocab_size, n)
-    for t in range(1, n):
-        tokens[t] = (3 * tokens[t - 1] + 1) % vocab_size if jump[t] % 3 else jump[t]
-    return tokens
 
 
 def same_model(cpu: engine.Model, gpu: engine.Model) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ramsweep.config import bits_per_token
-from ramsweep.engine.reference import MASK64, _mix64
+from ramsweep.engine.reference import MASK64, _mix64, drawn
 
 TERNARY, QUAD_BINARY, QUAD_WEIGHTED = "ternary", "quad_binary", "quad_weighted"
 CELL_MODES = (TERNARY, QUAD_BINARY, QUAD_WEIGHTED)
@@ -74,14 +74,7 @@ def stream_state(seed: int, salt: int, cluster: int, neuron: int) -> int:
 def bit_connectivity(seed: int, cluster: int, neuron: int, bits: int, n_input: int) -> list[int]:
     """`bits` distinct input positions of one neuron of bit cluster `cluster` (§3 "Connectivity"):
     a partial Fisher–Yates shuffle from its (seed, "bit", cluster, neuron) stream; first = MSB."""
-    state = stream_state(seed, BIT_SALT, cluster, neuron)
-    pool = list(range(n_input))
-    for j in range(bits):
-        r = _mix64(state)
-        state = (state + 0x9E3779B97F4A7C15) & MASK64
-        k = j + r % (n_input - j)
-        pool[j], pool[k] = pool[k], pool[j]
-    return pool[:bits]
+    return drawn(stream_state(seed, BIT_SALT, cluster, neuron), bits, n_input)
 
 
 def sample_hash(seed: int, cluster: int, neuron: int, example: int) -> int:

@@ -28,7 +28,12 @@ def connectivity(seed: int, tier: int, neuron: int, bits: int, n_input: int, gat
     generator seeded by (seed, tier, neuron), or (seed, "gate", tier, neuron) for a gate
     neuron; the first is the address's MSB."""
     base = (_mix64(seed) + int.from_bytes(b"gate", "big")) & MASK64 if gate else seed
-    state = _mix64((_mix64((_mix64(base) + tier) & MASK64) + neuron) & MASK64)
+    return drawn(_mix64((_mix64((_mix64(base) + tier) & MASK64) + neuron) & MASK64), bits, n_input)
+
+
+def drawn(state: int, bits: int, n_input: int) -> list[int]:
+    """`bits` distinct positions of `n_input`: a partial Fisher–Yates shuffle driven by the
+    splitmix64 stream that starts at `state` (every neuron's wiring, whatever its architecture)."""
     pool = list(range(n_input))
     for j in range(bits):
         r = _mix64(state)
