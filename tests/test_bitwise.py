@@ -92,6 +92,9 @@ def test_cells_equal_the_oracle_dense_and_sparse(trained):
         assert all(c.storage == memory for c in model.clusters)
         assert engine.cells(model) == oracle_cells(oracle), memory
         assert model.position.tolist() == oracle.position.tolist()
+        # the record's count: every cell holding a code, as stored_cells lists them
+        assert [engine.cells_stored(c, model.cell_mode) for c in model.clusters] == [
+            len(engine.stored_cells(c, model.cell_mode)[0]) for c in model.clusters]
 
 
 def test_metrics_equal_the_oracle(trained):

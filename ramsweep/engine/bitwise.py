@@ -514,6 +514,17 @@ def cells(model: Model) -> list[dict]:
     return out
 
 
+def cells_stored(cluster: BitCluster, cell_mode: str) -> int:
+    """How many cells hold a code (stored_cells' count), without listing them: a DENSE cluster of
+    200 neurons of 20 bits is 200 M cells, and the record wants only the count."""
+    if cluster.storage == SPARSE:
+        return int(np.count_nonzero(cluster.vals))
+    if cell_mode != TERNARY:
+        return int(np.count_nonzero(cluster.dense))
+    either = (cluster.dense | (cluster.dense >> np.uint32(1))) & np.uint32(0x55555555)  # a bit per non-zero 2-bit code
+    return int(np.bitwise_count(either).sum())
+
+
 def stored_cells(cluster: BitCluster, cell_mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(neuron, engine address (uint64), code) of every non-zero code, DENSE or SPARSE."""
     if cluster.storage == SPARSE:

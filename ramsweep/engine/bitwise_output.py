@@ -88,7 +88,7 @@ class BitwiseOutput:
     def resources(self, model) -> dict:
         return {"device": describe(model.device),  # cuda where its kernels ran, else cpu
                 "memory_mb": model.nbytes / 2**20,
-                "cells_stored": [len(bitwise.stored_cells(c, model.cell_mode)[0]) for c in model.clusters],
+                "cells_stored": [bitwise.cells_stored(c, model.cell_mode) for c in model.clusters],
                 "backends": [c.storage for c in model.clusters]}  # the record's name for the memory kinds
 
     def timing(self, model) -> dict:
