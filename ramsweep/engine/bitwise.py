@@ -34,7 +34,7 @@ from ramsweep.config import bits_per_token
 from ramsweep.engine import bitwise_reference as oracle
 from ramsweep.engine.backends.cpu import SPARSE_BATCH_ENTRIES, address, dense_read, dense_write, sparse_read
 from ramsweep.engine.connectivity import draw_bit_connectivity, mix64
-from ramsweep.engine.layout import DENSE, DENSE_ALWAYS_BYTES, SPARSE, expected_cells
+from ramsweep.engine.layout import DENSE, DENSE_ALWAYS_BYTES, SPARSE, Frequencies, expected_cells
 from ramsweep.engine.reference import MASK64
 from ramsweep.engine.train import pack, wire
 
@@ -333,15 +333,6 @@ class Model:
         return sum(c.nbytes for c in self.clusters)
 
 
-def frequency_positions(train_tokens: np.ndarray, vocab_size: int) -> np.ndarray:
-    """(V,) int64: each token's position in the training frequency order (descending count, ties
-    and unseen tokens by ascending id; a stable sort keeps ascending ids among equals)."""
-    counts = np.bincount(train_tokens, minlength=vocab_size)
-    position = np.empty(vocab_size, dtype=np.int64)
-    position[np.argsort(-counts, kind="stable")] = np.arange(vocab_size)
-    return position
-
-
 def real_codes_are_gray(codes: np.ndarray) -> bool:
     """Whether the codes are the Gray images of 0..V-1 (False when they are 0..V-1 itself: for
     V a power of two both hold and either decomposition of the cube is exact)."""
@@ -453,7 +444,8 @@ def train(train_tokens, vocab_size: int, *, codes, context: int, neurons, bits, 
         clusters, on_gpu = gpu.train_clusters(data, inputs, specs, cell_mode)
     else:
         clusters, on_gpu = [train_cluster(data, inputs, i, n, b, cell_mode, storage) for i, n, b, storage in specs], None
-    return Model(vocab_size, context, codes, frequency_positions(tokens, vocab_size), real_codes_are_gray(codes),
+    position = Frequencies.of(tokens, vocab_size).position.astype(np.int64)  # §3's cluster order, counted once
+    return Model(vocab_size, context, codes, position, real_codes_are_gray(codes),
                  cell_mode, empty_value, clusters, "cpu" if gpu is None else gpu.NAME, on_gpu)
 
 

@@ -15,10 +15,13 @@ import logging
 import time
 from functools import cache
 
+import numpy as np
+
 from ramsweep.config import Experiment, bits_per_token
-from ramsweep.engine import bitwise, bitwise_reference
+from ramsweep.engine import bitwise
 from ramsweep.engine.architecture import Plan
 from ramsweep.engine.devices import describe
+from ramsweep.engine.layout import Frequencies, input_codes
 from ramsweep.errors import ConfigError
 
 log = logging.getLogger("ramsweep")
@@ -60,7 +63,8 @@ class BitwiseOutput:
 
     def train(self, exp: Experiment, corpus, device: str, progress):
         b = exp.bitwise
-        codes = bitwise_reference.token_codes(corpus.train, corpus.vocab_size, exp.encoding, exp.gray)
+        codes = input_codes(exp, Frequencies.of(corpus.train, corpus.vocab_size))  # the sweep's counts, kept
+        codes = np.arange(corpus.vocab_size) if codes is None else codes
         model = bitwise.train(corpus.train, corpus.vocab_size, codes=codes, context=exp.context, neurons=b.neurons,
                               bits=b.bits, seed=exp.seed, sample_rate=b.sample_rate, cell_mode=b.cell_mode,
                               empty_value=exp.empty_value, gpu=kernels(device))
