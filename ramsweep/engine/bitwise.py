@@ -385,18 +385,25 @@ def cluster_bytes(storage: str, cell_mode: str, neurons: int, bits: int, n_input
 
 def estimate_memory_bytes(vocab_size: int, context: int, n_examples: int, *, neurons, bits, sample_rate: float,
                           cell_mode: str, memory: str = "auto", bound: bool = True) -> int:
-    """The trained model's nbytes before any training, from the sizes and the training examples
+    """The trained model's nbytes before any training (cluster_estimates summed)."""
+    return sum(cluster_estimates(vocab_size, context, n_examples, neurons=neurons, bits=bits, sample_rate=sample_rate,
+                                 cell_mode=cell_mode, memory=memory, bound=bound))
+
+
+def cluster_estimates(vocab_size: int, context: int, n_examples: int, *, neurons, bits, sample_rate: float,
+                      cell_mode: str, memory: str = "auto", bound: bool = True) -> list[int]:
+    """Each bit cluster's nbytes before any training, from the sizes and the training examples
     alone: each SPARSE neuron stores at most min(2**bits, its kept writes) cells, its kept writes
     taken at their expectation n_examples · sample_rate (`bound`), or the expected distinct cells
     of that many writes spread evenly (layout.expected_cells: the planning figure)."""
     n_bits = bits_per_token(vocab_size)
     neurons, bits = oracle.per_cluster(neurons, n_bits, "neurons"), oracle.per_cluster(bits, n_bits, "bits")
     kept = n_examples * sample_rate
-    total = 0
+    sizes = []
     for n, b in zip(neurons, bits):
         cells = min(2.0**b, kept) if bound else float(expected_cells(b, np.float64(kept)))
-        total += cluster_bytes(choose_storage(memory, cell_mode, n, b, kept), cell_mode, n, b, context * n_bits, cells)
-    return total
+        sizes.append(cluster_bytes(choose_storage(memory, cell_mode, n, b, kept), cell_mode, n, b, context * n_bits, cells))
+    return sizes
 
 
 # ---- training ---------------------------------------------------------------------------------------

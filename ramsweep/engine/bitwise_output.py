@@ -45,21 +45,13 @@ class BitwiseOutput:
 
     def plan(self, exp: Experiment, freq) -> Plan:
         exp.check_against_data(freq.vocab_size)
-        clusters = bits_per_token(freq.vocab_size)
-        neurons, bits = exp.bitwise.per_cluster(clusters)
+        neurons, bits = exp.bitwise.per_cluster(bits_per_token(freq.vocab_size))
+        sizes = dict(neurons=neurons, bits=bits, sample_rate=exp.bitwise.sample_rate, cell_mode=exp.bitwise.cell_mode)
         examples = max(0, freq.tokens - exp.context)
-        unit_bytes = tuple(self._bytes(exp, freq.vocab_size, examples, n, b, bound=False) for n, b in zip(neurons, bits))
-        bound = sum(self._bytes(exp, freq.vocab_size, examples, n, b, bound=True) for n, b in zip(neurons, bits))
+        expected = bitwise.cluster_estimates(freq.vocab_size, exp.context, examples, bound=False, **sizes)
+        bound = bitwise.estimate_memory_bytes(freq.vocab_size, exp.context, examples, **sizes)
         units = tuple(f"bit cluster {i} ({n} neurons of {b} bits)" for i, (n, b) in enumerate(zip(neurons, bits)))
-        return Plan(units, unit_bytes, bound, exp.input_bits(freq.vocab_size))
-
-    @staticmethod
-    def _bytes(exp: Experiment, vocab_size: int, examples: int, neurons: int, bits: int, bound: bool) -> int:
-        """One bit cluster's arrays (every cluster given this one's size, divided back out)."""
-        clusters = bits_per_token(vocab_size)
-        return bitwise.estimate_memory_bytes(vocab_size, exp.context, examples, neurons=neurons, bits=bits,
-                                             sample_rate=exp.bitwise.sample_rate, cell_mode=exp.bitwise.cell_mode,
-                                             bound=bound) // clusters
+        return Plan(units, tuple(expected), bound, exp.input_bits(freq.vocab_size))
 
     def train(self, exp: Experiment, corpus, device: str, progress):
         b = exp.bitwise
