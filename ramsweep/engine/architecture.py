@@ -13,10 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ramsweep.config import Experiment
+if TYPE_CHECKING:  # a light module: progress.py reads its phase names in workers that start fast
+    from ramsweep.config import Experiment
 
+# the phases an architecture's `figures` reports through its `phase` callback (progress.py shows them)
+VALIDATION, CALIBRATION, TEST = "validation", "calibration", "test"
 # architecture name -> the module that implements it (imported when an experiment needs it)
 ARCHITECTURES = {"tiered": "ramsweep.engine.tiered", "bitwise": "ramsweep.engine.bitwise_output"}
 

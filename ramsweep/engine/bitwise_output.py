@@ -19,14 +19,13 @@ import numpy as np
 
 from ramsweep.config import Experiment, bits_per_token
 from ramsweep.engine import bitwise
-from ramsweep.engine.architecture import Plan
+from ramsweep.engine.architecture import CALIBRATION, TEST, VALIDATION, Plan
 from ramsweep.engine.devices import describe
 from ramsweep.engine.layout import Frequencies, input_codes
 from ramsweep.errors import ConfigError
 
 log = logging.getLogger("ramsweep")
 BANDS = (100, 400)  # then the rest: the tiered model's 100 / 400 / rest, so the two compare band by band
-VALIDATION, CALIBRATION, TEST = "validation", "calibration", "test"  # progress.py's phases
 
 
 def bands(vocab_size: int) -> tuple:

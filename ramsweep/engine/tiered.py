@@ -12,12 +12,10 @@ from __future__ import annotations
 import time
 
 from ramsweep.config import Experiment
-from ramsweep.engine.architecture import Plan
+from ramsweep.engine.architecture import CALIBRATION, TEST, VALIDATION, Plan
 from ramsweep.engine.evaluate import evaluate, fit_temperature, looked_up, metrics, score
 from ramsweep.engine.layout import Frequencies, estimate_memory_bytes, expected_tier_bytes, layout_of
 from ramsweep.engine.train import drawn_connectivity, train
-
-VALIDATION, CALIBRATION, TEST = "validation", "calibration", "test"  # progress.py's phases
 
 
 class Tiered:

@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ramsweep.engine.architecture import CALIBRATION, TEST, VALIDATION  # the phases a model's figures report
+
 REPORT_EVERY_S = 1.0
-LOADING, TRAINING, SEARCH, VALIDATION, CALIBRATION, TEST = (
-    "loading", "training", "search", "validation", "calibration", "test")
+LOADING, TRAINING, SEARCH = "loading", "training", "search"
 # the timing field whose share of total_s each phase takes (search is part of training)
 _TIMED = {LOADING: None, TRAINING: "train_s", SEARCH: "train_s", VALIDATION: "validation_s",
           CALIBRATION: "validation_s", TEST: "test_s"}
