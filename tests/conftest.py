@@ -72,6 +72,21 @@ def results_path(request, tmp_path):
     return tmp_path / request.param
 
 
+# ------------------------------------------------------------------ CUDA kernels in numba-cuda's simulator
+
+
+def run_in_the_simulator(test_file: str, leave_out: str) -> str:
+    """Run `test_file` again under NUMBA_ENABLE_CUDASIM=1 (CUDA kernels on the CPU), its tests
+    except `leave_out` (a -k expression); expect it to pass and return its summary line."""
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_file, "-k",
+                           f"not ({leave_out})"], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    last = done.stdout.splitlines()[-1]
+    assert " passed" in last, done.stdout[-500:]
+    return last
+
+
 # ------------------------------------------------------------------ a real browser (Debian's chromium)
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")

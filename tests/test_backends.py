@@ -11,13 +11,12 @@ A new backend is checked by adding its name to present().
 
 import dataclasses
 import os
-import subprocess
-import sys
 from functools import cache
 
 import numpy as np
 import orjson
 import pytest
+from conftest import run_in_the_simulator
 
 from ramsweep.config import Experiment
 from ramsweep.data.spec import DataSpec
@@ -290,12 +289,7 @@ def test_a_run_of_a_set_on_the_backend_is_the_cpus(name, tmp_path):
 @pytest.mark.skipif(SIMULATED or cuda_module() is None or "cuda" in BACKENDS,
                     reason="runs this file in the simulator where numba-cuda has no GPU")
 def test_cuda_in_the_simulator():
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-                           "-k", "not test_cuda_in_the_simulator and not test_cpu_"], env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    last = done.stdout.splitlines()[-1]
-    assert " passed" in last and "skipped" not in last, done.stdout[-500:]
+    assert "skipped" not in run_in_the_simulator(__file__, "test_cuda_in_the_simulator or test_cpu_")
 
 
 # --- the CPU backend's own paths ------------------------------------------------------------

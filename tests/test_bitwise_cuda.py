@@ -11,12 +11,11 @@ for any of them, so this tests that too).
 """
 
 import os
-import subprocess
-import sys
 import warnings
 
 import numpy as np
 import pytest
+from conftest import run_in_the_simulator
 from test_bitwise import corpus  # its first-order chain: a learnable successor, and noise
 
 from ramsweep.config import bits_per_token
@@ -154,10 +153,4 @@ def test_larger_cases_on_a_real_gpu(mode, rate, memory):
 @pytest.mark.slow
 @pytest.mark.skipif(SIMULATED or bitwise_cuda.available(), reason="runs the file itself")
 def test_bitwise_kernels_in_the_simulator():
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-                           "-k", "not test_bitwise_kernels_in_the_simulator"],
-                          env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    last = done.stdout.splitlines()[-1]
-    assert " passed" in last, done.stdout[-500:]
+    run_in_the_simulator(__file__, "test_bitwise_kernels_in_the_simulator")

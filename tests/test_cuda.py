@@ -9,11 +9,10 @@ kernels' block sizes shrunk so that the simulator's thread-per-thread execution 
 """
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_in_the_simulator
 from test_backends import CASES, tiny_set, trained, zipf
 
 from ramsweep.config import Experiment
@@ -174,9 +173,4 @@ def test_search_on_cuda_equals_the_cpu():
 
 @pytest.mark.skipif(SIMULATED or cuda_backend.available(), reason="runs the file itself")
 def test_cuda_kernels_in_the_simulator():
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-                           "-k", "not test_cuda_kernels_in_the_simulator"],
-                          env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert " passed" in done.stdout and "skipped" not in done.stdout.splitlines()[-1], done.stdout[-500:]
+    assert "skipped" not in run_in_the_simulator(__file__, "test_cuda_kernels_in_the_simulator")
