@@ -3,10 +3,10 @@
 This module is its face towards the sweep (engine/architecture.py); its engine is
 engine/bitwise.py (numba, CPU), held to the oracle in engine/bitwise_reference.py. Its units are
 its bit clusters. On cuda (and hybrid, which runs it on the GPU alone) it trains and looks up
-with engine/bitwise_cuda.py's kernels (the same cells and metrics; SPARSE clusters train on the
-CPU engine); every other device runs the CPU engine, and the record's device says which ran it.
-Its WGSL kernels are not built yet. Per-band figures use the tiered model's bands: the
-100 most frequent tokens, the next 400, the rest.
+with engine/bitwise_cuda.py's kernels, on wgpu and metal with engine/bitwise_wgpu.py's WGSL
+kernels (the same cells and metrics; SPARSE clusters train on the CPU engine); cpu runs the CPU
+engine, and the record's device says which trained it. Per-band figures use the tiered model's
+bands: the 100 most frequent tokens, the next 400, the rest.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class BitwiseOutput:
         return validation, test, t
 
     def resources(self, model) -> dict:
-        return {"device": describe(model.device),  # cuda where its kernels ran, else cpu
+        return {"device": describe(model.device),  # cuda or wgpu where their kernels trained it, else cpu
                 "memory_mb": model.nbytes / 2**20,
                 "cells_stored": [bitwise.cells_stored(c, model.cell_mode) for c in model.clusters],
                 "backends": [c.storage for c in model.clusters]}  # the record's name for the memory kinds
@@ -96,20 +96,24 @@ class BitwiseOutput:
 
 def kernels(device: str):
     """The bitwise engine's GPU kernels for a resolved device (engine/bitwise_cuda.py for cuda and
-    hybrid, the GPU alone), or None: the CPU engine."""
+    hybrid, the GPU alone; engine/bitwise_wgpu.py for wgpu and metal), or None: the CPU engine."""
     if device in ("cuda", "hybrid"):
         from ramsweep.engine import bitwise_cuda  # numba-cuda: only where it runs
 
         return bitwise_cuda
+    if device in ("wgpu", "metal"):
+        from ramsweep.engine import bitwise_wgpu  # wgpu-py: only where it runs
+
+        return bitwise_wgpu
     on_cpu(device)
     return None
 
 
 @cache
 def on_cpu(device: str) -> None:
-    """Say once a process that a GPU device without bitwise kernels runs them on the CPU engine."""
+    """Say once a process that a device without bitwise kernels runs them on the CPU engine."""
     if device != "cpu":
-        log.info(f"bitwise experiments run on the CPU engine: their {device} kernels are not built yet")
+        log.info(f"bitwise experiments run on the CPU engine: {device} has no bitwise kernels")
 
 
 ARCHITECTURE = BitwiseOutput()

@@ -5,8 +5,9 @@ an experiment's key: it only decides where the lookups run. GPU backends are opt
 imported only when asked for or probed.
 
 - cuda: numba-cuda kernels train and evaluate (`pip install 'ramsweep[cuda]'`).
-- metal / wgpu: the WGSL evaluation kernel through wgpu (Metal on macOS, Vulkan elsewhere);
-  training stays on the CPU engine (`pip install 'ramsweep[wgpu]'`).
+- metal / wgpu: WGSL kernels through wgpu (Metal on macOS, Vulkan elsewhere): the tiered model
+  evaluates there and trains on the CPU engine; the bitwise model trains and evaluates there
+  (`pip install 'ramsweep[wgpu]'`).
 - hybrid: training on the GPU; evaluation split between the GPU and the CPU threads by their
   measured throughput, both running at once.
 - auto: cuda, else a real (not software) GPU through wgpu, else the CPU.
@@ -77,5 +78,9 @@ def describe(device: str) -> str:
 
 
 def trains_on(device: str) -> str:
-    """Where the cells are written: the CUDA kernels for cuda and hybrid, else the CPU."""
-    return "cuda" if device in ("cuda", "hybrid") else "cpu"
+    """The device an architecture's train() is handed: cuda for cuda and hybrid (its kernels write
+    the cells), metal and wgpu themselves (the bitwise model trains on its WGSL kernels, the tiered
+    model on the CPU engine), else cpu."""
+    if device in ("cuda", "hybrid"):
+        return "cuda"
+    return device if device in ("metal", "wgpu") else "cpu"

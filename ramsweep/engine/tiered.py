@@ -30,6 +30,7 @@ class Tiered:
         return Plan(units, unit_bytes, estimate_memory_bytes(layout), layout.n_input)
 
     def train(self, exp: Experiment, corpus, device: str, progress):
+        device = "cuda" if device == "cuda" else "cpu"  # no WGSL training kernel: the CPU engine trains for wgpu
         return train(exp, corpus.train, corpus.vocab_size, device=device, progress=progress)
 
     def search(self, exp: Experiment, corpus, device: str, resume, checkpoint, progress):
