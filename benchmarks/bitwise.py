@@ -4,6 +4,7 @@
     python benchmarks/bitwise.py            # a small and a medium case, DENSE and SPARSE (~30 s on 2 cores)
     python benchmarks/bitwise.py --small    # the small case only
     python benchmarks/bitwise.py --gpu      # CUDA: a WikiText-2-size experiment end to end, the size grid
+    python benchmarks/bitwise.py --gpu --profile   # and where the end-to-end run's host time goes (cProfile)
 
 --gpu (an NVIDIA GPU; engine/bitwise_cuda.py): a synthetic Zipf corpus the size of WikiText-2
 (2.4 M / 250 k / 290 k tokens over 50,257 ids, drawn as benchmarks/gpu.py draws it) and the
@@ -171,7 +172,7 @@ def same_on_slice(corpus) -> tuple[bool, dict]:
     return same, seconds
 
 
-def gpu_main() -> None:
+def gpu_main(profile: bool = False) -> None:
     from ramsweep.config import Experiment
     from ramsweep.engine.devices import describe
     from ramsweep.sets import load_set
@@ -184,6 +185,13 @@ def gpu_main() -> None:
     print(f"## Bitwise model on CUDA ({describe('cuda')}; CPU engine: {numba.get_num_threads()} numba threads)\n")
     print("Synthetic Zipf corpus of WikiText-2's size: 2.4 M / 250 k / 290 k tokens over 50,257 ids; "
           "16 bit clusters × 200 neurons × 20 bits, context 4, sample rate 0.25, quad_weighted.\n")
+    if profile:
+        import cProfile
+        import pstats
+
+        with cProfile.Profile() as pr:
+            run_on(exp, corpus, "cuda")
+        pstats.Stats(pr).sort_stats("cumulative").print_stats(30)
     record, wall = run_on(exp, corpus, "cuda")
     part = phases(corpus, "cuda")
     print("| run | end to end s | train s | validation lookups s | temperature fit s | test (lookups + metrics) s "
@@ -223,9 +231,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="the small case only")
     parser.add_argument("--gpu", action="store_true", help="CUDA: WikiText-2-size end to end, CPU vs CUDA, size grid")
+    parser.add_argument("--profile", action="store_true", help="with --gpu: cProfile of one end-to-end run first")
     args = parser.parse_args()
     if args.gpu:
-        gpu_main()
+        gpu_main(args.profile)
         return
     rows = [run_case(case) for case in CASES[: 1 if args.small else None]]
     print(f"## Bitwise CPU engine vs the numpy oracle ({numba.get_num_threads()} threads; context 4, "

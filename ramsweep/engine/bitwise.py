@@ -54,6 +54,15 @@ def sample_state(seed, cluster, neuron):
     return mix64(mix64(mix64(mix64(seed) + SAMPLE_SALT) + np.uint64(cluster)) + np.uint64(neuron))
 
 
+@njit(cache=True)
+def sample_states(seed, cluster, n_neurons):
+    """(n_neurons,) uint64: the cluster's sampling states, for the GPU kernels."""
+    out = np.empty(n_neurons, dtype=np.uint64)
+    for n in range(n_neurons):
+        out[n] = sample_state(np.uint64(seed), cluster, n)
+    return out
+
+
 @njit(cache=True, inline="always")
 def keeps(state, t, threshold):
     """Whether the neuron of sampling state S trains on the example at position t: top 53 bits of
@@ -176,12 +185,6 @@ def read_cluster(x, masks, order, is_sparse, dense32, dense8, offsets, keys, val
 
 
 @njit(cache=True, inline="always")
-def logaddexp(a, b):
-    top = max(a, b)
-    return top + math.log1p(math.exp(-abs(a - b)))
-
-
-@njit(cache=True, inline="always")
 def logsumexp(terms, m):
     top = terms[0]
     for k in range(1, m):
@@ -205,40 +208,55 @@ def target_scores(log_p, log_q, target_codes):
     return s
 
 
+LOG_Z, MEAN, MEAN_AND_VARIANCE = 0, 1, 2  # what closed_forms computes
+
+
 @njit(cache=True, parallel=True, nogil=True)
-def closed_forms(log_p, log_q, star, branch, temperature, want_mean, out):
-    """Per example: log Σ_{u real} exp(s(u)/T) into out (n,), or, with want_mean, E_T[s] (docs/design.md
-    §3c "Closed forms"): c*'s terms, and per branch bit j the subcube agreeing with c* above j,
-    differing at j and free below. star, branch (B,) bool: c*'s bits, the branch bits."""
+def closed_forms(log_p, log_q, star, branch, temperature, want, out, variance):
+    """Per example (docs/design.md §3c "Closed forms"): log Σ_{u real} exp(s(u)/T) into out (n,)
+    (want LOG_Z), or E_T[s] (MEAN), and with MEAN_AND_VARIANCE Var_T[s] into variance (n,) too: c*'s
+    terms, and per branch bit j the subcube agreeing with c* above j, differing at j and free below.
+    A free bit's two-way softmax takes one exp and one log1p: with x = e^{−|w_i(1) − w_i(0)|}, its
+    log-sum is max + log1p(x) and its weights 1/(1 + x), x/(1 + x). star, branch (B,) bool: c*'s
+    bits, the branch bits."""
     n, n_bits = log_p.shape
     for e in prange(n):
         rest_log = np.zeros(n_bits)  # Σ_{i>j} log(e^{w_i(0)} + e^{w_i(1)})
         rest_mean = np.zeros(n_bits)  # Σ_{i>j} the free bit's mean term under its two-way softmax
+        rest_var = np.zeros(n_bits)  # Σ_{i>j} its variance
         for j in range(n_bits - 2, -1, -1):
             s0, s1 = log_q[e, j + 1], log_p[e, j + 1]
-            free = logaddexp(s0 / temperature, s1 / temperature)
-            rest_log[j] = rest_log[j + 1] + free
-            rest_mean[j] = rest_mean[j + 1] + s0 * math.exp(s0 / temperature - free) + s1 * math.exp(
-                s1 / temperature - free)
-        logs, means = np.empty(n_bits + 1), np.empty(n_bits + 1)
+            big, small = (s1, s0) if s1 >= s0 else (s0, s1)
+            x = math.exp((small - big) / temperature)
+            w_big = 1.0 / (1.0 + x)
+            w_small = x * w_big
+            rest_log[j] = rest_log[j + 1] + big / temperature + math.log1p(x)
+            rest_mean[j] = rest_mean[j + 1] + big * w_big + small * w_small
+            rest_var[j] = rest_var[j + 1] + w_big * w_small * (big - small) ** 2
+        logs, means, variances = np.empty(n_bits + 1), np.empty(n_bits + 1), np.empty(n_bits + 1)
         above, m = 0.0, 0
         for j in range(n_bits):
             on, off = (log_p[e, j], log_q[e, j]) if star[j] else (log_q[e, j], log_p[e, j])
             if branch[j]:
                 logs[m] = (above + off) / temperature + rest_log[j]
-                means[m] = above + off + rest_mean[j]
+                means[m], variances[m] = above + off + rest_mean[j], rest_var[j]
                 m += 1
             above += on
-        logs[m], means[m] = above / temperature, above
+        logs[m], means[m], variances[m] = above / temperature, above, 0.0
         m += 1
         log_z = logsumexp(logs, m)
-        if want_mean:
-            mean = 0.0
-            for k in range(m):
-                mean += math.exp(logs[k] - log_z) * means[k]
-            out[e] = mean
-        else:
+        if want == LOG_Z:
             out[e] = log_z
+            continue
+        mean = 0.0
+        for k in range(m):
+            mean += math.exp(logs[k] - log_z) * means[k]
+        out[e] = mean
+        if want == MEAN_AND_VARIANCE:  # within the subcubes, plus the spread of their means
+            var = 0.0
+            for k in range(m):
+                var += math.exp(logs[k] - log_z) * (variances[k] + (means[k] - mean) ** 2)
+            variance[e] = var
 
 
 @njit(cache=True, parallel=True, nogil=True)
@@ -287,10 +305,21 @@ class BitCluster:
     conn: np.ndarray  # (neurons, bits) int32 input positions, column 0 the oracle's MSB
     masks: np.ndarray  # (neurons, words) uint64 packed input bits each neuron reads
     order: np.ndarray  # (neurons, bits) uint16 the same bits in the engine's address order
-    dense: np.ndarray  # DENSE: ternary (neurons, words) uint32, quad (neurons, 2**bits) uint8; SPARSE: (0, 1) uint32
+    host: np.ndarray | None  # DENSE cells (see `dense`), None while only a GPU holds them; SPARSE: (0, 1) uint32
     offsets: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))  # SPARSE (neurons + 1,) int64
     keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint32))  # SPARSE (n_cells,) sorted per neuron
     vals: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint8))  # SPARSE (n_cells,) codes
+    # DENSE cells a GPU trained (anything with nbytes and copy_to_host()), copied to `host` on first
+    # use: a sweep reads them there only, and copying 3 GiB back took longer than training them
+    gpu: object = field(default=None, repr=False, compare=False)
+    stored: int | None = None  # the cells holding a code, when counted where they were trained
+
+    @property
+    def dense(self) -> np.ndarray:
+        """DENSE: ternary (neurons, words) uint32, quad (neurons, 2**bits) uint8; SPARSE: (0, 1) uint32."""
+        if self.host is None:
+            self.host = self.gpu.copy_to_host()
+        return self.host
 
     @property
     def neurons(self) -> int:
@@ -302,7 +331,8 @@ class BitCluster:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.conn, self.masks, self.order, self.dense, self.offsets, self.keys, self.vals))
+        cells = self.host if self.host is not None else self.gpu
+        return sum(a.nbytes for a in (self.conn, self.masks, self.order, cells, self.offsets, self.keys, self.vals))
 
 
 @dataclass
@@ -451,7 +481,8 @@ def train(train_tokens, vocab_size: int, *, codes, context: int, neurons, bits, 
         clusters, on_gpu = gpu.train_clusters(data, inputs, specs, cell_mode)
     else:
         clusters, on_gpu = [train_cluster(data, inputs, i, n, b, cell_mode, storage) for i, n, b, storage in specs], None
-    position = Frequencies.of(tokens, vocab_size).position.astype(np.int64)  # §3's cluster order, counted once
+    counted = train_tokens if isinstance(train_tokens, np.ndarray) else tokens  # the sweep's array: counted once
+    position = Frequencies.of(counted, vocab_size).position.astype(np.int64)  # §3's cluster order
     return Model(vocab_size, context, codes, position, real_codes_are_gray(codes),
                  cell_mode, empty_value, clusters, "cpu" if gpu is None else gpu.NAME, on_gpu)
 
@@ -518,6 +549,8 @@ def cells_stored(cluster: BitCluster, cell_mode: str) -> int:
     200 neurons of 20 bits is 200 M cells, and the record wants only the count."""
     if cluster.storage == SPARSE:
         return int(np.count_nonzero(cluster.vals))
+    if cluster.stored is not None:
+        return cluster.stored
     if cell_mode != TERNARY:
         return int(np.count_nonzero(cluster.dense))
     either = (cluster.dense | (cluster.dense >> np.uint32(1))) & np.uint32(0x55555555)  # a bit per non-zero 2-bit code
@@ -613,15 +646,23 @@ def branches(model: Model) -> tuple[np.ndarray, np.ndarray]:
 def log_normaliser(model: Model, sc: Scores, temperature: float = 1.0) -> np.ndarray:
     """(n,) log Σ_{u real} exp(s(u)/T)."""
     out = np.empty(sc.p.shape[0])
-    closed_forms(sc.log_p, sc.log_q, *branches(model), float(temperature), False, out)
+    closed_forms(sc.log_p, sc.log_q, *branches(model), float(temperature), LOG_Z, out, out)
     return out
 
 
 def expected_score(model: Model, sc: Scores, temperature: float = 1.0) -> np.ndarray:
     """(n,) E_T[s] over the real tokens: a temperature fit's slope."""
     out = np.empty(sc.p.shape[0])
-    closed_forms(sc.log_p, sc.log_q, *branches(model), float(temperature), True, out)
+    closed_forms(sc.log_p, sc.log_q, *branches(model), float(temperature), MEAN, out, out)
     return out
+
+
+def score_moments(model: Model, sc: Scores, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) E_T[s] and (n,) Var_T[s] over the real tokens: the slope of mean CE in u = ln(1/T) is
+    mean(E_T[s]) − mean(s(target)), its derivative (1/T) · mean(Var_T[s])."""
+    mean, variance = np.empty(sc.p.shape[0]), np.empty(sc.p.shape[0])
+    closed_forms(sc.log_p, sc.log_q, *branches(model), float(temperature), MEAN_AND_VARIANCE, mean, variance)
+    return mean, variance
 
 
 def ce(model: Model, sc: Scores, temperature: float = 1.0) -> np.ndarray:
@@ -635,24 +676,36 @@ def correct(model: Model, sc: Scores) -> np.ndarray:
 
 
 def fit_temperature(model: Model, sc: Scores) -> float:
-    """The oracle's fit: the T in [0.001, 1000] minimising mean CE, by bisection in u = ln(1/T) on
-    the slope mean(E_T[s]) − mean(s(target)), the same steps and stopping width, E_T[s] in closed form."""
+    """The T in [0.001, 1000] minimising mean CE (the oracle's, to 1e-12): CE is convex in
+    u = ln(1/T), so Newton's method on its slope, with E_T[s] and Var_T[s] in closed form, inside
+    the bracket where the slope changes sign (a step leaving it bisects; docs/design.md §3c
+    "Calibration"). The oracle bisects the same bracket in about 45 steps; Newton takes a few."""
     if sc.targets.shape[0] == 0:
         return 1.0
     target = float(sc.target_s.mean())
 
-    def slope(u: float) -> float:
-        return float(expected_score(model, sc, math.exp(-u)).mean()) - target
+    def slope(u: float) -> tuple[float, float]:
+        mean, variance = score_moments(model, sc, math.exp(-u))
+        return float(mean.mean()) - target, math.exp(u) * float(variance.mean())
 
     lo, hi = math.log(oracle.BETA_RANGE[0]), math.log(oracle.BETA_RANGE[1])
-    if slope(lo) >= 0:
+    if slope(lo)[0] >= 0:
         return 1 / oracle.BETA_RANGE[0]
-    if slope(hi) <= 0:
+    if slope(hi)[0] <= 0:
         return 1 / oracle.BETA_RANGE[1]
+    u = min(max(0.0, lo), hi)
     while hi - lo > 1e-12:
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if slope(mid) < 0 else (lo, mid)
-    return math.exp(-(lo + hi) / 2)
+        g, dg = slope(u)
+        if g == 0:
+            break
+        lo, hi = (u, hi) if g < 0 else (lo, u)
+        step = u - g / dg if dg > 0 else math.nan
+        new = step if lo < step < hi else (lo + hi) / 2
+        if abs(new - u) <= 1e-14 * max(1.0, abs(u)):
+            u = new
+            break
+        u = new
+    return math.exp(-u)
 
 
 # ---- metrics: the oracle's dict, field for field ------------------------------------------------------

@@ -18,9 +18,12 @@ mix(mix(mix(mix(seed) + "sample") + i) + n), keep iff (mix(S + t) ≫ 11) < R, i
   atomicAdd of ±1 on an int32 net count (any order gives the same counts), then a fold kernel
   turns each 16 counts into a word of 2-bit codes (sign: TRUE, FALSE, EMPTY on 0), in batches of
   neurons whose counts fit COUNT_BYTES.
-- DENSE quad: order-exact. SPLITS threads a neuron, of every quad cluster in one launch; each
-  walks all the examples in ascending t and applies the saturating steps to the cells it owns
-  (address mod SPLITS), so each cell sees exactly its writes in ascending t, the sequential result.
+- DENSE quad: order-exact. LANES threads a neuron, of every quad cluster in one launch. They
+  walk the examples LANES at a time: lane l hashes example base + l and builds its address into
+  shared memory (each example's hash and address made once a neuron), then every lane applies, in
+  ascending t, the writes of that step to the cells it owns (address mod LANES). Each cell sees
+  exactly its writes in ascending t: the sequential counter.
+Each neuron's sampling state S is computed once, on the host (bitwise.sample_states).
 - SPARSE clusters train on the CPU engine (their sorted cells are its fold_runs; their lookups
   run here).
 """
@@ -39,11 +42,10 @@ from ramsweep.engine.train import wire
 __all__ = ["available", "device_name", "free_memory", "read_clusters", "train_clusters"]
 
 THREADS = 128  # threads of a block (the simulator's tests shrink it)
-SPLITS = 8  # threads a neuron in quad training, each owning the addresses a ≡ k (mod SPLITS); a power of two
+LANES = 32  # threads a neuron in quad training, each owning the addresses a ≡ lane (mod LANES); divides THREADS
 COUNT_BYTES = 1 << 30  # int32 net counts of one ternary training batch
 QUAD_BYTES = 1 << 33  # DENSE quad cells trained in one launch (clusters grouped up to this)
 NAME = "cuda"  # the device a model trained here names (bitwise.Model.device)
-SALT = uint64(bitwise.SAMPLE_SALT)
 ALL_KEPT = uint64(bitwise.ALL_KEPT)
 KIND_TERNARY, KIND_QUAD, KIND_SPARSE = 0, 1, 2
 
@@ -58,11 +60,6 @@ def _mix(x):
     z = (z ^ (z >> uint64(30))) * MIX1
     z = (z ^ (z >> uint64(27))) * MIX2
     return z ^ (z >> uint64(31))
-
-
-@cuda.jit(device=True, inline=True)
-def _sample_state(seed, cluster, neuron):
-    return _mix(_mix(_mix(_mix(seed) + SALT) + uint64(cluster)) + uint64(neuron))
 
 
 @cuda.jit(device=True, inline=True)
@@ -115,7 +112,7 @@ def _read_cluster(x, order, kind, dense32, dense8, offsets, keys, vals, quarters
 
 
 @cuda.jit
-def _count_ternary(x, t, codes, shift, order, seed, cluster, threshold, lo, hi, counts):
+def _count_ternary(x, t, codes, shift, order, states, threshold, lo, hi, counts):
     """Net counts (#1 − #0) of neurons [lo, hi) into rows n − lo of counts: thread = example."""
     e = cuda.grid(1)
     if e >= x.shape[0]:
@@ -124,7 +121,7 @@ def _count_ternary(x, t, codes, shift, order, seed, cluster, threshold, lo, hi, 
     bits = order.shape[1]
     n = lo + cuda.blockIdx.y
     while n < hi:
-        if _keeps(_sample_state(seed, cluster, n), t[e], threshold):
+        if _keeps(states[n], t[e], threshold):
             a = _address(x, e, order, n, bits)
             cuda.atomic.add(counts, (n - lo, int64(a)), delta)
         n += cuda.gridDim.y
@@ -152,35 +149,55 @@ def _fold_ternary(counts, lo, dense32):
 
 
 @cuda.jit
-def _train_quad(x, t, codes, n_bits, seed, threshold, pair_slot, pair_cluster, pair_neuron, order, bits, row_start,
-                cells):
-    """Thread g: neuron pair_neuron[p] of bit cluster pair_cluster[p], p = g // SPLITS (its launch slot
-    pair_slot[p]: order[slot] the cluster's (neurons, max bits) wiring, bits[slot] its width, its
-    cells at row_start[slot] + n · 2**bits of the flat cells), owning the addresses ≡ g (mod SPLITS).
-    It walks every example in ascending t: each owned cell sees its kept writes in that order, so
-    its counter is the sequential one exactly (code 0 never written, else 1 + c)."""
-    g = cuda.grid(1)
-    if g >= pair_slot.shape[0] * SPLITS:
-        return
-    p, k = g // SPLITS, uint64(g % SPLITS)
-    slot, cluster, n = pair_slot[p], pair_cluster[p], pair_neuron[p]
-    width = bits[slot]
-    wiring = order[slot]
-    base = row_start[slot] + int64(n) * (int64(1) << int64(width))
-    state = _sample_state(seed, cluster, n)
+def _train_quad(x, t, codes, n_bits, threshold, pair_slot, pair_cluster, pair_neuron, pair_state, order, bits,
+                row_start, cells):
+    """LANES threads a neuron: neuron pair_neuron[p] of bit cluster pair_cluster[p] (sampling state
+    pair_state[p]; launch slot pair_slot[p]: order[slot] the cluster's (neurons, max bits) wiring,
+    bits[slot] its width, its cells at row_start[slot] + n · 2**bits of the flat cells). Every
+    thread of a block runs the same steps (the barriers need it); a thread past the last neuron
+    only takes part in them."""
+    tid = cuda.threadIdx.x
+    p = cuda.blockIdx.x * (cuda.blockDim.x // LANES) + tid // LANES
+    lane, first = uint64(tid % LANES), tid - tid % LANES  # first: this neuron's slot in the shared step
+    step_addr = cuda.shared.array(THREADS, uint64)
+    step_write = cuda.shared.array(THREADS, uint8)  # 0: not kept, else 1 + y
+    live = p < pair_slot.shape[0]
+    slot, cluster, n, state, width, base = 0, 0, 0, uint64(0), 0, int64(0)
+    if live:
+        slot, cluster, n, state = pair_slot[p], pair_cluster[p], pair_neuron[p], pair_state[p]
+        width = bits[slot]
+        base = row_start[slot] + int64(n) * (int64(1) << int64(width))
     shift = n_bits - 1 - cluster
-    for e in range(x.shape[0]):
-        if _keeps(state, t[e], threshold):
-            a = _address(x, e, wiring, n, width)
-            if (a & uint64(SPLITS - 1)) == k:
-                i = base + int64(a)
+    for start in range(0, x.shape[0], LANES):
+        e = start + tid % LANES
+        write = uint8(0)
+        if live and e < x.shape[0] and _keeps(state, t[e], threshold):
+            step_addr[tid] = _address(x, e, order[slot], n, width)
+            write = uint8(1 + ((codes[e] >> shift) & 1))
+        step_write[tid] = write
+        cuda.syncthreads()
+        for k in range(LANES):
+            w = step_write[first + k]
+            if w != 0 and (step_addr[first + k] & uint64(LANES - 1)) == lane:
+                i = base + int64(step_addr[first + k])
                 code = int32(cells[i])
                 c = int32(1) if code == 0 else code - int32(1)
-                if (codes[e] >> shift) & 1:
-                    c = min(c + int32(1), int32(3))
-                else:
-                    c = max(c - int32(1), int32(0))
+                c = min(c + int32(1), int32(3)) if w == 2 else max(c - int32(1), int32(0))
                 cells[i] = uint8(c + int32(1))
+        cuda.syncthreads()
+
+
+@cuda.jit
+def _count_codes(flat, ternary, count):
+    """count[0] += the non-zero cell codes in flat: bytes (quad), or 2-bit codes in u32 words."""
+    total = int64(0)
+    for i in range(cuda.grid(1), flat.shape[0], cuda.gridsize(1)):
+        w = uint32(flat[i])
+        if ternary:
+            total += cuda.popc((w | (w >> uint32(1))) & uint32(0x55555555))
+        else:
+            total += int64(w != 0)
+    cuda.atomic.add(count, 0, total)
 
 
 @cuda.jit
@@ -219,8 +236,8 @@ def _blocks(n: int) -> int:
 
 def train_clusters(data, inputs, specs, cell_mode: str) -> tuple[list, list]:
     """(clusters, device tables) for bitwise.train's specs [(cluster, neurons, bits, storage)]: DENSE
-    clusters trained by the kernels (their tables stay on the GPU for evaluation, and are copied to
-    the host), SPARSE ones by the CPU engine."""
+    clusters trained by the kernels (their cells stay on the GPU for evaluation, and reach the host
+    only if read there: BitCluster.dense), SPARSE ones by the CPU engine."""
     quad = cell_mode != bitwise.TERNARY
     wired = {i: _wiring(data, inputs, i, neurons, bits) for i, neurons, bits, _ in specs}
     clusters: dict[int, bitwise.BitCluster] = {}
@@ -235,16 +252,24 @@ def train_clusters(data, inputs, specs, cell_mode: str) -> tuple[list, list]:
         if quad:
             for group in _groups(dense):
                 for (i, *_), d_cells in zip(group, _train_quad_group(common, group, wired)):
-                    conn, masks, order, d_order = wired[i]
-                    clusters[i] = bitwise.BitCluster(DENSE, conn, masks, order, d_cells.copy_to_host())
-                    tables[i] = (KIND_QUAD, d_order, d_cells)
+                    clusters[i] = _on_gpu(wired[i], d_cells, cell_mode)
+                    tables[i] = (KIND_QUAD, wired[i][3], d_cells)
         else:
             for i, neurons, bits, _ in dense:
-                conn, masks, order, d_order = wired[i]
-                d_cells = _train_ternary(common, i, neurons, bits, d_order)
-                clusters[i] = bitwise.BitCluster(DENSE, conn, masks, order, d_cells.copy_to_host())
-                tables[i] = (KIND_TERNARY, d_order, d_cells)
+                d_cells = _train_ternary(common, i, neurons, bits, wired[i][3])
+                clusters[i] = _on_gpu(wired[i], d_cells, cell_mode)
+                tables[i] = (KIND_TERNARY, wired[i][3], d_cells)
     return [clusters[i] for i, *_ in specs], tables
+
+
+def _on_gpu(wired, d_cells, cell_mode: str):
+    """A DENSE cluster whose cells stay on the GPU (copied to the host only if read there), with
+    its stored cells counted here."""
+    conn, masks, order, _ = wired
+    count = cuda.to_device(np.zeros(1, dtype=np.int64))
+    flat = d_cells.reshape(d_cells.size)
+    _count_codes[min(_blocks(flat.shape[0]), 1024), THREADS](flat, cell_mode == bitwise.TERNARY, count)
+    return bitwise.BitCluster(DENSE, conn, masks, order, None, gpu=d_cells, stored=int(count.copy_to_host()[0]))
 
 
 def _wiring(data, inputs, i: int, neurons: int, bits: int):
@@ -258,12 +283,13 @@ def _train_ternary(common, i: int, neurons: int, bits: int, d_order):
     x, t, codes, n_bits, seed, threshold = common
     size = 1 << bits
     d_cells = _zeros((neurons, max(1, size // 16)), np.uint32)
+    d_states = cuda.to_device(bitwise.sample_states(seed, i, neurons))
     batch = max(1, COUNT_BYTES // (size * 4))
     for lo in range(0, neurons, batch):
         hi = min(lo + batch, neurons)
         counts = _zeros((hi - lo, size), np.int32)
         _count_ternary[(_blocks(x.shape[0]), min(hi - lo, 65535)), THREADS](
-            x, t, codes, n_bits - 1 - i, d_order, seed, uint64(i), threshold, lo, hi, counts)
+            x, t, codes, n_bits - 1 - i, d_order, d_states, threshold, lo, hi, counts)
         _fold_ternary[(_blocks(d_cells.shape[1]), min(hi - lo, 65535)), THREADS](counts, lo, d_cells)
         del counts
     return d_cells
@@ -297,10 +323,10 @@ def _train_quad_group(common, group: list, wired: dict) -> list:
     slot_of = np.concatenate([np.full(s[1], k, dtype=np.int64) for k, s in enumerate(group)])
     cluster_of = np.concatenate([np.full(s[1], s[0], dtype=np.int64) for s in group])
     neuron_of = np.concatenate([np.arange(s[1], dtype=np.int64) for s in group])
+    state_of = np.concatenate([bitwise.sample_states(seed, s[0], s[1]) for s in group])
     bits = np.array([s[2] for s in group], dtype=np.int64)
-    threads = slot_of.shape[0] * SPLITS
-    _train_quad[_blocks(threads), THREADS](x, t, codes, n_bits, seed, threshold, *(
-        cuda.to_device(a) for a in (slot_of, cluster_of, neuron_of, order, bits, row_start)), flat)
+    _train_quad[_blocks(slot_of.shape[0] * LANES), THREADS](x, t, codes, n_bits, threshold, *(
+        cuda.to_device(a) for a in (slot_of, cluster_of, neuron_of, state_of, order, bits, row_start)), flat)
     return [flat[start:start + size].reshape(neurons, 1 << b)
             for start, size, (_, neurons, b, _) in zip(row_start, sizes, group)]
 
