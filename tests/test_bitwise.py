@@ -197,3 +197,29 @@ def test_bad_parameters_are_refused_as_the_oracle_refuses_them():
         for train in (bw.train, engine.train):
             with pytest.raises(ValueError, match=match):
                 train(tokens, 5, codes=np.arange(5), context=1, seed=0, **kwargs)
+
+
+def test_a_bitwise_model_must_fit_the_gpu_whole(monkeypatch):
+    """A bitwise model keeps every cluster's cells on the GPU from training to its last lookup, so
+    the check before any work counts them all, not the largest one (as a tiered model's tiers)."""
+    cuda = pytest.importorskip("ramsweep.engine.backends.cuda", reason="numba-cuda is not installed")
+    from ramsweep.config import Experiment
+    from ramsweep.engine.bitwise_output import ARCHITECTURE
+    from ramsweep.engine.layout import Frequencies
+    from ramsweep.errors import ConfigError
+    from ramsweep.sweep import resources
+    from ramsweep.sweep.resources import GIB, GPU_WORKSPACE, check_fits
+
+    exp = Experiment(name="bw", architecture="bitwise", context=4,
+                     bitwise=dict(neurons=200, bits=20, sample_rate=0.25, cell_mode="quad_weighted"))
+    tokens = np.arange(100_000) % 50_257
+    plan = ARCHITECTURE.plan(exp, Frequencies.of(tokens, 50_257))
+    assert len(plan.unit_bytes) == 16 and min(plan.unit_bytes) >= 200 << 20  # 200 neurons of 2**20 quad cells
+    contexts = 2 * (len(tokens) - 4) * 8
+    monkeypatch.setattr(resources, "describe", lambda device: "cuda: a GPU")
+    monkeypatch.setattr(cuda, "free_memory", lambda: max(plan.unit_bytes) + contexts + GPU_WORKSPACE + GIB)
+    with pytest.raises(ConfigError, match=r"^experiment 'bw': needs about [\d.]+ GiB of GPU memory, more than the "
+                                          r"[\d.]+ GiB free on cuda: a GPU \(its 16 units take 3.1 GiB\); lower its bits"):
+        check_fits(exp, plan, len(tokens), "cuda")
+    monkeypatch.setattr(cuda, "free_memory", lambda: sum(plan.unit_bytes) + contexts + GPU_WORKSPACE)
+    check_fits(exp, plan, len(tokens), "cuda")

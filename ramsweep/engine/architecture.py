@@ -33,6 +33,7 @@ class Plan:
     unit_bytes: tuple[int, ...]  # each unit's arrays at the expected fill, with what trains beside it
     bound_bytes: int  # at most the trained model's arrays: --dry-run's memory, the longest first
     input_bits: int  # one training context's packed input
+    gpu_resident: bool = False  # whether a GPU holds every unit at once (else one unit at a time)
 
 
 class Architecture(Protocol):

@@ -50,7 +50,8 @@ class BitwiseOutput:
         expected = bitwise.cluster_estimates(freq.vocab_size, exp.context, examples, bound=False, **sizes)
         bound = bitwise.estimate_memory_bytes(freq.vocab_size, exp.context, examples, **sizes)
         units = tuple(f"bit cluster {i} ({n} neurons of {b} bits)" for i, (n, b) in enumerate(zip(neurons, bits)))
-        return Plan(units, tuple(expected), bound, exp.input_bits(freq.vocab_size))
+        # on a GPU every cluster's cells stay there from training to the last lookup
+        return Plan(units, tuple(expected), bound, exp.input_bits(freq.vocab_size), gpu_resident=True)
 
     def train(self, exp: Experiment, corpus, device: str, progress):
         b = exp.bitwise

@@ -19,8 +19,9 @@ GPU_WORKSPACE = 2 * GIB  # CUDA's scratch beside one tier: a sparse training bat
 
 def check_fits(exp: Experiment, plan: Plan, train_tokens: int, device: str) -> None:
     """Refuse, before any work, an experiment whose trained model cannot fit: in this
-    machine's memory (the whole model), and on a CUDA GPU (its largest unit, since units are
-    trained and evaluated one at a time, plus the packed training contexts and scratch).
+    machine's memory (the whole model), and on a CUDA GPU (its largest unit where units are
+    trained and evaluated one at a time, else all of them; plus the packed training contexts and
+    scratch).
     `plan` is the experiment's (architecture.plan), `train_tokens` the training split's length."""
     units = plan.unit_bytes
     x = max(0, train_tokens - exp.context) * ((plan.input_bits + 63) // 64) * 8
@@ -34,10 +35,11 @@ def check_fits(exp: Experiment, plan: Plan, train_tokens: int, device: str) -> N
         from ramsweep.engine.backends import cuda
 
         free = cuda.free_memory()
-        need = units[largest] + 2 * x + GPU_WORKSPACE
+        need = (sum(units) if plan.gpu_resident else units[largest]) + 2 * x + GPU_WORKSPACE
         if need > free:
+            what = f"its {len(units)} units take {sum(units) / GIB:.1f} GiB" if plan.gpu_resident else where
             raise ConfigError(f"experiment '{exp.name}': needs about {need / GIB:.1f} GiB of GPU memory, more than "
-                              f"the {free / GIB:.1f} GiB free on {describe(device)} ({where}); lower its "
+                              f"the {free / GIB:.1f} GiB free on {describe(device)} ({what}); lower its "
                               "bits or neurons, or use --device cpu")
 
 
