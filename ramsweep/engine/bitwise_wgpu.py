@@ -136,6 +136,22 @@ def _read(buffer) -> np.ndarray:
     return np.frombuffer(_device().queue.read_buffer(buffer), dtype=np.uint32)
 
 
+def _read_into(buffer, out: np.ndarray) -> None:
+    """The start of `buffer` into the contiguous u32 array `out`, with one host copy (read_buffer
+    makes two: a DENSE quad cluster is hundreds of MiB)."""
+    import wgpu
+
+    device = _device()
+    staging = device.create_buffer(size=out.nbytes, usage=wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.MAP_READ)
+    encoder = device.create_command_encoder()
+    encoder.copy_buffer_to_buffer(buffer, 0, staging, 0, out.nbytes)
+    device.queue.submit([encoder.finish()])
+    staging.map_sync("READ")
+    np.copyto(out, np.frombuffer(staging.read_mapped(copy=False), dtype=np.uint32).reshape(out.shape))
+    staging.unmap()
+    staging.destroy()
+
+
 def _run(entry: str, buffers: dict, groups: tuple[int, ...]) -> None:
     """One dispatch of `entry` with {binding: buffer}, in its own submit: submits run in order, so
     the chunks and ranges of one cluster run one after another."""
@@ -192,7 +208,7 @@ def hash_probe(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     n = a.shape[0]
     packed = _pairs(np.stack([a, b], axis=1).astype(np.uint64)).reshape(-1)
     out = _zeros(4 * 12 * n)
-    _run("probe", {7: _buffer(packed), 8: out}, _grid(-(-n // 64)))
+    _run("probe", {7: _buffer(packed), 8: out}, (-(-n // 64),))
     return _read(out)[: 12 * n].view("<u8").reshape(n, 6)
 
 
@@ -212,7 +228,8 @@ def _to_words(dense8: np.ndarray, bits: int) -> np.ndarray:
 
 
 def _from_words(words: np.ndarray, bits: int) -> np.ndarray:
-    return np.ascontiguousarray(words.astype("<u4").view(np.uint8)[:, : 1 << bits])
+    """(neurons, quad_words) u32 as (neurons, 2**bits) uint8 quad cells (no copy from 2 bits up)."""
+    return np.ascontiguousarray(words.view(np.uint8)[:, : 1 << bits])
 
 
 def _kind(cluster) -> int:
@@ -388,14 +405,13 @@ def _train_cluster(data, inputs, chunks, cell_mode: str, i: int, neurons: int, b
     threshold = int(data.threshold)
     common = [2 * data.x.shape[1], bits, 0, 0, i, data.n_bits - 1 - i, *_halves(data.seed), *_halves(threshold),
               int(threshold >= int(bitwise.ALL_KEPT)), 1 << bits, words]  # params after e0, e1; n0, neurons set per range
-    rows, ranges, none = [], [], _buffer(np.zeros(1, np.uint32))
+    dense, ranges, none = np.empty((neurons, words), dtype=np.uint32), [], _buffer(np.zeros(1, np.uint32))
     for n0, n1 in _ranges(train_bytes(cell_mode, bits), neurons, binding_cap()):
         common[2:4] = [n0, n1 - n0]
         d_order = _buffer(order[n0:n1])
         d_cells = (_train_quad if quad else _train_ternary)(chunks, common, d_order, n1 - n0, words)
-        rows.append(_read(d_cells)[: (n1 - n0) * words].reshape(n1 - n0, words))
+        _read_into(d_cells, dense[n0:n1])
         ranges.append((n0, n1, d_order, d_cells, none, none))
-    dense = np.concatenate(rows) if rows else np.zeros((0, words), np.uint32)
     dense = _from_words(dense, bits) if quad else dense
     return (bitwise.BitCluster(DENSE, conn, masks, order, dense),
             _Table(KIND_QUAD if quad else KIND_TERNARY, words, ranges))
