@@ -6,14 +6,16 @@
     python benchmarks/bitwise.py --gpu      # CUDA: a WikiText-2-size experiment end to end, the size grid
     python benchmarks/bitwise.py --gpu --profile   # and where the end-to-end run's host time goes (cProfile)
 
---gpu (an NVIDIA GPU; engine/bitwise_cuda.py): a synthetic Zipf corpus the size of WikiText-2
+--gpu (CUDA, engine/bitwise_cuda.py, and WGSL through wgpu on a real GPU, bitwise_wgpu.py, each
+where there is one): a synthetic Zipf corpus the size of WikiText-2
 (2.4 M / 250 k / 290 k tokens over 50,257 ids, drawn as benchmarks/gpu.py draws it) and the
 research's best config (16 clusters × 200 neurons × 20 bits, context 4, sample rate 0.25,
-quad_weighted): end to end through run_experiment on cuda (train, validation scores and
+quad_weighted): end to end through run_experiment on each device (train, validation scores and
 temperature, test), after a warm-up that compiles the kernels, with the engine's phases timed
-apart; then CUDA against the CPU engine on the same slice (the first 1/8 of the training split,
-20 k validation examples: cells, P and every metric must be identical); then the 16-config size
-grid of sets/bitwise.yaml (neurons 50/100/150/200 × bits 14/16/18/20, seed 0) end to end on cuda.
+apart; then each device against the CPU engine on the same slice (the first 1/8 of the training
+split, 20 k validation examples), DENSE and SPARSE: cells, P and every metric must be identical;
+then the 16-config size grid of sets/bitwise.yaml (neurons 50/100/150/200 × bits 14/16/18/20,
+seed 0) end to end on each device.
 
 The oracle is a Python loop per (example, neuron) and enumerates all V tokens per example, so it
 runs on a prefix of the engine's data; throughput is per unit of work (training: examples ×
@@ -151,25 +153,36 @@ def phases(corpus, device: str) -> dict:
     return out
 
 
-def same_on_slice(corpus) -> tuple[bool, dict]:
-    """CPU engine and CUDA on the first 1/8 of the training split and 20 k validation examples:
-    (cells, P and metrics identical, seconds by (engine, phase))."""
-    train, valid = corpus.train[: len(corpus.train) // 8], corpus.validation[:20_004]
-    codes = oracle.token_codes(train, corpus.vocab_size, "frequency")
+def same_on_slice(corpus, devices: list[str], memory: str) -> tuple[bool, dict]:
+    """The CPU engine and each GPU device on the first 1/8 of the training split and 20 k validation
+    examples, cells stored as `memory` says: (cells, P and metrics identical, seconds by (device, phase))."""
     from ramsweep.engine.bitwise_output import kernels
 
+    train, valid = corpus.train[: len(corpus.train) // 8], corpus.validation[:20_004]
+    codes = oracle.token_codes(train, corpus.vocab_size, "frequency")
     seconds, models, results = {}, {}, {}
-    for device in ("cpu", "cuda"):
+    for device in ["cpu", *devices]:
         models[device], seconds[device, "train"] = timed(engine.train, train, corpus.vocab_size, codes=codes, context=4,
-                                                         seed=0, gpu=kernels(device), **BEST)
+                                                         seed=0, gpu=kernels(device), memory=memory, **BEST)
         results[device], seconds[device, "eval"] = timed(engine.score, models[device], valid, kernels(device))
-    cpu, gpu = models["cpu"], models["cuda"]
-    same = all(np.array_equal(getattr(a, k), getattr(b, k)) for a, b in zip(cpu.clusters, gpu.clusters)
-               for k in ("dense", "offsets", "keys", "vals"))
-    same &= all(np.array_equal(getattr(results["cpu"], k), getattr(results["cuda"], k))
-                for k in ("p", "empty", "target_s", "best"))
-    same &= engine.metrics(cpu, results["cpu"], temperature=1.0) == engine.metrics(gpu, results["cuda"], temperature=1.0)
+    cpu, want = models["cpu"], engine.metrics(models["cpu"], results["cpu"], temperature=1.0)
+    same = True
+    for device in devices:
+        gpu = models[device]
+        same &= all(np.array_equal(getattr(a, k), getattr(b, k)) for a, b in zip(cpu.clusters, gpu.clusters)
+                    for k in ("dense", "offsets", "keys", "vals"))
+        same &= all(np.array_equal(getattr(results["cpu"], k), getattr(results[device], k))
+                    for k in ("p", "empty", "target_s", "best"))
+        same &= engine.metrics(gpu, results[device], temperature=1.0) == want
     return same, seconds
+
+
+def gpu_devices() -> list[str]:
+    """cuda, and wgpu where it finds a real GPU (Vulkan; Metal on a Mac)."""
+    from ramsweep.engine.devices import cuda_available, wgpu_info
+
+    info = wgpu_info()
+    return (["cuda"] if cuda_available() else []) + (["wgpu"] if info and info["type"] != "CPU" else [])
 
 
 def gpu_main(profile: bool = False) -> None:
@@ -177,12 +190,15 @@ def gpu_main(profile: bool = False) -> None:
     from ramsweep.engine.devices import describe
     from ramsweep.sets import load_set
 
+    devices = gpu_devices()
     corpus = zipf_corpus()
     exp = Experiment(name="bw_200x20_qw", architecture="bitwise", context=4, bitwise=BEST)
     tiny = dataclass_replace_splits(corpus, 20_000)
-    run_on(exp, tiny, "cuda")  # warm-up: compiles every kernel (and the CPU engine's) for these types
-    phases(tiny, "cuda")
-    print(f"## Bitwise model on CUDA ({describe('cuda')}; CPU engine: {numba.get_num_threads()} numba threads)\n")
+    for device in devices:  # warm-up: compiles every kernel (and the CPU engine's) for these types
+        run_on(exp, tiny, device)
+        phases(tiny, device)
+    print(f"## Bitwise model on {', '.join(describe(d) for d in devices)} (CPU engine: {numba.get_num_threads()} "
+          "numba threads)\n")
     print("Synthetic Zipf corpus of WikiText-2's size: 2.4 M / 250 k / 290 k tokens over 50,257 ids; "
           "16 bit clusters × 200 neurons × 20 bits, context 4, sample rate 0.25, quad_weighted.\n")
     if profile:
@@ -190,31 +206,39 @@ def gpu_main(profile: bool = False) -> None:
         import pstats
 
         with cProfile.Profile() as pr:
-            run_on(exp, corpus, "cuda")
+            run_on(exp, corpus, devices[0])
         pstats.Stats(pr).sort_stats("cumulative").print_stats(30)
-    record, wall = run_on(exp, corpus, "cuda")
-    part = phases(corpus, "cuda")
-    print("| run | end to end s | train s | validation lookups s | temperature fit s | test (lookups + metrics) s "
+    print("| device | end to end s | train s | validation lookups s | temperature fit s | test (lookups + metrics) s "
           "| memory | test CE |")
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| run_experiment, device cuda | **{wall:.2f}** (record {record.timing.total_s:.2f}) | {part['train']:.2f} | "
-          f"{part['validation']:.2f} | {part['temperature']:.2f} | {part['test']:.2f} | "
-          f"{record.resources.memory_mb:,.0f} MiB {'/'.join(part['storage'])} | {record.metrics.test.ce:.4f} |")
-    same, seconds = same_on_slice(corpus)
-    print("\nSame slice (the first 300 k training tokens, 20 k validation examples), CPU engine against CUDA:\n")
-    print("| phase | CPU engine s | CUDA s | CUDA vs CPU | cells, P and metrics identical |")
-    print("|---|---|---|---|---|")
-    for phase in ("train", "eval"):
-        c, g = seconds["cpu", phase], seconds["cuda", phase]
-        print(f"| {phase} | {c:.2f} | {g:.3f} | {c / g:,.1f}× | {'yes' if same else '**NO**'} |")
+    walls, test_ce = {}, set()
+    for device in devices:
+        record, walls[device] = run_on(exp, corpus, device)
+        part = phases(corpus, device)
+        test_ce.add(record.metrics.test.ce)
+        print(f"| {device} | **{walls[device]:.2f}** (record {record.timing.total_s:.2f}) | {part['train']:.2f} | "
+              f"{part['validation']:.2f} | {part['temperature']:.2f} | {part['test']:.2f} | "
+              f"{record.resources.memory_mb:,.0f} MiB {'/'.join(part['storage'])} | {record.metrics.test.ce:.4f} |")
+    same = len(test_ce) == 1
+    for memory in ("auto", "sparse"):
+        ok, seconds = same_on_slice(corpus, devices, memory)
+        same &= ok
+        print(f"\nSame slice (the first 300 k training tokens, 20 k validation examples), cells {memory.upper()}, "
+              "the CPU engine against each GPU device:\n")
+        print("| phase | CPU engine s | " + " | ".join(f"{d} s | {d} vs CPU" for d in devices) + " | identical |")
+        print("|---|---|" + "---|---|" * len(devices) + "---|")
+        for phase in ("train", "eval"):
+            c = seconds["cpu", phase]
+            cells = " | ".join(f"{seconds[d, phase]:.3f} | {c / seconds[d, phase]:,.1f}×" for d in devices)
+            print(f"| {phase} | {c:.2f} | {cells} | {'yes' if ok else '**NO**'} |")
     grid = {e.name: e for e in load_set("bitwise").experiments if e.name.startswith("size_") and e.seed == 0}
-    t0, times = time.perf_counter(), []
-    for e in grid.values():
-        record, wall = run_on(e, corpus, "cuda")
-        times.append(f"{e.name.split('.')[0]} {wall:.1f} s")
-    total = time.perf_counter() - t0
-    print(f"\nSize grid ({len(grid)} configs: neurons 50/100/150/200 × bits 14/16/18/20, seed 0) end to end on cuda: "
-          f"**{total:.1f} s** ({'; '.join(times)})")
+    for device in devices:
+        t0, times = time.perf_counter(), []
+        for e in grid.values():
+            _, wall = run_on(e, corpus, device)
+            times.append(f"{e.name.split('.')[0]} {wall:.1f} s")
+        print(f"\nSize grid ({len(grid)} configs: neurons 50/100/150/200 × bits 14/16/18/20, seed 0) end to end on "
+              f"{device}: **{time.perf_counter() - t0:.1f} s** ({'; '.join(times)})")
     sys.exit(0 if same else 1)
 
 

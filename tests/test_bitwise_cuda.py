@@ -32,10 +32,12 @@ on_real_gpu = pytest.mark.skipif(SIMULATED or not bitwise_cuda.available(), reas
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
     """The simulator runs each GPU thread as a Python thread: keep blocks small, and force every
-    batch boundary (ternary count batches of one neuron, quad launches of one cluster)."""
+    batch boundary (ternary count batches of one neuron, quad launches of one cluster, SPARSE
+    scratch of a few neurons)."""
     if SIMULATED:
         warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)  # numpy's uint64 hash wraps, as the GPU's
-        for name, value in (("THREADS", 16), ("LANES", 4), ("COUNT_BYTES", 256), ("QUAD_BYTES", 64)):
+        for name, value in (("THREADS", 16), ("LANES", 4), ("COUNT_BYTES", 256), ("QUAD_BYTES", 64),
+                            ("SCRATCH_BYTES", 256)):
             monkeypatch.setattr(bitwise_cuda, name, value)
 
 
@@ -102,6 +104,12 @@ def test_one_bit_neurons_collide_at_every_write(mode):
     and forth and its result depends on the exact order, and ternary ties stay EMPTY."""
     check(2, 1, mode, 1.0, DENSE, neurons=3, bits=1, n_train=200, n_eval=40, empty_value=0.5, gray=False)
     check(2, 1, mode, 0.25, DENSE, neurons=3, bits=1, n_train=200, n_eval=40, gray=False)
+
+
+@on_cuda
+def test_sparse_clusters_too_wide_for_the_scratch_train_on_the_cpu_engine(monkeypatch):
+    monkeypatch.setattr(bitwise_cuda, "SCRATCH_BYTES", 16)  # under one neuron of 5 or 6 bits: those go to the CPU
+    check(13, 2, bw.QUAD_WEIGHTED, 0.25, SPARSE, neurons=[2, 3, 4, 2], bits=[3, 6, 4, 5], n_train=300, n_eval=90)
 
 
 @on_cuda

@@ -347,7 +347,7 @@ class Model:
     cell_mode: str
     empty_value: float
     clusters: list[BitCluster]
-    device: str = "cpu"  # where it was trained: "cpu", or "cuda" (engine/bitwise_cuda.py)
+    device: str = "cpu"  # where it was trained: cpu, cuda (engine/bitwise_cuda.py), wgpu or metal (bitwise_wgpu.py)
     gpu: list | None = field(default=None, repr=False, compare=False)  # bitwise_cuda's device tables, uploaded once
 
     @property
@@ -458,11 +458,13 @@ class TrainingSet:
 
 
 def train(train_tokens, vocab_size: int, *, codes, context: int, neurons, bits, seed: int, sample_rate: float = 1.0,
-          cell_mode: str = TERNARY, empty_value: float = 0.0, memory: str = "auto", gpu=None) -> Model:
+          cell_mode: str = TERNARY, empty_value: float = 0.0, memory: str = "auto", gpu=None,
+          device: str | None = None) -> Model:
     """Train every bit cluster on every example (positions t >= context): the oracle's train, with
     each cluster stored DENSE or SPARSE (`memory`: auto, dense or sparse; the same cells), on the
-    CPU or by `gpu`'s kernels (engine/bitwise_cuda.py: it builds on this module, so it is handed
-    in, not imported here)."""
+    CPU or by `gpu`'s kernels (engine/bitwise_cuda.py or bitwise_wgpu.py: they build on this module,
+    so they are handed in, not imported here). `device` names where it ran (metal runs the wgpu
+    kernels); by default the kernels' NAME, or cpu."""
     tokens = np.ascontiguousarray(train_tokens, dtype=np.int64)
     n_bits = bits_per_token(vocab_size)
     neurons, bits = oracle.per_cluster(neurons, n_bits, "neurons"), oracle.per_cluster(bits, n_bits, "bits")
@@ -484,7 +486,7 @@ def train(train_tokens, vocab_size: int, *, codes, context: int, neurons, bits, 
     counted = train_tokens if isinstance(train_tokens, np.ndarray) else tokens  # the sweep's array: counted once
     position = Frequencies.of(counted, vocab_size).position.astype(np.int64)  # §3's cluster order
     return Model(vocab_size, context, codes, position, real_codes_are_gray(codes),
-                 cell_mode, empty_value, clusters, "cpu" if gpu is None else gpu.NAME, on_gpu)
+                 cell_mode, empty_value, clusters, device or ("cpu" if gpu is None else gpu.NAME), on_gpu)
 
 
 def train_cluster(data: TrainingSet, inputs: InputBits, i: int, neurons: int, bits: int, cell_mode: str,

@@ -24,8 +24,11 @@ mix(mix(mix(mix(seed) + "sample") + i) + n), keep iff (mix(S + t) ≫ 11) < R, i
   ascending t, the writes of that step to the cells it owns (address mod LANES). Each cell sees
   exactly its writes in ascending t: the sequential counter.
 Each neuron's sampling state S is computed once, on the host (bitwise.sample_states).
-- SPARSE clusters train on the CPU engine (their sorted cells are its fold_runs; their lookups
-  run here).
+- SPARSE: trained as DENSE in scratch (the kernels above), neurons in batches whose scratch fits
+  SCRATCH_BYTES, then each neuron's row compacted to its written cells in ascending address (a
+  block a row, a shared-memory prefix sum a tile): the CPU engine's sorted keys and codes, ternary
+  ties dropped. A cluster one neuron of which overflows the scratch (over 32 quad or 30 ternary
+  bits) trains on the CPU engine.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ THREADS = 128  # threads of a block (the simulator's tests shrink it)
 LANES = 32  # threads a neuron in quad training, each owning the addresses a ≡ lane (mod LANES); divides THREADS
 COUNT_BYTES = 1 << 30  # int32 net counts of one ternary training batch
 QUAD_BYTES = 1 << 33  # DENSE quad cells trained in one launch (clusters grouped up to this)
+SCRATCH_BYTES = 1 << 32  # DENSE scratch of one SPARSE training batch
 NAME = "cuda"  # the device a model trained here names (bitwise.Model.device)
 ALL_KEPT = uint64(bitwise.ALL_KEPT)
 KIND_TERNARY, KIND_QUAD, KIND_SPARSE = 0, 1, 2
@@ -200,6 +204,52 @@ def _count_codes(flat, ternary, count):
     cuda.atomic.add(count, 0, total)
 
 
+@cuda.jit(device=True, inline=True)
+def _stored_code(v, ternary):
+    """The code a scratch cell stores: a quad code as it is; a ternary net count's sign (0 on a tie)."""
+    if ternary:
+        return uint8(3) if v > 0 else (uint8(1) if v < 0 else uint8(0))
+    return uint8(v)
+
+
+@cuda.jit
+def _count_rows(scratch, ternary, row_counts):
+    """row_counts[r] = the cells of scratch row r that store a code: a block a row."""
+    for r in range(cuda.blockIdx.x, scratch.shape[0], cuda.gridDim.x):
+        total = int64(0)
+        for a in range(cuda.threadIdx.x, scratch.shape[1], cuda.blockDim.x):
+            total += int64(_stored_code(scratch[r, a], ternary) != 0)
+        cuda.atomic.add(row_counts, r, total)
+
+
+@cuda.jit
+def _compact(scratch, ternary, starts, keys, vals):
+    """Row r's stored cells, addresses ascending, into keys/vals from starts[r]: a block a row, its
+    threads a tile of addresses at a time, each cell's slot an inclusive prefix sum of the tile's
+    flags (Hillis-Steele in shared memory)."""
+    flags = cuda.shared.array(THREADS, int32)
+    tid, width = cuda.threadIdx.x, cuda.blockDim.x
+    for r in range(cuda.blockIdx.x, scratch.shape[0], cuda.gridDim.x):
+        out = starts[r]
+        for tile in range(0, scratch.shape[1], width):
+            a = tile + tid
+            code = _stored_code(scratch[r, a], ternary) if a < scratch.shape[1] else uint8(0)
+            flags[tid] = int32(code != 0)
+            cuda.syncthreads()
+            step = 1
+            while step < width:
+                add = flags[tid - step] if tid >= step else int32(0)
+                cuda.syncthreads()
+                flags[tid] += add
+                cuda.syncthreads()
+                step *= 2
+            if code != 0:
+                keys[out + flags[tid] - 1] = uint32(a)
+                vals[out + flags[tid] - 1] = code
+            out += flags[width - 1]
+            cuda.syncthreads()
+
+
 @cuda.jit
 def _zero8(a):
     i = cuda.grid(1)
@@ -237,29 +287,67 @@ def _blocks(n: int) -> int:
 def train_clusters(data, inputs, specs, cell_mode: str) -> tuple[list, list]:
     """(clusters, device tables) for bitwise.train's specs [(cluster, neurons, bits, storage)]: DENSE
     clusters trained by the kernels (their cells stay on the GPU for evaluation, and reach the host
-    only if read there: BitCluster.dense), SPARSE ones by the CPU engine."""
+    only if read there: BitCluster.dense), SPARSE ones compacted from DENSE scratch (or by the CPU
+    engine when one neuron's scratch is over SCRATCH_BYTES)."""
     quad = cell_mode != bitwise.TERNARY
     wired = {i: _wiring(data, inputs, i, neurons, bits) for i, neurons, bits, _ in specs}
     clusters: dict[int, bitwise.BitCluster] = {}
     tables: list = [None] * len(specs)
-    dense = [spec for spec in specs if spec[3] == DENSE]
+    here = []
     for i, neurons, bits, storage in specs:
-        if storage == SPARSE:
+        if storage == SPARSE and (1 << bits) * (1 if quad else 4) > SCRATCH_BYTES:
             clusters[i] = bitwise.train_cluster(data, inputs, i, neurons, bits, cell_mode, SPARSE)
-    if dense:
-        x, t, codes = (cuda.to_device(np.ascontiguousarray(a)) for a in (data.x, data.t, data.target_codes))
-        common = (x, t, codes, data.n_bits, data.seed, data.threshold)
-        if quad:
-            for group in _groups(dense):
-                for (i, *_), d_cells in zip(group, _train_quad_group(common, group, wired)):
-                    clusters[i] = _on_gpu(wired[i], d_cells, cell_mode)
-                    tables[i] = (KIND_QUAD, wired[i][3], d_cells)
         else:
-            for i, neurons, bits, _ in dense:
-                d_cells = _train_ternary(common, i, neurons, bits, wired[i][3])
+            here.append((i, neurons, bits, storage))
+    if not here:
+        return [clusters[i] for i, *_ in specs], tables
+    x, t, codes = (cuda.to_device(np.ascontiguousarray(a)) for a in (data.x, data.t, data.target_codes))
+    common = (x, t, codes, data.n_bits, data.seed, data.threshold)
+    dense = [(i, 0, neurons, bits) for i, neurons, bits, storage in here if storage == DENSE]
+    if quad:
+        for group in _groups(dense):
+            for (i, *_), d_cells in zip(group, _train_quad_group(common, group, wired)):
                 clusters[i] = _on_gpu(wired[i], d_cells, cell_mode)
-                tables[i] = (KIND_TERNARY, wired[i][3], d_cells)
+                tables[i] = (KIND_QUAD, wired[i][3], d_cells)
+    else:
+        for i, _, neurons, bits in dense:
+            d_cells = _train_ternary(common, i, neurons, bits, wired[i][3])
+            clusters[i] = _on_gpu(wired[i], d_cells, cell_mode)
+            tables[i] = (KIND_TERNARY, wired[i][3], d_cells)
+    for i, neurons, bits, storage in here:
+        if storage == SPARSE:
+            clusters[i] = _train_sparse(common, i, neurons, bits, quad, wired)
     return [clusters[i] for i, *_ in specs], tables
+
+
+def _train_sparse(common, i: int, neurons: int, bits: int, quad: bool, wired: dict):
+    """A SPARSE cluster: its neurons in batches trained in DENSE scratch (quad codes, or ternary net
+    counts), each batch's rows compacted to (keys, vals) on the GPU and copied to the host."""
+    seed = common[4]
+    batch = max(1, SCRATCH_BYTES // ((1 << bits) * (1 if quad else 4)))
+    states = None if quad else cuda.to_device(bitwise.sample_states(seed, i, neurons))
+    counts, keys, vals = np.zeros(neurons, dtype=np.int64), [], []
+    for lo in range(0, neurons, batch):
+        hi = min(lo + batch, neurons)
+        if quad:
+            scratch = _train_quad_group(common, [(i, lo, hi, bits)], wired)[0]
+        else:
+            scratch = _count_ternary_rows(common, i, lo, hi, bits, wired[i][3], states)
+        rows = min(hi - lo, 65535)
+        row_counts = cuda.to_device(np.zeros(hi - lo, dtype=np.int64))
+        _count_rows[rows, THREADS](scratch, not quad, row_counts)
+        counts[lo:hi] = row_counts.copy_to_host()
+        starts = np.concatenate([[0], np.cumsum(counts[lo:hi])]).astype(np.int64)
+        d_keys = cuda.device_array(max(1, int(starts[-1])), dtype=np.uint32)
+        d_vals = cuda.device_array(max(1, int(starts[-1])), dtype=np.uint8)
+        _compact[rows, THREADS](scratch, not quad, cuda.to_device(starts), d_keys, d_vals)
+        keys.append(d_keys.copy_to_host()[: starts[-1]])
+        vals.append(d_vals.copy_to_host()[: starts[-1]])
+        del scratch
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    conn, masks, order, _ = wired[i]
+    return bitwise.BitCluster(SPARSE, conn, masks, order, bitwise.NO_DENSE32, offsets, np.concatenate(keys),
+                              np.concatenate(vals))
 
 
 def _on_gpu(wired, d_cells, cell_mode: str):
@@ -287,20 +375,27 @@ def _train_ternary(common, i: int, neurons: int, bits: int, d_order):
     batch = max(1, COUNT_BYTES // (size * 4))
     for lo in range(0, neurons, batch):
         hi = min(lo + batch, neurons)
-        counts = _zeros((hi - lo, size), np.int32)
-        _count_ternary[(_blocks(x.shape[0]), min(hi - lo, 65535)), THREADS](
-            x, t, codes, n_bits - 1 - i, d_order, d_states, threshold, lo, hi, counts)
+        counts = _count_ternary_rows(common, i, lo, hi, bits, d_order, d_states)
         _fold_ternary[(_blocks(d_cells.shape[1]), min(hi - lo, 65535)), THREADS](counts, lo, d_cells)
         del counts
     return d_cells
 
 
+def _count_ternary_rows(common, i: int, lo: int, hi: int, bits: int, d_order, d_states):
+    """(hi − lo, 2**bits) int32 net counts of neurons [lo, hi) of ternary cluster i, on the GPU."""
+    x, t, codes, n_bits, _, threshold = common
+    counts = _zeros((hi - lo, 1 << bits), np.int32)
+    _count_ternary[(_blocks(x.shape[0]), min(hi - lo, 65535)), THREADS](
+        x, t, codes, n_bits - 1 - i, d_order, d_states, threshold, lo, hi, counts)
+    return counts
+
+
 def _groups(dense: list) -> list[list]:
-    """DENSE quad clusters grouped so that each group's cells fit QUAD_BYTES (a lone larger one
-    goes alone)."""
+    """DENSE quad clusters [(cluster, first neuron, end neuron, bits)] grouped so that each group's
+    cells fit QUAD_BYTES (a lone larger one goes alone)."""
     groups, current, size = [], [], 0
     for spec in dense:
-        nbytes = spec[1] << spec[2]
+        nbytes = (spec[2] - spec[1]) << spec[3]
         if current and size + nbytes > QUAD_BYTES:
             groups.append(current)
             current, size = [], 0
@@ -310,25 +405,26 @@ def _groups(dense: list) -> list[list]:
 
 
 def _train_quad_group(common, group: list, wired: dict) -> list:
-    """The group's DENSE quad cells, one launch for all its neurons: per cluster a (neurons, 2**bits)
-    uint8 device array (views of one flat buffer)."""
+    """The group's quad cells [(cluster, first neuron lo, end neuron hi, bits)], one launch for all
+    its neurons: per entry a (hi − lo, 2**bits) uint8 device array (views of one flat buffer)."""
     x, t, codes, n_bits, seed, threshold = common
-    sizes = [neurons << bits for _, neurons, bits, _ in group]
-    row_start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    sizes = [(hi - lo) << bits for _, lo, hi, bits in group]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     flat = _zeros(int(sum(sizes)), np.uint8)
-    max_neurons, max_bits = max(s[1] for s in group), max(s[2] for s in group)
+    max_neurons, max_bits = max(s[2] for s in group), max(s[3] for s in group)
     order = np.zeros((len(group), max_neurons, max_bits), dtype=np.uint16)
-    for slot, (i, neurons, bits, _) in enumerate(group):
-        order[slot, :neurons, :bits] = wired[i][2]
-    slot_of = np.concatenate([np.full(s[1], k, dtype=np.int64) for k, s in enumerate(group)])
-    cluster_of = np.concatenate([np.full(s[1], s[0], dtype=np.int64) for s in group])
-    neuron_of = np.concatenate([np.arange(s[1], dtype=np.int64) for s in group])
-    state_of = np.concatenate([bitwise.sample_states(seed, s[0], s[1]) for s in group])
-    bits = np.array([s[2] for s in group], dtype=np.int64)
+    for slot, (i, _, hi, bits) in enumerate(group):
+        order[slot, :hi, :bits] = wired[i][2][:hi]
+    row_start = starts - np.array([lo << bits for _, lo, _, bits in group], dtype=np.int64)  # where neuron 0 would be
+    slot_of = np.concatenate([np.full(hi - lo, k, dtype=np.int64) for k, (_, lo, hi, _) in enumerate(group)])
+    cluster_of = np.concatenate([np.full(hi - lo, i, dtype=np.int64) for i, lo, hi, _ in group])
+    neuron_of = np.concatenate([np.arange(lo, hi, dtype=np.int64) for _, lo, hi, _ in group])
+    state_of = np.concatenate([bitwise.sample_states(seed, i, hi)[lo:] for i, lo, hi, _ in group])
+    bits = np.array([s[3] for s in group], dtype=np.int64)
     _train_quad[_blocks(slot_of.shape[0] * LANES), THREADS](x, t, codes, n_bits, threshold, *(
         cuda.to_device(a) for a in (slot_of, cluster_of, neuron_of, state_of, order, bits, row_start)), flat)
-    return [flat[start:start + size].reshape(neurons, 1 << b)
-            for start, size, (_, neurons, b, _) in zip(row_start, sizes, group)]
+    return [flat[start:start + size].reshape(hi - lo, 1 << b)
+            for start, size, (_, lo, hi, b) in zip(starts, sizes, group)]
 
 
 # --- host side: evaluation ---------------------------------------------------------------------

@@ -59,7 +59,7 @@ class BitwiseOutput:
         codes = np.arange(corpus.vocab_size) if codes is None else codes
         model = bitwise.train(corpus.train, corpus.vocab_size, codes=codes, context=exp.context, neurons=b.neurons,
                               bits=b.bits, seed=exp.seed, sample_rate=b.sample_rate, cell_mode=b.cell_mode,
-                              empty_value=exp.empty_value, gpu=kernels(device))
+                              empty_value=exp.empty_value, gpu=kernels(device), device=device)
         progress(1.0)
         return model
 
