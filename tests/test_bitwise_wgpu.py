@@ -1,8 +1,11 @@
 """The bitwise model's WGSL kernels (ramsweep/engine/bitwise_wgpu.py) against its CPU engine
 (bitwise.py, itself held to the oracle in test_bitwise.py): the same cells, DENSE and SPARSE, the
 same P and lookups (np.array_equal, not close), every metric identical, over the three cell modes
-and sample rates 1 and 0.25; the 64-bit helpers WGSL builds from u32 pairs; tables cut to fit a
-buffer cap forced low; and a bitwise experiment through the sweep with device wgpu.
+and sample rates 1 and 0.25; DENSE cells left on the GPU after training (counted and sized there,
+read there by the lookups, the CPU engine's arrays when copied back); the 64-bit helpers WGSL
+builds from u32 pairs and the u64 tally of stored codes; tables cut to fit a buffer cap forced low,
+and quad clusters grouped into one dispatch; and a bitwise experiment through the sweep with device
+wgpu.
 
 Runs wherever wgpu finds an adapter: Mesa's lavapipe (Vulkan on the CPU) in CI, Metal on a Mac.
 """
@@ -51,10 +54,15 @@ def check(vocab_size, context, mode, rate, memory, neurons, bits, n_train, n_eva
     cpu = engine.train(tokens, vocab_size, **kwargs)
     gpu = engine.train(tokens, vocab_size, **kwargs, gpu=bitwise_wgpu)
     assert gpu.device == "wgpu" and cpu.device == "cpu"
-    same_model(cpu, gpu)
+    trained_here = [c for c in gpu.clusters if c.storage == DENSE and bitwise_wgpu.cannot_train(mode, DENSE, c.bits) is None]
+    assert all(c.host is None for c in trained_here)  # DENSE cells stay in the buffers they trained in
+    assert [engine.cells_stored(c, mode) for c in gpu.clusters] == [engine.cells_stored(c, mode) for c in cpu.clusters]
+    assert gpu.nbytes == cpu.nbytes
     want = engine.score(cpu, valid)
-    for model in (gpu, cpu):
-        same_scores(want, engine.score(model, valid, bitwise_wgpu))
+    same_scores(want, engine.score(gpu, valid, bitwise_wgpu))
+    assert all(c.host is None for c in trained_here)  # the lookups read them there
+    same_model(cpu, gpu)  # copies them to the host: the CPU engine's arrays
+    same_scores(want, engine.score(cpu, valid, bitwise_wgpu))
     if metrics:
         temperature = engine.fit_temperature(cpu, want)
         bands = (2, 3, "rest") if vocab_size > 5 else ("rest",)
@@ -127,11 +135,39 @@ def test_a_buffer_cap_forced_low_splits_clusters_and_examples_with_the_same_resu
     dispatches of at most 64 (example, neuron) pairs (several a chunk): the same cells and P."""
     monkeypatch.setattr(wgpu_backend, "BINDING_CAP", 700)
     monkeypatch.setattr(bitwise_wgpu, "PAIRS", 64)
-    ranges, chunks = spy(monkeypatch, "_ranges"), spy(monkeypatch, "_chunks")
+    monkeypatch.setattr(bitwise_wgpu, "SUBMIT_COMMANDS", 3)  # command buffers of a few dispatches and copies
+    ranges, chunks, groups = spy(monkeypatch, "_ranges"), spy(monkeypatch, "_chunks"), spy(monkeypatch, "_quad_groups")
     for memory in (DENSE, SPARSE):
         check(13, 2, mode, 0.25, memory, neurons=[5, 9, 6, 4], bits=[3, 6, 4, 5], n_train=300, n_eval=90,
               empty_value=0.25 if mode == bw.TERNARY else 0.0, metrics=False)
     assert max(len(r) for r in ranges) > 1 and max(len(c) for c in chunks) > 1
+    if mode != bw.TERNARY:  # quad groups: a cluster cut across groups, and a group holding several clusters
+        spans = [{i for i, *_ in group} for group in groups[0]]
+        assert len(groups[0]) > 1 and max(len(s) for s in spans) > 1
+        assert any(sum(i in s for s in spans) > 1 for i in range(4))
+
+
+@pytest.mark.parametrize("mode", bw.CELL_MODES)
+def test_one_dispatch_trains_every_quad_cluster_when_they_fit_one_binding(mode, monkeypatch):
+    """Under the real cap the quad clusters' neurons make one group (one dispatch a slice of
+    examples, a workgroup a neuron of any cluster); ternary trains range by range."""
+    groups = spy(monkeypatch, "_quad_groups")
+    check(13, 2, mode, 1.0, DENSE, neurons=[2, 3, 4, 2], bits=[3, 6, 4, 5], n_train=200, n_eval=30, metrics=False)
+    assert groups == ([] if mode == bw.TERNARY else [[[(0, 0, 2, 3), (1, 0, 3, 6), (2, 0, 4, 4), (3, 0, 2, 5)]]])
+
+
+def test_the_stored_codes_count_carries_past_32_bits():
+    """count_codes' u64 tally (a u32 pair): an add that wraps the low word carries into the high one."""
+    words = np.array([0x0300_0100, 0x0001_0000, 0, 0xFFFF_FFFF], dtype=np.uint32)  # 2 + 1 + 0 + 4 non-zero bytes
+    cells, tally = bitwise_wgpu._buffer(words), bitwise_wgpu._buffer(np.array([2**32 - 5, 7], dtype=np.uint32))
+    queue = bitwise_wgpu._Queue()
+    for ternary in (0, 1):  # ternary: 2-bit codes 0x0300_0100 → 2, 0x0001_0000 → 1, 0xFFFF_FFFF → 16
+        params = bitwise_wgpu._fields(bitwise_wgpu.TRAIN_FIELDS, words=4, first=0, slot=0, ternary=ternary)
+        queue.dispatch("count_codes", params, {6: cells, 10: tally}, (1,))
+    queue.submit()
+    got = np.empty(2, dtype=np.uint32)
+    bitwise_wgpu._read_into(tally, got)
+    assert int(got[0]) + (int(got[1]) << 32) == 7 * 2**32 + 2**32 - 5 + 7 + 19
 
 
 def test_what_the_kernels_cannot_take_goes_to_the_cpu_engine(monkeypatch):
@@ -197,3 +233,5 @@ def test_a_bitwise_experiment_on_wgpu_equals_the_cpu_run():
     assert records["cpu"].resources.device == "cpu"
     assert records["wgpu"].resources.device == describe("wgpu")
     assert records["wgpu"].metrics == records["cpu"].metrics
+    for k in ("memory_mb", "cells_stored", "backends"):  # counted where the cells are: the GPU's, the CPU's
+        assert getattr(records["wgpu"].resources, k) == getattr(records["cpu"].resources, k), k

@@ -5,7 +5,7 @@
 // below is exact mod 2^64, as numpy's uint64 on the CPU (connectivity.mix64, bitwise.keeps).
 
 @group(0) @binding(1) var<storage, read> x: array<u32>;      // (examples, row) packed contexts, uint64 as u32 pairs
-@group(0) @binding(2) var<storage, read> order: array<u32>;  // (range neurons, bits) input bits in the engine's address order
+@group(0) @binding(2) var<storage, read> order: array<u32>;  // neurons' rows of input bits in the engine's address order
 
 const GOLDEN = vec2<u32>(0x7F4A7C15u, 0x9E3779B9u);  // 0x9E3779B97F4A7C15
 const MIX1 = vec2<u32>(0x1CE4E5B9u, 0xBF58476Du);    // 0xBF58476D1CE4E5B9
@@ -64,12 +64,12 @@ fn keeps(state: vec2<u32>, t: vec2<u32>, threshold: vec2<u32>, all_kept: u32) ->
     return all_kept != 0u || less64(shr64(mix64(add64(state, t)), 11u), threshold);
 }
 
-// neuron n's address (n counted in the range's order rows) for the example whose row starts at
-// `base`: its input bits MSB first (cpu.address); bit q of the uint64 words is bit q & 31 of u32 q >> 5
-fn address(base: u32, n: u32, bits: u32) -> u32 {
+// the address of the neuron whose order row starts at order[first], for the example whose row
+// starts at x[base]: its input bits MSB first (cpu.address); bit q of the uint64 words is bit q & 31 of u32 q >> 5
+fn address(base: u32, first: u32, bits: u32) -> u32 {
     var a = 0u;
     for (var j = 0u; j < bits; j++) {
-        let q = order[n * bits + j];
+        let q = order[first + j];
         a = (a << 1u) | ((x[base + (q >> 5u)] >> (q & 31u)) & 1u);
     }
     return a;
