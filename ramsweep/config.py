@@ -28,6 +28,7 @@ from pydantic import (
     ValidationInfo,
     field_serializer,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -77,7 +78,11 @@ FIXES = {
     "neurons": "use a whole number from 1 to 65,536",
     "bits": f"use a whole number from 1 to {MAX_BITS}",
     "strategy": "use GA, TS, GA+TS or per-cluster (default GA+TS)",
-    "fitness": "use CE, ACCURACY or SIMPLE (default CE)",
+    "fitness": "use CE, ACCURACY, HARMONIC (phases) or SIMPLE (tiered, no phases) (default CE)",
+    "search": "use grid, neurons, bits or connections",
+    "range": "give [lo, hi] with 1 <= lo < hi (defaults: neurons 10-300, bits 10-24)",
+    "phases": "give a list of phases, e.g. [{search: grid, neurons: [50, 100], bits: [14, 16]}, "
+              "{search: neurons, strategy: GA+TS}]",
     "per_cluster": "use GA, TS or GA+TS: what searches each cluster (default GA+TS)",
     "scope": "use tier (each searched tier on its own, the default) or all (one genome over the searched tiers)",
     "population": "use a whole number from 2 to 10,000 (default 30)",
@@ -279,15 +284,75 @@ class SearchBudget(FrozenModel):
         return self
 
 
+SIZE_SEARCHES = ("neurons", "bits")
+SIZE_RANGES = {"neurons": (10, 300), "bits": (10, 24)}  # the research's
+SIZE_MUTATION = 0.2  # a size gene's chance to move, GA and TS (a unit's connections use SearchBudget's)
+
+
+class Phase(SearchBudget):
+    """One phase of an architecture search (docs/design.md §5b): a grid over sizes, GA/TS on each
+    unit's neurons or bits, or §5's search on the connections."""
+
+    search: Literal["grid", "neurons", "bits", "connections"]
+    strategy: Literal["ga", "ts", "ga+ts"] = "ga+ts"
+    neurons: tuple[Annotated[StrictInt, Field(ge=1, le=MAX_NEURONS)], ...] | None = None  # grid
+    bits: tuple[Annotated[StrictInt, Field(ge=1, le=MAX_BITS)], ...] | None = None  # grid
+    range: tuple[Annotated[StrictInt, Field(ge=1, le=MAX_NEURONS)], Annotated[StrictInt, Field(ge=1, le=MAX_NEURONS)]] \
+        | None = None  # neurons / bits: [lo, hi]
+    seed: Annotated[StrictInt, Field(ge=0, le=2**64 - 1)] | None = None  # default: the block's + the phase's index
+
+    _strategy = field_validator("strategy", mode="before")(_lower_name(SEARCHES))
+    _search = field_validator("search", mode="before")(_lower_name(
+        {"grid": "grid", "neurons": "neurons", "bits": "bits", "connections": "connections"}))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _size_defaults(cls, data: Any) -> Any:
+        """A size phase moves a gene at SIZE_MUTATION unless told otherwise, GA and TS alike."""
+        if isinstance(data, dict) and str(data.get("search", "")).strip().lower() in SIZE_SEARCHES:
+            data = {"mutation": SIZE_MUTATION, "ts_mutation": SIZE_MUTATION, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _fields_of_its_kind(self) -> Self:
+        if self.search == "grid":
+            if not self.neurons or not self.bits:
+                raise ConfigError("a grid phase needs neurons and bits lists, e.g. {search: grid, neurons: [50, 100], "
+                                  "bits: [14, 16]}")
+        elif self.neurons is not None or self.bits is not None:
+            raise ConfigError(f"neurons and bits lists are a grid phase's; a {self.search} phase searches "
+                              f"{'within range: [lo, hi]' if self.search in SIZE_SEARCHES else 'the connections'}")
+        if self.range is not None:
+            if self.search not in SIZE_SEARCHES:
+                raise ConfigError(f"range: is a neurons or bits phase's; drop it from the {self.search} phase")
+            lo, hi = self.range
+            if not lo < hi or (self.search == "bits" and hi > MAX_BITS):
+                raise ConfigError(f"range: {list(self.range)} is not [lo, hi] with lo < hi"
+                                  f"{f' and hi <= {MAX_BITS}' if self.search == 'bits' else ''}; {FIXES['range']}")
+        return self
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """[lo, hi] of a size phase."""
+        return self.range or SIZE_RANGES[self.search]
+
+    @property
+    def step(self) -> int:
+        """How far a size mutation moves: round(0.1 · (lo + hi)), at least 1."""
+        lo, hi = self.bounds
+        return max(1, round(0.1 * (lo + hi)))
+
+
 class Optimize(SearchBudget):
-    """An experiment's `optimize:` block: search the neurons' connections (docs/design.md §5).
+    """An experiment's `optimize:` block: search the neurons' connections (docs/design.md §5), or,
+    with `phases`, the architecture in phases (§5b).
 
     Part of the experiment's key. Fitness is measured on the last `fitness_fraction` of the
     training split, which the search's training never sees; the final connectivity is chosen
     on validation; test is only evaluated for the final figures."""
 
     strategy: Literal["ga", "ts", "ga+ts", "per-cluster"] = "ga+ts"
-    fitness: Literal["ce", "accuracy", "simple"] = "ce"
+    fitness: Literal["ce", "accuracy", "simple", "harmonic"] = "ce"
     per_cluster: Literal["ga", "ts", "ga+ts"] = "ga+ts"  # what searches each cluster (per-cluster)
     scope: Literal["tier", "all"] = "tier"  # GA, TS, GA+TS: tier by tier, or all searched tiers as one genome
     tiers: tuple[Annotated[StrictInt, Field(ge=0, le=1000)], ...] | None = None  # searched tiers; None: all
@@ -305,7 +370,30 @@ class Optimize(SearchBudget):
     _strategy = field_validator("strategy", mode="before")(_lower_name(STRATEGIES))
     _search = field_validator("per_cluster", mode="before")(_lower_name(SEARCHES))
     _fitness = field_validator("fitness", mode="before")(
-        _lower_name({"ce": "ce", "accuracy": "accuracy", "simple": "simple"}))
+        _lower_name({"ce": "ce", "accuracy": "accuracy", "simple": "simple", "harmonic": "harmonic"}))
+    phases: tuple[Phase, ...] | None = None  # an architecture search in phases (§5b)
+
+    @model_serializer(mode="wrap")
+    def _phases_only_where_set(self, handler) -> dict:
+        """Keys of blocks from before phases existed stay as they were."""
+        out = handler(self)
+        if self.phases is None:
+            out.pop("phases", None)
+        return out
+
+    @model_validator(mode="after")
+    def _phases_valid(self) -> Self:
+        if self.phases is None:
+            if self.fitness == "harmonic":
+                raise ConfigError("fitness: HARMONIC ranks the genomes of a phase; it needs phases (or use CE, "
+                                  "ACCURACY or SIMPLE)")
+            return self
+        if not self.phases:
+            raise ConfigError(f"phases: the list is empty; {FIXES['phases']}")
+        if self.fitness == "simple":
+            raise ConfigError("fitness: SIMPLE scores a tiered model's clusters one by one, which phases do not; "
+                              "use CE, ACCURACY or HARMONIC")
+        return self
 
     @model_validator(mode="after")
     def _budgets_valid(self) -> Self:
@@ -396,7 +484,7 @@ BITWISE_FIXES = {
     "cell_mode": "use ternary (majority vote; EMPTY on a tie reads empty_value), quad_binary or quad_weighted "
                  "(saturating counters, in example order)",
 }
-TIERED_ONLY = ("negatives", "dense_max_bits", "sparse_max_bits", "lsh_bits", "memory", "optimize", "gating")
+TIERED_ONLY = ("negatives", "dense_max_bits", "sparse_max_bits", "lsh_bits", "memory", "gating")
 
 
 # ---------------------------------------------------------------- experiments
@@ -553,6 +641,9 @@ class Experiment(FrozenModel):
                 raise ConfigError(f"{where}tiers: missing; {TIER_FORM}, or set architecture: bitwise with a bitwise: block")
             if self.bitwise is not None:
                 raise ConfigError(f"{where}bitwise: goes with architecture: bitwise; add that, or drop the block")
+            if self.optimize is not None and self.optimize.phases is not None:
+                raise ConfigError(f"{where}optimize: phases: a tiered model's search in phases is not built yet; drop "
+                                  "phases for the connectivity search (its GA/TS keys in the optimize: block)")
             return self
         if self.bitwise is None:
             raise ConfigError(f"{where}bitwise: missing; a bitwise experiment needs e.g. bitwise: {{neurons: 200, "
@@ -565,6 +656,14 @@ class Experiment(FrozenModel):
             if getattr(self, name) != defaults[name].default:
                 raise ConfigError(f"{where}{name}: is a tiered experiment's field, which a bitwise experiment does not "
                                   "have; drop it (or use architecture: tiered)")
+        if self.optimize is not None:
+            if self.optimize.phases is None:
+                raise ConfigError(f"{where}optimize: a bitwise model is searched in phases; give e.g. optimize: "
+                                  "{phases: [{search: grid, neurons: [50, 100], bits: [14, 16]}]}")
+            for index, phase in enumerate(self.optimize.phases):
+                if phase.search == "connections":
+                    raise ConfigError(f"{where}optimize: phases: phase {index}: a bitwise model's connections phase "
+                                      "is not built yet; drop it (grid, neurons and bits phases run)")
         return self
 
     @model_validator(mode="after")
@@ -664,6 +763,12 @@ class Experiment(FrozenModel):
                 raise ConfigError(f"{where}bits: cluster {cluster} has {bits} bits but the input is only {width} bits "
                                   f"wide (context {self.context} x {bits_per_token(vocab_size)} bits per token); lower "
                                   f"its bits to at most {width} or raise context")
+        for index, phase in enumerate(self.optimize.phases if self.optimize is not None else ()):
+            widest = max(phase.bits) if phase.search == "grid" else phase.bounds[1] if phase.search == "bits" else 0
+            if widest > width:
+                raise ConfigError(f"experiment '{self.name}': optimize: phases: phase {index} ({phase.search}) reaches "
+                                  f"{widest} bits but the input is only {width} bits wide (context {self.context} x "
+                                  f"{bits_per_token(vocab_size)} bits per token); keep its bits at most {width}")
 
 
 FIXES.update({name: role.fix for name, role in roles(Experiment).items()})

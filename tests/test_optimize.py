@@ -229,7 +229,7 @@ def test_the_optimize_block_is_checked_and_keyed():
     other = Experiment(**{**plain.model_dump(), "optimize": {"strategy": "GA", "generations": 10}})
     assert experiment_key(ga, "d") != experiment_key(other, "d") != experiment_key(plain, "d")
     config_error(lambda: Experiment(name="a", tiers="10,3,8;rest,2,4", optimize={"fitness": "mse"}),
-                 "optimize: fitness:", "CE, ACCURACY or SIMPLE")
+                 "optimize: fitness:", "use CE, ACCURACY, HARMONIC (phases) or SIMPLE")
     config_error(lambda: Experiment(name="a", tiers="10,3,8;rest,2,4", optimize={"tiers": [5]}),
                  "optimize: tiers: tier 5 does not exist")
     config_error(lambda: Experiment(name="a", tiers="10,3,8;rest,2,4", optimize={"budgets": {0: {"gens": 1}}}),
