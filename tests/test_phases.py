@@ -145,3 +145,74 @@ def test_old_optimize_blocks_keep_their_keys():
     assert "phases" not in exp.spec()["optimize"]
     with pytest.raises(ConfigError, match="a tiered model's search in phases is not built yet"):
         Experiment(name="t", tiers="100,5,8;rest,3,6", optimize={"phases": [{"search": "neurons"}]})
+
+
+# ---------------------------------------------------------------- a bitwise model's search, end to end
+
+def bitwise_searched(**fields):
+    return Experiment(name="bw_phases", architecture="bitwise", context=3,
+                      bitwise={"neurons": 6, "bits": 6, "sample_rate": 0.5, "cell_mode": "quad_weighted"},
+                      optimize={"candidates": 2, **fields, "phases": [
+                          {"search": "grid", "neurons": [4, 8], "bits": [5, 7]},
+                          {"search": "neurons", "strategy": "GA+TS", "range": [2, 12], "population": 4,
+                           "generations": 2, "iterations": 2, "neighbours": 3},
+                          {"search": "bits", "strategy": "TS", "range": [4, 9], "iterations": 2, "neighbours": 3}]})
+
+
+def test_a_bitwise_search_runs_its_phases_and_never_reads_test():
+    import dataclasses
+
+    from test_optimize import small_corpus
+
+    from ramsweep.sweep.experiment import Task, run_experiment
+
+    corpus = small_corpus()
+    poisoned = dataclasses.replace(corpus, test=np.random.default_rng(9).integers(0, 60, 800, dtype=np.int32))
+    clean, dirty = (run_experiment(Task(bitwise_searched(), "k", "s"), c) for c in (corpus, poisoned))
+    assert clean.ok and dirty.ok, clean.error
+    s = clean.search
+    assert [p["search"] for p in s["phases"]] == ["grid", "neurons", "bits"]
+    assert s["phases"][1]["start"] == s["phases"][0]["chosen"] and s["phases"][2]["start"] == s["phases"][1]["chosen"]
+    assert s["sizes"]["chosen"] == s["phases"][2]["chosen"] and s["sizes"]["start"] == {"neurons": [6] * 6,
+                                                                                          "bits": [6] * 6}
+    assert s["evaluations"] > 4 and s["fitness_after"]["ce"] > 0
+    assert dirty.metrics.test.ppl != clean.metrics.test.ppl  # the poison reached the test figures...
+    keep = lambda r: {k: v for k, v in r.search.items() if k not in ("search_s", "before", "phases")}  # noqa: E731
+    assert keep(dirty) == keep(clean) and figures_of(dirty) == figures_of(clean)  # ...and nothing else
+    assert dirty.metrics.validation == clean.metrics.validation
+
+
+def figures_of(record):
+    return [{k: v for k, v in p.items() if k != "seconds"} for p in record.search["phases"]]
+
+
+@pytest.mark.parametrize("phase", [0, 1, 2])
+def test_a_bitwise_search_killed_in_any_phase_resumes_to_the_same_record(phase, tmp_path, monkeypatch):
+    """Killed right after a checkpoint inside the first, the middle or the last phase."""
+    import dataclasses
+
+    from test_optimize import small_corpus
+
+    from ramsweep.sweep.artifacts import Checkpoints
+    from ramsweep.sweep.experiment import Task, run_experiment
+
+    corpus, exp = small_corpus(), bitwise_searched()
+    task = Task(exp, "key", "s", str(tmp_path / "results.json.search"))
+    whole = run_experiment(dataclasses.replace(task, artifacts=str(tmp_path / "other")), corpus)
+    real_save, seen = Checkpoints.save, []
+
+    def killed_in_the_phase(self, saved):
+        real_save(self, saved)
+        state = json.loads(saved["meta"])
+        if state["phase"] == phase and state["step"] is not None and state["step"]["count"] >= 1:
+            seen.append(state["phase"])
+            raise KeyboardInterrupt  # as abrupt as a kill, after the checkpoint was written
+
+    monkeypatch.setattr(Checkpoints, "save", killed_in_the_phase)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(task, corpus)
+    monkeypatch.setattr(Checkpoints, "save", real_save)
+    assert seen == [phase]
+    resumed = run_experiment(task, corpus)
+    assert resumed.metrics == whole.metrics and figures_of(resumed) == figures_of(whole)
+    assert resumed.search["evaluations"] == whole.search["evaluations"]

@@ -22,7 +22,6 @@ from ramsweep.engine import bitwise
 from ramsweep.engine.architecture import CALIBRATION, TEST, VALIDATION, Plan
 from ramsweep.engine.devices import describe
 from ramsweep.engine.layout import Frequencies, input_codes
-from ramsweep.errors import ConfigError
 
 log = logging.getLogger("ramsweep")
 BANDS = (100, 400)  # then the rest: the tiered model's 100 / 400 / rest, so the two compare band by band
@@ -53,18 +52,54 @@ class BitwiseOutput:
         # on a GPU every cluster's cells stay there from training to the last lookup
         return Plan(units, tuple(expected), bound, exp.input_bits(freq.vocab_size), gpu_resident=True)
 
-    def train(self, exp: Experiment, corpus, device: str, progress):
+    def train(self, exp: Experiment, corpus, device: str, progress, sizes=None):
+        """The model, of the experiment's sizes or of `sizes` ((neurons, bits) per cluster: a search's)."""
         b = exp.bitwise
-        codes = input_codes(exp, Frequencies.of(corpus.train, corpus.vocab_size))  # the sweep's counts, kept
-        codes = np.arange(corpus.vocab_size) if codes is None else codes
-        model = bitwise.train(corpus.train, corpus.vocab_size, codes=codes, context=exp.context, neurons=b.neurons,
-                              bits=b.bits, seed=exp.seed, sample_rate=b.sample_rate, cell_mode=b.cell_mode,
+        neurons, bits = (list(sizes[0]), list(sizes[1])) if sizes is not None else (b.neurons, b.bits)
+        model = bitwise.train(corpus.train, corpus.vocab_size, codes=codes_of(exp, corpus), context=exp.context,
+                              neurons=neurons, bits=bits, seed=exp.seed, sample_rate=b.sample_rate, cell_mode=b.cell_mode,
                               empty_value=exp.empty_value, gpu=kernels(device), device=device)
         progress(1.0)
         return model
 
     def search(self, exp: Experiment, corpus, device: str, resume, checkpoint, progress):
-        raise ConfigError(f"experiment '{exp.name}': optimize: a bitwise model's search is not built yet")
+        """The search in phases (docs/design.md §5b): sizes scored on the training split's last
+        part by a model of the rest, candidates on validation by a model of the whole split."""
+        from ramsweep.optimize import phases  # the search: only where one runs
+        from ramsweep.optimize.driver import split_for_fitness
+        from ramsweep.optimize.sizes import SizeScorer
+
+        b, opt = exp.bitwise, exp.optimize
+        start = tuple(tuple(v) for v in b.per_cluster(bits_per_token(corpus.vocab_size)))
+        widest = max([*start[0], *(max(p.neurons) if p.search == "grid" else p.bounds[1] if p.search == "neurons"
+                                    else 0 for p in opt.phases)])
+        common = dict(codes=codes_of(exp, corpus), context=exp.context, seed=exp.seed, sample_rate=b.sample_rate,
+                      cell_mode=b.cell_mode, empty_value=exp.empty_value, gpu=kernels(device), max_neurons=widest)
+        part, fit_tokens = split_for_fitness(corpus.train, opt.fitness_fraction, exp.context)
+        t0 = time.perf_counter()
+        fit = SizeScorer(part, fit_tokens, corpus.vocab_size, **common)
+        val = SizeScorer(corpus.train, corpus.validation, corpus.vocab_size, **common)
+        state = phases.restore(resume, exp, start) if resume is not None else None
+        state = state or phases.new_state(exp, start)
+        ctx = phases.Context(exp, lambda g: fit.fitness(*g), lambda g: val.fitness(*g),
+                             lambda s: checkpoint(phases.encode(s)), progress)
+        state = phases.run(ctx, state)
+        chosen = (tuple(state["start"][0]), tuple(state["start"][1]))
+        label = "start" if chosen == start else "phases"
+        start_model = self.train(exp, corpus, device, lambda f: None)
+        chosen_model = start_model if chosen == start else self.train(exp, corpus, device, lambda f: None, chosen)
+        kind = "accuracy" if opt.fitness == "accuracy" else "ce"  # HARMONIC's figure: CE
+        summary = {"strategy": "phases", "fitness": opt.fitness, "units": len(start[0]), "improved": chosen != start,
+                   "evaluations": state["evaluations"], "search_s": time.perf_counter() - t0,
+                   "stopped": state["stopped"], "chosen": label,
+                   "examples": {"search": int(part.shape[0] - exp.context),
+                                "fitness": int(fit_tokens.shape[0] - exp.context)},
+                   "fitness_before": figure(fit.fitness(*start), kind),
+                   "fitness_after": figure(fit.fitness(*chosen), kind),
+                   "sizes": {"start": {"neurons": list(start[0]), "bits": list(start[1])},
+                             "chosen": {"neurons": list(chosen[0]), "bits": list(chosen[1])}},
+                   "phases": state["phases"]}
+        return phases.Outcome(start_model, chosen_model, label, summary)
 
     def figures(self, model, corpus, device: str, phase=lambda phase, fraction=0.0: None) -> tuple[dict, dict, float]:
         gpu = kernels(device)
@@ -93,6 +128,18 @@ class BitwiseOutput:
     def wiring(self, model) -> tuple[list, list]:
         conn = [c.conn for c in model.clusters]
         return conn, conn
+
+
+def codes_of(exp: Experiment, corpus) -> np.ndarray:
+    """Each token id's code (input and output): the experiment's encoding over the sweep's counts."""
+    codes = input_codes(exp, Frequencies.of(corpus.train, corpus.vocab_size))  # the sweep's counts, kept
+    return np.arange(corpus.vocab_size) if codes is None else codes
+
+
+def figure(value: tuple[float, float], kind: str) -> dict:
+    """A genome's (CE, accuracy) as the record's fitness figure."""
+    ce, accuracy = value
+    return {"value": accuracy if kind == "accuracy" else ce, "ce": ce, "accuracy": accuracy}
 
 
 def kernels(device: str):

@@ -53,6 +53,16 @@ class Scored:
         return [genomes[i] for i in order[:count]]
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What run_experiment records of a search: the start and chosen models, and the summary."""
+
+    start: object
+    chosen: object
+    chosen_label: str
+    summary: dict
+
+
 @dataclass
 class Context:
     """What a search needs besides its state."""
