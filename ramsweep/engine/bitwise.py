@@ -16,6 +16,8 @@ Memory per cluster:
   SPARSE   offsets (n_neurons + 1,) int64; keys (n_cells,) uint32 (uint64 above 32 bits), each
            neuron's written addresses ascending; vals (n_cells,) uint8 codes. Ternary ties are
            dropped (they read EMPTY, as an absent key does); every written quad cell is kept.
+Size search (optimize/sizes.py): read_neuron_codes keeps a cluster's lookups per neuron, and
+sum_increments sums any first n neurons of them into read_cluster's operands (docs/design.md §5b).
 Shapes: x (n_examples, words) uint64 packed contexts (cpu.py); t (n_examples,) int64 target
 positions (the sampling hash's e); y (n_examples,) uint8 the target code's bit of one cluster.
 """
@@ -182,6 +184,78 @@ def read_cluster(x, masks, order, is_sparse, dense32, dense8, offsets, keys, val
             n_none += no_decision[code]
         p[e] = (decided + empty_value * n_empty) / n_neurons
         empty[e] = n_none
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def read_neuron_codes(x, masks, order, is_sparse, dense32, dense8, offsets, keys, vals, out):
+    """read_cluster's lookups, kept: each example's cell code at every neuron into out[e, n]
+    (n_examples, n_neurons) uint8 (ternary 0 EMPTY, 1 FALSE, 3 TRUE; quad 0 never written, 1 + c),
+    any layout (neuron_codes hands in the transpose of a neuron-major array). A cluster's first n
+    neurons are a cluster of n (docs/design.md §5b "Incremental")."""
+    n_neurons = masks.shape[0]
+    for e in prange(x.shape[0]):
+        for n in range(n_neurons):
+            a = address(x, e, masks, order, n)
+            if is_sparse:
+                code = sparse_read(offsets, keys, vals, n, a)
+            elif dense8.shape[0]:
+                code = np.uint32(dense8[n, a])
+            else:
+                code = dense_read(dense32, n, a)
+            out[e, n] = np.uint8(code)
+
+
+INCREMENT_BITS = 21  # sum_increments' fields in an int64: quarters, #EMPTY, #no decision
+MAX_INCREMENT_NEURONS = (1 << INCREMENT_BITS) // 4 - 1  # at most 4 quarters a neuron: no field overflows
+
+
+def code_increments(cell_mode: str) -> np.ndarray:
+    """(5,) uint8 by cell code, what one lookup adds to read_cluster's sums: its value in quarters
+    (0 where it reads empty_value) at bits 0-2, takes_empty at bit 3, no_decision at bit 4."""
+    quarters, takes_empty, no_decision = quarter_tables(cell_mode)
+    inc = np.where(takes_empty, 0, quarters) | (takes_empty.astype(np.int64) << 3) | (no_decision << 4)
+    assert inc.max() < 32
+    return inc.astype(np.uint8)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def increments_of(codes, increments):
+    """codes (rows, n) uint8 cell codes replaced, in place, by increments[code] (code_increments)."""
+    for r in prange(codes.shape[0]):
+        for k in range(codes.shape[1]):
+            codes[r, k] = increments[codes[r, k]]
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def sum_increments(incs, neurons, out_quarters, out_empty, out_none):
+    """Per example e, over the first `neurons` rows of incs (max_neurons, n_examples) uint8
+    (increments_of a neuron-major code matrix): Σ decided values in integer quarters, #EMPTY (reads
+    empty_value) and #no decision, into the (n_examples,) int64 outputs: read_cluster's operands
+    exactly, so p_of_quarters gives its P. The three sums share an int64 (INCREMENT_BITS a field,
+    neurons <= MAX_INCREMENT_NEURONS), a block of examples at a time (vectorised over examples)."""
+    n_examples, block = incs.shape[1], 2048
+    field_mask = np.int64((1 << INCREMENT_BITS) - 1)
+    for c in prange((n_examples + block - 1) // block):
+        lo = c * block
+        hi = min(n_examples, lo + block)
+        acc = np.zeros(hi - lo, dtype=np.int64)
+        for n in range(neurons):
+            row = incs[n, lo:hi]
+            for k in range(hi - lo):
+                v = np.int64(row[k])
+                acc[k] += (v & 7) | (((v >> 3) & 1) << INCREMENT_BITS) | (((v >> 4) & 1) << (2 * INCREMENT_BITS))
+        for k in range(hi - lo):
+            out_quarters[lo + k] = acc[k] & field_mask
+            out_empty[lo + k] = (acc[k] >> INCREMENT_BITS) & field_mask
+            out_none[lo + k] = acc[k] >> (2 * INCREMENT_BITS)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def gather_columns(store, slots, out):
+    """out[e, i] = store[slots[i], e]: (n, B) C order from B rows of a column store."""
+    for e in prange(out.shape[0]):
+        for i in range(slots.shape[0]):
+            out[e, i] = store[slots[i], e]
 
 
 @njit(cache=True, inline="always")
@@ -457,6 +531,15 @@ class TrainingSet:
         return ((self.target_codes >> (self.n_bits - 1 - cluster)) & 1).astype(np.uint8)
 
 
+def training_set(tokens: np.ndarray, codes: np.ndarray, context: int, seed: int, sample_rate: float,
+                 n_bits: int) -> TrainingSet:
+    """What train's clusters train on: every example (positions t >= context) of `tokens` (int64)
+    packed under `codes` (int64, each token id's code), with the seed and the sampling threshold R."""
+    t = np.arange(context, tokens.shape[0], dtype=np.int64)
+    return TrainingSet(pack(tokens, t, InputBits(context, n_bits, codes)), t, codes[tokens[t]], n_bits,
+                       np.uint64(seed & MASK64), np.uint64(oracle.sample_threshold(sample_rate)))
+
+
 def train(train_tokens, vocab_size: int, *, codes, context: int, neurons, bits, seed: int, sample_rate: float = 1.0,
           cell_mode: str = TERNARY, empty_value: float = 0.0, memory: str = "auto", gpu=None,
           device: str | None = None) -> Model:
@@ -474,10 +557,8 @@ def train(train_tokens, vocab_size: int, *, codes, context: int, neurons, bits, 
         raise ValueError(f"bits must be 1..{min(64, context * n_bits)} and neurons at least 1, got {bits}, {neurons}")
     codes = np.asarray(codes, dtype=np.int64)
     inputs = InputBits(context, n_bits, codes)
-    t = np.arange(context, tokens.shape[0], dtype=np.int64)
-    data = TrainingSet(pack(tokens, t, inputs), t, codes[tokens[t]], n_bits, np.uint64(seed & MASK64),
-                       np.uint64(oracle.sample_threshold(sample_rate)))
-    specs = [(i, neurons[i], bits[i], choose_storage(memory, cell_mode, neurons[i], bits[i], t.shape[0] * sample_rate))
+    data = training_set(tokens, codes, context, seed, sample_rate, n_bits)
+    specs = [(i, neurons[i], bits[i], choose_storage(memory, cell_mode, neurons[i], bits[i], data.t.shape[0] * sample_rate))
              for i in range(n_bits)]
     if gpu is not None:
         clusters, on_gpu = gpu.train_clusters(data, inputs, specs, cell_mode)
@@ -589,6 +670,21 @@ def code_tables(cell_mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return values, takes_empty, no_decision
 
 
+def quarter_tables(cell_mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """code_tables with the values as int64 QUARTERS (every value is a multiple of 0.25), for GPU
+    kernels that sum integers: their sums are exact, and p_of_quarters makes P from them."""
+    values, takes_empty, no_decision = code_tables(cell_mode)
+    quarters = (values * 4).astype(np.int64)
+    assert np.array_equal(quarters / 4.0, values)
+    return quarters, takes_empty, no_decision
+
+
+def p_of_quarters(quarters: np.ndarray, n_empty: np.ndarray, empty_value: float, neurons: int) -> np.ndarray:
+    """read_cluster's P = (decided + empty_value · #EMPTY) / neurons, on the same exact operands
+    (decided = quarters / 4 exactly), so a GPU's P is the same float."""
+    return (quarters / 4.0 + empty_value * n_empty.astype(np.int64)) / neurons
+
+
 @dataclass
 class Scores:
     """One split looked up: per example its position, target, bit probabilities (clamped), the
@@ -619,6 +715,18 @@ def read_clusters(model: Model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p, empty
 
 
+def neuron_codes(cluster: BitCluster, x: np.ndarray) -> np.ndarray:
+    """(n_examples, neurons) uint8: every example's cell code at each neuron of the cluster
+    (read_neuron_codes), the transpose of a C-ordered (neurons, n_examples) array: a neuron's codes
+    are contiguous (sum_increments reads the first n neurons' rows)."""
+    out = np.empty((cluster.neurons, x.shape[0]), dtype=np.uint8).T
+    quad_dense = cluster.storage == DENSE and cluster.dense.dtype == np.uint8
+    read_neuron_codes(x, cluster.masks, cluster.order, cluster.storage == SPARSE,
+                      NO_DENSE32 if quad_dense else cluster.dense, cluster.dense if quad_dense else NO_DENSE8,
+                      cluster.offsets, cluster.keys, cluster.vals, out)
+    return out
+
+
 def score(model: Model, tokens, gpu=None) -> Scores:
     """Look up every example of a split (positions t >= context): bit probabilities (on the CPU, or
     by `gpu`'s kernel, engine/bitwise_cuda.py: the same floats), then s(target) and the best code by
@@ -630,19 +738,35 @@ def score(model: Model, tokens, gpu=None) -> Scores:
         p, empty = gpu.read_clusters(model, x)
     else:
         p, empty = read_clusters(model, x)
-    p = np.clip(p, P_MIN, 1.0 - P_MIN)
-    log_p, log_q = np.log(p), np.log1p(-p)
-    star, branch = branches(model)
     targets = tokens[t]
-    return Scores(t, targets, p, empty, log_p, log_q, target_scores(log_p, log_q, model.codes[targets]),
+    return scores_of(t, targets, model.codes[targets], *bit_logs(p), empty, *branches(model))
+
+
+def bit_logs(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """P clamped to [P_MIN, 1 − P_MIN], ln P and ln(1 − P) (as log1p(−P)): elementwise, so a column
+    taken alone gives the same floats as the (n, B) array (optimize/sizes.py caches them so)."""
+    p = np.clip(p, P_MIN, 1.0 - P_MIN)
+    return p, np.log(p), np.log1p(-p)
+
+
+def scores_of(positions: np.ndarray, targets: np.ndarray, target_codes: np.ndarray, p: np.ndarray,
+              log_p: np.ndarray, log_q: np.ndarray, empty: np.ndarray, star: np.ndarray, branch: np.ndarray) -> Scores:
+    """A split's Scores from its (n, B) clamped P, logarithms (bit_logs) and no-decision lookups:
+    s(target) and the best code by the closed forms (star, branch: branch_bits)."""
+    return Scores(positions, targets, p, empty, log_p, log_q, target_scores(log_p, log_q, target_codes),
                   best_codes(log_p, log_q, star, branch))
 
 
 def branches(model: Model) -> tuple[np.ndarray, np.ndarray]:
     """(B,) bool each: c*'s bits and the branch bits (K = V − 1's ones), MSB first (§3c "Closed forms")."""
-    c_star, branch = oracle.branch_points(model.vocab_size, model.n_bits, model.gray)
-    i = np.arange(model.n_bits)
-    return ((c_star >> (model.n_bits - 1 - i)) & 1).astype(np.bool_), np.isin(i, branch)
+    return branch_bits(model.vocab_size, model.n_bits, model.gray)
+
+
+def branch_bits(vocab_size: int, n_bits: int, gray: bool) -> tuple[np.ndarray, np.ndarray]:
+    """branches() from the model's vocabulary size, B and whether its real codes are Gray's."""
+    c_star, branch = oracle.branch_points(vocab_size, n_bits, gray)
+    i = np.arange(n_bits)
+    return ((c_star >> (n_bits - 1 - i)) & 1).astype(np.bool_), np.isin(i, branch)
 
 
 def log_normaliser(model: Model, sc: Scores, temperature: float = 1.0) -> np.ndarray:

@@ -42,7 +42,7 @@ from ramsweep.engine.connectivity import GOLDEN, MIX1, MIX2, draw_bit_connectivi
 from ramsweep.engine.layout import DENSE, SPARSE
 from ramsweep.engine.train import wire
 
-__all__ = ["available", "device_name", "free_memory", "read_clusters", "train_clusters"]
+__all__ = ["available", "device_name", "free_memory", "read_clusters", "read_neuron_codes", "train_clusters"]
 
 THREADS = 128  # threads of a block (the simulator's tests shrink it)
 LANES = 32  # threads a neuron in quad training, each owning the addresses a ≡ lane (mod LANES); divides THREADS
@@ -110,6 +110,26 @@ def _read_cluster(x, order, kind, dense32, dense8, offsets, keys, vals, quarters
     out_quarters[row, e] = q_sum
     out_empty[row, e] = n_empty
     out_none[row, e] = n_none
+
+
+@cuda.jit
+def _read_neuron_codes(x, order, kind, dense32, dense8, offsets, keys, vals, out):
+    """Per example e, its cell code at every neuron n into out[n, e] (neurons, n_examples) uint8:
+    _read_cluster's lookups, kept (bitwise.read_neuron_codes); neighbouring threads write
+    neighbouring bytes."""
+    e = cuda.grid(1)
+    if e >= x.shape[0]:
+        return
+    n_neurons, bits = order.shape[0], order.shape[1]
+    for n in range(n_neurons):
+        a = _address(x, e, order, n, bits)
+        if kind == KIND_SPARSE:
+            code = _sparse_read(offsets, keys, vals, n, a)
+        elif kind == KIND_QUAD:
+            code = uint32(dense8[n, a])
+        else:
+            code = (dense32[n, a >> uint64(4)] >> uint32((a & uint64(15)) << uint64(1))) & uint32(3)
+        out[n, e] = uint8(code)
 
 
 # --- training --------------------------------------------------------------------------------
@@ -450,14 +470,6 @@ def _upload(model) -> list:
     return model.gpu
 
 
-def _code_tables(cell_mode: str):
-    """bitwise.code_tables with the values as integer quarters (all are multiples of 0.25)."""
-    values, takes_empty, no_decision = bitwise.code_tables(cell_mode)
-    quarters = (values * 4).astype(np.int64)
-    assert np.array_equal(quarters / 4.0, values)
-    return quarters, takes_empty.astype(np.int32), no_decision.astype(np.int32)
-
-
 def read_clusters(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """bitwise.read_clusters on the GPU: (n, B) unclamped P (the same floats) and (n, B) int64
     lookups holding no decision."""
@@ -468,7 +480,8 @@ def read_clusters(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return p, empty
     tables = _upload(model)
     d_x = cuda.to_device(np.ascontiguousarray(x))
-    quarters, takes_empty, no_decision = (cuda.to_device(a) for a in _code_tables(model.cell_mode))
+    quarters, takes_empty, no_decision = (cuda.to_device(a.astype(np.int64 if k == 0 else np.int32)) for k, a in
+                                          enumerate(bitwise.quarter_tables(model.cell_mode)))
     out_q = cuda.device_array((model.n_bits, n), dtype=np.int64)
     out_empty = cuda.device_array((model.n_bits, n), dtype=np.int32)
     out_none = cuda.device_array((model.n_bits, n), dtype=np.int32)
@@ -482,8 +495,34 @@ def read_clusters(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                                            takes_empty, no_decision, i, out_q, out_empty, out_none)
     q, n_empty, n_none = out_q.copy_to_host(), out_empty.copy_to_host(), out_none.copy_to_host()
     for i, cluster in enumerate(model.clusters):
-        # the CPU engine's (decided + empty_value · n_empty) / neurons, on the same exact operands
-        p[:, i] = (q[i] / 4.0 + model.empty_value * n_empty[i].astype(np.int64)) / cluster.neurons
+        p[:, i] = bitwise.p_of_quarters(q[i], n_empty[i], model.empty_value, cluster.neurons)
         empty[:, i] = n_none[i]
     return p, empty
 
+
+
+def read_neuron_codes(cluster, x: np.ndarray, table=None) -> np.ndarray:
+    """bitwise.neuron_codes on the GPU: (n_examples, neurons) uint8, every example's cell code at each
+    neuron of one cluster (optimize/sizes.py sums any first n of them), as bitwise.neuron_codes the
+    transpose of a C-ordered (neurons, n_examples) array. `table`: the cluster's
+    (kind, order, cells) on the GPU as train_clusters returns them; by default its cells are
+    uploaded (a DENSE cluster trained here is read where it trained)."""
+    n = x.shape[0]
+    if n == 0:
+        return np.zeros((0, cluster.neurons), dtype=np.uint8)
+    if table is None:
+        order = cuda.to_device(np.ascontiguousarray(cluster.order))
+        if cluster.storage == SPARSE:
+            table = (KIND_SPARSE, order, tuple(cuda.to_device(a) for a in (cluster.offsets, cluster.keys, cluster.vals)))
+        else:
+            cells = cluster.gpu if cluster.host is None else cuda.to_device(cluster.dense)
+            table = (KIND_QUAD if cells.dtype == np.uint8 else KIND_TERNARY, order, cells)
+    kind, order, cells = table
+    none32, none8 = cuda.to_device(_NONE32), cuda.to_device(_NONE8)
+    no_sparse = tuple(cuda.to_device(a) for a in (np.zeros(2, np.int64), np.zeros(1, np.uint32), np.zeros(1, np.uint8)))
+    offsets, keys, vals = cells if kind == KIND_SPARSE else no_sparse
+    out = cuda.device_array((cluster.neurons, n), dtype=np.uint8)
+    _read_neuron_codes[_blocks(n), THREADS](cuda.to_device(np.ascontiguousarray(x)), order, kind,
+                                            cells if kind == KIND_TERNARY else none32,
+                                            cells if kind == KIND_QUAD else none8, offsets, keys, vals, out)
+    return out.copy_to_host().T
