@@ -26,6 +26,22 @@ def corpus(vocab_size: int, n: int, seed: int) -> np.ndarray:
     return tokens
 
 
+def same_model(cpu: engine.Model, gpu: engine.Model) -> None:
+    """A GPU-trained model holds the CPU engine's cells, array for array (bitwise_cuda, bitwise_wgpu)."""
+    assert engine.cells(gpu) == engine.cells(cpu)
+    for a, b in zip(cpu.clusters, gpu.clusters):
+        assert a.storage == b.storage
+        for k in ("conn", "masks", "order", "dense", "offsets", "keys", "vals"):
+            x, y = getattr(a, k), getattr(b, k)
+            assert x.dtype == y.dtype and np.array_equal(x, y), k
+
+
+def same_scores(a: engine.Scores, b: engine.Scores) -> None:
+    """Every array of two lookups of one split equal (a GPU's P is the CPU engine's float)."""
+    for k in ("positions", "targets", "p", "empty", "log_p", "log_q", "target_s", "best"):
+        assert np.array_equal(getattr(a, k), getattr(b, k)), k
+
+
 def same(ours, theirs, path="metrics"):
     """Equal field by field: floats to REL (exactly where REL is not needed), the rest exactly."""
     if isinstance(theirs, dict):

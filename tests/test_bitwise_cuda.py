@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import pytest
 from conftest import run_in_the_simulator
-from test_bitwise import corpus  # its first-order chain: a learnable successor, and noise
+from test_bitwise import corpus, same_model, same_scores  # corpus: a learnable successor, and noise
 
 from ramsweep.config import bits_per_token
 from ramsweep.engine import bitwise as engine
@@ -41,20 +41,6 @@ def small_blocks(monkeypatch):
             monkeypatch.setattr(bitwise_cuda, name, value)
 
 
-
-
-def same_model(cpu: engine.Model, gpu: engine.Model) -> None:
-    assert engine.cells(gpu) == engine.cells(cpu)
-    for a, b in zip(cpu.clusters, gpu.clusters):
-        assert a.storage == b.storage
-        for k in ("conn", "masks", "order", "dense", "offsets", "keys", "vals"):
-            x, y = getattr(a, k), getattr(b, k)
-            assert x.dtype == y.dtype and np.array_equal(x, y), k
-
-
-def same_scores(a: engine.Scores, b: engine.Scores) -> None:
-    for k in ("positions", "targets", "p", "empty", "log_p", "log_q", "target_s", "best"):
-        assert np.array_equal(getattr(a, k), getattr(b, k)), k
 
 
 def check(vocab_size, context, mode, rate, memory, neurons, bits, n_train, n_eval, empty_value=0.0, gray=True,

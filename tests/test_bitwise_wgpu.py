@@ -12,7 +12,7 @@ Runs wherever wgpu finds an adapter: Mesa's lavapipe (Vulkan on the CPU) in CI, 
 
 import numpy as np
 import pytest
-from test_bitwise import corpus  # its first-order chain: a learnable successor, and noise
+from test_bitwise import corpus, same_model, same_scores  # corpus: a learnable successor, and noise
 
 from ramsweep.engine import bitwise as engine
 from ramsweep.engine import bitwise_reference as bw
@@ -27,20 +27,6 @@ if not bitwise_wgpu.available():
     pytest.skip("wgpu finds no adapter here", allow_module_level=True)
 
 MASK = (1 << 64) - 1
-
-
-def same_model(cpu: engine.Model, gpu: engine.Model) -> None:
-    assert engine.cells(gpu) == engine.cells(cpu)
-    for a, b in zip(cpu.clusters, gpu.clusters):
-        assert a.storage == b.storage
-        for k in ("conn", "masks", "order", "dense", "offsets", "keys", "vals"):
-            x, y = getattr(a, k), getattr(b, k)
-            assert x.dtype == y.dtype and np.array_equal(x, y), k
-
-
-def same_scores(a: engine.Scores, b: engine.Scores) -> None:
-    for k in ("positions", "targets", "p", "empty", "log_p", "log_q", "target_s", "best"):
-        assert np.array_equal(getattr(a, k), getattr(b, k)), k
 
 
 def check(vocab_size, context, mode, rate, memory, neurons, bits, n_train, n_eval, empty_value=0.0, gray=True,

@@ -143,8 +143,6 @@ def test_old_optimize_blocks_keep_their_keys():
     """A block without phases dumps as before (no phases key), so its experiment's key is unchanged."""
     exp = Experiment(name="t", tiers="100,5,8;rest,3,6", optimize={"strategy": "GA", "generations": 3})
     assert "phases" not in exp.spec()["optimize"]
-    with pytest.raises(ConfigError, match="a tiered model's search in phases is not built yet"):
-        Experiment(name="t", tiers="100,5,8;rest,3,6", optimize={"phases": [{"search": "neurons"}]})
 
 
 # ---------------------------------------------------------------- a bitwise model's search, end to end

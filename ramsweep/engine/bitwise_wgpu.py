@@ -430,9 +430,8 @@ def _table(cluster) -> _Table:
 def _code_masks(cell_mode: str) -> tuple[int, int, int]:
     """bitwise.code_tables as bit fields by cell code c: the value in quarters at bits 4c..4c+3
     (every value is a multiple of 0.25), takes_empty and no_decision at bit c."""
-    values, takes_empty, no_decision = bitwise.code_tables(cell_mode)
-    quarters = (values * 4).astype(np.int64)
-    assert np.array_equal(quarters / 4.0, values) and quarters.max() < 16
+    quarters, takes_empty, no_decision = bitwise.quarter_tables(cell_mode)
+    assert quarters.max() < 16
     return (sum(int(q) << (4 * c) for c, q in enumerate(quarters)), sum(int(b) << c for c, b in enumerate(takes_empty)),
             sum(int(b) << c for c, b in enumerate(no_decision)))
 
@@ -485,8 +484,7 @@ def read_clusters(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         sums[:, c0:c1] = block
     for slot, i in enumerate(here):
         q, n_empty, n_none = sums[slot].T
-        # the CPU engine's (decided + empty_value · n_empty) / neurons, on the same exact operands
-        p[:, i] = (q / 4.0 + model.empty_value * n_empty) / model.clusters[i].neurons
+        p[:, i] = bitwise.p_of_quarters(q, n_empty, model.empty_value, model.clusters[i].neurons)
         empty[:, i] = n_none
     return p, empty
 

@@ -1,0 +1,77 @@
+"""Speed of the architecture search in phases (docs/design.md §5b) on a WikiText-2-size bitwise model.
+
+    python benchmarks/phases.py --gpu       # one NVIDIA GPU: the research's pipeline end to end
+    python benchmarks/phases.py --small     # a small case on the CPU (a minute on 2 cores)
+
+The research's pipeline: a 4 × 4 grid (neurons 50/100/150/200 × bits 14/16/18/20 for every bit
+cluster), then GA (30 × 50) and TS (30 neighbours × 5) on each cluster's neurons (10–300), then
+the same on its bits (10–24). The corpus is benchmarks/bitwise.py's synthetic Zipf corpus of
+WikiText-2's size (2.4 M / 250 k / 290 k tokens over 50,257 ids: 16 bit clusters), context 4,
+r 0.25, quad_weighted; fitness CE on the training split's last 10%. It runs through
+run_experiment (the sweep's path: search, the chosen model trained, validation, test) and prints
+each phase's time, its evaluations and its best fitness; the whole run's time is the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numba
+
+from ramsweep.config import Experiment
+
+PIPELINE = [
+    {"search": "grid", "neurons": [50, 100, 150, 200], "bits": [14, 16, 18, 20]},
+    {"search": "neurons", "strategy": "GA+TS", "population": 30, "generations": 50, "neighbours": 30, "iterations": 5},
+    {"search": "bits", "strategy": "GA+TS", "population": 30, "generations": 50, "neighbours": 30, "iterations": 5},
+]
+SMALL = [
+    {"search": "grid", "neurons": [10, 20], "bits": [8, 10]},
+    {"search": "neurons", "strategy": "GA+TS", "population": 10, "generations": 5, "neighbours": 10, "iterations": 3,
+     "range": [5, 40]},
+    {"search": "bits", "strategy": "GA+TS", "population": 10, "generations": 5, "neighbours": 10, "iterations": 3,
+     "range": [6, 12]},
+]
+
+
+def pipeline_experiment(phases: list[dict], neurons: int, bits: int) -> Experiment:
+    return Experiment(name="bw_phases", architecture="bitwise", context=4,
+                      bitwise={"neurons": neurons, "bits": bits, "sample_rate": 0.25, "cell_mode": "quad_weighted"},
+                      optimize={"fitness": "CE", "phases": phases})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpu", action="store_true", help="the research's pipeline at WikiText-2 size on cuda")
+    parser.add_argument("--small", action="store_true", help="a small case on the CPU")
+    args = parser.parse_args()
+    from bitwise import dataclass_replace_splits, run_on, zipf_corpus
+
+    from ramsweep.engine.devices import describe
+
+    device = "cuda" if args.gpu else "cpu"
+    corpus = zipf_corpus() if args.gpu else dataclass_replace_splits(zipf_corpus(2_000), 60_000)
+    exp = pipeline_experiment(PIPELINE if args.gpu else SMALL, *((150, 18) if args.gpu else (15, 9)))
+    t0 = time.perf_counter()
+    record, wall = run_on(exp, corpus, device)
+    s = record.search
+    print(f"## Search in phases on {describe(device)} ({numba.get_num_threads()} numba threads)\n")
+    print(f"{len(corpus.train):,} / {len(corpus.validation):,} / {len(corpus.test):,} tokens over "
+          f"{corpus.vocab_size:,} ids; {s['units']} bit clusters; fitness CE on {s['examples']['fitness']:,} examples "
+          f"(a model of {s['examples']['search']:,})\n")
+    print("| phase | evaluations | seconds | best CE on the slice (first → last) | chosen (validation) |")
+    print("|---|---|---|---|---|")
+    for p in s["phases"]:
+        first, last = p["history"][0], p["history"][-1]
+        best = (first.get("best_ce", first.get("ce")), min(h.get("best_ce", h.get("ce")) for h in p["history"]))
+        what = p["search"] + (f" {p['strategy'].upper()}" if p["strategy"] else "")
+        print(f"| {what} | {p['evaluations']:,} | {p['seconds']:.1f} | {best[0]:.4f} → {best[1]:.4f} | "
+              f"{p['chosen_label']} |")
+    print(f"\nEnd to end (search, the chosen model trained, validation, test): **{wall:.1f} s** "
+          f"(search {s['search_s']:.1f} s; {time.perf_counter() - t0:.1f} s with this script's set-up); "
+          f"test CE {record.metrics.test.ce:.4f} (start's {s['before']['test']['ce']:.4f})")
+
+
+if __name__ == "__main__":
+    main()
