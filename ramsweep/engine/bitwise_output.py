@@ -20,7 +20,7 @@ import numpy as np
 from ramsweep.config import Experiment, bits_per_token
 from ramsweep.engine import bitwise
 from ramsweep.engine.architecture import CALIBRATION, TEST, VALIDATION, Plan
-from ramsweep.engine.devices import describe
+from ramsweep.engine.devices import describe, physical_memory
 from ramsweep.engine.layout import Frequencies, input_codes
 
 log = logging.getLogger("ramsweep")
@@ -67,14 +67,17 @@ class BitwiseOutput:
         part by a model of the rest, candidates on validation by a model of the whole split."""
         from ramsweep.optimize import phases  # the search: only where one runs
         from ramsweep.optimize.driver import split_for_fitness
-        from ramsweep.optimize.sizes import SizeScorer
+        from ramsweep.optimize.sizes import CODE_CACHE_BYTES, SizeScorer
 
         b, opt = exp.bitwise, exp.optimize
         start = tuple(tuple(v) for v in b.per_cluster(bits_per_token(corpus.vocab_size)))
         widest = max([*start[0], *(max(p.neurons) if p.search == "grid" else p.bounds[1] if p.search == "neurons"
                                     else 0 for p in opt.phases)])
         common = dict(codes=codes_of(exp, corpus), context=exp.context, seed=exp.seed, sample_rate=b.sample_rate,
-                      cell_mode=b.cell_mode, empty_value=exp.empty_value, gpu=kernels(device), max_neurons=widest)
+                      cell_mode=b.cell_mode, empty_value=exp.empty_value, gpu=kernels(device), max_neurons=widest,
+                      # a grid of 4 widths x 16 clusters at 300 neurons holds 4.6 GB of codes: an eighth
+                      # of a large machine's memory each keeps them all
+                      code_cache_bytes=max(CODE_CACHE_BYTES, (physical_memory() or 0) // 8))
         part, fit_tokens = split_for_fitness(corpus.train, opt.fitness_fraction, exp.context)
         t0 = time.perf_counter()
         fit = SizeScorer(part, fit_tokens, corpus.vocab_size, **common)

@@ -15,6 +15,7 @@ imported only when asked for or probed.
 
 from __future__ import annotations
 
+import os
 from functools import cache
 
 from ramsweep.config import DEVICES
@@ -84,3 +85,11 @@ def trains_on(device: str) -> str:
     if device in ("cuda", "hybrid"):
         return "cuda"
     return device if device in ("metal", "wgpu") else "cpu"
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, where the platform says."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on every platform
+        return None

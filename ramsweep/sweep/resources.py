@@ -6,11 +6,9 @@ has is the worst kind of failure; these checks refuse it with one line before th
 
 from __future__ import annotations
 
-import os
-
 from ramsweep.config import Experiment
 from ramsweep.engine.architecture import Plan
-from ramsweep.engine.devices import describe, trains_on
+from ramsweep.engine.devices import describe, physical_memory, trains_on
 from ramsweep.errors import ConfigError
 
 GIB = 2**30
@@ -41,10 +39,3 @@ def check_fits(exp: Experiment, plan: Plan, train_tokens: int, device: str) -> N
             raise ConfigError(f"experiment '{exp.name}': needs about {need / GIB:.1f} GiB of GPU memory, more than "
                               f"the {free / GIB:.1f} GiB free on {describe(device)} ({what}); lower its "
                               "bits or neurons, or use --device cpu")
-
-
-def physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not on every platform
-        return None
