@@ -15,6 +15,7 @@ each phase's time, its evaluations and its best fitness; the whole run's time is
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 
 import numba
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="the research's pipeline at WikiText-2 size on cuda")
     parser.add_argument("--small", action="store_true", help="a small case on the CPU")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # the search's progress lines
     from bitwise import dataclass_replace_splits, run_on, zipf_corpus
 
     from ramsweep.engine.devices import describe
@@ -63,7 +65,7 @@ def main() -> None:
     print("| phase | evaluations | seconds | best CE on the slice (first → last) | chosen (validation) |")
     print("|---|---|---|---|---|")
     for p in s["phases"]:
-        first, last = p["history"][0], p["history"][-1]
+        first = p["history"][0]
         best = (first.get("best_ce", first.get("ce")), min(h.get("best_ce", h.get("ce")) for h in p["history"]))
         what = p["search"] + (f" {p['strategy'].upper()}" if p["strategy"] else "")
         print(f"| {what} | {p['evaluations']:,} | {p['seconds']:.1f} | {best[0]:.4f} → {best[1]:.4f} | "
