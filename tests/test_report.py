@@ -556,3 +556,182 @@ def test_compare_names_the_architectures_and_sets_bands_beside_the_tiers_they_ma
     side = compare.markdown(records)
     assert "| shape | bitwise [3,4,5,6,7,8,9,10,11,12]x6 quad_weighted r=0.5 | 100,3,6;400,2,6;rest,2,5 |" in side
     assert "| architecture | bitwise | tiered |" in side
+
+
+# ---------------------------------------------------------------- a search in phases (docs/design.md §5b)
+
+
+@functools.cache
+def searched_in_phases() -> dict:
+    """A bitwise experiment searched in phases (grid, neurons GA+TS, bits TS) on a small corpus,
+    as the runner stores it."""
+    from test_optimize import small_corpus
+    from test_phases import bitwise_searched
+
+    from ramsweep.sweep.experiment import Task, run_experiment
+
+    record = run_experiment(Task(bitwise_searched(), "kph", "s"), small_corpus())
+    assert record.ok, record.error
+    return record.dump()
+
+
+def phase_figures(phase: dict) -> str:
+    """A phase row's cells from its slice figure on (CE fitness), worked out from the record."""
+    lines = phase["history"]
+    if phase["search"] == "grid":
+        best = min(lines, key=lambda h: h["ce"])
+        on_slice = f"{best['ce']:.4f} at {best['neurons']}/{best['bits']}"
+    else:
+        on_slice = f"{lines[0]['best_ce']:.4f} → {min(h['best_ce'] for h in lines):.4f}"
+    val = {c["label"]: c["validation_ce"] for c in phase["selection"]}
+    label = phase["chosen_label"]
+    moved = f"{val['start']:.4f} kept" if label == "start" else f"{val['start']:.4f} → {val[label]:.4f}"
+    return f"{on_slice} | {moved} | {label} | {phase['evaluations']:,} | {phase['seconds']:.1f} |"
+
+
+def test_a_search_in_phases_shows_a_row_a_phase_in_the_table_markdown_and_html(tmp_path):
+    """A real search in phases: a row a phase with its kind, sizes, best on the slice, validation
+    CE of start and choice, chosen label, evaluations and seconds, in the terminal (at 80 columns
+    too), markdown and HTML; the connectivity table names it a search in phases, not a count of
+    units that beat their start; the lineage names its block by its phases."""
+    searched = searched_in_phases()
+    s = searched["search"]
+    grid, neurons, bits = s["phases"]
+    base = {**searched, "name": "bw_plain", "key": "kplain", "search": None,
+            "spec": {**searched["spec"], "name": "bw_plain", "optimize": None}}
+    child = {**searched, "spec": {**searched["spec"], "based_on": "bw_plain"}}
+    path = add(tmp_path / "r.jsonl", base, child)
+
+    md = report(path, "md")
+    assert "### bw_phases — search in phases, CE on 600 slice examples: 6×6/6 → " in md
+    assert "| # | search | sizes: start → chosen | slice CE | val CE | chosen | evals | s |" in md
+    n, b = grid["chosen"]["neurons"][0], grid["chosen"]["bits"][0]
+    assert f"| 0 | grid | 6×6/6 → 6×{n}/{b} | {phase_figures(grid)}" in md
+    assert f"| 1 | neurons GA+TS | 6×{n}/{b} → " in md and f"| {phase_figures(neurons)}" in md
+    assert "| 2 | bits TS | " in md and f"| {phase_figures(bits)}" in md
+    assert "| bw_phases | phases CE, 3 phases on 6 units |" in md and "beat their start" not in md
+    assert "### Connectivity search and search in phases:" in md
+    assert "**bw_phases**: optimize none → phases grid → neurons GA+TS → bits TS, CE;" in md
+
+    table = report(path, width=160)
+    assert "bw_phases — search in phases, CE on 600 slice examples" in table
+    for phase, kind in zip(s["phases"], ("grid", "neurons GA+TS", "bits TS")):
+        figures = [f.strip(" |") for f in phase_figures(phase).split(" | ")]
+        row = next(line for line in table.splitlines() if line.startswith(f" {phase['phase']}  {kind} "))
+        assert all(f in row for f in figures), (figures, row)
+    narrow = report(path, width=80)
+    assert max(map(len, narrow.splitlines())) <= 80
+    assert "search in phases" in narrow and grid["chosen_label"] in narrow and "neurons" in narrow
+
+    page = report(path, "html")
+    assert "<th>slice CE</th>" in page and "<td>neurons GA+TS</td>" in page
+    val = {c["label"]: c["validation_ce"] for c in neurons["selection"]}
+    label = neurons["chosen_label"]
+    cell = f"{val['start']:.4f} kept" if label == "start" else f"{val['start']:.4f} → {val[label]:.4f}"
+    assert f"<td>{cell}</td>\n<td>{label}</td>\n<td>{neurons['evaluations']}</td>" in page
+
+
+def synthetic_phases(fitness="ce", label="candidate 1", stopped=None, connections=False) -> dict:
+    """A search in phases over 16 units, its figures chosen to tell every rule apart: the grid's
+    best pair differs by CE and by accuracy, the GA's best is in its middle, the last phase keeps
+    its start."""
+    start, grid = {"neurons": [150] * 16, "bits": [18] * 16}, {"neurons": [200] * 16, "bits": [20] * 16}
+    mixed = {"neurons": [200] * 10 + [150] * 6, "bits": [20] * 16}
+    wide = {"neurons": list(range(100, 260, 10)), "bits": [20] * 8 + [22] * 8}
+    pairs = [(150, 18, 6.0, 0.10), (150, 20, 5.9, 0.12), (200, 18, 5.8, 0.14), (200, 20, 5.7, 0.13)]
+    ga = [{"stage": "ga", "step": i, "best_ce": 5.0 if i == 20 else 5.6 - 0.001 * i, "best_accuracy": 0.2 + 0.001 * i,
+           "mean_ce": 5.9, "mean_accuracy": 0.15} for i in range(40)]
+    ts = [{"stage": "ts", "step": i, "best_ce": 5.4 - 0.01 * i, "best_accuracy": 0.3, "mean_ce": 5.5,
+           "mean_accuracy": 0.2} for i in range(3)]
+    chosen = lambda sizes, ce, acc, lab: {"label": lab, **sizes, "validation_ce": ce,  # noqa: E731
+                                          "validation_accuracy": acc}
+    phases = [
+        {"phase": 0, "search": "grid", "strategy": None, "start": start, "chosen": grid, "chosen_label": "candidate 1",
+         "history": [{"step": i, "neurons": n, "bits": b, "ce": ce, "accuracy": a} for i, (n, b, ce, a) in
+                     enumerate(pairs)],
+         "selection": [chosen(start, 5.5, 0.2, "start"), chosen(grid, 5.3, 0.25, "candidate 1")],
+         "evaluations": 4, "seconds": 12.0},
+        {"phase": 1, "search": "neurons", "strategy": "ga", "start": grid, "chosen": mixed, "chosen_label": label,
+         "history": ga, "selection": [chosen(grid, 5.3, 0.25, "start"), chosen(mixed, 5.25, 0.27, label)],
+         "evaluations": 812, "seconds": 60.5},
+        {"phase": 2, "search": "bits", "strategy": "ts", "start": mixed, "chosen": mixed, "chosen_label": "start",
+         "history": ts, "selection": [chosen(mixed, 5.25, 0.27, "start"), chosen(wide, 5.26, 0.26, "candidate 1")],
+         "evaluations": 9, "seconds": 3.0}]
+    if connections:  # §5's search on the chosen sizes, its summary in its phase's entry
+        history = [{"unit": u, "stage": stage, "step": i, "best": 5.3 - 0.01 * (u + i), "mean": 5.4, "evaluations": 30,
+                    "elapsed_s": 1.0} for u in (0, 1) for stage in ("ga", "ts") for i in range(2)]
+        inner = {"strategy": "ga+ts", "fitness": "ce", "units": 2, "improved": 1, "evaluations": 300, "search_s": 20.0,
+                 "stopped": None, "fitness_before": {"value": 5.3, "ce": 5.3, "accuracy": 0.2},
+                 "fitness_after": {"value": 5.2, "ce": 5.2, "accuracy": 0.21}, "chosen": "final", "history": history,
+                 "selection": [{"label": "start", "validation_fitness": 5.25},
+                               {"label": "final", "validation_fitness": 5.22}]}
+        phases.append({"phase": 3, "search": "connections", "strategy": "ga+ts", "start": mixed, "chosen": mixed,
+                       "chosen_label": "final", "evaluations": 300, "seconds": 20.0, "connections": inner})
+    return {"strategy": "phases", "fitness": fitness, "units": 16, "improved": True, "evaluations": 825,
+            "search_s": 95.1, "stopped": stopped, "chosen": "phases", "examples": {"search": 9000, "fitness": 1000},
+            "fitness_before": {"value": 6.1, "ce": 6.1, "accuracy": 0.1},
+            "fitness_after": {"value": 5.25, "ce": 5.25, "accuracy": 0.27},
+            "sizes": {"start": start, "chosen": mixed}, "phases": phases,
+            "before": {"validation": {"ppl": 300.0, "accuracy": 0.2}, "test": {"ppl": 310.0, "accuracy": 0.19}},
+            "connectivity": None}
+
+
+def test_phase_rows_write_sizes_compactly_and_follow_the_fitness(tmp_path):
+    """16 units: one size as 16×n/b, a few as n/b ×count, many as ranges (a card lists each
+    unit's); the slice's best is the grid's best pair and the GA's best step (not its last);
+    under ACCURACY the figures are accuracies, the grid's best the most accurate pair; a long
+    history is thinned in the card to its first, last and best lines and some between."""
+    ce = experiment_record("ce16", "k1", search=synthetic_phases(stopped="time cap"))
+    acc = experiment_record("acc16", "k2", search=synthetic_phases("accuracy"))
+    path = add(tmp_path / "r.jsonl", ce, acc)
+    md = report(path, "md", cards=2)
+    assert ("### ce16 — search in phases, CE on 1,000 slice examples: 16×150/18 → 200/20 ×10, 150/20 ×6, "
+            "825 evaluations, 95 s, stopped by the time cap") in md
+    assert "| 0 | grid | 16×150/18 → 16×200/20 | 5.7000 at 200/20 | 5.5000 → 5.3000 | candidate 1 | 4 | 12.0 |" in md
+    assert ("| 1 | neurons GA | 16×200/20 → 200/20 ×10, 150/20 ×6 | 5.6000 → 5.0000 | 5.3000 → 5.2500 | candidate 1 "
+            "| 812 | 60.5 |") in md
+    assert "| 2 | bits TS | 200/20 ×10, 150/20 ×6 kept | 5.4000 → 5.3800 | 5.2500 kept | start | 9 | 3.0 |" in md
+    assert "| # | search | sizes: start → chosen | slice acc | val acc | chosen | evals | s |" in md
+    assert "| 0 | grid | 16×150/18 → 16×200/20 | 14.00% at 200/18 | 20.00% → 25.00% | candidate 1 | 4 | 12.0 |" in md
+    assert "| 1 | neurons GA | 16×200/20 → 200/20 ×10, 150/20 ×6 | 20.00% → 23.90% | 25.00% → 27.00% |" in md
+
+    card = md[md.index("### Experiment cards"):].split("\n### ")[1]
+    assert card.startswith("ce16") and "Search in phases, CE on 1,000 slice examples" in card
+    assert ("Phase 1, neurons GA: chose candidate 1 (neurons 200 200 200 200 200 200 200 200 200 200 150 150 150 150 "
+            "150 150, bits 20).") in card
+    assert "| candidate 1 | 100/20 110/20 120/20 130/20 140/20 150/20 160/20 170/20 180/22 " in card  # > 3 sizes
+    assert "| candidate 1 | 16×200/20 | 5.3000 | 25.00% | chosen |" in card
+    assert "| 3 | 200 | 20 | 5.7000 | 13.00% | best |" in card  # the grid's best pair by CE
+    assert "History on the fitness slice, 13 of its 40 lines:" in card
+    history = card[card.index("History on the fitness slice, 13 of its 40 lines:"):].split("\n\n")[1]
+    assert "| GA | 0 | 5.6000 |" in history and "| GA | 39 | 5.5610 |" in history
+    assert "| GA | 20 | 5.0000 | 5.9000 | 22.00% | 15.00% | best |" in history
+    assert history.count("\n| GA |") == 13
+
+    table = report(path, width=80)
+    assert max(map(len, table.splitlines())) <= 80 and "ce16 — search in phases" in table
+
+
+def test_text_in_a_search_in_phases_is_never_markup(tmp_path):
+    """A label or name from a results file is text in markdown, HTML and the terminal."""
+    sneaky = experiment_record("x<script>alert(1)</script>", "k1",
+                               search=synthetic_phases(label="<img src=x onerror=alert(1)> [bold]b[/bold]"))
+    path = add(tmp_path / "r.jsonl", sneaky)
+    page = report(path, "html")
+    assert "<img" not in page and "<script>" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "[bold]b[/bold]" in report(path, width=200)  # rich markup shown as written
+
+
+def test_a_connections_phase_shows_its_wiring_search(tmp_path):
+    """A last connections phase (§5's search on the chosen sizes): its row has the fitness of the
+    drawn wiring → the searched one on the slice and on validation; its card its candidates'
+    validation fitness and §5's history, a line a generation or iteration of each unit."""
+    path = add(tmp_path / "r.jsonl", experiment_record("wired", "k1", search=synthetic_phases(connections=True)))
+    md = report(path, "md", cards=1)
+    assert ("| 3 | connections GA+TS | 200/20 ×10, 150/20 ×6 kept | 5.3000 → 5.2000 | 5.2500 → 5.2200 | final | 300 "
+            "| 20.0 |") in md
+    card = md[md.index("### Experiment cards"):]
+    assert "Phase 3, connections GA+TS: chose final (the wiring on neurons 200 200 " in card
+    assert "| candidate | val CE |  |\n|---|---|---|\n| start | 5.2500 |  |\n| final | 5.2200 | chosen |" in card
+    assert "| unit | stage | step | best CE | mean CE | evaluations |" in card and "| 1 | TS | 1 | 5.2800 | 5.4000 | 30 |" in card
+    assert "| 0 | grid | 16×150/18 → 16×200/20 | 5.7000 at 200/20 |" in md  # the size phases as before

@@ -115,6 +115,52 @@ def test_the_dashboard_ranks_bitwise_beside_tiered_and_its_card_shows_bits_and_b
     assert f"<td>501–600</td>\n<td>100</td>\n<td>{band.share:.1f}</td>\n<td>{band.ppl:,.0f}</td>" in card
 
 
+def test_the_card_of_a_search_in_phases_shows_each_phase_its_candidates_and_history(tmp_path):
+    """A real search in phases: the dashboard's card has the report's phase table, and per phase
+    its chosen sizes per unit, its candidates on validation (the chosen one marked) and its
+    history on the fitness slice (the best line marked); the leaderboard ranks it as any other."""
+    from test_report import searched_in_phases
+
+    searched = searched_in_phases()
+    path = tmp_path / "r.jsonl"
+    open_store(path).append(parse_record(searched))
+    with client(path) as c:
+        group, = c.get("/api/leaderboard").json()["groups"]
+        assert [row["cells"]["name"] for row in group["rows"]] == ["bw_phases"]
+        card = c.get("/api/experiments/kph").json()["card_html"]
+    assert "Search in phases, CE on 600 slice examples: 6×6/6 → " in card
+    assert "<th>sizes: start → chosen</th>\n<th>slice CE</th>\n<th>val CE</th>" in card
+    for phase, kind in zip(searched["search"]["phases"], ("grid", "neurons GA+TS", "bits TS")):
+        val = {c["label"]: c["validation_ce"] for c in phase["selection"]}
+        label = phase["chosen_label"]
+        moved = f"{val['start']:.4f} kept" if label == "start" else f"{val['start']:.4f} → {val[label]:.4f}"
+        assert f"<td>{phase['phase']}</td>\n<td>{kind}</td>" in card
+        assert f"<td>{moved}</td>\n<td>{label}</td>\n<td>{phase['evaluations']}</td>" in card
+        assert f"Phase {phase['phase']}, {kind}: chose {label} (" in card
+        chosen = next(c for c in phase["selection"] if c["label"] == label)
+        assert (f"<td>{chosen['validation_ce']:.4f}</td>\n<td>{100 * chosen['validation_accuracy']:.2f}%</td>\n"
+                f"<td>chosen</td>") in card
+    grid = searched["search"]["phases"][0]
+    best = min(grid["history"], key=lambda h: h["ce"])
+    assert (f"<td>{best['step']}</td>\n<td>{best['neurons']}</td>\n<td>{best['bits']}</td>\n<td>{best['ce']:.4f}</td>"
+            in card)
+    last = searched["search"]["phases"][1]["history"][-1]
+    assert f"<td>{last['stage'].upper()}</td>\n<td>{last['step']}</td>\n<td>{last['best_ce']:.4f}</td>" in card
+    assert card.count("History on the fitness slice") == 3 and card.count("<td>best</td>") == 3
+
+
+def test_a_search_in_phases_is_shown_as_text_never_as_markup(tmp_path):
+    from test_report import synthetic_phases
+
+    sneaky = experiment_record("x<script>alert(1)</script>", "ks",
+                               search=synthetic_phases(label="<img src=x onerror=alert(1)>"))
+    grid_file(tmp_path / "r.jsonl", [sneaky])
+    with client(tmp_path / "r.jsonl") as c:
+        html = c.get("/api/experiments/ks").json()["card_html"]
+    assert "Search in phases" in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<script>" not in html and "<img" not in html
+
+
 def test_a_record_is_shown_as_text_never_as_markup(tmp_path):
     sneaky = experiment_record("x<script>alert(1)</script>", "ks")
     sneaky["spec"] = {**sneaky["spec"], "description": "<img src=x onerror=alert(1)>"}

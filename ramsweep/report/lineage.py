@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ramsweep.report import search_phases
 from ramsweep.report.bitwise import BAND_COLUMNS, BIT_COLUMNS, band_cells, bit_cells, is_bitwise, md_table
 from ramsweep.report.rows import config_differences, group_of
 from ramsweep.sweep.records import ExperimentRecord
@@ -91,8 +92,9 @@ def card(r: ExperimentRecord) -> list[str]:
         m = getattr(r.metrics, split)
         lines.append(f"| {split} | {num(m.ppl)} | {calibrated_text(m.calibrated)} | "
                      f"{num(m.bpb, '.3f')} | {pct(m.accuracy)} |")
+    phases = search_phases.card_lines(r) if search_phases.is_phased(r) else []
     if is_bitwise(r):
-        return lines + _bitwise_lines(r) + _notes(notes)
+        return lines + _bitwise_lines(r) + phases + _notes(notes)
     lines += ["", "| tier | clusters × neurons × bits | memory | data % | test PPL | test acc | empty-hit | target empty-hit |",
               "|---|---|---|---|---|---|---|---|"]
     for t in r.metrics.test.tiers:
@@ -111,7 +113,7 @@ def card(r: ExperimentRecord) -> list[str]:
             lines.append(f"\nTier {i}'s LSH memory (2^{use.lsh_bits} cells a neuron): on {use.neurons_counted} of its "
                          f"neurons, {use.addresses:,} distinct training addresses in {use.cells:,} cells, "
                          f"{use.collided:,} ({pct(use.collided_share)}) sharing a cell.")
-    return lines + _notes(notes)
+    return lines + phases + _notes(notes)
 
 
 def _config_line(r: ExperimentRecord) -> str:

@@ -20,6 +20,7 @@ import orjson
 
 from ramsweep.config import TIERED_ONLY, Role, bitwise_shape, defaults, roles, seed_base
 from ramsweep.errors import ConfigError, StoreError
+from ramsweep.report import search_phases
 from ramsweep.sweep.records import DataInfo, ExperimentRecord, Record, Spec, SplitMetrics, gc_paused, latest
 from ramsweep.sweep.store import open_store
 
@@ -184,6 +185,8 @@ def config_differences(records: list[ExperimentRecord]) -> list[tuple[str, list[
 
 
 def _search(block: Mapping) -> str:
+    if block.get("phases"):  # its strategy is the block's default, unused
+        return search_phases.brief(block)
     how = block.get("per_cluster") if block.get("strategy") == "per-cluster" else ""
     return " ".join(str(p) for p in (block.get("strategy"), how, str(block.get("fitness", "")).upper()) if p)
 
@@ -380,6 +383,7 @@ def search_rows(records: list[Record]) -> list[dict]:
             "name": r.name, "strategy": s["strategy"], "fitness": s["fitness"].upper(),
             "units": s["units"], "improved": s.get("improved"), "evaluations": s["evaluations"],
             "search_s": s["search_s"], "stopped": s["stopped"], "chosen": s["chosen"],
+            "phases": len(s.get("phases") or ()),
             "fitness_before": s["fitness_before"]["value"], "fitness_after": s["fitness_after"]["value"],
             "val_ppl": (before["validation"]["ppl"], after.validation.ppl),
             "test_ppl": (before["test"]["ppl"], after.test.ppl),

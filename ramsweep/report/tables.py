@@ -15,7 +15,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.tree import Tree
 
-from ramsweep.report import bitwise, grid_view
+from ramsweep.report import bitwise, grid_view, search_phases
 from ramsweep.report.grid_view import grids
 from ramsweep.report.lineage import Node, card, lineage, moved, tree_lines
 from ramsweep.report.rows import (
@@ -69,6 +69,7 @@ def renderable(records: list[Record], by: Metric, filters: Filters = Filters(), 
         searches = search_rows(ranked)
         if searches:
             parts.append(search_table(searches))
+        parts += [search_phases.rich_table(r) for r in ranked if search_phases.is_phased(r)]
         failed = not_ok(members, filters)
         if failed:
             parts.append(failed_table(failed))
@@ -84,7 +85,9 @@ def search_cells(row: dict) -> list[str]:
         return f"{fmt(pair[0])} → {fmt(pair[1])}"
 
     units = ""
-    if row["units"] > 1:
+    if row["strategy"] == "phases":  # `improved` says whether the sizes changed, not how many units
+        units = f", {row['phases']:,} phases on {row['units']:,} units"
+    elif row["units"] > 1:
         units = f", {row['units']:,} units" if row["improved"] is None else \
             f", {row['improved']:,} of {row['units']:,} units beat their start"
     stopped = f" ({row['stopped']})" if row["stopped"] else ""
@@ -94,8 +97,17 @@ def search_cells(row: dict) -> list[str]:
             f"{row['evaluations']:,}", f"{row['search_s']:.0f}{stopped}"]
 
 
+SEARCH_TITLE = "Connectivity search: the drawn wiring → the wiring chosen on validation (test read once)"
+PHASES_TITLE = ("Connectivity search and search in phases: the start (the drawn wiring, the set's sizes) → what was "
+                "chosen on validation (test read once)")
+
+
+def search_title(rows: list[dict]) -> str:
+    return PHASES_TITLE if any(row["strategy"] == "phases" for row in rows) else SEARCH_TITLE
+
+
 def search_table(rows: list[dict]) -> Table:
-    table = Table(title="Connectivity search: the drawn wiring → the wiring chosen on validation (test read once)",
+    table = Table(title=search_title(rows),
                   title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for col in SEARCH_COLUMNS:
         table.add_column(col, overflow="fold")
@@ -247,9 +259,11 @@ def group_markdown(name: str, members: list[Record], by: Metric, filters: Filter
         lines += ["", *grid_view.markdown_lines(grid, by, formatter(by))]
     searches = search_rows(ranked)
     if searches:
-        lines += ["", "### Connectivity search: the drawn wiring → the wiring chosen on validation (test read once)",
-                  "", "| " + " | ".join(SEARCH_COLUMNS) + " |", "|" + "---|" * len(SEARCH_COLUMNS)]
+        lines += ["", f"### {search_title(searches)}", "", "| " + " | ".join(SEARCH_COLUMNS) + " |", "|" + "---|" * len(SEARCH_COLUMNS)]
         lines += ["| " + " | ".join(search_cells(row)) + " |" for row in searches]
+    for r in ranked:
+        if search_phases.is_phased(r):
+            lines += search_phases.markdown_lines(r)
     if cards:
         lines += ["", "### Experiment cards", ""] + [line for r in experiments[:cards] for line in card(r)]
     failed = not_ok(members, filters)
