@@ -393,7 +393,32 @@ class Optimize(SearchBudget):
         if self.fitness == "simple":
             raise ConfigError("fitness: SIMPLE scores a tiered model's clusters one by one, which phases do not; "
                               "use CE, ACCURACY or HARMONIC")
+        for index, phase in enumerate(self.phases):
+            if phase.search != "connections":
+                continue
+            if index != len(self.phases) - 1:
+                raise ConfigError(f"phases: phase {index}: a connections phase is the last one (§5's search on the "
+                                  "sizes the phases before it chose); move it to the end")
+            if self.fitness == "harmonic":
+                raise ConfigError("fitness: HARMONIC ranks the genomes of a size phase, which a connections phase "
+                                  "(§5's search) does not; use CE or ACCURACY")
+            self.connections(index)  # its budget with the block's budgets: on top, checked here
         return self
+
+    def connections(self, index: int, max_minutes: float | None = ...) -> "Optimize":
+        """Phase `index`, a connections phase, as §5's search: its strategy and budget fields, with
+        the block's fitness, fitness_fraction, candidates, scope, tiers and budgets, its seed (default
+        the block's plus its index), and `max_minutes` (default the block's: a caller gives what is
+        left of it)."""
+        phase = self.phases[index]
+        try:
+            return Optimize(strategy=phase.strategy, fitness=self.fitness, scope=self.scope, tiers=self.tiers,
+                            budgets=self.budgets, fitness_fraction=self.fitness_fraction, candidates=self.candidates,
+                            max_minutes=self.max_minutes if max_minutes is ... else max_minutes,
+                            seed=phase.seed if phase.seed is not None else (self.seed + index) % 2**64,
+                            **{k: getattr(phase, k) for k in SearchBudget.model_fields})
+        except ConfigError as err:
+            raise ConfigError(f"phases: phase {index} (connections): {err}") from None
 
     @model_validator(mode="after")
     def _budgets_valid(self) -> Self:
@@ -641,9 +666,6 @@ class Experiment(FrozenModel):
                 raise ConfigError(f"{where}tiers: missing; {TIER_FORM}, or set architecture: bitwise with a bitwise: block")
             if self.bitwise is not None:
                 raise ConfigError(f"{where}bitwise: goes with architecture: bitwise; add that, or drop the block")
-            if self.optimize is not None and self.optimize.phases is not None:
-                raise ConfigError(f"{where}optimize: phases: a tiered model's search in phases is not built yet; drop "
-                                  "phases for the connectivity search (its GA/TS keys in the optimize: block)")
             return self
         if self.bitwise is None:
             raise ConfigError(f"{where}bitwise: missing; a bitwise experiment needs e.g. bitwise: {{neurons: 200, "
@@ -691,6 +713,13 @@ class Experiment(FrozenModel):
                         f"{self._where(self)}optimize: tier {index} \"{tier}\" has LSH memory (bits above "
                         f"sparse_max_bits {self.sparse_max_bits}), which connectivity search does not support; "
                         f"raise sparse_max_bits to {tier.bits} or drop optimize")
+            for index, phase in enumerate(self.optimize.phases or ()):
+                widest = _widest_bits(phase)
+                if self.memory_kind(widest) == "lsh":
+                    raise ConfigError(
+                        f"{self._where(self)}optimize: phases: phase {index} ({phase.search}) reaches {widest} bits, "
+                        f"above sparse_max_bits {self.sparse_max_bits}: LSH tiers, which the search does not support; "
+                        f"keep its bits at most {self.sparse_max_bits} or raise sparse_max_bits to {widest}")
             named = [("tiers", t) for t in self.optimize.tiers or ()] + [("budgets", t) for t in self.optimize.budgets]
             for field, tier in named:
                 if tier >= n_tiers:
@@ -749,6 +778,7 @@ class Experiment(FrozenModel):
                 f"{width} bits (context {self.context} x {bits_per_token(vocab_size)} bits per token for "
                 f"{vocab_size:,} tokens); lower the gates' bits to at most {width} or raise context"
             )
+        self._check_phase_widths(vocab_size)
 
     def _check_bitwise(self, vocab_size: int) -> None:
         clusters, width = bits_per_token(vocab_size), self.input_bits(vocab_size)
@@ -763,12 +793,22 @@ class Experiment(FrozenModel):
                 raise ConfigError(f"{where}bits: cluster {cluster} has {bits} bits but the input is only {width} bits "
                                   f"wide (context {self.context} x {bits_per_token(vocab_size)} bits per token); lower "
                                   f"its bits to at most {width} or raise context")
-        for index, phase in enumerate(self.optimize.phases if self.optimize is not None else ()):
-            widest = max(phase.bits) if phase.search == "grid" else phase.bounds[1] if phase.search == "bits" else 0
+        self._check_phase_widths(vocab_size)
+
+    def _check_phase_widths(self, vocab_size: int) -> None:
+        """A size phase's bits within the input's width (a unit of more bits could not be wired)."""
+        width = self.input_bits(vocab_size)
+        for index, phase in enumerate(self.optimize.phases or () if self.optimize is not None else ()):
+            widest = _widest_bits(phase)
             if widest > width:
                 raise ConfigError(f"experiment '{self.name}': optimize: phases: phase {index} ({phase.search}) reaches "
                                   f"{widest} bits but the input is only {width} bits wide (context {self.context} x "
                                   f"{bits_per_token(vocab_size)} bits per token); keep its bits at most {width}")
+
+
+def _widest_bits(phase: Phase) -> int:
+    """The most bits a phase gives a unit (0: a phase that keeps the bits it is given)."""
+    return max(phase.bits) if phase.search == "grid" else phase.bounds[1] if phase.search == "bits" else 0
 
 
 FIXES.update({name: role.fix for name, role in roles(Experiment).items()})

@@ -9,10 +9,12 @@ optimize/. Its units are its tiers, each trained and scored with its gates (if a
 
 from __future__ import annotations
 
+import json
 import time
 
 from ramsweep.config import Experiment
 from ramsweep.engine.architecture import CALIBRATION, TEST, VALIDATION, Plan
+from ramsweep.engine.devices import trains_on
 from ramsweep.engine.evaluate import evaluate, fit_temperature, looked_up, metrics, score
 from ramsweep.engine.layout import Frequencies, estimate_memory_bytes, expected_tier_bytes, layout_of
 from ramsweep.engine.train import drawn_connectivity, train
@@ -34,10 +36,66 @@ class Tiered:
         return train(exp, corpus.train, corpus.vocab_size, device=device, progress=progress)
 
     def search(self, exp: Experiment, corpus, device: str, resume, checkpoint, progress):
+        """The connectivity search (docs/design.md §5), or with `phases` the search in phases (§5b)."""
+        if exp.optimize.phases is not None:
+            return self.search_in_phases(exp, corpus, device, resume, checkpoint, progress)
         from ramsweep.optimize.driver import run_search  # the search's kernels: only where one runs
 
         return run_search(exp, corpus.train, corpus.validation, corpus.vocab_size, device=device, resume=resume,
                           checkpoint=checkpoint, progress=progress)
+
+    def search_in_phases(self, exp: Experiment, corpus, device: str, resume, checkpoint, progress):
+        """The search in phases (docs/design.md §5b), its units the tiers: sizes scored on the
+        training split's last part by a model of the rest, candidates on validation by a model of
+        the whole split (optimize/tiered_sizes.py: a tier retrained only when its sizes change);
+        a last `connections` phase runs §5's search on the chosen sizes, its checkpoint beside the
+        phases' state, its summary in its phase's entry."""
+        from ramsweep.optimize import phases  # the search: only where one runs
+        from ramsweep.optimize.driver import run_search
+        from ramsweep.optimize.tiered_sizes import sizes_of, with_sizes
+
+        opt, start, t0 = exp.optimize, sizes_of(exp), time.perf_counter()
+        state, fitness, examples, inner = size_phases(exp, corpus, device, start, resume, checkpoint, progress)
+        chosen = (tuple(state["start"][0]), tuple(state["start"][1]))
+
+        found, index = None, state["phase"]
+        if index < len(opt.phases):  # a connections phase, the last: §5's search on the chosen sizes
+            minutes = None if opt.max_minutes is None else opt.max_minutes - state["elapsed_s"] / 60
+            if minutes is not None and minutes <= 0:
+                state["stopped"] = "time cap"
+            else:
+                sized = with_sizes(exp, *chosen).model_copy(update={"optimize": opt.connections(index, minutes)})
+
+                def keep(inner_saved: dict) -> None:  # the phases' state, then the connections search's
+                    meta = json.dumps({"phases": state, "connections": inner_saved["meta"]})
+                    checkpoint({"meta": meta, "arrays": inner_saved["arrays"]})
+
+                found = run_search(sized, corpus.train, corpus.validation, corpus.vocab_size, device=device,
+                                   resume=inner, checkpoint=keep, progress=progress)
+
+        train_on, quiet = trains_on(device), lambda f: None
+        if found is not None:
+            start_model = found.start if chosen == start else self.train(exp, corpus, train_on, quiet)
+            chosen_model = found.chosen
+        else:
+            start_model = self.train(exp, corpus, train_on, quiet)
+            chosen_model = start_model if chosen == start else self.train(with_sizes(exp, *chosen), corpus, train_on,
+                                                                          quiet)
+        label = "start" if chosen_model is start_model else "phases"
+        summary = phases.summary(exp, state, start, chosen, label, fitness.__getitem__, examples,
+                                 time.perf_counter() - t0)
+        summary["improved"] = label != "start"  # the sizes, or a connections phase's wiring
+        if found is not None:
+            sizes = {"neurons": list(chosen[0]), "bits": list(chosen[1])}
+            phase = opt.phases[index]
+            summary["phases"] = [*state["phases"], {
+                "phase": index, "search": "connections", "strategy": phase.strategy, "start": sizes, "chosen": sizes,
+                "chosen_label": found.chosen_label, "evaluations": found.summary["evaluations"],
+                "seconds": found.summary["search_s"], "connections": found.summary}]
+            summary["evaluations"] += found.summary["evaluations"]
+            summary["stopped"] = summary["stopped"] or found.summary["stopped"]
+            summary["fitness_after"] = {k: found.summary["fitness_after"][k] for k in ("value", "ce", "accuracy")}
+        return phases.Outcome(start_model, chosen_model, label, summary)
 
     def figures(self, model, corpus, device: str, phase=lambda phase, fraction=0.0: None) -> tuple[dict, dict, float]:
         phase(VALIDATION)
@@ -68,6 +126,48 @@ class Tiered:
 
     def wiring(self, model) -> tuple[list, list]:
         return model.connectivity, drawn_connectivity(model.exp, model.layout)
+
+
+def size_phases(exp: Experiment, corpus, device: str, start, resume, checkpoint, progress):
+    """The size phases of a search in phases (optimize/phases.py), from its checkpoint if one is
+    whole: (the state, with the fitness-slice figures of its start and chosen sizes (the summary's),
+    the examples counted, the connections search's checkpoint or None). The scorers and their
+    caches go when it returns."""
+    from ramsweep.optimize import phases
+    from ramsweep.optimize.driver import split_for_fitness
+    from ramsweep.optimize.tiered_sizes import TieredSizeScorer
+
+    part, fit_tokens = split_for_fitness(corpus.train, exp.optimize.fitness_fraction, exp.context)
+    fit = TieredSizeScorer(exp, part, fit_tokens, corpus.vocab_size, device=device, order_tokens=corpus.train)
+    val = TieredSizeScorer(exp, corpus.train, corpus.validation, corpus.vocab_size, device=device)
+    saved, inner = split_checkpoint(resume)
+    state = phases.restore(saved, exp, start) if saved is not None else None
+    inner = inner if state is not None else None  # a phases' state set aside takes its connections' along
+    state = state or phases.new_state(exp, start)
+    ctx = phases.Context(exp, lambda g: fit.fitness(*g), lambda g: val.fitness(*g),
+                         lambda s: checkpoint(phases.encode(s)), progress)
+    state = phases.run(ctx, state)
+    chosen = (tuple(state["start"][0]), tuple(state["start"][1]))
+    examples = {"search": int(part.shape[0] - exp.context), "fitness": int(fit_tokens.shape[0] - exp.context)}
+    return state, {start: fit.fitness(*start), chosen: fit.fitness(*chosen)}, examples, inner
+
+
+def split_checkpoint(resume: dict | None) -> tuple[dict | None, dict | None]:
+    """(the phases' checkpoint, the connections search's or None) in what a search in phases handed
+    its checkpoint last: the phases' state alone, or in a connections phase {"phases": that state,
+    "connections": §5's checkpoint} (its arrays §5's). One that does not read goes to
+    phases.restore whole, which sets it aside."""
+    if resume is None:
+        return None, None
+    try:
+        meta = json.loads(resume["meta"])
+    except (KeyError, TypeError, ValueError):
+        return resume, None
+    if not (isinstance(meta, dict) and set(meta) == {"phases", "connections"}):
+        return resume, None
+    aside = {"set_aside": resume["set_aside"]} if "set_aside" in resume else {}
+    return ({"meta": json.dumps(meta["phases"]), **aside},
+            {"meta": meta["connections"], "arrays": resume.get("arrays", {}), **aside})
 
 
 def lsh_use(memory) -> dict | None:

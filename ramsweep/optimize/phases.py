@@ -1,11 +1,13 @@
 """Architecture search in phases (docs/design.md §5b): a grid over sizes, then GA and TS on each
 unit's neurons or bits, each phase starting from the one before's choice.
 
-A genome is the sizes of every unit (a bitwise model's bit clusters): (neurons, bits) lists. The
-fitness of a genome comes from a SizeScorer (optimize/sizes.py), which trains a (cluster, bits)
-once and gets any neuron count from prefix sums, so a size change costs a closed-form pass. The
-search's state is one JSON-able dict, advanced one grid pair, generation or iteration at a time
-and handed to `checkpoint` after each: a killed search resumes and ends as an uninterrupted one.
+A genome is the sizes of every unit (a bitwise model's bit clusters, a tiered model's tiers):
+(neurons, bits) lists. The fitness of a genome comes from a SizeScorer (optimize/sizes.py), which
+trains a (cluster, bits) once and gets any neuron count from prefix sums, so a size change costs a
+closed-form pass; a tiered model's from a TieredSizeScorer (optimize/tiered_sizes.py), which
+trains a (tier, neurons, bits) once and combines cached tiers. The search's state is one JSON-able
+dict, advanced one grid pair, generation or iteration at a time and handed to `checkpoint` after
+each: a killed search resumes and ends as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -126,9 +128,11 @@ def tournament(losses: list[float], size: int, rng: np.random.Generator) -> int:
 
 
 def run(ctx: Context, state: dict) -> dict:
-    """Every phase from where `state` stands; the finished state (its `phases` the record's)."""
+    """Every phase from where `state` stands; the finished state (its `phases` the record's). A
+    `connections` phase (the last, where one is allowed) is not run here: the state stops at it
+    (state["phase"] its index) and the architecture runs §5's search on the chosen sizes."""
     phases, cap = ctx.exp.optimize.phases, ctx.exp.optimize.max_minutes
-    while state["phase"] < len(phases):
+    while state["phase"] < len(phases) and phases[state["phase"]].search != "connections":
         index = state["phase"]
         phase = phases[index]
         start = (tuple(state["start"][0]), tuple(state["start"][1]))
@@ -291,6 +295,26 @@ def choose(ctx: Context, phase: Phase, index: int, start: Genome, scored: Scored
             "chosen": {"neurons": list(chosen[0]), "bits": list(chosen[1])}, "chosen_label": labelled[win][0],
             "history": state["step"]["history"], "selection": selection, "evaluations": len(scored.values),
             "seconds": state["elapsed_s"] - sum(p["seconds"] for p in state["phases"])}
+
+
+def summary(exp: Experiment, state: dict, start: Genome, chosen: Genome, label: str,
+            fit: Callable[[Genome], tuple[float, float]], examples: dict, search_s: float) -> dict:
+    """The record's `search` of a finished search in phases (docs/design.md §5b): §5's summary
+    fields (fitness_before/after: the start's and the chosen sizes' fitness on the fitness slice,
+    its value CE, or accuracy under ACCURACY; HARMONIC's is CE), the start and chosen sizes, and
+    the phases."""
+    kind = "accuracy" if exp.optimize.fitness == "accuracy" else "ce"
+
+    def figure(value: tuple[float, float]) -> dict:
+        ce, accuracy = (float(v) for v in value)
+        return {"value": accuracy if kind == "accuracy" else ce, "ce": ce, "accuracy": accuracy}
+
+    return {"strategy": "phases", "fitness": exp.optimize.fitness, "units": len(start[0]), "improved": chosen != start,
+            "evaluations": state["evaluations"], "search_s": search_s, "stopped": state["stopped"], "chosen": label,
+            "examples": examples, "fitness_before": figure(fit(start)), "fitness_after": figure(fit(chosen)),
+            "sizes": {"start": {"neurons": list(start[0]), "bits": list(start[1])},
+                      "chosen": {"neurons": list(chosen[0]), "bits": list(chosen[1])}},
+            "phases": state["phases"]}
 
 
 def tell(ctx: Context, state: dict, phase: Phase, done: bool) -> None:
