@@ -16,7 +16,8 @@ from ramsweep.config import Experiment, ExperimentSet, TierConfig, TierSpec, bit
 from ramsweep.sets import available_sets, load_set, sets_dirs
 
 REPO_SETS = Path(ramsweep.__file__).parent.parent / "sets"
-PACKAGED = ["asymmetric", "baseline", "bitwise", "extended", "findings", "gating", "grid", "quick", "search", "standard"]
+PACKAGED = ["asymmetric", "baseline", "bitwise", "extended", "findings", "gating", "grid", "phases", "quick", "search",
+            "standard"]
 # Designed for GPT-2's vocabulary: their explicit counts (20,500) exceed 13,000 tokens.
 NEEDS_LARGE_VOCAB = {"five_tier_gradient", "five_tier_best_week5"}
 
@@ -511,7 +512,7 @@ def test_available_sets_lists_the_packaged_sets(tmp_path: Path, monkeypatch) -> 
     assert [name for name, _, _ in found] == PACKAGED
     counts = {name: count for name, count, _ in found}
     assert counts == {"quick": 4, "standard": 6, "extended": 10, "baseline": 9, "asymmetric": 6, "grid": 729,
-                      "search": 6, "gating": 18, "findings": 48, "bitwise": 87}
+                      "search": 6, "gating": 18, "findings": 48, "bitwise": 87, "phases": 9}
     assert all(description for _, _, description in found)
 
 
