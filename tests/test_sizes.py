@@ -172,6 +172,7 @@ def test_cuda_trains_and_reads_the_same_codes(cuda_kernels, mode, empty_value):
     neurons, bits = [2, 4, 1, 3], [3, 6, 4, 5]
     check(scorer, tokens, score_tokens, 13, neurons, bits, **kwargs)
     check(scorer, tokens, score_tokens, 13, neurons, bits, gpu=cuda_kernels, **kwargs)
+    check(scorer, tokens, score_tokens, 13, neurons, [3, 6, 5, 5], **kwargs)  # one cluster's bits: it alone trains
     sparse = SizeScorer(tokens, score_tokens, 13, max_neurons=4, gpu=cuda_kernels, memory=SPARSE, **kwargs)
     check(sparse, tokens, score_tokens, 13, [1, 3, 2, 4], bits, **kwargs)
     cluster = bitwise.train(tokens, 13, neurons=3, bits=5, memory=SPARSE, **kwargs).clusters[2]
@@ -192,5 +193,6 @@ def test_wgpu_trains_there_and_reads_on_the_cpu_engine(mode, empty_value):
     scorer = SizeScorer(tokens, score_tokens, 13, max_neurons=5, gpu=bitwise_wgpu, **kwargs)
     check(scorer, tokens, score_tokens, 13, [2, 5, 1, 3], [3, 6, 4, 5], **kwargs)
     check(scorer, tokens, score_tokens, 13, [2, 4, 1, 3], [3, 6, 4, 5], gpu=bitwise_wgpu, **kwargs)
+    check(scorer, tokens, score_tokens, 13, [2, 4, 1, 3], [3, 6, 5, 5], **kwargs)  # one cluster's bits: it alone trains
     sparse = SizeScorer(tokens, score_tokens, 13, max_neurons=5, gpu=bitwise_wgpu, memory=SPARSE, **kwargs)
     check(sparse, tokens, score_tokens, 13, [4, 1, 5, 3], [3, 6, 4, 5], **kwargs)

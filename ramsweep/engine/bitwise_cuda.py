@@ -312,7 +312,7 @@ def train_clusters(data, inputs, specs, cell_mode: str) -> tuple[list, list]:
     quad = cell_mode != bitwise.TERNARY
     wired = {i: _wiring(data, inputs, i, neurons, bits) for i, neurons, bits, _ in specs}
     clusters: dict[int, bitwise.BitCluster] = {}
-    tables: list = [None] * len(specs)
+    tables: dict[int, object] = {}  # by cluster: specs may name any clusters (a size search's)
     here = []
     for i, neurons, bits, storage in specs:
         if storage == SPARSE and (1 << bits) * (1 if quad else 4) > SCRATCH_BYTES:
@@ -320,7 +320,7 @@ def train_clusters(data, inputs, specs, cell_mode: str) -> tuple[list, list]:
         else:
             here.append((i, neurons, bits, storage))
     if not here:
-        return [clusters[i] for i, *_ in specs], tables
+        return [clusters[i] for i, *_ in specs], [tables.get(i) for i, *_ in specs]
     x, t, codes = (cuda.to_device(np.ascontiguousarray(a)) for a in (data.x, data.t, data.target_codes))
     common = (x, t, codes, data.n_bits, data.seed, data.threshold)
     dense = [(i, 0, neurons, bits) for i, neurons, bits, storage in here if storage == DENSE]
@@ -337,7 +337,7 @@ def train_clusters(data, inputs, specs, cell_mode: str) -> tuple[list, list]:
     for i, neurons, bits, storage in here:
         if storage == SPARSE:
             clusters[i] = _train_sparse(common, i, neurons, bits, quad, wired)
-    return [clusters[i] for i, *_ in specs], tables
+    return [clusters[i] for i, *_ in specs], [tables.get(i) for i, *_ in specs]
 
 
 def _train_sparse(common, i: int, neurons: int, bits: int, quad: bool, wired: dict):

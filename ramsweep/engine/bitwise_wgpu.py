@@ -523,7 +523,7 @@ def train_clusters(data, inputs, specs, cell_mode: str) -> tuple[list, list]:
     counted there; the rest by the CPU engine (cannot_train). The work is queued, and the counts
     are the one thing read back."""
     clusters: dict[int, bitwise.BitCluster] = {}
-    tables: list = [None] * len(specs)
+    tables: dict[int, object] = {}  # by cluster: specs may name any clusters (a size search's)
     here = []
     for i, neurons, bits, storage in specs:
         reason = cannot_train(cell_mode, storage, bits)
@@ -534,7 +534,7 @@ def train_clusters(data, inputs, specs, cell_mode: str) -> tuple[list, list]:
                 log.info(f"bitwise wgpu: cluster {i}: {reason}")
             clusters[i] = bitwise.train_cluster(data, inputs, i, neurons, bits, cell_mode, storage)
     if not here:
-        return [clusters[i] for i, *_ in specs], tables
+        return [clusters[i] for i, *_ in specs], [tables.get(i) for i, *_ in specs]
     wired = {}
     for i, neurons, bits in here:
         conn = draw_bit_connectivity(int(data.seed), i, neurons, bits, inputs.n_input)
@@ -554,7 +554,7 @@ def train_clusters(data, inputs, specs, cell_mode: str) -> tuple[list, list]:
         conn, masks, order = wired[i]
         clusters[i] = bitwise.BitCluster(DENSE, conn, masks, order, None, gpu=cells[i], stored=count)
         tables[i] = cells[i].table
-    return [clusters[i] for i, *_ in specs], tables
+    return [clusters[i] for i, *_ in specs], [tables.get(i) for i, *_ in specs]
 
 
 def _read_ranges(n0: int, n1: int, bits: int, words: int, order, order_first: int, cells, cells_first: int,
