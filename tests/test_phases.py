@@ -79,6 +79,21 @@ def test_size_phases_move_only_their_size_within_range_and_improve():
     assert all(h["best_ce"] <= h["mean_ce"] for h in neurons["history"])
 
 
+def test_progress_names_the_phase_its_stage_and_an_eta_then_done():
+    exp = experiment({"search": "grid", "neurons": [60, 100], "bits": [14, 16]},
+                     {"search": "neurons", "strategy": "GA+TS", "population": 6, "generations": 3, "iterations": 2})
+    seen = []
+    start = ((100,) * UNITS, (16,) * UNITS)
+    phases.run(phases.Context(exp, landscape, landscape, lambda s: None, seen.append), phases.new_state(exp, start))
+    assert [(p["unit"], p["stage"]) for p in seen[:4]] == [(1, "grid")] * 4
+    assert {p["stage"] for p in seen if p["unit"] == 2} == {"ga", "ts"}
+    running = [p for p in seen if not p["done"]]
+    assert all(p["eta_s"] is not None and p["eta_s"] >= 0 for p in running[1:])
+    # the ETA counts what is left at most: the grid's second pair knows of the GA and TS to come
+    assert running[1]["eta_s"] * running[1]["evaluations_per_s"] == pytest.approx(2 + 4 * 6 + 2 * 30)
+    assert seen[-1]["done"] and seen[-1]["unit"] == 2 and seen[-1]["eta_s"] is None
+
+
 def test_harmonic_ranks_ce_and_accuracy_together():
     scored = phases.Scored({((1,), (1,)): (2.0, 0.1), ((2,), (1,)): (3.0, 0.3), ((3,), (1,)): (4.0, 0.2)})
     genomes = list(scored.values)

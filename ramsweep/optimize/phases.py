@@ -147,13 +147,14 @@ def run(ctx: Context, state: dict) -> dict:
             t0 = time.perf_counter()
             if cap is not None and state["elapsed_s"] > 60 * cap and not state["step"]["finished"]:
                 state["step"]["finished"], state["stopped"] = True, "time cap"
-            tell(ctx, state, phase, done=False)
+            tell(ctx, state, index, state["step"], done=False)
             ctx.checkpoint(state)
         state["phases"].append(choose(ctx, phase, index, start, scored, state))
+        finished = state["step"]
         chosen = state["phases"][-1]["chosen"]
         state["start"], state["step"] = [chosen["neurons"], chosen["bits"]], None
         state["phase"] = len(phases) if state["stopped"] else index + 1
-        tell(ctx, state, phase, done=state["phase"] >= len(phases))
+        tell(ctx, state, index, finished, done=state["phase"] >= len(phases))
         ctx.checkpoint(state)
     return state
 
@@ -317,16 +318,31 @@ def summary(exp: Experiment, state: dict, start: Genome, chosen: Genome, label: 
             "phases": state["phases"]}
 
 
-def tell(ctx: Context, state: dict, phase: Phase, done: bool) -> None:
-    step = state["step"] or {}
+def planned(phase: Phase, step: dict | None) -> int:
+    """Evaluations a phase has left at most (from `step`, or all of them): a genome scored before
+    costs nothing, so this is an upper bound."""
+    if phase.search == "grid":
+        return len(phase.neurons) * len(phase.bits) - (step["count"] if step else 0)
+    stage, count = (step["stage"], step["count"]) if step else ("ts" if phase.strategy == "ts" else "ga", 0)
+    ts = phase.iterations * phase.neighbours
+    if stage == "ga":
+        return (phase.generations + 1 - count) * phase.population + (ts if phase.strategy == "ga+ts" else 0)
+    return (phase.iterations - count) * phase.neighbours
+
+
+def tell(ctx: Context, state: dict, index: int, step: dict, done: bool) -> None:
+    """Where the search is (phase `index`, `step` its state), its best CE, its speed and an ETA
+    from the evaluations left at most at the speed so far (None: done, or no speed yet)."""
+    phases = ctx.exp.optimize.phases
     best = None
-    if step.get("history"):
+    if step["history"]:
         last = step["history"][-1]
         best = last.get("best_ce", last.get("ce"))
-    rate = state["evaluations"] / state["elapsed_s"] if state["elapsed_s"] > 0 else None
-    ctx.progress({"unit": min(state["phase"] + 1, len(ctx.exp.optimize.phases)),
-                  "units": len(ctx.exp.optimize.phases), "stage": step.get("stage") or phase.search,
-                  "step": step.get("count", 0), "done": done, "eta_s": None if not done else 0.0,
+    rate = state["evaluations"] / state["elapsed_s"] if state["elapsed_s"] > 0 and state["evaluations"] else None
+    left = (0 if step["finished"] else planned(phases[index], step)) + sum(
+        planned(p, None) for p in phases[index + 1:] if not state["stopped"])
+    ctx.progress({"unit": index + 1, "units": len(phases), "stage": step["stage"], "step": step["count"], "done": done,
+                  "eta_s": None if done else (left / rate if rate else None),
                   "best": None if best is None or math.isnan(best) else best, "evaluations_per_s": rate})
 
 
