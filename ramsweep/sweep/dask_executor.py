@@ -198,14 +198,15 @@ class DaskExecutor:
 
 
 def close_cluster(cluster) -> None:
-    """Stop a local cluster. distributed's close fails ("can only join a started process") when a
-    Nanny is still starting a worker again after one died; once that start is over, closing again
-    stops it, so a few tries a second apart."""
+    """Stop a local cluster. distributed's close fails when a worker died just before: with "can
+    only join a started process" while its Nanny starts it again, or with a KeyError when the news
+    of its removal reaches the cluster's watcher after the scheduler forgot it. Closing again once
+    that is over stops it, so a few tries a second apart."""
     for attempt in range(3):
         try:
             cluster.close(timeout=20)
             return
-        except AssertionError:
+        except (AssertionError, KeyError):
             if attempt == 2:
                 raise
             time.sleep(1)
