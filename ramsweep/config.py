@@ -682,10 +682,11 @@ class Experiment(FrozenModel):
             if self.optimize.phases is None:
                 raise ConfigError(f"{where}optimize: a bitwise model is searched in phases; give e.g. optimize: "
                                   "{phases: [{search: grid, neurons: [50, 100], bits: [14, 16]}]}")
-            for index, phase in enumerate(self.optimize.phases):
-                if phase.search == "connections":
-                    raise ConfigError(f"{where}optimize: phases: phase {index}: a bitwise model's connections phase "
-                                      "is not built yet; drop it (grid, neurons and bits phases run)")
+            tiered = [k for k in ("scope", "tiers", "clusters", "budgets")
+                      if getattr(self.optimize, k) != Optimize.model_fields[k].default]
+            if tiered and any(phase.search == "connections" for phase in self.optimize.phases):
+                raise ConfigError(f"{where}optimize: {tiered[0]}: is a tiered model's; a bitwise model's connections "
+                                  "phase searches each bit cluster in turn with the phase's budget (drop it)")
         return self
 
     @model_validator(mode="after")

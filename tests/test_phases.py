@@ -141,7 +141,8 @@ def test_the_time_cap_ends_the_search_with_what_it_found():
 
 @pytest.mark.parametrize("block,message", [
     ({"strategy": "GA"}, "a bitwise model is searched in phases"),
-    ({"phases": [{"search": "connections"}]}, "connections phase is not built yet"),
+    ({"phases": [{"search": "connections"}, {"search": "bits"}]}, "a connections phase is the last one"),
+    ({"phases": [{"search": "connections"}], "scope": "all"}, "scope: is a tiered model's"),
     ({"phases": [{"search": "grid", "neurons": [10]}]}, "a grid phase needs neurons and bits lists"),
     ({"phases": [{"search": "bits", "range": [12, 8]}]}, r"range: \[12, 8\] is not \[lo, hi\]"),
     ({"phases": [{"search": "neurons", "neurons": [10]}]}, "neurons and bits lists are a grid phase's"),

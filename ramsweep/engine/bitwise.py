@@ -18,6 +18,9 @@ Memory per cluster:
            dropped (they read EMPTY, as an absent key does); every written quad cell is kept.
 Size search (optimize/sizes.py): read_neuron_codes keeps a cluster's lookups per neuron, and
 sum_increments sums any first n neurons of them into read_cluster's operands (docs/design.md §5b).
+Connectivity search (optimize/bitwise_connections.py): the training kernels take each row's
+sampling state, so train_rows trains any neurons of a cluster, wired as given, each with its own
+id's stream; train's `connectivity` builds the model a search chose.
 Shapes: x (n_examples, words) uint64 packed contexts (cpu.py); t (n_examples,) int64 target
 positions (the sampling hash's e); y (n_examples,) uint8 the target code's bit of one cluster.
 """
@@ -58,10 +61,20 @@ def sample_state(seed, cluster, neuron):
 
 @njit(cache=True)
 def sample_states(seed, cluster, n_neurons):
-    """(n_neurons,) uint64: the cluster's sampling states, for the GPU kernels."""
+    """(n_neurons,) uint64: the cluster's sampling states, for the GPU kernels and train_rows."""
     out = np.empty(n_neurons, dtype=np.uint64)
     for n in range(n_neurons):
         out[n] = sample_state(np.uint64(seed), cluster, n)
+    return out
+
+
+@njit(cache=True)
+def sample_states_of(seed, cluster, neurons):
+    """(len(neurons),) uint64: the sampling states of the cluster's neurons of ids `neurons` (int64):
+    a rewired neuron keeps its id's stream (docs/design.md §5b "Incremental")."""
+    out = np.empty(neurons.shape[0], dtype=np.uint64)
+    for k in range(neurons.shape[0]):
+        out[k] = sample_state(np.uint64(seed), cluster, neurons[k])
     return out
 
 
@@ -92,15 +105,26 @@ def count_kept(t, seed, cluster, n_neurons, threshold):
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def train_dense(x, t, y, masks, order, seed, cluster, threshold, workers, dense32, dense8):
-    """DENSE cells of one cluster: quad into dense8 (n_neurons, 2**bits) uint8, each write applied
-    in ascending t; ternary into dense32 (n_neurons, words) uint32 2-bit cells, from each worker's
-    (2**bits,) int32 net counts (#1 − #0, any order). Each worker takes neurons w, w + workers, …"""
+def count_kept_states(t, states, threshold):
+    """count_kept for the neurons of sampling states `states` (n,) uint64."""
+    kept = np.zeros(states.shape[0], dtype=np.int64)
+    for n in prange(states.shape[0]):
+        for e in range(t.shape[0]):
+            kept[n] += keeps(states[n], t[e], threshold)
+    return kept
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def train_dense(x, t, y, masks, order, states, threshold, workers, dense32, dense8):
+    """DENSE cells of one cluster's rows: quad into dense8 (n_neurons, 2**bits) uint8, each write
+    applied in ascending t; ternary into dense32 (n_neurons, words) uint32 2-bit cells, from each
+    worker's (2**bits,) int32 net counts (#1 − #0, any order). Row n samples with states[n] (its
+    neuron's sampling state). Each worker takes rows w, w + workers, …"""
     n_neurons, quad = masks.shape[0], dense8.shape[0] > 0
     for w in prange(workers):
         count = np.zeros(0 if quad else 1 << order.shape[1], dtype=np.int32)
         for n in range(w, n_neurons, workers):
-            state = sample_state(seed, cluster, n)
+            state = states[n]
             for e in range(x.shape[0]):
                 if keeps(state, t[e], threshold):
                     a = address(x, e, masks, order, n)
@@ -139,13 +163,12 @@ def fold_runs(addrs, ys, quad, keys_out, vals_out, start):
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def train_sparse_batch(x, t, y, masks, order, seed, cluster, threshold, quad, lo, kept, starts, keys_out, vals_out,
-                       counts):
-    """SPARSE cells of neurons lo .. lo + len(counts) − 1: neuron lo + b's at keys_out[starts[b]:],
-    at most starts[b + 1] − starts[b]; counts[b] is how many it wrote."""
+def train_sparse_batch(x, t, y, masks, order, states, threshold, quad, lo, kept, starts, keys_out, vals_out, counts):
+    """SPARSE cells of rows lo .. lo + len(counts) − 1 (row n sampling with states[n]): row lo + b's
+    at keys_out[starts[b]:], at most starts[b + 1] − starts[b]; counts[b] is how many it wrote."""
     for b in prange(counts.shape[0]):
         n = lo + b
-        state = sample_state(seed, cluster, n)
+        state = states[n]
         addrs = np.empty(kept[n], dtype=np.uint64)  # (kept,) in ascending t
         ys = np.empty(kept[n], dtype=np.uint8)
         k = 0
@@ -423,6 +446,7 @@ class Model:
     clusters: list[BitCluster]
     device: str = "cpu"  # where it was trained: cpu, cuda (engine/bitwise_cuda.py), wgpu or metal (bitwise_wgpu.py)
     gpu: list | None = field(default=None, repr=False, compare=False)  # bitwise_cuda's device tables, uploaded once
+    seed: int | None = None  # the wiring's and sampling's seed (drawn_connectivity)
 
     @property
     def n_bits(self) -> int:
@@ -542,12 +566,15 @@ def training_set(tokens: np.ndarray, codes: np.ndarray, context: int, seed: int,
 
 def train(train_tokens, vocab_size: int, *, codes, context: int, neurons, bits, seed: int, sample_rate: float = 1.0,
           cell_mode: str = TERNARY, empty_value: float = 0.0, memory: str = "auto", gpu=None,
-          device: str | None = None) -> Model:
+          device: str | None = None, connectivity: Sequence[np.ndarray] | None = None) -> Model:
     """Train every bit cluster on every example (positions t >= context): the oracle's train, with
     each cluster stored DENSE or SPARSE (`memory`: auto, dense or sparse; the same cells), on the
     CPU or by `gpu`'s kernels (engine/bitwise_cuda.py or bitwise_wgpu.py: they build on this module,
     so they are handed in, not imported here). `device` names where it ran (metal runs the wgpu
-    kernels); by default the kernels' NAME, or cpu."""
+    kernels); by default the kernels' NAME, or cpu. `connectivity`: each cluster's (neurons, bits)
+    connections instead of the drawn ones (a connectivity search's; each neuron keeps its sampling
+    stream); a cluster wired otherwise than drawn trains on the CPU engine (the GPU kernels draw
+    their wiring), and `device` is cpu when no cluster trained on the GPU."""
     tokens = np.ascontiguousarray(train_tokens, dtype=np.int64)
     n_bits = bits_per_token(vocab_size)
     neurons, bits = oracle.per_cluster(neurons, n_bits, "neurons"), oracle.per_cluster(bits, n_bits, "bits")
@@ -558,39 +585,91 @@ def train(train_tokens, vocab_size: int, *, codes, context: int, neurons, bits, 
     codes = np.asarray(codes, dtype=np.int64)
     inputs = InputBits(context, n_bits, codes)
     data = training_set(tokens, codes, context, seed, sample_rate, n_bits)
+    wired = explicit_wiring(connectivity, data, inputs, neurons, bits)
     specs = [(i, neurons[i], bits[i], choose_storage(memory, cell_mode, neurons[i], bits[i], data.t.shape[0] * sample_rate))
              for i in range(n_bits)]
-    if gpu is not None:
+    name = device or ("cpu" if gpu is None else gpu.NAME)
+    if gpu is not None and connectivity is None:
         clusters, on_gpu = gpu.train_clusters(data, inputs, specs, cell_mode)
+    elif gpu is not None and any(conn is None for conn in wired):  # the drawn clusters on the GPU, the rest here
+        drawn = [spec for spec in specs if wired[spec[0]] is None]
+        trained, tables = gpu.train_clusters(data, inputs, drawn, cell_mode)
+        clusters, on_gpu = [None] * n_bits, [None] * n_bits
+        for (i, *_), cluster, table in zip(drawn, trained, tables):
+            clusters[i], on_gpu[i] = cluster, table
+        for i, n, b, storage in specs:
+            if wired[i] is not None:
+                clusters[i] = train_cluster(data, inputs, i, n, b, cell_mode, storage, wired[i])
     else:
-        clusters, on_gpu = [train_cluster(data, inputs, i, n, b, cell_mode, storage) for i, n, b, storage in specs], None
+        clusters, on_gpu = [train_cluster(data, inputs, i, n, b, cell_mode, storage, wired[i])
+                            for i, n, b, storage in specs], None
+        name = name if gpu is None else "cpu"  # every cluster wired otherwise than drawn: none trained on the GPU
     counted = train_tokens if isinstance(train_tokens, np.ndarray) else tokens  # the sweep's array: counted once
     position = Frequencies.of(counted, vocab_size).position.astype(np.int64)  # §3's cluster order
-    return Model(vocab_size, context, codes, position, real_codes_are_gray(codes),
-                 cell_mode, empty_value, clusters, device or ("cpu" if gpu is None else gpu.NAME), on_gpu)
+    return Model(vocab_size, context, codes, position, real_codes_are_gray(codes), cell_mode, empty_value, clusters,
+                 name, on_gpu, int(data.seed))
+
+
+def explicit_wiring(connectivity, data: TrainingSet, inputs: InputBits, neurons: list, bits: list) -> list:
+    """Per cluster its explicit connections ((neurons, bits) int32, checked: distinct per neuron and
+    inside the input), or None where they are the drawn ones (or none are given)."""
+    if connectivity is None:
+        return [None] * len(neurons)
+    if len(connectivity) != len(neurons):
+        raise ValueError(f"connectivity has {len(connectivity)} clusters, the model {len(neurons)}")
+    out = []
+    for i, (conn, n, b) in enumerate(zip(connectivity, neurons, bits)):
+        conn = np.ascontiguousarray(conn, dtype=np.int32)
+        if conn.shape != (n, b) or not valid_connections(conn, inputs.n_input):
+            raise ValueError(f"connectivity of bit cluster {i}: {conn.shape} connections, each neuron's distinct "
+                             f"and in 0..{inputs.n_input - 1}, are needed for {n} neurons of {b} bits")
+        drawn = draw_bit_connectivity(int(data.seed), i, n, b, inputs.n_input)
+        out.append(None if np.array_equal(conn, drawn) else conn)
+    return out
+
+
+def valid_connections(conn: np.ndarray, n_input: int) -> bool:
+    """Whether every connection of a (neurons, bits) array is inside the input and distinct per neuron."""
+    return bool(((conn >= 0) & (conn < n_input)).all()) and bool((np.diff(np.sort(conn, axis=1), axis=1) != 0).all())
+
+
+def drawn_connectivity(model: Model) -> list[np.ndarray]:
+    """Each cluster's drawn connections at the model's sizes (its seed's (seed, "bit", i, neuron) streams)."""
+    return [draw_bit_connectivity(model.seed, i, c.neurons, c.bits, model.inputs.n_input)
+            for i, c in enumerate(model.clusters)]
 
 
 def train_cluster(data: TrainingSet, inputs: InputBits, i: int, neurons: int, bits: int, cell_mode: str,
-                  storage: str) -> BitCluster:
-    """Bit cluster i's wiring ((seed, "bit", i, neuron) streams) and cells."""
-    conn = draw_bit_connectivity(int(data.seed), i, neurons, bits, inputs.n_input)
+                  storage: str, conn: np.ndarray | None = None) -> BitCluster:
+    """Bit cluster i's wiring ((seed, "bit", i, neuron) streams, or `conn`) and cells."""
+    if conn is None:
+        conn = draw_bit_connectivity(int(data.seed), i, neurons, bits, inputs.n_input)
+    return train_rows(data, inputs, i, conn, sample_states(data.seed, i, neurons), cell_mode, storage)
+
+
+def train_rows(data: TrainingSet, inputs: InputBits, i: int, conn: np.ndarray, states: np.ndarray, cell_mode: str,
+               storage: str) -> BitCluster:
+    """Neurons of bit cluster i wired as `conn` (rows, bits) and sampling with `states` (rows,) uint64
+    (sample_states_of their ids), as a BitCluster of those rows: each row's cells are those of its
+    neuron in a cluster of that wiring (training is per neuron)."""
+    rows, bits = conn.shape
     masks, order, _ = wire(conn, inputs)
-    common = (data.x, data.t, data.y(i), masks, order, data.seed, i, data.threshold)
+    common = (data.x, data.t, data.y(i), masks, order, np.ascontiguousarray(states, dtype=np.uint64), data.threshold)
     if storage == DENSE:
         quad = cell_mode != TERNARY
-        dense = np.zeros((neurons, dense_row_bytes(cell_mode, bits) // (1 if quad else 4)),
+        dense = np.zeros((rows, dense_row_bytes(cell_mode, bits) // (1 if quad else 4)),
                          dtype=np.uint8 if quad else np.uint32)
         train_dense(*common, numba.get_num_threads(), NO_DENSE32 if quad else dense, dense if quad else NO_DENSE8)
         return BitCluster(DENSE, conn, masks, order, dense)
-    offsets, keys, vals = train_sparse(common, cell_mode != TERNARY, neurons, bits)
+    offsets, keys, vals = train_sparse(common, cell_mode != TERNARY, rows, bits)
     return BitCluster(SPARSE, conn, masks, order, NO_DENSE32, offsets, keys, vals)
 
 
 def train_sparse(common: tuple, quad: bool, neurons: int, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(offsets, keys, vals) of a SPARSE cluster, in batches of neurons whose kept writes (an exact
     bound of their cells) fit SPARSE_BATCH_ENTRIES."""
-    _, t, _, _, _, seed, cluster, threshold = common
-    kept = count_kept(t, seed, cluster, neurons, threshold)
+    _, t, _, _, _, states, threshold = common
+    kept = count_kept_states(t, states, threshold)
     bound = np.minimum(kept, 2 ** min(bits, 62))
     key_dtype = np.uint32 if bits <= 32 else np.uint64
     counts = np.zeros(neurons, dtype=np.int64)

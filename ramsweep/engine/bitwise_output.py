@@ -52,19 +52,22 @@ class BitwiseOutput:
         # on a GPU every cluster's cells stay there from training to the last lookup
         return Plan(units, tuple(expected), bound, exp.input_bits(freq.vocab_size), gpu_resident=True)
 
-    def train(self, exp: Experiment, corpus, device: str, progress, sizes=None):
-        """The model, of the experiment's sizes or of `sizes` ((neurons, bits) per cluster: a search's)."""
+    def train(self, exp: Experiment, corpus, device: str, progress, sizes=None, connectivity=None):
+        """The model, of the experiment's sizes or of `sizes` ((neurons, bits) per cluster: a search's),
+        wired as drawn or as `connectivity` (per cluster its (neurons, bits) connections: a search's)."""
         b = exp.bitwise
         neurons, bits = (list(sizes[0]), list(sizes[1])) if sizes is not None else (b.neurons, b.bits)
         model = bitwise.train(corpus.train, corpus.vocab_size, codes=codes_of(exp, corpus), context=exp.context,
                               neurons=neurons, bits=bits, seed=exp.seed, sample_rate=b.sample_rate, cell_mode=b.cell_mode,
-                              empty_value=exp.empty_value, gpu=kernels(device), device=device)
+                              empty_value=exp.empty_value, gpu=kernels(device), device=device, connectivity=connectivity)
         progress(1.0)
         return model
 
     def search(self, exp: Experiment, corpus, device: str, resume, checkpoint, progress):
         """The search in phases (docs/design.md §5b): sizes scored on the training split's last
-        part by a model of the rest, candidates on validation by a model of the whole split."""
+        part by a model of the rest, candidates on validation by a model of the whole split; a last
+        `connections` phase runs §5's search on the chosen sizes (optimize/bitwise_connections.py),
+        its checkpoint beside the phases' state, its summary in its phase's entry."""
         from ramsweep.optimize import phases  # the search: only where one runs
         from ramsweep.optimize.driver import split_for_fitness
         from ramsweep.optimize.sizes import CODE_CACHE_BYTES, SizeScorer
@@ -82,27 +85,81 @@ class BitwiseOutput:
         t0 = time.perf_counter()
         fit = SizeScorer(part, fit_tokens, corpus.vocab_size, **common)
         val = SizeScorer(corpus.train, corpus.validation, corpus.vocab_size, **common)
-        state = phases.restore(resume, exp, start) if resume is not None else None
+        saved, inner = phases.split(resume)
+        state = phases.restore(saved, exp, start) if saved is not None else None
+        inner = inner if state is not None else None  # a phases' state set aside takes its connections' along
         state = state or phases.new_state(exp, start)
         ctx = phases.Context(exp, lambda g: fit.fitness(*g), lambda g: val.fitness(*g),
                              lambda s: checkpoint(phases.encode(s)), progress)
         state = phases.run(ctx, state)
+        val = ctx = None  # their caches go: the connections phase needs the fitness slice's scorer alone
         chosen = (tuple(state["start"][0]), tuple(state["start"][1]))
-        label = "start" if chosen == start else "phases"
-        start_model = self.train(exp, corpus, device, lambda f: None)
-        chosen_model = start_model if chosen == start else self.train(exp, corpus, device, lambda f: None, chosen)
         kind = "accuracy" if opt.fitness == "accuracy" else "ce"  # HARMONIC's figure: CE
-        summary = {"strategy": "phases", "fitness": opt.fitness, "units": len(start[0]), "improved": chosen != start,
+        examples = {"search": int(part.shape[0] - exp.context), "fitness": int(fit_tokens.shape[0] - exp.context)}
+        before, after = figure(fit.fitness(*start), kind), figure(fit.fitness(*chosen), kind)
+
+        found, index, quiet = None, state["phase"], lambda f: None
+        if index < len(opt.phases):  # a connections phase, the last: §5's search on the chosen sizes
+            minutes = None if opt.max_minutes is None else opt.max_minutes - state["elapsed_s"] / 60
+            if minutes is not None and minutes <= 0:
+                state["stopped"] = "time cap"
+            else:
+                found = self.connections(exp, corpus, device, index, minutes, chosen, (part, fit_tokens, fit),
+                                         (state, inner, checkpoint, progress), examples)
+        fit = None
+        if found is not None:
+            start_model = found.start if chosen == start else self.train(exp, corpus, device, quiet)
+            chosen_model = found.chosen
+        else:
+            start_model = self.train(exp, corpus, device, quiet)
+            chosen_model = start_model if chosen == start else self.train(exp, corpus, device, quiet, chosen)
+        label = "start" if chosen_model is start_model else "phases"
+        summary = {"strategy": "phases", "fitness": opt.fitness, "units": len(start[0]), "improved": label != "start",
                    "evaluations": state["evaluations"], "search_s": time.perf_counter() - t0,
-                   "stopped": state["stopped"], "chosen": label,
-                   "examples": {"search": int(part.shape[0] - exp.context),
-                                "fitness": int(fit_tokens.shape[0] - exp.context)},
-                   "fitness_before": figure(fit.fitness(*start), kind),
-                   "fitness_after": figure(fit.fitness(*chosen), kind),
+                   "stopped": state["stopped"], "chosen": label, "examples": examples,
+                   "fitness_before": before, "fitness_after": after,
                    "sizes": {"start": {"neurons": list(start[0]), "bits": list(start[1])},
                              "chosen": {"neurons": list(chosen[0]), "bits": list(chosen[1])}},
                    "phases": state["phases"]}
+        if found is not None:  # the connections phase's entry, its §5 summary inside
+            sizes, inner_summary = summary["sizes"]["chosen"], found.summary
+            summary["phases"] = [*state["phases"], {
+                "phase": index, "search": "connections", "strategy": opt.phases[index].strategy, "start": sizes,
+                "chosen": sizes, "chosen_label": found.chosen_label, "evaluations": inner_summary["evaluations"],
+                "seconds": inner_summary["search_s"], "connections": inner_summary}]
+            summary["evaluations"] += inner_summary["evaluations"]
+            summary["stopped"] = summary["stopped"] or inner_summary["stopped"]
+            summary["fitness_after"] = {k: inner_summary["fitness_after"][k] for k in ("value", "ce", "accuracy")}
         return phases.Outcome(start_model, chosen_model, label, summary)
+
+    def connections(self, exp: Experiment, corpus, device: str, index: int, minutes, chosen, fitness_split, phased,
+                    examples: dict):
+        """Phase `index`, a connections phase: §5's search on the `chosen` sizes' drawn wiring, one
+        unit a bit cluster (optimize/bitwise_connections.py), scored on the fitness slice (the size
+        scorer `fitness_split[2]` hands its drawn clusters' codes over), each candidate retrained on
+        the whole training split and compared on validation. Checkpointed beside the phases' state."""
+        from ramsweep.optimize import bitwise_connections, phases
+
+        b, opt = exp.bitwise, exp.optimize
+        part, fit_tokens, size_scorer = fitness_split
+        state, resume, checkpoint, progress = phased
+        sized = exp.model_copy(update={"bitwise": b.model_copy(update={"neurons": chosen[0], "bits": chosen[1]}),
+                                       "optimize": opt.connections(index, minutes)})
+        scorer = bitwise_connections.ConnectionScorer(
+            part, fit_tokens, corpus.vocab_size, codes=codes_of(exp, corpus), context=exp.context, seed=exp.seed,
+            sample_rate=b.sample_rate, cell_mode=b.cell_mode, empty_value=exp.empty_value, neurons=chosen[0],
+            bits=chosen[1], fitness=opt.fitness, drawn_codes=bitwise_connections.drawn_codes_from(size_scorer))
+        gpu, quiet = kernels(device), lambda f: None
+
+        def validate(conn):
+            model = self.train(exp, corpus, device, quiet, chosen, connectivity=conn)
+            scores = bitwise.score(model, corpus.validation, gpu)
+            return model, float(bitwise.ce(model, scores).mean()), float(bitwise.correct(model, scores).mean())
+
+        return bitwise_connections.run(
+            sized, scorer, validate, resume=resume, examples=examples,
+            checkpoint=lambda inner: checkpoint(phases.encode(state, inner)),
+            progress=lambda p: progress({**p, "unit": index + 1, "units": len(opt.phases)}))
 
     def figures(self, model, corpus, device: str, phase=lambda phase, fraction=0.0: None) -> tuple[dict, dict, float]:
         gpu = kernels(device)
@@ -129,8 +186,9 @@ class BitwiseOutput:
         return {}
 
     def wiring(self, model) -> tuple[list, list]:
-        conn = [c.conn for c in model.clusters]
-        return conn, conn
+        """The model's connections and the drawn ones of its sizes (a connections phase's choice is kept
+        as the neurons that differ)."""
+        return [c.conn for c in model.clusters], bitwise.drawn_connectivity(model)
 
 
 def codes_of(exp: Experiment, corpus) -> np.ndarray:

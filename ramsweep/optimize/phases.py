@@ -353,9 +353,29 @@ class Invalid(ValueError):
     """A checkpoint that is not this search's, or not whole."""
 
 
-def encode(state: dict) -> dict:
-    """What Checkpoints.save writes: the state as JSON (it holds no array)."""
-    return {"meta": json.dumps(state), "arrays": {}}
+def encode(state: dict, inner: dict | None = None) -> dict:
+    """What Checkpoints.save writes: the state as JSON (it holds no array); in a connections phase
+    with that search's checkpoint `inner` beside it: {"phases": the state, "connections": its
+    meta}, and its arrays (split() parts them again)."""
+    if inner is None:
+        return {"meta": json.dumps(state), "arrays": {}}
+    return {"meta": json.dumps({"phases": state, "connections": inner["meta"]}), "arrays": dict(inner["arrays"])}
+
+
+def split(saved: dict | None) -> tuple[dict | None, dict | None]:
+    """(the phases' checkpoint, the connections search's or None) of what encode wrote, each with
+    the file's set_aside. One that does not read goes to restore whole, which sets it aside."""
+    if saved is None:
+        return None, None
+    try:
+        meta = json.loads(saved["meta"])
+    except (KeyError, TypeError, ValueError):
+        return saved, None
+    if not (isinstance(meta, dict) and set(meta) == {"phases", "connections"}):
+        return saved, None
+    aside = {"set_aside": saved["set_aside"]} if "set_aside" in saved else {}
+    return ({"meta": json.dumps(meta["phases"]), **aside},
+            {"meta": meta["connections"], "arrays": saved.get("arrays", {}), **aside})
 
 
 def restore(saved: dict, exp: Experiment, start: Genome) -> dict | None:
