@@ -9,7 +9,6 @@ optimize/. Its units are its tiers, each trained and scored with its gates (if a
 
 from __future__ import annotations
 
-import json
 import time
 
 from ramsweep.config import Experiment
@@ -67,8 +66,7 @@ class Tiered:
                 sized = with_sizes(exp, *chosen).model_copy(update={"optimize": opt.connections(index, minutes)})
 
                 def keep(inner_saved: dict) -> None:  # the phases' state, then the connections search's
-                    meta = json.dumps({"phases": state, "connections": inner_saved["meta"]})
-                    checkpoint({"meta": meta, "arrays": inner_saved["arrays"]})
+                    checkpoint(phases.encode(state, inner_saved))
 
                 found = run_search(sized, corpus.train, corpus.validation, corpus.vocab_size, device=device,
                                    resume=inner, checkpoint=keep, progress=progress)
@@ -140,7 +138,7 @@ def size_phases(exp: Experiment, corpus, device: str, start, resume, checkpoint,
     part, fit_tokens = split_for_fitness(corpus.train, exp.optimize.fitness_fraction, exp.context)
     fit = TieredSizeScorer(exp, part, fit_tokens, corpus.vocab_size, device=device, order_tokens=corpus.train)
     val = TieredSizeScorer(exp, corpus.train, corpus.validation, corpus.vocab_size, device=device)
-    saved, inner = split_checkpoint(resume)
+    saved, inner = phases.split(resume)
     state = phases.restore(saved, exp, start) if saved is not None else None
     inner = inner if state is not None else None  # a phases' state set aside takes its connections' along
     state = state or phases.new_state(exp, start)
@@ -150,24 +148,6 @@ def size_phases(exp: Experiment, corpus, device: str, start, resume, checkpoint,
     chosen = (tuple(state["start"][0]), tuple(state["start"][1]))
     examples = {"search": int(part.shape[0] - exp.context), "fitness": int(fit_tokens.shape[0] - exp.context)}
     return state, {start: fit.fitness(*start), chosen: fit.fitness(*chosen)}, examples, inner
-
-
-def split_checkpoint(resume: dict | None) -> tuple[dict | None, dict | None]:
-    """(the phases' checkpoint, the connections search's or None) in what a search in phases handed
-    its checkpoint last: the phases' state alone, or in a connections phase {"phases": that state,
-    "connections": §5's checkpoint} (its arrays §5's). One that does not read goes to
-    phases.restore whole, which sets it aside."""
-    if resume is None:
-        return None, None
-    try:
-        meta = json.loads(resume["meta"])
-    except (KeyError, TypeError, ValueError):
-        return resume, None
-    if not (isinstance(meta, dict) and set(meta) == {"phases", "connections"}):
-        return resume, None
-    aside = {"set_aside": resume["set_aside"]} if "set_aside" in resume else {}
-    return ({"meta": json.dumps(meta["phases"]), **aside},
-            {"meta": meta["connections"], "arrays": resume.get("arrays", {}), **aside})
 
 
 def lsh_use(memory) -> dict | None:

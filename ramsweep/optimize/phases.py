@@ -334,10 +334,7 @@ def tell(ctx: Context, state: dict, index: int, step: dict, done: bool) -> None:
     """Where the search is (phase `index`, `step` its state), its best CE, its speed and an ETA
     from the evaluations left at most at the speed so far (None: done, or no speed yet)."""
     phases = ctx.exp.optimize.phases
-    best = None
-    if step["history"]:
-        last = step["history"][-1]
-        best = last.get("best_ce", last.get("ce"))
+    best = min((h.get("best_ce", h.get("ce")) for h in step["history"]), default=None)  # the phase's so far
     rate = state["evaluations"] / state["elapsed_s"] if state["elapsed_s"] > 0 and state["evaluations"] else None
     left = (0 if step["finished"] else planned(phases[index], step)) + sum(
         planned(p, None) for p in phases[index + 1:] if not state["stopped"])
