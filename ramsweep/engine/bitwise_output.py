@@ -85,14 +85,8 @@ class BitwiseOutput:
         t0 = time.perf_counter()
         fit = SizeScorer(part, fit_tokens, corpus.vocab_size, **common)
         val = SizeScorer(corpus.train, corpus.validation, corpus.vocab_size, **common)
-        saved, inner = phases.split(resume)
-        state = phases.restore(saved, exp, start) if saved is not None else None
-        inner = inner if state is not None else None  # a phases' state set aside takes its connections' along
-        state = state or phases.new_state(exp, start)
-        ctx = phases.Context(exp, lambda g: fit.fitness(*g), lambda g: val.fitness(*g),
-                             lambda s: checkpoint(phases.encode(s)), progress)
-        state = phases.run(ctx, state)
-        val = ctx = None  # their caches go: the connections phase needs the fitness slice's scorer alone
+        state, inner = phases.search(exp, start, fit.fitness, val.fitness, resume, checkpoint, progress)
+        val = None  # its caches go: the connections phase needs the fitness slice's scorer alone
         chosen = (tuple(state["start"][0]), tuple(state["start"][1]))
         kind = "accuracy" if opt.fitness == "accuracy" else "ce"  # HARMONIC's figure: CE
         examples = {"search": int(part.shape[0] - exp.context), "fitness": int(fit_tokens.shape[0] - exp.context)}

@@ -138,13 +138,7 @@ def size_phases(exp: Experiment, corpus, device: str, start, resume, checkpoint,
     part, fit_tokens = split_for_fitness(corpus.train, exp.optimize.fitness_fraction, exp.context)
     fit = TieredSizeScorer(exp, part, fit_tokens, corpus.vocab_size, device=device, order_tokens=corpus.train)
     val = TieredSizeScorer(exp, corpus.train, corpus.validation, corpus.vocab_size, device=device)
-    saved, inner = phases.split(resume)
-    state = phases.restore(saved, exp, start) if saved is not None else None
-    inner = inner if state is not None else None  # a phases' state set aside takes its connections' along
-    state = state or phases.new_state(exp, start)
-    ctx = phases.Context(exp, lambda g: fit.fitness(*g), lambda g: val.fitness(*g),
-                         lambda s: checkpoint(phases.encode(s)), progress)
-    state = phases.run(ctx, state)
+    state, inner = phases.search(exp, start, fit.fitness, val.fitness, resume, checkpoint, progress)
     chosen = (tuple(state["start"][0]), tuple(state["start"][1]))
     examples = {"search": int(part.shape[0] - exp.context), "fitness": int(fit_tokens.shape[0] - exp.context)}
     return state, {start: fit.fitness(*start), chosen: fit.fitness(*chosen)}, examples, inner

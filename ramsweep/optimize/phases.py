@@ -76,6 +76,18 @@ class Context:
     progress: Callable[[dict], None]
 
 
+def search(exp: Experiment, start: Genome, fit, validate, resume: dict | None, checkpoint, progress):
+    """The size phases from `resume` (what `checkpoint` was handed last; set aside if it is not
+    whole) or from the start: (the state, the connections phase's own checkpoint to resume, or
+    None). `fit` and `validate` score a genome on the fitness slice and on validation."""
+    saved, inner = split(resume)
+    state = restore(saved, exp, start) if saved is not None else None
+    inner = inner if state is not None else None  # a phases' state set aside takes its connections' along
+    state = state or new_state(exp, start)
+    ctx = Context(exp, lambda g: fit(*g), lambda g: validate(*g), lambda s: checkpoint(encode(s)), progress)
+    return run(ctx, state), inner
+
+
 def spec_digest(exp: Experiment) -> str:
     return hashlib.sha256(json.dumps(exp.spec(), sort_keys=True).encode()).hexdigest()
 
