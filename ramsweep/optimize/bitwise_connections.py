@@ -34,10 +34,10 @@ from ramsweep.engine import bitwise
 from ramsweep.engine import bitwise_reference as oracle
 from ramsweep.engine.connectivity import draw_bit_connectivity
 from ramsweep.engine.layout import DENSE
-from ramsweep.engine.train import pack
 from ramsweep.optimize import checkpoint as checkpoints
 from ramsweep.optimize import search
 from ramsweep.optimize.fitness import Change, Value
+from ramsweep.optimize.sizes import scored_examples
 
 ROW_CACHE_BYTES = 1 << 30  # rewired neurons' codes on the fitness slice, least recently used dropped first
 MATRIX_CACHE_BYTES = 2 << 30  # each cluster's current neurons' codes (the unit searched is always kept)
@@ -131,14 +131,8 @@ class ConnectionScorer:
         self.data = bitwise.training_set(tokens, self.codes, context, seed, sample_rate, self.n_bits)
         self.inputs = bitwise.InputBits(context, self.n_bits, self.codes)
 
-        split = np.ascontiguousarray(score_tokens, dtype=np.int64)
-        self.positions = np.arange(context, max(context, split.shape[0]), dtype=np.int64)
-        if self.positions.shape[0] == 0:
-            raise ValueError(f"the split to score has no example: {split.shape[0]} tokens at context {context}")
-        self.x = pack(split, self.positions, self.inputs)
-        self.targets = split[self.positions]
-        self.target_codes = self.codes[self.targets]
-        self.star, self.branch = bitwise.branch_bits(vocab_size, self.n_bits, bitwise.real_codes_are_gray(self.codes))
+        self.positions, self.x, self.targets, self.target_codes, self.star, self.branch = scored_examples(
+            score_tokens, context, self.inputs, vocab_size)
         self.increments = bitwise.code_increments(cell_mode)
         self.n_examples = self.positions.shape[0]
 

@@ -45,6 +45,18 @@ GPU_BATCH_BYTES = 8 << 30  # clusters trained in one gpu.train_clusters call (th
 COLUMN_BYTES = 8 + 8 + 8 + 4  # an example's P, ln P, ln(1 − P) (float64) and no-decision count (int32)
 
 
+def scored_examples(score_tokens, context: int, inputs: bitwise.InputBits, vocab_size: int) -> tuple:
+    """A scored split's examples, as bitwise.score takes them: (positions, packed contexts,
+    targets, their codes, c*'s bits, the branch bits); ValueError for a split with none."""
+    split = np.ascontiguousarray(score_tokens, dtype=np.int64)
+    positions = np.arange(context, max(context, split.shape[0]), dtype=np.int64)
+    if positions.shape[0] == 0:
+        raise ValueError(f"the split to score has no example: {split.shape[0]} tokens at context {context}")
+    targets = split[positions]
+    star, branch = bitwise.branch_bits(vocab_size, inputs.bits_per_token, bitwise.real_codes_are_gray(inputs.codes))
+    return positions, pack(split, positions, inputs), targets, inputs.codes[targets], star, branch
+
+
 class SizeScorer:
     """Scores size genomes (neurons[i], bits[i] per bit cluster) of one bitwise experiment's model,
     trained on `train_tokens`, on the examples of `score_tokens`, exactly as a retrain would.
@@ -73,14 +85,8 @@ class SizeScorer:
         self.inputs = bitwise.InputBits(context, self.n_bits, self.codes)
         self.max_bits = min(64, context * self.n_bits)
 
-        split = np.ascontiguousarray(score_tokens, dtype=np.int64)
-        self.positions = np.arange(context, max(context, split.shape[0]), dtype=np.int64)
-        if self.positions.shape[0] == 0:
-            raise ValueError(f"the split to score has no example: {split.shape[0]} tokens at context {context}")
-        self.x = pack(split, self.positions, self.inputs)
-        self.targets = split[self.positions]
-        self.target_codes = self.codes[self.targets]
-        self.star, self.branch = bitwise.branch_bits(vocab_size, self.n_bits, bitwise.real_codes_are_gray(self.codes))
+        self.positions, self.x, self.targets, self.target_codes, self.star, self.branch = scored_examples(
+            score_tokens, context, self.inputs, vocab_size)
         self.increments = bitwise.code_increments(cell_mode)
         self.n_examples = self.positions.shape[0]
 
