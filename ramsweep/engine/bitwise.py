@@ -182,6 +182,17 @@ def train_sparse_batch(x, t, y, masks, order, states, threshold, quad, lo, kept,
 
 # ---- kernels: evaluation --------------------------------------------------------------------------
 
+@njit(cache=True, inline="always")
+def cell_code(x, e, masks, order, n, is_sparse, dense32, dense8, offsets, keys, vals):
+    """Neuron n's cell code for example e: DENSE ternary, DENSE quad (dense8 not empty) or SPARSE."""
+    a = address(x, e, masks, order, n)
+    if is_sparse:
+        return sparse_read(offsets, keys, vals, n, a)
+    if dense8.shape[0]:
+        return np.uint32(dense8[n, a])
+    return dense_read(dense32, n, a)
+
+
 @njit(cache=True, parallel=True, nogil=True)
 def read_cluster(x, masks, order, is_sparse, dense32, dense8, offsets, keys, vals, values, takes_empty, no_decision,
                  empty_value, p, empty):
@@ -193,13 +204,7 @@ def read_cluster(x, masks, order, is_sparse, dense32, dense8, offsets, keys, val
     for e in prange(x.shape[0]):
         decided, n_empty, n_none = 0.0, 0, 0
         for n in range(n_neurons):
-            a = address(x, e, masks, order, n)
-            if is_sparse:
-                code = sparse_read(offsets, keys, vals, n, a)
-            elif dense8.shape[0]:
-                code = np.uint32(dense8[n, a])
-            else:
-                code = dense_read(dense32, n, a)
+            code = cell_code(x, e, masks, order, n, is_sparse, dense32, dense8, offsets, keys, vals)
             if takes_empty[code]:
                 n_empty += 1
             else:
@@ -218,13 +223,7 @@ def read_neuron_codes(x, masks, order, is_sparse, dense32, dense8, offsets, keys
     n_neurons = masks.shape[0]
     for e in prange(x.shape[0]):
         for n in range(n_neurons):
-            a = address(x, e, masks, order, n)
-            if is_sparse:
-                code = sparse_read(offsets, keys, vals, n, a)
-            elif dense8.shape[0]:
-                code = np.uint32(dense8[n, a])
-            else:
-                code = dense_read(dense32, n, a)
+            code = cell_code(x, e, masks, order, n, is_sparse, dense32, dense8, offsets, keys, vals)
             out[e, n] = np.uint8(code)
 
 
