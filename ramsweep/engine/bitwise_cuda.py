@@ -84,17 +84,6 @@ def _address(x, e, order, n, bits):
 # --- evaluation ------------------------------------------------------------------------------
 
 
-@cuda.jit(device=True, inline=True)
-def _cell_code(x, e, order, n, bits, kind, dense32, dense8, offsets, keys, vals):
-    """Neuron n's cell code for example e (bitwise.cell_code): DENSE ternary, DENSE quad or SPARSE."""
-    a = _address(x, e, order, n, bits)
-    if kind == KIND_SPARSE:
-        return _sparse_read(offsets, keys, vals, n, a)
-    if kind == KIND_QUAD:
-        return uint32(dense8[n, a])
-    return (dense32[n, a >> uint64(4)] >> uint32((a & uint64(15)) << uint64(1))) & uint32(3)
-
-
 @cuda.jit
 def _read_cluster(x, order, kind, dense32, dense8, offsets, keys, vals, quarters, takes_empty, no_decision, row,
                   out_quarters, out_empty, out_none):
@@ -106,7 +95,13 @@ def _read_cluster(x, order, kind, dense32, dense8, offsets, keys, vals, quarters
     n_neurons, bits = order.shape[0], order.shape[1]
     q_sum, n_empty, n_none = int64(0), int32(0), int32(0)
     for n in range(n_neurons):
-        code = _cell_code(x, e, order, n, bits, kind, dense32, dense8, offsets, keys, vals)
+        a = _address(x, e, order, n, bits)
+        if kind == KIND_SPARSE:
+            code = _sparse_read(offsets, keys, vals, n, a)
+        elif kind == KIND_QUAD:
+            code = uint32(dense8[n, a])
+        else:
+            code = (dense32[n, a >> uint64(4)] >> uint32((a & uint64(15)) << uint64(1))) & uint32(3)
         if takes_empty[code]:
             n_empty += int32(1)
         else:
@@ -127,7 +122,13 @@ def _read_neuron_codes(x, order, kind, dense32, dense8, offsets, keys, vals, out
         return
     n_neurons, bits = order.shape[0], order.shape[1]
     for n in range(n_neurons):
-        code = _cell_code(x, e, order, n, bits, kind, dense32, dense8, offsets, keys, vals)
+        a = _address(x, e, order, n, bits)
+        if kind == KIND_SPARSE:
+            code = _sparse_read(offsets, keys, vals, n, a)
+        elif kind == KIND_QUAD:
+            code = uint32(dense8[n, a])
+        else:
+            code = (dense32[n, a >> uint64(4)] >> uint32((a & uint64(15)) << uint64(1))) & uint32(3)
         out[n, e] = uint8(code)
 
 
