@@ -4,6 +4,8 @@
 
 import dataclasses
 import json
+import os
+import warnings
 
 import numpy as np
 import pytest
@@ -269,24 +271,33 @@ def test_an_invalid_connections_checkpoint_is_set_aside_and_the_search_starts_ov
     assert resumed.search["evaluations"] == whole.search["evaluations"]
 
 
+# ---------------------------------------------------------------- CUDA: a real GPU, or NUMBA_ENABLE_CUDASIM=1
+
+SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+
+@pytest.fixture
+def cuda_kernels(monkeypatch):
+    bitwise_cuda = pytest.importorskip("ramsweep.engine.bitwise_cuda", reason="numba-cuda is not installed")
+    if not bitwise_cuda.available():
+        pytest.skip("no CUDA device (run with NUMBA_ENABLE_CUDASIM=1)")
+    if SIMULATED:  # each GPU thread a Python thread: small blocks, every batch boundary forced
+        warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
+        for name, value in (("THREADS", 16), ("LANES", 4), ("COUNT_BYTES", 256), ("QUAD_BYTES", 64),
+                            ("SCRATCH_BYTES", 256)):
+            monkeypatch.setattr(bitwise_cuda, name, value)
+    return bitwise_cuda
+
+
 @pytest.mark.parametrize("cell_mode", ["ternary", "quad_weighted"])
-def test_on_cuda_the_drawn_codes_come_from_the_gpu_and_a_rewired_cluster_trains_on_the_cpu(cell_mode, monkeypatch):
+def test_on_cuda_the_drawn_codes_come_from_the_gpu_and_a_rewired_cluster_trains_on_the_cpu(cell_mode, cuda_kernels):
     """The size scorer's GPU-trained drawn codes start the scorer as its own CPU training does; a
     model with one cluster rewired trains the others on the GPU, that one on the CPU engine: the
     cells, P and CE of a CPU training (NUMBA_ENABLE_CUDASIM=1 runs it on the simulator)."""
-    import os
-    import warnings
-
-    from ramsweep.engine import bitwise_cuda
     from ramsweep.optimize.bitwise_connections import drawn_codes_from
     from ramsweep.optimize.sizes import SizeScorer
 
-    if not bitwise_cuda.available():
-        pytest.skip("no CUDA device (run with NUMBA_ENABLE_CUDASIM=1)")
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":  # each GPU thread a Python thread: small blocks
-        warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
-        for name, value in (("THREADS", 16), ("LANES", 4), ("COUNT_BYTES", 256), ("QUAD_BYTES", 64)):
-            monkeypatch.setattr(bitwise_cuda, name, value)
+    bitwise_cuda = cuda_kernels
     tokens = corpus().train[:300] % 13
     score_tokens = corpus().validation[:60] % 13
     kw = dict(codes=np.arange(13), context=2, seed=SEED, sample_rate=0.5, cell_mode=cell_mode)
@@ -305,3 +316,65 @@ def test_on_cuda_the_drawn_codes_come_from_the_gpu_and_a_rewired_cluster_trains_
     assert all(cells_of(a, cell_mode) == cells_of(b, cell_mode) for a, b in zip(model.clusters, cpu.clusters))
     sc = bitwise.score(model, score_tokens, bitwise_cuda)
     assert np.array_equal(sc.p, here.scores().p) and float(bitwise.ce(model, sc).mean()) == here.current().ce
+
+
+@pytest.mark.parametrize("cell_mode,memory", [("ternary", SPARSE), ("quad_weighted", DENSE), ("quad_binary", SPARSE)])
+def test_on_cuda_a_scorer_trains_its_rows_on_the_gpu_with_the_same_fitness(cell_mode, memory, cuda_kernels,
+                                                                           monkeypatch):
+    """Given gpu, the rewired rows train and are read on the GPU (a cluster's new rows in one call,
+    and the drawn codes by default): the same fitness values, commits and scores as on the CPU."""
+    calls = []
+    real = cuda_kernels.train_rows
+    monkeypatch.setattr(cuda_kernels, "train_rows", lambda *a: calls.append(a[3].shape[0]) or real(*a))
+    tokens, score_tokens = corpus().train[:240] % 13, corpus().validation[:50] % 13
+    kw = dict(codes=np.arange(13), context=2, seed=SEED, sample_rate=0.5, cell_mode=cell_mode, memory=memory,
+              neurons=[2, 3, 2, 3], bits=[3, 5, 4, 4], empty_value=0.5 if cell_mode == "ternary" else 0.0)
+    on_gpu = ConnectionScorer(tokens, score_tokens, 13, gpu=cuda_kernels, **kw)
+    here = ConnectionScorer(tokens, score_tokens, 13, **kw)
+    assert on_gpu.storage == [memory] * 4 and calls == [2, 3, 2, 3]  # the drawn codes, trained there
+    assert on_gpu.current() == here.current()
+    rng = np.random.default_rng(5)
+    for scorer in (on_gpu, here):
+        scorer.set_scope(np.array([1]))
+    cands = [search.mutate((here.conn[1].copy(),), rate, rng, here.layout.n_input, at_least_one=True)[0][0]
+             for rate in (0.2, 0.5)]
+    changes = [[(1, np.arange(3), c)] for c in cands]
+    del calls[:]
+    assert [v.loss for v in on_gpu.evaluate(changes)] == [v.loss for v in here.evaluate(changes)]
+    assert len(calls) == 1 and calls[0] == on_gpu.stats["rows_trained"] == here.stats["rows_trained"] > 0
+    assert on_gpu.commit(changes[1]) == here.commit(changes[1])
+    mine, theirs = on_gpu.scores(), here.scores()
+    assert np.array_equal(mine.p, theirs.p) and np.array_equal(mine.empty, theirs.empty)
+
+
+def test_on_cuda_a_search_in_phases_ends_with_the_cpu_record(cuda_kernels, monkeypatch):
+    """[grid, connections] through run_experiment on device cuda (its rows trained on the GPU) and on
+    cpu: the same phases, choice, connectivity and metrics."""
+    from ramsweep.data import Corpus
+    from ramsweep.sweep.experiment import Task, run_experiment
+
+    calls = []
+    real = cuda_kernels.train_rows
+    monkeypatch.setattr(cuda_kernels, "train_rows", lambda *a: calls.append(a[3].shape[0]) or real(*a))
+
+    vocab = 13
+    splits = {"train": corpus().train[:400] % vocab, "validation": corpus().validation[:60] % vocab,
+              "test": corpus().test[:60] % vocab}
+    data = Corpus(name="text", tokenizer="word", vocab=tuple(f"w{i}" for i in range(vocab)), full_data=True,
+                  fingerprint="synthetic-bwc", variant="synthetic", path=None, source_sha256="0" * 64,
+                  tokenizer_files={}, token_bytes={s: np.full(a.size, 3, np.int32) for s, a in splits.items()}, **splits)
+    records = {}
+    for device in ("cpu", "cuda"):
+        exp = Experiment(name="bw_cuda", architecture="bitwise", context=2, device=device,
+                         bitwise={"neurons": 2, "bits": 4, "sample_rate": 0.5, "cell_mode": "quad_weighted"},
+                         optimize={"candidates": 1, "phases": [
+                             {"search": "grid", "neurons": [2, 3], "bits": [4]},
+                             {"search": "connections", "strategy": "GA", "population": 2, "generations": 1,
+                              "mutation": 0.3, "elitism": 1, "tournament": 1}]})
+        records[device] = run_experiment(Task(exp, "k", "s"), data)
+        assert records[device].ok, records[device].error
+        assert bool(calls) == (device == "cuda")  # the connections phase's rows, on the GPU
+    cpu, gpu = records["cpu"], records["cuda"]
+    assert figures_of(gpu) == figures_of(cpu) and gpu.metrics == cpu.metrics
+    assert gpu.search["phases"][1]["connections"]["evaluations"] > 0
+    assert gpu.search.get("connectivity") == cpu.search.get("connectivity")

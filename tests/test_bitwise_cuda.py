@@ -99,6 +99,33 @@ def test_sparse_clusters_too_wide_for_the_scratch_train_on_the_cpu_engine(monkey
 
 
 @on_cuda
+@pytest.mark.parametrize("memory", [DENSE, SPARSE])
+@pytest.mark.parametrize("mode", bw.CELL_MODES)
+def test_rows_of_explicit_wiring_and_states_equal_the_cpu_engine(mode, memory):
+    """train_rows (a connections search's rewired neurons): random neuron ids and distinct wirings,
+    at sample rate 0.5, give bitwise.train_rows's cells and codes; DENSE cells stay on the GPU."""
+    tokens = corpus(13, 120, 5)
+    codes = bw.token_codes(tokens, 13, "frequency", True)
+    inputs = engine.InputBits(2, 4, codes)
+    data = engine.training_set(tokens, codes, 2, 7, 0.5, 4)
+    rng = np.random.default_rng(len(mode) + len(memory))
+    i, ids = 2, rng.choice(40, 5, replace=False).astype(np.int64)
+    conn = np.stack([rng.choice(inputs.n_input, 5, replace=False) for _ in ids]).astype(np.int32)
+    states = engine.sample_states_of(data.seed, i, ids)
+    cpu = engine.train_rows(data, inputs, i, conn, states, mode, memory)
+    gpu, table = bitwise_cuda.train_rows(data, inputs, i, conn, states, mode, memory)
+    assert gpu.storage == memory and (table is None) == (memory == SPARSE)
+    assert engine.cells_stored(gpu, mode) == engine.cells_stored(cpu, mode) > 0
+    x = data.x[::3]
+    assert np.array_equal(bitwise_cuda.read_neuron_codes(gpu, x, table), engine.neuron_codes(cpu, x))
+    if memory == DENSE:
+        assert gpu.host is None and np.array_equal(gpu.dense, cpu.dense)
+    for name in ("conn", "order", "masks", "offsets", "keys", "vals"):
+        assert np.array_equal(getattr(gpu, name), getattr(cpu, name)), name
+        assert getattr(gpu, name).dtype == getattr(cpu, name).dtype, name
+
+
+@on_cuda
 def test_tables_go_to_the_gpu_once_per_model():
     tokens = corpus(13, 200, 1)
     model = engine.train(tokens, 13, codes=bw.token_codes(tokens, 13, "native"), context=2, neurons=2, bits=4, seed=1,

@@ -29,6 +29,9 @@ Each neuron's sampling state S is computed once, on the host (bitwise.sample_sta
   block a row, a shared-memory prefix sum a tile): the CPU engine's sorted keys and codes, ternary
   ties dropped. A cluster one neuron of which overflows the scratch (over 32 quad or 30 ternary
   bits) trains on the CPU engine.
+- Rows (`train_rows`, a connections search's rewired neurons: optimize/bitwise_connections.py):
+  neurons of explicit wiring and sampling states, by the same kernels (a row is a neuron: its
+  order row, its state), the CPU engine's bitwise.train_rows cells.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ from ramsweep.engine.connectivity import GOLDEN, MIX1, MIX2, draw_bit_connectivi
 from ramsweep.engine.layout import DENSE, SPARSE
 from ramsweep.engine.train import wire
 
-__all__ = ["available", "device_name", "free_memory", "read_clusters", "read_neuron_codes", "train_clusters"]
+__all__ = ["available", "device_name", "free_memory", "read_clusters", "read_neuron_codes", "train_clusters",
+           "train_rows"]
 
 THREADS = 128  # threads of a block (the simulator's tests shrink it)
 LANES = 32  # threads a neuron in quad training, each owning the addresses a ≡ lane (mod LANES); divides THREADS
@@ -340,19 +344,22 @@ def train_clusters(data, inputs, specs, cell_mode: str) -> tuple[list, list]:
     return [clusters[i] for i, *_ in specs], [tables.get(i) for i, *_ in specs]
 
 
-def _train_sparse(common, i: int, neurons: int, bits: int, quad: bool, wired: dict):
+def _train_sparse(common, i: int, neurons: int, bits: int, quad: bool, wired: dict, states=None):
     """A SPARSE cluster: its neurons in batches trained in DENSE scratch (quad codes, or ternary net
-    counts), each batch's rows compacted to (keys, vals) on the GPU and copied to the host."""
+    counts), each batch's rows compacted to (keys, vals) on the GPU and copied to the host. `states`:
+    the rows' (neurons,) uint64 sampling states (by default the cluster's, bitwise.sample_states)."""
     seed = common[4]
     batch = max(1, SCRATCH_BYTES // ((1 << bits) * (1 if quad else 4)))
-    states = None if quad else cuda.to_device(bitwise.sample_states(seed, i, neurons))
+    if states is None:
+        states = bitwise.sample_states(seed, i, neurons)
+    d_states = None if quad else cuda.to_device(np.ascontiguousarray(states, dtype=np.uint64))
     counts, keys, vals = np.zeros(neurons, dtype=np.int64), [], []
     for lo in range(0, neurons, batch):
         hi = min(lo + batch, neurons)
         if quad:
-            scratch = _train_quad_group(common, [(i, lo, hi, bits)], wired)[0]
+            scratch = _train_quad_group(common, [(i, lo, hi, bits)], wired, {i: states})[0]
         else:
-            scratch = _count_ternary_rows(common, i, lo, hi, bits, wired[i][3], states)
+            scratch = _count_ternary_rows(common, i, lo, hi, bits, wired[i][3], d_states)
         rows = min(hi - lo, 65535)
         row_counts = cuda.to_device(np.zeros(hi - lo, dtype=np.int64))
         _count_rows[rows, THREADS](scratch, not quad, row_counts)
@@ -368,6 +375,32 @@ def _train_sparse(common, i: int, neurons: int, bits: int, quad: bool, wired: di
     conn, masks, order, _ = wired[i]
     return bitwise.BitCluster(SPARSE, conn, masks, order, bitwise.NO_DENSE32, offsets, np.concatenate(keys),
                               np.concatenate(vals))
+
+
+def train_rows(data, inputs, i: int, conn: np.ndarray, states: np.ndarray, cell_mode: str, storage: str):
+    """bitwise.train_rows on the GPU: neurons of bit cluster i wired as `conn` (rows, bits) and
+    sampling with `states` (rows,) uint64, trained by the kernels above (row r the neuron: its
+    wiring conn[r], its stream states[r]): (BitCluster of those rows, its table for
+    read_neuron_codes). DENSE cells stay on the GPU (the table holds them); SPARSE rows are
+    compacted from DENSE scratch to the host (table None: read_neuron_codes uploads them), or
+    trained by the CPU engine when one row's scratch is over SCRATCH_BYTES."""
+    quad = cell_mode != bitwise.TERNARY
+    conn = np.ascontiguousarray(conn, dtype=np.int32)
+    states = np.ascontiguousarray(states, dtype=np.uint64)
+    rows, bits = conn.shape
+    if storage == SPARSE and (1 << bits) * (1 if quad else 4) > SCRATCH_BYTES:
+        return bitwise.train_rows(data, inputs, i, conn, states, cell_mode, SPARSE), None
+    masks, order, _ = wire(conn, inputs)
+    wired = {i: (conn, masks, order, cuda.to_device(np.ascontiguousarray(order)))}
+    x, t, codes = (cuda.to_device(np.ascontiguousarray(a)) for a in (data.x, data.t, data.target_codes))
+    common = (x, t, codes, data.n_bits, data.seed, data.threshold)
+    if storage == SPARSE:
+        return _train_sparse(common, i, rows, bits, quad, wired, states), None
+    if quad:
+        (d_cells,) = _train_quad_group(common, [(i, 0, rows, bits)], wired, {i: states})
+    else:
+        d_cells = _train_ternary(common, i, rows, bits, wired[i][3], states)
+    return _on_gpu(wired[i], d_cells, cell_mode), (KIND_QUAD if quad else KIND_TERNARY, wired[i][3], d_cells)
 
 
 def _on_gpu(wired, d_cells, cell_mode: str):
@@ -386,12 +419,15 @@ def _wiring(data, inputs, i: int, neurons: int, bits: int):
     return conn, masks, order, cuda.to_device(np.ascontiguousarray(order))
 
 
-def _train_ternary(common, i: int, neurons: int, bits: int, d_order):
-    """One DENSE ternary cluster's (neurons, words) uint32 cells on the GPU."""
+def _train_ternary(common, i: int, neurons: int, bits: int, d_order, states=None):
+    """One DENSE ternary cluster's (neurons, words) uint32 cells on the GPU (`states`: its rows'
+    sampling states, by default the cluster's)."""
     x, t, codes, n_bits, seed, threshold = common
     size = 1 << bits
     d_cells = _zeros((neurons, max(1, size // 16)), np.uint32)
-    d_states = cuda.to_device(bitwise.sample_states(seed, i, neurons))
+    if states is None:
+        states = bitwise.sample_states(seed, i, neurons)
+    d_states = cuda.to_device(np.ascontiguousarray(states, dtype=np.uint64))
     batch = max(1, COUNT_BYTES // (size * 4))
     for lo in range(0, neurons, batch):
         hi = min(lo + batch, neurons)
@@ -424,9 +460,11 @@ def _groups(dense: list) -> list[list]:
     return groups + ([current] if current else [])
 
 
-def _train_quad_group(common, group: list, wired: dict) -> list:
+def _train_quad_group(common, group: list, wired: dict, states: dict | None = None) -> list:
     """The group's quad cells [(cluster, first neuron lo, end neuron hi, bits)], one launch for all
-    its neurons: per entry a (hi − lo, 2**bits) uint8 device array (views of one flat buffer)."""
+    its neurons: per entry a (hi − lo, 2**bits) uint8 device array (views of one flat buffer).
+    Neuron n of cluster i: row n of wired[i]'s order, sampling with states[i][n] (by default the
+    cluster's, bitwise.sample_states)."""
     x, t, codes, n_bits, seed, threshold = common
     sizes = [(hi - lo) << bits for _, lo, hi, bits in group]
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
@@ -439,7 +477,8 @@ def _train_quad_group(common, group: list, wired: dict) -> list:
     slot_of = np.concatenate([np.full(hi - lo, k, dtype=np.int64) for k, (_, lo, hi, _) in enumerate(group)])
     cluster_of = np.concatenate([np.full(hi - lo, i, dtype=np.int64) for i, lo, hi, _ in group])
     neuron_of = np.concatenate([np.arange(lo, hi, dtype=np.int64) for _, lo, hi, _ in group])
-    state_of = np.concatenate([bitwise.sample_states(seed, i, hi)[lo:] for i, lo, hi, _ in group])
+    state_of = np.concatenate([(bitwise.sample_states(seed, i, hi) if states is None else
+                                np.asarray(states[i], dtype=np.uint64))[lo:hi] for i, lo, hi, _ in group])
     bits = np.array([s[3] for s in group], dtype=np.int64)
     _train_quad[_blocks(slot_of.shape[0] * LANES), THREADS](x, t, codes, n_bits, threshold, *(
         cuda.to_device(a) for a in (slot_of, cluster_of, neuron_of, state_of, order, bits, row_start)), flat)

@@ -139,11 +139,12 @@ class BitwiseOutput:
         state, resume, checkpoint, progress = phased
         sized = exp.model_copy(update={"bitwise": b.model_copy(update={"neurons": chosen[0], "bits": chosen[1]}),
                                        "optimize": opt.connections(index, minutes)})
-        scorer = bitwise_connections.ConnectionScorer(
+        gpu, quiet = kernels(device), lambda f: None
+        scorer = bitwise_connections.ConnectionScorer(  # rewired rows on CUDA's kernels; wgpu's have no train_rows
             part, fit_tokens, corpus.vocab_size, codes=codes_of(exp, corpus), context=exp.context, seed=exp.seed,
             sample_rate=b.sample_rate, cell_mode=b.cell_mode, empty_value=exp.empty_value, neurons=chosen[0],
-            bits=chosen[1], fitness=opt.fitness, drawn_codes=bitwise_connections.drawn_codes_from(size_scorer))
-        gpu, quiet = kernels(device), lambda f: None
+            bits=chosen[1], fitness=opt.fitness, drawn_codes=bitwise_connections.drawn_codes_from(size_scorer),
+            gpu=gpu if hasattr(gpu, "train_rows") else None)
 
         def validate(conn):
             model = self.train(exp, corpus, device, quiet, chosen, connectivity=conn)

@@ -16,7 +16,10 @@ each neuron's increments; a candidate's sums are the current ones minus its old 
 increments plus its new ones, the very operands of a retrain's bitwise.read_cluster, so
 bitwise.p_of_quarters gives the same P float, and the closed forms the same CE and best code.
 Codes are cached per (cluster, neuron, connections as a set), so a GA child made of neurons seen
-before costs no training; the new neurons of a generation are trained together.
+before costs no training; the new neurons of a generation are trained together (a cluster's in one
+call), on the CPU engine or, given `gpu` = engine/bitwise_cuda.py, by its kernels (train_rows, and
+read_neuron_codes reading them where they trained): the same cells and codes. WGSL's kernels
+(bitwise_wgpu) have no train_rows: with them the rows train on the CPU engine.
 """
 
 from __future__ import annotations
@@ -107,13 +110,16 @@ class ConnectionScorer:
     `neurons`, `bits`: the sizes (one value or one per cluster); it starts from their drawn wiring.
     `fitness`: ce or accuracy (the loss is CE or −accuracy). `drawn_codes(i, neurons, bits)`: the
     (neurons, n_examples) uint8 code increments of cluster i's drawn neurons on score_tokens (e.g. a
-    SizeScorer's matrices: drawn_codes_from); by default trained here. `stats` counts the work."""
+    SizeScorer's matrices: drawn_codes_from); by default trained here. `gpu`: engine/bitwise_cuda.py to
+    train the rows (and the default drawn codes) and read their codes on the GPU, or None: the CPU
+    engine (a module without train_rows, as bitwise_wgpu, leaves them on the CPU engine too). `stats`
+    counts the work."""
 
     def __init__(self, train_tokens, score_tokens, vocab_size: int, *, codes, context: int, seed: int,
                  sample_rate: float, cell_mode: str, empty_value: float = 0.0, neurons, bits, fitness: str = "ce",
                  memory: str = "auto", drawn_codes: Callable[[int, int, int], np.ndarray] | None = None,
                  row_cache_bytes: int = ROW_CACHE_BYTES, matrix_cache_bytes: int = MATRIX_CACHE_BYTES,
-                 batch_bytes: int = BATCH_BYTES):
+                 batch_bytes: int = BATCH_BYTES, gpu=None):
         if cell_mode not in oracle.CELL_MODES:
             raise ValueError(f"unknown cell_mode {cell_mode!r}: one of {', '.join(oracle.CELL_MODES)}")
         if fitness not in ("ce", "accuracy"):
@@ -147,6 +153,7 @@ class ConnectionScorer:
         self._drawn_codes = drawn_codes or self._train_drawn
         self.row_cache_bytes, self.matrix_cache_bytes = int(row_cache_bytes), int(matrix_cache_bytes)
         self.batch_bytes = int(batch_bytes)
+        self.gpu = gpu if hasattr(gpu, "train_rows") else None
         self._rows: OrderedDict[tuple, np.ndarray] = OrderedDict()  # row_key -> (n_examples,) uint8 increments
         self._matrices: OrderedDict[int, tuple] = OrderedDict()  # i -> (codes (neurons, n_examples), q, empty, none)
         self.focus: int | None = None
@@ -300,14 +307,26 @@ class ConnectionScorer:
 
     def _train_drawn(self, i: int, neurons: int, bits: int) -> np.ndarray:
         """Cluster i's drawn neurons trained here and read on the score split (as code increments)."""
-        t0 = time.perf_counter()
-        cluster = bitwise.train_cluster(self.data, self.inputs, i, neurons, bits, self.cell_mode, self.storage[i])
-        self.stats["train_s"] += time.perf_counter() - t0
-        return self._read(cluster)
+        conn = draw_bit_connectivity(int(self.data.seed), i, neurons, bits, self.inputs.n_input)
+        return self._trained(i, conn, bitwise.sample_states(self.data.seed, i, neurons))
 
-    def _read(self, cluster: bitwise.BitCluster) -> np.ndarray:
+    def _trained(self, i: int, conn: np.ndarray, states: np.ndarray) -> np.ndarray:
+        """(rows, n_examples) code increments on the score split of neurons of cluster i wired as
+        `conn` and sampling with `states`: trained and read on the CPU engine or the GPU (the same)."""
         t0 = time.perf_counter()
-        codes = np.ascontiguousarray(bitwise.neuron_codes(cluster, self.x).T)  # neuron-major: no copy
+        if self.gpu is not None:
+            cluster, table = self.gpu.train_rows(self.data, self.inputs, i, conn, states, self.cell_mode,
+                                                 self.storage[i])
+        else:
+            cluster, table = bitwise.train_rows(self.data, self.inputs, i, conn, states, self.cell_mode,
+                                                self.storage[i]), None
+        self.stats["train_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if self.gpu is not None:
+            codes = self.gpu.read_neuron_codes(cluster, self.x, table)
+        else:
+            codes = bitwise.neuron_codes(cluster, self.x)
+        codes = np.ascontiguousarray(codes.T)  # neuron-major (no copy: both readers write it so)
         bitwise.increments_of(codes, self.increments)
         self.stats["read_s"] += time.perf_counter() - t0
         return codes
@@ -330,17 +349,11 @@ class ConnectionScorer:
             per_call = max(1, int(self.batch_bytes // (cells + self.n_examples)))
             for lo in range(0, len(items), per_call):
                 part = items[lo:lo + per_call]
-                t0 = time.perf_counter()
                 ids = np.array([n for _, n, _ in part], dtype=np.int64)
                 conn = np.ascontiguousarray(np.stack([r for _, _, r in part]), dtype=np.int32)
-                cluster = bitwise.train_rows(self.data, self.inputs, i, conn,
-                                             bitwise.sample_states_of(self.data.seed, i, ids), self.cell_mode,
-                                             self.storage[i])
-                self.stats["train_s"] += time.perf_counter() - t0
+                codes = self._trained(i, conn, bitwise.sample_states_of(self.data.seed, i, ids))
                 self.stats["train_calls"] += 1
                 self.stats["rows_trained"] += len(part)
-                codes = self._read(cluster)
-                del cluster
                 for k, (key, _, _) in enumerate(part):
                     out[key] = codes[k].copy()
                     self._remember(key, out[key])
