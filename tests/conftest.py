@@ -75,6 +75,34 @@ def results_path(request, tmp_path):
 # ------------------------------------------------------------------ CUDA kernels in numba-cuda's simulator
 
 
+SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"  # numba-cuda's simulator: each GPU thread a Python thread
+# bitwise_cuda's sizes in the simulator: small blocks, and every batch boundary forced (ternary count
+# batches of one neuron, quad launches of one cluster, SPARSE scratch of a few neurons)
+BITWISE_SIMULATOR_SIZES = (("THREADS", 16), ("LANES", 4), ("COUNT_BYTES", 256), ("QUAD_BYTES", 64),
+                           ("SCRATCH_BYTES", 256))
+
+
+def shrink_bitwise_cuda(bitwise_cuda, monkeypatch) -> None:
+    """In the simulator, bitwise_cuda at BITWISE_SIMULATOR_SIZES (and numpy's uint64 hash wraps quietly,
+    as the GPU's does); on a real GPU, as it is."""
+    if SIMULATED:
+        import warnings
+
+        warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
+        for name, value in BITWISE_SIMULATOR_SIZES:
+            monkeypatch.setattr(bitwise_cuda, name, value)
+
+
+@pytest.fixture
+def cuda_kernels(monkeypatch):
+    """engine/bitwise_cuda.py on a real GPU or in the simulator (shrunk); the test is skipped elsewhere."""
+    bitwise_cuda = pytest.importorskip("ramsweep.engine.bitwise_cuda", reason="numba-cuda is not installed")
+    if not bitwise_cuda.available():
+        pytest.skip("no CUDA device (run with NUMBA_ENABLE_CUDASIM=1)")
+    shrink_bitwise_cuda(bitwise_cuda, monkeypatch)
+    return bitwise_cuda
+
+
 def run_in_the_simulator(test_file: str, leave_out: str) -> str:
     """Run `test_file` again under NUMBA_ENABLE_CUDASIM=1 (CUDA kernels on the CPU), its tests
     except `leave_out` (a -k expression); expect it to pass and return its summary line."""

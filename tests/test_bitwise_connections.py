@@ -4,8 +4,6 @@
 
 import dataclasses
 import json
-import os
-import warnings
 
 import numpy as np
 import pytest
@@ -273,20 +271,6 @@ def test_an_invalid_connections_checkpoint_is_set_aside_and_the_search_starts_ov
 
 # ---------------------------------------------------------------- CUDA: a real GPU, or NUMBA_ENABLE_CUDASIM=1
 
-SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
-
-
-@pytest.fixture
-def cuda_kernels(monkeypatch):
-    bitwise_cuda = pytest.importorskip("ramsweep.engine.bitwise_cuda", reason="numba-cuda is not installed")
-    if not bitwise_cuda.available():
-        pytest.skip("no CUDA device (run with NUMBA_ENABLE_CUDASIM=1)")
-    if SIMULATED:  # each GPU thread a Python thread: small blocks, every batch boundary forced
-        warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
-        for name, value in (("THREADS", 16), ("LANES", 4), ("COUNT_BYTES", 256), ("QUAD_BYTES", 64),
-                            ("SCRATCH_BYTES", 256)):
-            monkeypatch.setattr(bitwise_cuda, name, value)
-    return bitwise_cuda
 
 
 @pytest.mark.parametrize("cell_mode", ["ternary", "quad_weighted"])

@@ -10,12 +10,10 @@ kernels' blocks, quad thread splits and batch sizes shrunk (the kernels must giv
 for any of them, so this tests that too).
 """
 
-import os
-import warnings
 
 import numpy as np
 import pytest
-from conftest import run_in_the_simulator
+from conftest import SIMULATED, run_in_the_simulator, shrink_bitwise_cuda
 from test_bitwise import corpus, same_model, same_scores  # corpus: a learnable successor, and noise
 
 from ramsweep.config import bits_per_token
@@ -24,7 +22,6 @@ from ramsweep.engine import bitwise_reference as bw
 from ramsweep.engine.layout import DENSE, SPARSE
 
 bitwise_cuda = pytest.importorskip("ramsweep.engine.bitwise_cuda", reason="numba-cuda is not installed")
-SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 on_cuda = pytest.mark.skipif(not bitwise_cuda.available(), reason="no CUDA device (see the simulator test)")
 on_real_gpu = pytest.mark.skipif(SIMULATED or not bitwise_cuda.available(), reason="needs a real CUDA GPU")
 
@@ -34,11 +31,7 @@ def small_blocks(monkeypatch):
     """The simulator runs each GPU thread as a Python thread: keep blocks small, and force every
     batch boundary (ternary count batches of one neuron, quad launches of one cluster, SPARSE
     scratch of a few neurons)."""
-    if SIMULATED:
-        warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)  # numpy's uint64 hash wraps, as the GPU's
-        for name, value in (("THREADS", 16), ("LANES", 4), ("COUNT_BYTES", 256), ("QUAD_BYTES", 64),
-                            ("SCRATCH_BYTES", 256)):
-            monkeypatch.setattr(bitwise_cuda, name, value)
+    shrink_bitwise_cuda(bitwise_cuda, monkeypatch)
 
 
 

@@ -9,19 +9,16 @@ adapter (lavapipe here): clusters train there and are read by the CPU engine.
 """
 
 import math
-import os
-import warnings
 
 import numpy as np
 import pytest
+from conftest import SIMULATED
 from test_bitwise import corpus  # a learnable successor, and noise
 
 from ramsweep.engine import bitwise
 from ramsweep.engine import bitwise_reference as bw
 from ramsweep.engine.layout import DENSE, SPARSE
 from ramsweep.optimize.sizes import SizeScorer
-
-SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
 
 def same_scores(a: bitwise.Scores, b: bitwise.Scores) -> None:
@@ -148,19 +145,6 @@ def test_neuron_codes_are_the_clusters_lookups():
 
 
 # ---- CUDA: a real GPU, or NUMBA_ENABLE_CUDASIM=1 ---------------------------------------------------
-
-@pytest.fixture
-def cuda_kernels(monkeypatch):
-    bitwise_cuda = pytest.importorskip("ramsweep.engine.bitwise_cuda", reason="numba-cuda is not installed")
-    if not bitwise_cuda.available():
-        pytest.skip("no CUDA device (run with NUMBA_ENABLE_CUDASIM=1)")
-    if SIMULATED:  # each GPU thread a Python thread: small blocks, every batch boundary forced
-        warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
-        for name, value in (("THREADS", 16), ("LANES", 4), ("COUNT_BYTES", 256), ("QUAD_BYTES", 64),
-                            ("SCRATCH_BYTES", 256)):
-            monkeypatch.setattr(bitwise_cuda, name, value)
-    return bitwise_cuda
-
 
 @pytest.mark.parametrize("mode,empty_value", MODES, ids=[m for m, _ in MODES])
 def test_cuda_trains_and_reads_the_same_codes(cuda_kernels, mode, empty_value):
