@@ -5,7 +5,7 @@
 
 The research's pipeline: a 4 × 4 grid (neurons 50/100/150/200 × bits 14/16/18/20 for every bit
 cluster), then GA (30 × 50) and TS (30 neighbours × 5) on each cluster's neurons (10–300), then
-the same on its bits (10–24). The corpus is benchmarks/bitwise.py's synthetic Zipf corpus of
+the same on its bits (10–24), then on its connections (§5's search, the sizes fixed). The corpus is benchmarks/bitwise.py's synthetic Zipf corpus of
 WikiText-2's size (2.4 M / 250 k / 290 k tokens over 50,257 ids: 16 bit clusters), context 4,
 r 0.25, quad_weighted; fitness CE on the training split's last 10%. It runs through
 run_experiment (the sweep's path: search, the chosen model trained, validation, test) and prints
@@ -26,6 +26,8 @@ PIPELINE = [
     {"search": "grid", "neurons": [50, 100, 150, 200], "bits": [14, 16, 18, 20]},
     {"search": "neurons", "strategy": "GA+TS", "population": 30, "generations": 50, "neighbours": 30, "iterations": 5},
     {"search": "bits", "strategy": "GA+TS", "population": 30, "generations": 50, "neighbours": 30, "iterations": 5},
+    {"search": "connections", "strategy": "GA+TS", "population": 30, "generations": 50, "neighbours": 30,
+     "iterations": 5},
 ]
 SMALL = [
     {"search": "grid", "neurons": [10, 20], "bits": [8, 10]},
@@ -33,6 +35,8 @@ SMALL = [
      "range": [5, 40]},
     {"search": "bits", "strategy": "GA+TS", "population": 10, "generations": 5, "neighbours": 10, "iterations": 3,
      "range": [6, 12]},
+    {"search": "connections", "strategy": "GA+TS", "population": 6, "generations": 3, "neighbours": 6,
+     "iterations": 2},
 ]
 
 
@@ -65,8 +69,12 @@ def main() -> None:
     print("| phase | evaluations | seconds | best CE on the slice (first → last) | chosen (validation) |")
     print("|---|---|---|---|---|")
     for p in s["phases"]:
-        first = p["history"][0]
-        best = (first.get("best_ce", first.get("ce")), min(h.get("best_ce", h.get("ce")) for h in p["history"]))
+        if "connections" in p:  # §5's summary: the fitness slice's CE before and after
+            c = p["connections"]
+            best = (c["fitness_before"]["ce"], c["fitness_after"]["ce"])
+        else:
+            first = p["history"][0]
+            best = (first.get("best_ce", first.get("ce")), min(h.get("best_ce", h.get("ce")) for h in p["history"]))
         what = p["search"] + (f" {p['strategy'].upper()}" if p["strategy"] else "")
         print(f"| {what} | {p['evaluations']:,} | {p['seconds']:.1f} | {best[0]:.4f} → {best[1]:.4f} | "
               f"{p['chosen_label']} |")
