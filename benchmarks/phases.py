@@ -5,7 +5,8 @@
 
 The research's pipeline: a 4 × 4 grid (neurons 50/100/150/200 × bits 14/16/18/20 for every bit
 cluster), then GA (30 × 50) and TS (30 neighbours × 5) on each cluster's neurons (10–300), then
-the same on its bits (10–24), then on its connections (§5's search, the sizes fixed). The corpus is benchmarks/bitwise.py's synthetic Zipf corpus of
+the same on its bits (10–24), then on its connections (§5's search, the sizes fixed).
+The corpus is benchmarks/bitwise.py's synthetic Zipf corpus of
 WikiText-2's size (2.4 M / 250 k / 290 k tokens over 50,257 ids: 16 bit clusters), context 4,
 r 0.25, quad_weighted; fitness CE on the training split's last 10%. It runs through
 run_experiment (the sweep's path: search, the chosen model trained, validation, test) and prints
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="a small case on the CPU")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # the search's progress lines
+    logging.getLogger("numba").setLevel(logging.WARNING)  # numba-cuda's driver logs every free at INFO
     from bitwise import dataclass_replace_splits, run_on, zipf_corpus
 
     from ramsweep.engine.devices import describe

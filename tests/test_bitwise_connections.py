@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from ramsweep.config import Experiment
+from ramsweep.config import Experiment, bits_per_token
 from ramsweep.engine import bitwise
 from ramsweep.engine.layout import DENSE, SPARSE
 from ramsweep.optimize import search
@@ -362,3 +362,22 @@ def test_on_cuda_a_search_in_phases_ends_with_the_cpu_record(cuda_kernels, monke
     assert figures_of(gpu) == figures_of(cpu) and gpu.metrics == cpu.metrics
     assert gpu.search["phases"][1]["connections"]["evaluations"] > 0
     assert gpu.search.get("connectivity") == cpu.search.get("connectivity")
+
+
+@pytest.mark.parametrize("vocab, gray", [(50257, False), (1000, True), (1024, False), (5, False)])
+def test_the_focus_split_gives_the_closed_forms_log_z_and_target_score_for_any_focus_column(vocab, gray):
+    n_bits, n = bits_per_token(vocab), 300
+    star, branch = bitwise.branch_bits(vocab, n_bits, gray)
+    rng = np.random.default_rng(vocab)
+    p = np.clip(rng.random((n, n_bits)) ** 3, bitwise.P_MIN, 1 - bitwise.P_MIN)
+    log_p, log_q = np.log(p), np.log1p(-p)
+    targets = rng.integers(0, vocab, n).astype(np.int64)
+    log_z = np.empty(n)
+    bitwise.closed_forms(log_p, log_q, star, branch, 1.0, bitwise.LOG_Z, log_z, log_z)
+    target = bitwise.target_scores(log_p, log_q, targets)
+    for f in range(n_bits):
+        a0, a1, rest = np.empty(n), np.empty(n), np.empty(n)
+        bitwise.split_log_z(log_p, log_q, star, branch, f, a0, a1, rest, targets)
+        assert np.allclose(np.logaddexp(log_q[:, f] + a0, log_p[:, f] + a1), log_z, rtol=0, atol=1e-12)
+        bit = (targets >> (n_bits - 1 - f)) & 1
+        assert np.allclose(rest + np.where(bit, log_p[:, f], log_q[:, f]), target, rtol=0, atol=1e-12)

@@ -356,6 +356,56 @@ def closed_forms(log_p, log_q, star, branch, temperature, want, out, variance):
 
 
 @njit(cache=True, parallel=True, nogil=True)
+def split_log_z(log_p, log_q, star, branch, f, log_a0, log_a1, rest_target, target_codes):
+    """closed_forms' terms at T = 1 without bit f's factor, split by f's value: log_a0[e], log_a1[e]
+    = log Σ_{u real, u_f = 0 / 1} exp(Σ_{i≠f} w_i(u_i)), so that log Z = logaddexp(ln(1 − P_f) +
+    log_a0, ln P_f + log_a1) for any P_f; and rest_target[e] = Σ_{i≠f} the target's term. A term
+    where f is fixed (c*, or a branch at or below f) goes to its value's side; one where f is free
+    (a branch above f), to both. A candidate that changes column f alone is then O(1) an example."""
+    n, n_bits = log_p.shape
+    for e in prange(n):
+        rest_log = np.zeros(n_bits)  # Σ_{i>j, i≠f} log(e^{w_i(0)} + e^{w_i(1)})
+        for j in range(n_bits - 2, -1, -1):
+            rest_log[j] = rest_log[j + 1]
+            if j + 1 != f:
+                s0, s1 = log_q[e, j + 1], log_p[e, j + 1]
+                big, small = (s1, s0) if s1 >= s0 else (s0, s1)
+                rest_log[j] += big + math.log1p(math.exp(small - big))
+        side0, side1 = np.empty(n_bits + 1), np.empty(n_bits + 1)
+        m0, m1, above = 0, 0, 0.0
+        for j in range(n_bits):
+            on, off = (log_p[e, j], log_q[e, j]) if star[j] else (log_q[e, j], log_p[e, j])
+            if branch[j]:
+                term = above + rest_log[j] + (off if j != f else 0.0)
+                if j >= f:  # f fixed: at c*'s bit above j, at the other at j
+                    if star[f] == (j > f):
+                        side1[m1] = term
+                        m1 += 1
+                    else:
+                        side0[m0] = term
+                        m0 += 1
+                else:  # f free below j: both sides
+                    side0[m0], side1[m1] = term, term
+                    m0 += 1
+                    m1 += 1
+            if j != f:
+                above += on
+        if star[f]:
+            side1[m1] = above
+            m1 += 1
+        else:
+            side0[m0] = above
+            m0 += 1
+        log_a0[e] = logsumexp(side0, m0) if m0 else -np.inf
+        log_a1[e] = logsumexp(side1, m1) if m1 else -np.inf
+        acc = 0.0
+        for i in range(n_bits):
+            if i != f:
+                acc += log_p[e, i] if (target_codes[e] >> (n_bits - 1 - i)) & 1 else log_q[e, i]
+        rest_target[e] = acc
+
+
+@njit(cache=True, parallel=True, nogil=True)
 def best_codes(log_p, log_q, star, branch):
     """(n,) int64 the real code of highest s, ties to the lowest: of c* and each subcube's best
     (free bits 1 where ln P > ln(1 − P), else 0). Each candidate's s is summed in ascending i from

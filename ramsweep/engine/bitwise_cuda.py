@@ -19,10 +19,11 @@ mix(mix(mix(mix(seed) + "sample") + i) + n), keep iff (mix(S + t) ≫ 11) < R, i
   turns each 16 counts into a word of 2-bit codes (sign: TRUE, FALSE, EMPTY on 0), in batches of
   neurons whose counts fit COUNT_BYTES.
 - DENSE quad: order-exact. LANES threads a neuron, of every quad cluster in one launch. They
-  walk the examples LANES at a time: lane l hashes example base + l and builds its address into
-  shared memory (each example's hash and address made once a neuron), then every lane applies, in
-  ascending t, the writes of that step to the cells it owns (address mod LANES). Each cell sees
-  exactly its writes in ascending t: the sequential counter.
+  walk the examples LANES at a time: lane l hashes example base + l, builds its address into
+  shared memory (each example's hash and address made once a neuron) and marks it in the mask of
+  the lane that owns the address (address mod LANES; a shared atomic OR), then each lane applies
+  the writes its mask names in ascending t (a step's expected writes a lane: the kept share).
+  Each cell sees exactly its writes in ascending t: the sequential counter.
 Each neuron's sampling state S is computed once, on the host (bitwise.sample_states).
 - SPARSE: trained as DENSE in scratch (the kernels above), neurons in batches whose scratch fits
   SCRATCH_BYTES, then each neuron's row compacted to its written cells in ascending address (a
@@ -49,7 +50,8 @@ __all__ = ["available", "device_name", "free_memory", "read_clusters", "read_neu
            "train_rows"]
 
 THREADS = 128  # threads of a block (the simulator's tests shrink it)
-LANES = 32  # threads a neuron in quad training, each owning the addresses a ≡ lane (mod LANES); divides THREADS
+LANES = 128  # threads a neuron in quad training, each owning the addresses a ≡ lane (mod LANES); divides THREADS
+OWNED_WORDS = THREADS * ((LANES + 31) // 32)  # quad training's shared owner masks (a bit an example of a step)
 COUNT_BYTES = 1 << 30  # int32 net counts of one ternary training batch
 QUAD_BYTES = 1 << 33  # DENSE quad cells trained in one launch (clusters grouped up to this)
 SCRATCH_BYTES = 1 << 32  # DENSE scratch of one SPARSE training batch
@@ -181,14 +183,21 @@ def _train_quad(x, t, codes, n_bits, threshold, pair_slot, pair_cluster, pair_ne
                 row_start, cells):
     """LANES threads a neuron: neuron pair_neuron[p] of bit cluster pair_cluster[p] (sampling state
     pair_state[p]; launch slot pair_slot[p]: order[slot] the cluster's (neurons, max bits) wiring,
-    bits[slot] its width, its cells at row_start[slot] + n · 2**bits of the flat cells). Every
-    thread of a block runs the same steps (the barriers need it); a thread past the last neuron
-    only takes part in them."""
+    bits[slot] its width, its cells at row_start[slot] + n · 2**bits of the flat cells). A step
+    takes LANES examples, lane l example start + l: it hashes it, builds its address and sets bit l
+    of its owner's mask (the lane a ≡ owner mod LANES, a shared atomic OR); then each lane applies
+    the writes its mask names, in ascending l. Every thread of a block runs the same steps (the
+    barriers need it); a thread past the last neuron only takes part in them."""
     tid = cuda.threadIdx.x
     p = cuda.blockIdx.x * (cuda.blockDim.x // LANES) + tid // LANES
-    lane, first = uint64(tid % LANES), tid - tid % LANES  # first: this neuron's slot in the shared step
+    lane = tid % LANES
+    first = tid - lane  # this neuron's slots in the shared step
+    words = (LANES + 31) // 32
     step_addr = cuda.shared.array(THREADS, uint64)
-    step_write = cuda.shared.array(THREADS, uint8)  # 0: not kept, else 1 + y
+    step_write = cuda.shared.array(THREADS, uint8)  # 1 + y of a kept example
+    owned = cuda.shared.array(OWNED_WORDS, uint32)  # per lane, a bit per example of the step it writes
+    for w in range(words):
+        owned[tid * words + w] = uint32(0)
     live = p < pair_slot.shape[0]
     slot, cluster, n, state, width, base = 0, 0, 0, uint64(0), 0, int64(0)
     if live:
@@ -196,21 +205,26 @@ def _train_quad(x, t, codes, n_bits, threshold, pair_slot, pair_cluster, pair_ne
         width = bits[slot]
         base = row_start[slot] + int64(n) * (int64(1) << int64(width))
     shift = n_bits - 1 - cluster
+    cuda.syncthreads()
     for start in range(0, x.shape[0], LANES):
-        e = start + tid % LANES
-        write = uint8(0)
+        e = start + lane
         if live and e < x.shape[0] and _keeps(state, t[e], threshold):
-            step_addr[tid] = _address(x, e, order[slot], n, width)
-            write = uint8(1 + ((codes[e] >> shift) & 1))
-        step_write[tid] = write
+            a = _address(x, e, order[slot], n, width)
+            step_addr[tid] = a
+            step_write[tid] = uint8(1 + ((codes[e] >> shift) & 1))
+            owner = first + int32(a & uint64(LANES - 1))
+            cuda.atomic.or_(owned, owner * words + lane // 32, uint32(1) << uint32(lane % 32))
         cuda.syncthreads()
-        for k in range(LANES):
-            w = step_write[first + k]
-            if w != 0 and (step_addr[first + k] & uint64(LANES - 1)) == lane:
-                i = base + int64(step_addr[first + k])
+        for w in range(words):
+            m = owned[tid * words + w]
+            owned[tid * words + w] = uint32(0)
+            while m != uint32(0):
+                k = first + w * 32 + cuda.popc((m & (uint32(0) - m)) - uint32(1))  # the lowest bit: ascending t
+                m &= m - uint32(1)
+                i = base + int64(step_addr[k])
                 code = int32(cells[i])
                 c = int32(1) if code == 0 else code - int32(1)
-                c = min(c + int32(1), int32(3)) if w == 2 else max(c - int32(1), int32(0))
+                c = min(c + int32(1), int32(3)) if step_write[k] == 2 else max(c - int32(1), int32(0))
                 cells[i] = uint8(c + int32(1))
         cuda.syncthreads()
 
@@ -288,6 +302,22 @@ def _zero32(a):
         a[r, w] = 0
 
 
+_POOL: dict = {}  # name -> a device buffer, grown as needed, for results read before the next call
+
+
+def _pooled(name: str, size: int, dtype, zero: bool = False):
+    """A 1-D device buffer of `size` from the pool (zeroed on the device if asked): a connections
+    search trains and reads rows hundreds of times, and freeing big buffers synchronises."""
+    buf = _POOL.get(name)
+    if buf is None or buf.size < size or buf.dtype != dtype:
+        _POOL.pop(name, None)
+        buf = _POOL[name] = cuda.device_array(max(1, size), dtype=dtype)
+    buf = buf[:size]
+    if zero and size:
+        _zero8[-(-size // THREADS), THREADS](buf)
+    return buf
+
+
 def _zeros(shape, dtype):
     """A device array of zeros, made on the device (no host buffer of its size)."""
     d = cuda.device_array(shape, dtype=dtype)
@@ -302,6 +332,18 @@ def _zeros(shape, dtype):
 
 
 # --- host side: training -----------------------------------------------------------------------
+
+
+_RESIDENT: list = [None, None]  # the last training set uploaded, and its (x, t, codes) on the GPU
+
+
+def _resident(data) -> tuple:
+    """A training set's packed contexts, hashes' t and target codes on the GPU, uploaded once while it
+    is the last one trained on (a connections search trains rows on one set hundreds of times)."""
+    if _RESIDENT[0] is not data:
+        _RESIDENT[:] = [data, tuple(cuda.to_device(np.ascontiguousarray(a)) for a in (data.x, data.t,
+                                                                                        data.target_codes))]
+    return _RESIDENT[1]
 
 
 def _blocks(n: int) -> int:
@@ -325,7 +367,7 @@ def train_clusters(data, inputs, specs, cell_mode: str) -> tuple[list, list]:
             here.append((i, neurons, bits, storage))
     if not here:
         return [clusters[i] for i, *_ in specs], [tables.get(i) for i, *_ in specs]
-    x, t, codes = (cuda.to_device(np.ascontiguousarray(a)) for a in (data.x, data.t, data.target_codes))
+    x, t, codes = _resident(data)
     common = (x, t, codes, data.n_bits, data.seed, data.threshold)
     dense = [(i, 0, neurons, bits) for i, neurons, bits, storage in here if storage == DENSE]
     if quad:
@@ -383,7 +425,8 @@ def train_rows(data, inputs, i: int, conn: np.ndarray, states: np.ndarray, cell_
     wiring conn[r], its stream states[r]): (BitCluster of those rows, its table for
     read_neuron_codes). DENSE cells stay on the GPU (the table holds them); SPARSE rows are
     compacted from DENSE scratch to the host (table None: read_neuron_codes uploads them), or
-    trained by the CPU engine when one row's scratch is over SCRATCH_BYTES."""
+    trained by the CPU engine when one row's scratch is over SCRATCH_BYTES. DENSE quad cells are a
+    pooled buffer's: valid until the next train_rows call (the search reads them at once)."""
     quad = cell_mode != bitwise.TERNARY
     conn = np.ascontiguousarray(conn, dtype=np.int32)
     states = np.ascontiguousarray(states, dtype=np.uint64)
@@ -392,12 +435,12 @@ def train_rows(data, inputs, i: int, conn: np.ndarray, states: np.ndarray, cell_
         return bitwise.train_rows(data, inputs, i, conn, states, cell_mode, SPARSE), None
     masks, order, _ = wire(conn, inputs)
     wired = {i: (conn, masks, order, cuda.to_device(np.ascontiguousarray(order)))}
-    x, t, codes = (cuda.to_device(np.ascontiguousarray(a)) for a in (data.x, data.t, data.target_codes))
+    x, t, codes = _resident(data)
     common = (x, t, codes, data.n_bits, data.seed, data.threshold)
     if storage == SPARSE:
         return _train_sparse(common, i, rows, bits, quad, wired, states), None
     if quad:
-        (d_cells,) = _train_quad_group(common, [(i, 0, rows, bits)], wired, {i: states})
+        (d_cells,) = _train_quad_group(common, [(i, 0, rows, bits)], wired, {i: states}, pooled=True)
     else:
         d_cells = _train_ternary(common, i, rows, bits, wired[i][3], states)
     return _on_gpu(wired[i], d_cells, cell_mode), (KIND_QUAD if quad else KIND_TERNARY, wired[i][3], d_cells)
@@ -460,7 +503,7 @@ def _groups(dense: list) -> list[list]:
     return groups + ([current] if current else [])
 
 
-def _train_quad_group(common, group: list, wired: dict, states: dict | None = None) -> list:
+def _train_quad_group(common, group: list, wired: dict, states: dict | None = None, pooled: bool = False) -> list:
     """The group's quad cells [(cluster, first neuron lo, end neuron hi, bits)], one launch for all
     its neurons: per entry a (hi − lo, 2**bits) uint8 device array (views of one flat buffer).
     Neuron n of cluster i: row n of wired[i]'s order, sampling with states[i][n] (by default the
@@ -468,7 +511,7 @@ def _train_quad_group(common, group: list, wired: dict, states: dict | None = No
     x, t, codes, n_bits, seed, threshold = common
     sizes = [(hi - lo) << bits for _, lo, hi, bits in group]
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    flat = _zeros(int(sum(sizes)), np.uint8)
+    flat = _pooled("cells", int(sum(sizes)), np.uint8, zero=True) if pooled else _zeros(int(sum(sizes)), np.uint8)
     max_neurons, max_bits = max(s[2] for s in group), max(s[3] for s in group)
     order = np.zeros((len(group), max_neurons, max_bits), dtype=np.uint16)
     for slot, (i, _, hi, bits) in enumerate(group):
@@ -560,7 +603,7 @@ def read_neuron_codes(cluster, x: np.ndarray, table=None) -> np.ndarray:
     none32, none8 = cuda.to_device(_NONE32), cuda.to_device(_NONE8)
     no_sparse = tuple(cuda.to_device(a) for a in (np.zeros(2, np.int64), np.zeros(1, np.uint32), np.zeros(1, np.uint8)))
     offsets, keys, vals = cells if kind == KIND_SPARSE else no_sparse
-    out = cuda.device_array((cluster.neurons, n), dtype=np.uint8)
+    out = _pooled("codes", cluster.neurons * n, np.uint8).reshape(cluster.neurons, n)  # copied out below
     _read_neuron_codes[_blocks(n), THREADS](cuda.to_device(np.ascontiguousarray(x)), order, kind,
                                             cells if kind == KIND_TERNARY else none32,
                                             cells if kind == KIND_QUAD else none8, offsets, keys, vals, out)

@@ -24,6 +24,7 @@ read_neuron_codes reading them where they trained): the same cells and codes. WG
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -86,6 +87,37 @@ def swapped_sums(quarters, empty, none, matrix, old, new, out_quarters, out_empt
             n_empty += ((w >> 3) & 1) - ((v >> 3) & 1)
             n_none += ((w >> 4) & 1) - ((v >> 4) & 1)
         out_quarters[e], out_empty[e], out_none[e] = q, n_empty, n_none
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def focus_losses(quarters, n_empty, matrix, old, new, empty_value, neurons, log_a0, log_a1, rest_target,
+                 target_bit, out):
+    """Per example the CE at T = 1 of the model whose focus cluster has the sums (quarters, #EMPTY)
+    with its neurons `old` (rows of matrix) swapped for the rows of new (swapped_sums' integers)
+    and whose other clusters are as when bitwise.split_log_z split them: P (p_of_quarters'
+    expression, clamped as bit_logs), log Z = logaddexp(ln(1 − P) + log_a0, ln P + log_a1), minus
+    the target's score; into out (n,). A block of examples at a time, a row at a time within it
+    (each row read in order)."""
+    n, block = quarters.shape[0], 2048
+    for c in prange((n + block - 1) // block):
+        lo = c * block
+        hi = min(n, lo + block)
+        q = quarters[lo:hi].copy()
+        m = n_empty[lo:hi].copy()
+        for k in range(old.shape[0]):
+            was, now = matrix[old[k], lo:hi], new[k, lo:hi]
+            for e in range(hi - lo):
+                v, w = np.int64(was[e]), np.int64(now[e])
+                q[e] += (w & 7) - (v & 7)
+                m[e] += ((w >> 3) & 1) - ((v >> 3) & 1)
+        for e in range(hi - lo):
+            p = (q[e] / 4.0 + empty_value * m[e]) / neurons
+            p = min(max(p, bitwise.P_MIN), 1.0 - bitwise.P_MIN)
+            log_p, log_q = math.log(p), math.log1p(-p)
+            a, b = log_q + log_a0[lo + e], log_p + log_a1[lo + e]
+            big, small = (a, b) if a >= b else (b, a)
+            out[lo + e] = (big + math.log1p(math.exp(small - big)) - rest_target[lo + e]
+                           - (log_p if target_bit[lo + e] else log_q))
 
 
 def row_key(i: int, neuron: int, row: np.ndarray) -> tuple:
@@ -157,6 +189,10 @@ class ConnectionScorer:
         self._rows: OrderedDict[tuple, np.ndarray] = OrderedDict()  # row_key -> (n_examples,) uint8 increments
         self._matrices: OrderedDict[int, tuple] = OrderedDict()  # i -> (codes (neurons, n_examples), q, empty, none)
         self.focus: int | None = None
+        self._split: tuple | None = None  # the focus cluster's (log_a0, log_a1, rest_target, target_bit)
+        self._losses = np.empty(self.n_examples)
+        self._no_change = (np.zeros(0, dtype=np.int64), np.zeros((0, self.n_examples), dtype=np.uint8))
+        self._new_codes = np.empty((max(self.neurons), self.n_examples), dtype=np.uint8)
         self.evaluations = 0
         self.stats = {"rows_trained": 0, "rows_reused": 0, "train_calls": 0, "train_s": 0.0, "read_s": 0.0,
                       "score_s": 0.0}
@@ -173,7 +209,7 @@ class ConnectionScorer:
         """The unit searched now (its cluster's codes stay at hand); rewired rows of other clusters go."""
         i = int(np.asarray(clusters).ravel()[0])
         if i != self.focus:
-            self.focus = i
+            self.focus, self._split = i, None
             for key in [k for k in self._rows if k[0] != i]:
                 del self._rows[key]
             self._matrix(i)
@@ -211,17 +247,22 @@ class ConnectionScorer:
                 self._set_column(i, q, n_empty, n_none)
         for t, idx, new in changes:
             self.conn[t][np.asarray(idx)] = new
+        if any(i != self.focus and plan[i][0].shape[0] for i in plan):
+            self._split = None  # the focus cluster's split holds the others' columns
         return self.current()
 
     def current(self) -> Value:
-        """The fitness of the current connectivity."""
-        return self._of(self._log_p, self._log_q)
+        """The fitness of the current connectivity (its CE as a candidate's, see _value)."""
+        value = self._of(self._log_p, self._log_q)
+        if self.kind == "ce" and self.focus is not None:
+            value = Value(*(self._focus_ce(*self._no_change),) * 2, value.accuracy, None)
+        return value
 
     def release(self) -> None:
         """Drop the cached codes (the search is over; current() and scores() still answer)."""
         self._rows.clear()
         self._matrices.clear()
-        self.focus = None
+        self.focus, self._split = None, None
 
     def scores(self) -> bitwise.Scores:
         """The current connectivity's Scores on the score split: bitwise.score(bitwise.train(...,
@@ -244,8 +285,21 @@ class ConnectionScorer:
         return {row_key(i, n, r): (i, int(n), r) for i, (neurons, new) in plan.items() for n, r in zip(neurons, new)}
 
     def _value(self, plan: dict, rows: dict, both: bool = True) -> Value:
-        """A candidate's fitness: its clusters' columns from the swapped sums, the others' as they are."""
+        """A candidate's fitness: its clusters' columns from the swapped sums, the others' as they are.
+        A CE fitness whose candidate changes the focus cluster alone (the search's) is read from the
+        focus's split (bitwise.split_log_z: O(1) an example, not the closed forms' O(B)): the same
+        CE to rounding, and current() reads it so too, so a committed candidate keeps its value."""
         t0 = time.perf_counter()
+        changed = [i for i, (neurons, _) in plan.items() if neurons.shape[0]]
+        if self.kind == "ce" and not both and self.focus is not None and set(changed) <= {self.focus}:
+            neurons, new_codes = self._no_change
+            if changed:
+                neurons, new = plan[self.focus]
+                new_codes = np.stack([rows[row_key(self.focus, n, r)] for n, r in zip(neurons, new)],
+                                     out=self._new_codes[: neurons.shape[0]])
+            ce = self._focus_ce(neurons, new_codes)
+            self.stats["score_s"] += time.perf_counter() - t0
+            return Value(ce, ce, float("nan"), None)
         saved = {}
         for i, (neurons, new) in plan.items():
             if not neurons.shape[0]:
@@ -276,6 +330,19 @@ class ConnectionScorer:
         if both or self.kind == "accuracy":
             accuracy = float((bitwise.best_codes(log_p, log_q, self.star, self.branch) == self.target_codes).mean())
         return Value(ce if self.kind == "ce" else -accuracy, ce, accuracy, None)
+
+    def _focus_ce(self, neurons: np.ndarray, new_codes: np.ndarray) -> float:
+        """The mean CE with the focus cluster's `neurons` rewired to the rows new_codes, the other
+        clusters' columns as they are."""
+        f = self.focus
+        codes, q, n_empty, _ = self._matrix(f)
+        if self._split is None:
+            split = tuple(np.empty(self.n_examples) for _ in range(3))
+            bitwise.split_log_z(self._log_p, self._log_q, self.star, self.branch, f, *split, self.target_codes)
+            self._split = (*split, ((self.target_codes >> (self.n_bits - 1 - f)) & 1).astype(np.bool_))
+        losses = self._losses
+        focus_losses(q, n_empty, codes, neurons, new_codes, self.empty_value, self.neurons[f], *self._split, losses)
+        return float(losses.mean())
 
     def _set_column(self, i: int, q: np.ndarray, n_empty: np.ndarray, n_none: np.ndarray) -> None:
         """Cluster i's P column from its sums: read_cluster's float exactly, then clamped and logged."""
@@ -417,9 +484,9 @@ def run(exp: Experiment, scorer: ConnectionScorer, validate: Callable[[list[np.n
     ctx = search.Context(scorer, opt, genomes, lambda s: checkpoint(checkpoints.encode(s, scorer, exp)), progress,
                          deadline)
     state = search.run(ctx, state)
-    after = figure(scorer.current(), opt.fitness)
     search_s = time.perf_counter() - t0
     scorer.release()  # its codes: the candidates' models need the memory
+    after = figure(scorer.current(), opt.fitness)  # no focus now: the full closed forms, as `before`
 
     found = [("start", [c.copy() for c in scorer.drawn]), ("final", [c.copy() for c in scorer.conn])]
     for k, (_, cand) in enumerate(state["top"]):

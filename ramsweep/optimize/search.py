@@ -86,7 +86,9 @@ def mutate(cand: Candidate, rate: float, rng: np.random.Generator, n_input: int,
     move = []
     for seg, (rows, where) in enumerate(zip(out, hits)):
         for n, j in where:
-            unused = np.setdiff1d(np.arange(n_input, dtype=np.int32), rows[n], assume_unique=True)
+            free = np.ones(n_input, dtype=np.bool_)
+            free[rows[n]] = False
+            unused = np.flatnonzero(free)  # setdiff1d(arange(n_input), rows[n]): the same sorted values
             new = unused[int(rng.integers(unused.shape[0]))]
             move.append((seg, int(n), int(j), int(rows[n, j]), int(new)))
             rows[n, j] = new
