@@ -128,11 +128,13 @@ def zipf_corpus(vocab_size: int = GPT2_VOCAB):
                   **split)
 
 
-def run_on(exp, corpus, device: str):
+def run_on(exp, corpus, device: str, artifacts: str | None = None):
+    """The record of `exp` on `device` through the sweep's path, and its seconds (`artifacts`: a
+    folder for a search's checkpoint, so a run cut short resumes there)."""
     from ramsweep.sweep.experiment import Task, run_experiment
 
     t = time.perf_counter()
-    record = run_experiment(Task(exp.model_copy(update={"device": device}), exp.name, "bench"), corpus)
+    record = run_experiment(Task(exp.model_copy(update={"device": device}), exp.name, "bench", artifacts), corpus)
     assert record.ok, record.traceback
     return record, time.perf_counter() - t
 

@@ -51,6 +51,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", action="store_true", help="the research's pipeline at WikiText-2 size on cuda")
     parser.add_argument("--small", action="store_true", help="a small case on the CPU")
+    parser.add_argument("--artifacts", help="a folder for the search's checkpoint: a run cut short resumes there "
+                                            "(each phase's seconds then add up over the runs)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # the search's progress lines
     logging.getLogger("numba").setLevel(logging.WARNING)  # numba-cuda's driver logs every free at INFO
@@ -62,7 +64,7 @@ def main() -> None:
     corpus = zipf_corpus() if args.gpu else dataclass_replace_splits(zipf_corpus(2_000), 60_000)
     exp = pipeline_experiment(PIPELINE if args.gpu else SMALL, *((150, 18) if args.gpu else (15, 9)))
     t0 = time.perf_counter()
-    record, wall = run_on(exp, corpus, device)
+    record, wall = run_on(exp, corpus, device, args.artifacts)
     s = record.search
     print(f"## Search in phases on {describe(device)} ({numba.get_num_threads()} numba threads)\n")
     print(f"{len(corpus.train):,} / {len(corpus.validation):,} / {len(corpus.test):,} tokens over "
@@ -71,16 +73,21 @@ def main() -> None:
     print("| phase | evaluations | seconds | best CE on the slice (first → last) | chosen (validation) |")
     print("|---|---|---|---|---|")
     for p in s["phases"]:
+        seconds = p["seconds"]
         if "connections" in p:  # §5's summary: the fitness slice's CE before and after
             c = p["connections"]
             best = (c["fitness_before"]["ce"], c["fitness_after"]["ce"])
+            seconds = c["history"][-1]["elapsed_s"] if c["history"] else seconds  # over resumed runs too
         else:
             first = p["history"][0]
             best = (first.get("best_ce", first.get("ce")), min(h.get("best_ce", h.get("ce")) for h in p["history"]))
         what = p["search"] + (f" {p['strategy'].upper()}" if p["strategy"] else "")
-        print(f"| {what} | {p['evaluations']:,} | {p['seconds']:.1f} | {best[0]:.4f} → {best[1]:.4f} | "
+        print(f"| {what} | {p['evaluations']:,} | {seconds:.1f} | {best[0]:.4f} → {best[1]:.4f} | "
               f"{p['chosen_label']} |")
-    print(f"\nEnd to end (search, the chosen model trained, validation, test): **{wall:.1f} s** "
+    total = sum(p["connections"]["history"][-1]["elapsed_s"] if "connections" in p and p["connections"]["history"]
+                else p["seconds"] for p in s["phases"])
+    print(f"\nThe phases' seconds add up to {total:.1f} s (over every run of a resumed search).")
+    print(f"\nEnd to end in this run (search, the chosen model trained, validation, test): **{wall:.1f} s** "
           f"(search {s['search_s']:.1f} s; {time.perf_counter() - t0:.1f} s with this script's set-up); "
           f"test CE {record.metrics.test.ce:.4f} (start's {s['before']['test']['ce']:.4f})")
 

@@ -86,9 +86,9 @@ def main() -> None:
         row = one_seed(exps[seed], corpus)
         print(json.dumps(row), flush=True)
         out.append(row)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"tokenizer": args.tokenizer, "corpus": corpus.fingerprint, "seeds": out}, f, indent=1)
+        if args.out:  # after every seed: a run cut short keeps the seeds it finished
+            with open(args.out, "w") as f:
+                json.dump({"tokenizer": args.tokenizer, "corpus": corpus.fingerprint, "seeds": out}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ from ramsweep.optimize.sizes import scored_examples
 
 ROW_CACHE_BYTES = 1 << 30  # rewired neurons' codes on the fitness slice, least recently used dropped first
 MATRIX_CACHE_BYTES = 2 << 30  # each cluster's current neurons' codes (the unit searched is always kept)
-BATCH_BYTES = 1 << 30  # the new codes (and trained cells) one training call may hold
+BATCH_BYTES = 1 << 30  # the new codes (and trained cells, on the CPU) one training call may hold
+GPU_BATCH_BYTES = 16 << 30  # DENSE cells one training call may hold on a GPU (at most half its free memory)
 
 
 @dataclass(frozen=True)
@@ -413,7 +414,11 @@ class ConnectionScorer:
             bits = self.bits[i]
             cells = (bitwise.dense_row_bytes(self.cell_mode, bits) if self.storage[i] == DENSE
                      else min(2.0**bits, self.data.t.shape[0]) * bitwise.sparse_cell_bytes(bits))
-            per_call = max(1, int(self.batch_bytes // (cells + self.n_examples)))
+            if self.gpu is not None and self.storage[i] == DENSE:  # the cells stay on the GPU: its room
+                room = min(GPU_BATCH_BYTES, self.gpu.free_memory() // 2)
+                per_call = max(1, min(int(room // cells), int(self.batch_bytes // self.n_examples)))
+            else:
+                per_call = max(1, int(self.batch_bytes // (cells + self.n_examples)))
             for lo in range(0, len(items), per_call):
                 part = items[lo:lo + per_call]
                 ids = np.array([n for _, n, _ in part], dtype=np.int64)
