@@ -306,16 +306,18 @@ def test_on_cuda_the_drawn_codes_come_from_the_gpu_and_a_rewired_cluster_trains_
 def test_on_cuda_a_scorer_trains_its_rows_on_the_gpu_with_the_same_fitness(cell_mode, memory, cuda_kernels,
                                                                            monkeypatch):
     """Given gpu, the rewired rows train and are read on the GPU (a cluster's new rows in one call,
-    and the drawn codes by default): the same fitness values, commits and scores as on the CPU."""
-    calls = []
+    and the drawn codes by default), DENSE even for SPARSE clusters (only their codes are read):
+    the same fitness values, commits and scores as on the CPU."""
+    calls, kinds = [], set()
     real = cuda_kernels.train_rows
-    monkeypatch.setattr(cuda_kernels, "train_rows", lambda *a: calls.append(a[3].shape[0]) or real(*a))
+    monkeypatch.setattr(cuda_kernels, "train_rows", lambda *a: calls.append(a[3].shape[0]) or kinds.add(a[6]) or
+                        real(*a))
     tokens, score_tokens = corpus().train[:240] % 13, corpus().validation[:50] % 13
     kw = dict(codes=np.arange(13), context=2, seed=SEED, sample_rate=0.5, cell_mode=cell_mode, memory=memory,
               neurons=[2, 3, 2, 3], bits=[3, 5, 4, 4], empty_value=0.5 if cell_mode == "ternary" else 0.0)
     on_gpu = ConnectionScorer(tokens, score_tokens, 13, gpu=cuda_kernels, **kw)
     here = ConnectionScorer(tokens, score_tokens, 13, **kw)
-    assert on_gpu.storage == [memory] * 4 and calls == [2, 3, 2, 3]  # the drawn codes, trained there
+    assert on_gpu.storage == [memory] * 4 and calls == [2, 3, 2, 3] and kinds == {DENSE}  # the drawn codes there
     assert on_gpu.current() == here.current()
     rng = np.random.default_rng(5)
     for scorer in (on_gpu, here):

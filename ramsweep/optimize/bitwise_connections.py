@@ -18,7 +18,9 @@ bitwise.p_of_quarters gives the same P float, and the closed forms the same CE a
 Codes are cached per (cluster, neuron, connections as a set), so a GA child made of neurons seen
 before costs no training; the new neurons of a generation are trained together (a cluster's in one
 call), on the CPU engine or, given `gpu` = engine/bitwise_cuda.py, by its kernels (train_rows, and
-read_neuron_codes reading them where they trained): the same cells and codes. WGSL's kernels
+read_neuron_codes reading them where they trained; DENSE there even for a SPARSE cluster, whose
+absent cell is the DENSE cell never written): the same cells and codes. Under a CE fitness a
+candidate that changes the focus cluster alone is scored from its split closed forms (_focus_ce). WGSL's kernels
 (bitwise_wgpu) have no train_rows: with them the rows train on the CPU engine.
 """
 
@@ -46,6 +48,7 @@ from ramsweep.optimize.sizes import scored_examples
 ROW_CACHE_BYTES = 1 << 30  # rewired neurons' codes on the fitness slice, least recently used dropped first
 MATRIX_CACHE_BYTES = 2 << 30  # each cluster's current neurons' codes (the unit searched is always kept)
 BATCH_BYTES = 1 << 30  # the new codes (and trained cells, on the CPU) one training call may hold
+GPU_ROW_BYTES = 1 << 30  # a row trains DENSE on a GPU up to this (its codes are all the search reads)
 GPU_BATCH_BYTES = 16 << 30  # DENSE cells one training call may hold on a GPU (at most half its free memory)
 
 
@@ -384,7 +387,7 @@ class ConnectionScorer:
         t0 = time.perf_counter()
         if self.gpu is not None:
             cluster, table = self.gpu.train_rows(self.data, self.inputs, i, conn, states, self.cell_mode,
-                                                 self.storage[i])
+                                                 self._row_storage(i))
         else:
             cluster, table = bitwise.train_rows(self.data, self.inputs, i, conn, states, self.cell_mode,
                                                 self.storage[i]), None
@@ -399,6 +402,14 @@ class ConnectionScorer:
         self.stats["read_s"] += time.perf_counter() - t0
         return codes
 
+    def _row_storage(self, i: int) -> str:
+        """How cluster i's rows train here: as its storage, but DENSE on a GPU wherever a row's DENSE
+        cells fit GPU_ROW_BYTES. Only the rows' codes are read, and a SPARSE cell absent is the
+        DENSE cell never written (EMPTY): the same codes, without compacting the rows to the host."""
+        if self.gpu is not None and bitwise.dense_row_bytes(self.cell_mode, self.bits[i]) <= GPU_ROW_BYTES:
+            return DENSE
+        return self.storage[i]
+
     def _codes_of(self, wanted: dict[tuple, tuple[int, int, np.ndarray]]) -> dict[tuple, np.ndarray]:
         """Each wanted row's (n_examples,) code increments: from the cache, else trained (those of a
         cluster together, in calls of at most batch_bytes of cells and codes) and cached."""
@@ -412,9 +423,9 @@ class ConnectionScorer:
                 todo.setdefault(what[0], []).append((key, what[1], what[2]))
         for i, items in todo.items():
             bits = self.bits[i]
-            cells = (bitwise.dense_row_bytes(self.cell_mode, bits) if self.storage[i] == DENSE
+            cells = (bitwise.dense_row_bytes(self.cell_mode, bits) if self._row_storage(i) == DENSE
                      else min(2.0**bits, self.data.t.shape[0]) * bitwise.sparse_cell_bytes(bits))
-            if self.gpu is not None and self.storage[i] == DENSE:  # the cells stay on the GPU: its room
+            if self.gpu is not None and self._row_storage(i) == DENSE:  # the cells stay on the GPU: its room
                 room = min(GPU_BATCH_BYTES, self.gpu.free_memory() // 2)
                 per_call = max(1, min(int(room // cells), int(self.batch_bytes // self.n_examples)))
             else:
