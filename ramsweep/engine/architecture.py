@@ -34,6 +34,7 @@ class Plan:
     bound_bytes: int  # at most the trained model's arrays: --dry-run's memory, the longest first
     input_bits: int  # one training context's packed input
     gpu_resident: bool = False  # whether a GPU holds every unit at once (else one unit at a time)
+    lookups: int = 0  # neurons one example reads when scored: the measure of its time (sweep/estimate.py)
 
 
 class Architecture(Protocol):

@@ -50,7 +50,8 @@ class BitwiseOutput:
         bound = bitwise.estimate_memory_bytes(freq.vocab_size, exp.context, examples, **sizes)
         units = tuple(f"bit cluster {i} ({n} neurons of {b} bits)" for i, (n, b) in enumerate(zip(neurons, bits)))
         # on a GPU every cluster's cells stay there from training to the last lookup
-        return Plan(units, tuple(expected), bound, exp.input_bits(freq.vocab_size), gpu_resident=True)
+        return Plan(units, tuple(expected), bound, exp.input_bits(freq.vocab_size), gpu_resident=True,
+                    lookups=sum(neurons))
 
     def train(self, exp: Experiment, corpus, device: str, progress, sizes=None, connectivity=None):
         """The model, of the experiment's sizes or of `sizes` ((neurons, bits) per cluster: a search's),

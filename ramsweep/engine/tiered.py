@@ -28,7 +28,8 @@ class Tiered:
         units = tuple(f'tier {t.index + 1} "{exp.tiers.tiers[t.index]}"' for t in layout.tiers)
         unit_bytes = tuple(expected_tier_bytes(layout, t) + (expected_tier_bytes(layout, gates[t.index])
                                                                if t.index in gates else 0) for t in layout.tiers)
-        return Plan(units, unit_bytes, estimate_memory_bytes(layout), layout.n_input)
+        return Plan(units, unit_bytes, estimate_memory_bytes(layout), layout.n_input,
+                    lookups=sum(t.n_neurons for t in layout.tiers + layout.gates))
 
     def train(self, exp: Experiment, corpus, device: str, progress):
         device = "cuda" if device == "cuda" else "cpu"  # no WGSL training kernel: the CPU engine trains for wgpu

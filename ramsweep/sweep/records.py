@@ -281,6 +281,8 @@ class Runner(BaseModel):
     planned: int  # experiments in its plan
     left: int  # of those, how many still need running (its own in flight included)
     jobs: int = 1
+    eta_s: float | None = None  # its estimate of its plan's time left (sweep/estimate.py), None: none yet
+    estimate: str | None = None  # how that estimate was made
 
     @property
     def label(self) -> str:

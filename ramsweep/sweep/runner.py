@@ -31,6 +31,7 @@ from ramsweep.errors import ConfigError, ExecutorLost
 from ramsweep.sets import load_set
 from ramsweep.sweep.artifacts import folder_of
 from ramsweep.sweep.claims import STALE_S, Claims, looks_live
+from ramsweep.sweep.estimate import Work, estimate, work_of
 from ramsweep.sweep.executors import Executor, InProcess, ProcessPool, cores
 from ramsweep.sweep.experiment import Task, describe_record, environment, interrupted_record, now, stopped_record
 from ramsweep.sweep.interrupts import Interrupted, deferred, raise_if_swallowed, raising_on_signals
@@ -75,6 +76,7 @@ class Sweep:
     planned: dict[str, Planned]
     store: Store
     options: Options
+    work: dict[str, Work] = field(default_factory=dict)  # each experiment's work (estimate.py), once checked
 
 
 def run_set(
@@ -269,6 +271,7 @@ def check_before_any_work(sweep: Sweep) -> dict[str, int]:
         plan = architecture.of(exp).plan(exp, freq)  # checks the config against the data first
         check_fits(exp, plan, freq.tokens, devices.setdefault(exp.device, resolve(exp.device)))
         sizes[key] = plan.bound_bytes
+        sweep.work[key] = work_of(exp, plan)
         if exp.optimize is not None:  # the search's model, a retrained candidate beside the start, its rows
             from ramsweep.optimize.cpu import POOL_BYTES  # the search's kernels: imported only for a search
 
@@ -284,18 +287,24 @@ def execute(sweep: Sweep, executor: Executor, summary: RunSummary, progressed: C
     experiments' memory estimates (`sizes`), the biggest are claimed first: the longest then
     start early and no slot is left running one alone at the end (longest first)."""
     tracker = tracker or Tracker()
+    in_flight: dict[str, Flight] = {}
 
     def about() -> dict:  # called under the lock, every heartbeat
         latest = sweep.store.summaries()
-        left = sum(needs_running(key, latest.get(key), sweep.options) for key in sweep.planned)
-        return {"set": sweep.exp_set.name, "planned": len(sweep.planned), "left": left, "jobs": executor.capacity}
+        todo = [key for key in sweep.planned if needs_running(key, latest.get(key), sweep.options)]
+        told = {"set": sweep.exp_set.name, "planned": len(sweep.planned), "left": len(todo), "jobs": executor.capacity}
+        if sweep.work:  # this runner's estimate of its plan's time left, for status and serve without --set
+            done = {k: h.seconds for k, h in latest.items() if k in sweep.work and h.ok and h.seconds is not None}
+            running = {k: (time.monotonic() - f.t0, None) for k, f in in_flight.items()}
+            guess = estimate(sweep.work, done, todo, running, executor.capacity)
+            told |= {"eta_s": guess.seconds, "estimate": guess.how}
+        return told
 
     claims = Claims(sweep.store, about=about, progress=tracker.published)
     attempted: set[str] = set()
     keys = [(k, p.experiment.name) for k, p in sweep.planned.items()]
     if sizes and executor.capacity > 1:
         keys.sort(key=lambda kn: -sizes.get(kn[0], 0))
-    in_flight: dict[str, Flight] = {}
     waiting_on: set[str] = set()
 
     def needed(key: str, latest) -> bool:

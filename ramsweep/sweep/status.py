@@ -11,9 +11,12 @@ from pathlib import Path
 
 from ramsweep.config import ExperimentSet
 from ramsweep.data import load_corpus
-from ramsweep.errors import StoreError
+from ramsweep.engine import architecture
+from ramsweep.engine.layout import Frequencies
+from ramsweep.errors import ConfigError, StoreError
 from ramsweep.sets import load_set
 from ramsweep.sweep.claims import STALE_S, looks_live
+from ramsweep.sweep.estimate import Estimate, Work, estimate, kind_of, work_of
 from ramsweep.sweep.plan import needs_running, plan
 from ramsweep.sweep.records import FAILED, INTERRUPTED, Claim, Runner, Summary
 from ramsweep.sweep.store import Store, cache_dir, open_store
@@ -44,6 +47,7 @@ class SweepStatus:
     lock: str | None = None  # a warning when a runner has held the results lock for long
     live_runners: list[Runner] = field(default_factory=list)  # as they announce themselves (claims.py)
     claims: dict[str, Claim] = field(default_factory=dict)  # the live claims, with their progress
+    how: str = ""  # how eta_s was made (sweep/estimate.py), or why there is none
 
 
 def status(results: str | Path | Store, set_: str | ExperimentSet | None = None, *, data=None) -> SweepStatus:
@@ -60,8 +64,9 @@ def status(results: str | Path | Store, set_: str | ExperimentSet | None = None,
     live = {k: c for k, c in store.claims().items() if looks_live(c)}
     announced = [r for r in store.runners().values() if looks_live(r)]
 
+    work = None
     if set_ is not None:
-        names = planned_names(set_, data, store.path)
+        names, work = planned_work(set_, data, store.path)
     else:
         names = {k: r.name for k, r in latest.items()} | {k: c.name for k, c in live.items()}
     rows = [row(key, name, latest.get(key), live.get(key), now) for key, name in names.items()]
@@ -76,16 +81,23 @@ def status(results: str | Path | Store, set_: str | ExperimentSet | None = None,
         per_set = {r.set: r.left for r in sorted(announced, key=lambda r: r.heartbeat)}
         left = sum(per_set.values())
         counts[PENDING] = max(0, left - counts[RUNNING])
-    eta_s = None
-    if median_s is not None and left:
-        elapsed = [now - datetime.fromisoformat(c.since).timestamp() for c in live.values()]
-        running_left = sum(max(0.0, median_s - e) for e in elapsed)
-        # as many at a time as the runners run (their --jobs, where they announce it)
-        slots = sum(r.jobs for r in announced) or len(live)
-        eta_s = ((left - counts[RUNNING]) * median_s + running_left) / max(1, slots)
+    # as many at a time as the runners run (their --jobs, where they announce it)
+    slots = sum(r.jobs for r in announced) or len(live) or 1
+    if work is not None:
+        done = {k: h.seconds for k, h in latest.items() if k in work and h.ok and h.seconds is not None}
+        running = {k: (now - datetime.fromisoformat(c.since).timestamp(), c.eta_s) for k, c in live.items()
+                   if k in work}
+        todo = [k for k in names if needs_running(k, latest.get(k)) or k in running]
+        guess = estimate(work, done, todo, running, slots)
+    else:  # the runners' own estimates (each has its plan's work), one per set, the latest
+        told = {r.set: r for r in sorted(announced, key=lambda r: r.heartbeat)}
+        made = [r for r in told.values() if r.eta_s is not None]
+        guess = (Estimate(sum(r.eta_s for r in made), "; ".join(f"set {r.set}: {r.estimate}" for r in made))
+                 if made else Estimate(None, "add --set NAME (the set the runners run) for an estimate from "
+                                             "comparable finished work"))
     runners = sorted({c.label for c in live.values()} | {r.label for r in announced})
-    return SweepStatus(store.path, rows, counts, runners, median_s, eta_s, left, lock_warning(store.path),
-                       announced, live)
+    return SweepStatus(store.path, rows, counts, runners, median_s, guess.seconds, left, lock_warning(store.path),
+                       announced, live, guess.how)
 
 
 def lock_warning(results: Path) -> str | None:
@@ -105,11 +117,20 @@ def lock_warning(results: Path) -> str | None:
             f"the other runners wait for it: if it is stopped, `kill -CONT {pid}`; if it hangs, `kill {pid}`")
 
 
-def planned_names(set_: str | ExperimentSet, data, results: Path) -> dict[str, str]:
+def planned_work(set_: str | ExperimentSet, data, results: Path) -> tuple[dict[str, str], dict[str, Work]]:
+    """The plan's names and each experiment's work, by key."""
     exp_set = set_ if isinstance(set_, ExperimentSet) else load_set(set_)
     # the token cache is derived data, not results: filling it keeps status fast next time
-    fingerprint = load_corpus(data or exp_set.data or "kjv", cache_dir=cache_dir(results)).fingerprint
-    return {key: p.experiment.name for key, p in plan(exp_set.experiments, fingerprint).items()}
+    corpus = load_corpus(data or exp_set.data or "kjv", cache_dir=cache_dir(results))
+    planned = plan(exp_set.experiments, corpus.fingerprint)
+    freq = Frequencies.of(corpus.train, corpus.vocab_size)
+    works = {}
+    for key, p in planned.items():
+        try:
+            works[key] = work_of(p.experiment, architecture.of(p.experiment).plan(p.experiment, freq))
+        except ConfigError:  # an experiment the data refuses: run says so; here it costs nothing
+            works[key] = Work(kind_of(p.experiment), 1)
+    return {key: p.experiment.name for key, p in planned.items()}, works
 
 
 def row(key: str, name: str, head: Summary | None, claim: Claim | None, now: float) -> Row:
@@ -164,8 +185,7 @@ def summary_line(s: SweepStatus) -> str:
     parts = ", ".join(f"{n:,} {state}" for state, n in s.counts.items())
     if s.left == 0:
         return f"{parts}: nothing left to run"
-    if s.eta_s is None:
-        return f"{parts}: no experiment finished yet, so no estimate of the time left"
     who = f"{len(s.runners)} runner(s): {', '.join(s.runners)}" if s.runners else "no runner running now"
-    return (f"{parts}; about {duration(s.eta_s)} left at the median {duration(s.median_s)} per experiment "
-            f"({who})")
+    if s.eta_s is None:
+        return f"{parts}; no estimate of the time left: {s.how} ({who})"
+    return f"{parts}; about {duration(s.eta_s)} left, {s.how} ({who})"
