@@ -343,17 +343,21 @@ def compare(
     results: Annotated[Optional[list[Path]], typer.Option("--results", metavar="PATH", help="Results file (repeat "
                                                           "for several; default experiments/results.json).")] = None,
     format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="table or md.")] = "table",
+    group: Annotated[Optional[str], typer.Option("--group", metavar="TEXT", help="The data group to compare in: "
+                                                 "any part of its label, e.g. full, fast, kjv/gpt2 (default: the "
+                                                 "newest that holds them all).")] = None,
 ):
-    """Experiments side by side: what differs in their configs, then every figure, per split
-    and per tier."""
+    """Experiments side by side, all on one data: what differs in their configs, then every
+    figure, per split and per tier."""
     from ramsweep.report import compare as comparison
 
     if format not in ("table", "md"):
         raise RamsweepConfigError(f"--format: '{format}' is not one of table, md")
-    records = comparison.chosen(results or [Path("experiments/results.json")], names)
+    records, note = comparison.chosen(results or [Path("experiments/results.json")], names, group)
     if format == "md":
-        sys.stdout.write(comparison.markdown(records))
+        sys.stdout.write(f"{note}\n\n{comparison.markdown(records)}")
     else:
+        out.print(note, highlight=False)
         out.print(comparison.renderable(records))
 
 

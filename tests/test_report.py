@@ -171,16 +171,16 @@ def test_compare_shows_what_differs_and_every_figure_side_by_side(tmp_path):
     other["spec"] = {**other["spec"], "name": "wide", "tiers": "100,15,22;rest,5,8", "context": 6}
     path = add(tmp_path / "r.jsonl", experiment_record("a", "ka", 7000.0, 9500.0), other,
                experiment_record("failed_one", "kf", status="failed"))
-    records = compare.chosen([path], ["a", "wide"])
+    records = compare.chosen([path], ["a", "wide"])[0]
     assert dict(compare.differences(records)) == {"tiers": ["100,15,20;rest,5,8", "100,15,22;rest,5,8"],
                                                   "context": ["4", "6"]}
     figures = dict(compare.figures(records))
     assert figures["validation PPL"] == ["9,500", "6,500"] and figures["tier 0 test PPL"] == ["7,000", "6,000"]
     assert figures["tier 0 empty-hit rate"] == ["50.00%", "50.00%"]
     with pytest.raises(ConfigError, match="no completed experiment 'failed_one'"):
-        compare.chosen([path], ["a", "failed_one"])
+        compare.chosen([path], ["a", "failed_one"])[0]
     with pytest.raises(ConfigError, match="name two or more"):
-        compare.chosen([path], ["a"])
+        compare.chosen([path], ["a"])[0]
     md = compare.markdown(records)
     assert "| | a | wide |" in md and "| context | 4 | 6 |" in md
 
@@ -356,7 +356,7 @@ def test_compare_and_lineage_name_a_difference_in_any_key_field(tmp_path, field,
     one, two = from_experiment(base), from_experiment(other, val_ppl=8000.0)
     assert one["key"] != two["key"]
     path = add(tmp_path / "r.jsonl", one, two)
-    assert compare.differences(compare.chosen([path], ["base", "other"])) == [(field, [was, now])]
+    assert compare.differences(compare.chosen([path], ["base", "other"])[0]) == [(field, [was, now])]
     side = CliRunner().invoke(app, ["compare", "base", "other", "--results", str(path), "--format", "md"])
     assert side.exit_code == 0 and f"| {field} | {was} | {now} |" in side.stdout
     tree = report(path, "md")
@@ -373,9 +373,9 @@ def test_blocks_alike_in_brief_are_told_apart_by_their_entries_and_old_records_r
     old = experiment_record("old", "ko")  # written before encoding, gating and gray existed: read at their defaults
     new = from_experiment(Experiment(name="new", tiers=tiers, negatives=1000))
     path = add(tmp_path / "r.jsonl", from_experiment(small), from_experiment(large), old, new)
-    assert compare.differences(compare.chosen([path], ["small", "large"])) == [
+    assert compare.differences(compare.chosen([path], ["small", "large"])[0]) == [
         ("optimize", ["ga+ts CE, population 10", "ga+ts CE, population 20"])]
-    assert compare.differences(compare.chosen([path], ["old", "new"])) == []
+    assert compare.differences(compare.chosen([path], ["old", "new"])[0]) == []
 
 
 def test_a_field_added_in_one_place_is_in_the_key_compare_lineage_and_csv(tmp_path, monkeypatch):
@@ -406,7 +406,7 @@ def test_a_field_added_in_one_place_is_in_the_key_compare_lineage_and_csv(tmp_pa
 
     plain = experiment_record("plain", experiment_key(Experiment(name="plain", tiers=tiers), fp), val_ppl=9000.0)
     path = add(tmp_path / "r.jsonl", plain, from_experiment(dropped, val_ppl=8000.0))
-    assert compare.differences(compare.chosen([path], ["plain", "dropped"])) == [("dropout", ["0.0", "0.25"])]
+    assert compare.differences(compare.chosen([path], ["plain", "dropped"])[0]) == [("dropout", ["0.0", "0.25"])]
     assert "**dropped**: dropout 0.0 → 0.25; val PPL 9,000 → 8,000" in report(path, "md")
     assert len(seed_groups(load([path]))) == 2
     rows = {r["name"]: r for r in csv.DictReader(io.StringIO(report(path, "csv")))}
@@ -534,7 +534,7 @@ def test_compare_names_the_architectures_and_sets_bands_beside_the_tiers_they_ma
                                                                               "clusters": 550}]}
                         for s, m in tiered["metrics"].items()}
     path = add(tmp_path / "r.jsonl", bw, tiered, other)
-    records = compare.chosen([path], ["bw", "tiered"])
+    records = compare.chosen([path], ["bw", "tiered"])[0]
     assert compare.differences(records) == [
         ("shape", ["bitwise [3,4,5,6,7,8,9,10,11,12]x6 quad_weighted r=0.5", "100,3,6;400,2,6;rest,2,5"]),
         ("negatives", ["—", "10"]), ("architecture", ["bitwise", "tiered"])]
@@ -551,7 +551,7 @@ def test_compare_names_the_architectures_and_sets_bands_beside_the_tiers_they_ma
     assert figures["bit 9 shape"] == ["12 x 6 bits", "—"]
     assert figures["bit 9 test binary CE"] == [f"{b.test.bits[9].ce:.4f}", "—"]
 
-    figures = dict(compare.figures(compare.chosen([path], ["bw", "coarse"])))
+    figures = dict(compare.figures(compare.chosen([path], ["bw", "coarse"])[0]))
     assert figures["tier 0 (tokens 1–50) test PPL"][0] == "—" and figures["band 0 (tokens 1–100) test PPL"][1] == "—"
     side = compare.markdown(records)
     assert "| shape | bitwise [3,4,5,6,7,8,9,10,11,12]x6 quad_weighted r=0.5 | 100,3,6;400,2,6;rest,2,5 |" in side

@@ -19,20 +19,44 @@ from ramsweep.text import calibrated as calibrated_text
 from ramsweep.text import num, pct
 
 
-def chosen(results: Sequence[str | Path], names: Sequence[str]) -> list[ExperimentRecord]:
-    """The completed experiment of each name (the newest ok one when the name ran on several data)."""
+def chosen(results: Sequence[str | Path], names: Sequence[str], group: str | None = None
+           ) -> tuple[list[ExperimentRecord], str]:
+    """The completed experiment of each name, all of one data group (rows.group_of; the newest ok
+    record of a name within it), and a line saying which group and what else there is. `group`:
+    any part of the group's label ('full', 'fast', 'kjv/gpt2', a fingerprint's start); by default
+    the group of the newest record among those that hold every name."""
     if len(names) < 2:
         raise ConfigError("compare: name two or more experiments, e.g. `ramsweep compare tier0_16bit tier0_20bit`")
     done = [r for r in load(results) if r.kind == "experiment" and r.ok]
-    picked = []
+    where = ", ".join(map(str, results))
     for name in names:
-        found = sorted((r for r in done if r.name == name), key=lambda r: r.finished or "")
-        if not found:
+        if not any(r.name == name for r in done):
             known = ", ".join(sorted({r.name for r in done})[:12]) or "none yet"
-            raise ConfigError(f"compare: no completed experiment '{name}' in {', '.join(map(str, results))}; "
-                              f"completed: {known}")
-        picked.append(found[-1])
-    return picked
+            raise ConfigError(f"compare: no completed experiment '{name}' in {where}; completed: {known}")
+    by_group: dict[str, dict[str, ExperimentRecord]] = {}
+    for r in sorted(done, key=lambda r: r.finished or ""):
+        by_group.setdefault(group_of(r.data), {})[r.name] = r  # the newest of a name in a group last
+    if group is not None:
+        matching = [g for g in by_group if group in g]
+        if not matching:
+            raise ConfigError(f"compare: --group '{group}' matches none of the data groups in {where}: "
+                              f"{'; '.join(by_group)}")
+        candidates = [g for g in matching if all(n in by_group[g] for n in names)]
+        if not candidates:
+            g = matching[-1]
+            missing = [n for n in names if n not in by_group[g]]
+            raise ConfigError(f"compare: in '{g}' no completed {', '.join(missing)}; "
+                              f"{missing[0]} is done in: {'; '.join(k for k in by_group if missing[0] in by_group[k])}")
+    else:
+        candidates = [g for g in by_group if all(n in by_group[g] for n in names)]
+        if not candidates:
+            spread = "; ".join(f"{n} in {' / '.join(g for g in by_group if n in by_group[g])}" for n in names)
+            raise ConfigError(f"compare: no data group holds all of {', '.join(names)} completed ({spread}); "
+                              f"records of different data are not comparable: run them on one, or pick with --group")
+    newest = max(candidates, key=lambda g: max(by_group[g][n].finished or "" for n in names))
+    others = [g for g in candidates if g != newest]
+    note = f"data: {newest}" + (f" (also all done in: {'; '.join(others)}; --group chooses)" if others else "")
+    return [by_group[newest][n] for n in names], note
 
 
 def differences(records: list[ExperimentRecord]) -> list[tuple[str, list[str]]]:
