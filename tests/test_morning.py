@@ -36,3 +36,32 @@ def test_compare_takes_every_experiment_from_one_data_group_and_says_which(mixed
         in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     assert "matches none of the data groups" in invoke("compare", "alpha", "beta", "--results", mixed, "--group",
                                                        "gpt2").stderr
+
+
+LOOKALIKE = """
+description: three experiments that differ only in tier 0's bits (the extended set's tier0_16/18/20bit)
+experiments:
+  - {name: tier0_6bit, tiers: "30,2,6;rest,1,4", context: 2, negatives: 20}
+  - {name: tier0_7bit, tiers: "30,2,7;rest,1,4", context: 2, negatives: 20}
+  - {name: tier0_8bit, tiers: "30,2,8;rest,1,4", context: 2, negatives: 20}
+"""
+
+
+def test_only_a_grid_makes_a_grid_view_and_the_newest_data_group_comes_first(tmp_path):
+    results = tmp_path / "results.jsonl"
+    looks = tmp_path / "lookalike.yaml"
+    looks.write_text(LOOKALIKE)
+    grid = ["grid", "--tiers", "2", "--bits", "6-7", "--counts", "30,rest", "--neurons", "2,1", "--context", "2",
+            "--negatives", "20", "--results", results]
+    assert invoke(*grid).exit_code == 0
+    assert invoke("run", "--set", looks, "--results", results).exit_code == 0
+    report = invoke("report", results, "--format", "md").stdout
+    # before: the look-alike set made "Grid 30,2,B;rest,1,B ...: 3 of 3 cells done" too
+    assert report.count("### Grid `") == 1 and "### Grid `30,2,B;rest,1,B, context 2" in report
+    assert "4 of 4 cells done" in report
+    assert invoke("report", results).stdout.count("Grid ") == 1  # the terminal's table too
+    # the night's full-data run above the week's fast ones (before: in the order the groups first appeared)
+    assert invoke("run", "--set", looks, "--results", results, "--experiments", "tier0_6bit",
+                  "--full-data").exit_code == 0
+    report = invoke("report", results, "--format", "md").stdout
+    assert report.index("kjv/word full") < report.index("kjv/word fast")

@@ -9,6 +9,7 @@ With more than three tiers a panel's cell is the mean over the tiers beyond tier
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 
 from rich import box
@@ -61,19 +62,26 @@ class Grid:
         return out
 
 
+GRID_NAME = re.compile(r"grid_b(\d\d(?:_\d\d)*)")  # a tier-bits grid's experiment (grid.py): its bits
+
+
 def grids(records: list[ExperimentRecord], by: Metric, smallest: int = 3) -> list[Grid]:
-    """The grids among one group's ok experiments: those sharing every tier's count and neurons,
-    context, negatives and empty value, with at least `smallest` distinct bit combinations."""
+    """The tier-bits grids among one group's ok experiments: those a grid made (named for their
+    bits, `grid_b08_12_16`: experiments that merely differ in bits are no grid), sharing every
+    tier's count and neurons, context, negatives and empty value, with at least `smallest`
+    distinct bit combinations."""
     shapes: dict[str, dict[tuple[int, ...], list[float]]] = {}
     for r in records:
         if r.kind != "experiment" or not r.ok or (value := by.value(r)) is None:
             continue
-        if r.spec.tiers is None:  # a bitwise experiment: no tier-bits grid
+        if r.spec.tiers is None or not (named := GRID_NAME.fullmatch(r.name)):  # bitwise, or not a grid's
             continue
         try:
             tiers = TierConfig.parse(r.spec.tiers).tiers
         except ConfigError:  # a record edited or written by another version: shown, but in no grid
             continue
+        if tuple(int(b) for b in named.group(1).split("_")) != tuple(t.bits for t in tiers):
+            continue  # a name that only looks like a grid's
         shape = ";".join(f"{'rest' if t.count is None else t.count},{t.neurons},B" for t in tiers)
         shape += f", context {r.spec.context}, negatives {r.spec.negatives}, empty value {r.spec.empty_value}"
         shapes.setdefault(shape, {}).setdefault(tuple(t.bits for t in tiers), []).append(value)

@@ -118,11 +118,13 @@ def group_of(data: DataInfo) -> str:
 
 
 def groups(records: Iterable[Record]) -> dict[str, list[Record]]:
-    """Records by comparable group, in the order the groups first appear."""
+    """Records by comparable group, the newest group first (by its latest record's finish, or
+    start): the night's results above last week's."""
     out: dict[str, list[Record]] = {}
     for r in records:
         out.setdefault(group_of(r.data), []).append(r)
-    return out
+    latest = {g: max((r.finished or r.started or "") for r in members) for g, members in out.items()}
+    return dict(sorted(out.items(), key=lambda item: latest[item[0]], reverse=True))  # stable: ties keep order
 
 
 @dataclass(frozen=True)
