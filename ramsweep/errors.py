@@ -23,6 +23,13 @@ class DataError(RamsweepError):
     exit_code = 2
 
 
+class NothingMatches(RamsweepError):
+    """A filter or view that selects nothing in the results read: said in one line, exit 1 (as
+    grep), so a script or a morning check never mistakes headings for an answer."""
+
+    exit_code = 1
+
+
 class StoreError(RamsweepError):
     """A results file cannot be read or written safely."""
 

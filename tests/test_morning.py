@@ -65,3 +65,34 @@ def test_only_a_grid_makes_a_grid_view_and_the_newest_data_group_comes_first(tmp
                   "--full-data").exit_code == 0
     report = invoke("report", results, "--format", "md").stdout
     assert report.index("kjv/word full") < report.index("kjv/word fast")
+
+
+@pytest.mark.parametrize("asked, said", [
+    (["--set", "nosuchset"], "--set nosuchset: no experiment of that set in"),
+    (["--status", "failed"], "no experiment matches --status failed in"),
+    (["--name", "zz*"], "no experiment matches --name zz* in"),
+    (["--format", "findings"], "--format findings: no finding has both its configurations in these results"),
+])
+def test_a_report_that_selects_nothing_says_so_and_exits_1(mixed, asked, said):
+    # before: the headings and the baselines, exit 0
+    result = invoke("report", mixed, *asked)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert said in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert invoke("report", mixed, "--status", "ok").exit_code == 0
+
+
+def test_plots_that_cannot_be_made_fail_before_the_report_and_the_html_says_why(mixed, tmp_path, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):  # the README's install: no plot extra
+        if name.split(".")[0] == "matplotlib":
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    result = invoke("report", mixed, "--plots", tmp_path / "plots")
+    assert result.exit_code == 2 and result.stdout == "" and "pip install 'ramsweep[plot]'" in result.stderr
+    html = invoke("report", mixed, "--format", "html").stdout
+    assert "<svg" not in html and "pip install" in html and "matplotlib" in html

@@ -11,6 +11,7 @@ otherwise (rows.Spread.within_noise_of).
 
 from __future__ import annotations
 
+from ramsweep.errors import NothingMatches
 from ramsweep.report.rows import Record, Seeds, Spread, groups, metric, seed_groups
 from ramsweep.text import ppl
 
@@ -71,7 +72,8 @@ def findings_markdown(records: list[Record]) -> str:
                   f"Test PPL of the baselines: {baselines or '—'}; the PPL floor (scores in [0, 1]): {ppl(floor)}.", "",
                   "| finding | encoding | test PPL, first | test PPL, second | verdict | calibrated, first | "
                   "calibrated, second | verdict |", "|---|---|---|---|---|---|---|---|", *rows, ""]
-    if len(lines) == 2:
-        lines.append("No configuration pair of the findings ran here: run `ramsweep run --set findings` first.")
+    if not any(line.startswith("### ") for line in lines):
+        raise NothingMatches("--format findings: no finding has both its configurations in these results; it "
+                             "reads a run of the findings set: `ramsweep run --set findings`")
     return "\n".join(lines) + "\n"
 

@@ -23,12 +23,12 @@ FORMATS = ("table", "md", "csv", "json", "html", "findings")
 
 def report(results: str | Path | Sequence[str | Path], format: str = "table", top: int = 3,
            sort_by: str = DEFAULT_SORT, filters: Filters = Filters(), width: int = 140,
-           reference: str | None = None, cards: int = 0) -> str:
+           reference: str | None = None, cards: int = 0, loaded: tuple | None = None) -> str:
     """The report of one or more results files in `format` (see the module docstring); `top`
-    experiments per group get a per-tier breakdown."""
+    experiments per group get a per-tier breakdown. `loaded`: what read() gave for them already."""
     if format not in FORMATS:
         raise ConfigError(f"--format: '{format}' is not one of {', '.join(FORMATS)}")
-    records, by = read(results, sort_by)
+    records, by = loaded or read(results, sort_by)
     if format in ("csv", "json"):
         rows = wide_rows([r for r in records if filters.keep(r)], by)
         if format == "json":
