@@ -220,9 +220,13 @@ class TierConfig(FrozenModel):
         has_rest = self.tiers[-1].count is None
         left = vocab_size - explicit
         if left < 0:
+            from ramsweep.data.tokenizers import GPT2_VOCAB_SIZE as gpt2
+
+            bigger = (f", or run on a vocabulary of over {explicit:,} tokens (`--tokenizer gpt2`: {gpt2:,})"
+                      if vocab_size < gpt2 and explicit < gpt2 else "")
             raise ConfigError(
                 f"the tier counts sum to {explicit:,} but the vocabulary has only "
-                f"{vocab_size:,} tokens; lower the counts to fit"
+                f"{vocab_size:,} tokens; lower the counts to fit{bigger}"
             )
         if has_rest and left == 0:
             raise ConfigError(

@@ -96,3 +96,11 @@ def test_plots_that_cannot_be_made_fail_before_the_report_and_the_html_says_why(
     assert result.exit_code == 2 and result.stdout == "" and "pip install 'ramsweep[plot]'" in result.stderr
     html = invoke("report", mixed, "--format", "html").stdout
     assert "<svg" not in html and "pip install" in html and "matplotlib" in html
+
+
+def test_a_set_that_needs_gpt2s_vocabulary_says_so_in_its_refusal_and_in_the_list_of_sets():
+    refused = invoke("run", "--set", "asymmetric", "--dry-run")
+    assert refused.exit_code == 2 and "five_tier_gradient" in refused.stderr
+    assert "or run on a vocabulary of over 20,500 tokens (`--tokenizer gpt2`: 50,257)" in refused.stderr
+    listed = " ".join(invoke("sets").stdout.split())
+    assert "run with --tokenizer gpt2" in listed.replace("│ ", "")
