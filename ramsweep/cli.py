@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import sys
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -413,7 +414,10 @@ def status(
             table.add_row(r.name, r.state, r.detail, style=STATE_STYLE.get(r.state, ""))
         out.print(table)
     if left_out:
-        out.print(f"({left_out:,} more not listed: add --list to see every experiment)", highlight=False)
+        shown = {id(r) for r in rows}
+        hidden = Counter(r.state for r in s.rows if id(r) not in shown)
+        which = " and ".join(f"{n:,} {state}" for state, n in hidden.items())
+        out.print(f"(not listed: {which}; add --list to see every experiment)", highlight=False)
     out.print(summary_line(s), highlight=False)
     if s.lock:
         out.print(f"warning: {s.lock}", style="bold red", highlight=False)

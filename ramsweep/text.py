@@ -31,3 +31,8 @@ def calibrated(cal, temperature: bool = True) -> str:
     if cal.bound == "lowest":
         return f"{ppl(cal.ppl)} (T at the search's lowest, {cal.temperature:.3g})"
     return f"{ppl(cal.ppl)} (T={cal.temperature:.3g})"
+
+
+def count(n: int, noun: str) -> str:
+    """'1 experiment', '2 experiments', '1,024 experiments'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"

@@ -241,7 +241,7 @@ def test_status_summarises_a_big_sweep_and_lists_it_on_request(tmp_path):
     results = tmp_path / "grid.jsonl"
     summary = invoke("status", results, "--set", "grid")
     assert summary.exit_code == 0, summary.output
-    assert "(729 more not listed: add --list" in summary.stdout
+    assert "(not listed: 729 pending; add --list" in summary.stdout
     assert "0 done, 0 failed, 0 interrupted, 0 running, 729 pending" in summary.stdout
     assert "grid_b" not in summary.stdout
     listed = invoke("status", results, "--set", "grid", "--list")

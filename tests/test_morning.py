@@ -104,3 +104,13 @@ def test_a_set_that_needs_gpt2s_vocabulary_says_so_in_its_refusal_and_in_the_lis
     assert "or run on a vocabulary of over 20,500 tokens (`--tokenizer gpt2`: 50,257)" in refused.stderr
     listed = " ".join(invoke("sets").stdout.split())
     assert "run with --tokenizer gpt2" in listed.replace("│ ", "")
+
+
+def test_a_big_sweeps_status_says_what_it_does_not_list_and_runs_count_in_words(tmp_path):
+    results = tmp_path / "grid.jsonl"
+    ran = invoke("run", "--set", "grid", "--results", results, "--experiments", "grid_b08_08_08")
+    assert ran.exit_code == 0 and "set grid: 1 experiment, 0 done or skipped, 1 to run" in ran.stderr  # "1 experiments"
+    again = invoke("run", "--set", "grid", "--results", results, "--experiments", "grid_b08_08_08")
+    assert "nothing to run: the 1 experiment of set grid is done in" in again.stderr
+    summary = " ".join(invoke("status", results, "--set", "grid").stdout.split())
+    assert "(not listed: 1 done and 728 pending; add --list" in summary  # before: "729 more not listed"

@@ -40,6 +40,7 @@ from ramsweep.sweep.progress import Tracker
 from ramsweep.sweep.records import FAILED, OK, BaselineRecord, Claim, ExperimentRecord
 from ramsweep.sweep.resources import check_fits
 from ramsweep.sweep.store import Store, cache_dir, open_store
+from ramsweep.text import count
 
 log = logging.getLogger("ramsweep")
 DEFAULT_RESULTS = Path("experiments") / "results.json"
@@ -178,11 +179,12 @@ def kernels_cached() -> bool:
 def announce(sweep: Sweep, todo: list[Planned], jobs: int) -> None:
     """The run's first log lines: what it will do, and whether the results file suits it."""
     planned, path = len(sweep.planned), sweep.store.path
-    log.info(f"set {sweep.exp_set.name}: {planned} experiments, {planned - len(todo)} done or skipped, "
+    log.info(f"set {sweep.exp_set.name}: {count(planned, 'experiment')}, {planned - len(todo):,} done or skipped, "
              f"{len(todo)} to run{f' with {jobs} jobs' if jobs > 1 else ''}; data {sweep.corpus.name}/"
              f"{sweep.corpus.tokenizer} ({'full' if sweep.data.full_data else 'fast'} mode), results {path}")
     if not todo:
-        log.info(f"nothing to run: all {planned} experiments of set {sweep.exp_set.name} are done in {path}")
+        log.info(f"nothing to run: {'the' if planned == 1 else 'all'} {count(planned, 'experiment')} of set "
+                 f"{sweep.exp_set.name} {'is' if planned == 1 else 'are'} done in {path}")
     elif sweep.store.kind == "document" and len(sweep.store.summaries()) + len(todo) > BIG_DOCUMENT:
         journal = path.with_suffix(".jsonl")
         how = (f"ramsweep convert {path} {journal}, then run with --results {journal}" if path.exists()
@@ -239,7 +241,7 @@ def dry_run(set_: str | ExperimentSet, **options) -> str:
         lines.append(f"{i:>6}  {p.experiment.name:<22} {p.experiment.shape:<34} {mib(sizes[-1]):>12}  "
                      f"{outcome}{detail}")
     told = ", ".join(f"{n:,} {state}" for state, n in counts.most_common())
-    lines.append(f"{len(sizes):,} experiments in set {sweep.exp_set.name} ({told}); memory per experiment at "
+    lines.append(f"{count(len(sizes), 'experiment')} in set {sweep.exp_set.name} ({told}); memory per experiment at "
                  f"most {mib(min(sizes))} to {mib(max(sizes))} (median {mib(float(np.median(sizes)))}), estimated "
                  f"on {sweep.corpus.name}/{sweep.corpus.tokenizer} ({'full' if sweep.data.full_data else 'fast'} "
                  f"mode); results {sweep.store.path}; nothing was run")
@@ -346,7 +348,8 @@ def execute(sweep: Sweep, executor: Executor, summary: RunSummary, progressed: C
                     break
                 if {c.key for c in held} != waiting_on:
                     waiting_on = {c.key for c in held}
-                    log.info(f"waiting: {len(held)} experiments of this set are running in other runners "
+                    log.info(f"waiting: {count(len(held), 'experiment')} of this set {'is' if len(held) == 1 else 'are'} "
+                             f"running in other runners "
                              f"({', '.join(sorted({c.label for c in held}))}); their claims are taken over if "
                              f"their heartbeats stop for {STALE_S:.0f} s")
                 time.sleep(POLL_S)
