@@ -114,3 +114,14 @@ def test_a_big_sweeps_status_says_what_it_does_not_list_and_runs_count_in_words(
     assert "nothing to run: the 1 experiment of set grid is done in" in again.stderr
     summary = " ".join(invoke("status", results, "--set", "grid").stdout.split())
     assert "(not listed: 1 done and 728 pending; add --list" in summary  # before: "729 more not listed"
+
+
+def test_the_dry_run_gives_the_time_once_comparable_work_has_run_and_says_why_not_before(tmp_path):
+    results = tmp_path / "results.jsonl"
+    sets = tmp_path / "looks.yaml"
+    sets.write_text(LOOKALIKE)
+    before = " ".join(invoke("run", "--set", sets, "--results", results, "--dry-run").stdout.split())
+    assert "time: no estimate yet, not counted (nothing of their kind finished yet): 3 tiered" in before
+    assert invoke("run", "--set", sets, "--results", results, "--experiments", "tier0_6bit").exit_code == 0
+    after = " ".join(invoke("run", "--set", sets, "--results", results, "--dry-run").stdout.split())
+    assert "time: about" in after and "2 tiered at" in after and "the median of 1 finished" in after

@@ -83,3 +83,11 @@ def estimate(work: Mapping[str, Work], done: Mapping[str, float], left: list[str
 def per_k(rate: float) -> str:
     """A rate per neuron an example reads, as seconds per 1,000 such neurons."""
     return f"{1000 * rate:.3g} s per 1,000 neurons an example reads"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

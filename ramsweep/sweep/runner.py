@@ -31,7 +31,7 @@ from ramsweep.errors import ConfigError, ExecutorLost
 from ramsweep.sets import load_set
 from ramsweep.sweep.artifacts import folder_of
 from ramsweep.sweep.claims import STALE_S, Claims, looks_live
-from ramsweep.sweep.estimate import Work, estimate, work_of
+from ramsweep.sweep.estimate import Work, duration, estimate, work_of
 from ramsweep.sweep.executors import Executor, InProcess, ProcessPool, cores
 from ramsweep.sweep.experiment import Task, describe_record, environment, interrupted_record, now, stopped_record
 from ramsweep.sweep.interrupts import Interrupted, deferred, raise_if_swallowed, raising_on_signals
@@ -241,6 +241,15 @@ def dry_run(set_: str | ExperimentSet, **options) -> str:
         lines.append(f"{i:>6}  {p.experiment.name:<22} {p.experiment.shape:<34} {mib(sizes[-1]):>12}  "
                      f"{outcome}{detail}")
     told = ", ".join(f"{n:,} {state}" for state, n in counts.most_common())
+    done = {k: h.seconds for k, h in latest.items() if k in sweep.work and h.ok and h.seconds is not None}
+    todo = [k for k in sweep.planned if needs_running(k, latest.get(k), sweep.options)]
+    guess = estimate(sweep.work, done, todo, {}, 1)
+    if guess.seconds is not None:
+        lines.append(f"time: about {duration(guess.seconds)} one at a time, {guess.how}")
+    elif todo:
+        lines.append(f"time: no estimate yet, {guess.how}; once one of a kind has run here, `ramsweep status "
+                     f"{sweep.store.path} --set {sweep.exp_set.name}` gives one (the README's 'How long' gives "
+                     f"figures measured on 2 CPU cores and on an H200)")
     lines.append(f"{count(len(sizes), 'experiment')} in set {sweep.exp_set.name} ({told}); memory per experiment at "
                  f"most {mib(min(sizes))} to {mib(max(sizes))} (median {mib(float(np.median(sizes)))}), estimated "
                  f"on {sweep.corpus.name}/{sweep.corpus.tokenizer} ({'full' if sweep.data.full_data else 'fast'} "

@@ -16,7 +16,7 @@ from ramsweep.engine.layout import Frequencies
 from ramsweep.errors import ConfigError, StoreError
 from ramsweep.sets import load_set
 from ramsweep.sweep.claims import STALE_S, looks_live
-from ramsweep.sweep.estimate import Estimate, Work, estimate, kind_of, work_of
+from ramsweep.sweep.estimate import Estimate, Work, duration, estimate, kind_of, work_of
 from ramsweep.sweep.plan import needs_running, plan
 from ramsweep.sweep.records import FAILED, INTERRUPTED, Claim, Runner, Summary
 from ramsweep.sweep.store import Store, cache_dir, open_store
@@ -171,14 +171,6 @@ def shown_rows(s: SweepStatus, list_all: bool, limit: int = 40) -> tuple[list[Ro
     attention = [r for r in s.rows if r.state in SHOWN_WHEN_SUMMARISED]
     return attention[:limit], len(s.rows) - min(len(attention), limit)
 
-
-
-def duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def summary_line(s: SweepStatus) -> str:
