@@ -22,8 +22,9 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 import ramsweep
 from ramsweep.data.spec import with_options
@@ -64,8 +65,19 @@ def user_errors(command):
     return wrapper
 
 
+class InFlight(ProgressColumn):
+    """The progress bar's column of what the experiments in flight are doing (a Tracker's)."""
+
+    def __init__(self, tracker):
+        super().__init__()
+        self.tracker = tracker
+
+    def render(self, task) -> Text:
+        return Text(self.tracker.describe() if self.tracker is not None else "", style="cyan")
+
+
 @contextmanager
-def logging_to_stderr():
+def logging_to_stderr(tracker=None):
     """The library logs to logger "ramsweep": on a terminal through rich (with a progress bar
     below the lines, see progress()), otherwise as plain timestamped lines, which is what cron
     mails and log files get. Yields the progress(done, total) and stage(text) callbacks, which
@@ -75,7 +87,7 @@ def logging_to_stderr():
     if err.is_terminal:
         handler: logging.Handler = RichHandler(console=err, show_path=False, markup=False, highlighter=None)
         bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       console=err, transient=True)
+                       InFlight(tracker), console=err, transient=True)
     else:
         handler = logging.StreamHandler(sys.stderr)
         # host:pid on every line: overlapping cron runners write to one log and must be told apart
@@ -149,8 +161,11 @@ def run_or_preview(exp_set, dry_run: bool, **options) -> None:
             options.pop(option)
         sys.stdout.write(runner.dry_run(exp_set, **options))
         return
-    with logging_to_stderr() as (progress, stage):
-        summary = runner.run_set(exp_set, progress=progress, stage=stage, **options)
+    from ramsweep.sweep.progress import Tracker
+
+    tracker = Tracker()  # the bar shows what each experiment in flight is doing
+    with logging_to_stderr(tracker) as (progress, stage):
+        summary = runner.run_set(exp_set, progress=progress, stage=stage, tracker=tracker, **options)
         logging.getLogger("ramsweep").info(
             f"end: {len(summary.ran)} ran, {len(summary.skipped)} skipped (done, or run by another runner), "
             f"{len(summary.failed)} failed; results in {summary.results}")

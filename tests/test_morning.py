@@ -1,6 +1,8 @@
 """The morning check tells the truth (issue 30): comparisons within one data group, through the
 CLI on real results files that hold several (fast runs, then the cron recipe's --full-data runs)."""
 
+import re
+
 import pytest
 from test_cli import experiment_records, invoke
 
@@ -19,6 +21,7 @@ def mixed(tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
 def test_compare_takes_every_experiment_from_one_data_group_and_says_which(mixed):
     # before: alpha's newest record (full data) beside beta's (fast), with a "data" row between them
     both = invoke("compare", "alpha", "beta", "--results", mixed)
@@ -47,6 +50,7 @@ experiments:
 """
 
 
+@pytest.mark.slow
 def test_only_a_grid_makes_a_grid_view_and_the_newest_data_group_comes_first(tmp_path):
     results = tmp_path / "results.jsonl"
     looks = tmp_path / "lookalike.yaml"
@@ -67,6 +71,7 @@ def test_only_a_grid_makes_a_grid_view_and_the_newest_data_group_comes_first(tmp
     assert report.index("kjv/word full") < report.index("kjv/word fast")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("asked, said", [
     (["--set", "nosuchset"], "--set nosuchset: no experiment of that set in"),
     (["--status", "failed"], "no experiment matches --status failed in"),
@@ -81,6 +86,7 @@ def test_a_report_that_selects_nothing_says_so_and_exits_1(mixed, asked, said):
     assert invoke("report", mixed, "--status", "ok").exit_code == 0
 
 
+@pytest.mark.slow
 def test_plots_that_cannot_be_made_fail_before_the_report_and_the_html_says_why(mixed, tmp_path, monkeypatch):
     import builtins
 
@@ -106,6 +112,7 @@ def test_a_set_that_needs_gpt2s_vocabulary_says_so_in_its_refusal_and_in_the_lis
     assert "run with --tokenizer gpt2" in listed.replace("│ ", "")
 
 
+@pytest.mark.slow
 def test_a_big_sweeps_status_says_what_it_does_not_list_and_runs_count_in_words(tmp_path):
     results = tmp_path / "grid.jsonl"
     ran = invoke("run", "--set", "grid", "--results", results, "--experiments", "grid_b08_08_08")
@@ -116,6 +123,7 @@ def test_a_big_sweeps_status_says_what_it_does_not_list_and_runs_count_in_words(
     assert "(not listed: 1 done and 728 pending; add --list" in summary  # before: "729 more not listed"
 
 
+@pytest.mark.slow
 def test_the_dry_run_gives_the_time_once_comparable_work_has_run_and_says_why_not_before(tmp_path):
     results = tmp_path / "results.jsonl"
     sets = tmp_path / "looks.yaml"
@@ -125,3 +133,21 @@ def test_the_dry_run_gives_the_time_once_comparable_work_has_run_and_says_why_no
     assert invoke("run", "--set", sets, "--results", results, "--experiments", "tier0_6bit").exit_code == 0
     after = " ".join(invoke("run", "--set", sets, "--results", results, "--dry-run").stdout.split())
     assert "time: about" in after and "2 tiered at" in after and "the median of 1 finished" in after
+
+
+@pytest.mark.slow
+def test_the_terminal_shows_what_the_experiment_in_flight_is_doing(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from ramsweep import cli
+
+    screen = io.StringIO()  # a terminal: the progress bar draws there (before: only a clock moved)
+    monkeypatch.setattr(cli, "err", Console(file=screen, force_terminal=True, width=160))
+    sets = tmp_path / "looks.yaml"
+    sets.write_text(LOOKALIKE)
+    assert invoke("run", "--set", sets, "--results", tmp_path / "r.jsonl", "--full-data",
+                  "--experiments", "tier0_8bit").exit_code == 0
+    drawn = screen.getvalue()
+    assert re.search(r"tier0_8bit: (training|validation|calibration|test) \d+%", drawn), drawn[-2000:]

@@ -61,6 +61,7 @@ class Throttled:
 class _Flight:
     started: float  # monotonic
     report: Report | None = None
+    name: str = ""
 
 
 class Tracker:
@@ -72,8 +73,8 @@ class Tracker:
         self.shares = dict(_GUESS)
         self._seen = 0
 
-    def start(self, key: str) -> None:
-        self.flights[key] = _Flight(time.monotonic())
+    def start(self, key: str, name: str = "") -> None:
+        self.flights[key] = _Flight(time.monotonic(), name=name or key)
 
     def update(self, report: Report) -> None:
         flight = self.flights.get(report.key)
@@ -111,3 +112,20 @@ class Tracker:
             eta = elapsed * (1 - fraction) / fraction
         return {"phase": r.phase, "fraction": round(fraction, 4), "eta_s": None if eta is None else round(eta, 1),
                 "detail": r.detail}
+
+    def describe(self, most: int = 2) -> str:
+        """The experiments in flight as a terminal's progress line shows them: 'tier0_20bit:
+        training 42%, about 2 min left' (the first `most`, then how many more)."""
+        from ramsweep.sweep.estimate import duration
+
+        parts = []
+        for key, flight in list(self.flights.items())[:most]:
+            told = self.published(key)
+            if not told:
+                parts.append(f"{flight.name}: starting")
+                continue
+            fraction = f" {100 * told['fraction']:.0f}%" if told.get("fraction") is not None else ""
+            eta = f", about {duration(told['eta_s'])} left" if told.get("eta_s") is not None else ""
+            parts.append(f"{flight.name}: {told['phase']}{fraction}{eta}")
+        more = len(self.flights) - most
+        return "; ".join(parts) + (f"; {more} more" if more > 0 else "")

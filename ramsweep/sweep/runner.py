@@ -97,12 +97,14 @@ def run_set(
     workers: int | None = None,
     progress: Callable[[int, int], None] = lambda done, total: None,
     stage: Callable[[str], None] = lambda text: None,
+    tracker: Tracker | None = None,
 ) -> RunSummary:
     """Run every experiment of the set that still needs running in `results`, claiming each
     so that runners sharing the file split the work. SIGTERM / SIGINT / SIGHUP record the
     experiments in flight as interrupted and raise Interrupted (exit code 143 / 130 / 129).
     `progress(done, total)` follows the experiments; `stage(text)` says what a long wait is for
-    (loading the data, compiling the kernels), for a progress display. `executor` "dask" runs
+    (loading the data, compiling the kernels), for a progress display; `tracker` (a progress.Tracker)
+    follows the experiments in flight, phase by phase (a display reads its describe()). `executor` "dask" runs
     the experiments on a Dask cluster: `scheduler`'s (tcp://HOST:PORT) or a local one of `workers`
     processes (dask_executor.py); this process still claims and writes alone."""
     check_jobs(jobs)
@@ -116,7 +118,7 @@ def run_set(
         announce(sweep, todo, jobs)
         progress(0, len(todo))  # the bar shows the whole night's size from the start
         stage("experiments" if kernels_cached() else "experiments (the first also compiles the kernels, once)")
-        tracker = Tracker()
+        tracker = tracker or Tracker()
         if not todo:
             pool: Executor = InProcess(sweep.corpus)  # nothing to run: no cluster to start
         elif executor == "dask":
@@ -385,7 +387,7 @@ def fill(sweep: Sweep, executor: Executor, claims: Claims, keys, wanted, attempt
         attempted.add(got.key)
         exp = sweep.planned[got.key].experiment
         task = Task(exp, got.key, sweep.exp_set.name, str(folder_of(sweep.store.path)))
-        tracker.start(got.key)
+        tracker.start(got.key, exp.name)
         with deferred():  # a signal mid-submit would leave a half-started worker
             in_flight[got.key] = Flight(task)
             executor.submit(task)
