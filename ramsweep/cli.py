@@ -41,8 +41,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 out = Console()
-if not out.is_terminal:  # piped or in a cron log: full-width tables, never truncated
-    out = Console(width=200)
+if not out.is_terminal:  # piped or in a cron log: full-width tables, never truncated, unless COLUMNS says
+    out = Console(width=int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else 200)
 err = Console(stderr=True)
 
 

@@ -151,3 +151,36 @@ def test_the_terminal_shows_what_the_experiment_in_flight_is_doing(tmp_path, mon
                   "--experiments", "tier0_8bit").exit_code == 0
     drawn = screen.getvalue()
     assert re.search(r"tier0_8bit: (training|validation|calibration|test) \d+%", drawn), drawn[-2000:]
+
+
+LONG_NAMES = """
+description: names and tiers that must not be split
+experiments:
+  - {name: asymmetric_expanded_tier0_a, tiers: "30,2,6;300,1,5;rest,1,4", context: 2, negatives: 20}
+  - {name: asymmetric_expanded_tier0_b, tiers: "30,2,7;300,1,6;rest,1,4", context: 2, negatives: 20}
+"""
+
+
+@pytest.mark.slow
+def test_80_columns_and_pipes_keep_names_and_tiers_whole(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    sets, results = tmp_path / "long.yaml", tmp_path / "r.jsonl"
+    sets.write_text(LONG_NAMES)
+    assert invoke("run", "--set", sets, "--results", results).exit_code == 0
+    env = {**os.environ, "COLUMNS": "80"}
+
+    def piped(*args) -> str:  # before: 200 wide whatever COLUMNS said, names folded mid-word at 80
+        done = subprocess.run([sys.executable, "-m", "ramsweep", *map(str, args)], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert max(len(line) for line in done.stdout.splitlines()) <= 80, done.stdout
+        return done.stdout
+
+    board = piped("report", results)
+    assert "asymmetric_expanded_tier0_a" in board and "asymmetric_expanded_tier0_b" in board
+    side = piped("compare", "asymmetric_expanded_tier0_a", "asymmetric_expanded_tier0_b", "--results", results)
+    for tier in ("30,2,6;", "300,1,5;", "30,2,7;", "300,1,6;"):
+        assert tier in side, side  # each tier whole on its line: wrapped after a ';' only

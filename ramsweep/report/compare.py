@@ -161,8 +161,8 @@ def _table(title: str, names: list[str], rows: list[tuple[str, list[str]]]) -> T
     table.add_column("")
     for name in names:
         table.add_column(name, justify="right", overflow="fold")
-    for label, values in rows:
-        table.add_row(label, *values)
+    for label, values in rows:  # a tier string may wrap after its ';', never inside a tier
+        table.add_row(label, *(v.replace(";", "; ") if label == "tiers" else v for v in values))
     return table
 
 

@@ -138,8 +138,9 @@ def ranking_table(group: str, ranked: list[Record], by: Metric, width: int = 140
                         f"{'; cal. = test PPL at the temperature fitted on validation' if 'cal.' in columns else ''})",
                   title_justify="left", caption=caption, caption_justify="left", box=box.SIMPLE_HEAD)
     for col in columns:
-        if col == "name":
-            table.add_column(col, min_width=10, overflow="fold")
+        if col == "name":  # a name split mid-word reads as two: as wide as the longest (up to 28), then folded
+            longest = max((len(r.name) for r in ranked), default=10)
+            table.add_column(col, min_width=min(28, max(10, longest)), overflow="fold")
         elif col in ("tiers", "device"):
             table.add_column(col, min_width=10 if col == "tiers" else None, no_wrap=col == "device")  # tiers wrap at ';'
         else:
