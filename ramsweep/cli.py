@@ -40,6 +40,9 @@ app = typer.Typer(
     rich_markup_mode=None,  # click's plain help: flags read as flags, and it fits any terminal
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+if hasattr(typer.core.TyperArgument, "display_type_rich"):  # typer shows "RESULTS... <list[Path]>": the metavar says it
+    _shown_type = typer.core.TyperArgument.display_type_rich
+    typer.core.TyperArgument.display_type_rich = lambda self, ctx: None if self.metavar else _shown_type(self, ctx)
 out = Console()
 if not out.is_terminal:  # piped or in a cron log: full-width tables, never truncated, unless COLUMNS says
     out = Console(width=int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else 200)
@@ -273,14 +276,14 @@ def grid(
     from ramsweep.sets import load_grid
 
     exp_set = grid_set(load_grid(), tiers, bits=parse_range(bits, "--bits") if bits else None,
-                       counts=names([counts]) or None, neurons=numbers(neurons, "--neurons"),
+                       counts=names([counts]) or None, neurons=numbers(neurons, "--neurons", "15,10,5"),
                        context=context, negatives=negatives, limit=limit, sample=sample, seed=seed)
     run_or_preview(exp_set, dry_run, results=results, jobs=jobs, retry_failed=retry_failed, device=device,
                    data=data_spec(exp_set.data, data, data_path, tokenizer, tokenizer_files, full_data),
                    seeds=numbers(seeds, "--seeds"), executor=executor, scheduler=scheduler, workers=workers)
 
 
-def numbers(option: str | None, flag: str) -> list[int] | None:
+def numbers(option: str | None, flag: str, example: str = "0,1,2") -> list[int] | None:
     """A comma-separated option of whole numbers; None when not given (given empty is an error:
     `--seeds ""` from an unset shell variable must not quietly run seed 0 alone)."""
     try:
@@ -288,7 +291,7 @@ def numbers(option: str | None, flag: str) -> list[int] | None:
     except ValueError:
         found = []
     if option is not None and not found:
-        raise RamsweepConfigError(f"{flag}: '{option}' is not a comma-separated list of whole numbers, e.g. 15,10,5")
+        raise RamsweepConfigError(f"{flag}: '{option}' is not a comma-separated list of whole numbers, e.g. {example}")
     return found or None
 
 
@@ -446,10 +449,10 @@ STATE_STYLE = {"failed": "red", "interrupted": "yellow", "running": "cyan", "pen
 def serve(
     results: Annotated[Optional[list[Path]], typer.Argument(metavar="RESULTS...", help="Results files to show "
                                                             "(default experiments/results.json).")] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on. Beyond this machine (e.g. 0.0.0.0) it needs "
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to listen on. Beyond this machine (e.g. 0.0.0.0) it needs "
                                       "--token.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (0: any free one).")] = 8765,
-    token: Annotated[Optional[str], typer.Option(envvar="RAMSWEEP_TOKEN", help="Required of every visitor: 'auto' "
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port (0: any free one).")] = 8765,
+    token: Annotated[Optional[str], typer.Option(envvar="RAMSWEEP_TOKEN", metavar="TOKEN", help="Required of every visitor: 'auto' "
                                                  "generates one and prints the URL with it; or your own (at least "
                                                  "16 characters, 8 of them different; RAMSWEEP_TOKEN keeps it out of `ps`).")] = None,
     allow_host: Annotated[Optional[list[str]], typer.Option(metavar="NAME", help="Another name the browser may "

@@ -184,3 +184,17 @@ def test_80_columns_and_pipes_keep_names_and_tiers_whole(tmp_path):
     side = piped("compare", "asymmetric_expanded_tier0_a", "asymmetric_expanded_tier0_b", "--results", results)
     for tier in ("30,2,6;", "300,1,5;", "30,2,7;", "300,1,6;"):
         assert tier in side, side  # each tier whole on its line: wrapped after a ';' only
+
+
+def test_help_and_hints_say_what_is_meant(tmp_path):
+    for command in ("run", "grid", "status", "report", "compare", "convert", "serve", "worker"):
+        shown = invoke(command, "-h").stdout
+        assert not re.search(r"<(str|int|list\[Path\]|Path|float)>", shown), (command, shown)  # before: <str>
+    seeds = invoke("run", "--set", "quick", "--seeds", "a,b", "--dry-run")
+    assert seeds.exit_code == 2 and "e.g. 0,1,2" in seeds.stderr  # before: "e.g. 15,10,5"
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    source = tmp_path / "r.jsonl"
+    source.write_bytes(b"")
+    into = invoke("convert", source, folder)
+    assert into.exit_code != 0 and "--results" not in into.stderr and "name a results file instead" in into.stderr

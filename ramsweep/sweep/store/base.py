@@ -205,7 +205,7 @@ def regular_file(path: Path) -> Path:
     never end; a loop of links, a file in place of a folder, a missing permission or a name
     too long would surface later as a traceback)."""
     resolved = Path(os.path.realpath(path))
-    fix = "name a results file with --results"
+    fix = "name a results file instead (.json or .jsonl)"
     try:
         limit = os.pathconf(resolved.parent, "PC_NAME_MAX")
     except OSError:  # no such folder yet, or not one: the usual limit; stat_of says what is wrong
@@ -228,7 +228,7 @@ def stat_of(path: Path, named: Path | None = None) -> os.stat_result | None:
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise StoreError(f"{named or path}: {_why(e)}; name a results file with --results") from None
+        raise StoreError(f"{named or path}: {_why(e)}; name a results file instead (.json or .jsonl)") from None
 
 
 @contextmanager
