@@ -198,3 +198,64 @@ def test_help_and_hints_say_what_is_meant(tmp_path):
     source.write_bytes(b"")
     into = invoke("convert", source, folder)
     assert into.exit_code != 0 and "--results" not in into.stderr and "name a results file instead" in into.stderr
+
+
+def a_night() -> list[str]:
+    """README's "A night, start to finish" commands, without their comments."""
+    from test_cli import README
+
+    lines = README.read_text().splitlines()
+    start = lines.index("<!-- a-night -->") + 1
+    out = []
+    for line in lines[start:]:
+        if not line.startswith("    "):
+            break
+        out.append(line.split("#")[0].strip())
+    return out
+
+
+@pytest.mark.slow
+def test_the_readmes_night_runs_as_written(tmp_path):
+    import shlex
+    import subprocess
+    import sys
+    import urllib.request
+
+    night = a_night()
+    assert [c.split()[1] for c in night] == ["run", "serve", "status", "report", "report", "compare"]
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "tiny.yaml").write_text("experiments:\n" + "".join(  # the extended set's two names, tiny
+        f'  - {{name: {n}, tiers: "rest,1,{b}", context: 1, negatives: 5}}\n'
+        for n, b in (("tier0_16bit", 4), ("tier0_20bit", 5))))
+
+    def argv(command: str) -> list[str]:
+        words = shlex.split(command.replace("--set extended", "--set tiny.yaml"))
+        return [sys.executable, "-m", "ramsweep", *words[1:]]
+
+    def run(command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(argv(command), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+    evening = run(night[0])
+    assert evening.returncode == 0 and "2 would run" in evening.stdout and "time: no estimate yet" in evening.stdout
+    cron = subprocess.run(argv("ramsweep run --set extended --full-data"), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)  # the cron line's run (tests/test_cli.py runs the line itself)
+    assert cron.returncode == 0, cron.stderr
+    served = subprocess.Popen(argv(night[1]) + ["--port", "0"], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        url = next(line for line in served.stdout if "http://" in line).split()[2]
+        host, rest = url.removeprefix("http://").split("/", 1)
+        asked = urllib.request.Request(f"http://127.0.0.1:{host.split(':')[1]}/api/status{rest.lstrip('/')}",
+                                       headers={"Host": host})
+        status = urllib.request.urlopen(asked, timeout=30).read().decode()
+        assert '"counts"' in status and "results.json" in status
+    finally:
+        served.terminate()
+        served.wait(timeout=30)
+    morning = run(night[2])
+    assert morning.returncode == 0 and "2 done" in morning.stdout and "nothing left to run" in morning.stdout
+    failed = run(night[3])
+    assert failed.returncode == 1 and "no experiment matches --status failed" in failed.stderr
+    board = run(night[4])
+    assert board.returncode == 0 and "tier0_16bit" in board.stdout and "kjv/word full" in board.stdout
+    side = run(night[5])
+    assert side.returncode == 0 and side.stdout.startswith("data: kjv/word full")
