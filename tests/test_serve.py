@@ -657,3 +657,16 @@ def landed(results) -> set[str]:
         return set()
     lines = results.read_bytes().split(b"\n")[:-1]
     return {r["name"] for r in map(orjson.loads, lines) if r.get("kind") == "experiment"}
+
+
+def test_the_latest_results_are_newest_first_across_files(tmp_path):
+    tonight, last_week = tmp_path / "tonight.jsonl", tmp_path / "week.jsonl"
+    new = experiment_record("tonight_run", "kn", val_ppl=10.0)
+    new["finished"] = "2026-12-04T03:00:00+00:00"
+    old = experiment_record("last_weeks_run", "ko", val_ppl=20.0)
+    old["finished"] = "2026-11-27T03:00:00+00:00"
+    open_store(tonight).append(parse_record(new))
+    open_store(last_week).append(parse_record(old))
+    feed = Feed([tonight, last_week])  # read in this order: before, last week's came out as the newest
+    feed.refresh()
+    assert [s.name for _, s in feed.newest(2)] == ["tonight_run", "last_weeks_run"]

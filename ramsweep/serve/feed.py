@@ -134,11 +134,13 @@ class Feed:
         return list(found.values())
 
     def newest(self, limit: int) -> list[tuple[Path, Summary]]:
-        """The `limit` records that arrived last, newest first, with their file."""
-        rows = [(arrived[k], f.store.path, s) for f in self.files for latest, arrived in [f.snapshot()]
-                for k, s in latest.items()]
-        rows.sort(key=lambda row: row[0], reverse=True)
-        return [(path, s) for _, path, s in rows[:limit]]
+        """The `limit` newest records, newest first, with their file: by when they finished (or
+        started), across the files, then by arrival (the files are read one after the other at
+        start, so arrival alone would put the last file's old records above the first's new ones)."""
+        rows = [((s.finished or s.started or ""), arrived[k], f.store.path, s) for f in self.files
+                for latest, arrived in [f.snapshot()] for k, s in latest.items()]
+        rows.sort(key=lambda row: row[:2], reverse=True)
+        return [(path, s) for _, _, path, s in rows[:limit]]
 
     def record(self, key: str):
         """The whole standing record of `key` (None if no file has it), read from its file."""
