@@ -205,7 +205,7 @@ def test_the_record_says_what_the_search_did(caplog):
     with caplog.at_level("INFO", logger="ramsweep"):
         r = run_experiment(Task(searched("ts", fitness="ce"), "k", "s"), corpus)
     # progress in the log: where the search is, its best fitness, its speed, its end
-    assert re.search(r"search s_ts: unit 3/3, TS iteration 3, best CE [\d.]+, [\d.]+ evaluations/s, done",
+    assert re.search(r"search s_ts: unit 3/3, TS iteration 3, best CE [\d.]+ in this unit, [\d.]+ evaluations/s, done",
                      caplog.text), caplog.text
     s = r.search
     assert s["strategy"] == "ts" and s["fitness"] == "ce" and s["evaluations"] == 3 * 3 * 5  # tier by tier

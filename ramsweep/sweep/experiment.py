@@ -115,7 +115,8 @@ def describe_step(p: dict) -> str:
 def describe_progress(exp: Experiment, p: dict) -> str:
     rate = f", {p['evaluations_per_s']:.1f} evaluations/s" if p["evaluations_per_s"] else ""
     eta = f", ETA {p['eta_s'] / 60:.1f} min" if p["eta_s"] is not None else ", done" if p["done"] else ""
-    best = f", best {exp.optimize.fitness.upper()} {p['best']:.6g}" if p["best"] is not None else ""
+    where = " in this unit" if p["units"] > 1 else ""  # each unit's search has its own best: it jumps between units
+    best = f", best {exp.optimize.fitness.upper()} {p['best']:.6g}{where}" if p["best"] is not None else ""
     return f"search {exp.name}: {describe_step(p)}{best}{rate}{eta}"
 
 
