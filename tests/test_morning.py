@@ -259,3 +259,18 @@ def test_the_readmes_night_runs_as_written(tmp_path):
     assert board.returncode == 0 and "tier0_16bit" in board.stdout and "kjv/word full" in board.stdout
     side = run(night[5])
     assert side.returncode == 0 and side.stdout.startswith("data: kjv/word full")
+
+
+def test_a_grids_nine_heatmap_panels_come_three_a_row():
+    pytest.importorskip("matplotlib")
+    from ramsweep.report import plots
+    from ramsweep.report.grid_view import Grid
+    from ramsweep.report.rows import metric
+
+    levels = (tuple(range(8, 12)), tuple(range(8, 12)), tuple(range(8, 17)))
+    cells = {bits: float(sum(bits)) for bits in __import__("itertools").product(*levels)}
+    fig = plots.grid_heatmap(Grid("100,15,B;400,10,B;rest,5,B", levels, cells), metric("val_ppl"))
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.images]
+    width, height = fig.get_size_inches()
+    rows = {round(ax.get_position().y0, 2) for ax in panels}
+    assert len(panels) == 9 and len(rows) == 3 and width < 12  # before: nine in one 26-inch row

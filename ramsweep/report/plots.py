@@ -91,21 +91,26 @@ def grid_heatmap(grid: Grid, by: Metric):
     import numpy as np
 
     panels = grid.panels()
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.8 * len(panels) + 1.2, 3.2), squeeze=False, layout="constrained")
+    across = min(3, len(panels))  # three panels a row: a row of nine shrinks each to a stamp on a page
+    down = -(-len(panels) // across)
+    fig, axes = plt.subplots(down, across, figsize=(3.2 * across + 1.2, 3.0 * down), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     values = [v for _, rows in panels for row in rows for v in row if v is not None]
     lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
     cmap = "viridis_r" if by.lower_is_better else "viridis"
     columns = grid.levels[1] if grid.tiers > 1 else ("",)
-    for index, (ax, (title, rows)) in enumerate(zip(axes[0], panels)):
+    for index, (ax, (title, rows)) in enumerate(zip(axes.flat, panels)):
         data = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
         image = ax.imshow(data, cmap=cmap, vmin=lo, vmax=hi, origin="lower", aspect="auto")
         ax.set_xticks(range(len(columns)), [str(c) for c in columns], fontsize=7)
         ax.set_yticks(range(len(grid.levels[0])), [str(b) for b in grid.levels[0]], fontsize=7)
-        ax.set_xlabel("tier 1 bits" if grid.tiers > 1 else "")
-        if index == 0:
-            ax.set_ylabel("tier 0 bits")
+        ax.set_xlabel("tier 1 bits" if grid.tiers > 1 else "", fontsize=8)
+        if index % across == 0:
+            ax.set_ylabel("tier 0 bits", fontsize=8)
         ax.set_title(title or by.name, fontsize=8)
-    fig.colorbar(image, ax=axes[0].tolist(), label=by.name)
+    fig.colorbar(image, ax=axes.ravel().tolist(), label=by.name)
     return fig
 
 
