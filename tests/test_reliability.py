@@ -213,7 +213,7 @@ def test_a_claim_from_a_clock_a_day_off_is_judged_by_whether_its_heartbeat_moves
     _, err = runner.communicate(timeout=120)
     assert runner.returncode == 0, err
     # neither trusted for a day nor stolen at once: taken over once it stood still for STALE_S (3 s) here
-    assert "waiting: 1 experiments of this set are running in other runners (far-away-host:4242)" in err
+    assert "waiting: 1 experiment of this set is running in other runners (far-away-host:4242)" in err
     assert "taking over e4 from runner far-away-host:4242" in err
     assert time.monotonic() - t0 < 60
     assert [r["status"] for r in records(results)] == ["ok"]
