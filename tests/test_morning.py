@@ -104,7 +104,6 @@ def test_plots_that_cannot_be_made_fail_before_the_report_and_the_html_says_why(
     assert "<svg" not in html and "pip install" in html and "matplotlib" in html
 
 
-@pytest.mark.slow
 def test_a_set_that_needs_gpt2s_vocabulary_says_so_in_its_refusal_and_in_the_list_of_sets():
     refused = invoke("run", "--set", "asymmetric", "--dry-run")
     assert refused.exit_code == 2 and "five_tier_gradient" in refused.stderr
@@ -187,7 +186,6 @@ def test_80_columns_and_pipes_keep_names_and_tiers_whole(tmp_path):
         assert tier in side, side  # each tier whole on its line: wrapped after a ';' only
 
 
-@pytest.mark.slow
 def test_help_and_hints_say_what_is_meant(tmp_path):
     for command in ("run", "grid", "status", "report", "compare", "convert", "serve", "worker"):
         shown = invoke(command, "-h").stdout
