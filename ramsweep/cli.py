@@ -331,8 +331,10 @@ def report(
     breakdown of the best, and the failed and interrupted experiments with their errors."""
     from ramsweep.report import report as report_text
     from ramsweep.report import tables
+    from ramsweep.report.formats import check_format
     from ramsweep.report.rows import Filters
 
+    check_format(format)  # before any file is read
     if rank_by is not None and rank_by not in tables.RANK_BY:
         raise RamsweepConfigError(f"--rank-by: '{rank_by}' is not one of {', '.join(tables.RANK_BY)}; see --sort-by")
     sort = tables.RANK_BY[rank_by] if rank_by else sort_by
@@ -343,13 +345,9 @@ def report(
         from ramsweep.report.plots import plots_folder
 
         plots_folder(plots)  # before the report, which is not printed twice
-    from ramsweep.report.formats import FORMATS
-
-    if format not in FORMATS:
-        raise RamsweepConfigError(f"--format: '{format}' is not one of {', '.join(FORMATS)}")
-    records, by = tables.read(files, sort)
-    selects_something(records, filters, files)
+    records, by = tables.read(files, sort)  # once, for the report and its plots
     if format == "table":  # straight to the console: colours and the terminal's width
+        filters.check(records, files)
         out.print(tables.renderable(records, by, filters, top, reference, out.width))
     else:
         sys.stdout.write(report_text(files, format, top, sort, filters, reference=reference,
@@ -357,24 +355,8 @@ def report(
     if plots is not None:
         from ramsweep.report.plots import save_all
 
-        for path in save_all(*tables.read(files, sort), filters, plots):
+        for path in save_all(records, by, filters, plots):
             err.print(f"wrote {path}", highlight=False)
-
-
-def selects_something(records, filters, files) -> None:
-    """A report's filters that keep no experiment are said so (NothingMatches), not printed as
-    empty headings: `--set` naming a set the files do not hold, `--name` or `--status` matching
-    none."""
-    from ramsweep.errors import NothingMatches
-
-    experiments = [r for r in records if r.kind == "experiment"]
-    where = ", ".join(map(str, files))
-    if filters.set is not None and not any(r.set == filters.set for r in experiments):
-        sets = ", ".join(sorted({r.set for r in experiments if r.set})) or "none"
-        raise NothingMatches(f"--set {filters.set}: no experiment of that set in {where}; sets there: {sets}")
-    if (filters.name or filters.status) and not any(filters.keep(r) for r in experiments):
-        asked = " and ".join(f"--{k} {v}" for k, v in (("name", filters.name), ("status", filters.status)) if v)
-        raise NothingMatches(f"no experiment matches {asked} in {where} ({len(experiments):,} experiments there)")
 
 
 @app.command()

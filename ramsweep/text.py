@@ -33,6 +33,15 @@ def calibrated(cal, temperature: bool = True) -> str:
     return f"{ppl(cal.ppl)} (T={cal.temperature:.3g})"
 
 
+def duration(seconds: float) -> str:
+    """'42s', '17 min', '2.3 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def count(n: int, noun: str) -> str:
     """'1 experiment', '2 experiments', '1,024 experiments'."""
     return f"{n:,} {noun}{'' if n == 1 else 's'}"

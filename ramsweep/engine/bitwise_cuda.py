@@ -305,22 +305,20 @@ def _zero32(a):
 _POOL: dict = {}  # name -> a device buffer, grown as needed, for results read before the next call
 
 
-def _pooled(name: str, size: int, dtype, zero: bool = False):
-    """A 1-D device buffer of `size` from the pool (zeroed on the device if asked): a connections
-    search trains and reads rows hundreds of times, and freeing big buffers synchronises."""
+def _pooled(name: str, size: int, dtype):
+    """A 1-D device buffer of `size` from the pool: a connections search trains and reads rows
+    hundreds of times, and freeing big buffers synchronises."""
     buf = _POOL.get(name)
     if buf is None or buf.size < size or buf.dtype != dtype:
         _POOL.pop(name, None)
         buf = _POOL[name] = cuda.device_array(max(1, size), dtype=dtype)
-    buf = buf[:size]
-    if zero and size:
-        _zero8[-(-size // THREADS), THREADS](buf)
-    return buf
+    return buf[:size]
 
 
-def _zeros(shape, dtype):
-    """A device array of zeros, made on the device (no host buffer of its size)."""
-    d = cuda.device_array(shape, dtype=dtype)
+def _zeros(shape, dtype, pool: str | None = None):
+    """A device array of zeros, made on the device (no host buffer of its size); from the pool
+    `pool` if named (1-D)."""
+    d = _pooled(pool, shape, dtype) if pool else cuda.device_array(shape, dtype=dtype)
     if d.size == 0:
         return d
     if d.ndim == 1:
@@ -511,7 +509,7 @@ def _train_quad_group(common, group: list, wired: dict, states: dict | None = No
     x, t, codes, n_bits, seed, threshold = common
     sizes = [(hi - lo) << bits for _, lo, hi, bits in group]
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    flat = _pooled("cells", int(sum(sizes)), np.uint8, zero=True) if pooled else _zeros(int(sum(sizes)), np.uint8)
+    flat = _zeros(int(sum(sizes)), np.uint8, pool="cells" if pooled else None)
     max_neurons, max_bits = max(s[2] for s in group), max(s[3] for s in group)
     order = np.zeros((len(group), max_neurons, max_bits), dtype=np.uint16)
     for slot, (i, _, hi, bits) in enumerate(group):

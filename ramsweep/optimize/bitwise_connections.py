@@ -257,10 +257,10 @@ class ConnectionScorer:
 
     def current(self) -> Value:
         """The fitness of the current connectivity (its CE as a candidate's, see _value)."""
-        value = self._of(self._log_p, self._log_q)
         if self.kind == "ce" and self.focus is not None:
-            value = Value(*(self._focus_ce(*self._no_change),) * 2, value.accuracy, None)
-        return value
+            ce = self._focus_ce(*self._no_change)
+            return Value(ce, ce, self._of(self._log_p, self._log_q, ce=False).accuracy, None)
+        return self._of(self._log_p, self._log_q)
 
     def release(self) -> None:
         """Drop the cached codes (the search is over; current() and scores() still answer)."""
@@ -317,21 +317,23 @@ class ConnectionScorer:
             saved[i] = (self._log_p[:, i].copy(), self._log_q[:, i].copy())
             self._log_p[:, i], self._log_q[:, i] = log_p, log_q
         try:
-            return self._of(self._log_p, self._log_q, both)
+            return self._of(self._log_p, self._log_q, ce=both or self.kind == "ce",
+                            accuracy=both or self.kind == "accuracy")
         finally:
             for i, (log_p, log_q) in saved.items():
                 self._log_p[:, i], self._log_q[:, i] = log_p, log_q
             self.stats["score_s"] += time.perf_counter() - t0
 
-    def _of(self, log_p: np.ndarray, log_q: np.ndarray, both: bool = True) -> Value:
+    def _of(self, log_p: np.ndarray, log_q: np.ndarray, ce: bool = True, accuracy: bool = True) -> Value:
         """(CE at T = 1, accuracy) from the (n, B) logarithms: bitwise.ce and bitwise.correct's
-        expressions (with both False, the loss's alone; the other NaN)."""
+        expressions (those asked for; the others NaN)."""
+        want_ce, want_accuracy = ce, accuracy
         ce = accuracy = float("nan")
-        if both or self.kind == "ce":
+        if want_ce:
             log_z = np.empty(self.n_examples)
             bitwise.closed_forms(log_p, log_q, self.star, self.branch, 1.0, bitwise.LOG_Z, log_z, log_z)
             ce = float((log_z - bitwise.target_scores(log_p, log_q, self.target_codes)).mean())
-        if both or self.kind == "accuracy":
+        if want_accuracy:
             accuracy = float((bitwise.best_codes(log_p, log_q, self.star, self.branch) == self.target_codes).mean())
         return Value(ce if self.kind == "ce" else -accuracy, ce, accuracy, None)
 
@@ -422,10 +424,10 @@ class ConnectionScorer:
             else:
                 todo.setdefault(what[0], []).append((key, what[1], what[2]))
         for i, items in todo.items():
-            bits = self.bits[i]
-            cells = (bitwise.dense_row_bytes(self.cell_mode, bits) if self._row_storage(i) == DENSE
+            bits, dense = self.bits[i], self._row_storage(i) == DENSE
+            cells = (bitwise.dense_row_bytes(self.cell_mode, bits) if dense
                      else min(2.0**bits, self.data.t.shape[0]) * bitwise.sparse_cell_bytes(bits))
-            if self.gpu is not None and self._row_storage(i) == DENSE:  # the cells stay on the GPU: its room
+            if self.gpu is not None and dense:  # the cells stay on the GPU: its room
                 room = min(GPU_BATCH_BYTES, self.gpu.free_memory() // 2)
                 per_call = max(1, min(int(room // cells), int(self.batch_bytes // self.n_examples)))
             else:

@@ -60,9 +60,9 @@ def chosen(results: Sequence[str | Path], names: Sequence[str], group: str | Non
 
 
 def differences(records: list[ExperimentRecord]) -> list[tuple[str, list[str]]]:
-    """(field, value per experiment) of the data and the compared fields (config.Role) that differ."""
-    data = [group_of(r.data) for r in records]
-    return ([("data", data)] if len(set(data)) > 1 else []) + config_differences(records)
+    """(field, value per experiment) of the compared fields (config.Role) that differ: their data
+    is one (chosen takes them from one group)."""
+    return config_differences(records)
 
 
 def figures(records: list[ExperimentRecord]) -> list[tuple[str, list[str]]]:
@@ -138,8 +138,6 @@ def renderable(records: list[ExperimentRecord]) -> Group:
     diff = differences(records)
     if diff:
         parts.append(_table("What differs", names, diff))
-        if diff[0][0] == "data":
-            parts.append("note: these ran on different data; their PPLs are not comparable")
     else:
         parts.append("The configs are the same (another device aside).")
     parts.append(_table("Figures", names, figures(records)))

@@ -21,14 +21,20 @@ from ramsweep.report.tables import DEFAULT_SORT, markdown, read, renderable
 FORMATS = ("table", "md", "csv", "json", "html", "findings")
 
 
+def check_format(format: str) -> None:
+    if format not in FORMATS:
+        raise ConfigError(f"--format: '{format}' is not one of {', '.join(FORMATS)}")
+
+
 def report(results: str | Path | Sequence[str | Path], format: str = "table", top: int = 3,
            sort_by: str = DEFAULT_SORT, filters: Filters = Filters(), width: int = 140,
            reference: str | None = None, cards: int = 0, loaded: tuple | None = None) -> str:
     """The report of one or more results files in `format` (see the module docstring); `top`
-    experiments per group get a per-tier breakdown. `loaded`: what read() gave for them already."""
-    if format not in FORMATS:
-        raise ConfigError(f"--format: '{format}' is not one of {', '.join(FORMATS)}")
+    experiments per group get a per-tier breakdown. `loaded`: what read() gave for them already.
+    Filters that keep no experiment raise NothingMatches (rows.Filters.check)."""
+    check_format(format)
     records, by = loaded or read(results, sort_by)
+    filters.check(records, [results] if isinstance(results, (str, Path)) else results)
     if format in ("csv", "json"):
         rows = wide_rows([r for r in records if filters.keep(r)], by)
         if format == "json":

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from ramsweep.config import TIERED_ONLY, Role, bitwise_shape, defaults, roles, seed_base
-from ramsweep.errors import ConfigError, StoreError
+from ramsweep.errors import ConfigError, NothingMatches, StoreError
 from ramsweep.report import search_phases
 from ramsweep.sweep.records import DataInfo, ExperimentRecord, Record, Spec, SplitMetrics, gc_paused, latest
 from ramsweep.sweep.store import open_store
@@ -133,6 +133,19 @@ class Filters:
     name: str | None = None  # a glob on experiment names, e.g. 'tier0_*'
     top: int | None = None  # the best N experiments of each group
     status: str | None = None  # ok, failed or interrupted: only experiments whose latest record has it
+
+    def check(self, records: list[Record], files) -> None:
+        """Say so (NothingMatches) when these filters keep no experiment of `records` (read from
+        `files`), rather than a report of empty headings: `set` naming a set the files do not
+        hold, `name` or `status` matching none."""
+        experiments = [r for r in records if r.kind == "experiment"]
+        where = ", ".join(map(str, files))
+        if self.set is not None and not any(r.set == self.set for r in experiments):
+            sets = ", ".join(sorted({r.set for r in experiments if r.set})) or "none"
+            raise NothingMatches(f"--set {self.set}: no experiment of that set in {where}; sets there: {sets}")
+        if (self.name or self.status) and not any(self.keep(r) for r in experiments):
+            asked = " and ".join(f"--{k} {v}" for k, v in (("name", self.name), ("status", self.status)) if v)
+            raise NothingMatches(f"no experiment matches {asked} in {where} ({len(experiments):,} experiments there)")
 
     def keep(self, r: Record) -> bool:
         if r.kind == "baseline":

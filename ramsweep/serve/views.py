@@ -17,8 +17,8 @@ from ramsweep.report.rows import group_of, groups, leaderboard, metric, not_ok
 from ramsweep.report.tables import LEADERBOARD_COLUMNS, formatter, leaderboard_cells
 from ramsweep.serve.feed import Feed
 from ramsweep.sweep.claims import looks_live
-from ramsweep.sweep.status import RUNNING, duration, summary_line
-from ramsweep.text import pct, ppl
+from ramsweep.sweep.status import RUNNING, summary_line
+from ramsweep.text import duration, pct, ppl
 
 SHOWN_METRICS = ("val_ppl", "test_ppl", "val_cal_ppl", "test_cal_ppl", "val_acc", "test_acc", "val_bpb", "test_bpb")
 _markdown = MarkdownIt("commonmark", {"html": False}).enable("table")  # a record's text is never markup
@@ -35,7 +35,7 @@ def status_view(feed: Feed) -> dict:
                  "running": []}
         if s is not None:
             entry.update(counts=s.counts, left=s.left, eta_s=s.eta_s, eta=duration(s.eta_s) if s.eta_s else None,
-                         median_s=s.median_s, summary=summary_line(s), lock=s.lock)
+                         summary=summary_line(s), lock=s.lock)
             running = {r.key for r in s.rows if r.state == RUNNING}
             entry["runners"] = [{"label": r.label, "set": r.set, "planned": r.planned, "left": r.left, "jobs": r.jobs,
                                  "since": r.since, "heartbeat_age_s": round(max(0.0, now - r.heartbeat), 1)}

@@ -34,6 +34,11 @@ def work_of(exp, plan) -> Work:
     return Work(kind_of(exp), max(1, plan.lookups))
 
 
+def finished(work: Mapping[str, Work], latest: Mapping) -> dict[str, float]:
+    """The seconds of the plan's finished experiments (`latest`: the store's summaries by key)."""
+    return {k: h.seconds for k, h in latest.items() if k in work and h.ok and h.seconds is not None}
+
+
 def estimate(work: Mapping[str, Work], done: Mapping[str, float], left: list[str],
              running: Mapping[str, tuple[float, float | None]], slots: int) -> Estimate:
     """Seconds left for the `left` keys (running ones included) of a plan whose keys' work is
@@ -83,11 +88,3 @@ def estimate(work: Mapping[str, Work], done: Mapping[str, float], left: list[str
 def per_k(rate: float) -> str:
     """A rate per neuron an example reads, as seconds per 1,000 such neurons."""
     return f"{1000 * rate:.3g} s per 1,000 neurons an example reads"
-
-
-def duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ramsweep.engine.architecture import CALIBRATION, TEST, VALIDATION  # the phases a model's figures report
+from ramsweep.text import duration
 
 REPORT_EVERY_S = 1.0
 LOADING, TRAINING, SEARCH = "loading", "training", "search"
@@ -116,8 +117,6 @@ class Tracker:
     def describe(self, most: int = 2) -> str:
         """The experiments in flight as a terminal's progress line shows them: 'tier0_20bit:
         training 42%, about 2 min left' (the first `most`, then how many more)."""
-        from ramsweep.sweep.estimate import duration
-
         parts = []
         for key, flight in list(self.flights.items())[:most]:
             told = self.published(key)

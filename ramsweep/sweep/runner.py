@@ -31,7 +31,7 @@ from ramsweep.errors import ConfigError, ExecutorLost
 from ramsweep.sets import load_set
 from ramsweep.sweep.artifacts import folder_of
 from ramsweep.sweep.claims import STALE_S, Claims, looks_live
-from ramsweep.sweep.estimate import Work, duration, estimate, work_of
+from ramsweep.sweep.estimate import Work, estimate, finished, work_of
 from ramsweep.sweep.executors import Executor, InProcess, ProcessPool, cores
 from ramsweep.sweep.experiment import Task, describe_record, environment, interrupted_record, now, stopped_record
 from ramsweep.sweep.interrupts import Interrupted, deferred, raise_if_swallowed, raising_on_signals
@@ -40,7 +40,7 @@ from ramsweep.sweep.progress import Tracker
 from ramsweep.sweep.records import FAILED, OK, BaselineRecord, Claim, ExperimentRecord
 from ramsweep.sweep.resources import check_fits
 from ramsweep.sweep.store import Store, cache_dir, open_store
-from ramsweep.text import count
+from ramsweep.text import count, duration
 
 log = logging.getLogger("ramsweep")
 DEFAULT_RESULTS = Path("experiments") / "results.json"
@@ -243,9 +243,8 @@ def dry_run(set_: str | ExperimentSet, **options) -> str:
         lines.append(f"{i:>6}  {p.experiment.name:<22} {p.experiment.shape:<34} {mib(sizes[-1]):>12}  "
                      f"{outcome}{detail}")
     told = ", ".join(f"{n:,} {state}" for state, n in counts.most_common())
-    done = {k: h.seconds for k, h in latest.items() if k in sweep.work and h.ok and h.seconds is not None}
     todo = [k for k in sweep.planned if needs_running(k, latest.get(k), sweep.options)]
-    guess = estimate(sweep.work, done, todo, {}, 1)
+    guess = estimate(sweep.work, finished(sweep.work, latest), todo, {}, 1)
     if guess.seconds is not None:
         lines.append(f"time: about {duration(guess.seconds)} one at a time, {guess.how}")
     elif todo:
@@ -307,9 +306,8 @@ def execute(sweep: Sweep, executor: Executor, summary: RunSummary, progressed: C
         todo = [key for key in sweep.planned if needs_running(key, latest.get(key), sweep.options)]
         told = {"set": sweep.exp_set.name, "planned": len(sweep.planned), "left": len(todo), "jobs": executor.capacity}
         if sweep.work:  # this runner's estimate of its plan's time left, for status and serve without --set
-            done = {k: h.seconds for k, h in latest.items() if k in sweep.work and h.ok and h.seconds is not None}
-            running = {k: (time.monotonic() - f.t0, None) for k, f in in_flight.items()}
-            guess = estimate(sweep.work, done, todo, running, executor.capacity)
+            running = {k: (time.monotonic() - f.t0, tracker.published(k).get("eta_s")) for k, f in in_flight.items()}
+            guess = estimate(sweep.work, finished(sweep.work, latest), todo, running, executor.capacity)
             told |= {"eta_s": guess.seconds, "estimate": guess.how}
         return told
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,12 +15,12 @@ from ramsweep.engine.layout import Frequencies
 from ramsweep.errors import ConfigError, StoreError
 from ramsweep.sets import load_set
 from ramsweep.sweep.claims import STALE_S, looks_live
-from ramsweep.sweep.estimate import Estimate, Work, duration, estimate, kind_of, work_of
+from ramsweep.sweep.estimate import Estimate, Work, estimate, finished, kind_of, work_of
 from ramsweep.sweep.plan import needs_running, plan
 from ramsweep.sweep.records import FAILED, INTERRUPTED, Claim, Runner, Summary
 from ramsweep.sweep.store import Store, cache_dir, open_store
 from ramsweep.sweep.store.lock import SLOW_S, holder
-from ramsweep.text import ppl
+from ramsweep.text import duration, ppl
 
 DONE, RUNNING, PENDING = "done", "running", "pending"
 STATES = (DONE, FAILED, INTERRUPTED, RUNNING, PENDING)
@@ -41,7 +40,6 @@ class SweepStatus:
     rows: list[Row]
     counts: dict[str, int]
     runners: list[str]  # host:pid of the live runners
-    median_s: float | None  # per completed experiment, None before the first
     eta_s: float | None  # None when unknown (nothing finished yet) or nothing left
     left: int = field(default=0)
     lock: str | None = None  # a warning when a runner has held the results lock for long
@@ -74,8 +72,6 @@ def status(results: str | Path | Store, set_: str | ExperimentSet | None = None,
     counts = {s: 0 for s in STATES}
     for r in rows:
         counts[r.state] += 1
-    timings = [h.seconds for h in latest.values() if h.ok and h.seconds is not None]
-    median_s = statistics.median(timings) if timings else None
     left = sum(needs_running(key, latest.get(key)) for key in names)
     if set_ is None and announced:  # one announcement per set: runners of one set share its plan
         per_set = {r.set: r.left for r in sorted(announced, key=lambda r: r.heartbeat)}
@@ -84,11 +80,10 @@ def status(results: str | Path | Store, set_: str | ExperimentSet | None = None,
     # as many at a time as the runners run (their --jobs, where they announce it)
     slots = sum(r.jobs for r in announced) or len(live) or 1
     if work is not None:
-        done = {k: h.seconds for k, h in latest.items() if k in work and h.ok and h.seconds is not None}
         running = {k: (now - datetime.fromisoformat(c.since).timestamp(), c.eta_s) for k, c in live.items()
                    if k in work}
         todo = [k for k in names if needs_running(k, latest.get(k)) or k in running]
-        guess = estimate(work, done, todo, running, slots)
+        guess = estimate(work, finished(work, latest), todo, running, slots)
     else:  # the runners' own estimates (each has its plan's work), one per set, the latest
         told = {r.set: r for r in sorted(announced, key=lambda r: r.heartbeat)}
         made = [r for r in told.values() if r.eta_s is not None]
@@ -96,7 +91,7 @@ def status(results: str | Path | Store, set_: str | ExperimentSet | None = None,
                  if made else Estimate(None, "add --set NAME (the set the runners run) for an estimate from "
                                              "comparable finished work"))
     runners = sorted({c.label for c in live.values()} | {r.label for r in announced})
-    return SweepStatus(store.path, rows, counts, runners, median_s, guess.seconds, left, lock_warning(store.path),
+    return SweepStatus(store.path, rows, counts, runners, guess.seconds, left, lock_warning(store.path),
                        announced, live, guess.how)
 
 
