@@ -48,9 +48,9 @@ def pipeline_experiment(phases: list[dict], neurons: int, bits: int) -> Experime
                       optimize={"fitness": "CE", "phases": phases})
 
 
-def one_cluster(corpus, bits: int, generations: int, gpu) -> None:
-    """The connections phase's pace alone: GA 30 × `generations` on cluster 0 of a model of 150
-    neurons of `bits` bits a cluster (optimize/bitwise_connections.py, as the phase runs it);
+def one_cluster(corpus, bits: int, generations: int, gpu, neurons: int = 150) -> None:
+    """The connections phase's pace alone: GA 30 × `generations` on cluster 0 of a model of
+    `neurons` neurons of `bits` bits a cluster (optimize/bitwise_connections.py, as the phase runs it);
     numba's compilation is left out (a first, short search compiles every kernel)."""
     import numpy as np
 
@@ -62,17 +62,17 @@ def one_cluster(corpus, bits: int, generations: int, gpu) -> None:
         t0 = time.perf_counter()
         scorer = bitwise_connections.ConnectionScorer(
             part, fit, corpus.vocab_size, codes=np.arange(corpus.vocab_size), context=4, seed=0, sample_rate=0.25,
-            cell_mode="quad_weighted", neurons=150, bits=bits, gpu=gpu)
+            cell_mode="quad_weighted", neurons=neurons, bits=bits, gpu=gpu)
         setup = time.perf_counter() - t0
         phase = {"search": "connections", "strategy": "GA", "population": 30, "generations": gens, "patience": None}
-        opt = pipeline_experiment([phase], 150, bits).optimize.connections(0, None)
+        opt = pipeline_experiment([phase], neurons, bits).optimize.connections(0, None)
         ctx = search.Context(scorer, opt, bitwise_connections.units(scorer, opt)[:1], lambda s: None,
                              lambda p: None, None)
         t0 = time.perf_counter()
         state = search.run(ctx, search.new_state(opt))
         wall = time.perf_counter() - t0
     stats = {k: round(v, 2) if isinstance(v, float) else v for k, v in scorer.stats.items() if k != "score_s"}
-    print(f"| 150 × {bits} ({scorer.storage[0]}) | GA 30 × {generations} | {state['evaluations']:,} | "
+    print(f"| {neurons} × {bits} ({scorer.storage[0]}) | GA 30 × {generations} | {state['evaluations']:,} | "
           f"{wall:.1f} | **{state['evaluations'] / wall:.1f}** | set-up {setup:.1f} s; {stats} |")
 
 
@@ -81,7 +81,8 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="the research's pipeline at WikiText-2 size on cuda")
     parser.add_argument("--small", action="store_true", help="a small case on the CPU")
     parser.add_argument("--one-cluster", metavar="BITS", type=int, nargs="*",
-                        help="the connections phase's pace alone: GA 30 x 12 on one cluster of 150 x BITS")
+                        help="the connections phase's pace alone: GA 30 x 12 on one cluster of NEURONS x BITS")
+    parser.add_argument("--neurons", type=int, default=150, help="--one-cluster's neurons (default 150)")
     parser.add_argument("--artifacts", help="a folder for the search's checkpoint: a run cut short resumes there "
                                             "(each phase's seconds then add up over the runs)")
     args = parser.parse_args()
@@ -99,7 +100,7 @@ def main() -> None:
         print(f"## The connections phase's pace on {describe(device)}\n")
         print("| cluster | search | candidates | seconds | a second | work |\n|---|---|---|---|---|---|")
         for bits in args.one_cluster or [18, 24]:
-            one_cluster(corpus, bits, 12 if args.gpu else 3, kernels(device) if args.gpu else None)
+            one_cluster(corpus, bits, 12 if args.gpu else 3, kernels(device) if args.gpu else None, args.neurons)
         return
     exp = pipeline_experiment(PIPELINE if args.gpu else SMALL, *((150, 18) if args.gpu else (15, 9)))
     t0 = time.perf_counter()

@@ -138,6 +138,49 @@ def _read_neuron_codes(x, order, kind, dense32, dense8, offsets, keys, vals, out
         out[n, e] = uint8(code)
 
 
+@cuda.jit
+def _store_increments(x, order, kind, dense32, dense8, offsets, keys, vals, increments, slots, store):
+    """_read_neuron_codes with each code's increment (bitwise.code_increments) written to
+    store[slots[n], e]: a connections search's rows, kept on the GPU."""
+    e = cuda.grid(1)
+    if e >= x.shape[0]:
+        return
+    n_neurons, bits = order.shape[0], order.shape[1]
+    for n in range(n_neurons):
+        a = _address(x, e, order, n, bits)
+        if kind == KIND_SPARSE:
+            code = _sparse_read(offsets, keys, vals, n, a)
+        elif kind == KIND_QUAD:
+            code = uint32(dense8[n, a])
+        else:
+            code = (dense32[n, a >> uint64(4)] >> uint32((a & uint64(15)) << uint64(1))) & uint32(3)
+        store[slots[n], e] = increments[code]
+
+
+@cuda.jit
+def _swapped_sums(quarters, empty, matrix, old, slots, counts, store, out_quarters, out_empty):
+    """Per candidate c (the grid's y) and example e: a cluster's sums (quarters, #EMPTY) with its
+    neurons old[c, :counts[c]] (rows of matrix) swapped for the store's rows slots[c, :counts[c]]
+    (bitwise_connections.swapped_sums' integers, exact)."""
+    e, c = cuda.grid(2)
+    if e >= quarters.shape[0] or c >= counts.shape[0]:
+        return
+    q, m = quarters[e], empty[e]
+    for k in range(counts[c]):
+        v, w = int32(matrix[old[c, k], e]), int32(store[slots[c, k], e])
+        q += (w & 7) - (v & 7)
+        m += ((w >> 3) & 1) - ((v >> 3) & 1)
+    out_quarters[c, e], out_empty[c, e] = q, m
+
+
+@cuda.jit
+def _put_rows(store, slots, neurons, matrix):
+    """matrix[neurons[k]] = store[slots[k]] (a committed candidate's rows, on the GPU)."""
+    e, k = cuda.grid(2)
+    if e < matrix.shape[1] and k < slots.shape[0]:
+        matrix[neurons[k], e] = store[slots[k], e]
+
+
 # --- training --------------------------------------------------------------------------------
 
 
@@ -581,6 +624,83 @@ def read_clusters(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 
+def _table(cluster, table):
+    """A trained cluster's (kind, order, cells) on the GPU: `table` as train_rows gave it, or
+    uploaded (a DENSE cluster trained here is read where it trained)."""
+    if table is not None:
+        return table
+    order = cuda.to_device(np.ascontiguousarray(cluster.order))
+    if cluster.storage == SPARSE:
+        return KIND_SPARSE, order, tuple(cuda.to_device(a) for a in (cluster.offsets, cluster.keys, cluster.vals))
+    cells = cluster.gpu if cluster.host is None else cuda.to_device(cluster.dense)
+    return KIND_QUAD if cells.dtype == np.uint8 else KIND_TERNARY, order, cells
+
+
+def _cells_args(table) -> tuple:
+    """(dense32, dense8, offsets, keys, vals) of a table for the reading kernels."""
+    kind, _, cells = table
+    none32, none8 = cuda.to_device(_NONE32), cuda.to_device(_NONE8)
+    no_sparse = tuple(cuda.to_device(a) for a in (np.zeros(2, np.int64), np.zeros(1, np.uint32), np.zeros(1, np.uint8)))
+    return (cells if kind == KIND_TERNARY else none32, cells if kind == KIND_QUAD else none8,
+            *(cells if kind == KIND_SPARSE else no_sparse))
+
+
+class RowStore:
+    """A connections search's rows on the GPU (optimize/bitwise_connections.py): each rewired
+    neuron's code increments on the fitness slice, (capacity, n_examples) uint8 a slot a row, and
+    the focus cluster's current rows and sums, so a candidate's sums are made where its rows are
+    and only they reach the host (two int32 an example), never the rows themselves."""
+
+    def __init__(self, x: np.ndarray, increments: np.ndarray, capacity: int):
+        self.n = x.shape[0]
+        self.x = cuda.to_device(np.ascontiguousarray(x))
+        self.increments = cuda.to_device(np.ascontiguousarray(increments, dtype=np.uint8))
+        self.rows = cuda.device_array((max(1, capacity), max(1, self.n)), dtype=np.uint8)
+        self.capacity = int(capacity)
+        self.matrix = self.quarters = self.empty = None
+
+    def write(self, cluster, table, slots: np.ndarray) -> None:
+        """Rows 0.. of a trained cluster (train_rows') into the slots, as increments."""
+        kind, order, _ = table = _table(cluster, table)
+        if self.n:
+            _store_increments[_blocks(self.n), THREADS](self.x, order, kind, *_cells_args(table), self.increments,
+                                                        cuda.to_device(np.asarray(slots, dtype=np.int64)), self.rows)
+
+    def row(self, slot: int) -> np.ndarray:
+        return self.rows[slot, : self.n].copy_to_host()
+
+    def focus(self, codes: np.ndarray, quarters: np.ndarray, empty: np.ndarray) -> None:
+        """The focus cluster's current increments (neurons, n) and its sums (quarters, #EMPTY)."""
+        self.matrix = cuda.to_device(np.ascontiguousarray(codes))
+        self.sums(quarters, empty)
+
+    def sums(self, quarters: np.ndarray, empty: np.ndarray) -> None:
+        self.quarters, self.empty = (cuda.to_device(np.ascontiguousarray(a, dtype=np.int32)) for a in (quarters, empty))
+
+    def put(self, neurons: np.ndarray, slots: np.ndarray) -> None:
+        """The focus's rows `neurons` replaced by the store's `slots` (a commit)."""
+        if len(slots) and self.n:
+            _put_rows[(_blocks(self.n), len(slots)), THREADS](
+                self.rows, cuda.to_device(np.asarray(slots, dtype=np.int64)),
+                cuda.to_device(np.asarray(neurons, dtype=np.int64)), self.matrix)
+
+    def swapped(self, old: list[np.ndarray], slots: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Per candidate c, the focus's sums with its neurons old[c] swapped for the rows slots[c]:
+        ((C, n) int32 quarters, (C, n) int32 #EMPTY) on the host."""
+        c, width = len(old), max(1, max((len(o) for o in old), default=0))
+        d_old, d_slots = np.zeros((c, width), np.int64), np.zeros((c, width), np.int64)
+        for k, (o, r) in enumerate(zip(old, slots)):
+            d_old[k, : len(o)], d_slots[k, : len(r)] = o, r
+        counts = np.array([len(o) for o in old], dtype=np.int64)
+        out_q = _pooled("swapped_q", c * self.n, np.int32).reshape(c, self.n)
+        out_m = _pooled("swapped_m", c * self.n, np.int32).reshape(c, self.n)
+        if c and self.n:
+            _swapped_sums[(_blocks(self.n), c), THREADS](self.quarters, self.empty, self.matrix, cuda.to_device(d_old),
+                                                         cuda.to_device(d_slots), cuda.to_device(counts), self.rows,
+                                                         out_q, out_m)
+        return out_q.copy_to_host(), out_m.copy_to_host()
+
+
 def read_neuron_codes(cluster, x: np.ndarray, table=None) -> np.ndarray:
     """bitwise.neuron_codes on the GPU: (n_examples, neurons) uint8, every example's cell code at each
     neuron of one cluster (optimize/sizes.py sums any first n of them), as bitwise.neuron_codes the
@@ -590,19 +710,8 @@ def read_neuron_codes(cluster, x: np.ndarray, table=None) -> np.ndarray:
     n = x.shape[0]
     if n == 0:
         return np.zeros((0, cluster.neurons), dtype=np.uint8)
-    if table is None:
-        order = cuda.to_device(np.ascontiguousarray(cluster.order))
-        if cluster.storage == SPARSE:
-            table = (KIND_SPARSE, order, tuple(cuda.to_device(a) for a in (cluster.offsets, cluster.keys, cluster.vals)))
-        else:
-            cells = cluster.gpu if cluster.host is None else cuda.to_device(cluster.dense)
-            table = (KIND_QUAD if cells.dtype == np.uint8 else KIND_TERNARY, order, cells)
-    kind, order, cells = table
-    none32, none8 = cuda.to_device(_NONE32), cuda.to_device(_NONE8)
-    no_sparse = tuple(cuda.to_device(a) for a in (np.zeros(2, np.int64), np.zeros(1, np.uint32), np.zeros(1, np.uint8)))
-    offsets, keys, vals = cells if kind == KIND_SPARSE else no_sparse
+    kind, order, _ = table = _table(cluster, table)
     out = _pooled("codes", cluster.neurons * n, np.uint8).reshape(cluster.neurons, n)  # copied out below
     _read_neuron_codes[_blocks(n), THREADS](cuda.to_device(np.ascontiguousarray(x)), order, kind,
-                                            cells if kind == KIND_TERNARY else none32,
-                                            cells if kind == KIND_QUAD else none8, offsets, keys, vals, out)
+                                            *_cells_args(table), out)
     return out.copy_to_host().T

@@ -17,11 +17,13 @@ increments plus its new ones, the very operands of a retrain's bitwise.read_clus
 bitwise.p_of_quarters gives the same P float, and the closed forms the same CE and best code.
 Codes are cached per (cluster, neuron, connections as a set), so a GA child made of neurons seen
 before costs no training; the new neurons of a generation are trained together (a cluster's in one
-call), on the CPU engine or, given `gpu` = engine/bitwise_cuda.py, by its kernels (train_rows, and
-read_neuron_codes reading them where they trained; DENSE there even for a SPARSE cluster, whose
-absent cell is the DENSE cell never written): the same cells and codes. Under a CE fitness a
-candidate that changes the focus cluster alone is scored from its split closed forms (_focus_ce). WGSL's kernels
-(bitwise_wgpu) have no train_rows: with them the rows train on the CPU engine.
+call), on the CPU engine or, given `gpu` = engine/bitwise_cuda.py, by its kernels (train_rows;
+DENSE there even for a SPARSE cluster, whose absent cell is the DENSE cell never written): the
+same cells and codes. Under a CE fitness a candidate that changes the focus cluster alone is
+scored from its split closed forms (_focus_ce). On the GPU its rows stay there
+(bitwise_cuda.RowStore): the candidates' swapped sums are made there, and only those integers
+reach the host, whose closed forms give the same floats. WGSL's kernels (bitwise_wgpu) have no
+train_rows: with them the rows train on the CPU engine.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ MATRIX_CACHE_BYTES = 2 << 30  # each cluster's current neurons' codes (the unit 
 BATCH_BYTES = 1 << 30  # the new codes (and trained cells, on the CPU) one training call may hold
 GPU_ROW_BYTES = 1 << 30  # a row trains DENSE on a GPU up to this (its codes are all the search reads)
 GPU_BATCH_BYTES = 16 << 30  # DENSE cells one training call may hold on a GPU (at most half its free memory)
+GPU_STORE_BYTES = 4 << 30  # rewired neurons' codes kept on a GPU (bitwise_cuda.RowStore)
+GPU_STORE_ROWS = 1 << 16  # ... and at most this many rows (a small fitness slice needs no more)
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,9 @@ class ConnectionScorer:
         self.batch_bytes = int(batch_bytes)
         self.gpu = gpu if hasattr(gpu, "train_rows") else None
         self._rows: OrderedDict[tuple, np.ndarray] = OrderedDict()  # row_key -> (n_examples,) uint8 increments
+        self._store = None  # on a GPU: its RowStore, made when first needed, and
+        self._slots: OrderedDict[tuple, int] = OrderedDict()  # row_key -> its row there (least recently used first)
+        self._free: list[int] = []
         self._matrices: OrderedDict[int, tuple] = OrderedDict()  # i -> (codes (neurons, n_examples), q, empty, none)
         self.focus: int | None = None
         self._split: tuple | None = None  # the focus cluster's (log_a0, log_a1, rest_target, target_bit)
@@ -216,7 +223,11 @@ class ConnectionScorer:
             self.focus, self._split = i, None
             for key in [k for k in self._rows if k[0] != i]:
                 del self._rows[key]
-            self._matrix(i)
+            for key in [k for k in self._slots if k[0] != i]:
+                self._free.append(self._slots.pop(key))
+            codes, q, n_empty, _ = self._matrix(i)
+            if self.gpu is not None:
+                self._device_rows().focus(codes, q, n_empty)
 
     def evaluate(self, candidates: list[list[Change]]) -> list[Value]:
         """The fitness of each candidate (changes from the current connectivity). The neurons they
@@ -225,17 +236,20 @@ class ConnectionScorer:
         reads the loss, and the closed forms and the best codes each cost a third of a candidate)."""
         self.evaluations += len(candidates)
         plans = [self._plan(changes) for changes in candidates]
-        out, lo = [], 0
+        out, lo, limit = [], 0, self._batch_rows()
         while lo < len(plans):  # as many candidates as their new rows fit batch_bytes (one at least)
             hi, keys = lo, {}
             while hi < len(plans):
                 more = {k: v for k, v in self._wanted(plans[hi]).items() if k not in keys}
-                if hi > lo and (len(keys) + len(more)) * self.n_examples > self.batch_bytes:
+                if hi > lo and len(keys) + len(more) > limit:
                     break
                 keys.update(more)
                 hi += 1
-            rows = self._codes_of(keys)
-            out += [self._value(plans[k], rows, both=False) for k in range(lo, hi)]
+            if self.gpu is not None and all(self._focus_only(plans[k]) for k in range(lo, hi)):
+                out += self._focus_values(plans[lo:hi], self._slots_of(keys))
+            else:
+                rows = self._codes_of(keys)
+                out += [self._value(plans[k], rows, both=False) for k in range(lo, hi)]
             lo = hi
         return out
 
@@ -249,6 +263,9 @@ class ConnectionScorer:
                 codes[neurons] = np.stack([rows[row_key(i, n, r)] for n, r in zip(neurons, new)])
                 bitwise.sum_increments(codes, codes.shape[0], q, n_empty, n_none)
                 self._set_column(i, q, n_empty, n_none)
+                if i == self.focus and self._store is not None:  # its copy on the GPU too
+                    self._store.put(neurons, [self._slots[row_key(i, n, r)] for n, r in zip(neurons, new)])
+                    self._store.sums(q, n_empty)
         for t, idx, new in changes:
             self.conn[t][np.asarray(idx)] = new
         if any(i != self.focus and plan[i][0].shape[0] for i in plan):
@@ -266,6 +283,7 @@ class ConnectionScorer:
         """Drop the cached codes (the search is over; current() and scores() still answer)."""
         self._rows.clear()
         self._matrices.clear()
+        self._store, self._slots, self._free = None, OrderedDict(), []
         self.focus, self._split = None, None
 
     def scores(self) -> bitwise.Scores:
@@ -287,6 +305,26 @@ class ConnectionScorer:
 
     def _wanted(self, plan: dict) -> dict[tuple, tuple[int, int, np.ndarray]]:
         return {row_key(i, n, r): (i, int(n), r) for i, (neurons, new) in plan.items() for n, r in zip(neurons, new)}
+
+    def _focus_only(self, plan: dict) -> bool:
+        """Whether a candidate is scored from the focus's split (a CE fitness, the focus alone changed)."""
+        return (self.kind == "ce" and self.focus is not None
+                and all(i == self.focus for i, (neurons, _) in plan.items() if neurons.shape[0]))
+
+    def _focus_values(self, plans: list[dict], slots: dict) -> list[Value]:
+        """_focus_only candidates' values from their rows on the GPU: their sums swapped there
+        (integers), then the focus's split closed forms here, as _focus_ce (the same floats)."""
+        t0 = time.perf_counter()
+        f, empty = self.focus, self._no_change
+        old = [plan[f][0] if f in plan else empty[0] for plan in plans]
+        new = [[slots[row_key(f, n, r)] for n, r in zip(*plan[f])] if f in plan else [] for plan in plans]
+        quarters, n_empty = self._device_rows().swapped(old, new)
+        out = []
+        for c in range(len(plans)):
+            ce = self._focus_ce(*empty, sums=(quarters[c], n_empty[c]))
+            out.append(Value(ce, ce, float("nan"), None))
+        self.stats["score_s"] += time.perf_counter() - t0
+        return out
 
     def _value(self, plan: dict, rows: dict, both: bool = True) -> Value:
         """A candidate's fitness: its clusters' columns from the swapped sums, the others' as they are.
@@ -337,11 +375,13 @@ class ConnectionScorer:
             accuracy = float((bitwise.best_codes(log_p, log_q, self.star, self.branch) == self.target_codes).mean())
         return Value(ce if self.kind == "ce" else -accuracy, ce, accuracy, None)
 
-    def _focus_ce(self, neurons: np.ndarray, new_codes: np.ndarray) -> float:
-        """The mean CE with the focus cluster's `neurons` rewired to the rows new_codes, the other
-        clusters' columns as they are."""
+    def _focus_ce(self, neurons: np.ndarray, new_codes: np.ndarray, sums: tuple | None = None) -> float:
+        """The mean CE with the focus cluster's `neurons` rewired to the rows new_codes (or with the
+        focus's sums (quarters, #EMPTY) made elsewhere), the other clusters' columns as they are."""
         f = self.focus
         codes, q, n_empty, _ = self._matrix(f)
+        if sums is not None:
+            q, n_empty = sums
         if self._split is None:
             split = tuple(np.empty(self.n_examples) for _ in range(3))
             bitwise.split_log_z(self._log_p, self._log_q, self.star, self.branch, f, *split, self.target_codes)
@@ -383,17 +423,20 @@ class ConnectionScorer:
         conn = draw_bit_connectivity(int(self.data.seed), i, neurons, bits, self.inputs.n_input)
         return self._trained(i, conn, bitwise.sample_states(self.data.seed, i, neurons))
 
-    def _trained(self, i: int, conn: np.ndarray, states: np.ndarray) -> np.ndarray:
-        """(rows, n_examples) code increments on the score split of neurons of cluster i wired as
-        `conn` and sampling with `states`: trained and read on the CPU engine or the GPU (the same)."""
+    def _train_rows(self, i: int, conn: np.ndarray, states: np.ndarray) -> tuple:
+        """Neurons of cluster i wired as `conn` and sampling with `states`, trained on the CPU engine
+        or the GPU (the same cells): (BitCluster, its table on the GPU or None)."""
         t0 = time.perf_counter()
         if self.gpu is not None:
-            cluster, table = self.gpu.train_rows(self.data, self.inputs, i, conn, states, self.cell_mode,
-                                                 self._row_storage(i))
+            out = self.gpu.train_rows(self.data, self.inputs, i, conn, states, self.cell_mode, self._row_storage(i))
         else:
-            cluster, table = bitwise.train_rows(self.data, self.inputs, i, conn, states, self.cell_mode,
-                                                self.storage[i]), None
+            out = bitwise.train_rows(self.data, self.inputs, i, conn, states, self.cell_mode, self.storage[i]), None
         self.stats["train_s"] += time.perf_counter() - t0
+        return out
+
+    def _trained(self, i: int, conn: np.ndarray, states: np.ndarray) -> np.ndarray:
+        """(rows, n_examples) code increments on the score split of the rows _train_rows trains."""
+        cluster, table = self._train_rows(i, conn, states)
         t0 = time.perf_counter()
         if self.gpu is not None:
             codes = self.gpu.read_neuron_codes(cluster, self.x, table)
@@ -412,36 +455,89 @@ class ConnectionScorer:
             return DENSE
         return self.storage[i]
 
-    def _codes_of(self, wanted: dict[tuple, tuple[int, int, np.ndarray]]) -> dict[tuple, np.ndarray]:
-        """Each wanted row's (n_examples,) code increments: from the cache, else trained (those of a
-        cluster together, in calls of at most batch_bytes of cells and codes) and cached."""
-        out, todo = {}, {}
+    def _calls(self, i: int, items: list) -> list[tuple[list, np.ndarray, np.ndarray]]:
+        """Rows [(key, neuron, connections)] of cluster i split into training calls of at most
+        batch_bytes of cells and codes (on a GPU, cells that stay there: its room): per call (its
+        items, their (k, bits) int32 connections, their sampling states)."""
+        bits, dense = self.bits[i], self._row_storage(i) == DENSE
+        cells = (bitwise.dense_row_bytes(self.cell_mode, bits) if dense
+                 else min(2.0**bits, self.data.t.shape[0]) * bitwise.sparse_cell_bytes(bits))
+        if self.gpu is not None and dense:
+            room = min(GPU_BATCH_BYTES, self.gpu.free_memory() // 2)
+            per_call = max(1, min(int(room // cells), int(self.batch_bytes // self.n_examples)))
+        else:
+            per_call = max(1, int(self.batch_bytes // (cells + self.n_examples)))
+        out = []
+        for lo in range(0, len(items), per_call):
+            part = items[lo:lo + per_call]
+            ids = np.array([n for _, n, _ in part], dtype=np.int64)
+            conn = np.ascontiguousarray(np.stack([r for _, _, r in part]), dtype=np.int32)
+            out.append((part, conn, bitwise.sample_states_of(self.data.seed, i, ids)))
+            self.stats["train_calls"] += 1
+            self.stats["rows_trained"] += len(part)
+        return out
+
+    def _missing(self, wanted: dict, cached: OrderedDict, out: dict) -> dict[int, list]:
+        """The wanted rows `cached` holds into out (marked recently used); the others by cluster."""
+        todo = {}
         for key, what in wanted.items():
-            if key in self._rows:
-                self._rows.move_to_end(key)
-                out[key] = self._rows[key]
+            if key in cached:
+                cached.move_to_end(key)
+                out[key] = cached[key]
                 self.stats["rows_reused"] += 1
             else:
                 todo.setdefault(what[0], []).append((key, what[1], what[2]))
-        for i, items in todo.items():
-            bits, dense = self.bits[i], self._row_storage(i) == DENSE
-            cells = (bitwise.dense_row_bytes(self.cell_mode, bits) if dense
-                     else min(2.0**bits, self.data.t.shape[0]) * bitwise.sparse_cell_bytes(bits))
-            if self.gpu is not None and dense:  # the cells stay on the GPU: its room
-                room = min(GPU_BATCH_BYTES, self.gpu.free_memory() // 2)
-                per_call = max(1, min(int(room // cells), int(self.batch_bytes // self.n_examples)))
-            else:
-                per_call = max(1, int(self.batch_bytes // (cells + self.n_examples)))
-            for lo in range(0, len(items), per_call):
-                part = items[lo:lo + per_call]
-                ids = np.array([n for _, n, _ in part], dtype=np.int64)
-                conn = np.ascontiguousarray(np.stack([r for _, _, r in part]), dtype=np.int32)
-                codes = self._trained(i, conn, bitwise.sample_states_of(self.data.seed, i, ids))
-                self.stats["train_calls"] += 1
-                self.stats["rows_trained"] += len(part)
+        return todo
+
+    def _codes_of(self, wanted: dict[tuple, tuple[int, int, np.ndarray]]) -> dict[tuple, np.ndarray]:
+        """Each wanted row's (n_examples,) code increments: from the cache, else trained (those of a
+        cluster together, in calls of at most batch_bytes of cells and codes) and cached. On a GPU
+        they are its store's rows, copied here."""
+        if self.gpu is not None:
+            slots = self._slots_of(wanted)
+            return {key: self._store.row(slots[key]) for key in wanted}
+        out = {}
+        for i, items in self._missing(wanted, self._rows, out).items():
+            for part, conn, states in self._calls(i, items):
+                codes = self._trained(i, conn, states)
                 for k, (key, _, _) in enumerate(part):
                     out[key] = codes[k].copy()
                     self._remember(key, out[key])
+        return out
+
+    def _batch_rows(self) -> int:
+        """The rows one batch of candidates may want: batch_bytes of codes (on a GPU, its store's)."""
+        rows = self.batch_bytes // max(1, self.n_examples)
+        return min(rows, GPU_STORE_ROWS) if self.gpu is not None else rows
+
+    def _device_rows(self):
+        """The GPU's RowStore, made when first needed: room for a batch and one more candidate."""
+        if self._store is None:
+            rows = max(GPU_STORE_BYTES // max(1, self.n_examples), self._batch_rows())
+            self._store = self.gpu.RowStore(self.x, self.increments, min(rows, GPU_STORE_ROWS) + sum(self.neurons))
+            self._slots, self._free = OrderedDict(), list(range(self._store.capacity))[::-1]
+        return self._store
+
+    def _slots_of(self, wanted: dict[tuple, tuple[int, int, np.ndarray]]) -> dict[tuple, int]:
+        """Each wanted row's slot in the GPU's store: kept, else trained there (as _codes_of) into
+        slots freed from the least recently used rows not wanted now."""
+        store, out = self._device_rows(), {}
+        todo = self._missing(wanted, self._slots, out)
+        need = sum(len(items) for items in todo.values())
+        for key in list(self._slots):
+            if len(self._free) >= need:
+                break
+            if key not in wanted:
+                self._free.append(self._slots.pop(key))
+        for i, items in todo.items():
+            for part, conn, states in self._calls(i, items):
+                cluster, table = self._train_rows(i, conn, states)
+                t0 = time.perf_counter()
+                slots = [self._free.pop() for _ in part]
+                store.write(cluster, table, np.array(slots, dtype=np.int64))
+                for (key, _, _), slot in zip(part, slots):
+                    out[key] = self._slots[key] = slot
+                self.stats["read_s"] += time.perf_counter() - t0
         return out
 
     def _remember(self, key: tuple, row: np.ndarray) -> None:
