@@ -364,11 +364,14 @@ def _zeros(shape, dtype, pool: str | None = None):
     d = _pooled(pool, shape, dtype) if pool else cuda.device_array(shape, dtype=dtype)
     if d.size == 0:
         return d
-    if d.ndim == 1:
+    if not SIMULATOR:  # the driver's memset: a byte a thread is slow over a connections search's GiBs of cells
+        from numba.cuda.cudadrv.driver import device_memset
+
+        device_memset(d, 0, d.nbytes)
+    elif d.ndim == 1:  # the simulator has no driver
         _zero8[-(-d.shape[0] // THREADS), THREADS](d)
     else:
-        rows, cols = (2, 4) if SIMULATOR else (8, 32)
-        _zero32[(-(-d.shape[0] // rows), -(-d.shape[1] // cols)), (rows, cols)](d)
+        _zero32[(-(-d.shape[0] // 2), -(-d.shape[1] // 4)), (2, 4)](d)
     return d
 
 
@@ -464,7 +467,8 @@ def train_rows(data, inputs, i: int, conn: np.ndarray, states: np.ndarray, cell_
     """bitwise.train_rows on the GPU: neurons of bit cluster i wired as `conn` (rows, bits) and
     sampling with `states` (rows,) uint64, trained by the kernels above (row r the neuron: its
     wiring conn[r], its stream states[r]): (BitCluster of those rows, its table for
-    read_neuron_codes). DENSE cells stay on the GPU (the table holds them); SPARSE rows are
+    read_neuron_codes). DENSE cells stay on the GPU (the table holds them), uncounted (the search
+    reads only their codes; bitwise.cells_stored counts them on the host if asked); SPARSE rows are
     compacted from DENSE scratch to the host (table None: read_neuron_codes uploads them), or
     trained by the CPU engine when one row's scratch is over SCRATCH_BYTES. DENSE quad cells are a
     pooled buffer's: valid until the next train_rows call (the search reads them at once)."""
@@ -484,13 +488,16 @@ def train_rows(data, inputs, i: int, conn: np.ndarray, states: np.ndarray, cell_
         (d_cells,) = _train_quad_group(common, [(i, 0, rows, bits)], wired, {i: states}, pooled=True)
     else:
         d_cells = _train_ternary(common, i, rows, bits, wired[i][3], states)
-    return _on_gpu(wired[i], d_cells, cell_mode), (KIND_QUAD if quad else KIND_TERNARY, wired[i][3], d_cells)
+    return (_on_gpu(wired[i], d_cells, cell_mode, count=False),
+            (KIND_QUAD if quad else KIND_TERNARY, wired[i][3], d_cells))
 
 
-def _on_gpu(wired, d_cells, cell_mode: str):
+def _on_gpu(wired, d_cells, cell_mode: str, count: bool = True):
     """A DENSE cluster whose cells stay on the GPU (copied to the host only if read there), with
-    its stored cells counted here."""
+    its stored cells counted here (unless `count` is False: a search's rows, read at once)."""
     conn, masks, order, _ = wired
+    if not count:
+        return bitwise.BitCluster(DENSE, conn, masks, order, None, gpu=d_cells)
     count = cuda.to_device(np.zeros(1, dtype=np.int64))
     flat = d_cells.reshape(d_cells.size)
     _count_codes[min(_blocks(flat.shape[0]), 1024), THREADS](flat, cell_mode == bitwise.TERNARY, count)
