@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from conftest import ARTIFACTS, CHROMIUM, DRIVER, baseline_record, browser, dash
 from typer.testing import CliRunner
 
 from ramsweep.cli import app as cli
-from ramsweep.report.rows import leaderboard, load, metric
+from ramsweep.report.rows import group_of, leaderboard, load, metric
 from ramsweep.sweep import claims as claims_module
 from ramsweep.sweep.progress import Report, Tracker
 from ramsweep.sweep.records import parse_record
@@ -46,11 +47,13 @@ ROUTES = ["/", "/api", "/api/status", "/api/records", "/api/leaderboard", "/api/
 
 
 def grid_file(path, extra=()):
-    """A 2x2x2 tier-bits grid, a failure, a baseline, and `extra` records."""
+    """A 2x2x2 tier-bits grid (finished 10 minutes apart, the worst first), a failure, a
+    baseline, and `extra` records."""
     store = open_store(path)
     for i, bits in enumerate(itertools.product((8, 9), repeat=3)):
         name = "grid_b" + "_".join(f"{b:02d}" for b in bits)
-        row = experiment_record(name, f"k{i}", val_ppl=1000.0 + 100 * bits[0] + 10 * bits[1] + bits[2])
+        row = experiment_record(name, f"k{i}", val_ppl=1000.0 + 100 * bits[0] + 10 * bits[1] + bits[2],
+                                finished=f"2026-11-26T{(70 - 10 * i) // 60:02d}:{(70 - 10 * i) % 60:02d}:00+00:00")
         row["spec"] = {**row["spec"], "name": name, "tiers": ";".join(
             f"{c},{n},{b}" for c, n, b in zip(("100", "400", "rest"), (15, 10, 5), bits))}
         store.append(parse_record(row))
@@ -82,7 +85,7 @@ def test_the_api_shows_what_the_report_shows(results_path):
         assert grids[0]["panels"][0]["rows"][0]["text"][0] == "1,888"  # bits 8, 8, 8: 1000 + 800 + 80 + 8
         latest = c.get("/api/records").json()
         assert [r["name"] for r in latest["failed"]] == ["broken"]
-        assert latest["latest"][0]["name"] == "broken"  # newest first
+        assert [r["name"] for r in latest["latest"][:2]] == ["grid_b08_08_08", "grid_b08_08_09"]  # newest first
         card = c.get("/api/experiments/k0").json()
         assert card["record"]["name"] == "grid_b08_08_08" and "<h3>grid_b08_08_08</h3>" in card["card_html"]
         assert c.get("/api/experiments/nope").status_code == 404
@@ -166,8 +169,78 @@ def test_a_record_is_shown_as_text_never_as_markup(tmp_path):
     sneaky["spec"] = {**sneaky["spec"], "description": "<img src=x onerror=alert(1)>"}
     grid_file(tmp_path / "r.jsonl", [sneaky])
     with client(tmp_path / "r.jsonl") as c:
-        html = c.get("/api/experiments/ks").json()["card_html"]
+        found = c.get("/api/experiments/ks").json()
+    html = found["card_html"]
     assert "<script>" not in html and "<img" not in html and "&lt;img" in html
+    assert found["charts"] and all("x&lt;script&gt;alert(1)&lt;/script&gt;" in svg_of(svg).findtext(f"{SVG}title")
+                                   or "&lt;script" in svg for svg in found["charts"])
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def svg_of(markup: str) -> ET.Element:
+    """A chart as the page parses it: SVG with no script, no style attribute and no link out."""
+    assert "<script" not in markup and "style=" not in markup and "href" not in markup
+    return ET.fromstring(markup)
+
+
+def test_the_night_chart_draws_each_result_when_it_finished_and_the_best_so_far(tmp_path):
+    """/api/night: per data group, a dot an ok experiment at its finishing time and a step line of
+    the best so far in the metric asked for (the failure and the baseline are not results)."""
+    grid_file(tmp_path / "r.jsonl")
+    with client(tmp_path / "r.jsonl") as c:
+        night = c.get("/api/night").json()
+        by_accuracy = c.get("/api/night?sort_by=val_acc").json()
+    group, = night["groups"]
+    assert group["group"] == group_of(parse_record(experiment_record()).data) and night["sort_by"] == "val_ppl"
+    svg = svg_of(group["svg"])
+    dots = sorted((float(d.get("cx")), float(d.get("cy"))) for d in svg.iter(f"{SVG}circle"))
+    assert len(dots) == 8
+    gaps = [b[0] - a[0] for a, b in zip(dots, dots[1:])]
+    assert max(gaps) - min(gaps) <= 0.2 and min(gaps) > 10  # finished 10 minutes apart: evenly spaced (0.1 px)
+    assert [y for _, y in dots] == sorted(y for _, y in dots)  # the worst first: each one lower on the chart
+    step, = [p for p in svg.iter(f"{SVG}polyline") if p.get("class") == "step"]
+    corners = [tuple(map(float, p.split(","))) for p in step.get("points").split()]
+    assert corners[0] == dots[0] and corners[-1] == dots[-1]  # from the first result to the best, the last
+    assert [y for _, y in corners] == sorted(y for _, y in corners)  # the best so far only falls
+    assert "hours since the first result (" in group["svg"] and "best val_ppl so far" in group["svg"]
+    assert "best val_acc so far" in by_accuracy["groups"][0]["svg"]
+
+
+def test_searches_are_listed_and_a_cards_charts_draw_its_history_and_its_units(tmp_path):
+    """/api/searches: the report's search table from the feed's summaries (the same cells as from
+    the whole record); a searched experiment's card: its history over every phase (a point a
+    history line, each phase's start marked) and its test accuracy and CE per bit cluster; a
+    tiered one's per tier."""
+    from test_report import searched_in_phases
+
+    from ramsweep.report.rows import search_rows
+    from ramsweep.report.tables import search_cells
+
+    searched = searched_in_phases()
+    path = tmp_path / "r.jsonl"
+    grid_file(path, [searched])
+    with client(path) as c:
+        searches = c.get("/api/searches").json()
+        card = c.get("/api/experiments/kph").json()
+        tiered = c.get("/api/experiments/k0").json()
+    record = parse_record(searched)
+    row, = searches["rows"]
+    assert row == {"key": "kph", "cells": search_cells(search_rows([record])[0])}
+    history, accuracy, ce = map(svg_of, card["charts"])
+    phases = searched["search"]["phases"]
+    best, mean = list(history.iter(f"{SVG}polyline"))
+    assert len(best.get("points").split()) == sum(len(p["history"]) for p in phases)
+    assert len(mean.get("points").split()) == sum(len(p["history"]) for p in phases if p["search"] != "grid")
+    marks = [t.text for t in history.iter(f"{SVG}text") if t.get("class") == "mark"]
+    assert marks == [f"{p['phase']} {kind}" for p, kind in zip(phases, ("grid", "neurons GA+TS", "bits TS"))]
+    bits = record.metrics.test.bits
+    heights = [float(r.get("height")) for r in accuracy.iter(f"{SVG}rect") if r.get("class") == "bar"]
+    assert len(heights) == len(bits)
+    assert heights.index(max(heights)) == max(range(len(bits)), key=lambda i: bits[i].accuracy)
+    assert sum(r.get("class") == "bar" for r in ce.iter(f"{SVG}rect")) == len(bits)
+    assert [len([r for r in svg_of(c).iter(f"{SVG}rect") if r.get("class") == "bar"]) for c in tiered["charts"]] == [1, 1]
 
 
 def test_the_feed_follows_appends_and_replacements(tmp_path):
@@ -180,7 +253,7 @@ def test_the_feed_follows_appends_and_replacements(tmp_path):
         f.write(b'{"kind": "experiment"')
     assert not feed.refresh()
     journal.write_bytes(journal.read_bytes()[: -len(b'{"kind": "experiment"')])
-    store.append(parse_record(experiment_record("late", "klate", val_ppl=10.0)))
+    store.append(parse_record(experiment_record("late", "klate", val_ppl=10.0, finished="2026-11-26T02:00:00+00:00")))
     assert feed.refresh() and feed.version == version + 1
     assert feed.newest(1)[0][1].name == "late"
     document = tmp_path / "r.json"
@@ -552,16 +625,63 @@ def test_the_page_shows_the_sweep_with_nothing_from_elsewhere(tmp_path, viewport
             assert "grid_b08_08_08" in first.text  # the best by validation PPL
             assert len(driver.find_elements(By.CSS_SELECTOR, ".heatmap td")) == 8  # 2 panels of 2 x 2
             assert "broken" in driver.find_element(By.ID, "failed").text
+            night = driver.find_element(By.CSS_SELECTOR, "#night svg")  # the night: a dot a result, the best so far
+            assert len(night.find_elements(By.CSS_SELECTOR, "circle")) == 8 and night.is_displayed()
+            assert 200 < night.rect["width"] <= size[0] and night.rect["height"] > 60
             assert driver.execute_script("return document.documentElement.scrollWidth") <= size[0]
             ARTIFACTS.mkdir(exist_ok=True)
             assert driver.save_screenshot(str(ARTIFACTS / f"dashboard-{viewport}.png"))
             first.click()
             wait.until(lambda d: "grid_b08_08_08" in d.find_element(By.ID, "card-body").text)
             assert driver.find_element(By.ID, "card").is_displayed()
+            charts = driver.find_elements(By.CSS_SELECTOR, "#card-body svg")  # accuracy and CE per tier
+            assert len(charts) == 2 and all(c.rect["width"] <= size[0] for c in charts)
             driver.save_screenshot(str(ARTIFACTS / f"dashboard-card-{viewport}.png"))
             assert page_problems(driver, url) == []
         finally:
             driver.quit()
+
+
+@pytest.mark.slow
+@needs_browser
+@pytest.mark.parametrize("viewport, size", [("desktop", (1280, 900)), ("phone", (390, 844))])
+def test_a_search_is_listed_its_card_draws_its_history_and_a_flight_its_phase(tmp_path, viewport, size):
+    """The searches table lists a search in phases; its card opens with its history over the
+    phases and its figures per bit cluster, drawn within the page's width. An experiment in
+    flight shows its phases: those done, the current one, those to come."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_report import searched_in_phases
+
+    store = grid_file(tmp_path / "r.jsonl", [searched_in_phases()])
+    runner = claims_module.Claims(store, about=lambda: {"set": "s", "planned": 10, "left": 1, "jobs": 1},
+                                  progress=lambda key: {"phase": "validation", "fraction": 0.6, "eta_s": 30.0})
+    assert runner.claim_next([("kq", "in_flight")], lambda key, latest: True, "s").key == "kq"
+    runner.beat()
+    with dashboard(tmp_path / "r.jsonl") as url:
+        driver = browser(*size)
+        try:
+            driver.get(url)
+            wait = WebDriverWait(driver, 10)
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".flight .phases li.current"))
+            steps = driver.find_elements(By.CSS_SELECTOR, ".flight .phases li")
+            assert [(li.text, li.get_attribute("class")) for li in steps] == [
+                ("load", "done"), ("train", "done"), ("validate", "current"), ("test", "")]
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#searches tbody tr")) == 1)
+            row = driver.find_element(By.CSS_SELECTOR, "#searches tbody tr")
+            assert row.text.startswith("bw_phases") and "phases" in row.text
+            driver.execute_script("arguments[0].scrollIntoView(); arguments[0].click()", row)
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#card-body svg")) == 3)
+            history = driver.find_element(By.CSS_SELECTOR, "#card-body svg")
+            assert "the search's CE on the fitness slice" in history.find_element(By.TAG_NAME, "title").get_attribute(
+                "textContent")
+            assert history.is_displayed() and 200 < history.rect["width"] <= size[0]
+            ARTIFACTS.mkdir(exist_ok=True)
+            assert driver.save_screenshot(str(ARTIFACTS / f"dashboard-search-card-{viewport}.png"))
+            assert page_problems(driver, url) == []
+        finally:
+            driver.quit()
+            runner.release_all()
 
 
 @pytest.mark.slow

@@ -97,7 +97,7 @@ def moved(start: Mapping | None, chosen: Mapping | None) -> str:
     return f"{sizes_text(start)} → {sizes_text(chosen)}"
 
 
-def _value(line: Mapping, kind: str) -> float | None:
+def line_value(line: Mapping, kind: str) -> float | None:
     """A history line's figure: a grid pair's own, a generation's or iteration's best (a size
     phase's in CE and accuracy, a connections phase's in its fitness)."""
     if "best" in line:
@@ -109,8 +109,8 @@ def best_line(history: Sequence[Mapping], kind: str) -> int | None:
     """The index of the history line with the best figure (the first of equals)."""
     best = None
     for i, line in enumerate(history):
-        x = _value(line, kind)
-        if x is not None and (best is None or _better(x, _value(history[best], kind), kind)):
+        x = line_value(line, kind)
+        if x is not None and (best is None or _better(x, line_value(history[best], kind), kind)):
             best = i
     return best
 
@@ -135,8 +135,8 @@ def slice_text(phase: Mapping, kind: str) -> str:
         return MISSING
     line = history[best]
     if phase.get("search") == "grid":
-        return f"{fmt(_value(line, kind), kind)} at {line.get('neurons')}/{line.get('bits')}"
-    return f"{fmt(_value(history[0], kind), kind)} → {fmt(_value(line, kind), kind)}"
+        return f"{fmt(line_value(line, kind), kind)} at {line.get('neurons')}/{line.get('bits')}"
+    return f"{fmt(line_value(history[0], kind), kind)} → {fmt(line_value(line, kind), kind)}"
 
 
 def _selection(phase: Mapping) -> Sequence[Mapping]:

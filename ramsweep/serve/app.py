@@ -56,7 +56,9 @@ API = {
     "/api/records?limit=20": "the latest results, newest first, and the failed and interrupted experiments",
     "/api/leaderboard?sort_by=val_ppl&top=20": "per data group, the best experiments by a metric (report's ranking)",
     "/api/grids?sort_by=val_ppl": "the tier-bits grids: heatmap panels and main effects",
-    "/api/experiments/KEY": "one experiment's whole record and its card",
+    "/api/night?sort_by=val_ppl": "per data group, the best result so far over the night (an inline SVG chart)",
+    "/api/searches": "every finished search (connectivity or in phases), the newest first: the report's table",
+    "/api/experiments/KEY": "one experiment's whole record, its card and its charts (inline SVG)",
     "/api/events": "server-sent events: `update` with /api/status's body whenever anything changed",
 }
 
@@ -139,6 +141,12 @@ def create_app(feed: Feed, *, token: str | None = None, hosts: list[str] | None 
     async def grids(request: Request) -> Response:
         return json(await watcher.view("grids", views.grids_view, sort_by(request).name))
 
+    async def night(request: Request) -> Response:
+        return json(await watcher.view("night", views.night_view, sort_by(request).name))
+
+    async def searches(request: Request) -> Response:
+        return json(await watcher.view("searches", views.searches_view))
+
     async def experiment(request: Request) -> Response:
         key = request.path_params["key"]
         found = await watcher.view("experiment", views.experiment_view, key)
@@ -176,6 +184,7 @@ def create_app(feed: Feed, *, token: str | None = None, hosts: list[str] | None 
     routes = [
         Route("/", index), Route("/api", api), Route("/api/", api), Route("/api/status", status),
         Route("/api/records", records), Route("/api/leaderboard", leaderboard), Route("/api/grids", grids),
+        Route("/api/night", night), Route("/api/searches", searches),
         Route("/api/experiments/{key}", experiment), Route("/api/events", events),
         Mount("/static", StaticFiles(directory=STATIC)),
     ]

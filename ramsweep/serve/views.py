@@ -10,11 +10,12 @@ from datetime import datetime
 
 from markdown_it import MarkdownIt
 
+from ramsweep.report import charts
 from ramsweep.report.bitwise import is_bitwise
 from ramsweep.report.grid_view import Grid, grids
 from ramsweep.report.lineage import card
-from ramsweep.report.rows import group_of, groups, leaderboard, metric, not_ok
-from ramsweep.report.tables import LEADERBOARD_COLUMNS, formatter, leaderboard_cells
+from ramsweep.report.rows import group_of, groups, leaderboard, metric, not_ok, search_rows
+from ramsweep.report.tables import LEADERBOARD_COLUMNS, SEARCH_COLUMNS, formatter, leaderboard_cells, search_cells
 from ramsweep.serve.feed import Feed
 from ramsweep.sweep.claims import looks_live
 from ramsweep.sweep.status import RUNNING, summary_line
@@ -94,6 +95,25 @@ def leaderboard_view(feed: Feed, sort_by: str, top: int = 20) -> dict:
             "columns": list(LEADERBOARD_COLUMNS), "groups": out}
 
 
+def night_view(feed: Feed, sort_by: str) -> dict:
+    """Per data group (the newest first), its best result so far over the night as an inline SVG."""
+    by, out = metric(sort_by), []
+    for name, members in groups(feed.summaries()).items():
+        svg = charts.best_so_far(members, by, f"{name}: best {by.name} so far")
+        if svg is not None:
+            out.append({"group": name, "svg": svg})
+    return {"version": feed.version, "sort_by": by.name, "groups": out}
+
+
+def searches_view(feed: Feed) -> dict:
+    """Every finished search (connectivity or in phases), the newest first: the report's table."""
+    found = sorted((s for s in feed.summaries() if s.kind == "experiment" and s.ok and s.search is not None),
+                   key=lambda s: s.finished or "", reverse=True)
+    return {"version": feed.version, "columns": list(SEARCH_COLUMNS),
+            "rows": [{"key": s.key, "cells": cells} for s, row in zip(found, search_rows(found))
+                     for cells in [search_cells(row)]]}
+
+
 def grids_view(feed: Feed, sort_by: str) -> dict:
     """Each grid of each group: its heatmap panels and main effects, in the metric `sort_by`."""
     by = metric(sort_by)
@@ -121,5 +141,7 @@ def experiment_view(feed: Feed, key: str) -> dict | None:
     record = feed.record(key)
     if record is None:
         return None
-    shown = _markdown.render("\n".join(card(record))) if record.kind == "experiment" and record.ok else ""
-    return {"record": record.dump(), "card_html": shown}
+    ok = record.kind == "experiment" and record.ok
+    shown = _markdown.render("\n".join(card(record))) if ok else ""
+    pictures = ([charts.search_history(record)] + charts.unit_bars(record)) if ok else []
+    return {"record": record.dump(), "card_html": shown, "charts": [svg for svg in pictures if svg]}

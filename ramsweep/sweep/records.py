@@ -418,6 +418,7 @@ class Summary:
     started: str
     finished: str | None
     error: str | None
+    search: dict | None = None  # a search's figures without its history (search_brief): the searches table
 
     @property
     def ok(self) -> bool:
@@ -453,4 +454,20 @@ class Summary:
         res = getattr(r, "resources", None)
         return cls(r.kind, r.name, r.key, getattr(r, "set", None), r.status, data, spec, metrics, r.timing,
                    ResourcesSummary(res.device) if res else None, r.started, r.finished,
-                   (r.error or "").splitlines()[0] if r.error else None)
+                   (r.error or "").splitlines()[0] if r.error else None, search_brief(getattr(r, "search", None)))
+
+
+_SEARCH_FIGURES = ("strategy", "fitness", "units", "improved", "evaluations", "search_s", "stopped", "chosen",
+                   "fitness_before", "fitness_after")
+
+
+def search_brief(search: dict | None) -> dict | None:
+    """A record's search as a list of searches reads it (report.rows.search_rows), without its
+    history, candidates and models: a few hundred bytes where the whole can be megabytes."""
+    if not search or "before" not in search:
+        return None
+    before = search["before"]
+    return {**{k: search.get(k) for k in _SEARCH_FIGURES},
+            "phases": [{"search": p.get("search"), "strategy": p.get("strategy")} for p in search.get("phases") or ()],
+            "before": {split: {"ppl": (before.get(split) or {}).get("ppl"),
+                               "accuracy": (before.get(split) or {}).get("accuracy")} for split in ("validation", "test")}}

@@ -71,6 +71,23 @@ function renderFile(file) {
   return panel;
 }
 
+const STEPS = [["loading", "load"], ["training", "train"], ["validation", "validate"], ["test", "test"]];
+const STEP_OF = { loading: 0, training: 1, search: 1, validation: 2, calibration: 2, test: 3 };
+
+function phaseStrip(phase) {
+  // the experiment's phases in order: done, the current one, to come
+  const at = STEP_OF[phase] ?? -1;
+  return el("ol", { class: "phases", "aria-label": `phase: ${phase || "starting"}` }, ...STEPS.map(([name, label], i) =>
+    el("li", { class: i < at ? "done" : i === at ? "current" : "", text: i === 1 && phase === "search" ? "search" : label })));
+}
+
+function svgNode(markup) {
+  // the server's inline SVG (no script, no style attribute, every text escaped), parsed as SVG, never as HTML
+  const parsed = new DOMParser().parseFromString(markup, "image/svg+xml").documentElement;
+  if (parsed.nodeName !== "svg") return el("p", { class: "warning", text: "a chart could not be read" });
+  return document.importNode(parsed, true);
+}
+
 function renderFlight(f) {
   const what = f.phase ? `${f.phase}${f.detail ? ` (${f.detail})` : ""}` : "starting";
   const left = f.eta ? `about ${f.eta} left` : "";
@@ -79,6 +96,7 @@ function renderFlight(f) {
   const pct = f.fraction !== null && f.fraction !== undefined ? ` ${Math.round(100 * f.fraction)}%` : "";
   return el("div", { class: "flight" },
     el("div", { class: "line" }, el("span", { class: "name", text: f.name }), el("span", { text: `${what}${pct}` })),
+    phaseStrip(f.phase),
     bar,
     el("div", { class: "line meta" }, el("span", { text: `${f.runner}, running ${ago(f.elapsed_s)}` }), el("span", { text: left })));
 }
@@ -89,14 +107,18 @@ async function loadLists(version) {
   shownVersion = version;
   const sortBy = $("sort-by").value;
   try {
-    const [records, board, grids] = await Promise.all([
+    const [records, board, grids, night, searches] = await Promise.all([
       getJSON("/api/records?limit=20"),
       getJSON(`/api/leaderboard?sort_by=${encodeURIComponent(sortBy)}&top=20`),
       getJSON(`/api/grids?sort_by=${encodeURIComponent(sortBy)}`),
+      getJSON(`/api/night?sort_by=${encodeURIComponent(sortBy)}`),
+      getJSON("/api/searches"),
     ]);
+    renderNight(night);
     renderLatest(records);
     renderLeaderboards(board);
     renderGrids(grids);
+    renderSearches(searches);
   } catch (error) {
     shownVersion = null; // try again at the next update
   }
@@ -151,6 +173,23 @@ function renderLeaderboards(board) {
   }));
 }
 
+function renderNight(night) {
+  $("night-section").hidden = !night.groups.length;
+  $("night").replaceChildren(...night.groups.map((g) => el("figure", { class: "chart-box" }, svgNode(g.svg))));
+}
+
+function renderSearches(data) {
+  $("searches-section").hidden = !data.rows.length;
+  const head = el("tr", {}, ...data.columns.map((c) => el("th", { class: c === "name" || c === "search" ? "left" : "", text: c })));
+  const rows = data.rows.map((row) => {
+    const tr = el("tr", { "data-key": row.key }, ...row.cells.map((cell, i) =>
+      el("td", { class: i < 2 ? "left" : "", text: cell })));
+    tr.addEventListener("click", () => openCard(row.key));
+    return tr;
+  });
+  $("searches").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
+}
+
 function renderGrids(data) {
   $("grids-section").hidden = !data.grids.length;
   $("grids").replaceChildren(...data.grids.map((grid) => {
@@ -191,6 +230,11 @@ async function openCard(key) {
     // the server renders the report's card from markdown with raw HTML disabled: text stays text
     if (found.card_html) body.innerHTML = found.card_html;
     else body.replaceChildren(el("pre", { text: JSON.stringify(found.record, null, 2) }));
+    if (found.charts && found.charts.length) {
+      const pictures = el("div", { class: "charts" }, ...found.charts.map((svg) => el("figure", { class: "chart-box" }, svgNode(svg))));
+      const heading = body.querySelector("h3");
+      if (heading) heading.after(pictures); else body.prepend(pictures);
+    }
   } catch (error) {
     body.replaceChildren(el("p", { class: "warning", text: `could not load it (${error.message})` }));
   }
