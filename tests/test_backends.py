@@ -91,13 +91,16 @@ CASES = {
     # gates of 8 bits in sparse memory
     "gated": dict(tiers="3,3,7;rest,2,5", context=3, negatives=6, dense_max_bits=6, memory="bits",
                   gating={"neurons": 3, "bits": 8}, empty_value=0.5),
+    # gates of 5 bits in dense memory, beside a sparse tier and a dense one
+    "gated_dense": dict(tiers="3,3,7;rest,2,5", context=3, negatives=6, dense_max_bits=6, memory="bits",
+                        gating={"neurons": 2, "bits": 5}),
     # unhashed sparse neurons of 34 bits and gates of 36: CUDA's 64-bit address build, chosen by the gate too
     # (tier 0's own neurons have 9 bits); wgpu's 32-bit kernel hands both tiers to the CPU
     "wide": dict(tiers="3,2,9;rest,2,34", context=9, negatives=4, dense_max_bits=4, sparse_max_bits=40, memory="bits",
                  gating={"neurons": 2, "bits": 36}),
 }
 VOCAB = {"mixed": 40, "two_words": 100, "all_sparse": 14, "many_levels": 20, "lsh": 20, "lsh_dense": 20,
-         "encoded": 30, "gated": 30, "wide": 12}
+         "encoded": 30, "gated": 30, "gated_dense": 30, "wide": 12}
 ORACLE_CASES = ("mixed", "encoded", "lsh_dense", "gated")  # metrics against the oracle: one of each kind of memory
 
 
@@ -217,7 +220,7 @@ def tier_and_batch(model, held_out, index: int, gated: bool):
     return tier, batch
 
 
-@pytest.mark.parametrize("case", ["mixed", "gated"])
+@pytest.mark.parametrize("case", ["mixed", "gated", "gated_dense"])
 def test_any_split_into_batches_gives_the_same_counts(name, case):
     """evaluate() on parts of a batch (as hybrid runs it) folds exactly what one call on the CPU does."""
     _, model, held_out = trained(case)

@@ -1,6 +1,6 @@
 """wgpu evaluation kernel (WebGPU: Metal on macOS, Vulkan elsewhere): evaluate one tier with
-exactly the counts and argmax of cpu.evaluate_tier (docs/design.md §3; shapes and cell codes as
-documented in cpu.py). Training stays on the CPU engine.
+exactly the counts and argmax of cpu.evaluate_tier, gates included (docs/design.md §3; shapes
+and cell codes as documented in cpu.py). Training stays on the CPU engine.
 
 The WGSL kernel (shaders/evaluate.wgsl) runs one invocation per example over a range of the
 tier's clusters. WGSL has neither 64-bit integers nor a float we could trust to match the
@@ -15,8 +15,12 @@ CPU's, so what it reads and writes is all u32:
   offsets (range neurons + 1,)     into the range's keys, rebased to 0 so they fit a u32
   vals    the range's cell codes, 4 uint8 per u32
   hist    (chunk, tier levels)     clusters of each example per score level the tier can reach
-  stats   (chunk, 5)               best level + 1 and its cluster, target level + 1, the
-                                   target's EMPTY reads, all EMPTY reads
+  stats   (chunk, 7)               best level + 1 and its cluster, target level + 1, the
+                                   target's EMPTY reads, all EMPTY reads, open gates, 1 when the
+                                   target's gate is open
+A gated tier's gate neurons follow its own in the same buffers (their order rows after the
+order and hash words, their cells, offsets (as positions in `cells`) and codes after the
+tier's), where the params say: one pass reads both, and the binding count stays portable.
 Scores are integer levels (the tier's own, renumbered from level_table); the host turns levels
 into scores and merges tiers with a strict '>', so an earlier tier keeps a tie, as on the CPU.
 A tier beyond the kernel (wider than 32 bits) gets a reason from cannot_evaluate(), and score()
@@ -45,7 +49,7 @@ from ramsweep.engine.backends.levels import level_scores, tier_levels
 WORKGROUP = 64  # the shader's @workgroup_size
 CHUNK = 1 << 16  # examples per dispatch at most
 NEURONS_PER_DISPATCH = 1 << 12  # with CHUNK: at most 2^28 lookups (a fraction of a second) per dispatch
-STATS = 5  # u32 per example in `stats`
+STATS = 7  # u32 per example in `stats`
 MAX_BITS = 32  # addresses and sparse keys are u32
 BINDING_CAP: int | None = None  # bytes per storage buffer; None: the device's limit (tests shrink it)
 NO_TARGET = np.uint32(0xFFFFFFFF)  # target of the padding rows: matches no cluster
@@ -113,18 +117,20 @@ def unsupported(bits: int, levels: int, row: int, cap: int) -> str | None:
 
 def cannot_evaluate(tier) -> str | None:
     """Why this kernel cannot evaluate a tier (None: it can); the CPU engine then does."""
-    if tier.gate is not None:
-        return "the wgpu kernel has no gates; score() evaluates gated tiers on the CPU engine"
+    if tier.gate is not None and tier.gate.order.shape[1] > MAX_BITS:
+        return (f"a {tier.gate.order.shape[1]}-bit gate is wider than the wgpu kernel's {MAX_BITS}-bit addresses "
+                "(use the CPU or CUDA)")
     bits = 32 if tier.hashed else tier.order.shape[1]  # a hash fits a u32
     return unsupported(bits, len(tier_levels(tier.level_table)[0]), 2 * tier.masks.shape[1] + 1, binding_cap())
 
 
 def cluster_bytes(tier) -> np.ndarray:
     """Bytes of each cluster's tables as uploaded (u32 order rows and hash words, dense rows or
-    keys + vals)."""
+    keys + vals), its gate neurons' included."""
     per_neuron = 4 * tier.order.shape[1] * (2 if tier.hashed else 1) + (4 + 5 * np.diff(tier.offsets) if tier.is_sparse
                                                                        else 4 * tier.dense.shape[1])
-    return np.broadcast_to(per_neuron, (tier.n_neurons,)).reshape(tier.n_clusters, tier.neurons).sum(axis=1)
+    own = np.broadcast_to(per_neuron, (tier.n_neurons,)).reshape(tier.n_clusters, tier.neurons).sum(axis=1)
+    return own + (cluster_bytes(tier.gate) if tier.gate is not None else 0)
 
 
 def cluster_ranges(sizes: np.ndarray, cap: int, max_clusters: int) -> list[tuple[int, int]]:
@@ -144,19 +150,32 @@ def cluster_ranges(sizes: np.ndarray, cap: int, max_clusters: int) -> list[tuple
     return ranges
 
 
-def _tables(tier, c0, c1):
+def _tables(tier, c0, c1) -> tuple[list[np.ndarray], tuple[int, ...]]:
+    """The u32 tables (order, cells, offsets, vals) of clusters [c0, c1), their gate neurons'
+    after their own, and where the gate's start (in words of order, cells and offsets, and in
+    bytes of vals; zeros without a gate)."""
+    own = _own_tables(tier, c0, c1)
+    if tier.gate is None:
+        return own, (0, 0, 0, 0)
+    gate = _own_tables(tier.gate, c0, c1)
+    bases = (own[0].size, own[1].size, own[2].size, 4 * own[3].size)
+    gate[2] = gate[2] + np.uint32(own[1].size)  # the gate's offsets as positions in `cells`
+    return [np.concatenate([a.ravel(), b.ravel()]) for a, b in zip(own, gate)], bases
+
+
+def _own_tables(tier, c0, c1) -> list[np.ndarray]:
     """The u32 tables (order then hash words, cells, offsets, vals) of clusters [c0, c1)."""
     n0, n1 = c0 * tier.neurons, c1 * tier.neurons
     rows = tier.order[n0:n1].astype(np.uint32)
     if tier.hashed:
         rows = np.concatenate([rows.ravel(), tier.hashes[n0:n1].ravel()])
     if not tier.is_sparse:
-        return rows, tier.dense[n0:n1], np.zeros(1, np.uint32), np.zeros(1, np.uint32)
+        return [rows.ravel(), tier.dense[n0:n1].ravel(), np.zeros(1, np.uint32), np.zeros(1, np.uint32)]
     k0, k1 = int(tier.offsets[n0]), int(tier.offsets[n1])
     packed = np.zeros(-(-(k1 - k0) // 4) * 4, dtype=np.uint8)
     packed[: k1 - k0] = tier.vals[k0:k1]
-    return (rows, tier.keys[k0:k1].astype(np.uint32), (tier.offsets[n0 : n1 + 1] - k0).astype(np.uint32),
-            packed.view(np.uint32))
+    return [rows.ravel(), tier.keys[k0:k1].astype(np.uint32), (tier.offsets[n0 : n1 + 1] - k0).astype(np.uint32),
+            packed.view(np.uint32)]
 
 
 def _buffer(device, a: np.ndarray, usage: str = "STORAGE"):
@@ -192,9 +211,7 @@ def _plan(tier, batch) -> _Plan:
     cap = binding_cap()
     row = 2 * batch.x.shape[1] + 1
     used, local_table = tier_levels(tier.level_table)
-    if tier.gate is not None:
-        raise ValueError("the wgpu kernel has no gates; score() evaluates gated tiers on the CPU engine")
-    reason = unsupported(32 if tier.hashed else tier.order.shape[1], len(used), row, cap)  # a hash fits a u32
+    reason = cannot_evaluate(tier)
     if reason:
         raise ValueError(reason)
     n = len(batch)
@@ -209,11 +226,16 @@ def _bind_groups(device, pipeline, tier, plan: _Plan, d_inputs, d_hist, d_stats)
     """One bind group per cluster range: its params and tables, and the shared chunk buffers."""
     d_levels = _buffer(device, plan.local_table)
     groups = []
+    gate = tier.gate
+    gating = [0] * 5 if gate is None else [tier.gate_need, gate.neurons, gate.order.shape[1], int(gate.is_sparse),
+                                           gate.dense.shape[1]]
     for c0, c1 in plan.ranges:
         hashed = int(tier.hashed)
+        tables, bases = _tables(tier, c0, c1)
         params = [plan.chunk, plan.row, tier.order.shape[1], tier.neurons, c0, c1, tier.first, len(plan.used),
-                  int(tier.is_sparse), tier.dense.shape[1], hashed, (c1 - c0) * tier.neurons * tier.order.shape[1] * hashed]
-        d_order, d_cells, d_offsets, d_vals = (_buffer(device, t) for t in _tables(tier, c0, c1))
+                  int(tier.is_sparse), tier.dense.shape[1], hashed, (c1 - c0) * tier.neurons * tier.order.shape[1] * hashed,
+                  *gating, *bases, 0, 0, 0]  # padded to 16-byte rows
+        d_order, d_cells, d_offsets, d_vals = (_buffer(device, t) for t in tables)
         buffers = [_buffer(device, np.array(params), "UNIFORM"), d_inputs, d_order, d_levels, d_cells, d_offsets,
                    d_vals, d_hist, d_stats]  # in the shader's binding order
         entries = [{"binding": i, "resource": {"buffer": b, "offset": 0, "size": b.size}}
@@ -223,7 +245,7 @@ def _bind_groups(device, pipeline, tier, plan: _Plan, d_inputs, d_hist, d_stats)
 
 
 def evaluate_tier(tier, batch) -> None:
-    """cpu.evaluate_tier through wgpu (the same results); no gates (ValueError for a gated tier)."""
+    """cpu.evaluate_tier through wgpu (the same results); ValueError for a tier cannot_evaluate refuses."""
     plan = _plan(tier, batch)
     if len(batch) == 0 or tier.n_clusters == 0:
         return
@@ -254,12 +276,12 @@ def evaluate_tier(tier, batch) -> None:
         got = np.frombuffer(device.queue.read_buffer(d_hist), dtype=np.uint32).reshape(chunk, n_levels)
         part.hist[:, plan.used] += got[:m].astype(part.hist.dtype)
         stats = np.frombuffer(device.queue.read_buffer(d_stats), dtype=np.uint32).reshape(chunk, STATS)[:m]
-        _merge(stats, plan.scores, tier.first, part)
+        _merge(stats, plan.scores, tier.first, part, gated=tier.gate is not None)
 
 
-def _merge(stats, scores, first, batch) -> None:
+def _merge(stats, scores, first, batch, gated: bool) -> None:
     """Fold one chunk's tier results into the batch's running ones."""
-    best_level, best_c, target_level, target_empty, empties = stats.T.astype(np.int64)
+    best_level, best_c, target_level, target_empty, empties, opens, target_open = stats.T.astype(np.int64)
     tier_score = scores[best_level - 1]  # every example met at least one cluster
     better = tier_score > batch.best_score  # strict: an earlier tier keeps a tie
     batch.best_score[better] = tier_score[better]
@@ -268,14 +290,17 @@ def _merge(stats, scores, first, batch) -> None:
     batch.target_score[hit] = scores[target_level[hit] - 1]
     batch.empty_target[hit] = target_empty[hit]
     batch.empty_all[:] += empties
+    if gated:
+        batch.open_all[:] += opens
+        batch.target_open[target_open == 1] = 1
 
 
 class Wgpu:
-    """The WGSL evaluation kernel through wgpu; training, and gated tiers, on the CPU engine."""
+    """The WGSL evaluation kernel through wgpu (gates included); training on the CPU engine."""
 
     name = "wgpu"
-    trains = gates = False  # docs/design.md §3 asks gates of the CPU and CUDA
-    lsh = True
+    trains = False
+    gates = lsh = True
 
     def cannot_train(self, tier) -> str | None:
         return "the wgpu backend has no training kernel"

@@ -1,5 +1,5 @@
 // Evaluate one range of a tier's clusters for one chunk of examples: cpu.evaluate_tier's loop,
-// one invocation per example (layouts and the host side in wgpu.py). Nothing here compares
+// gates included, one invocation per example (layouts and the host side in wgpu.py). Nothing here compares
 // floats: scores are integer levels, the host maps them to values. Ranges of one tier run in
 // cluster order and carry each example's state in `stats`, so the strict '>' keeps ties with
 // the earlier cluster across ranges too.
@@ -17,6 +17,16 @@ struct Params {
     dense_words: u32,  // u32 words per dense neuron row
     hashed: u32,       // LSH: the cell is the XOR of the hash words at the address's 1 bits
     hash_base: u32,    // LSH: where the range's hash words start in `order`, (range neurons, bits)
+    // gating (g_need > 0): each cluster's g_neurons gate neurons, their tables after the tier's own
+    g_need: u32,       // TRUE gate reads that open a cluster's gate
+    g_neurons: u32,
+    g_bits: u32,
+    g_is_sparse: u32,
+    g_dense_words: u32,
+    g_order_base: u32,  // where the gate rows start in `order`, (range clusters * g_neurons, g_bits)
+    g_cells_base: u32,  // ... their dense rows or keys in `cells`
+    g_offsets_base: u32,  // ... their offsets in `offsets` (positions in `cells`)
+    g_vals_base: u32,  // ... the byte of `vals` holding the code of the key at g_cells_base
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -45,9 +55,21 @@ fn address(base: u32, n: u32) -> u32 {
     return a;
 }
 
-fn sparse_read(n: u32, a: u32) -> u32 {
-    var lo = offsets[n];
-    var hi = offsets[n + 1u];
+// the plain address of gate neuron n (never hashed)
+fn gate_address(base: u32, n: u32) -> u32 {
+    var a = 0u;
+    for (var j = 0u; j < p.g_bits; j++) {
+        let q = order[p.g_order_base + n * p.g_bits + j];
+        a = (a << 1u) | ((inputs[base + (q >> 5u)] >> (q & 31u)) & 1u);
+    }
+    return a;
+}
+
+// the code at address a of the neuron whose keys offsets[i]..offsets[i + 1] index in `cells`;
+// the key at key_base has its code at byte val_base of `vals`
+fn sparse_read(i: u32, a: u32, key_base: u32, val_base: u32) -> u32 {
+    var lo = offsets[i];
+    var hi = offsets[i + 1u];
     let end = hi;
     while (lo < hi) {
         let mid = (lo + hi) >> 1u;
@@ -58,13 +80,14 @@ fn sparse_read(n: u32, a: u32) -> u32 {
         }
     }
     if (lo < end && cells[lo] == a) {
-        return (vals[lo >> 2u] >> ((lo & 3u) * 8u)) & 255u;
+        let b = lo - key_base + val_base;
+        return (vals[b >> 2u] >> ((b & 3u) * 8u)) & 255u;
     }
     return 0u;
 }
 
-fn dense_read(n: u32, a: u32) -> u32 {
-    return (cells[n * p.dense_words + (a >> 4u)] >> ((a & 15u) << 1u)) & 3u;
+fn dense_read(base: u32, words: u32, n: u32, a: u32) -> u32 {
+    return (cells[base + n * words + (a >> 4u)] >> ((a & 15u) << 1u)) & 3u;
 }
 
 @compute @workgroup_size(64)
@@ -75,12 +98,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let base = e * p.row;
     let tpos = inputs[base + p.row - 1u];
-    let s = e * 5u;
+    let s = e * 7u;
     // stats: 1 + best level so far (0: none yet), its cluster, 1 + the target's level
-    // (0: not met), the target's EMPTY reads, EMPTY reads over all clusters
+    // (0: not met), the target's EMPTY reads, EMPTY reads over all clusters, open gates, 1 when
+    // the target's gate is open
     var best = stats[s];
     var best_c = stats[s + 1u];
     var empties = 0u;
+    var opens = 0u;
     let h = e * p.n_levels;
     for (var c = p.c0; c < p.c1; c++) {
         var n_true = 0u;
@@ -90,14 +115,36 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             let a = address(base, n);
             var v: u32;
             if (p.is_sparse != 0u) {
-                v = sparse_read(n, a);
+                v = sparse_read(n, a, 0u, 0u);
             } else {
-                v = dense_read(n, a);
+                v = dense_read(0u, p.dense_words, n, a);
             }
             n_true += select(0u, 1u, v == 3u);
             n_empty += select(0u, 1u, v == 0u);
         }
-        let level = level_table[n_true * (p.neurons + 1u) + n_empty];
+        var level = level_table[n_true * (p.neurons + 1u) + n_empty];
+        if (p.g_need > 0u) {  // a closed gate scores the cluster as (0 TRUE, 0 EMPTY) reads
+            var g_true = 0u;
+            let g0 = (c - p.c0) * p.g_neurons;
+            for (var n = g0; n < g0 + p.g_neurons; n++) {
+                let a = gate_address(base, n);
+                var v: u32;
+                if (p.g_is_sparse != 0u) {
+                    v = sparse_read(p.g_offsets_base + n, a, p.g_cells_base, p.g_vals_base);
+                } else {
+                    v = dense_read(p.g_cells_base, p.g_dense_words, n, a);
+                }
+                g_true += select(0u, 1u, v == 3u);
+            }
+            if (g_true >= p.g_need) {
+                opens += 1u;
+                if (p.first + c == tpos) {
+                    stats[s + 6u] = 1u;
+                }
+            } else {
+                level = level_table[0u];
+            }
+        }
         hist[h + level] += 1u;
         if (level + 1u > best) {
             best = level + 1u;
@@ -112,4 +159,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     stats[s] = best;
     stats[s + 1u] = best_c;
     stats[s + 4u] += empties;
+    stats[s + 5u] += opens;
 }
