@@ -160,10 +160,14 @@ def test_each_backend_declares_what_it_can(name):
     assert isinstance(backend, Backend) and backend.name == name
     assert all(isinstance(getattr(backend, c), bool) for c in ("trains", "gates", "lsh"))
     assert backends.get("cpu").trains and backends.get("cpu").gates and backends.get("cpu").lsh
-    _, model, held_out = trained("mixed")
+    _, model, held_out = trained("mixed")  # tier 0 sparse (9 bits), tier 2 dense (5 bits)
     tier, _ = tier_and_batch(model, held_out, 0, False)
     assert backends.choose(name, tier) is backend  # a plain tier runs on the backend's own kernels
-    assert backends.choose(name, tier, training=True).name == (name if backend.trains else "cpu")
+    dense, _ = tier_and_batch(model, held_out, 2, False)
+    assert tier.is_sparse and not dense.is_sparse
+    assert backends.choose(name, dense, training=True).name == (name if backend.trains else "cpu")
+    sparse_here = backend.trains and name != "wgpu"  # the WGSL kernel trains dense tiers only
+    assert backends.choose(name, tier, training=True).name == (name if sparse_here else "cpu")
 
 
 @pytest.mark.parametrize("case", CASES)

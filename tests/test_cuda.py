@@ -171,6 +171,7 @@ def test_search_on_cuda_equals_the_cpu():
     assert all(np.array_equal(x, y) for x, y in zip(a.chosen.connectivity, b.chosen.connectivity))
 
 
+@pytest.mark.slow  # 11 s: the simulator's run of this file; the backend contract's CUDA cases stay fast
 @pytest.mark.skipif(SIMULATED or cuda_backend.available(), reason="runs the file itself")
 def test_cuda_kernels_in_the_simulator():
     assert "skipped" not in run_in_the_simulator(__file__, "test_cuda_kernels_in_the_simulator")

@@ -29,10 +29,35 @@ def test_adapter_info():
     assert wgpu_backend.is_real_gpu() == (info["type"] != "CPU")
 
 
-@pytest.mark.parametrize("case", ["mixed", "two_words", "all_sparse", "lsh", "encoded"])
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["two_words", "lsh_dense", "gated_dense"])
+def test_training_under_a_low_buffer_cap_writes_the_cpus_cells(case, monkeypatch):
+    """Dense tiers train through WGSL (sparse ones on the CPU engine) in neuron ranges and
+    example chunks cut to a buffer cap forced low, the negatives in many small dispatches: the
+    CPU's cells, bit for bit."""
+    from test_backends import VOCAB, tokens_of
+
+    exp, on_cpu, _ = trained(case)
+    words = max(m.arrays().dense.shape[1] for m in on_cpu.memories + on_cpu.gates)
+    monkeypatch.setattr(wgpu_backend, "BINDING_CAP", 4 * words * 8)  # eight neurons a range, short example chunks
+    monkeypatch.setattr(wgpu_backend, "WRITES_PER_DISPATCH", 20_000)
+    calls = []
+    real = wgpu_backend.train_tier
+    monkeypatch.setattr(wgpu_backend, "train_tier", lambda tier, data: calls.append(tier.n_neurons) or real(tier, data))
+    here = train(exp, tokens_of(case)[0], VOCAB[case], device="wgpu")
+    assert len(calls) == sum(not m.arrays().is_sparse for m in on_cpu.memories + on_cpu.gates) > 0
+    for a, b in zip(on_cpu.memories + on_cpu.gates, here.memories + here.gates):
+        for field in ("dense", "offsets", "keys", "vals"):
+            assert np.array_equal(getattr(a, field), getattr(b, field)), (a.tier, field)
+
+
+@pytest.mark.parametrize("case", ["mixed", "two_words", "all_sparse", "lsh", "encoded", "gated"])
 def test_tables_over_the_buffer_cap_are_split_with_the_same_results(case, monkeypatch):
+    from test_backends import tier_and_batch
+
     _, model, held_out = trained(case)
-    biggest = max(int(wgpu_backend.cluster_bytes(m.arrays()).max()) for m in model.memories)
+    tiers = [tier_and_batch(model, held_out, i, bool(model.gates))[0] for i in range(len(model.memories))]
+    biggest = max(int(wgpu_backend.cluster_bytes(t).max()) for t in tiers)  # a gated cluster's gate included
     cap = biggest + 64  # the biggest cluster alone in its range
     monkeypatch.setattr(wgpu_backend, "BINDING_CAP", cap)
     monkeypatch.setattr(wgpu_backend, "CHUNK", 400)  # and chunks of examples, the last one padded

@@ -1,6 +1,8 @@
 """wgpu evaluation kernel (WebGPU: Metal on macOS, Vulkan elsewhere): evaluate one tier with
 exactly the counts and argmax of cpu.evaluate_tier, gates included (docs/design.md §3; shapes
-and cell codes as documented in cpu.py). Training stays on the CPU engine.
+and cell codes as documented in cpu.py), and train a dense tier (shaders/train.wgsl: atomic ORs,
+the CPU's cells exactly: a cell's code is the OR of its writes, in any order). Sparse tiers
+train on the CPU engine.
 
 The WGSL kernel (shaders/evaluate.wgsl) runs one invocation per example over a range of the
 tier's clusters. WGSL has neither 64-bit integers nor a float we could trust to match the
@@ -36,6 +38,7 @@ examples go through in chunks that keep `hist` under the cap.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass
@@ -54,6 +57,9 @@ MAX_BITS = 32  # addresses and sparse keys are u32
 BINDING_CAP: int | None = None  # bytes per storage buffer; None: the device's limit (tests shrink it)
 NO_TARGET = np.uint32(0xFFFFFFFF)  # target of the padding rows: matches no cluster
 SHADER = Path(__file__).with_name("shaders") / "evaluate.wgsl"
+TRAIN_SHADER = SHADER.with_name("train.wgsl")
+MAX_GRID = 65535  # workgroups a dispatch dimension may hold (WebGPU's limit)
+WRITES_PER_DISPATCH = 1 << 28  # training: (example, neuron) writes one dispatch may make
 
 
 @cache
@@ -97,6 +103,13 @@ def _gpu():
     shader = device.create_shader_module(code=SHADER.read_text())
     pipeline = device.create_compute_pipeline(layout="auto", compute={"module": shader, "entry_point": "main"})
     return device, pipeline
+
+
+@cache
+def _train_pipeline():
+    device = _gpu()[0]
+    shader = device.create_shader_module(code=TRAIN_SHADER.read_text())
+    return device.create_compute_pipeline(layout="auto", compute={"module": shader, "entry_point": "main"})
 
 
 def binding_cap() -> int:
@@ -295,15 +308,80 @@ def _merge(stats, scores, first, batch, gated: bool) -> None:
         batch.target_open[target_open == 1] = 1
 
 
+def cannot_train(tier) -> str | None:
+    """Why the training kernel cannot write a tier (None: it can); the CPU engine then does."""
+    if tier.is_sparse:
+        return "the wgpu kernel trains dense tiers; a sparse tier trains on the CPU engine"
+    if not tier.hashed and tier.order.shape[1] > MAX_BITS:
+        return f"a {tier.order.shape[1]}-bit tier is wider than the wgpu kernel's {MAX_BITS}-bit addresses"
+    cap = binding_cap()
+    if 4 * _row_words(tier) > cap or 8 * tier.masks.shape[1] > cap:
+        return f"one neuron's {1 << tier.bits} cells or one example's context exceed the {cap}-byte buffer cap"
+    return None
+
+
+def _row_words(tier) -> int:
+    return max(1, (1 << tier.bits) // 16)
+
+
+def train_tier(tier, data):
+    """cpu's dense training through wgpu: the tier with its cells (the CPU's exactly). Neurons go
+    in ranges whose cells fit the buffer cap, examples in chunks, the negative clusters' neurons
+    (FALSE at every example) in dispatches of at most WRITES_PER_DISPATCH writes."""
+    reason = cannot_train(tier)
+    if reason:
+        raise ValueError(reason)
+    device, pipeline = _gpu()[0], _train_pipeline()
+    cap, words, n = binding_cap(), _row_words(tier), data.x.shape[0]
+    row = 2 * data.x.shape[1]
+    inputs = np.ascontiguousarray(data.x, dtype="<u8").view("<u4").reshape(n, row)
+    cluster = data.target_pos.astype(np.int64) - tier.first
+    targets = np.where((cluster >= 0) & (cluster < tier.n_clusters), cluster, int(NO_TARGET)).astype(np.uint32)
+    neg_hi = min(max(data.n_negatives - tier.first, 0) * tier.neurons, tier.n_neurons)
+    chunk = max(1, min(n, cap // (4 * row), MAX_GRID * WORKGROUP))
+    per_range = max(1, cap // (4 * words))
+    dense = np.empty((tier.n_neurons, words), dtype=np.uint32)
+    d_inputs, d_targets = _scratch(device, 4 * chunk * row), _scratch(device, 4 * chunk)
+    for lo in range(0, tier.n_neurons, per_range):
+        hi = min(lo + per_range, tier.n_neurons)
+        rows = tier.order[lo:hi].astype(np.uint32).ravel()
+        if tier.hashed:
+            rows = np.concatenate([rows, tier.hashes[lo:hi].ravel()])
+        d_order = _buffer(device, rows)
+        d_cells = _scratch(device, 4 * (hi - lo) * words)  # WebGPU buffers start zeroed: every cell EMPTY
+        for e0 in range(0, n, chunk):
+            m = min(chunk, n - e0)
+            device.queue.write_buffer(d_inputs, 0, np.ascontiguousarray(inputs[e0:e0 + m]))
+            device.queue.write_buffer(d_targets, 0, np.ascontiguousarray(targets[e0:e0 + m]))
+            negatives = max(0, min(hi, neg_hi) - lo)
+            step = max(1, min(MAX_GRID, WRITES_PER_DISPATCH // m))
+            dispatches = [(0, y0, min(step, negatives - y0)) for y0 in range(0, negatives, step)] + [(1, 0, 1)]
+            for mode, y0, count in dispatches:
+                params = [m, row, tier.order.shape[1], tier.neurons, lo, hi, neg_hi, mode, int(tier.hashed),
+                          (hi - lo) * tier.order.shape[1], words, y0]
+                buffers = [_buffer(device, np.array(params), "UNIFORM"), d_inputs, d_targets, d_order, d_cells]
+                entries = [{"binding": i, "resource": {"buffer": b, "offset": 0, "size": b.size}}
+                           for i, b in enumerate(buffers)]
+                group = device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=entries)
+                encoder = device.create_command_encoder()
+                compute = encoder.begin_compute_pass()
+                compute.set_pipeline(pipeline)
+                compute.set_bind_group(0, group)
+                compute.dispatch_workgroups(-(-m // WORKGROUP), count)
+                compute.end()
+                device.queue.submit([encoder.finish()])
+        dense[lo:hi] = np.frombuffer(device.queue.read_buffer(d_cells), dtype=np.uint32).reshape(hi - lo, words)
+    return dataclasses.replace(tier, dense=dense)
+
+
 class Wgpu:
-    """The WGSL evaluation kernel through wgpu (gates included); training on the CPU engine."""
+    """The WGSL kernels through wgpu: evaluation (gates included) and dense training."""
 
     name = "wgpu"
-    trains = False
-    gates = lsh = True
+    trains = gates = lsh = True
 
     def cannot_train(self, tier) -> str | None:
-        return "the wgpu backend has no training kernel"
+        return cannot_train(tier)
 
     def cannot_evaluate(self, tier) -> str | None:
         return cannot_evaluate(tier)
@@ -312,7 +390,7 @@ class Wgpu:
         return tier  # each evaluate() builds its buffers: one call per tier and split
 
     def train(self, tier, data):
-        raise ValueError("the wgpu backend has no training kernel; the CPU engine trains for it")
+        return train_tier(tier, data)
 
     def evaluate(self, tier, batch) -> None:
         evaluate_tier(tier, batch)
