@@ -90,6 +90,17 @@ def _address(x, e, order, n, bits):
 # --- evaluation ------------------------------------------------------------------------------
 
 
+@cuda.jit(device=True, inline=True)
+def _code(x, e, order, n, bits, kind, dense32, dense8, offsets, keys, vals):
+    """Neuron n's cell code for example e: a SPARSE key's, a DENSE quad byte or ternary 2 bits."""
+    a = _address(x, e, order, n, bits)
+    if kind == KIND_SPARSE:
+        return _sparse_read(offsets, keys, vals, n, a)
+    if kind == KIND_QUAD:
+        return uint32(dense8[n, a])
+    return (dense32[n, a >> uint64(4)] >> uint32((a & uint64(15)) << uint64(1))) & uint32(3)
+
+
 @cuda.jit
 def _read_cluster(x, order, kind, dense32, dense8, offsets, keys, vals, quarters, takes_empty, no_decision, row,
                   out_quarters, out_empty, out_none):
@@ -101,13 +112,7 @@ def _read_cluster(x, order, kind, dense32, dense8, offsets, keys, vals, quarters
     n_neurons, bits = order.shape[0], order.shape[1]
     q_sum, n_empty, n_none = int64(0), int32(0), int32(0)
     for n in range(n_neurons):
-        a = _address(x, e, order, n, bits)
-        if kind == KIND_SPARSE:
-            code = _sparse_read(offsets, keys, vals, n, a)
-        elif kind == KIND_QUAD:
-            code = uint32(dense8[n, a])
-        else:
-            code = (dense32[n, a >> uint64(4)] >> uint32((a & uint64(15)) << uint64(1))) & uint32(3)
+        code = _code(x, e, order, n, bits, kind, dense32, dense8, offsets, keys, vals)
         if takes_empty[code]:
             n_empty += int32(1)
         else:
@@ -128,13 +133,7 @@ def _read_neuron_codes(x, order, kind, dense32, dense8, offsets, keys, vals, out
         return
     n_neurons, bits = order.shape[0], order.shape[1]
     for n in range(n_neurons):
-        a = _address(x, e, order, n, bits)
-        if kind == KIND_SPARSE:
-            code = _sparse_read(offsets, keys, vals, n, a)
-        elif kind == KIND_QUAD:
-            code = uint32(dense8[n, a])
-        else:
-            code = (dense32[n, a >> uint64(4)] >> uint32((a & uint64(15)) << uint64(1))) & uint32(3)
+        code = _code(x, e, order, n, bits, kind, dense32, dense8, offsets, keys, vals)
         out[n, e] = uint8(code)
 
 
@@ -147,13 +146,7 @@ def _store_increments(x, order, kind, dense32, dense8, offsets, keys, vals, incr
         return
     n_neurons, bits = order.shape[0], order.shape[1]
     for n in range(n_neurons):
-        a = _address(x, e, order, n, bits)
-        if kind == KIND_SPARSE:
-            code = _sparse_read(offsets, keys, vals, n, a)
-        elif kind == KIND_QUAD:
-            code = uint32(dense8[n, a])
-        else:
-            code = (dense32[n, a >> uint64(4)] >> uint32((a & uint64(15)) << uint64(1))) & uint32(3)
+        code = _code(x, e, order, n, bits, kind, dense32, dense8, offsets, keys, vals)
         store[slots[n], e] = increments[code]
 
 
