@@ -53,9 +53,10 @@ def run_search(exp: Experiment, train_tokens: np.ndarray, validation: np.ndarray
     `resume` is what `checkpoint` was handed last, resumed only if valid (checkpoint.py; then
     its "set_aside", if it has one, is called with why, and the search starts over).
     `device` is a resolved engine device: training runs where the engine's does; candidates
-    are evaluated on the GPU for cuda and hybrid, else on the CPU (same results everywhere)."""
+    are evaluated on the GPU for cuda and hybrid, their rows through WGSL for metal and wgpu,
+    else on the CPU (same results everywhere)."""
     opt = exp.optimize
-    searches_on = "cuda" if device in ("cuda", "hybrid") else "cpu"
+    searches_on = {"cuda": "cuda", "hybrid": "cuda", "metal": "wgpu", "wgpu": "wgpu"}.get(device, "cpu")
     device = trains_on(device)
     layout = build_layout(exp, train_tokens, vocab_size)  # the whole split's clusters, as the final model's
     part, fit_tokens = split_for_fitness(train_tokens, opt.fitness_fraction, exp.context)

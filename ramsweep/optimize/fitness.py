@@ -111,7 +111,8 @@ class Fitness:
     `model` is trained on the search's training part (`train`), with the layout the final
     model will have; `fit` is the held-out slice. `kind` is one of FITNESSES. Without `train`
     the state only measures the model as it is (no neuron can be retrained). `device` "cuda"
-    keeps the state and runs the kernels on the GPU, with the same results.
+    keeps the state and runs the kernels on the GPU, "wgpu" trains and reads the rewired
+    neurons' rows through WGSL: the same results.
     """
 
     def __init__(self, model: Model, train: Examples | None, fit: Examples, kind: str, pool_bytes: int | None = None,
@@ -128,6 +129,8 @@ class Fitness:
             self.level_tables[i, : t.shape[0], : t.shape[1]] = t
         if device == "cuda":
             from ramsweep.optimize import cuda as backend  # numba-cuda only where a GPU is used
+        elif device == "wgpu":
+            from ramsweep.optimize import wgpu as backend  # wgpu only where it is used
         else:
             backend = cpu
         by_target = group_by_target(train.target_pos, self.layout.vocab_size) if train is not None else None
