@@ -19,7 +19,6 @@ CUDA alone. Prints markdown for BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from ramsweep.sweep.experiment import Task, run_experiment
 
 sys.path.insert(0, str(Path(__file__).parent))
 from engine import lookup_reference  # noqa: E402
+from wgsl import CONFIGS, zipf_corpus  # noqa: E402  (the configs and corpus the WGSL benchmark times too)
 
 try:  # WGSL beside CUDA where wgpu finds this GPU (Vulkan): not a software rasteriser
     from ramsweep.engine.backends import wgpu as wgpu_backend
@@ -49,15 +49,6 @@ try:  # WGSL beside CUDA where wgpu finds this GPU (Vulkan): not a software rast
 except ImportError:
     wgpu_backend = None
 
-CONFIGS = {
-    "tier0_20bit": dict(tiers="100,15,20;400,10,12;rest,5,8", context=4),
-    "five_tier_gradient": dict(tiers="50,37,22;50,31,20;400,11,12;20000,7,10;rest,3,11", context=8),
-    # the research's "extreme" widths: 40 bits in LSH memory (2^20 cells a neuron), 12 and 8 as usual
-    "tier0_40bit_lsh": dict(tiers="100,15,40;400,10,12;rest,5,8", context=4),
-    # tier0_20bit with the research's gates: 8 gate neurons of 12 bits per cluster
-    "tier0_20bit_gated": dict(tiers="100,15,20;400,10,12;rest,5,8", context=4, gating={"neurons": 8, "bits": 12}),
-}
-WIKITEXT2_SIZE = {"train": 2_400_000, "validation": 250_000, "test": 290_000}
 SLICE_EVAL = 20_000
 
 
@@ -90,16 +81,6 @@ def gather_reference() -> dict[str, float]:
         cuda.synchronize()
         out[label] = threads * per / (time.perf_counter() - t)
     return out
-
-
-def zipf_corpus(base):
-    """The KJV corpus object with WikiText-2-sized i.i.d. Zipf splits over its 50,257 ids."""
-    rng = np.random.default_rng(0)
-    p = 1.0 / np.arange(1, base.vocab_size + 1)
-    split = {s: rng.choice(base.vocab_size, n, p=p / p.sum()).astype(np.int32) for s, n in WIKITEXT2_SIZE.items()}
-    return dataclasses.replace(base, train=split["train"], validation=split["validation"], test=split["test"],
-                               token_bytes={s: np.full(n, 4, np.int32) for s, n in WIKITEXT2_SIZE.items()},
-                               name="zipf", fingerprint="zipf-" + base.fingerprint)
 
 
 def work(exp, train_tokens, vocab_size: int, n_eval: int) -> tuple[int, int]:

@@ -4,8 +4,8 @@ and cell codes as documented in cpu.py), and train a dense tier (shaders/train.w
 the CPU's cells exactly: a cell's code is the OR of its writes, in any order). Sparse tiers
 train on the CPU engine.
 
-The WGSL kernel (shaders/evaluate.wgsl) runs one invocation per EX examples (each neuron's
-wiring read once for them) over a range of the tier's clusters. WGSL has neither 64-bit integers nor a float we could trust to match the
+The WGSL kernel (shaders/evaluate.wgsl) runs one invocation per example over a range of the
+tier's clusters. WGSL has neither 64-bit integers nor a float we could trust to match the
 CPU's, so what it reads and writes is all u32:
   inputs  (chunk, 2*words + 1)     each example's packed uint64 context as u32 pairs (low word
                                    first), then its target's cluster position
@@ -50,7 +50,6 @@ import numpy as np
 from ramsweep.engine.backends.levels import level_scores, tier_levels
 
 WORKGROUP = 64  # the shaders' @workgroup_size
-EX = 4  # examples an invocation of the evaluation shader (its EX)
 CHUNK = 1 << 16  # examples per dispatch at most
 NEURONS_PER_DISPATCH = 1 << 12  # with CHUNK: at most 2^28 lookups (a fraction of a second) per dispatch
 STATS = 7  # u32 per example in `stats`
@@ -284,7 +283,7 @@ def evaluate_tier(tier, batch) -> None:
             compute = encoder.begin_compute_pass()
             compute.set_pipeline(pipeline)
             compute.set_bind_group(0, group)
-            compute.dispatch_workgroups(-(-chunk // (WORKGROUP * EX)))
+            compute.dispatch_workgroups(-(-chunk // WORKGROUP))
             compute.end()
             device.queue.submit([encoder.finish()])
         got = np.frombuffer(device.queue.read_buffer(d_hist), dtype=np.uint32).reshape(chunk, n_levels)
