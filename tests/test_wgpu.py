@@ -81,8 +81,8 @@ def test_cluster_ranges_are_consecutive_and_fit_the_cap():
         wgpu_backend.cluster_ranges(sizes, 64, max_clusters=3)
 
 
-def test_neuron_cap_per_dispatch_gives_the_same_results(monkeypatch):
-    monkeypatch.setattr(wgpu_backend, "NEURONS_PER_DISPATCH", 5)
+def test_a_read_cap_per_dispatch_gives_the_same_results(monkeypatch):
+    monkeypatch.setattr(wgpu_backend, "READS_PER_INVOCATION", 5)
     same_scores(*trained("mixed")[1:])
 
 
@@ -155,4 +155,15 @@ def test_a_vocabulary_of_thousands_of_clusters_scores_as_the_cpu():
     rng = np.random.default_rng(0)
     tokens, held = zipf(rng, 20_000, 2000), zipf(rng, 300, 2000)
     model = train(Experiment(name="wide_vocab", tiers="3,3,9;rest,2,5", context=4), tokens, 2000)
+    same_scores(model, held)
+
+
+def test_a_wide_hashed_tier_is_read_in_short_dispatches_and_scores_as_the_cpu():
+    """A sparse LSH tier of 100 clusters of 15 neurons of 40 bits: 120 k input-bit reads an example
+    in one dispatch read zeros past a point on lavapipe; cut into short dispatches, the CPU's scores."""
+    rng = np.random.default_rng(0)
+    tokens, held = zipf(rng, 3000, 3000), zipf(rng, 60, 3000)
+    exp = Experiment(name="wide_lsh", tiers="100,15,40;rest,2,5", context=4, memory="bits", dense_max_bits=12)
+    model = train(exp, tokens, 3000)
+    assert model.memories[0].tier.storage == "sparse"
     same_scores(model, held)

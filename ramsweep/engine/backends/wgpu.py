@@ -31,8 +31,9 @@ runs it on the CPU engine instead; evaluate_tier() itself raises ValueError for 
 One storage buffer may hold at most maxStorageBufferBindingSize bytes (128 MiB on Vulkan and
 lavapipe): the tier's clusters are cut into consecutive ranges whose tables fit under that
 cap, one dispatch each. Ranges run in cluster order and carry the argmax, target and empty
-counts in `stats`, so they merge exactly like one pass. Ranges are also capped in neurons so
-one dispatch stays short (GPU watchdogs kill command buffers that run for seconds), and
+counts in `stats`, so they merge exactly like one pass. Ranges are also capped in the input-bit
+reads of one invocation (READS_PER_INVOCATION), so one dispatch stays short (GPU watchdogs kill
+command buffers that run for seconds, and lavapipe cut longer invocations short), and
 examples go through in chunks that keep `hist` under the cap.
 """
 
@@ -51,7 +52,10 @@ from ramsweep.engine.backends.levels import level_scores, tier_levels
 
 WORKGROUP = 64  # the shaders' @workgroup_size
 CHUNK = 1 << 16  # examples per dispatch at most
-NEURONS_PER_DISPATCH = 1 << 12  # with CHUNK: at most 2^28 lookups (a fraction of a second) per dispatch
+# input-bit reads one invocation makes in one dispatch at most (a range's neurons x bits, twice when
+# hashed, its gates' included): lavapipe cut longer ones short (a 100,15,40 LSH tier, 120 k reads,
+# read zeros past a point); short dispatches also keep clear of GPU watchdogs
+READS_PER_INVOCATION = 1 << 15
 STATS = 7  # u32 per example in `stats`
 MAX_BITS = 32  # addresses and sparse keys are u32
 BINDING_CAP: int | None = None  # bytes per storage buffer; None: the device's limit (tests shrink it)
@@ -146,6 +150,13 @@ def cluster_bytes(tier) -> np.ndarray:
     return own + (cluster_bytes(tier.gate) if tier.gate is not None else 0)
 
 
+def cluster_reads(tier) -> int:
+    """Input-bit reads of one example at one cluster: its neurons' bits (twice when hashed: the
+    bit and its hash word), and its gate neurons'."""
+    own = tier.neurons * tier.order.shape[1] * (2 if tier.hashed else 1)
+    return own + (tier.gate.neurons * tier.gate.order.shape[1] if tier.gate is not None else 0)
+
+
 def cluster_ranges(sizes: np.ndarray, cap: int, max_clusters: int) -> list[tuple[int, int]]:
     """Consecutive ranges [c0, c1) of at most max_clusters clusters whose tables (`sizes`, bytes
     per cluster) fit in `cap` bytes, summed over all of a range's buffers, so each one fits."""
@@ -230,7 +241,7 @@ def _plan(tier, batch) -> _Plan:
     n = len(batch)
     chunk = min(CHUNK, cap // (4 * max(len(used), row, STATS)))
     chunk = -(-n // -(-n // chunk)) if n else chunk  # equal chunks: the last one pads few rows
-    ranges = cluster_ranges(cluster_bytes(tier), cap, max(1, NEURONS_PER_DISPATCH // tier.neurons))
+    ranges = cluster_ranges(cluster_bytes(tier), cap, max(1, READS_PER_INVOCATION // cluster_reads(tier)))
     scores = level_scores(tier.score_table, tier.level_table, batch.hist.shape[1])[used]
     return _Plan(chunk, row, used, local_table, scores, ranges)
 
