@@ -4,9 +4,10 @@ and cell codes as documented in cpu.py), and train a dense tier (shaders/train.w
 the CPU's cells exactly: a cell's code is the OR of its writes, in any order). Sparse tiers
 train on the CPU engine.
 
-The WGSL kernel (shaders/evaluate.wgsl) runs one invocation per example over a range of the
-tier's clusters. WGSL has neither 64-bit integers nor a float we could trust to match the
-CPU's, so what it reads and writes is all u32:
+The WGSL kernel (shaders/evaluate.wgsl) runs one invocation per EX examples (a neuron's
+wiring read once for them, as the CUDA kernel does) over a range of the tier's clusters. WGSL
+has neither 64-bit integers nor a float we could trust to match the CPU's, so what it reads and
+writes is all u32:
   inputs  (chunk, 2*words + 1)     each example's packed uint64 context as u32 pairs (low word
                                    first), then its target's cluster position
   order   (range neurons, bits)    uint16 bit indices widened; addresses are built MSB first,
@@ -51,10 +52,12 @@ import numpy as np
 from ramsweep.engine.backends.levels import level_scores, tier_levels
 
 WORKGROUP = 64  # the shaders' @workgroup_size
+EX = 4  # examples an invocation of the evaluation shader (its EX): a neuron's wiring read once for them
 CHUNK = 1 << 16  # examples per dispatch at most
-# input-bit reads one invocation makes in one dispatch at most (a range's neurons x bits, twice when
-# hashed, its gates' included): lavapipe cut longer ones short (a 100,15,40 LSH tier, 120 k reads,
-# read zeros past a point); short dispatches also keep clear of GPU watchdogs
+# input-bit reads one invocation makes in one dispatch at most (its EX examples' over a range's
+# neurons x bits, twice when hashed, its gates' included): lavapipe cut longer ones short (a
+# 100,15,40 LSH tier, 120 k reads an example, read zeros past a point); short dispatches also keep
+# clear of GPU watchdogs
 READS_PER_INVOCATION = 1 << 15
 STATS = 7  # u32 per example in `stats`
 MAX_BITS = 32  # addresses and sparse keys are u32
@@ -241,7 +244,7 @@ def _plan(tier, batch) -> _Plan:
     n = len(batch)
     chunk = min(CHUNK, cap // (4 * max(len(used), row, STATS)))
     chunk = -(-n // -(-n // chunk)) if n else chunk  # equal chunks: the last one pads few rows
-    ranges = cluster_ranges(cluster_bytes(tier), cap, max(1, READS_PER_INVOCATION // cluster_reads(tier)))
+    ranges = cluster_ranges(cluster_bytes(tier), cap, max(1, READS_PER_INVOCATION // (EX * cluster_reads(tier))))
     scores = level_scores(tier.score_table, tier.level_table, batch.hist.shape[1])[used]
     return _Plan(chunk, row, used, local_table, scores, ranges)
 
@@ -294,7 +297,7 @@ def evaluate_tier(tier, batch) -> None:
             compute = encoder.begin_compute_pass()
             compute.set_pipeline(pipeline)
             compute.set_bind_group(0, group)
-            compute.dispatch_workgroups(-(-chunk // WORKGROUP))
+            compute.dispatch_workgroups(-(-chunk // (WORKGROUP * EX)))
             compute.end()
             device.queue.submit([encoder.finish()])
         got = np.frombuffer(device.queue.read_buffer(d_hist), dtype=np.uint32).reshape(chunk, n_levels)

@@ -1,5 +1,5 @@
 // Evaluate one range of a tier's clusters for one chunk of examples: cpu.evaluate_tier's loop,
-// gates included, one invocation per example (layouts and the host side in wgpu.py). Nothing here compares
+// gates included, one invocation per EX examples (layouts and the host side in wgpu.py). Nothing here compares
 // floats: scores are integer levels, the host maps them to values. Ranges of one tier run in
 // cluster order and carry each example's state in `stats`, so the strict '>' keeps ties with
 // the earlier cluster across ranges too.
@@ -39,28 +39,40 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> hist: array<u32>;   // (n_examples, n_levels) clusters per level
 @group(0) @binding(8) var<storage, read_write> stats: array<u32>;  // (n_examples, 5), see main
 
-// the neuron's cell index: its address, or under LSH the address's hash, built bit by bit, so
-// a hashed address of up to 64 bits never needs a 64-bit integer
-fn address(base: u32, n: u32) -> u32 {
-    var a = 0u;
+const EX: u32 = 4u;  // examples an invocation (wgpu.py's EX): a neuron's wiring is read once for them
+
+// the neuron's cell index for each of EX examples (rows at b): its address, or under LSH the
+// address's hash, built bit by bit, so a hashed address of up to 64 bits never needs a 64-bit integer
+fn addresses(b: array<u32, 4>, n: u32) -> array<u32, 4> {
+    var rows = b;
+    var a = array<u32, 4>(0u, 0u, 0u, 0u);
     for (var j = 0u; j < p.bits; j++) {
         let q = order[n * p.bits + j];
-        let bit = (inputs[base + (q >> 5u)] >> (q & 31u)) & 1u;
+        var h = 0u;
         if (p.hashed != 0u) {
-            a ^= select(0u, order[p.hash_base + n * p.bits + j], bit == 1u);
-        } else {
-            a = (a << 1u) | bit;
+            h = order[p.hash_base + n * p.bits + j];
+        }
+        for (var k = 0u; k < EX; k++) {
+            let bit = (inputs[rows[k] + (q >> 5u)] >> (q & 31u)) & 1u;
+            if (p.hashed != 0u) {
+                a[k] ^= select(0u, h, bit == 1u);
+            } else {
+                a[k] = (a[k] << 1u) | bit;
+            }
         }
     }
     return a;
 }
 
-// the plain address of gate neuron n (never hashed)
-fn gate_address(base: u32, n: u32) -> u32 {
-    var a = 0u;
+// the plain addresses of gate neuron n (never hashed)
+fn gate_addresses(b: array<u32, 4>, n: u32) -> array<u32, 4> {
+    var rows = b;
+    var a = array<u32, 4>(0u, 0u, 0u, 0u);
     for (var j = 0u; j < p.g_bits; j++) {
         let q = order[p.g_order_base + n * p.g_bits + j];
-        a = (a << 1u) | ((inputs[base + (q >> 5u)] >> (q & 31u)) & 1u);
+        for (var k = 0u; k < EX; k++) {
+            a[k] = (a[k] << 1u) | ((inputs[rows[k] + (q >> 5u)] >> (q & 31u)) & 1u);
+        }
     }
     return a;
 }
@@ -91,73 +103,100 @@ fn dense_read(base: u32, words: u32, n: u32, a: u32) -> u32 {
 }
 
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let e = gid.x;
-    if (e >= p.n_examples) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    // examples e0 + k * 64 for k < EX: neighbouring invocations read neighbouring rows; a lane
+    // past the chunk's end repeats e0 and writes nothing
+    let e0 = wid.x * 64u * EX + lid;
+    if (e0 >= p.n_examples) {
         return;
     }
-    let base = e * p.row;
-    let tpos = inputs[base + p.row - 1u];
-    let s = e * 7u;
+    var e: array<u32, 4>;
+    var live: array<bool, 4>;
+    var base: array<u32, 4>;
+    var tpos: array<u32, 4>;
     // stats: 1 + best level so far (0: none yet), its cluster, 1 + the target's level
     // (0: not met), the target's EMPTY reads, EMPTY reads over all clusters, open gates, 1 when
     // the target's gate is open
-    var best = stats[s];
-    var best_c = stats[s + 1u];
-    var empties = 0u;
-    var opens = 0u;
-    let h = e * p.n_levels;
+    var best: array<u32, 4>;
+    var best_c: array<u32, 4>;
+    var empties = array<u32, 4>(0u, 0u, 0u, 0u);
+    var opens = array<u32, 4>(0u, 0u, 0u, 0u);
+    for (var k = 0u; k < EX; k++) {
+        live[k] = e0 + k * 64u < p.n_examples;
+        e[k] = select(e0, e0 + k * 64u, live[k]);
+        base[k] = e[k] * p.row;
+        tpos[k] = inputs[base[k] + p.row - 1u];
+        best[k] = stats[e[k] * 7u];
+        best_c[k] = stats[e[k] * 7u + 1u];
+    }
     for (var c = p.c0; c < p.c1; c++) {
-        var n_true = 0u;
-        var n_empty = 0u;
+        var n_true = array<u32, 4>(0u, 0u, 0u, 0u);  // zeroed explicitly: on lavapipe the implicit zero of a var in a loop was not redone each pass
+        var n_empty = array<u32, 4>(0u, 0u, 0u, 0u);
         let n0 = (c - p.c0) * p.neurons;
         for (var n = n0; n < n0 + p.neurons; n++) {
-            let a = address(base, n);
-            var v: u32;
-            if (p.is_sparse != 0u) {
-                v = sparse_read(n, a, 0u, 0u);
-            } else {
-                v = dense_read(0u, p.dense_words, n, a);
+            let a = addresses(base, n);
+            for (var k = 0u; k < EX; k++) {
+                var v: u32;
+                if (p.is_sparse != 0u) {
+                    v = sparse_read(n, a[k], 0u, 0u);
+                } else {
+                    v = dense_read(0u, p.dense_words, n, a[k]);
+                }
+                n_true[k] += select(0u, 1u, v == 3u);
+                n_empty[k] += select(0u, 1u, v == 0u);
             }
-            n_true += select(0u, 1u, v == 3u);
-            n_empty += select(0u, 1u, v == 0u);
         }
-        var level = level_table[n_true * (p.neurons + 1u) + n_empty];
-        if (p.g_need > 0u) {  // a closed gate scores the cluster as (0 TRUE, 0 EMPTY) reads
-            var g_true = 0u;
+        var g_true = array<u32, 4>(0u, 0u, 0u, 0u);
+        if (p.g_need > 0u) {
             let g0 = (c - p.c0) * p.g_neurons;
             for (var n = g0; n < g0 + p.g_neurons; n++) {
-                let a = gate_address(base, n);
-                var v: u32;
-                if (p.g_is_sparse != 0u) {
-                    v = sparse_read(p.g_offsets_base + n, a, p.g_cells_base, p.g_vals_base);
+                let a = gate_addresses(base, n);
+                for (var k = 0u; k < EX; k++) {
+                    var v: u32;
+                    if (p.g_is_sparse != 0u) {
+                        v = sparse_read(p.g_offsets_base + n, a[k], p.g_cells_base, p.g_vals_base);
+                    } else {
+                        v = dense_read(p.g_cells_base, p.g_dense_words, n, a[k]);
+                    }
+                    g_true[k] += select(0u, 1u, v == 3u);
+                }
+            }
+        }
+        for (var k = 0u; k < EX; k++) {
+            if (!live[k]) {
+                continue;
+            }
+            let s = e[k] * 7u;
+            var level = level_table[n_true[k] * (p.neurons + 1u) + n_empty[k]];
+            if (p.g_need > 0u) {  // a closed gate scores the cluster as (0 TRUE, 0 EMPTY) reads
+                if (g_true[k] >= p.g_need) {
+                    opens[k] += 1u;
+                    if (p.first + c == tpos[k]) {
+                        stats[s + 6u] = 1u;
+                    }
                 } else {
-                    v = dense_read(p.g_cells_base, p.g_dense_words, n, a);
+                    level = level_table[0u];
                 }
-                g_true += select(0u, 1u, v == 3u);
             }
-            if (g_true >= p.g_need) {
-                opens += 1u;
-                if (p.first + c == tpos) {
-                    stats[s + 6u] = 1u;
-                }
-            } else {
-                level = level_table[0u];
+            hist[e[k] * p.n_levels + level] += 1u;
+            if (level + 1u > best[k]) {
+                best[k] = level + 1u;
+                best_c[k] = c;
             }
+            if (p.first + c == tpos[k]) {
+                stats[s + 2u] = level + 1u;
+                stats[s + 3u] = n_empty[k];
+            }
+            empties[k] += n_empty[k];
         }
-        hist[h + level] += 1u;
-        if (level + 1u > best) {
-            best = level + 1u;
-            best_c = c;
-        }
-        if (p.first + c == tpos) {
-            stats[s + 2u] = level + 1u;
-            stats[s + 3u] = n_empty;
-        }
-        empties += n_empty;
     }
-    stats[s] = best;
-    stats[s + 1u] = best_c;
-    stats[s + 4u] += empties;
-    stats[s + 5u] += opens;
+    for (var k = 0u; k < EX; k++) {
+        if (live[k]) {
+            let s = e[k] * 7u;
+            stats[s] = best[k];
+            stats[s + 1u] = best_c[k];
+            stats[s + 4u] += empties[k];
+            stats[s + 5u] += opens[k];
+        }
+    }
 }
