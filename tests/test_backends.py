@@ -344,3 +344,47 @@ def test_cpu_sparse_training_memory_stays_near_one_batch(monkeypatch):
     worst_case = 160 * 20_000 * 5  # 160 neurons, every example, key + value bytes
     assert model.memories[0].keys.nbytes < worst_case / 10  # the cells are few: 10-bit addresses
     assert peak < worst_case / 2, peak  # ~4 MB with 2 threads or 16; every batch kept would be ~16 MB
+
+
+# ------------------------------------------------------------------ a connectivity search on a backend
+
+
+def moves_are_the_cpus(model, part, fit, device: str, kind: str, rng) -> tuple:
+    """Three rewirings of two random neurons a tier, evaluated then committed by the incremental
+    fitness on `device` and on the CPU: the same values each time, then the same rows in the
+    same slots. Returns both fitness states."""
+    from ramsweep.optimize.fitness import Examples, Fitness
+
+    examples = Examples.of(part, model.layout), Examples.of(fit, model.layout)
+    on_cpu, here = (Fitness(model, *examples, kind, device=d, pool_bytes=1) for d in ("cpu", device))
+    for f in (on_cpu, here):
+        f.set_scope(np.arange(model.layout.vocab_size))
+    for _ in range(3):
+        changes = []
+        for t, tier in enumerate(model.layout.tiers):
+            neurons = rng.choice(tier.n_neurons, size=2, replace=False)
+            changes.append((t, neurons, np.stack([rng.choice(model.layout.n_input, tier.bits, replace=False)
+                                                  for _ in neurons]).astype(np.int32)))
+        assert on_cpu.evaluate([changes]) == here.evaluate([changes])
+        assert on_cpu.commit(changes) == here.commit(changes)
+    slots = list(on_cpu.pool.slot_of.values())
+    assert list(here.pool.slot_of.values()) == slots
+    assert np.array_equal(on_cpu.kernels.read_rows(slots), here.kernels.read_rows(slots))
+    return on_cpu, here
+
+
+def search_is_the_cpus(tokens, vocab: int, device: str, rng) -> None:
+    """A GA+TS search of one tier through run_search on `device` and on the CPU: the same history,
+    validation choice and connectivity."""
+    from ramsweep.optimize.driver import run_search
+
+    search = Experiment(name="s", tiers="3,3,8;rest,2,6", context=3, negatives=6, optimize={
+        "strategy": "ga+ts", "generations": 2, "population": 4, "iterations": 2, "neighbours": 3, "mutation": 0.05,
+        "tiers": [0]})
+    args = (search, tokens, zipf(rng, 400, vocab), vocab)
+    a, b = run_search(*args, device="cpu"), run_search(*args, device=device)
+    drop = ("elapsed_s", "search_s")
+    assert [{k: v for k, v in h.items() if k not in drop} for h in a.summary["history"]] == \
+        [{k: v for k, v in h.items() if k not in drop} for h in b.summary["history"]]
+    assert a.summary["selection"] == b.summary["selection"]
+    assert all(np.array_equal(x, y) for x, y in zip(a.chosen.connectivity, b.chosen.connectivity))

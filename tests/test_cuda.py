@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pytest
 from conftest import run_in_the_simulator
-from test_backends import CASES, tiny_set, trained, zipf
+from test_backends import CASES, moves_are_the_cpus, search_is_the_cpus, tiny_set, trained, zipf
 
 from ramsweep.config import Experiment
 from ramsweep.engine import evaluate as evaluate_module
@@ -129,9 +129,6 @@ def test_a_model_too_big_for_the_gpu_is_refused_before_any_work(tmp_path, monkey
 def test_search_on_cuda_equals_the_cpu():
     """The incremental fitness gives the same bits on the GPU (rows, counts, Σ exp), so a whole
     search takes the same path and ends with the same connectivity and figures."""
-    from ramsweep.optimize.driver import run_search
-    from ramsweep.optimize.fitness import Examples, Fitness
-
     rng = np.random.default_rng(3)
     vocab = 30
     tokens = zipf(rng, 300 if SIMULATED else 3000, vocab)
@@ -140,35 +137,9 @@ def test_search_on_cuda_equals_the_cpu():
     # for one (27: trained on the CPU)
     exp = Experiment(name="x", tiers="2,3,27;4,2,9;rest,2,5", context=6, negatives=5, dense_max_bits=6,
                      memory="bits", empty_value=0.5)
-    model = train(exp, part, vocab)
-    examples = Examples.of(part, model.layout), Examples.of(fit, model.layout)
-    on_cpu, on_gpu = (Fitness(model, *examples, "simple", device=d, pool_bytes=1) for d in ("cpu", "cuda"))
-    for f in (on_cpu, on_gpu):
-        f.set_scope(np.arange(vocab))
-    for _ in range(3):
-        changes = []
-        for t, tier in enumerate(model.layout.tiers):
-            neurons = rng.choice(tier.n_neurons, size=2, replace=False)
-            changes.append((t, neurons, np.stack([rng.choice(model.layout.n_input, tier.bits, replace=False)
-                                                  for _ in neurons]).astype(np.int32)))
-        assert on_cpu.evaluate([changes]) == on_gpu.evaluate([changes])
-        assert on_cpu.commit(changes) == on_gpu.commit(changes)
-    slots = list(on_cpu.pool.slot_of.values())
-    assert list(on_gpu.pool.slot_of.values()) == slots
-    assert np.array_equal(on_cpu.kernels.read_rows(slots), on_gpu.kernels.read_rows(slots))
-
-    if SIMULATED:  # the kernels are covered above; a whole search is checked on a real GPU
-        return
-    search = Experiment(name="s", tiers="3,3,8;rest,2,6", context=3, negatives=6, optimize={
-        "strategy": "ga+ts", "generations": 2, "population": 4, "iterations": 2, "neighbours": 3, "mutation": 0.05,
-        "tiers": [0]})
-    args = (search, tokens, zipf(rng, 60 if SIMULATED else 400, vocab), vocab)
-    a, b = run_search(*args, device="cpu"), run_search(*args, device="cuda")
-    drop = ("elapsed_s", "search_s")
-    assert [{k: v for k, v in h.items() if k not in drop} for h in a.summary["history"]] == \
-        [{k: v for k, v in h.items() if k not in drop} for h in b.summary["history"]]
-    assert a.summary["selection"] == b.summary["selection"]
-    assert all(np.array_equal(x, y) for x, y in zip(a.chosen.connectivity, b.chosen.connectivity))
+    moves_are_the_cpus(train(exp, part, vocab), part, fit, "cuda", "simple", rng)
+    if not SIMULATED:  # the kernels are covered above; a whole search is checked on a real GPU
+        search_is_the_cpus(tokens, vocab, "cuda", rng)
 
 
 @pytest.mark.slow  # 11 s: the simulator's run of this file; the backend contract's CUDA cases stay fast

@@ -103,9 +103,10 @@ def test_search_rows_through_wgsl_equal_the_cpus(monkeypatch):
     """A connectivity search's rewired neurons trained and read through WGSL (negative clusters,
     DENSE and SPARSE tiers; a tier whose scratch rows pass the buffer cap trains on the CPU):
     the same rows, so the same fitness, commits and, through run_search on wgpu, the same search."""
+    from test_backends import moves_are_the_cpus, search_is_the_cpus
+
     from ramsweep.optimize import wgpu as search_wgpu
-    from ramsweep.optimize.driver import run_search
-    from ramsweep.optimize.fitness import Examples, Fitness
+    from ramsweep.optimize.fitness import Examples
 
     rng = np.random.default_rng(3)
     vocab = 30
@@ -121,32 +122,9 @@ def test_search_rows_through_wgsl_equal_the_cpus(monkeypatch):
     real = search_wgpu.Kernels._rows_of
     monkeypatch.setattr(search_wgpu.Kernels, "_rows_of", lambda self, *a: on_gpu_bits.append(a[2].shape[1]) or
                         real(self, *a))
-    examples = Examples.of(part, model.layout), Examples.of(fit, model.layout)
-    on_cpu, here = (Fitness(model, *examples, "ce", device=d, pool_bytes=1) for d in ("cpu", "wgpu"))
-    for f in (on_cpu, here):
-        f.set_scope(np.arange(vocab))
-    for _ in range(3):
-        changes = []
-        for t, tier in enumerate(model.layout.tiers):
-            neurons = rng.choice(tier.n_neurons, size=2, replace=False)
-            changes.append((t, neurons, np.stack([rng.choice(model.layout.n_input, tier.bits, replace=False)
-                                                  for _ in neurons]).astype(np.int32)))
-        assert on_cpu.evaluate([changes]) == here.evaluate([changes])
-        assert on_cpu.commit(changes) == here.commit(changes)
-    slots = list(on_cpu.pool.slot_of.values())
-    assert np.array_equal(on_cpu.kernels.read_rows(slots), here.kernels.read_rows(slots))
+    moves_are_the_cpus(model, part, fit, "wgpu", "ce", rng)
     assert set(on_gpu_bits) == {9, 5}  # those rows through WGSL, the 18-bit ones on the CPU
-
-    search = Experiment(name="s", tiers="3,3,8;rest,2,6", context=3, negatives=6, optimize={
-        "strategy": "ga+ts", "generations": 2, "population": 4, "iterations": 2, "neighbours": 3, "mutation": 0.05,
-        "tiers": [0]})
-    args = (search, tokens, zipf(rng, 400, vocab), vocab)
-    a, b = run_search(*args, device="cpu"), run_search(*args, device="wgpu")
-    drop = ("elapsed_s", "search_s")
-    assert [{k: v for k, v in h.items() if k not in drop} for h in a.summary["history"]] == \
-        [{k: v for k, v in h.items() if k not in drop} for h in b.summary["history"]]
-    assert a.summary["selection"] == b.summary["selection"]
-    assert all(np.array_equal(x, y) for x, y in zip(a.chosen.connectivity, b.chosen.connectivity))
+    search_is_the_cpus(tokens, vocab, "wgpu", rng)
 
 
 def test_a_vocabulary_of_thousands_of_clusters_scores_as_the_cpu():

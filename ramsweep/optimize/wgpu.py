@@ -88,16 +88,7 @@ class Kernels(cpu.Kernels):
             for row0 in range(0, n_rows, step):
                 params = [mode, bits, self._train.shape[1], self._fit.shape[1], self.fit_x.shape[0], words, out_words,
                           x * engine_wgpu.WORKGROUP, row0, 0, 0, 0]  # padded to 16-byte rows
-                buffers = [engine_wgpu._buffer(device, np.array(params), "UNIFORM"), d_train, d_fit, d_order, d_info,
-                           d_examples, d_scratch, d_out]
-                entries = [{"binding": i, "resource": {"buffer": b, "offset": 0, "size": b.size}}
-                           for i, b in enumerate(buffers)]
-                group = device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=entries)
-                encoder = device.create_command_encoder()
-                compute = encoder.begin_compute_pass()
-                compute.set_pipeline(pipeline)
-                compute.set_bind_group(0, group)
-                compute.dispatch_workgroups(x, min(step, n_rows - row0))
-                compute.end()
-                device.queue.submit([encoder.finish()])
+                group = engine_wgpu.bind(device, pipeline, [engine_wgpu._buffer(device, np.array(params), "UNIFORM"),
+                                                            d_train, d_fit, d_order, d_info, d_examples, d_scratch, d_out])
+                engine_wgpu.dispatch(device, pipeline, group, x, min(step, n_rows - row0))
         return np.frombuffer(device.queue.read_buffer(d_out), dtype=np.uint8).reshape(n_rows, 4 * out_words)

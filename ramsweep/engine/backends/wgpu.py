@@ -221,6 +221,24 @@ def _scratch(device, nbytes: int):
     return device.create_buffer(size=nbytes, usage=usage)
 
 
+def bind(device, pipeline, buffers: list):
+    """A bind group of `pipeline` holding `buffers` at bindings 0, 1, ... (whole buffers)."""
+    entries = [{"binding": i, "resource": {"buffer": b, "offset": 0, "size": b.size}} for i, b in enumerate(buffers)]
+    return device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=entries)
+
+
+def dispatch(device, pipeline, group, x: int, y: int = 1) -> None:
+    """One compute pass of (x, y) workgroups, submitted alone: submissions run in order and each
+    stays short (GPU watchdogs)."""
+    encoder = device.create_command_encoder()
+    compute = encoder.begin_compute_pass()
+    compute.set_pipeline(pipeline)
+    compute.set_bind_group(0, group)
+    compute.dispatch_workgroups(x, y)
+    compute.end()
+    device.queue.submit([encoder.finish()])
+
+
 @dataclass(frozen=True)
 class _Plan:
     """How one tier goes through the kernel: its examples in chunks, its clusters in ranges."""
@@ -263,11 +281,8 @@ def _bind_groups(device, pipeline, tier, plan: _Plan, d_inputs, d_hist, d_stats)
                   int(tier.is_sparse), tier.dense.shape[1], hashed, (c1 - c0) * tier.neurons * tier.order.shape[1] * hashed,
                   *gating, *bases, 0, 0, 0]  # padded to 16-byte rows
         d_order, d_cells, d_offsets, d_vals = (_buffer(device, t) for t in tables)
-        buffers = [_buffer(device, np.array(params), "UNIFORM"), d_inputs, d_order, d_levels, d_cells, d_offsets,
-                   d_vals, d_hist, d_stats]  # in the shader's binding order
-        entries = [{"binding": i, "resource": {"buffer": b, "offset": 0, "size": b.size}}
-                   for i, b in enumerate(buffers)]
-        groups.append(device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=entries))
+        groups.append(bind(device, pipeline, [_buffer(device, np.array(params), "UNIFORM"), d_inputs, d_order, d_levels,
+                                              d_cells, d_offsets, d_vals, d_hist, d_stats]))  # the shader's order
     return groups
 
 
@@ -292,14 +307,8 @@ def evaluate_tier(tier, batch) -> None:
         device.queue.write_buffer(d_inputs, 0, rows)
         device.queue.write_buffer(d_hist, 0, zeros[: chunk * n_levels])
         device.queue.write_buffer(d_stats, 0, zeros[: chunk * STATS])
-        for group in groups:  # one submit each: they run in cluster order, and each one is short
-            encoder = device.create_command_encoder()
-            compute = encoder.begin_compute_pass()
-            compute.set_pipeline(pipeline)
-            compute.set_bind_group(0, group)
-            compute.dispatch_workgroups(-(-chunk // (WORKGROUP * EX)))
-            compute.end()
-            device.queue.submit([encoder.finish()])
+        for group in groups:  # in cluster order
+            dispatch(device, pipeline, group, -(-chunk // (WORKGROUP * EX)))
         got = np.frombuffer(device.queue.read_buffer(d_hist), dtype=np.uint32).reshape(chunk, n_levels)
         part.hist[:, plan.used] += got[:m].astype(part.hist.dtype)
         stats = np.frombuffer(device.queue.read_buffer(d_stats), dtype=np.uint32).reshape(chunk, STATS)[:m]
@@ -373,17 +382,9 @@ def train_tier(tier, data):
             for mode, y0, count in dispatches:
                 params = [m, row, tier.order.shape[1], tier.neurons, lo, hi, neg_hi, mode, int(tier.hashed),
                           (hi - lo) * tier.order.shape[1], words, y0]
-                buffers = [_buffer(device, np.array(params), "UNIFORM"), d_inputs, d_targets, d_order, d_cells]
-                entries = [{"binding": i, "resource": {"buffer": b, "offset": 0, "size": b.size}}
-                           for i, b in enumerate(buffers)]
-                group = device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=entries)
-                encoder = device.create_command_encoder()
-                compute = encoder.begin_compute_pass()
-                compute.set_pipeline(pipeline)
-                compute.set_bind_group(0, group)
-                compute.dispatch_workgroups(-(-m // WORKGROUP), count)
-                compute.end()
-                device.queue.submit([encoder.finish()])
+                group = bind(device, pipeline, [_buffer(device, np.array(params), "UNIFORM"), d_inputs, d_targets,
+                                                d_order, d_cells])
+                dispatch(device, pipeline, group, -(-m // WORKGROUP), count)
         dense[lo:hi] = np.frombuffer(device.queue.read_buffer(d_cells), dtype=np.uint32).reshape(hi - lo, words)
     return dataclasses.replace(tier, dense=dense)
 
