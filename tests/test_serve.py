@@ -790,3 +790,26 @@ def test_the_latest_results_are_newest_first_across_files(tmp_path):
     feed = Feed([tonight, last_week])  # read in this order: before, last week's came out as the newest
     feed.refresh()
     assert [s.name for _, s in feed.newest(2)] == ["tonight_run", "last_weeks_run"]
+
+
+def test_a_big_grids_night_is_thinned_but_keeps_every_new_best():
+    """59,049 results would be 59,049 dots on a phone: at most MAX_DOTS, evenly spaced, plus every
+    result that set a new best (the step line's corners), which are all kept."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from ramsweep.report import charts
+
+    rng = np.random.default_rng(1)
+    values = 1000 + 500 * rng.random(20_000)
+    results = [SimpleNamespace(kind="experiment", ok=True, finished=f"2026-12-04T{k // 3600 % 24:02d}:{k // 60 % 60:02d}:"
+                               f"{k % 60:02d}+00:00", metrics=SimpleNamespace(validation=SimpleNamespace(ppl=v)))
+               for k, v in enumerate(values)]
+    svg = svg_of(charts.best_so_far(results, metric("val_ppl"), "a big grid"))
+    dots = {(float(c.get("cx")), float(c.get("cy"))) for c in svg.iter(f"{SVG}circle")}
+    step, = [p for p in svg.iter(f"{SVG}polyline") if p.get("class") == "step"]
+    corners = [tuple(map(float, p.split(","))) for p in step.get("points").split()][0::2]  # each new best, the end
+    news = int((values == np.minimum.accumulate(values)).sum())  # results that set a new best
+    assert len(corners) - 1 == news and set(corners[:-1]) <= dots  # every new best is drawn
+    assert charts.MAX_DOTS <= len(dots) <= charts.MAX_DOTS + news

@@ -7,10 +7,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+import numpy as np
+
 from ramsweep.report import search_phases
 from ramsweep.report.bitwise import is_bitwise
 from ramsweep.report.rows import Metric
 from ramsweep.report.svg import COLOURS, Series, bars, chart
+
+MAX_DOTS = 1500  # results drawn as dots on the night's chart at most (the page stays light on a phone)
 
 
 def _when(stamp: str | None) -> float | None:
@@ -21,8 +25,9 @@ def _when(stamp: str | None) -> float | None:
 
 
 def best_so_far(members: Sequence, by: Metric, title: str) -> str | None:
-    """Each finished experiment of one group as a dot at the hour it finished, and the best of
-    `by` so far as a step line: how the night went. None without two finished experiments."""
+    """Each finished experiment of one group as a dot at the hour it finished (at most MAX_DOTS:
+    evenly spaced ones and every new best), and the best of `by` so far as a step line: how the
+    night went. None without two finished experiments."""
     found = sorted((t, v) for r in members if r.kind == "experiment" and r.ok and r.metrics is not None
                    for t, v in [(_when(r.finished), by.value(r))] if t is not None and v is not None)
     if len(found) < 2:
@@ -30,11 +35,14 @@ def best_so_far(members: Sequence, by: Metric, title: str) -> str | None:
     start = found[0][0]
     points = [((t - start) / 3600, v) for t, v in found]
     best, line = None, []
-    for x, v in points:
+    for x, v in points:  # the step line's corners: each new best
         if best is None or (v < best if by.lower_is_better else v > best):
             best = v
-        line.append((x, best))
+            line.append((x, best))
     line.append((points[-1][0], best))
+    if len(points) > MAX_DOTS:  # a big grid's night: evenly spaced dots and every new best, not 59,049
+        keep = set(np.linspace(0, len(points) - 1, MAX_DOTS).round().astype(int)) | {points.index(p) for p in line[:-1]}
+        points = [points[k] for k in sorted(keep)]
     clock = datetime.fromtimestamp(start).strftime("%H:%M")
     return chart([Series("each result", points, "dots", COLOURS[0]), Series("best so far", line, "step", COLOURS[1])],
                  title=title, x_label=f"hours since the first result ({clock})", y_label=by.name)
