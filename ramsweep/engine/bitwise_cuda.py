@@ -124,30 +124,16 @@ def _read_cluster(x, order, kind, dense32, dense8, offsets, keys, vals, quarters
 
 
 @cuda.jit
-def _read_neuron_codes(x, order, kind, dense32, dense8, offsets, keys, vals, out):
-    """Per example e, its cell code at every neuron n into out[n, e] (neurons, n_examples) uint8:
-    _read_cluster's lookups, kept (bitwise.read_neuron_codes); neighbouring threads write
-    neighbouring bytes."""
+def _write_codes(x, order, kind, dense32, dense8, offsets, keys, vals, by_code, slots, out):
+    """Per example e, by_code[its cell code] at every neuron n into out[slots[n], e] uint8:
+    _read_cluster's lookups, kept (bitwise.read_neuron_codes: by_code the identity; a connections
+    search's rows: bitwise.code_increments); neighbouring threads write neighbouring bytes."""
     e = cuda.grid(1)
     if e >= x.shape[0]:
         return
     n_neurons, bits = order.shape[0], order.shape[1]
     for n in range(n_neurons):
-        code = _code(x, e, order, n, bits, kind, dense32, dense8, offsets, keys, vals)
-        out[n, e] = uint8(code)
-
-
-@cuda.jit
-def _store_increments(x, order, kind, dense32, dense8, offsets, keys, vals, increments, slots, store):
-    """_read_neuron_codes with each code's increment (bitwise.code_increments) written to
-    store[slots[n], e]: a connections search's rows, kept on the GPU."""
-    e = cuda.grid(1)
-    if e >= x.shape[0]:
-        return
-    n_neurons, bits = order.shape[0], order.shape[1]
-    for n in range(n_neurons):
-        code = _code(x, e, order, n, bits, kind, dense32, dense8, offsets, keys, vals)
-        store[slots[n], e] = increments[code]
+        out[slots[n], e] = by_code[_code(x, e, order, n, bits, kind, dense32, dense8, offsets, keys, vals)]
 
 
 @cuda.jit
@@ -572,7 +558,27 @@ def _train_quad_group(common, group: list, wired: dict, states: dict | None = No
 
 # --- host side: evaluation ---------------------------------------------------------------------
 
-_NONE32, _NONE8 = np.zeros((1, 1), dtype=np.uint32), np.zeros((1, 1), dtype=np.uint8)
+_PLACEHOLDERS: list = []  # made once (see _placeholders)
+
+
+def _placeholders() -> tuple:
+    """On the GPU, once: the arguments a kernel gets for the tables a cluster has not (DENSE
+    ternary, DENSE quad, SPARSE (offsets, keys, vals)) and the identity of cell codes
+    (read_neuron_codes' by_code)."""
+    if not _PLACEHOLDERS:
+        _PLACEHOLDERS.extend([cuda.to_device(np.zeros((1, 1), np.uint32)), cuda.to_device(np.zeros((1, 1), np.uint8)),
+                              tuple(cuda.to_device(a) for a in (np.zeros(2, np.int64), np.zeros(1, np.uint32),
+                                                                np.zeros(1, np.uint8))),
+                              cuda.to_device(np.arange(256, dtype=np.uint8))])
+    return tuple(_PLACEHOLDERS)
+
+
+def _first_rows(n: int):
+    """Rows 0..n-1 on the GPU (read_neuron_codes' slots), kept and grown as needed."""
+    rows = _POOL.get("first_rows")
+    if rows is None or rows.size < n:
+        rows = _POOL["first_rows"] = cuda.to_device(np.arange(max(n, 1024), dtype=np.int64))
+    return rows[:n]
 
 
 def _upload(model) -> list:
@@ -608,8 +614,7 @@ def read_clusters(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     out_q = cuda.device_array((model.n_bits, n), dtype=np.int64)
     out_empty = cuda.device_array((model.n_bits, n), dtype=np.int32)
     out_none = cuda.device_array((model.n_bits, n), dtype=np.int32)
-    none32, none8 = cuda.to_device(_NONE32), cuda.to_device(_NONE8)
-    no_sparse = tuple(cuda.to_device(a) for a in (np.zeros(2, np.int64), np.zeros(1, np.uint32), np.zeros(1, np.uint8)))
+    none32, none8, no_sparse = _placeholders()[:3]
     for i, (kind, order, cells) in enumerate(tables):
         dense32 = cells if kind == KIND_TERNARY else none32
         dense8 = cells if kind == KIND_QUAD else none8
@@ -639,8 +644,7 @@ def _table(cluster, table):
 def _cells_args(table) -> tuple:
     """(dense32, dense8, offsets, keys, vals) of a table for the reading kernels."""
     kind, _, cells = table
-    none32, none8 = cuda.to_device(_NONE32), cuda.to_device(_NONE8)
-    no_sparse = tuple(cuda.to_device(a) for a in (np.zeros(2, np.int64), np.zeros(1, np.uint32), np.zeros(1, np.uint8)))
+    none32, none8, no_sparse = _placeholders()[:3]
     return (cells if kind == KIND_TERNARY else none32, cells if kind == KIND_QUAD else none8,
             *(cells if kind == KIND_SPARSE else no_sparse))
 
@@ -663,8 +667,8 @@ class RowStore:
         """Rows 0.. of a trained cluster (train_rows') into the slots, as increments."""
         kind, order, _ = table = _table(cluster, table)
         if self.n:
-            _store_increments[_blocks(self.n), THREADS](self.x, order, kind, *_cells_args(table), self.increments,
-                                                        cuda.to_device(np.asarray(slots, dtype=np.int64)), self.rows)
+            _write_codes[_blocks(self.n), THREADS](self.x, order, kind, *_cells_args(table), self.increments,
+                                                   cuda.to_device(np.asarray(slots, dtype=np.int64)), self.rows)
 
     def row(self, slot: int) -> np.ndarray:
         return self.rows[slot, : self.n].copy_to_host()
@@ -712,6 +716,6 @@ def read_neuron_codes(cluster, x: np.ndarray, table=None) -> np.ndarray:
         return np.zeros((0, cluster.neurons), dtype=np.uint8)
     kind, order, _ = table = _table(cluster, table)
     out = _pooled("codes", cluster.neurons * n, np.uint8).reshape(cluster.neurons, n)  # copied out below
-    _read_neuron_codes[_blocks(n), THREADS](cuda.to_device(np.ascontiguousarray(x)), order, kind,
-                                            *_cells_args(table), out)
+    _write_codes[_blocks(n), THREADS](cuda.to_device(np.ascontiguousarray(x)), order, kind, *_cells_args(table),
+                                      _placeholders()[3], _first_rows(cluster.neurons), out)
     return out.copy_to_host().T

@@ -37,41 +37,29 @@ struct Params {
 @group(0) @binding(5) var<storage, read> offsets: array<u32>;      // sparse: (range neurons + 1,) into keys
 @group(0) @binding(6) var<storage, read> vals: array<u32>;         // sparse: cell codes, 4 bytes a word
 @group(0) @binding(7) var<storage, read_write> hist: array<u32>;   // (n_examples, n_levels) clusters per level
-@group(0) @binding(8) var<storage, read_write> stats: array<u32>;  // (n_examples, 5), see main
+@group(0) @binding(8) var<storage, read_write> stats: array<u32>;  // (n_examples, 7), see main
 
 const EX: u32 = 4u;  // examples an invocation (wgpu.py's EX): a neuron's wiring is read once for them
 
-// the neuron's cell index for each of EX examples (rows at b): its address, or under LSH the
-// address's hash, built bit by bit, so a hashed address of up to 64 bits never needs a 64-bit integer
-fn addresses(b: array<u32, 4>, n: u32) -> array<u32, 4> {
+// a neuron's cell index for each of EX examples (rows at b): its address from its `bits` input
+// bits at order[first..], or under LSH (hashed) the XOR of its hash words at order[hash_first..] at
+// the address's 1 bits, built bit by bit, so a hashed address of up to 64 bits needs no 64-bit integer
+fn addresses(b: array<u32, 4>, first: u32, bits: u32, hash_first: u32, hashed: bool) -> array<u32, 4> {
     var rows = b;
     var a = array<u32, 4>(0u, 0u, 0u, 0u);
-    for (var j = 0u; j < p.bits; j++) {
-        let q = order[n * p.bits + j];
+    for (var j = 0u; j < bits; j++) {
+        let q = order[first + j];
         var h = 0u;
-        if (p.hashed != 0u) {
-            h = order[p.hash_base + n * p.bits + j];
+        if (hashed) {
+            h = order[hash_first + j];
         }
         for (var k = 0u; k < EX; k++) {
             let bit = (inputs[rows[k] + (q >> 5u)] >> (q & 31u)) & 1u;
-            if (p.hashed != 0u) {
+            if (hashed) {
                 a[k] ^= select(0u, h, bit == 1u);
             } else {
                 a[k] = (a[k] << 1u) | bit;
             }
-        }
-    }
-    return a;
-}
-
-// the plain addresses of gate neuron n (never hashed)
-fn gate_addresses(b: array<u32, 4>, n: u32) -> array<u32, 4> {
-    var rows = b;
-    var a = array<u32, 4>(0u, 0u, 0u, 0u);
-    for (var j = 0u; j < p.g_bits; j++) {
-        let q = order[p.g_order_base + n * p.g_bits + j];
-        for (var k = 0u; k < EX; k++) {
-            a[k] = (a[k] << 1u) | ((inputs[rows[k] + (q >> 5u)] >> (q & 31u)) & 1u);
         }
     }
     return a;
@@ -100,6 +88,20 @@ fn sparse_read(i: u32, a: u32, key_base: u32, val_base: u32) -> u32 {
 
 fn dense_read(base: u32, words: u32, n: u32, a: u32) -> u32 {
     return (cells[base + n * words + (a >> 4u)] >> ((a & 15u) << 1u)) & 3u;
+}
+
+// neuron n's code at address a: the tier's own (gate false) or its gate's, each table at its bases
+fn code_at(gate: bool, n: u32, a: u32) -> u32 {
+    if (gate) {
+        if (p.g_is_sparse != 0u) {
+            return sparse_read(p.g_offsets_base + n, a, p.g_cells_base, p.g_vals_base);
+        }
+        return dense_read(p.g_cells_base, p.g_dense_words, n, a);
+    }
+    if (p.is_sparse != 0u) {
+        return sparse_read(n, a, 0u, 0u);
+    }
+    return dense_read(0u, p.dense_words, n, a);
 }
 
 @compute @workgroup_size(64)
@@ -134,14 +136,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var n_empty = array<u32, 4>(0u, 0u, 0u, 0u);
         let n0 = (c - p.c0) * p.neurons;
         for (var n = n0; n < n0 + p.neurons; n++) {
-            let a = addresses(base, n);
+            let a = addresses(base, n * p.bits, p.bits, p.hash_base + n * p.bits, p.hashed != 0u);
             for (var k = 0u; k < EX; k++) {
-                var v: u32;
-                if (p.is_sparse != 0u) {
-                    v = sparse_read(n, a[k], 0u, 0u);
-                } else {
-                    v = dense_read(0u, p.dense_words, n, a[k]);
-                }
+                let v = code_at(false, n, a[k]);
                 n_true[k] += select(0u, 1u, v == 3u);
                 n_empty[k] += select(0u, 1u, v == 0u);
             }
@@ -150,14 +147,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         if (p.g_need > 0u) {
             let g0 = (c - p.c0) * p.g_neurons;
             for (var n = g0; n < g0 + p.g_neurons; n++) {
-                let a = gate_addresses(base, n);
+                let a = addresses(base, p.g_order_base + n * p.g_bits, p.g_bits, 0u, false);  // gates: never hashed
                 for (var k = 0u; k < EX; k++) {
-                    var v: u32;
-                    if (p.g_is_sparse != 0u) {
-                        v = sparse_read(p.g_offsets_base + n, a[k], p.g_cells_base, p.g_vals_base);
-                    } else {
-                        v = dense_read(p.g_cells_base, p.g_dense_words, n, a[k]);
-                    }
+                    let v = code_at(true, n, a[k]);
                     g_true[k] += select(0u, 1u, v == 3u);
                 }
             }
